@@ -1,0 +1,79 @@
+// Package contract holds the names and numbers that skiff's components agree
+// on: ports, the sidecar UID, annotation and label keys, and environment
+// variable names. The injector, the router, the controller and the node agent
+// import it so that each value is written down exactly once.
+//
+// Everything here is part of the user-facing contract described in
+// docs/design.md; change a value only on purpose.
+package contract
+
+// Ports.
+const (
+	// SidecarOutboundPort is where eBPF (or an iptables REDIRECT) sends the
+	// pod's redirected outbound connections; the sidecar listens on
+	// 127.0.0.1 at this port.
+	SidecarOutboundPort = 15001
+	// HealthPort serves /healthz and /readyz on the sidecar and the gateway.
+	HealthPort = 15021
+	// MetricsPort serves Prometheus /metrics on every component.
+	MetricsPort = 15090
+	// XDSPort is the controller's gRPC ADS port.
+	XDSPort = 15010
+	// WebhookPort is the injector's TLS admission port.
+	WebhookPort = 9443
+	// LinkPort is the gateway's inter-site mTLS link port.
+	LinkPort = 55671
+)
+
+// SidecarUID is the user the sidecar runs as; the eBPF programs never
+// redirect connections made by this UID.
+const SidecarUID = 1337
+
+// Labels and annotations.
+const (
+	// InjectionLabel on a namespace opts it in to injection ("enabled").
+	InjectionLabel = "skiff.io/injection"
+	// InjectAnnotation on a pod opts it in ("true") or out ("false").
+	InjectAnnotation = "skiff.io/inject"
+	// StatusAnnotation records what the injector did to a pod.
+	StatusAnnotation = "skiff.io/status"
+	// ConfigAnnotationPrefix prefixes the per-pod configuration annotations.
+	ConfigAnnotationPrefix = "config.skiff.io/"
+
+	// ExposeAnnotation on a Service exposes it to the network ("true").
+	ExposeAnnotation = "skiff.io/expose"
+	// AddressAnnotation overrides the network address (default: Service name).
+	AddressAnnotation = "skiff.io/address"
+	// RoutingAnnotation selects the routing pattern.
+	RoutingAnnotation = "skiff.io/routing"
+	// ProtocolAnnotation selects tcp, http or http2.
+	ProtocolAnnotation = "skiff.io/protocol"
+
+	// TypeLabel marks skiff Secrets: "token-request" or "link".
+	TypeLabel = "skiff.io/type"
+	// CostAnnotation on a link Secret sets the link cost.
+	CostAnnotation = "skiff.io/cost"
+)
+
+// Routing patterns.
+const (
+	RoutingBalanced  = "balanced"
+	RoutingClosest   = "closest"
+	RoutingMulticast = "multicast"
+)
+
+// Protocols.
+const (
+	ProtocolTCP   = "tcp"
+	ProtocolHTTP  = "http"
+	ProtocolHTTP2 = "http2"
+)
+
+// Environment variables the injector sets on the sidecar container.
+const (
+	EnvControllerAddr = "SKIFF_CONTROLLER"
+	EnvPodName        = "SKIFF_POD_NAME"
+	EnvPodNamespace   = "SKIFF_POD_NAMESPACE"
+	EnvSite           = "SKIFF_SITE"
+	EnvLogLevel       = "SKIFF_LOG_LEVEL"
+)

@@ -1,0 +1,61 @@
+// Package logging builds the zap-backed logr.Logger that every skiff main
+// uses: JSON lines by default (what `kubectl logs` users parse), a console
+// encoder with --zap-devel. Only mains import it; everything else takes a
+// logr.Logger.
+package logging
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Options are the logging flags.
+type Options struct {
+	Devel bool
+	Level string // info or debug
+}
+
+// AddFlags registers --zap-devel and --log-level.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&o.Devel, "zap-devel", false, "log human-readable console lines instead of JSON")
+	fs.StringVar(&o.Level, "log-level", "info", "log level: info or debug (debug enables V(1) lines)")
+}
+
+// Validate reports an unknown level.
+func (o *Options) Validate() error {
+	switch o.Level {
+	case "info", "debug":
+		return nil
+	}
+	return fmt.Errorf("--log-level %q: want info or debug", o.Level)
+}
+
+// New returns the logger and a function that flushes it.
+func New(o Options, name string) (logr.Logger, func(), error) {
+	if err := o.Validate(); err != nil {
+		return logr.Discard(), func() {}, err
+	}
+	var cfg zap.Config
+	if o.Devel {
+		cfg = zap.NewDevelopmentConfig()
+	} else {
+		cfg = zap.NewProductionConfig()
+		cfg.Sampling = nil
+		cfg.EncoderConfig.TimeKey = "ts"
+		cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	}
+	cfg.Level = zap.NewAtomicLevelAt(zapcore.InfoLevel)
+	if o.Level == "debug" {
+		cfg.Level = zap.NewAtomicLevelAt(zapcore.DebugLevel)
+	}
+	zl, err := cfg.Build()
+	if err != nil {
+		return logr.Discard(), func() {}, fmt.Errorf("build logger: %w", err)
+	}
+	return zapr.NewLogger(zl).WithName(name), func() { _ = zl.Sync() }, nil
+}

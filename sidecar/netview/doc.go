@@ -1,0 +1,22 @@
+// Package netview is a gateway's link-state database: the site records that
+// the gateways of a skiff network flood to each other, and the view of the
+// network computed from them.
+//
+// Every gateway originates one [Record] describing its site: the links it has
+// up (peer site and cost) and the network addresses it has ready endpoints
+// for. A record is versioned by (Epoch, Seq): Epoch is the gateway's start
+// time, so a restarted gateway supersedes whatever its previous incarnation
+// flooded, and Seq counts changes within an epoch. Records are flooded on
+// change only, never on a timer.
+//
+// A [DB] stores the newest record per site and computes a [View] from them:
+// least-cost routes (Dijkstra, deterministic tie-breaking) from the local
+// site to every reachable site, and for every address the reachable sites
+// that serve it. A link counts only when both ends list each other, as in
+// OSPF's two-way check, so a dead peer's stale record cannot keep a path
+// alive; a site with no path left drops out of the view at once.
+//
+// The package does no I/O, starts no goroutines and logs nothing: the router
+// moves records over links with [Encode] and [Decode] and asks the DB what
+// changed.
+package netview

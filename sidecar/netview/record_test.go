@@ -1,0 +1,204 @@
+package netview
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNewer(t *testing.T) {
+	tests := []struct {
+		name   string
+		r, old Record
+		want   bool
+	}{
+		{"higher seq", Record{Epoch: 5, Seq: 3}, Record{Epoch: 5, Seq: 2}, true},
+		{"same seq", Record{Epoch: 5, Seq: 3}, Record{Epoch: 5, Seq: 3}, false},
+		{"lower seq", Record{Epoch: 5, Seq: 2}, Record{Epoch: 5, Seq: 3}, false},
+		{"restart beats any seq", Record{Epoch: 6, Seq: 1}, Record{Epoch: 5, Seq: 900}, true},
+		{"old epoch loses", Record{Epoch: 5, Seq: 900}, Record{Epoch: 6, Seq: 1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.Newer(tt.old); got != tt.want {
+				t.Errorf("Newer() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		r    Record
+	}{
+		{"bare", Record{Version: 1, Site: "east", Epoch: 1700000000000000000, Seq: 1}},
+		{"negative epoch", Record{Version: 1, Site: "east", Epoch: -1, Seq: 0}},
+		{"full", Record{
+			Version: 1, Site: "east", Epoch: 42, Seq: 1<<64 - 1,
+			Links:     map[string]int{"west": 1, "north": MaxCost},
+			Addresses: map[string]int{"backend": 3, "db": 0},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Encode(tt.r)
+			if err != nil {
+				t.Fatalf("Encode() error = %v", err)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatalf("Decode(%s) error = %v", b, err)
+			}
+			if diff := cmp.Diff(got, tt.r); diff != "" {
+				t.Errorf("round trip of %s (-got +want):\n%s", b, diff)
+			}
+		})
+	}
+}
+
+func TestEncode(t *testing.T) {
+	tests := []struct {
+		name    string
+		r       Record
+		want    string
+		wantErr error
+	}{
+		{"zero version written as current", Record{Site: "a", Epoch: 1, Seq: 2}, `{"v":1,"site":"a","epoch":1,"seq":2}`, nil},
+		{"maps", Record{Version: 1, Site: "a", Links: map[string]int{"b": 2}, Addresses: map[string]int{"x": 1}}, `{"v":1,"site":"a","epoch":0,"seq":0,"links":{"b":2},"addresses":{"x":1}}`, nil},
+		{"future version", Record{Version: 2, Site: "a"}, "", ErrVersion},
+		{"no site", Record{Version: 1}, "", ErrInvalidRecord},
+		{"zero cost", Record{Version: 1, Site: "a", Links: map[string]int{"b": 0}}, "", ErrInvalidRecord},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Encode(tt.r)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Encode() error = %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(string(b), tt.want); diff != "" {
+				t.Errorf("Encode() (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    Record
+		wantErr error  // checked with errors.Is
+		wantMsg string // full message, when set
+	}{
+		{
+			name: "minimal",
+			in:   `{"v":1,"site":"a","epoch":7,"seq":3}`,
+			want: Record{Version: 1, Site: "a", Epoch: 7, Seq: 3},
+		},
+		{
+			name: "unknown fields from a newer minor version are ignored",
+			in:   `{"v":1,"site":"a","epoch":7,"seq":3,"links":{"b":2},"region":"eu","labels":{"x":[1,2]}}`,
+			want: Record{Version: 1, Site: "a", Epoch: 7, Seq: 3, Links: map[string]int{"b": 2}},
+		},
+		{
+			name: "empty maps decode as nil",
+			in:   `{"v":1,"site":"a","links":{},"addresses":{}}`,
+			want: Record{Version: 1, Site: "a"},
+		},
+		{
+			name: "zero endpoints allowed",
+			in:   `{"v":1,"site":"a","addresses":{"x":0}}`,
+			want: Record{Version: 1, Site: "a", Addresses: map[string]int{"x": 0}},
+		},
+		{
+			name:    "future version",
+			in:      `{"v":2,"site":"west","epoch":7,"seq":3,"links":{"b":-5}}`,
+			wantErr: ErrVersion,
+			wantMsg: `site record v2 from "west", this gateway understands v1: unsupported site record version`,
+		},
+		{
+			name:    "missing version",
+			in:      `{"site":"west"}`,
+			wantErr: ErrVersion,
+			wantMsg: `site record v0 from "west", this gateway understands v1: unsupported site record version`,
+		},
+		{name: "negative version", in: `{"v":-1,"site":"a"}`, wantErr: ErrVersion},
+		{name: "missing site", in: `{"v":1,"epoch":7}`, wantErr: ErrInvalidRecord},
+		{name: "zero cost", in: `{"v":1,"site":"a","links":{"b":0}}`, wantErr: ErrInvalidRecord},
+		{name: "negative cost", in: `{"v":1,"site":"a","links":{"b":-1}}`, wantErr: ErrInvalidRecord},
+		{name: "cost above MaxCost", in: `{"v":1,"site":"a","links":{"b":16777217}}`, wantErr: ErrInvalidRecord},
+		{name: "link to itself", in: `{"v":1,"site":"a","links":{"a":1}}`, wantErr: ErrInvalidRecord},
+		{name: "link to unnamed site", in: `{"v":1,"site":"a","links":{"":1}}`, wantErr: ErrInvalidRecord},
+		{name: "negative endpoints", in: `{"v":1,"site":"a","addresses":{"x":-1}}`, wantErr: ErrInvalidRecord},
+		{name: "empty address", in: `{"v":1,"site":"a","addresses":{"":1}}`, wantErr: ErrInvalidRecord},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode([]byte(tt.in))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Decode() error = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantMsg != "" && err.Error() != tt.wantMsg {
+				t.Errorf("Decode() error = %q, want %q", err, tt.wantMsg)
+			}
+			if diff := cmp.Diff(got, tt.want); diff != "" {
+				t.Errorf("Decode() (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	for _, in := range []string{``, `{`, `[]`, `{"v":"1","site":"a"}`, `{"v":1,"site":"a","seq":-1}`, `{"v":1,"site":"a"} x`} {
+		t.Run(in, func(t *testing.T) {
+			if _, err := Decode([]byte(in)); err == nil {
+				t.Errorf("Decode(%q) succeeded, want an error", in)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"v":1,"site":"a","epoch":7,"seq":3,"links":{"b":2,"c":1},"addresses":{"x":3}}`,
+		`{"v":1,"site":"b","epoch":7,"seq":3,"links":{"a":2},"unknown":true}`,
+		`{"v":2,"site":"a"}`,
+		`{"v":1,"site":"a","links":{"b":0}}`,
+		`{"v":1,"site":"a","links":{"a":1},"addresses":{"":1}}`,
+		`null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Decode(b)
+		if err != nil {
+			return
+		}
+		// What Decode accepts, Encode writes and Decode reads back the same.
+		enc, err := Encode(r)
+		if err != nil {
+			t.Fatalf("Encode(Decode(%q)) error = %v", b, err)
+		}
+		again, err := Decode(enc)
+		if err != nil {
+			t.Fatalf("Decode(Encode(Decode(%q))) = %q: %v", b, enc, err)
+		}
+		if diff := cmp.Diff(again, r); diff != "" {
+			t.Fatalf("re-decoded record (-got +want):\n%s", diff)
+		}
+		// And the DB takes it without trouble.
+		db := NewDB("fuzz-self", 1)
+		db.SetLocal(map[string]int{r.Site: 1}, map[string]int{"x": 1})
+		if !db.Apply(r) && r.Site != "fuzz-self" {
+			t.Fatalf("Apply(%+v) = false on an empty DB", r)
+		}
+		v := db.View()
+		for site, rt := range v.Routes {
+			if rt.Cost < 1 || rt.Hops < 1 || rt.Site != site {
+				t.Fatalf("bad route %+v", rt)
+			}
+		}
+	})
+}
