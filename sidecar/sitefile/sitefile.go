@@ -1,0 +1,360 @@
+package sitefile
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/netview"
+)
+
+// Site is a parsed and validated site file. Paths are absolute and
+// defaults are filled in.
+type Site struct {
+	Path       string // absolute path of the file
+	Name       string
+	DataDir    string      // absolute; default "<name>-data" beside the file
+	LinkAccess *LinkAccess // nil on a site that only dials out
+	Links      []Link
+	Listeners  []Listener
+	Connectors []Connector
+	Routing    map[string]string // address -> balanced|closest; nil when the file has none
+}
+
+// LinkAccess is where the site accepts links from other sites.
+type LinkAccess struct {
+	Bind      string // host:port to listen on; the host may be empty (all interfaces)
+	Advertise string // host:port other sites dial; goes into tokens; default Bind
+}
+
+// Link is a token issued by another site, which this site dials.
+type Link struct {
+	Token string // absolute path of the token file
+	Cost  int    // >= 1; default 1
+	Line  int    // line of the entry in the site file
+}
+
+// Listener is a local entry point for a network address.
+type Listener struct {
+	Address string
+	Host    string
+	Port    int
+	Line    int
+}
+
+// Connector is a local target for a network address.
+type Connector struct {
+	Address string
+	Host    string
+	Port    int
+	Line    int
+}
+
+// RoutingFor returns the routing pattern of an address: the one the file
+// names, else "balanced".
+func (s *Site) RoutingFor(address string) string {
+	if p, ok := s.Routing[address]; ok {
+		return p
+	}
+	return contract.RoutingBalanced
+}
+
+// Load reads and parses the site file at path.
+func Load(path string) (*Site, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read site file: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a site file's contents. path locates the file
+// (relative paths inside it are resolved against its directory) and names
+// it in errors. Every problem found is returned: one [*Error], or an
+// [errors.Join] of several in line order.
+func Parse(path string, data []byte) (*Site, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("site file %s: %w", path, err)
+	}
+	p := &parser{file: path}
+	s := &Site{Path: abs}
+	root := p.document(data)
+	if root != nil || len(p.errs) == 0 {
+		p.site(root, s)
+	}
+	switch len(p.errs) {
+	case 0:
+		return s, nil
+	case 1:
+		return nil, p.errs[0]
+	}
+	slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
+	errs := make([]error, len(p.errs))
+	for i, e := range p.errs {
+		errs[i] = e
+	}
+	return nil, errors.Join(errs...)
+}
+
+// site reads the top-level mapping; root is nil for an empty file.
+func (p *parser) site(root *yaml.Node, s *Site) {
+	dir := filepath.Dir(s.Path)
+	f := map[string]entry{}
+	line := 1
+	if root != nil {
+		line = root.Line
+		f = p.fields(root, "", "name", "dataDir", "linkAccess", "links", "listeners", "connectors", "routing")
+	}
+
+	if e, ok := f["name"]; ok && !isNull(e.value) {
+		if name, ok := p.str(e.value, "name"); ok {
+			if msg := checkLabel(name); msg != "" {
+				p.errorf(e.value.Line, "name", "%s", msg)
+			}
+			s.Name = name
+		}
+	} else if root == nil || root.Kind == yaml.MappingNode {
+		p.errorf(line, "name", "required: the site's name, unique in the network")
+	}
+
+	s.DataDir = s.Name + "-data"
+	if e, ok := f["dataDir"]; ok && !isNull(e.value) {
+		if d, ok := p.str(e.value, "dataDir"); ok {
+			if d == "" {
+				p.errorf(e.value.Line, "dataDir", "must not be empty; leave it out for the default %q", s.DataDir)
+			}
+			s.DataDir = d
+		}
+	}
+	s.DataDir = resolvePath(dir, s.DataDir)
+
+	if e, ok := f["linkAccess"]; ok && !isNull(e.value) {
+		s.LinkAccess = p.linkAccess(e.value)
+	}
+	if e, ok := f["links"]; ok && !isNull(e.value) {
+		s.Links = p.links(e.value, dir)
+	}
+	if e, ok := f["listeners"]; ok && !isNull(e.value) {
+		s.Listeners = p.listeners(e.value)
+	}
+	if e, ok := f["connectors"]; ok && !isNull(e.value) {
+		s.Connectors = p.connectors(e.value)
+	}
+	if e, ok := f["routing"]; ok && !isNull(e.value) {
+		s.Routing = p.routing(e.value)
+	}
+}
+
+func (p *parser) linkAccess(n *yaml.Node) *LinkAccess {
+	f := p.fields(n, "linkAccess", "bind", "advertise")
+	if resolve(n).Kind != yaml.MappingNode {
+		return nil
+	}
+	la := &LinkAccess{}
+	bind, ok := f["bind"]
+	if !ok {
+		p.errorf(n.Line, "linkAccess.bind", "required: the host:port to accept links on, e.g. 0.0.0.0:%d", contract.LinkPort)
+	} else if v, ok := p.str(bind.value, "linkAccess.bind"); ok {
+		if msg := checkHostPort(v, true); msg != "" {
+			p.errorf(bind.value.Line, "linkAccess.bind", "%s", msg)
+		}
+		la.Bind = v
+	}
+	if adv, ok := f["advertise"]; ok {
+		if v, ok := p.str(adv.value, "linkAccess.advertise"); ok {
+			if msg := checkHostPort(v, false); msg != "" {
+				p.errorf(adv.value.Line, "linkAccess.advertise", "%s", msg)
+			}
+			la.Advertise = v
+		}
+	} else if la.Bind != "" {
+		la.Advertise = la.Bind
+		if checkHostPort(la.Bind, true) == "" && checkHostPort(la.Bind, false) != "" {
+			p.errorf(bind.value.Line, "linkAccess.advertise", "required when bind (%s) names no host other sites can dial; set advertise to this site's reachable host:port", la.Bind)
+		}
+	}
+	return la
+}
+
+func (p *parser) links(n *yaml.Node, dir string) []Link {
+	var out []Link
+	seen := map[string]int{} // token path -> index
+	for i, item := range p.items(n, "links") {
+		field := index("links", i)
+		if item.Kind == yaml.ScalarNode && item.ShortTag() == "!!str" {
+			p.errorf(item.Line, field, "must be a mapping such as {token: %s}, got %s", item.Value, kindOf(item))
+			continue
+		}
+		f := p.fields(item, field, "token", "cost")
+		if item.Kind != yaml.MappingNode {
+			continue
+		}
+		l := Link{Cost: 1, Line: item.Line}
+		if e, has := f["token"]; !has {
+			p.errorf(item.Line, field+".token", "required: the path of a token file issued by another site")
+		} else if v, good := p.str(e.value, field+".token"); good && v == "" {
+			p.errorf(e.value.Line, field+".token", "must not be empty")
+		} else if good {
+			l.Token = resolvePath(dir, v)
+			if j, dup := seen[l.Token]; dup {
+				p.errorf(e.value.Line, field+".token", "duplicate of links[%d] (line %d): both dial %s", j, out[j].Line, v)
+			} else {
+				seen[l.Token] = len(out)
+			}
+		}
+		if e, has := f["cost"]; has {
+			if v, good := p.integer(e.value, field+".cost"); good {
+				switch {
+				case v < 1:
+					p.errorf(e.value.Line, field+".cost", "must be >= 1, got %d", v)
+				case v > netview.MaxCost:
+					p.errorf(e.value.Line, field+".cost", "must be <= %d, got %d", netview.MaxCost, v)
+				}
+				l.Cost = v
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// endpoint is the common shape of listeners and connectors.
+type endpoint struct {
+	address, host string
+	port          int
+	line          int
+	ok            bool // every field present and valid
+}
+
+func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
+	f := p.fields(item, field, "address", "host", "port")
+	ep := endpoint{line: item.Line, ok: item.Kind == yaml.MappingNode}
+	if !ep.ok {
+		return ep
+	}
+	if e, has := f["address"]; !has {
+		p.errorf(item.Line, field+".address", "required: the network address, e.g. backend")
+		ep.ok = false
+	} else if v, good := p.str(e.value, field+".address"); !good {
+		ep.ok = false
+	} else {
+		if msg := checkAddress(v); msg != "" {
+			p.errorf(e.value.Line, field+".address", "%s", msg)
+			ep.ok = false
+		}
+		ep.address = v
+	}
+	if e, has := f["host"]; !has {
+		p.errorf(item.Line, field+".host", "required: %s", hostWhat)
+		ep.ok = false
+	} else if v, good := p.str(e.value, field+".host"); !good {
+		ep.ok = false
+	} else {
+		if msg := checkHost(v); msg != "" {
+			p.errorf(e.value.Line, field+".host", "%s", msg)
+			ep.ok = false
+		}
+		ep.host = v
+	}
+	if e, has := f["port"]; !has {
+		p.errorf(item.Line, field+".port", "required: a port between 1 and 65535")
+		ep.ok = false
+	} else if v, good := p.integer(e.value, field+".port"); !good {
+		ep.ok = false
+	} else {
+		if v < 1 || v > 65535 {
+			p.errorf(e.value.Line, field+".port", "must be between 1 and 65535, got %d", v)
+			ep.ok = false
+		}
+		ep.port = v
+	}
+	return ep
+}
+
+func (p *parser) listeners(n *yaml.Node) []Listener {
+	var out []Listener
+	seen := map[string]int{} // host:port -> index
+	for i, item := range p.items(n, "listeners") {
+		field := index("listeners", i)
+		ep := p.endpoint(item, field, "the local IP or host name to listen on")
+		if item.Kind != yaml.MappingNode {
+			continue
+		}
+		if ep.ok {
+			key := hostPort(ep.host, ep.port)
+			if j, dup := seen[key]; dup {
+				p.errorf(ep.line, field, "duplicate of listeners[%d] (line %d): both listen on %s", j, out[j].Line, key)
+			} else {
+				seen[key] = len(out)
+			}
+		}
+		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Line: ep.line})
+	}
+	return out
+}
+
+func (p *parser) connectors(n *yaml.Node) []Connector {
+	var out []Connector
+	seen := map[string]int{} // address host:port -> index
+	for i, item := range p.items(n, "connectors") {
+		field := index("connectors", i)
+		ep := p.endpoint(item, field, "the IP or host name of the local target")
+		if item.Kind != yaml.MappingNode {
+			continue
+		}
+		if ep.ok {
+			key := ep.address + " " + hostPort(ep.host, ep.port)
+			if j, dup := seen[key]; dup {
+				p.errorf(ep.line, field, "duplicate of connectors[%d] (line %d): both connect %s to %s", j, out[j].Line, ep.address, hostPort(ep.host, ep.port))
+			} else {
+				seen[key] = len(out)
+			}
+		}
+		out = append(out, Connector{Address: ep.address, Host: ep.host, Port: ep.port, Line: ep.line})
+	}
+	return out
+}
+
+func (p *parser) routing(n *yaml.Node) map[string]string {
+	out := map[string]string{}
+	for _, e := range p.entries(n, "routing") {
+		field := "routing." + e.key
+		if msg := checkAddress(e.key); msg != "" {
+			p.errorf(e.line, field, "%s", msg)
+			continue
+		}
+		v, ok := p.str(e.value, field)
+		if !ok {
+			continue
+		}
+		switch v {
+		case contract.RoutingBalanced, contract.RoutingClosest:
+			out[e.key] = v
+		case contract.RoutingMulticast:
+			p.errorf(e.value.Line, field, "multicast copies HTTP requests and is not available for tcp addresses; use balanced or closest")
+		default:
+			p.errorf(e.value.Line, field, "unknown routing pattern %q; use balanced or closest", v)
+		}
+	}
+	return out
+}
+
+// resolvePath makes p absolute against dir.
+func resolvePath(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(dir, p)
+}
+
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}

@@ -1,0 +1,257 @@
+package sitefile
+
+import (
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func TestLoadGood(t *testing.T) {
+	dir, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatalf("Load() error = %v", err)
+	}
+	want := &Site{
+		Path:       filepath.Join(dir, "good.yaml"),
+		Name:       "east",
+		DataDir:    filepath.Join(dir, "east-data"),
+		LinkAccess: &LinkAccess{Bind: "0.0.0.0:55671", Advertise: "east.example.com:55671"},
+		Links: []Link{
+			{Token: filepath.Join(dir, "west-token.yaml"), Cost: 1, Line: 8},
+			{Token: "/etc/skiff/north-token.yaml", Cost: 5, Line: 10},
+			{Token: filepath.Join(dir, "tokens", "south-token.yaml"), Cost: 1, Line: 12},
+		},
+		Listeners: []Listener{
+			{Address: "echo", Host: "127.0.0.1", Port: 18080, Line: 14},
+			{Address: "db.prod", Host: "::1", Port: 5432, Line: 15},
+		},
+		Connectors: []Connector{
+			{Address: "echo", Host: "127.0.0.1", Port: 9090, Line: 19},
+			{Address: "echo", Host: "localhost", Port: 9091, Line: 20},
+			{Address: "db.prod", Host: "127.0.0.1", Port: 9090, Line: 21},
+		},
+		Routing: map[string]string{"echo": "closest", "db.prod": "balanced"},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("Load(testdata/good.yaml) (-got +want):\n%s", diff)
+	}
+	for addr, wantPattern := range map[string]string{"echo": "closest", "db.prod": "balanced", "other": "balanced"} {
+		if p := got.RoutingFor(addr); p != wantPattern {
+			t.Errorf("RoutingFor(%q) = %q, want %q", addr, p, wantPattern)
+		}
+	}
+}
+
+func TestParseDefaults(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "west.yaml")
+	tests := []struct {
+		name string
+		yaml string
+		want *Site
+	}{
+		{
+			name: "name only",
+			yaml: "name: west\n",
+			want: &Site{Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data")},
+		},
+		{
+			name: "advertise defaults to bind, cost to 1",
+			yaml: "name: west\nlinkAccess:\n  bind: 127.0.0.1:55671\nlinks:\n  - token: t.yaml\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				LinkAccess: &LinkAccess{Bind: "127.0.0.1:55671", Advertise: "127.0.0.1:55671"},
+				Links:      []Link{{Token: filepath.Join(dir, "t.yaml"), Cost: 1, Line: 5}},
+			},
+		},
+		{
+			name: "absolute data dir, empty sections",
+			yaml: "name: west\ndataDir: /var/lib/skiff//west/\nlinkAccess:\nlinks: []\nlisteners:\nconnectors: null\nrouting: {}\n",
+			want: &Site{Path: path, Name: "west", DataDir: "/var/lib/skiff/west", Links: []Link(nil), Routing: map[string]string{}},
+		},
+		{
+			name: "anchors and aliases",
+			yaml: "name: west\nlisteners:\n  - &l {address: echo, host: 127.0.0.1, port: 80}\nconnectors:\n  - *l\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				Listeners:  []Listener{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
+				Connectors: []Connector{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
+			},
+		},
+		{
+			name: "bind on all interfaces with an advertised address",
+			yaml: "name: west\nlinkAccess:\n  bind: :55671\n  advertise: '[2001:db8::1]:55671'\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				LinkAccess: &LinkAccess{Bind: ":55671", Advertise: "[2001:db8::1]:55671"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(path, []byte(tt.yaml))
+			if err != nil {
+				t.Fatalf("Parse() error = %v", err)
+			}
+			if diff := cmp.Diff(got, tt.want); diff != "" {
+				t.Errorf("Parse() (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestParseBad golden-tests the messages for every bad file in
+// testdata/bad: each NAME.yaml has its expected error in NAME.golden.
+// Run with -update to rewrite them, then review the diff.
+func TestParseBad(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no testdata/bad/*.yaml")
+	}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			site, err := Parse(file, data)
+			if err == nil {
+				t.Fatalf("Parse() = %+v, want an error", site)
+			}
+			for _, e := range leaves(err) {
+				var se *Error
+				if !errors.As(e, &se) {
+					t.Errorf("error %q (%T) is not a *sitefile.Error", e, e)
+				} else if se.File != file {
+					t.Errorf("error %q names file %q, want %q", e, se.File, file)
+				}
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(file, ".yaml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if diff := cmp.Diff(got, string(want)); diff != "" {
+				t.Errorf("Parse(%s) error (-got +want):\n%s", file, diff)
+			}
+		})
+	}
+}
+
+// leaves returns the errors joined in err, or err itself.
+func leaves(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestErrorFields(t *testing.T) {
+	_, err := Parse("east.yaml", []byte("name: east\nlinks:\n  - token: a.yaml\n    cost: 0\n"))
+	var se *Error
+	if !errors.As(err, &se) {
+		t.Fatalf("Parse() error = %v (%T), want a *Error", err, err)
+	}
+	want := &Error{File: "east.yaml", Line: 4, Field: "links[0].cost", Msg: "must be >= 1, got 0"}
+	if diff := cmp.Diff(se, want); diff != "" {
+		t.Errorf("error (-got +want):\n%s", diff)
+	}
+	if got, want := err.Error(), "east.yaml:4: links[0].cost: must be >= 1, got 0"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestErrorString(t *testing.T) {
+	tests := []struct {
+		err  Error
+		want string
+	}{
+		{Error{File: "a.yaml", Line: 3, Field: "name", Msg: "bad"}, "a.yaml:3: name: bad"},
+		{Error{File: "a.yaml", Line: 3, Msg: "bad"}, "a.yaml:3: bad"},
+		{Error{File: "a.yaml", Field: "name", Msg: "bad"}, "a.yaml: name: bad"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := tt.err.Error(); got != tt.want {
+				t.Errorf("Error() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load() error = %v, want fs.ErrNotExist", err)
+	}
+	if !strings.Contains(err.Error(), "nope.yaml") {
+		t.Errorf("Load() error %q does not name the file", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	bad, _ := filepath.Glob("testdata/bad/*.yaml")
+	for _, file := range append(files, bad...) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		site, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if site != nil {
+				t.Errorf("Parse() returned a site and an error %v", err)
+			}
+			for _, e := range leaves(err) {
+				var se *Error
+				if !errors.As(e, &se) {
+					t.Errorf("error %q (%T) is not a *sitefile.Error", e, e)
+				}
+			}
+			return
+		}
+		if checkLabel(site.Name) != "" || !filepath.IsAbs(site.DataDir) {
+			t.Errorf("accepted site with name %q, dataDir %q", site.Name, site.DataDir)
+		}
+		for _, l := range site.Listeners {
+			if l.Port < 1 || l.Port > 65535 || checkAddress(l.Address) != "" {
+				t.Errorf("accepted listener %+v", l)
+			}
+		}
+		for _, l := range site.Links {
+			if l.Cost < 1 || !filepath.IsAbs(l.Token) {
+				t.Errorf("accepted link %+v", l)
+			}
+		}
+		for a, p := range site.Routing {
+			if p != "balanced" && p != "closest" {
+				t.Errorf("accepted routing %s: %s", a, p)
+			}
+		}
+	})
+}
