@@ -1,0 +1,388 @@
+// Package app assembles skiff-router's commands from their options: it reads
+// the site file, creates or loads the site's CA and certificates, checks
+// link tokens, starts the router with its health and metrics endpoints, and
+// issues tokens. The router itself (package router) knows nothing of files.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/router"
+	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/token"
+)
+
+// ServeOptions are the flags shared by the gateway and the sidecar.
+type ServeOptions struct {
+	SiteFile           string
+	MetricsBindAddress string // "0" disables
+	HealthBindAddress  string // "0" disables
+	// Name identifies a sidecar to its gateway; default the host name.
+	Name string
+}
+
+// AddFlags registers the options on fs.
+func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) describing this site; see docs/site-file.md")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
+	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+}
+
+// Validate reports missing or malformed options.
+func (o *ServeOptions) Validate() error {
+	var errs []error
+	if o.SiteFile == "" {
+		errs = append(errs, errors.New("--site-file is required"))
+	}
+	for flagName, v := range map[string]string{"--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthBindAddress} {
+		if v == "0" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", flagName, v, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RunGateway runs a site's gateway from its site file until ctx ends.
+func RunGateway(ctx context.Context, o ServeOptions, log logr.Logger) error {
+	return run(ctx, o, router.RoleGateway, log)
+}
+
+// RunSidecar runs a sidecar: listeners in the site file are the service
+// virtual IPs to match, connectors the endpoints reachable directly, and its
+// one link a token issued by the site's gateway.
+func RunSidecar(ctx context.Context, o ServeOptions, log logr.Logger) error {
+	return run(ctx, o, router.RoleSidecar, log)
+}
+
+func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	site, err := sitefile.Load(o.SiteFile)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg, err := Config(site, role, log)
+	if err != nil {
+		return err
+	}
+	cfg.Metrics = router.NewMetrics(reg)
+	cfg.Name = o.Name
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	r, err := router.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	if o.MetricsBindAddress != "0" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		go func() { errc <- serveHTTP(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+	}
+	if o.HealthBindAddress != "0" {
+		go func() { errc <- serveHTTP(ctx, "health", o.HealthBindAddress, HealthHandler(r.Ready), log) }()
+	}
+	go func() { errc <- r.Run(ctx) }()
+	go watchSiteFile(ctx, o.SiteFile, site, r, log)
+	err = <-errc
+	cancel()
+	return err
+}
+
+// watchSiteFile reloads listeners, connectors and routing when the site
+// file changes (checked every second, or at once on SIGHUP). A file that no
+// longer parses is reported and the running configuration kept; changes to
+// the name, data dir, link access or links need a restart and are reported.
+func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *router.Router, log logr.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	lastMod := modTime(path)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-t.C:
+			if m := modTime(path); m.Equal(lastMod) {
+				continue
+			}
+		}
+		lastMod = modTime(path)
+		next, err := sitefile.Load(path)
+		if err != nil {
+			log.Error(err, "site file changed but does not load; keeping the running configuration", "siteFile", path)
+			continue
+		}
+		if next.Name != current.Name || next.DataDir != current.DataDir || !reflect.DeepEqual(next.LinkAccess, current.LinkAccess) || !sameLinks(next.Links, current.Links) {
+			log.Info("site file changed name, dataDir, linkAccess or links; restart the gateway to apply those", "siteFile", path)
+		}
+		if err := r.SetServices(ctx, servicesOf(next)); err != nil {
+			log.Error(err, "apply reloaded site file", "siteFile", path)
+			continue
+		}
+		current = next
+		log.Info("site file reloaded", "siteFile", path, "listeners", len(next.Listeners), "connectors", len(next.Connectors))
+	}
+}
+
+func modTime(path string) time.Time {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+func sameLinks(a, b []sitefile.Link) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Token != b[i].Token || a[i].Cost != b[i].Cost {
+			return false
+		}
+	}
+	return true
+}
+
+// HealthHandler serves /healthz (the process is alive) and /readyz (the
+// router is serving).
+func HealthHandler(ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log logr.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("serving "+name, "bind", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", name, err)
+	}
+	return nil
+}
+
+// Config turns a parsed site file into a router configuration: it loads or
+// creates the CA and the gateway's serving certificate, opens the token
+// ledger and checks every link token. Metrics are left for the caller.
+func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Config, error) {
+	cfg := router.Config{Site: site.Name, Role: role, Log: log}
+	if err := os.MkdirAll(site.DataDir, 0o700); err != nil {
+		return cfg, fmt.Errorf("create data dir: %w", err)
+	}
+	if site.LinkAccess != nil && role == router.RoleGateway {
+		ca, err := pki.LoadOrCreateCA(site.DataDir, site.Name)
+		if err != nil {
+			return cfg, err
+		}
+		hosts := hostsOf(site.LinkAccess.Bind, site.LinkAccess.Advertise)
+		cert, err := ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
+		if err != nil {
+			return cfg, fmt.Errorf("issue gateway certificate: %w", err)
+		}
+		ledger, err := token.OpenLedger(site.DataDir)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.LinkListen = site.LinkAccess.Bind
+		cfg.ServerTLS = pki.ServerTLS(ca, cert)
+		cfg.Redeemer = ledger
+	}
+	for _, l := range site.Links {
+		spec, err := linkSpec(site, l, time.Now(), log)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Links = append(cfg.Links, spec)
+	}
+	cfg.Services = servicesOf(site)
+	return cfg, nil
+}
+
+// servicesOf returns the listeners, connectors and routing of a site file.
+func servicesOf(site *sitefile.Site) router.Services {
+	var svc router.Services
+	for _, l := range site.Listeners {
+		svc.Listeners = append(svc.Listeners, router.Listener{Address: l.Address, Host: l.Host, Port: l.Port})
+	}
+	for _, c := range site.Connectors {
+		svc.Connectors = append(svc.Connectors, router.Connector{Address: c.Address, Host: c.Host, Port: c.Port})
+	}
+	svc.Routing = site.Routing
+	return svc
+}
+
+// linkSpec checks a link's token. An expired token is refused unless this
+// site already redeemed it (then the issuing site knows us and the token's
+// certificate stays valid), which is recorded in the data dir.
+func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logger) (router.LinkSpec, error) {
+	tok, err := token.Load(l.Token)
+	if err != nil {
+		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token: %w", site.Path, l.Line, err)
+	}
+	if err := tok.VerifyIntegrity(); err != nil {
+		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
+	}
+	marker := filepath.Join(site.DataDir, "redeemed", tok.Site+"-"+tok.ID)
+	if _, statErr := os.Stat(marker); statErr != nil {
+		if err := tok.Verify(now); err != nil {
+			return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
+		}
+	}
+	tlsCfg, err := tok.ClientTLS()
+	if err != nil {
+		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
+	}
+	return router.LinkSpec{
+		Name:     l.Token,
+		Endpoint: tok.Endpoint,
+		TLS:      tlsCfg,
+		Cost:     l.Cost,
+		Connected: func(peer string) {
+			if err := os.MkdirAll(filepath.Dir(marker), 0o700); err == nil {
+				if err := os.WriteFile(marker, []byte(peer+"\n"), 0o600); err != nil {
+					log.Error(err, "record token redemption", "token", l.Token)
+				}
+			}
+		},
+	}, nil
+}
+
+// hostsOf returns the hosts of host:port addresses, for certificate SANs.
+func hostsOf(addrs ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, a := range addrs {
+		h, _, err := net.SplitHostPort(a)
+		if err != nil || h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		out = append(out, h)
+	}
+	return out
+}
+
+// TokenOptions are the flags of `skiff-router token issue`.
+type TokenOptions struct {
+	SiteFile    string
+	Out         string
+	Expires     time.Duration
+	Redemptions int
+}
+
+// AddFlags registers the options on fs.
+func (o *TokenOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.SiteFile, "site-file", "", "site file of the site that issues the token")
+	fs.StringVar(&o.Out, "out", "", "where to write the token (YAML, mode 0600)")
+	fs.DurationVar(&o.Expires, "expires", 15*time.Minute, "how long the token can be redeemed")
+	fs.IntVar(&o.Redemptions, "redemptions", 1, "how many sites may redeem the token")
+}
+
+// Validate reports missing or malformed options.
+func (o *TokenOptions) Validate() error {
+	var errs []error
+	if o.SiteFile == "" {
+		errs = append(errs, errors.New("--site-file is required"))
+	}
+	if o.Out == "" {
+		errs = append(errs, errors.New("--out is required"))
+	}
+	if o.Expires <= 0 {
+		errs = append(errs, fmt.Errorf("--expires must be positive, got %s", o.Expires))
+	}
+	if o.Redemptions < 1 {
+		errs = append(errs, fmt.Errorf("--redemptions must be >= 1, got %d", o.Redemptions))
+	}
+	return errors.Join(errs...)
+}
+
+// IssueToken writes a link token for the site in o.SiteFile.
+func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	site, err := sitefile.Load(o.SiteFile)
+	if err != nil {
+		return nil, err
+	}
+	if site.LinkAccess == nil {
+		return nil, fmt.Errorf("site %q has no linkAccess in %s: other sites cannot dial it, so it cannot issue tokens", site.Name, site.Path)
+	}
+	if err := os.MkdirAll(site.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	ca, err := pki.LoadOrCreateCA(site.DataDir, site.Name)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := token.Issue(ca, site.Name, site.LinkAccess.Advertise, o.Expires, o.Redemptions, now)
+	if err != nil {
+		return nil, err
+	}
+	ledger, err := token.OpenLedger(site.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := ledger.Record(tok); err != nil {
+		return nil, err
+	}
+	b, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(o.Out, b, 0o600); err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
+	return tok, nil
+}

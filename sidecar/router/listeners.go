@@ -1,0 +1,127 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// boundListener is a gateway listener serving one address.
+type boundListener struct {
+	ln      net.Listener
+	address string
+	port    int
+	cancel  context.CancelFunc
+}
+
+// syncListeners binds listeners that are new in the service table and
+// closes those that left it. Connections already accepted are not touched.
+func (r *Router) syncListeners(ctx context.Context) error {
+	t := r.services.Load()
+	r.listenMu.Lock()
+	defer r.listenMu.Unlock()
+	want := map[string]Listener{}
+	for _, l := range t.Listeners {
+		want[net.JoinHostPort(l.Host, strconv.Itoa(l.Port))] = l
+	}
+	for key, bl := range r.listeners {
+		if l, ok := want[key]; !ok || l.Address != bl.address {
+			bl.cancel()
+			bl.ln.Close()
+			delete(r.listeners, key)
+			r.log.Info("listener closed", "address", bl.address, "bind", key)
+		}
+	}
+	var errs []error
+	for key, l := range want {
+		if _, ok := r.listeners[key]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen for address %q on %s: %w", l.Address, key, err))
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		bl := &boundListener{ln: ln, address: l.Address, port: l.Port, cancel: cancel}
+		r.listeners[key] = bl
+		r.log.Info("listening", "address", l.Address, "bind", ln.Addr().String())
+		go r.serveListener(lctx, bl)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Router) closeListeners() {
+	r.listenMu.Lock()
+	defer r.listenMu.Unlock()
+	for key, bl := range r.listeners {
+		bl.cancel()
+		bl.ln.Close()
+		delete(r.listeners, key)
+	}
+}
+
+func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
+	for {
+		c, err := bl.ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				r.log.Error(err, "accept", "address", bl.address)
+			}
+			return
+		}
+		setNoDelay(c)
+		go r.originate(c, bl.address, bl.port, "origin")
+	}
+}
+
+// acceptRedirected serves the sidecar's outbound port: each connection's
+// original destination picks a network address, or it passes through.
+func (r *Router) acceptRedirected(ctx context.Context, ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				r.log.Error(err, "accept redirected connection")
+			}
+			return
+		}
+		setNoDelay(c)
+		go r.handleRedirected(c)
+	}
+}
+
+func (r *Router) handleRedirected(c net.Conn) {
+	dst, err := OriginalDst(c)
+	if err != nil {
+		r.log.Info("redirected connection closed: no original destination", "client", c.RemoteAddr().String(), "error", err.Error())
+		c.Close()
+		return
+	}
+	if own := r.SidecarAddr(); own != nil && dst.String() == own.String() {
+		r.log.Info("connection to the sidecar port itself closed", "client", c.RemoteAddr().String())
+		c.Close()
+		return
+	}
+	t := r.services.Load()
+	if address, ok := t.byVIP[dst.String()]; ok {
+		r.originate(c, address, dst.Port, "sidecar")
+		return
+	}
+	r.m.Passthrough.Inc()
+	out, err := net.DialTimeout("tcp", dst.String(), r.cfg.DialTimeout)
+	if err != nil {
+		r.log.V(1).Info("passthrough dial failed", "destination", dst.String(), "error", err.Error())
+		c.Close()
+		return
+	}
+	r.splice("passthrough", c, out)
+}
+
+func setNoDelay(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+}

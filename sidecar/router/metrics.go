@@ -1,0 +1,63 @@
+package router
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the router's Prometheus metrics. Label cardinality is bounded
+// by the number of addresses and sites in the network.
+type Metrics struct {
+	LinksUp          *prometheus.GaugeVec
+	LinkConns        *prometheus.GaugeVec
+	StreamsOpened    *prometheus.CounterVec
+	StreamsActive    *prometheus.GaugeVec
+	AddressBytes     *prometheus.CounterVec
+	PeerBytes        *prometheus.CounterVec
+	ConnectFailures  *prometheus.CounterVec
+	RoutingDecisions *prometheus.CounterVec
+	Passthrough      prometheus.Counter
+	SitesReachable   prometheus.Gauge
+	RecordsReceived  prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		LinksUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_links_up", Help: "Links to a peer site that are up (1) or down (0).",
+		}, []string{"peer", "direction"}),
+		LinkConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_link_connections", Help: "mTLS connections in the pool of each link.",
+		}, []string{"peer"}),
+		StreamsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_streams_opened_total", Help: "Streams opened, by address and role of this router (origin, transit, delivery).",
+		}, []string{"address", "role"}),
+		StreamsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_streams_active", Help: "Streams currently open, by address and role.",
+		}, []string{"address", "role"}),
+		AddressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_address_bytes_total", Help: "Bytes carried for an address, by direction (in: from the client, out: to the client).",
+		}, []string{"address", "direction"}),
+		PeerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_peer_bytes_total", Help: "Stream bytes sent to and received from a neighbouring site over links.",
+		}, []string{"peer", "direction"}),
+		ConnectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_connect_failures_total", Help: "Attempts to reach an endpoint that failed, by address and reason.",
+		}, []string{"address", "reason"}),
+		RoutingDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_routing_decisions_total", Help: "Endpoints chosen for new connections, by address, pattern and target site.",
+		}, []string{"address", "pattern", "site"}),
+		Passthrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_sidecar_passthrough_total", Help: "Redirected connections whose destination is not a network service, passed through untouched.",
+		}),
+		SitesReachable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_sites_reachable", Help: "Sites in this router's network view, itself included.",
+		}),
+		RecordsReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_site_records_received_total", Help: "Site records received from peers (flooded link-state).",
+		}),
+	}
+	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
+		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.SitesReachable, m.RecordsReceived)
+	return m
+}

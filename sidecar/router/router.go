@@ -1,0 +1,483 @@
+// Package router is skiff's data plane: the gateway that joins a site to the
+// network and the sidecar that catches a pod's outbound connections.
+//
+// A Router terminates and dials links (mutual-TLS connections to other
+// sites' gateways, each a small pool of multiplexed connections), floods its
+// site record over them and keeps the network view (package netview), and
+// carries streams: from a listener or a redirected connection (origin), hop
+// by hop through other gateways (transit), to a local connector (delivery).
+// Every stream starts with a small binary header (address, destination site,
+// origin site, hop limit) answered by a status once the far end reached an
+// endpoint, so an origin can fail over to the next candidate before any
+// byte of the client's is sent.
+//
+// The router does no parsing of site files and no certificate management:
+// package app assembles a Config from those.
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/routing"
+)
+
+// Role says what a Router is.
+type Role int
+
+const (
+	// RoleGateway is a site's gateway: it owns the site record, accepts and
+	// dials links, serves listeners and delivers to connectors.
+	RoleGateway Role = iota
+	// RoleSidecar is a pod's sidecar: it accepts redirected connections and
+	// reaches remote sites through one member link to its site's gateway.
+	RoleSidecar
+)
+
+func (r Role) String() string {
+	if r == RoleSidecar {
+		return "sidecar"
+	}
+	return "gateway"
+}
+
+// Listener is a local entry point for a network address. A gateway binds
+// Host:Port; a sidecar matches redirected connections whose original
+// destination is Host:Port (a service's virtual IP).
+type Listener struct {
+	Address string
+	Host    string
+	Port    int
+}
+
+// Connector is a local target for a network address.
+type Connector struct {
+	Address string
+	Host    string
+	Port    int
+}
+
+// Services is the part of the configuration that can change at run time.
+type Services struct {
+	Listeners  []Listener
+	Connectors []Connector
+	Routing    map[string]string // address -> pattern; default balanced
+}
+
+// Redeemer checks that a link client may connect: id is the serial of its
+// client certificate, site the name it announced.
+type Redeemer interface {
+	Redeem(id, bySite string, now time.Time) error
+}
+
+// LinkSpec is a link this router dials.
+type LinkSpec struct {
+	Name     string      // for logs: the token file
+	Endpoint string      // host:port of the peer's link access
+	TLS      *tls.Config // client config: CA, client certificate, server name
+	Cost     int
+	// Connected is called after the peer accepted the link (a token's first
+	// redemption succeeded); may be nil.
+	Connected func(peer string)
+}
+
+// Config configures a Router.
+type Config struct {
+	Site string // this router's site
+	Role Role
+	// Name identifies a sidecar to its gateway (pod name); unused by gateways.
+	Name string
+
+	LinkListen string      // bind address for link access; empty: dial only
+	ServerTLS  *tls.Config // required with LinkListen
+	Redeemer   Redeemer    // required with LinkListen
+
+	Links    []LinkSpec
+	Services Services
+
+	// SidecarListen is where a sidecar accepts redirected connections.
+	SidecarListen string
+
+	PoolSize    int           // connections per link, the primary included; default 2
+	Mux         mux.Config    // zero value: mux defaults
+	DialTimeout time.Duration // for local connectors and link dials; default 3s
+	Epoch       int64         // start time for site records; default now
+
+	Metrics *Metrics
+	Log     logr.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.PoolSize <= 0 {
+		c.PoolSize = 2
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 3 * time.Second
+	}
+	if c.Epoch == 0 {
+		c.Epoch = time.Now().UnixNano()
+	}
+	if c.SidecarListen == "" && c.Role == RoleSidecar {
+		c.SidecarListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.SidecarOutboundPort))
+	}
+}
+
+// Validate reports a configuration the router cannot run.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Site == "" {
+		errs = append(errs, errors.New("site name is empty"))
+	}
+	if c.LinkListen != "" && (c.ServerTLS == nil || c.Redeemer == nil) {
+		errs = append(errs, errors.New("link access needs a server TLS config and a token ledger"))
+	}
+	if c.Role == RoleSidecar && c.LinkListen != "" {
+		errs = append(errs, errors.New("a sidecar does not accept links"))
+	}
+	if c.Role == RoleSidecar && len(c.Links) > 1 {
+		errs = append(errs, fmt.Errorf("a sidecar links to its own gateway only, got %d links", len(c.Links)))
+	}
+	for i, l := range c.Links {
+		if l.TLS == nil || l.Endpoint == "" {
+			errs = append(errs, fmt.Errorf("link %d (%s): endpoint and TLS config are required", i, l.Name))
+		}
+		if l.Cost < 1 {
+			errs = append(errs, fmt.Errorf("link %d (%s): cost must be >= 1, got %d", i, l.Name, l.Cost))
+		}
+	}
+	if c.Metrics == nil {
+		errs = append(errs, errors.New("metrics are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Router is a running gateway or sidecar. Create it with New and run it
+// with Run.
+type Router struct {
+	cfg    Config
+	log    logr.Logger
+	m      *Metrics
+	self   string // this site's name; a sidecar's view is rooted at its gateway's site
+	picker *routing.Picker
+
+	db *netview.DB
+
+	services atomic.Pointer[serviceTable]
+
+	mu    sync.Mutex
+	links map[string]*link // by link id
+
+	// outstanding streams per routing key (local endpoint or site).
+	outstanding sync.Map // string -> *atomic.Int64
+
+	ready atomic.Bool
+
+	listenMu    sync.Mutex
+	listeners   map[string]*boundListener // by host:port
+	linkAddr    atomic.Value              // net.Addr of the link listener
+	sidecarLn   atomic.Value              // net.Addr of the sidecar listener
+	unreachMu   sync.Mutex
+	unreachSeen map[string]time.Time
+	lastSites   map[string]bool
+}
+
+// New checks cfg and returns a Router that is not yet running.
+func New(cfg Config) (*Router, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+	r := &Router{
+		cfg:         cfg,
+		log:         cfg.Log.WithValues("site", cfg.Site, "role", cfg.Role.String()),
+		m:           cfg.Metrics,
+		self:        cfg.Site,
+		picker:      routing.NewPicker(uint64(cfg.Epoch)),
+		db:          netview.NewDB(cfg.Site, cfg.Epoch),
+		links:       map[string]*link{},
+		listeners:   map[string]*boundListener{},
+		unreachSeen: map[string]time.Time{},
+		lastSites:   map[string]bool{},
+	}
+	r.services.Store(newServiceTable(cfg.Services))
+	return r, nil
+}
+
+// Run serves until ctx is cancelled; it returns an error only when it
+// cannot start (a port in use, say).
+func (r *Router) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	if r.cfg.LinkListen != "" {
+		ln, err := net.Listen("tcp", r.cfg.LinkListen)
+		if err != nil {
+			return fmt.Errorf("listen for links on %s: %w", r.cfg.LinkListen, err)
+		}
+		r.linkAddr.Store(ln.Addr())
+		r.log.Info("accepting links", "bind", ln.Addr().String())
+		wg.Add(1)
+		go func() { defer wg.Done(); r.acceptLinks(ctx, ln) }()
+		go func() { <-ctx.Done(); ln.Close() }()
+	}
+	if r.cfg.Role == RoleSidecar {
+		ln, err := net.Listen("tcp", r.cfg.SidecarListen)
+		if err != nil {
+			return fmt.Errorf("listen for redirected connections on %s: %w", r.cfg.SidecarListen, err)
+		}
+		r.sidecarLn.Store(ln.Addr())
+		r.log.Info("accepting redirected connections", "bind", ln.Addr().String())
+		wg.Add(1)
+		go func() { defer wg.Done(); r.acceptRedirected(ctx, ln) }()
+		go func() { <-ctx.Done(); ln.Close() }()
+	} else {
+		if err := r.syncListeners(ctx); err != nil {
+			return err
+		}
+		defer r.closeListeners()
+		r.updateLocal()
+	}
+	for _, spec := range r.cfg.Links {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.dialLoop(ctx, spec) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); r.gcLoop(ctx) }()
+
+	r.ready.Store(true)
+	<-ctx.Done()
+	r.ready.Store(false)
+	r.shutdown()
+	return nil
+}
+
+// Ready reports whether the router has started serving.
+func (r *Router) Ready() bool { return r.ready.Load() }
+
+// LinkAddr returns the bound link address once Run has started (nil before).
+func (r *Router) LinkAddr() net.Addr {
+	a, _ := r.linkAddr.Load().(net.Addr)
+	return a
+}
+
+// SidecarAddr returns the bound sidecar address once Run has started.
+func (r *Router) SidecarAddr() net.Addr {
+	a, _ := r.sidecarLn.Load().(net.Addr)
+	return a
+}
+
+// View returns the current network view.
+func (r *Router) View() *netview.View { return r.db.View() }
+
+// SetServices replaces listeners, connectors and routing. Open streams are
+// not touched; new listeners are bound and removed ones closed.
+func (r *Router) SetServices(ctx context.Context, s Services) error {
+	r.services.Store(newServiceTable(s))
+	if r.cfg.Role == RoleGateway {
+		if err := r.syncListeners(ctx); err != nil {
+			return err
+		}
+		r.updateLocal()
+	}
+	return nil
+}
+
+// shutdown drains: peers are told to open no new streams, then links close.
+func (r *Router) shutdown() {
+	r.mu.Lock()
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	r.mu.Unlock()
+	for _, l := range links {
+		l.goAway()
+	}
+	for _, l := range links {
+		l.close(errors.New("router shutting down"))
+	}
+	r.log.Info("stopped")
+}
+
+// serviceTable is an immutable snapshot of Services with lookups.
+type serviceTable struct {
+	Services
+	connectors map[string][]Connector // by address
+	byVIP      map[string]string      // "ip:port" -> address (sidecar matching)
+}
+
+func newServiceTable(s Services) *serviceTable {
+	t := &serviceTable{Services: s, connectors: map[string][]Connector{}, byVIP: map[string]string{}}
+	for _, c := range s.Connectors {
+		t.connectors[c.Address] = append(t.connectors[c.Address], c)
+	}
+	for _, l := range s.Listeners {
+		if ip := net.ParseIP(l.Host); ip != nil {
+			t.byVIP[net.JoinHostPort(ip.String(), strconv.Itoa(l.Port))] = l.Address
+		}
+	}
+	return t
+}
+
+func (t *serviceTable) pattern(address string) string {
+	if p := t.Routing[address]; p != "" {
+		return p
+	}
+	return "balanced"
+}
+
+// addressCounts is what a gateway advertises: ready endpoints per address.
+func (t *serviceTable) addressCounts() map[string]int {
+	out := map[string]int{}
+	for a, cs := range t.connectors {
+		out[a] = len(cs)
+	}
+	return out
+}
+
+func (r *Router) counter(key string) *atomic.Int64 {
+	if v, ok := r.outstanding.Load(key); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := r.outstanding.LoadOrStore(key, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// updateLocal recomputes this gateway's site record from its up links and
+// connectors and floods it when it changed.
+func (r *Router) updateLocal() {
+	if r.cfg.Role != RoleGateway {
+		return
+	}
+	links := map[string]int{}
+	r.mu.Lock()
+	for _, l := range r.links {
+		if l.role != roleGateway || !l.isUp() {
+			continue
+		}
+		if c, ok := links[l.peer]; !ok || l.cost < c {
+			links[l.peer] = l.cost
+		}
+	}
+	r.mu.Unlock()
+	rec, changed := r.db.SetLocal(links, r.services.Load().addressCounts())
+	if changed {
+		r.log.V(1).Info("site record changed", "seq", rec.Seq, "links", len(rec.Links), "addresses", len(rec.Addresses))
+		r.flood([]netview.Record{rec}, nil)
+		r.viewChanged()
+	}
+}
+
+// viewChanged logs sites that joined or left and updates metrics.
+func (r *Router) viewChanged() {
+	v := r.db.View()
+	now := map[string]bool{}
+	for _, s := range v.Sites() {
+		now[s] = true
+	}
+	r.unreachMu.Lock()
+	defer r.unreachMu.Unlock()
+	for s := range now {
+		if !r.lastSites[s] && s != r.self {
+			rt := v.Routes[s]
+			r.log.Info("site reachable", "peerSite", s, "cost", rt.Cost, "nextHop", rt.NextHop)
+		}
+	}
+	for s := range r.lastSites {
+		if !now[s] {
+			r.log.Info("site unreachable", "peerSite", s)
+		}
+	}
+	r.lastSites = now
+	r.m.SitesReachable.Set(float64(len(now)))
+}
+
+// gcLoop forgets records of sites that have been unreachable for a minute,
+// so a network that changes over months does not accumulate them.
+func (r *Router) gcLoop(ctx context.Context) {
+	const forgetAfter = time.Minute
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			v := r.db.View()
+			r.unreachMu.Lock()
+			seen := map[string]bool{}
+			for _, s := range v.Unreachable {
+				seen[s] = true
+				first, ok := r.unreachSeen[s]
+				if !ok {
+					r.unreachSeen[s] = now
+				} else if now.Sub(first) > forgetAfter {
+					r.db.Forget(s)
+					delete(r.unreachSeen, s)
+					r.log.V(1).Info("forgot unreachable site", "peerSite", s)
+				}
+			}
+			for s := range r.unreachSeen {
+				if !seen[s] {
+					delete(r.unreachSeen, s)
+				}
+			}
+			r.unreachMu.Unlock()
+		}
+	}
+}
+
+// Status is a snapshot of the router for status output and tests.
+type Status struct {
+	Site      string
+	Links     []LinkStatus
+	Sites     []netview.Route
+	Addresses map[string][]netview.Target
+}
+
+// LinkStatus describes one link.
+type LinkStatus struct {
+	Peer        string
+	Role        string
+	Cost        int
+	Dialed      bool
+	Connections int
+	Streams     int
+}
+
+// Status returns the router's links and view.
+func (r *Router) Status() Status {
+	st := Status{Site: r.self}
+	r.mu.Lock()
+	for _, l := range r.links {
+		if !l.isUp() {
+			continue
+		}
+		conns, streams := l.counts()
+		st.Links = append(st.Links, LinkStatus{Peer: l.peer, Role: l.role, Cost: l.cost, Dialed: l.dialed, Connections: conns, Streams: streams})
+	}
+	r.mu.Unlock()
+	sort.Slice(st.Links, func(i, j int) bool { return st.Links[i].Peer < st.Links[j].Peer })
+	v := r.db.View()
+	for _, rt := range v.Routes {
+		st.Sites = append(st.Sites, rt)
+	}
+	sort.Slice(st.Sites, func(i, j int) bool { return st.Sites[i].Site < st.Sites[j].Site })
+	st.Addresses = v.Addresses
+	return st
+}

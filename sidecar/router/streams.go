@@ -1,0 +1,384 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/routing"
+)
+
+// headerTimeout bounds how long a peer may take to send a stream header
+// and how long an origin waits for the far end's status.
+const headerTimeout = 10 * time.Second
+
+// maxAttempts bounds the endpoints an origin tries for one connection.
+const maxAttempts = 3
+
+// handleStream serves a stream a peer opened on a link.
+func (r *Router) handleStream(l *link, st *mux.Stream) {
+	br := bufio.NewReaderSize(st, 1024)
+	st.SetReadDeadline(time.Now().Add(headerTimeout))
+	h, err := readHeader(br)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		r.log.Info("stream refused", "peerSite", l.peer, "error", err.Error())
+		st.Reset()
+		return
+	}
+	if h.Kind == kindControl {
+		l.markUp(st)
+		l.readControl(br)
+		return
+	}
+	if r.cfg.Role == RoleSidecar {
+		_ = writeStatus(st, statusBadRequest, "a sidecar does not accept streams")
+		st.Close()
+		return
+	}
+	in := newStreamConn(st, br, l.peer, r.m)
+	if h.Dest == "" || h.Dest == r.self {
+		r.deliver(h, in)
+		return
+	}
+	r.transit(h, in)
+}
+
+// deliver connects a stream that reached its destination site to a local
+// connector.
+func (r *Router) deliver(h header, in *streamConn) {
+	t := r.services.Load()
+	conns := t.connectors[h.Address]
+	cands := make([]routing.Candidate, len(conns))
+	for i, c := range conns {
+		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+		cands[i] = routing.Candidate{Key: key, Weight: 1, Outstanding: int(r.counter(key).Load())}
+	}
+	order, err := r.picker.Order("balanced", cands)
+	if err != nil {
+		r.m.ConnectFailures.WithLabelValues(h.Address, "no_endpoint").Inc()
+		_ = writeStatus(in, statusNoEndpoint, fmt.Sprintf("site %s has no endpoint for %q", r.self, h.Address))
+		in.Close()
+		return
+	}
+	var lastErr error
+	for n, i := range order {
+		if n == maxAttempts {
+			break
+		}
+		key := cands[i].Key
+		out, err := net.DialTimeout("tcp", key, r.cfg.DialTimeout)
+		if err != nil {
+			lastErr = err
+			r.m.ConnectFailures.WithLabelValues(h.Address, "dial").Inc()
+			r.log.Info("connector dial failed", "address", h.Address, "endpoint", key, "error", err.Error())
+			continue
+		}
+		if err := writeStatus(in, statusOK, ""); err != nil {
+			out.Close()
+			in.Close()
+			return
+		}
+		c := r.counter(key)
+		c.Add(1)
+		r.track(h.Address, "delivery", func() { r.splice(h.Address, in, out) })
+		c.Add(-1)
+		return
+	}
+	_ = writeStatus(in, statusDialFailed, fmt.Sprintf("site %s could not reach an endpoint for %q: %v", r.self, h.Address, lastErr))
+	in.Close()
+}
+
+// transit forwards a stream toward its destination site.
+func (r *Router) transit(h header, in *streamConn) {
+	if h.Hops <= 1 {
+		r.m.ConnectFailures.WithLabelValues(h.Address, "hop_limit").Inc()
+		_ = writeStatus(in, statusHopLimit, fmt.Sprintf("hop limit reached at site %s on the way to %s", r.self, h.Dest))
+		in.Close()
+		return
+	}
+	h.Hops--
+	out, err := r.openStream(h)
+	if err != nil {
+		var se *statusError
+		if errors.As(err, &se) {
+			_ = writeStatus(in, se.Code, se.Msg)
+		} else {
+			_ = writeStatus(in, statusUnreachable, fmt.Sprintf("site %s cannot reach %s: %v", r.self, h.Dest, err))
+		}
+		r.m.ConnectFailures.WithLabelValues(h.Address, "transit").Inc()
+		in.Close()
+		return
+	}
+	if err := writeStatus(in, statusOK, ""); err != nil {
+		out.Close()
+		in.Close()
+		return
+	}
+	r.track(h.Address, "transit", func() { r.splice(h.Address, in, out) })
+}
+
+// openStream opens a data stream toward h.Dest through the next hop and
+// waits for the far end's status.
+func (r *Router) openStream(h header) (*streamConn, error) {
+	l, err := r.linkToward(h.Dest)
+	if err != nil {
+		return nil, err
+	}
+	sess := l.pick()
+	if sess == nil {
+		return nil, fmt.Errorf("link to %s has no live connection: %w", l.peer, errNoLink)
+	}
+	b, err := h.encode()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), headerTimeout)
+	defer cancel()
+	st, err := sess.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open stream to %s: %w", l.peer, err)
+	}
+	if _, err := st.Write(b); err != nil {
+		st.Reset()
+		return nil, fmt.Errorf("send stream header to %s: %w", l.peer, err)
+	}
+	br := bufio.NewReaderSize(st, 1024)
+	st.SetReadDeadline(time.Now().Add(headerTimeout))
+	err = readStatus(br)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		st.Reset()
+		return nil, err
+	}
+	return newStreamConn(st, br, l.peer, r.m), nil
+}
+
+// linkToward returns the up link to the next hop toward site.
+func (r *Router) linkToward(site string) (*link, error) {
+	next := site
+	if r.cfg.Role == RoleGateway {
+		nh, ok := r.db.View().NextHop(site)
+		if !ok {
+			return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
+		}
+		next = nh
+	} else {
+		next = r.self // a sidecar reaches everything through its gateway
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best *link
+	for _, l := range r.links {
+		if l.peer != next || l.role != roleGateway || !l.isUp() {
+			continue
+		}
+		if best == nil || l.cost < best.cost {
+			best = l
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
+	}
+	return best, nil
+}
+
+// candidate is one place an origin can send a connection.
+type candidate struct {
+	site string // "" for a local connector
+	key  string // local endpoint host:port, or site name
+}
+
+// originate routes a client connection for address: it picks an endpoint
+// by the address's pattern, tries up to maxAttempts of them, then splices.
+func (r *Router) originate(client net.Conn, address string, port int, role string) {
+	t := r.services.Load()
+	pattern := t.pattern(address)
+	var cands []routing.Candidate
+	var meta []candidate
+	local := t.connectors[address]
+	for _, c := range local {
+		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+		cands = append(cands, routing.Candidate{Key: key, Cost: 0, Weight: 1, Outstanding: int(r.counter(key).Load())})
+		meta = append(meta, candidate{key: key})
+	}
+	for _, tg := range r.db.View().Addresses[address] {
+		if tg.Site == r.self && (r.cfg.Role == RoleGateway || len(local) > 0) {
+			continue // our own connectors are listed above
+		}
+		key := "site:" + tg.Site
+		cands = append(cands, routing.Candidate{Key: key, Cost: tg.Cost, Weight: tg.Endpoints, Outstanding: int(r.counter(key).Load())})
+		meta = append(meta, candidate{site: tg.Site, key: key})
+	}
+	order, err := r.picker.Order(pattern, cands)
+	if err != nil {
+		reason := "no_endpoint"
+		if errors.Is(err, routing.ErrMulticastTCP) {
+			reason = "pattern"
+		}
+		r.m.ConnectFailures.WithLabelValues(address, reason).Inc()
+		r.log.Info("connection closed: no endpoint", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "reason", err.Error())
+		client.Close()
+		return
+	}
+	var errs []error
+	for n, i := range order {
+		if n == maxAttempts {
+			break
+		}
+		c := meta[i]
+		var out io.ReadWriteCloser
+		if c.site == "" {
+			conn, err := net.DialTimeout("tcp", c.key, r.cfg.DialTimeout)
+			if err != nil {
+				r.m.ConnectFailures.WithLabelValues(address, "dial").Inc()
+				errs = append(errs, fmt.Errorf("local endpoint %s: %w", c.key, err))
+				continue
+			}
+			out = conn
+		} else {
+			st, err := r.openStream(header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self})
+			if err != nil {
+				r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
+				errs = append(errs, fmt.Errorf("site %s: %w", c.site, err))
+				continue
+			}
+			out = st
+		}
+		site := c.site
+		if site == "" {
+			site = r.self
+		}
+		r.m.RoutingDecisions.WithLabelValues(address, pattern, site).Inc()
+		ctr := r.counter(c.key)
+		ctr.Add(1)
+		r.track(address, role, func() { r.splice(address, client, out) })
+		ctr.Add(-1)
+		return
+	}
+	r.log.Info("connection closed: every endpoint failed", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "error", errors.Join(errs...).Error())
+	client.Close()
+}
+
+func (r *Router) track(address, role string, f func()) {
+	r.m.StreamsOpened.WithLabelValues(address, role).Inc()
+	g := r.m.StreamsActive.WithLabelValues(address, role)
+	g.Inc()
+	defer g.Dec()
+	f()
+}
+
+// closeWriter is a connection that can half-close.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// splice copies both ways with half-close and returns when both directions
+// are done or either failed. a is the side facing the client.
+func (r *Router) splice(address string, a, b io.ReadWriteCloser) {
+	in := r.m.AddressBytes.WithLabelValues(address, "in")
+	out := r.m.AddressBytes.WithLabelValues(address, "out")
+	var wg sync.WaitGroup
+	var once sync.Once
+	abort := func() {
+		once.Do(func() {
+			a.Close()
+			b.Close()
+		})
+	}
+	cp := func(dst, src io.ReadWriteCloser, count func(int64)) {
+		defer wg.Done()
+		n, err := copyConn(dst, src)
+		count(n)
+		if err != nil {
+			abort()
+			return
+		}
+		if cw, ok := dst.(closeWriter); ok {
+			if cw.CloseWrite() != nil {
+				abort()
+			}
+		} else {
+			abort()
+		}
+	}
+	wg.Add(2)
+	go cp(b, a, func(n int64) { in.Add(float64(n)) })
+	cp(a, b, func(n int64) { out.Add(float64(n)) })
+	wg.Wait()
+	abort()
+}
+
+// copyConn copies until EOF (nil error) or failure.
+func copyConn(dst io.Writer, src io.Reader) (int64, error) {
+	n, err := io.Copy(dst, src)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}
+
+// streamConn is a link stream with its header reader, which may hold the
+// first bytes of data, and per-peer byte accounting.
+type streamConn struct {
+	*mux.Stream
+	br       *bufio.Reader
+	rx, sent prometheus.Counter
+}
+
+func newStreamConn(st *mux.Stream, br *bufio.Reader, peer string, m *Metrics) *streamConn {
+	return &streamConn{Stream: st, br: br,
+		rx:   m.PeerBytes.WithLabelValues(peer, "received"),
+		sent: m.PeerBytes.WithLabelValues(peer, "sent")}
+}
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	n, err := s.br.Read(p)
+	s.rx.Add(float64(n))
+	return n, err
+}
+
+// WriteTo drains buffered bytes, then hands the stream's buffers to w.
+func (s *streamConn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if k := s.br.Buffered(); k > 0 {
+		b, _ := s.br.Peek(k)
+		n, err := w.Write(b)
+		s.br.Discard(n)
+		total += int64(n)
+		if err != nil {
+			s.rx.Add(float64(total))
+			return total, err
+		}
+	}
+	n, err := s.Stream.WriteTo(w)
+	total += n
+	s.rx.Add(float64(total))
+	return total, err
+}
+
+func (s *streamConn) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	s.sent.Add(float64(n))
+	return n, err
+}
+
+// ReadFrom copies from r into the stream with a pooled buffer.
+func (s *streamConn) ReadFrom(src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	n, err := io.CopyBuffer(struct{ io.Writer }{s.Stream}, struct{ io.Reader }{src}, *bp)
+	s.sent.Add(float64(n))
+	return n, err
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
