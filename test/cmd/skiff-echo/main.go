@@ -1,0 +1,128 @@
+// Command skiff-echo is the small HTTP server and client that skiff's demo,
+// tests and end-to-end images use: the server answers GET / with its name
+// (a site, say) and echoes POST bodies; the client sends N requests and
+// prints how many answers came from each name.
+//
+//	skiff-echo serve --listen 127.0.0.1:9090 --name east
+//	skiff-echo get --url http://127.0.0.1:18080/ --count 30 [--new-conn]
+//	skiff-echo port --host 127.0.0.2   # print a TCP port free on host
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "skiff-echo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: skiff-echo serve|get [flags]")
+	}
+	switch args[0] {
+	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		listen := fs.String("listen", ":8080", "address to listen on")
+		name := fs.String("name", envOr("SKIFF_ECHO_NAME", "echo"), "name to answer with")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return serve(*listen, *name)
+	case "get":
+		fs := flag.NewFlagSet("get", flag.ContinueOnError)
+		url := fs.String("url", "", "URL to GET")
+		count := fs.Int("count", 1, "requests to send")
+		newConn := fs.Bool("new-conn", true, "a new connection per request (how TCP routing spreads load)")
+		timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return get(*url, *count, *newConn, *timeout)
+	case "port":
+		fs := flag.NewFlagSet("port", flag.ContinueOnError)
+		host := fs.String("host", "127.0.0.1", "host to find a free TCP port on")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(*host, "0"))
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func serve(listen, name string) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			io.Copy(w, r.Body)
+			return
+		}
+		fmt.Fprintln(w, name)
+	})
+	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	fmt.Fprintf(os.Stderr, "skiff-echo %s listening on %s\n", name, listen)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func get(url string, count int, newConn bool, timeout time.Duration) error {
+	tr := &http.Transport{DisableKeepAlives: newConn}
+	c := &http.Client{Transport: tr, Timeout: timeout}
+	counts := map[string]int{}
+	for range count {
+		resp, err := c.Get(url)
+		if err != nil {
+			counts["error"]++
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		counts[strings.TrimSpace(string(b))]++
+	}
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Printf("%s=%d ", n, counts[n])
+	}
+	fmt.Println()
+	return nil
+}

@@ -1,0 +1,141 @@
+package linux_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/app"
+	"github.com/skiff-io/skiff/test/testutil"
+)
+
+// The sidecar in a "pod" (a network namespace, iptables REDIRECT for every
+// outbound TCP connection not made by UID 1337): curl's connections to a
+// service VIP reach the sidecar, which reads SO_ORIGINAL_DST and routes
+// them to the local site or a remote one through its gateway; a
+// destination that is no service passes through untouched.
+func TestSidecarRedirect(t *testing.T) {
+	testutil.RequireRoot(t)
+	tools := testutil.RequireTool(t, "ip", "iptables", "nsenter", "setpriv", "curl")
+	bin := buildRouter(t)
+
+	// The pod: a netns joined to the root netns by a veth pair.
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	ns := "skiff-pod-" + id
+	hostIf, podIf := "skh"+id, "skp"+id
+	hostIP, podIP := "10.77.0.1", "10.77.0.2"
+	run(t, tools[0], "netns", "add", ns)
+	t.Cleanup(func() { exec.Command(tools[0], "netns", "del", ns).Run() })
+	nsPath := "/run/netns/" + ns
+	run(t, tools[0], "link", "add", hostIf, "type", "veth", "peer", "name", podIf, "netns", ns)
+	t.Cleanup(func() { exec.Command(tools[0], "link", "del", hostIf).Run() })
+	run(t, tools[0], "addr", "add", hostIP+"/30", "dev", hostIf)
+	run(t, tools[0], "link", "set", hostIf, "up")
+	inPod := func(args ...string) []string { return append([]string{tools[2], "--net=" + nsPath}, args...) }
+	run(t, inPod(tools[0], "addr", "add", podIP+"/30", "dev", podIf)...)
+	run(t, inPod(tools[0], "link", "set", podIf, "up")...)
+	run(t, inPod(tools[0], "link", "set", "lo", "up")...)
+	run(t, inPod(tools[0], "route", "add", "default", "via", hostIP)...)
+	for _, rule := range [][]string{
+		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"},
+		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.0/8", "-j", "RETURN"},
+		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"},
+	} {
+		run(t, inPod(append([]string{tools[1]}, rule...)...)...)
+	}
+
+	// Sites east (the pod's) and west, in-process in the root netns.
+	eastEcho, westEcho := echoServer(t, "east"), echoServer(t, "west")
+	n := newNetwork(t,
+		&siteSpec{name: "east", host: hostIP, accept: true, connectors: []string{"backend=" + eastEcho}},
+		&siteSpec{name: "west", host: "127.0.0.2", links: []linkTo{{site: "east", cost: 1}}, connectors: []string{"remote=" + westEcho}},
+	)
+	n.waitEndpoints("east", "remote", "west")
+	// Something that is not a network service, on the host side of the veth.
+	plainLn, err := net.Listen("tcp", hostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := plainLn.Addr().String()
+	plainLn.Close()
+	echoServerListen(t, plain, "plain")
+
+	// The sidecar's site file and token, readable by UID 1337.
+	dir := filepath.Join(n.dir, "pod")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tok := filepath.Join(dir, "token.yaml")
+	if _, err := app.IssueToken(app.TokenOptions{SiteFile: n.siteFile("east"), Out: tok, Expires: time.Minute, Redemptions: 1}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	siteFile := filepath.Join(dir, "sidecar.yaml")
+	os.WriteFile(siteFile, []byte(`name: east
+dataDir: data
+links:
+  - token: token.yaml
+listeners:
+  - {address: backend, host: 10.96.0.10, port: 80}
+  - {address: remote, host: 10.96.0.11, port: 8080}
+`), 0o600)
+	run(t, "chown", "-R", "1337:1337", dir)
+	os.Chmod(n.dir, 0o755)
+	os.Chmod(filepath.Dir(n.dir), 0o755)
+
+	logs := start(t, tools[2], "--net="+nsPath, "setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+		bin, "sidecar", "--site-file", siteFile, "--metrics-bind-address", "127.0.0.1:15090", "--health-probe-bind-address", "127.0.0.1:15021")
+	curl := func(url string) (string, error) {
+		out, err := exec.Command(tools[2], "--net="+nsPath, tools[4], "-sS", "--max-time", "5", url).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	testutil.Eventually(t, 15*time.Second, "sidecar ready with its gateway's view", func() error {
+		if out, err := curl("http://127.0.0.1:15021/readyz"); err != nil || out != "ok" {
+			return fmt.Errorf("readyz: %q %v", out, err)
+		}
+		out, err := curl("http://10.96.0.11:8080/")
+		if err != nil || out != "west" {
+			return fmt.Errorf("remote: %q %v", out, err)
+		}
+		return nil
+	})
+	for range 10 {
+		if out, err := curl("http://10.96.0.10/"); err != nil || out != "east" {
+			t.Fatalf("backend VIP through the sidecar: %q %v", out, err)
+		}
+		if out, err := curl("http://10.96.0.11:8080/"); err != nil || out != "west" {
+			t.Fatalf("remote VIP through the sidecar: %q %v", out, err)
+		}
+	}
+	if out, err := curl("http://" + plain + "/"); err != nil || out != "plain" {
+		t.Fatalf("passthrough destination: %q %v", out, err)
+	}
+	metrics, err := curl("http://127.0.0.1:15090/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`skiff_streams_opened_total{address="backend",role="sidecar"} 10`,
+		`skiff_sidecar_passthrough_total 1`,
+		`skiff_routing_decisions_total{address="remote",pattern="balanced",site="west"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("sidecar metrics lack %q", want)
+		}
+	}
+	if !strings.Contains(logs.output(), `"msg":"link up"`) {
+		t.Errorf("sidecar logged no JSON \"link up\" line")
+	}
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
