@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -240,30 +241,11 @@ func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
 	if !ep.ok {
 		return ep
 	}
-	if e, has := f["address"]; !has {
-		p.errorf(item.Line, field+".address", "required: the network address, e.g. backend")
-		ep.ok = false
-	} else if v, good := p.str(e.value, field+".address"); !good {
-		ep.ok = false
-	} else {
-		if msg := checkAddress(v); msg != "" {
-			p.errorf(e.value.Line, field+".address", "%s", msg)
-			ep.ok = false
-		}
-		ep.address = v
-	}
-	if e, has := f["host"]; !has {
-		p.errorf(item.Line, field+".host", "required: %s", hostWhat)
-		ep.ok = false
-	} else if v, good := p.str(e.value, field+".host"); !good {
-		ep.ok = false
-	} else {
-		if msg := checkHost(v); msg != "" {
-			p.errorf(e.value.Line, field+".host", "%s", msg)
-			ep.ok = false
-		}
-		ep.host = v
-	}
+	var good bool
+	ep.address, good = p.requiredString(f, item, field+".address", "the network address, e.g. backend", checkAddress)
+	ep.ok = ep.ok && good
+	ep.host, good = p.requiredString(f, item, field+".host", hostWhat, checkHost)
+	ep.ok = ep.ok && good
 	if e, has := f["port"]; !has {
 		p.errorf(item.Line, field+".port", "required: a port between 1 and 65535")
 		ep.ok = false
@@ -277,6 +259,26 @@ func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
 		ep.port = v
 	}
 	return ep
+}
+
+// requiredString reads the string field key (the last element of name)
+// from f, reporting it missing with what it should hold, or failing check.
+func (p *parser) requiredString(f map[string]entry, item *yaml.Node, name, what string, check func(string) string) (string, bool) {
+	key := name[strings.LastIndexByte(name, '.')+1:]
+	e, has := f[key]
+	if !has {
+		p.errorf(item.Line, name, "required: %s", what)
+		return "", false
+	}
+	v, good := p.str(e.value, name)
+	if !good {
+		return "", false
+	}
+	if msg := check(v); msg != "" {
+		p.errorf(e.value.Line, name, "%s", msg)
+		return v, false
+	}
+	return v, true
 }
 
 func (p *parser) listeners(n *yaml.Node) []Listener {
