@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# make bench: skiff's data plane against direct loopback and against haproxy,
+# measured in one run on this machine. Needs bin/ (make build) and the Debian
+# tools iperf3, haproxy, wrk, redis-server, redis-tools, openssl
+# (hack/install-deps.sh installs them).
+#
+# Three paths per workload, all on 127.0.0.1:
+#   direct   client -> server
+#   haproxy  client -> haproxy A (mode tcp) -mTLS 1.3, ECDSA P-256-> haproxy B -> server
+#   skiff    client -> east gateway listener -mTLS link-> west gateway connector -> server
+# Workloads: iperf3 (1 and 8 streams), wrk against skiff-echo (1 and 64
+# connections, and new connections per second with "Connection: close"),
+# redis-benchmark (SET, GET); then BENCH_CONNS idle connections held through
+# each proxy pair, twice, while the proxies' RSS (and the gateways'
+# goroutines, from /metrics) is sampled. While each load runs, the CPU time
+# of each proxy process is read from /proc. One pair of proxies serves every
+# workload, one listener per workload. Prints Markdown tables for
+# docs/benchmarks.md; exits 1 if a run failed.
+#
+# Environment:
+#   BENCH_TIME    seconds per run (default 5); redis-benchmark sends 20,000
+#                 requests per second of it
+#   BENCH_CONNS   idle connections for the memory check (default 1000)
+#   BENCH_SETTLE  if set, wait this many seconds more and sample memory again
+#                 (Go returns freed memory after two GC cycles; an idle
+#                 gateway runs one every 2 minutes, so 260 shows it)
+#   BENCH_KEEP    if set, keep the work directory (logs, raw outputs)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=$PWD/bin
+T=${BENCH_TIME:-5}
+HOLD_CONNS=${BENCH_CONNS:-1000}
+SETTLE=${BENCH_SETTLE:-0}
+[[ $T =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_TIME must be a whole number of seconds, got $T" >&2; exit 2; }
+[[ $HOLD_CONNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_CONNS must be a positive integer, got $HOLD_CONNS" >&2; exit 2; }
+[[ $SETTLE =~ ^[0-9]+$ ]] || { echo "BENCH_SETTLE must be a whole number of seconds, got $SETTLE" >&2; exit 2; }
+
+missing=()
+for t in iperf3 haproxy wrk redis-server redis-benchmark redis-cli openssl curl ss timeout; do
+	command -v "$t" >/dev/null || missing+=("$t")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "missing tools: ${missing[*]}; install them with hack/install-deps.sh (as root)" >&2
+	exit 1
+fi
+for b in skiff-router skiff-echo skiff-loadgen; do
+	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make bench does)" >&2; exit 1; }
+done
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	[ -n "${BENCH_KEEP:-}" ] && echo "kept $DIR" >&2 || rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cd "$DIR"
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+free_port() { "$BIN/skiff-echo" port --host 127.0.0.1; }
+wait_listen() { # port: until something listens on 127.0.0.1:port
+	for _ in $(seq 1 100); do
+		[ -n "$(ss -Hltn "sport = :$1")" ] && return 0
+		sleep 0.1
+	done
+	die "nothing listens on port $1"
+}
+wait_path() { # name http-port echo-port redis-port: until all three answer end to end
+	for _ in $(seq 1 150); do
+		if [ "$("$BIN/skiff-echo" get --url "http://127.0.0.1:$2/" --count 1 --timeout 1s 2>/dev/null | tr -d ' ')" = bench=1 ] &&
+			"$BIN/skiff-loadgen" hold --addr "127.0.0.1:$3" --conns 1 --hold 0s --timeout 1s >/dev/null 2>&1 &&
+			[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$4" ping 2>/dev/null)" = PONG ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "$1 path does not answer end to end"
+}
+cpu_ticks() { local s; s=$(<"/proc/$1/stat"); s=${s##*) }; awk '{print $12 + $13}' <<<"$s"; } # utime+stime of all threads
+machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; } # busy (not idle, iowait, steal), all CPUs
+HZ=$(getconf CLK_TCK)
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+m0=$(machine_ticks); sleep 1; idle_busy=$(awk -v a="$m0" -v b="$(machine_ticks)" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')
+if awk -v b="$idle_busy" 'BEGIN {exit !(b > 0.25)}'; then
+	echo "bench: warning: the machine was $idle_busy cores busy before the bench started; figures will be low and noisy" >&2
+fi
+
+# --- servers -----------------------------------------------------------------
+WORKLOADS=(iperf http redis echo)
+declare -A SRV HA HB SK
+for w in "${WORKLOADS[@]}"; do SRV[$w]=$(free_port); HA[$w]=$(free_port); HB[$w]=$(free_port); SK[$w]=$(free_port); done
+LINK=$(free_port)
+
+log "servers: iperf3 :${SRV[iperf]}, skiff-echo :${SRV[http]}, redis-server :${SRV[redis]}, byte echo :${SRV[echo]}"
+iperf3 -s -B 127.0.0.1 -p "${SRV[iperf]}" >iperf3-server.log 2>&1 & PIDS+=($!)
+"$BIN/skiff-echo" serve --listen "127.0.0.1:${SRV[http]}" --name bench 2>skiff-echo.log & PIDS+=($!)
+redis-server --bind 127.0.0.1 --port "${SRV[redis]}" --save "" --appendonly no --dir "$DIR" >redis.log 2>&1 & PIDS+=($!)
+"$BIN/skiff-loadgen" echo --listen "127.0.0.1:${SRV[echo]}" 2>loadgen-echo.log & PIDS+=($!)
+for w in "${WORKLOADS[@]}"; do wait_listen "${SRV[$w]}"; done
+
+# --- haproxy A -> mTLS -> haproxy B --------------------------------------------
+log "certificates (openssl: ECDSA P-256 CA, server and client) and haproxy A -> mTLS 1.3 -> haproxy B"
+{
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+	openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=skiff bench CA" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -out ca.pem
+	for n in server client; do
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$n.key"
+		openssl req -new -key "$n.key" -subj "/CN=bench-$n" -out "$n.csr"
+		printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=%sAuth\n' "$n" >"$n.ext"
+		openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 -extfile "$n.ext" -out "$n.crt"
+		cat "$n.crt" "$n.key" >"$n.pem"
+	done
+} >openssl.log 2>&1 || { cat openssl.log >&2; die "openssl failed"; }
+
+haproxy_cfg() { # A|B
+	cat <<CFG
+global
+	maxconn 4000
+	ssl-default-bind-options ssl-min-ver TLSv1.3
+	ssl-default-server-options ssl-min-ver TLSv1.3
+defaults
+	mode tcp
+	maxconn 4000
+	timeout connect 5s
+	timeout client 2m
+	timeout server 2m
+CFG
+	for w in "${WORKLOADS[@]}"; do
+		if [ "$1" = A ]; then
+			printf 'listen %s\n\tbind 127.0.0.1:%s\n\tserver b 127.0.0.1:%s ssl crt client.pem ca-file ca.pem verify required\n' \
+				"$w" "${HA[$w]}" "${HB[$w]}"
+		else
+			printf 'listen %s\n\tbind 127.0.0.1:%s ssl crt server.pem ca-file ca.pem verify required\n\tserver s 127.0.0.1:%s\n' \
+				"$w" "${HB[$w]}" "${SRV[$w]}"
+		fi
+	done
+}
+haproxy_cfg A >haproxy-a.cfg
+haproxy_cfg B >haproxy-b.cfg
+for x in a b; do haproxy -c -q -f "haproxy-$x.cfg" || die "haproxy-$x.cfg does not validate"; done
+haproxy -db -f haproxy-b.cfg >haproxy-b.log 2>&1 & HB_PID=$!; PIDS+=($!)
+haproxy -db -f haproxy-a.cfg >haproxy-a.log 2>&1 & HA_PID=$!; PIDS+=($!)
+
+# --- skiff: east gateway -> link -> west gateway ------------------------------
+log "skiff: east (listeners) <- mTLS link dialled by west (connectors)"
+{
+	printf 'name: east\ndataDir: east-data\nlinkAccess:\n  bind: 127.0.0.1:%s\nlisteners:\n' "$LINK"
+	for w in "${WORKLOADS[@]}"; do printf '  - {address: %s, host: 127.0.0.1, port: %s}\n' "$w" "${SK[$w]}"; done
+} >east.yaml
+"$BIN/skiff-router" token issue --site-file east.yaml --out west-token.yaml --expires 15m >/dev/null
+{
+	printf 'name: west\ndataDir: west-data\nlinks:\n  - {token: west-token.yaml, cost: 1}\nconnectors:\n'
+	for w in "${WORKLOADS[@]}"; do printf '  - {address: %s, host: 127.0.0.1, port: %s}\n' "$w" "${SRV[$w]}"; done
+} >west.yaml
+declare -A MPORT # gateway -> its /metrics port
+for s in east west; do
+	MPORT[$s]=$(free_port)
+	"$BIN/skiff-router" gateway --site-file $s.yaml \
+		--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 2>$s.log &
+	PIDS+=($!)
+	eval "${s^^}_PID=$!"
+done
+
+sleep 0.5
+for x in haproxy-a:$HA_PID haproxy-b:$HB_PID east:$EAST_PID west:$WEST_PID; do
+	kill -0 "${x#*:}" 2>/dev/null || { tail -n 5 "${x%%:*}.log" >&2; die "${x%%:*} exited"; }
+done
+wait_path haproxy "${HA[http]}" "${HA[echo]}" "${HA[redis]}"
+wait_path skiff "${SK[http]}" "${SK[echo]}" "${SK[redis]}"
+
+PATHS=(direct haproxy skiff)
+declare -A PORT # PORT[path,workload]
+for w in "${WORKLOADS[@]}"; do PORT[direct,$w]=${SRV[$w]}; PORT[haproxy,$w]=${HA[$w]}; PORT[skiff,$w]=${SK[$w]}; done
+declare -A PROCS=([haproxy]="$HA_PID $HB_PID" [skiff]="$EAST_PID $WEST_PID")
+
+# --- measuring ------------------------------------------------------------------
+declare -A RES CPU BUSY # RES[metric,path] = figure; CPU[run,path] = "0.71 + 0.65"; BUSY[run,path] = cores busy
+FAILED=0
+
+# run KEY PATH OUT CMD...: runs a load, records the proxies' CPU (cores) meanwhile.
+run() {
+	local key=$1 path=$2 out=$3; shift 3
+	local pids=${PROCS[$path]:-} p t0 t1 m0 before=() cores=()
+	for p in $pids; do before+=("$(cpu_ticks "$p")"); done
+	m0=$(machine_ticks)
+	t0=$(now_us)
+	if ! "$@" >"$out" 2>&1; then
+		echo "bench: $key via $path failed: $*" >&2
+		tail -n 5 "$out" >&2
+		FAILED=1
+		return 1
+	fi
+	t1=$(now_us)
+	BUSY[$key,$path]=$(awk -v a="$m0" -v b="$(machine_ticks)" -v hz="$HZ" -v us=$((t1 - t0)) \
+		'BEGIN {printf "%.2f", (b - a) / hz / (us / 1e6)}')
+	local i=0
+	for p in $pids; do
+		cores+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "$p")" -v hz="$HZ" -v us=$((t1 - t0)) \
+			'BEGIN {printf "%.2f", (b - a) / hz / (us / 1e6)}')")
+		i=$((i + 1))
+	done
+	[ -n "$pids" ] && CPU[$key,$path]="${cores[0]} + ${cores[1]}"
+	sleep 1 # let sockets in TIME_WAIT and the proxies' buffers settle between runs
+	return 0
+}
+
+iperf_gbps() { # iperf3 -J output: receiver's total
+	awk '/"sum_received"/ {f = 1} f && /"bits_per_second"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.2f", $2 / 1e9; exit}' "$1"
+}
+wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
+wrk_ms() { # file percentile: latency in ms
+	awk -v p="$2%" '$1 == p {v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+		m = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : -1
+		printf "%.3f", m}' "$1"
+}
+wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
+redis_rps() { tr '\r' '\n' <"$1" | awk -v t="$2:" '$1 == t && /requests per second/ {printf "%.0f", $2}' | tail -n 1; }
+
+log "iperf3: 1 and 8 streams, ${T}s each after a 1s omit (-O 1)"
+for streams in 1 8; do
+	for path in "${PATHS[@]}"; do
+		out=iperf-$streams-$path.json
+		if run "iperf$streams" "$path" "$out" timeout --foreground -k 5 $((T + 30)) iperf3 -c 127.0.0.1 -p "${PORT[$path,iperf]}" -t "$T" -O 1 -P "$streams" -J; then
+			RES[iperf$streams,$path]=$(iperf_gbps "$out")
+		fi
+	done
+done
+
+log "wrk GET against skiff-echo: 1 connection, 64 connections, and 64 with Connection: close (new connections/s)"
+for path in "${PATHS[@]}"; do
+	url=http://127.0.0.1:${PORT[$path,http]}/
+	if run wrk1 "$path" "wrk1-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency "$url"; then
+		RES[wrk1,$path]=$(wrk_rps "wrk1-$path.txt")
+		RES[p50,$path]=$(wrk_ms "wrk1-$path.txt" 50)
+		RES[p99,$path]=$(wrk_ms "wrk1-$path.txt" 99)
+	fi
+	if run wrk64 "$path" "wrk64-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" --latency "$url"; then
+		RES[wrk64,$path]=$(wrk_rps "wrk64-$path.txt")
+		RES[p50x64,$path]=$(wrk_ms "wrk64-$path.txt" 50)
+		RES[p99x64,$path]=$(wrk_ms "wrk64-$path.txt" 99)
+	fi
+	if run newconn "$path" "newconn-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" -H "Connection: close" "$url"; then
+		RES[newconn,$path]=$(wrk_rps "newconn-$path.txt")
+	fi
+	for f in wrk1 wrk64 newconn; do
+		e=$(wrk_errors "$f-$path.txt")
+		[ -z "$e" ] || echo "  $f via $path: $e" >&2
+	done
+done
+
+N=$((20000 * T))
+log "redis-benchmark -t set,get -n $N -c 50"
+for path in "${PATHS[@]}"; do
+	if run redis "$path" "redis-$path.txt" timeout --foreground -k 5 $((T * 10 + 60)) redis-benchmark -h 127.0.0.1 -p "${PORT[$path,redis]}" -t set,get -n "$N" -c 50 -q; then
+		RES[set,$path]=$(redis_rps "redis-$path.txt" SET)
+		RES[get,$path]=$(redis_rps "redis-$path.txt" GET)
+	fi
+done
+
+# --- memory: idle connections held through each proxy pair --------------------
+declare -A MEM GOR # MEM[process,phase] = RSS MiB; GOR[process,phase] = goroutines (skiff)
+declare -A MEMPROCS=([haproxy]="A:$HA_PID B:$HB_PID" [skiff]="east:$EAST_PID west:$WEST_PID")
+goroutines() { curl -s --max-time 2 "http://127.0.0.1:$1/metrics" | awk '$1 == "go_goroutines" {print $2}'; }
+sample() { # path phase
+	local x
+	for x in ${MEMPROCS[$1]}; do
+		MEM[$1 ${x%%:*},$2]=$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/${x#*:}/status" 2>/dev/null || true)
+		[ "$1" = skiff ] && GOR[$1 ${x%%:*},$2]=$(goroutines "${MPORT[${x%%:*}]}" || true)
+	done
+	return 0
+}
+HOLD=$((T > 3 ? T : 3))
+PHASES=(before hold1 after1 hold2 after2)
+log "memory: $HOLD_CONNS idle connections (one-byte round trip each) held ${HOLD}s through each proxy pair, two rounds"
+for path in haproxy skiff; do
+	sample "$path" before
+	for round in 1 2; do
+		out=hold-$path-$round.txt
+		timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "127.0.0.1:${PORT[$path,echo]}" \
+			--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s >"$out" 2>&1 &
+		hp=$!
+		PIDS+=("$hp")
+		for _ in $(seq 1 400); do grep -q '^established' "$out" && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
+		if grep -q '^established' "$out"; then
+			sleep 1
+			sample "$path" "hold$round"
+		fi
+		if ! wait "$hp"; then
+			echo "bench: holding $HOLD_CONNS connections via $path failed:" >&2
+			cat "$out" >&2
+			FAILED=1
+		fi
+		sleep 3
+		sample "$path" "after$round"
+	done
+done
+if [ "$SETTLE" -gt 0 ]; then
+	log "memory: waiting ${SETTLE}s more (BENCH_SETTLE) for the Go runtime to collect and return memory"
+	sleep "$SETTLE"
+	PHASES+=(settled)
+	sample haproxy settled
+	sample skiff settled
+fi
+
+# --- report -------------------------------------------------------------------------
+ratio() { # a b: a/b to 2 places, or "-"
+	awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'
+}
+verdict() { # value op target
+	awk -v v="${1:-}" -v op="$2" -v t="$3" 'BEGIN {if (v == "") {print "?"; exit}
+		ok = (op == ">=") ? v + 0 >= t : (op == "<=") ? v + 0 <= t : v + 0 < t; print ok ? "yes" : "**no**"}'
+}
+row() { # metric label unit [op target target-label]
+	local d=${RES[$1,direct]:-} h=${RES[$1,haproxy]:-} s=${RES[$1,skiff]:-} tgt="" ok=""
+	if [ $# -gt 3 ]; then tgt="$4 $6"; ok=$(verdict "$s" "$4" "$5"); fi
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$3" "${d:-ERR}" "${h:-ERR}" "${s:-ERR}" \
+		"$(ratio "$s" "$d")" "$(ratio "$s" "$h")" "$tgt" "$ok"
+}
+
+echo
+echo "### Throughput and latency ($(date -u +%Y-%m-%d), BENCH_TIME=${T}s, $(nproc) CPUs, $idle_busy cores busy just before)"
+echo
+echo "| workload | unit | direct | haproxy | skiff | skiff/direct | skiff/haproxy | target | skiff meets |"
+echo "|---|---|--:|--:|--:|--:|--:|---|---|"
+row iperf1 "iperf3, 1 stream" Gbit/s ">=" 2.8 "2.8"
+row iperf8 "iperf3, 8 streams" Gbit/s
+row wrk1 "HTTP GET, 1 connection" req/s
+row p50 "... p50 latency" ms "<=" 0.25 "0.25"
+row p99 "... p99 latency" ms
+row wrk64 "HTTP GET, 64 connections" req/s ">=" 14000 "14k"
+row p50x64 "... p50 latency" ms
+row p99x64 "... p99 latency" ms
+row newconn "new connections (Connection: close, 64)" conn/s ">=" 5000 "5k"
+row set "redis SET (-c 50)" req/s
+row get "redis GET (-c 50)" req/s
+
+echo
+echo "### CPU while each load ran (cores; the machine has $(nproc), shared by clients, servers and proxies)"
+echo
+echo "| run | haproxy A + B | skiff east + west | machine busy: direct | haproxy | skiff |"
+echo "|---|--:|--:|--:|--:|--:|"
+for k in "iperf1:iperf3, 1 stream" "iperf8:iperf3, 8 streams" "wrk1:HTTP, 1 connection" "wrk64:HTTP, 64 connections" \
+	"newconn:new connections" "redis:redis SET+GET"; do
+	r=${k%%:*}
+	printf '| %s | %s | %s | %s | %s | %s |\n' "${k#*:}" "${CPU[$r,haproxy]:-ERR}" "${CPU[$r,skiff]:-ERR}" \
+		"${BUSY[$r,direct]:-ERR}" "${BUSY[$r,haproxy]:-ERR}" "${BUSY[$r,skiff]:-ERR}"
+done
+
+echo
+echo "### RSS with $HOLD_CONNS idle connections held (MiB; skiff target: < 100 MiB per gateway)"
+echo
+declare -A LABEL=([before]=before [hold1]="holding (1)" [after1]="3 s after closing" [hold2]="holding (2)" [after2]="3 s after closing"
+	[settled]="${SETTLE} s later")
+hdr="| process |" sep="|---|"
+for ph in "${PHASES[@]}"; do hdr+=" ${LABEL[$ph]} |"; sep+="--:|"; done
+echo "$hdr skiff meets |"
+echo "$sep---|"
+for proc in "haproxy A" "haproxy B" "skiff east" "skiff west"; do
+	line="| $proc |" peak=0
+	for ph in "${PHASES[@]}"; do
+		v=${MEM[$proc,$ph]:-ERR}
+		line+=" $v |"
+		if [[ $ph == hold* ]]; then
+			peak=$(awk -v a="$peak" -v b="$v" 'BEGIN {print (a == "" || b == "ERR") ? "" : (b > a ? b : a)}')
+		fi
+	done
+	ok=""
+	[[ $proc == skiff* ]] && ok=$(verdict "$peak" "<" 100)
+	echo "$line $ok |"
+done
+for proc in "skiff east" "skiff west"; do
+	line="| $proc goroutines |"
+	for ph in "${PHASES[@]}"; do line+=" ${GOR[$proc,$ph]:-ERR} |"; done
+	echo "$line |"
+done
+echo
+echo "tools: $(iperf3 --version | head -n 1), $(haproxy -v | head -n 1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(redis-server --version | cut -d' ' -f1-3)"
+[ "$FAILED" = 0 ] || die "some runs failed; their output is above"
