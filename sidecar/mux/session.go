@@ -108,6 +108,12 @@ func newSession(conn net.Conn, cfg Config, client bool) *Session {
 // out ahead of the stream's first data. It fails with ErrGoAway once the
 // peer has sent GOAWAY and with ErrSessionClosed once the session is done.
 func (s *Session) Open(ctx context.Context) (*Stream, error) {
+	return s.open(ctx, true)
+}
+
+// open creates a stream and queues its OPEN frame; with poke false the
+// frame waits for the caller's first write.
+func (s *Session) open(ctx context.Context, poke bool) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
@@ -126,7 +132,23 @@ func (s *Session) Open(ctx context.Context) (*Stream, error) {
 	s.nextID += 2
 	s.streams[st.id] = st
 	// Queued under s.mu so that OPEN frames leave in ID order.
-	s.queueCtl(frameOpen, st.id, 0, nil)
+	s.queueCtlPoke(frameOpen, st.id, 0, nil, poke)
+	return st, nil
+}
+
+// OpenWrite opens a stream and writes p as its first data. The OPEN frame
+// and p leave in one write to the connection (one TLS record for a short
+// p), which saves a record and a wake-up at the peer for every stream that
+// starts with a request or header, as skiff's link streams do.
+func (s *Session) OpenWrite(ctx context.Context, p []byte) (*Stream, error) {
+	st, err := s.open(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Write(p); err != nil {
+		st.Reset()
+		return nil, err
+	}
 	return st, nil
 }
 

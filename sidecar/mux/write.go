@@ -16,6 +16,12 @@ import "fmt"
 
 // queueCtl queues a control frame and wakes sendLoop.
 func (s *Session) queueCtl(typ frameType, id, length uint32, payload []byte) {
+	s.queueCtlPoke(typ, id, length, payload, true)
+}
+
+// queueCtlPoke queues a control frame; with wake false sendLoop is not
+// woken and the frame leaves with the next write.
+func (s *Session) queueCtlPoke(typ frameType, id, length uint32, payload []byte, wake bool) {
 	if s.Err() != nil {
 		return
 	}
@@ -28,7 +34,9 @@ func (s *Session) queueCtl(typ frameType, id, length uint32, payload []byte) {
 		// The caller may hold locks; shutdown may block closing the conn.
 		go s.shutdown(fmt.Errorf("%d bytes of control frames queued: peer is not reading", maxCtlQueue))
 	}
-	poke(s.ctlSig)
+	if wake {
+		poke(s.ctlSig)
+	}
 }
 
 func (s *Session) sendLoop() {

@@ -144,13 +144,9 @@ func (r *Router) openStream(h header) (*streamConn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), headerTimeout)
 	defer cancel()
-	st, err := sess.Open(ctx)
+	st, err := sess.OpenWrite(ctx, b)
 	if err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", l.peer, err)
-	}
-	if _, err := st.Write(b); err != nil {
-		st.Reset()
-		return nil, fmt.Errorf("send stream header to %s: %w", l.peer, err)
 	}
 	br := bufio.NewReaderSize(st, 1024)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
