@@ -428,3 +428,34 @@ func TestReadFrom(t *testing.T) {
 
 // onlyReader hides a reader's WriteTo.
 type onlyReader struct{ io.Reader }
+
+// OpenWrite: the peer accepts the stream with its first data, and the OPEN
+// frame comes right before that data on the wire.
+func TestOpenWrite(t *testing.T) {
+	client, server := sessionPair(t, overTLS, Config{}, Config{})
+	st, err := client.OpenWrite(t.Context(), []byte("header"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := server.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(acc, buf); err != nil || string(buf) != "header" {
+		t.Fatalf("accepted stream read %q, %v", buf, err)
+	}
+	if acc.ID() != st.ID() {
+		t.Fatalf("accepted id %d, opened %d", acc.ID(), st.ID())
+	}
+
+	s, peer := newRawPeer(t, true, Config{})
+	if _, err := s.OpenWrite(t.Context(), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	open := peer.next(t, frameOpen)
+	data := peer.next(t, frameData)
+	if open.id != data.id || string(data.payload) != "hi" {
+		t.Fatalf("OPEN id %d, DATA id %d payload %q", open.id, data.id, data.payload)
+	}
+}
