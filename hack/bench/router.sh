@@ -25,6 +25,8 @@
 #                 (Go returns freed memory after two GC cycles; an idle
 #                 gateway runs one every 2 minutes, so 260 shows it)
 #   BENCH_KEEP    if set, keep the work directory (logs, raw outputs)
+#   BENCH_MAX_PROCS  the gateways' --max-procs (default 0: Go's default,
+#                 one per core)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
@@ -161,7 +163,8 @@ declare -A MPORT # gateway -> its /metrics port
 for s in east west; do
 	MPORT[$s]=$(free_port)
 	"$BIN/skiff-router" gateway --site-file $s.yaml \
-		--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 2>$s.log &
+		--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 \
+		--max-procs "${BENCH_MAX_PROCS:-0}" 2>$s.log &
 	PIDS+=($!)
 	eval "${s^^}_PID=$!"
 done

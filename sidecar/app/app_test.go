@@ -24,6 +24,7 @@ func TestServeOptionsValidate(t *testing.T) {
 		{"valid", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: ":15090", HealthBindAddress: "127.0.0.1:15021"}, ""},
 		{"disabled endpoints", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0"}, ""},
 		{"no site file", ServeOptions{MetricsBindAddress: "0", HealthBindAddress: "0"}, "--site-file is required"},
+		{"negative max procs", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", MaxProcs: -1}, "--max-procs must be >= 0"},
 		{"bad metrics address", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "15090", HealthBindAddress: "0"}, "--metrics-bind-address"},
 	}
 	for _, tc := range tests {
