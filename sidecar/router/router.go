@@ -245,6 +245,18 @@ func (r *Router) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.acceptRedirected(ctx, ln) }()
 		go func() { <-ctx.Done(); ln.Close() }()
+		// eBPF sends IPv6 connects to [::1] on the same port; best effort,
+		// since a pod may have IPv6 disabled.
+		if host, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && host == "127.0.0.1" {
+			if ln6, err := net.Listen("tcp6", net.JoinHostPort("::1", port)); err != nil {
+				r.log.Info("no IPv6 redirect listener", "bind", net.JoinHostPort("::1", port), "reason", err.Error())
+			} else {
+				r.log.Info("accepting redirected connections", "bind", ln6.Addr().String())
+				wg.Add(1)
+				go func() { defer wg.Done(); r.acceptRedirected(ctx, ln6) }()
+				go func() { <-ctx.Done(); ln6.Close() }()
+			}
+		}
 	} else {
 		if err := r.syncListeners(ctx); err != nil {
 			return err
