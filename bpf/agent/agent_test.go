@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-io/skiff/bpf"
+	"github.com/skiff-io/skiff/test/testutil"
+)
+
+func TestParseServices(t *testing.T) {
+	got, err := parseServices(strings.NewReader("# services\n10.96.0.10:80\n\n[fd00::10]:8080 # v6\n"), "svc.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(fmt.Sprint(got), "[10.96.0.10:80 [fd00::10]:8080]"); diff != "" {
+		t.Errorf("(-got +want)\n%s", diff)
+	}
+	_, err = parseServices(strings.NewReader("10.96.0.10:80\nbackend:80\n10.0.0.1\n"), "svc.txt")
+	want := "svc.txt:2: want IP:PORT ([IPv6]:PORT), got \"backend:80\"\nsvc.txt:3: want IP:PORT ([IPv6]:PORT), got \"10.0.0.1\""
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %q", err, want)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, c := range []struct {
+		cmd  string
+		args []string
+		want string // "" for valid
+	}{
+		{"attach", []string{"--cgroup", "/sys/fs/cgroup/pod"}, ""},
+		{"attach", nil, "--cgroup is required"},
+		{"attach", []string{"--cgroup", "/x", "--service", "backend:80"}, `--service "backend:80"`},
+		{"attach", []string{"--cgroup", "/x", "--exclude-ports", "80,0"}, `--exclude-ports: "0" is not a port`},
+		{"attach", []string{"--cgroup", "/x", "--exclude-cidrs", "10.0.0.0/33"}, "--exclude-cidrs"},
+		{"attach", []string{"--cgroup", "/x", "--exclude-ports", "80, 443", "--exclude-cidrs", "10.0.0.0/8,fd00::/8"}, ""},
+		{"services", nil, "--service or --services is required"},
+		{"services", []string{"--service", "[fd00::1]:80"}, ""},
+		{"status", []string{"--pin-dir", "skiff"}, "must be an absolute path"},
+		{"detach", []string{"--cgroup", "/x"}, ""},
+	} {
+		fs := flag.NewFlagSet(c.cmd, flag.ContinueOnError)
+		var o Options
+		o.AddFlags(fs, c.cmd)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatalf("%s %v: %v", c.cmd, c.args, err)
+		}
+		err := o.Validate(c.cmd)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s %v: Validate() = %v, want %q", c.cmd, c.args, err, c.want)
+		}
+	}
+}
+
+// The skiff-node-agent binary, as a user runs it: attach a cgroup with
+// services from a file, read status, detach, uninstall.
+func TestNodeAgentCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("privileged tier (eBPF): not run with -short")
+	}
+	testutil.RequireRoot(t)
+	gobin := testutil.RequireTool(t, "go")[0]
+	mnt, err := bpf.Cgroup2Mount()
+	testutil.Require(t, err == nil, "cgroup v2: %v", err)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "skiff-node-agent")
+	if out, err := exec.Command(gobin, "build", "-o", bin, "github.com/skiff-io/skiff/bpf/cmd/skiff-node-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	pinDir := fmt.Sprintf("/sys/fs/bpf/skiff-cli-test-%d", os.Getpid())
+	cg := filepath.Join(mnt, fmt.Sprintf("skiff-cli-test-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	t.Cleanup(func() { bpf.Uninstall(pinDir) })
+	svc := filepath.Join(dir, "services.txt")
+	os.WriteFile(svc, []byte("10.96.0.10:80\n[fd00::10]:80\n"), 0o644)
+
+	agent := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, append(args[:1:1], append([]string{"--pin-dir", pinDir}, args[1:]...)...)...)
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr string
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			t.Fatalf("skiff-node-agent %v: %v\n%s%s", args, err, out, stderr)
+		}
+		return string(out)
+	}
+	status := func() Status {
+		t.Helper()
+		var st Status
+		if err := json.Unmarshal([]byte(agent("status")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := status(); st.Loaded {
+		t.Errorf("status before anything: %+v", st)
+	}
+	agent("attach", "--cgroup", cg, "--services", svc, "--exclude-ports", "15090", "--exclude-cidrs", "10.0.0.0/8")
+	st := status()
+	if !st.Loaded || st.Services != 2 || len(st.Attachments) != 1 || st.Attachments[0].Path != cg || len(st.Attachments[0].Programs) != 4 {
+		t.Errorf("status after attach: %+v", st)
+	}
+	agent("services", "--service", "10.96.0.11:80")
+	if st := status(); st.Services != 1 {
+		t.Errorf("services after replacing: %d, want 1", st.Services)
+	}
+	agent("detach", "--cgroup", cg)
+	if st := status(); len(st.Attachments) != 0 {
+		t.Errorf("attachments after detach: %+v", st.Attachments)
+	}
+	agent("uninstall")
+	if _, err := os.Stat(pinDir); !os.IsNotExist(err) {
+		t.Errorf("pin dir after uninstall: %v", err)
+	}
+}

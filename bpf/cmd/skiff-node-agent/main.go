@@ -1,0 +1,67 @@
+// Command skiff-node-agent loads skiff's eBPF programs and attaches them to
+// the cgroups whose outbound connections to network services go to their
+// sidecar. Linux mode:
+//
+//	skiff-node-agent attach --cgroup PATH [--service IP:PORT ...] [--services FILE] [--exclude-ports P,..] [--exclude-cidrs C,..]
+//	skiff-node-agent services (--service IP:PORT ... | --services FILE)
+//	skiff-node-agent detach --cgroup PATH
+//	skiff-node-agent status
+//	skiff-node-agent uninstall
+//
+// Every command takes --pin-dir (default /sys/fs/bpf/skiff). It needs
+// CAP_BPF and CAP_NET_ADMIN (or root).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/skiff-io/skiff/bpf/agent"
+	"github.com/skiff-io/skiff/sidecar/logging"
+)
+
+const usage = `usage: skiff-node-agent attach|services|detach|status|uninstall [flags]; -h after a command lists its flags`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "skiff-node-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("no command\n%s", usage)
+	}
+	cmd := args[0]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var o agent.Options
+	var lo logging.Options
+	o.AddFlags(fs, cmd)
+	lo.AddFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := o.Validate(cmd); err != nil {
+		return err
+	}
+	log, flush, err := logging.New(lo, "node-agent")
+	if err != nil {
+		return err
+	}
+	defer flush()
+	switch cmd {
+	case "attach":
+		return agent.Attach(o, log)
+	case "services":
+		return agent.SetServices(o, log)
+	case "detach":
+		return agent.Detach(o, log)
+	case "status":
+		return agent.PrintStatus(o, os.Stdout)
+	case "uninstall":
+		return agent.Uninstall(o, log)
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}

@@ -1,0 +1,76 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+)
+
+// DefaultPinDir is where Load pins the maps and Attach the links.
+const DefaultPinDir = "/sys/fs/bpf/skiff"
+
+// Config says where redirected connections go and where state is pinned.
+// The zero value is the contract: 127.0.0.1:15001 and [::1]:15001, UID 1337
+// never redirected, pins under DefaultPinDir.
+type Config struct {
+	// PinDir is a directory on a bpf filesystem for maps and links.
+	// Load mounts bpffs on /sys/fs/bpf when PinDir is below it and
+	// nothing is mounted there.
+	PinDir string
+	// SidecarIPv4 receives connects to IPv4 services, including IPv4-mapped
+	// destinations of dual-stack sockets (as ::ffff:SidecarIPv4).
+	SidecarIPv4 netip.Addr
+	// SidecarIPv6 receives connects to IPv6 services. The sidecar must
+	// listen there too; see docs/ebpf.md.
+	SidecarIPv6 netip.Addr
+	// SidecarPort is the sidecar's outbound port.
+	SidecarPort uint16
+	// ExcludeUID is never redirected (the sidecar's own connections).
+	// 0 means the default, contract.SidecarUID.
+	ExcludeUID uint32
+	// MaxServices bounds the services map (default 65536). Changing it
+	// after maps were pinned needs `skiff-node-agent uninstall`.
+	MaxServices uint32
+	// MaxConnections bounds the LRU maps of original destinations
+	// (default 65536): connections being set up, not open connections.
+	MaxConnections uint32
+}
+
+func (c *Config) setDefaults() {
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
+	if !c.SidecarIPv4.IsValid() {
+		c.SidecarIPv4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	if !c.SidecarIPv6.IsValid() {
+		c.SidecarIPv6 = netip.IPv6Loopback()
+	}
+	if c.SidecarPort == 0 {
+		c.SidecarPort = contract.SidecarOutboundPort
+	}
+	if c.ExcludeUID == 0 {
+		c.ExcludeUID = contract.SidecarUID
+	}
+}
+
+// Validate reports a configuration Load cannot use.
+func (c Config) Validate() error {
+	var errs []error
+	if c.PinDir != "" && !filepath.IsAbs(c.PinDir) {
+		errs = append(errs, fmt.Errorf("pin dir %q: must be an absolute path", c.PinDir))
+	}
+	if c.SidecarIPv4.IsValid() && !c.SidecarIPv4.Is4() {
+		errs = append(errs, fmt.Errorf("sidecar IPv4 address %s: not an IPv4 address", c.SidecarIPv4))
+	}
+	if c.SidecarIPv6.IsValid() && (!c.SidecarIPv6.Is6() || c.SidecarIPv6.Is4In6() || c.SidecarIPv6.Zone() != "") {
+		errs = append(errs, fmt.Errorf("sidecar IPv6 address %s: not a plain IPv6 address", c.SidecarIPv6))
+	}
+	if c.MaxServices > 1<<24 || c.MaxConnections > 1<<24 {
+		errs = append(errs, errors.New("map sizes above 16777216 entries are refused"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,17 @@
+// Package bpf loads and attaches skiff's eBPF programs, which send a pod's
+// outbound TCP connections to network services into its sidecar without
+// iptables and without NET_ADMIN in the pod.
+//
+// The programs (redirect.c, compiled by bpf2go into redirect_bpfel.o and
+// embedded) are cgroup/connect4 and cgroup/connect6, which rewrite connects
+// to a service to the sidecar's port and save the original destination;
+// sockops, which keys that destination by network namespace and 4-tuple
+// once the connection is up; and cgroup/getsockopt, which answers the
+// sidecar's getsockopt(SO_ORIGINAL_DST). Load returns a Redirector that
+// owns them and their maps; Attach puts them on a pod's cgroup. Maps and
+// links are pinned under /sys/fs/bpf/skiff, so redirection outlives the
+// node agent and a later Load picks them up again.
+//
+// The generated object types never leave this package. docs/ebpf.md
+// describes the maps, the choices and the failure modes.
+package bpf
