@@ -14,7 +14,7 @@ help: ## Show this help.
 .PHONY: build
 build: ## Build the binaries into bin/.
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./sidecar/cmd/... ./test/cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./sidecar/cmd/... ./test/cmd/... ./bpf/cmd/...
 
 .PHONY: test
 test: ## Run every test tier this machine can run (root runs the privileged ones; CI=true fails instead of skipping).
@@ -37,6 +37,14 @@ fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
 		echo "== $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} || exit 1; \
 	done
 
+.PHONY: generate
+generate: ## Regenerate the eBPF objects (bpf/redirect_bpfel.{go,o}) with Debian's clang.
+	bash hack/gen-bpf.sh
+
+.PHONY: verify-generated
+verify-generated: ## Regenerate the eBPF objects and fail if they differ from the committed ones.
+	bash hack/gen-bpf.sh --verify
+
 .PHONY: demo
 demo: build ## Run a local three-site network (east, west, north) on loopback; no root needed.
 	bash hack/demo.sh
@@ -44,6 +52,11 @@ demo: build ## Run a local three-site network (east, west, north) on loopback; n
 .PHONY: bench
 bench: build ## Benchmarks against direct loopback and haproxy (needs iperf3, haproxy, redis, wrk); figures go to docs/benchmarks.md.
 	bash hack/bench/router.sh
+	@if [ "$$(id -u)" = 0 ]; then bash hack/bench/ebpf.sh; else echo "skipping hack/bench/ebpf.sh: needs root"; fi
+
+.PHONY: bench-ebpf
+bench-ebpf: ## eBPF redirect vs iptables REDIRECT vs direct: connect+first byte, conn/s, hook cost (root).
+	bash hack/bench/ebpf.sh
 
 .PHONY: clean
 clean: ## Remove build output.
