@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -175,55 +174,10 @@ func (p *pod) client(args ...string) (string, error) {
 }
 
 // proc is a background process of a test, killed at cleanup.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-}
+type proc = testutil.Proc
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// start runs cmd in the background until the test ends; its output is
-// logged if the test failed.
-func start(t testing.TB, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	if cmd.Stdout == nil {
-		cmd.Stdout = p
-	}
-	cmd.Stderr = p
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-func (p *proc) stop(t testing.TB) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-	if t.Failed() {
-		t.Logf("%s:\n%s", strings.Join(p.cmd.Args, " "), p.output())
-	}
-}
+// start runs cmd in the background until the test ends.
+func start(t testing.TB, cmd *exec.Cmd) *proc { return testutil.Start(t, cmd) }
 
 // startOrigDst runs the stand-in sidecar in the pod's sidecar cgroup as
 // UID 1337.

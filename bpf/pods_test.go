@@ -62,7 +62,7 @@ func TestSameTupleTwoPods(t *testing.T) {
 		case l := <-got:
 			return l
 		case <-time.After(10 * time.Second):
-			t.Fatalf("client in pod %s said nothing:\n%s", name, clients[name].done.output())
+			t.Fatalf("client in pod %s said nothing:\n%s", name, clients[name].done.Output())
 			return ""
 		}
 	}

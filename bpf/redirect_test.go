@@ -43,8 +43,8 @@ func (p *pod) startSidecar(t testing.TB, bin, siteFile string) *proc {
 		"--metrics-bind-address", "127.0.0.1:15090", "--health-probe-bind-address", "127.0.0.1:15021"))
 	testutil.Eventually(t, 15*time.Second, "sidecar ready", func() error {
 		select {
-		case <-sc.done:
-			return fmt.Errorf("sidecar exited:\n%s", sc.output())
+		case <-sc.Done():
+			return fmt.Errorf("sidecar exited:\n%s", sc.Output())
 		default:
 		}
 		if out, err := p.curl(0, "http://127.0.0.1:15021/readyz"); err != nil || out != "ok" {

@@ -2,7 +2,6 @@ package linux_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -51,42 +50,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a running command whose output is kept.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+type proc = testutil.Proc
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s %s:\n%s", filepath.Base(name), strings.Join(args, " "), p.output())
-		}
-	})
-	return p
+	return testutil.Start(t, exec.Command(name, args...))
 }
 
 // Two gateway processes started from site files with the token CLI; curl
@@ -149,7 +117,7 @@ connectors:
 	// Every log line is JSON with a message and the site.
 	time.Sleep(100 * time.Millisecond)
 	for name, p := range map[string]*proc{"east": east, "west": west} {
-		sc := bufio.NewScanner(strings.NewReader(p.output()))
+		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		lines := 0
 		for sc.Scan() {
 			var line map[string]any
@@ -171,8 +139,7 @@ connectors:
 	}
 	// The dialing site survives a restart of the site it dialed: the token
 	// was redeemed, so it may reconnect.
-	east.cmd.Process.Kill()
-	<-east.done
+	east.Stop(t)
 	start(t, bin, "gateway", "--site-file", filepath.Join(dir, "east.yaml"), "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
 	testutil.Eventually(t, 20*time.Second, "west reconnects to the restarted east", func() error {
 		out, err := get(fmt.Sprintf("http://127.0.0.1:%d/", listenPort))

@@ -127,7 +127,7 @@ listeners:
 			t.Errorf("sidecar metrics lack %q", want)
 		}
 	}
-	if !strings.Contains(logs.output(), `"msg":"link up"`) {
+	if !strings.Contains(logs.Output(), `"msg":"link up"`) {
 		t.Errorf("sidecar logged no JSON \"link up\" line")
 	}
 }
