@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -31,6 +32,14 @@ type Stream struct {
 	closed     bool      // Close called
 	removed    bool      // gone from the session's map
 	rstErr     error     // reset by either end
+
+	// While WriteTo waits for data with nothing buffered, the session's
+	// reader may write small DATA payloads straight to WriteTo's
+	// destination socket (one non-blocking write), saving the hand-off to
+	// the WriteTo goroutine; see directLocked.
+	sink       syscall.RawConn
+	sinkIdle   bool  // WriteTo is parked with chunks empty
+	sinkDirect int64 // bytes the reader wrote to sink, not yet counted by WriteTo
 }
 
 var (
@@ -105,6 +114,10 @@ func (st *Stream) Read(p []byte) (int, error) {
 // waits for data.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
+	var sink syscall.RawConn
+	if sc, ok := w.(syscall.Conn); ok {
+		sink, _ = sc.SyscallConn()
+	}
 	for {
 		if st.rdl.expired() {
 			return total, os.ErrDeadlineExceeded
@@ -123,11 +136,19 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 			if err != nil {
 				return total, err
 			}
+			st.mu.Lock()
+			st.sink, st.sinkIdle = sink, sink != nil
+			st.mu.Unlock()
 			select {
 			case <-st.readCh:
 			case <-st.rdl.wait():
 			case <-st.sess.done:
 			}
+			st.mu.Lock()
+			st.sinkIdle = false
+			total += st.sinkDirect
+			st.sinkDirect = 0
+			st.mu.Unlock()
 			continue
 		}
 		c := st.popChunkLocked()
@@ -462,6 +483,9 @@ func (st *Stream) pushSmall(p []byte) error {
 	if !keep || len(p) == 0 {
 		return err
 	}
+	if p = st.directLocked(p); len(p) == 0 {
+		return nil
+	}
 	if k := len(st.chunks); k > 0 {
 		if last := st.chunks[k-1]; cap(last.b)-len(last.b) >= len(p) {
 			last.b = append(last.b, p...)
@@ -474,6 +498,27 @@ func (st *Stream) pushSmall(p []byte) error {
 	st.chunks = append(st.chunks, buf)
 	poke(st.readCh)
 	return nil
+}
+
+// directLocked writes p to the parked WriteTo's destination with one
+// non-blocking write when nothing is buffered ahead of it, and returns what
+// is left to buffer. The session's reader never blocks here: a full socket
+// takes nothing and the bytes are buffered as usual.
+func (st *Stream) directLocked(p []byte) []byte {
+	if !st.sinkIdle || len(st.chunks) > 0 {
+		return p
+	}
+	var n int
+	err := st.sink.Write(func(fd uintptr) bool {
+		n, _ = syscall.Write(int(fd), p)
+		return true // one attempt, never wait
+	})
+	if err != nil || n <= 0 {
+		return p
+	}
+	st.sinkDirect += int64(n)
+	st.consumedLocked(n)
+	return p[n:]
 }
 
 // pushBuffer appends buf, already reserved, to the received data.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -457,5 +458,57 @@ func TestOpenWrite(t *testing.T) {
 	data := peer.next(t, frameData)
 	if open.id != data.id || string(data.payload) != "hi" {
 		t.Fatalf("OPEN id %d, DATA id %d payload %q", open.id, data.id, data.payload)
+	}
+}
+
+// WriteTo into a socket: small frames the session reader writes straight
+// to the socket while WriteTo waits arrive complete, in order, and are
+// counted in WriteTo's total.
+func TestWriteToSocketDirect(t *testing.T) {
+	client, server := sessionPair(t, overTLS, Config{}, Config{})
+	a, b := openPair(t, client, server)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		all, _ := io.ReadAll(c)
+		got <- all
+	}()
+	sink, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := b.WriteTo(sink)
+		sink.Close()
+		done <- n
+	}()
+	for i := range 2000 {
+		msg := []byte(fmt.Sprintf("message %d;", i))
+		want = append(want, msg...)
+		if _, err := a.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // let WriteTo park, so the direct path is taken
+		}
+	}
+	a.CloseWrite()
+	if n := <-done; n != int64(len(want)) {
+		t.Fatalf("WriteTo returned %d, want %d", n, len(want))
+	}
+	if all := <-got; string(all) != string(want) {
+		t.Fatalf("socket received %d bytes, want %d identical", len(all), len(want))
 	}
 }
