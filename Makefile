@@ -18,7 +18,11 @@ build: ## Build the binaries into bin/.
 
 .PHONY: test
 test: ## Run every test tier this machine can run (root runs the privileged ones; CI=true fails instead of skipping).
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest-assets.sh) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: envtest
+envtest: ## Build (or reuse) kube-apiserver and etcd for the envtest tier into bin/envtest.
+	bash hack/envtest-assets.sh
 
 .PHONY: test-short
 test-short: ## Run the unit tests only.

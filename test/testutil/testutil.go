@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -74,4 +75,23 @@ func FreePort(t testing.TB, host string) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// RequireEnvtest requires the envtest assets (kube-apiserver and etcd built
+// by hack/envtest-assets.sh) and returns their directory. `make test` sets
+// KUBEBUILDER_ASSETS; run `export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)`
+// for a plain `go test`.
+func RequireEnvtest(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	ok := dir != ""
+	if ok {
+		for _, b := range []string{"kube-apiserver", "etcd"} {
+			if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+				ok = false
+			}
+		}
+	}
+	Require(t, ok, "envtest assets: KUBEBUILDER_ASSETS=%q lacks kube-apiserver and etcd (run hack/envtest-assets.sh)", dir)
+	return dir
 }
