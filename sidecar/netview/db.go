@@ -1,6 +1,7 @@
 package netview
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,29 @@ type DB struct {
 	// view caches the view of the current records; nil after a change.
 	// Readers load it without taking mu.
 	view atomic.Pointer[View]
+	// changed is closed (and replaced) on every change; see Changed.
+	changed chan struct{}
+}
+
+// invalidate drops the cached view and wakes the waiters of Changed; the
+// caller holds mu.
+func (db *DB) invalidate() {
+	db.view.Store(nil)
+	if db.changed != nil {
+		close(db.changed)
+		db.changed = nil
+	}
+}
+
+// Changed returns a channel that is closed at the next change of the
+// records (and so, possibly, of the view).
+func (db *DB) Changed() <-chan struct{} {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.changed == nil {
+		db.changed = make(chan struct{})
+	}
+	return db.changed
 }
 
 // NewDB returns a database for site self, whose gateway started at epoch
@@ -58,12 +82,34 @@ func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	next.Routing = db.local.Routing
 	if db.local.sameContent(next) {
 		return db.local.clone(), false
 	}
 	db.local.Links, db.local.Addresses = next.Links, next.Addresses
 	db.local.Seq++
-	db.view.Store(nil)
+	db.invalidate()
+	return db.local.clone(), true
+}
+
+// SetLocalRouting replaces the routing patterns the local record declares
+// (address -> pattern; empty patterns are dropped). Like SetLocal it bumps
+// Seq only on a change and returns the record and whether it changed.
+func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
+	next := map[string]string{}
+	for addr, p := range routing {
+		if addr != "" && p != "" && len(p) <= 32 {
+			next[addr] = p
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if maps.Equal(db.local.Routing, cloneMap(next)) {
+		return db.local.clone(), false
+	}
+	db.local.Routing = cloneMap(next)
+	db.local.Seq++
+	db.invalidate()
 	return db.local.clone(), true
 }
 
@@ -93,7 +139,7 @@ func (db *DB) Apply(r Record) bool {
 	}
 	db.records[r.Site] = r
 	if !ok || !old.sameContent(r) {
-		db.view.Store(nil)
+		db.invalidate()
 	}
 	return true
 }
@@ -120,7 +166,7 @@ func (db *DB) Forget(site string) {
 	defer db.mu.Unlock()
 	if _, ok := db.records[site]; ok {
 		delete(db.records, site)
-		db.view.Store(nil)
+		db.invalidate()
 	}
 }
 

@@ -315,3 +315,41 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The routing a site declares reaches other sites' views; the cheapest
+// declaring site wins, and a change bumps the record.
+func TestRoutingInView(t *testing.T) {
+	a, b, c := NewDB("a", 1), NewDB("b", 1), NewDB("c", 1)
+	a.SetLocal(map[string]int{"b": 1, "c": 5}, nil)
+	b.SetLocal(map[string]int{"a": 1}, map[string]int{"x": 1, "y": 1})
+	c.SetLocal(map[string]int{"a": 5}, map[string]int{"x": 2})
+	if _, changed := b.SetLocalRouting(map[string]string{"x": "closest", "": "closest", "y": ""}); !changed {
+		t.Fatal("SetLocalRouting reported no change")
+	}
+	if _, changed := b.SetLocalRouting(map[string]string{"x": "closest"}); changed {
+		t.Error("same routing reported as a change")
+	}
+	c.SetLocalRouting(map[string]string{"x": "multicast"})
+	// A later SetLocal keeps the declared routing.
+	rec, _ := b.SetLocal(map[string]int{"a": 1}, map[string]int{"x": 3, "y": 1})
+	if diff := cmp.Diff(rec.Routing, map[string]string{"x": "closest"}); diff != "" {
+		t.Errorf("b's routing after SetLocal (-got +want):\n%s", diff)
+	}
+	for _, r := range []Record{b.Local(), c.Local()} {
+		enc, err := Encode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := Decode(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Apply(dec)
+	}
+	if diff := cmp.Diff(a.View().Routing, map[string]string{"x": "closest"}); diff != "" {
+		t.Errorf("a's view routing (-got +want):\n%s", diff)
+	}
+	if _, err := Decode([]byte(`{"v":1,"site":"z","epoch":1,"seq":1,"routing":{"x":""}}`)); err == nil {
+		t.Error("a record with an empty pattern was accepted")
+	}
+}

@@ -40,6 +40,11 @@ type Record struct {
 	// Addresses maps a network address to the number of ready endpoints
 	// (connectors) this site has for it.
 	Addresses map[string]int `json:"addresses,omitempty"`
+	// Routing maps an address this site has endpoints for to the routing
+	// pattern the site declares for it, when that is not the default. It
+	// informs the controllers of other sites; routers route by their own
+	// configuration.
+	Routing map[string]string `json:"routing,omitempty"`
 }
 
 // Newer reports whether r supersedes than: a later Epoch, or the same Epoch
@@ -53,17 +58,18 @@ func (r Record) Newer(than Record) bool {
 
 // sameContent reports whether r and o describe the same links and addresses.
 func (r Record) sameContent(o Record) bool {
-	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses)
+	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) && maps.Equal(r.Routing, o.Routing)
 }
 
 // clone returns r with maps of its own, empty ones as nil.
 func (r Record) clone() Record {
 	r.Links = cloneMap(r.Links)
 	r.Addresses = cloneMap(r.Addresses)
+	r.Routing = cloneMap(r.Routing)
 	return r
 }
 
-func cloneMap(m map[string]int) map[string]int {
+func cloneMap[V comparable](m map[string]V) map[string]V {
 	if len(m) == 0 {
 		return nil
 	}
@@ -126,6 +132,11 @@ func validate(r Record) error {
 			return fmt.Errorf("site record from %q lists an empty address: %w", r.Site, ErrInvalidRecord)
 		case n < 0:
 			return fmt.Errorf("site record from %q: address %q has %d endpoints: %w", r.Site, addr, n, ErrInvalidRecord)
+		}
+	}
+	for addr, p := range r.Routing {
+		if addr == "" || p == "" || len(p) > 32 {
+			return fmt.Errorf("site record from %q: bad routing %q for address %q: %w", r.Site, p, addr, ErrInvalidRecord)
 		}
 	}
 	return nil

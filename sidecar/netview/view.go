@@ -16,6 +16,10 @@ type View struct {
 	// Addresses maps an address to the reachable sites (Self included, at
 	// cost 0) that have ready endpoints for it, sorted by cost, then site.
 	Addresses map[string][]Target
+	// Routing maps an address to the routing pattern declared for it by the
+	// lowest-cost site that declares one (by name among equals); addresses
+	// no reachable site declares a pattern for are absent.
+	Routing map[string]string
 	// Unreachable lists the sites the DB holds a record for but has no path
 	// to, sorted.
 	Unreachable []string
@@ -33,9 +37,9 @@ type Route struct {
 
 // Target is a site that serves an address.
 type Target struct {
-	Site      string
-	Endpoints int // ready endpoints at Site
-	Cost      int // path cost from Self; 0 for Self
+	Site      string `json:"site"`
+	Endpoints int    `json:"endpoints"` // ready endpoints at Site
+	Cost      int    `json:"cost"`      // path cost from Self; 0 for Self
 }
 
 // NextHop returns the neighbour to forward a stream for site to. It reports
@@ -143,6 +147,7 @@ func compute(local Record, records map[string]Record) *View {
 		Routes:    make(map[string]Route, len(recs)-1),
 		Addresses: map[string][]Target{},
 	}
+	bySite := make(map[string]Record, len(recs))
 	for i, r := range recs {
 		if !done[i] {
 			v.Unreachable = append(v.Unreachable, r.Site)
@@ -153,16 +158,26 @@ func compute(local Record, records map[string]Record) *View {
 		if i != self {
 			v.Routes[r.Site] = Route{Site: r.Site, NextHop: recs[b.nextHop].Site, Cost: b.cost, Hops: b.hops}
 		}
+		bySite[r.Site] = r
 		for addr, n := range r.Addresses {
 			if n > 0 {
 				v.Addresses[addr] = append(v.Addresses[addr], Target{Site: r.Site, Endpoints: n, Cost: b.cost})
 			}
 		}
 	}
-	for _, ts := range v.Addresses {
+	for addr, ts := range v.Addresses {
 		slices.SortFunc(ts, func(a, b Target) int {
 			return cmp.Or(cmp.Compare(a.Cost, b.Cost), cmp.Compare(a.Site, b.Site))
 		})
+		for _, t := range ts {
+			if p := bySite[t.Site].Routing[addr]; p != "" {
+				if v.Routing == nil {
+					v.Routing = map[string]string{}
+				}
+				v.Routing[addr] = p
+				break
+			}
+		}
 	}
 	return v
 }

@@ -277,7 +277,8 @@ func (l *link) readControl(br *bufio.Reader) {
 			if r.cfg.Role == RoleSidecar && rec.Site == r.self {
 				// A sidecar's view is rooted at its gateway: the gateway's
 				// record is the sidecar's local one.
-				if _, ch := r.db.SetLocal(rec.Links, rec.Addresses); ch {
+				_, ch1 := r.db.SetLocal(rec.Links, rec.Addresses)
+				if _, ch2 := r.db.SetLocalRouting(rec.Routing); ch1 || ch2 {
 					changed = append(changed, rec)
 				}
 				continue

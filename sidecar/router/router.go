@@ -296,6 +296,13 @@ func (r *Router) SidecarAddr() net.Addr {
 // View returns the current network view.
 func (r *Router) View() *netview.View { return r.db.View() }
 
+// Document returns the current network view in the form a controller
+// reads, and a channel closed at the next change.
+func (r *Router) Document() (netview.Document, <-chan struct{}) {
+	ch := r.db.Changed()
+	return r.db.Document(), ch
+}
+
 // SetServices replaces listeners, connectors and routing. Open streams are
 // not touched; new listeners are bound and removed ones closed.
 func (r *Router) SetServices(ctx context.Context, s Services) error {
@@ -362,6 +369,18 @@ func (t *serviceTable) addressCounts() map[string]int {
 	return out
 }
 
+// declaredRouting is the routing this gateway declares in its site record:
+// the non-default patterns of the addresses it has connectors for.
+func (t *serviceTable) declaredRouting() map[string]string {
+	out := map[string]string{}
+	for a := range t.connectors {
+		if p := t.Routing[a]; p != "" && p != contract.RoutingBalanced {
+			out[a] = p
+		}
+	}
+	return out
+}
+
 func (r *Router) counter(key string) *atomic.Int64 {
 	if v, ok := r.outstanding.Load(key); ok {
 		return v.(*atomic.Int64)
@@ -387,8 +406,10 @@ func (r *Router) updateLocal() {
 		}
 	}
 	r.mu.Unlock()
-	rec, changed := r.db.SetLocal(links, r.services.Load().addressCounts())
-	if changed {
+	st := r.services.Load()
+	_, routingChanged := r.db.SetLocalRouting(st.declaredRouting())
+	rec, changed := r.db.SetLocal(links, st.addressCounts())
+	if changed || routingChanged {
 		r.log.V(1).Info("site record changed", "seq", rec.Seq, "links", len(rec.Links), "addresses", len(rec.Addresses))
 		r.flood([]netview.Record{rec}, nil)
 		r.viewChanged()

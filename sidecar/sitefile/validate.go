@@ -22,8 +22,16 @@ func checkAddress(s string) string {
 	if s == "" {
 		return "must not be empty"
 	}
-	if len(s) > 253 || !allLabels(s, false) {
-		return fmt.Sprintf("must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters, e.g. backend or db.prod), got %q", s)
+	name := s
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		// name:port, the form of a Kubernetes site's service port.
+		name = s[:i]
+		if p, err := strconv.Atoi(s[i+1:]); err != nil || p < 1 || p > 65535 || s[i+1] == '+' || s[i+1] == '0' {
+			return fmt.Sprintf("must be a DNS-1123 subdomain, optionally with a port (e.g. backend or backend:8080), got %q", s)
+		}
+	}
+	if name == "" || len(name) > 253 || !allLabels(name, false) {
+		return fmt.Sprintf("must be a DNS-1123 subdomain, optionally with a port (lowercase letters, digits, '-' and '.', at most 253 characters, e.g. backend, db.prod or backend:8080), got %q", s)
 	}
 	return ""
 }
