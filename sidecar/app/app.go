@@ -42,6 +42,11 @@ type ServeOptions struct {
 	// MaxProcs caps the cores the router's Go scheduler uses; 0 keeps Go's
 	// default (the cores, or the container's CPU limit).
 	MaxProcs int
+	// Controller is the xDS address of the site's controller. When set,
+	// services (listeners, connectors, routing) come from it and those of
+	// the site file are ignored; identity, link access and links still
+	// come from the site file.
+	Controller string
 }
 
 // AddFlags registers the options on fs.
@@ -49,6 +54,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) describing this site; see docs/site-file.md")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default. 1 gives the lowest latency per request on small machines, see docs/benchmarks.md")
 }
 
@@ -106,6 +112,12 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
+	if o.Controller != "" {
+		if len(site.Listeners)+len(site.Connectors) > 0 {
+			log.Info("services come from the controller; the site file's listeners and connectors are ignored", "controller", o.Controller)
+		}
+		cfg.Services = router.Services{}
+	}
 	r, err := router.New(cfg)
 	if err != nil {
 		return err
@@ -116,13 +128,22 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("/view", ViewHandler(r.Document))
 		go func() { errc <- serveHTTP(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
 	}
 	if o.HealthBindAddress != "0" {
 		go func() { errc <- serveHTTP(ctx, "health", o.HealthBindAddress, HealthHandler(r.Ready), log) }()
 	}
 	go func() { errc <- r.Run(ctx) }()
-	go watchSiteFile(ctx, o.SiteFile, site, r, log)
+	if o.Controller != "" {
+		c, err := newXDSClient(o.Controller, role, site.Name, cfg.Name, r, reg, log)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- c.Run(ctx) }()
+	} else {
+		go watchSiteFile(ctx, o.SiteFile, site, r, log)
+	}
 	err = <-errc
 	cancel()
 	return err

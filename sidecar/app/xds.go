@@ -1,0 +1,84 @@
+package app
+
+import (
+	"cmp"
+	"context"
+	"net"
+	"strconv"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/router"
+	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+// newXDSClient returns a client that follows the controller at addr and
+// applies what it learns to r, with its counters registered on reg.
+func newXDSClient(addr string, role router.Role, site, name string, r *router.Router, reg prometheus.Registerer, log logr.Logger) (*xdsclient.Client, error) {
+	kind := model.KindGateway
+	if role == router.RoleSidecar {
+		kind = model.KindSidecar
+	}
+	c, err := xdsclient.New(xdsclient.Options{
+		Addr: addr,
+		Node: model.Node{Kind: kind, Site: site, Name: name},
+		Log:  log.WithName("xds"),
+		Apply: func(ctx context.Context, services []model.Service) error {
+			return r.SetServices(ctx, RouterServices(role, services))
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	stat := func(f func(xdsclient.Stats) float64) func() float64 { return func() float64 { return f(c.Stats()) } }
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_connected", Help: "1 while the router follows its controller's ADS stream."},
+			stat(func(s xdsclient.Stats) float64 {
+				if s.Connected {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_applied_total", Help: "xDS updates the router accepted."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Applied) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_rejected_total", Help: "xDS updates the router refused (NACKed)."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Nacked) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects included."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Streams) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_services", Help: "Services in the table the router serves."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Resources) })),
+	)
+	return c, nil
+}
+
+// RouterServices turns the controller's services into what a router of
+// the given role serves. A sidecar matches redirected connections on the
+// services' virtual IPs; a gateway binds each service's gateway listener.
+// Both deliver to the ready local endpoints, and route by the service's
+// pattern; services are named by their network name.
+func RouterServices(role router.Role, services []model.Service) router.Services {
+	out := router.Services{Routing: map[string]string{}}
+	for _, s := range services {
+		name := s.NetworkName()
+		out.Routing[name] = string(s.Routing)
+		if role == router.RoleSidecar {
+			for _, vip := range s.VIPs {
+				out.Listeners = append(out.Listeners, router.Listener{Address: name, Host: vip, Port: s.Port})
+			}
+		} else if bind := cmp.Or(s.GatewayListen, s.Gateway); bind != "" {
+			if host, port, err := net.SplitHostPort(bind); err == nil {
+				if p, err := strconv.Atoi(port); err == nil {
+					out.Listeners = append(out.Listeners, router.Listener{Address: name, Host: host, Port: p})
+				}
+			}
+		}
+		for _, e := range s.Endpoints {
+			if e.Ready {
+				out.Connectors = append(out.Connectors, router.Connector{Address: name, Host: e.IP, Port: e.Port})
+			}
+		}
+	}
+	return out
+}

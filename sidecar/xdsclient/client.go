@@ -1,0 +1,266 @@
+// Package xdsclient is the router's xDS client: it follows the controller's
+// ADS stream (incremental, "delta" xDS) for Listeners and
+// ClusterLoadAssignments, turns them into services, and hands every
+// accepted table to the router. An update the router cannot use is NACKed
+// with the reason and the last good table stays in force; while the
+// controller is away the router keeps serving its last table, and on
+// reconnect the client presents the versions it holds so that only what
+// changed is sent again.
+package xdsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-logr/logr"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/xds/resources"
+)
+
+// Type URLs of the resources the client follows.
+const (
+	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Addr is the controller's xDS address (host:port).
+	Addr string
+	// Node identifies this router; its site selects the local locality.
+	Node model.Node
+	// Apply receives every accepted set of services. An error NACKs the
+	// update that produced it; the previous set stays in force.
+	Apply func(ctx context.Context, services []model.Service) error
+	Log   logr.Logger
+	// MinBackoff and MaxBackoff bound the jittered exponential wait
+	// between connection attempts; defaults 200ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// DialOptions are added to the gRPC dial (tests).
+	DialOptions []grpc.DialOption
+}
+
+// Client follows a controller. Create it with New and run it with Run.
+type Client struct {
+	o Options
+
+	mu        sync.Mutex
+	listeners map[string]*listenerv3.Listener
+	clas      map[string]*endpointv3.ClusterLoadAssignment
+	versions  map[string]map[string]string // type -> name -> version
+
+	connected atomic.Bool
+	applied   atomic.Int64 // accepted updates
+	nacked    atomic.Int64
+	streams   atomic.Int64 // streams opened, the first included
+}
+
+// New returns a client that is not yet running.
+func New(o Options) (*Client, error) {
+	if o.Addr == "" || o.Apply == nil || o.Node.Site == "" {
+		return nil, errors.New("xds client: controller address, node site and Apply are required")
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 200 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(10*time.Second, o.MinBackoff)
+	}
+	return &Client{
+		o:         o,
+		listeners: map[string]*listenerv3.Listener{},
+		clas:      map[string]*endpointv3.ClusterLoadAssignment{},
+		versions:  map[string]map[string]string{ListenerType: {}, EndpointType: {}},
+	}, nil
+}
+
+// Stats says how the client is doing.
+type Stats struct {
+	Connected bool
+	Applied   int64 // updates accepted
+	Nacked    int64 // updates refused
+	Streams   int64 // ADS streams opened, reconnects included
+	Resources int   // listeners held
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	n := len(c.listeners)
+	c.mu.Unlock()
+	return Stats{Connected: c.connected.Load(), Applied: c.applied.Load(), Nacked: c.nacked.Load(), Streams: c.streams.Load(), Resources: n}
+}
+
+// Run follows the controller until ctx ends, reconnecting with jittered
+// exponential backoff. It returns nil when ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	}, c.o.DialOptions...)
+	conn, err := grpc.NewClient(c.o.Addr, opts...)
+	if err != nil {
+		return fmt.Errorf("xds client for %s: %w", c.o.Addr, err)
+	}
+	defer conn.Close()
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	log := c.o.Log.WithValues("controller", c.o.Addr)
+	backoff := c.o.MinBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := c.stream(ctx, ads, log)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = c.o.MinBackoff // the stream was healthy for a while
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		log.Info("controller stream ended; serving the last table", "error", err.Error(), "retryIn", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.o.MaxBackoff)
+	}
+	return nil
+}
+
+// stream runs one ADS stream until it fails.
+func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, log logr.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		return fmt.Errorf("open delta ADS stream: %w", err)
+	}
+	c.streams.Add(1)
+	node := &corev3.Node{Id: c.o.Node.ID(), Cluster: c.o.Node.Site, UserAgentName: "skiff-router"}
+	c.mu.Lock()
+	initial := map[string]map[string]string{ListenerType: maps.Clone(c.versions[ListenerType]), EndpointType: maps.Clone(c.versions[EndpointType])}
+	c.mu.Unlock()
+	for _, typ := range []string{ListenerType, EndpointType} {
+		req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typ, InitialResourceVersions: initial[typ]}
+		if err := st.Send(req); err != nil {
+			return fmt.Errorf("subscribe %s: %w", typ, err)
+		}
+	}
+	first := true
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("controller closed the stream")
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		if first {
+			c.connected.Store(true)
+			log.Info("following controller", "node", c.o.Node.ID())
+			first = false
+		}
+		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		if err := c.handle(ctx, resp); err != nil {
+			c.nacked.Add(1)
+			log.Error(err, "update refused; keeping the last good table", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce())
+			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		} else {
+			c.applied.Add(1)
+		}
+		if err := st.Send(ack); err != nil {
+			return fmt.Errorf("acknowledge: %w", err)
+		}
+	}
+}
+
+// handle applies one response to a copy of the held resources and, if the
+// result converts and the router accepts it, commits it.
+func (c *Client) handle(ctx context.Context, resp *discoveryv3.DeltaDiscoveryResponse) error {
+	typ := resp.GetTypeUrl()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	listeners, clas := c.listeners, c.clas
+	versions := maps.Clone(c.versions[typ])
+	switch typ {
+	case ListenerType:
+		listeners = maps.Clone(listeners)
+		for _, r := range resp.GetResources() {
+			l := &listenerv3.Listener{}
+			if err := unpack(r.GetResource(), l); err != nil {
+				return fmt.Errorf("listener %s: %w", r.GetName(), err)
+			}
+			listeners[r.GetName()] = l
+			versions[r.GetName()] = r.GetVersion()
+		}
+		for _, n := range resp.GetRemovedResources() {
+			delete(listeners, n)
+			delete(versions, n)
+		}
+	case EndpointType:
+		clas = maps.Clone(clas)
+		for _, r := range resp.GetResources() {
+			a := &endpointv3.ClusterLoadAssignment{}
+			if err := unpack(r.GetResource(), a); err != nil {
+				return fmt.Errorf("cluster load assignment %s: %w", r.GetName(), err)
+			}
+			clas[r.GetName()] = a
+			versions[r.GetName()] = r.GetVersion()
+		}
+		for _, n := range resp.GetRemovedResources() {
+			delete(clas, n)
+			delete(versions, n)
+		}
+	default:
+		return fmt.Errorf("unexpected resource type %s", typ)
+	}
+	// A listener is served once its assignment has arrived (they come as
+	// two types, the listener first), so that a new service never starts
+	// without its endpoints.
+	ready := make(map[string]*listenerv3.Listener, len(listeners))
+	for n, l := range listeners {
+		if _, ok := clas[n]; ok {
+			ready[n] = l
+		}
+	}
+	services, err := resources.ServicesFromResources(ready, nil, clas)
+	if err != nil {
+		return err
+	}
+	if err := c.o.Apply(ctx, services); err != nil {
+		return fmt.Errorf("apply %d services: %w", len(services), err)
+	}
+	c.listeners, c.clas = listeners, clas
+	c.versions[typ] = versions
+	return nil
+}
+
+func unpack(a *anypb.Any, m proto.Message) error {
+	if a == nil {
+		return errors.New("empty resource")
+	}
+	if err := a.UnmarshalTo(m); err != nil {
+		return fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+// Package federation joins a site's own services with what its gateway
+// knows of the network (the link-state view) into the service table the
+// controller serves, and follows the gateway's view as it changes.
+package federation
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+// Build returns the table of site: its local services, each with the
+// remote sites that serve the same network name, plus a service for every
+// remote network name of the form address:port that the site does not
+// have (a Kubernetes service of another site; names without a port can
+// only be reached through a local listener, so they need a local entry).
+//
+// The routing of a service is the local one when the site declares it
+// (local non-default patterns win), else the one the network declares,
+// else balanced. doc may be nil (no view yet): the table then holds the
+// local services only.
+func Build(site string, local []model.Service, doc *netview.Document) *model.Table {
+	t := &model.Table{Site: site}
+	var addrs map[string][]netview.Target
+	var routing map[string]string
+	if doc != nil {
+		addrs, routing = doc.Addresses, doc.Routing
+		for _, s := range doc.Sites {
+			ms := model.Site{Name: s.Name, Cost: s.Cost}
+			for peer, cost := range s.Links {
+				ms.Links = append(ms.Links, model.Link{Peer: peer, Cost: cost})
+			}
+			t.Sites = append(t.Sites, ms)
+		}
+	}
+	if len(t.Sites) == 0 {
+		t.Sites = []model.Site{{Name: site}}
+	}
+	seen := map[string]bool{}
+	for _, s := range local {
+		s = cloneService(s)
+		name := s.NetworkName()
+		seen[name] = true
+		s.Remote = remotes(site, addrs[name])
+		if s.Routing == "" || s.Routing == model.Balanced {
+			if p, err := model.ParsePattern(routing[name]); err == nil && routing[name] != "" {
+				s.Routing = p
+			}
+		}
+		if s.Routing == "" {
+			s.Routing = model.Balanced
+		}
+		if s.Protocol == "" {
+			s.Protocol = model.TCP
+		}
+		t.Services = append(t.Services, s)
+	}
+	for name, targets := range addrs {
+		if seen[name] {
+			continue
+		}
+		address, port, ok := SplitName(name)
+		if !ok {
+			continue
+		}
+		rs := remotes(site, targets)
+		if len(rs) == 0 {
+			continue
+		}
+		p, err := model.ParsePattern(routing[name])
+		if err != nil {
+			p = model.Balanced
+		}
+		t.Services = append(t.Services, model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: p, Remote: rs})
+	}
+	t.Normalize()
+	return t
+}
+
+// SplitName splits a network name of the form address:port.
+func SplitName(name string) (string, int, bool) {
+	host, port, err := net.SplitHostPort(name)
+	if err != nil || host == "" {
+		return "", 0, false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", 0, false
+	}
+	return host, p, true
+}
+
+func remotes(site string, targets []netview.Target) []model.RemoteSite {
+	var out []model.RemoteSite
+	for _, t := range targets {
+		if t.Site != site && t.Endpoints > 0 {
+			out = append(out, model.RemoteSite{Site: t.Site, Cost: t.Cost, Endpoints: t.Endpoints})
+		}
+	}
+	return out
+}
+
+func cloneService(s model.Service) model.Service {
+	t := model.Table{Services: []model.Service{s}}
+	return t.Clone().Services[0]
+}

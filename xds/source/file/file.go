@@ -1,0 +1,118 @@
+// Package file is the controller's site-file source: the listeners,
+// connectors and routing of a Linux site's file (docs/site-file.md) become
+// the site's local services.
+package file
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+// Services returns the local services of a site file. Each address named
+// by a listener or a connector is one service, with the network name as
+// written in the file:
+//   - its port is the listener's port (what local clients dial), else the
+//     first connector's;
+//   - a listener is the gateway's entry point (Gateway) and, when its host
+//     is an IP, the virtual IP sidecars match;
+//   - connectors are its ready local endpoints (host names are resolved).
+func Services(site *sitefile.Site) ([]model.Service, error) {
+	byName := map[string]*model.Service{}
+	var order []string
+	get := func(address string, port int) *model.Service {
+		s, ok := byName[address]
+		if !ok {
+			p, _ := model.ParsePattern(site.RoutingFor(address))
+			s = &model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: p, Network: address}
+			if host, sport, err := net.SplitHostPort(address); err == nil {
+				if n, err := strconv.Atoi(sport); err == nil && host != "" {
+					// A name of the form address:port keeps its parts, so
+					// that it matches a Kubernetes site's service.
+					s.Address, s.Port = host, n
+				}
+			}
+			byName[address] = s
+			order = append(order, address)
+		}
+		return s
+	}
+	for _, l := range site.Listeners {
+		s := get(l.Address, l.Port)
+		if s.Gateway != "" {
+			return nil, fmt.Errorf("%s:%d: address %q has two listeners; the controller serves one entry point per address", site.Path, l.Line, l.Address)
+		}
+		s.Gateway = net.JoinHostPort(l.Host, strconv.Itoa(l.Port))
+		if ip, err := netip.ParseAddr(l.Host); err == nil && !ip.IsUnspecified() {
+			s.VIPs = append(s.VIPs, ip.String())
+		}
+	}
+	for _, c := range site.Connectors {
+		s := get(c.Address, c.Port)
+		ips, err := resolve(c.Host)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: connector %s: %w", site.Path, c.Line, c.Address, err)
+		}
+		for _, ip := range ips {
+			s.Endpoints = append(s.Endpoints, model.Endpoint{IP: ip, Port: c.Port, Ready: true, Name: net.JoinHostPort(c.Host, strconv.Itoa(c.Port))})
+		}
+	}
+	out := make([]model.Service, 0, len(order))
+	for _, a := range order {
+		out = append(out, *byName[a])
+	}
+	return out, nil
+}
+
+func resolve(host string) ([]string, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []string{ip.String()}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %q: %w", host, err)
+	}
+	return addrs[:1], nil
+}
+
+// Watch calls update with the services of the site file at path whenever
+// the file changes (checked every second), until ctx ends. A file that no
+// longer loads is reported and the last good services stay.
+func Watch(ctx context.Context, path string, log logr.Logger, update func([]model.Service)) {
+	var last time.Time
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := statMod(path)
+		if err != nil || fi.Equal(last) {
+			continue
+		}
+		last = fi
+		site, err := sitefile.Load(path)
+		if err != nil {
+			log.Error(err, "site file changed but does not load; keeping the last services", "siteFile", path)
+			continue
+		}
+		svcs, err := Services(site)
+		if err != nil {
+			log.Error(err, "site file changed but its services are invalid; keeping the last services", "siteFile", path)
+			continue
+		}
+		update(svcs)
+	}
+}

@@ -1,0 +1,152 @@
+// Package kube is the controller's Kubernetes source. In the site's
+// namespace it turns Services annotated skiff.io/expose=true, with their
+// ready EndpointSlice endpoints, into the site's services; it keeps one
+// proxy Service per network address the site does not expose itself,
+// selecting the gateway pods; and it finds the gateway whose view of the
+// network the controller follows.
+package kube
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+// AnnotationError is a bad skiff annotation on a Service.
+type AnnotationError struct {
+	Annotation, Value, Reason string
+}
+
+func (e *AnnotationError) Error() string {
+	return fmt.Sprintf("annotation %s: %q: %s", e.Annotation, e.Value, e.Reason)
+}
+
+// Exposed reports whether svc asks to be exposed to the network.
+func Exposed(svc *corev1.Service) bool {
+	return svc.Annotations[contract.ExposeAnnotation] == "true"
+}
+
+// ExposedServices returns the services one exposed Service contributes, one
+// per port, with the ready endpoints of its EndpointSlices. A bad
+// annotation is an *AnnotationError (wrapped); the Service then
+// contributes nothing.
+func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
+	address := svc.Name
+	if a, ok := svc.Annotations[contract.AddressAnnotation]; ok {
+		if msgs := validation.IsDNS1123Label(a); len(msgs) > 0 {
+			return nil, &AnnotationError{contract.AddressAnnotation, a, strings.Join(msgs, "; ")}
+		}
+		address = a
+	}
+	routing, err := model.ParsePattern(svc.Annotations[contract.RoutingAnnotation])
+	if err != nil {
+		return nil, &AnnotationError{contract.RoutingAnnotation, svc.Annotations[contract.RoutingAnnotation], "want balanced, closest or multicast"}
+	}
+	var protoOverride model.Protocol
+	if p, ok := svc.Annotations[contract.ProtocolAnnotation]; ok {
+		if protoOverride, err = model.ParseProtocol(p); err != nil || p == "" {
+			return nil, &AnnotationError{contract.ProtocolAnnotation, p, "want tcp, http or http2"}
+		}
+	}
+	if routing == model.Multicast {
+		if protoOverride == "" || protoOverride == model.TCP {
+			return nil, &AnnotationError{contract.RoutingAnnotation, string(routing), "multicast copies HTTP requests; set skiff.io/protocol to http or http2"}
+		}
+	}
+	var vips []string
+	for _, ip := range svc.Spec.ClusterIPs {
+		if ip != "" && ip != corev1.ClusterIPNone {
+			vips = append(vips, ip)
+		}
+	}
+	var out []model.Service
+	var errs []error
+	for _, sp := range svc.Spec.Ports {
+		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+			errs = append(errs, fmt.Errorf("port %d: protocol %s: only TCP ports are exposed", sp.Port, sp.Protocol))
+			continue
+		}
+		proto := protoOverride
+		if proto == "" {
+			proto = appProtocol(sp.AppProtocol)
+		}
+		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: routing, VIPs: slices.Clone(vips)}
+		s.Network = s.Key()
+		s.Endpoints = endpointsFor(sp, eps)
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
+	}
+	return out, nil
+}
+
+// appProtocol maps a port's appProtocol to a protocol: http and h2c-style
+// names to HTTP/2 or HTTP, anything else to TCP.
+func appProtocol(p *string) model.Protocol {
+	if p == nil {
+		return model.TCP
+	}
+	switch strings.ToLower(*p) {
+	case "http", "kubernetes.io/http":
+		return model.HTTP
+	case "http2", "h2c", "grpc", "kubernetes.io/h2c":
+		return model.HTTP2
+	}
+	return model.TCP
+}
+
+// endpointsFor returns the endpoints of the EndpointSlices for one Service
+// port: the slice port with the same name gives the target port. Only
+// ready endpoints are listed as ready; terminating and unready ones are
+// listed as not ready.
+func endpointsFor(sp corev1.ServicePort, eps []discoveryv1.EndpointSlice) []model.Endpoint {
+	var out []model.Endpoint
+	seen := map[string]bool{}
+	for _, es := range eps {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		port := -1
+		for _, p := range es.Ports {
+			if p.Port != nil && ptrString(p.Name) == sp.Name && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+				port = int(*p.Port)
+			}
+		}
+		if port < 1 {
+			continue
+		}
+		for _, e := range es.Endpoints {
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			name := ""
+			if e.TargetRef != nil {
+				name = e.TargetRef.Name
+			}
+			for _, ip := range e.Addresses {
+				key := fmt.Sprintf("%s/%d", ip, port)
+				if seen[key] {
+					continue
+				}
+				seen[key] = true
+				out = append(out, model.Endpoint{IP: ip, Port: port, Ready: ready, Name: name})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b model.Endpoint) int { return strings.Compare(a.IP, b.IP) })
+	return out
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

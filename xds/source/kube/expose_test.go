@@ -1,0 +1,142 @@
+package kube
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+func svc(ann map[string]string, ports ...corev1.ServicePort) *corev1.Service {
+	a := map[string]string{"skiff.io/expose": "true"}
+	for k, v := range ann {
+		a[k] = v
+	}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "backend", Namespace: "west", Annotations: a},
+		Spec: corev1.ServiceSpec{ClusterIPs: []string{"10.0.0.5"}, Ports: ports}}
+}
+
+func slice(ports map[string]int32, eps ...discoveryv1.Endpoint) discoveryv1.EndpointSlice {
+	es := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: eps}
+	for n, p := range ports {
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(n), Port: ptr.To(p)})
+	}
+	return es
+}
+
+func ep(ip string, ready bool, pod string) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+		TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: pod}}
+}
+
+func TestExposedServices(t *testing.T) {
+	httpPort := corev1.ServicePort{Name: "http", Port: 8080, AppProtocol: ptr.To("http")}
+	grpcPort := corev1.ServicePort{Name: "grpc", Port: 9090, AppProtocol: ptr.To("grpc")}
+	slices := []discoveryv1.EndpointSlice{
+		slice(map[string]int32{"http": 80, "grpc": 90}, ep("10.1.0.2", true, "b-1"), ep("10.1.0.1", false, "b-2")),
+		slice(map[string]int32{"http": 80, "grpc": 90}, ep("10.1.0.3", true, "b-3")),
+	}
+	for _, tc := range []struct {
+		name    string
+		svc     *corev1.Service
+		want    []model.Service
+		wantErr string
+	}{
+		{
+			name: "two ports, appProtocol, readiness",
+			svc:  svc(nil, httpPort, grpcPort),
+			want: []model.Service{
+				{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
+					Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}},
+				{Address: "backend", Port: 9090, Protocol: model.HTTP2, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:9090",
+					Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 90, Name: "b-2"}, {IP: "10.1.0.2", Port: 90, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 90, Ready: true, Name: "b-3"}}},
+			},
+		},
+		{
+			name: "address, routing and protocol annotations",
+			svc:  svc(map[string]string{"skiff.io/address": "api", "skiff.io/routing": "closest", "skiff.io/protocol": "tcp"}, httpPort),
+			want: []model.Service{{Address: "api", Port: 8080, Protocol: model.TCP, Routing: model.Closest, VIPs: []string{"10.0.0.5"}, Network: "api:8080",
+				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
+		},
+		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest"`},
+		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp"`},
+		{name: "bad address", svc: svc(map[string]string{"skiff.io/address": "Api_1"}, httpPort), wantErr: `annotation skiff.io/address: "Api_1"`},
+		{name: "multicast needs http", svc: svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), wantErr: "set skiff.io/protocol to http"},
+		{name: "udp only", svc: svc(nil, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}), wantErr: "only TCP ports"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ExposedServices(tc.svc, slices)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				var ae *AnnotationError
+				if strings.HasPrefix(tc.wantErr, "annotation") && !errors.As(err, &ae) {
+					t.Errorf("error %v is not an *AnnotationError", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(got, tc.want); diff != "" {
+				t.Errorf("(-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAllocatePorts(t *testing.T) {
+	keys := []string{"a:80", "b:80", "c:443"}
+	first, err := AllocatePorts(keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[int]bool{}
+	for _, k := range keys {
+		p := first[k]
+		if p < MinGatewayPort || p > MaxGatewayPort || used[p] {
+			t.Fatalf("port %d for %s: out of range or taken", p, k)
+		}
+		used[p] = true
+	}
+	// Existing allocations are kept when keys come and go.
+	second, err := AllocatePorts([]string{"c:443", "d:80", "a:80"}, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second["a:80"] != first["a:80"] || second["c:443"] != first["c:443"] {
+		t.Errorf("allocations moved: %v then %v", first, second)
+	}
+	// A clash in the existing map is resolved.
+	clash, err := AllocatePorts([]string{"x:1", "y:1"}, map[string]int{"x:1": 20000, "y:1": 20000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clash["x:1"] == clash["y:1"] {
+		t.Errorf("two keys share port %d", clash["x:1"])
+	}
+	if _, err := AllocatePorts(make([]string, MaxGatewayPort-MinGatewayPort+2), nil); err == nil {
+		t.Error("no error when the range is exhausted")
+	}
+}
+
+func TestProxyService(t *testing.T) {
+	got := ProxyService("east", "backend", []ProxyPort{{9090, 20002}, {8080, 20001}}, map[string]string{"app.kubernetes.io/component": "gateway"})
+	if !Owned(got) || got.Name != "backend" || got.Namespace != "east" {
+		t.Fatalf("proxy service meta %+v", got.ObjectMeta)
+	}
+	if len(got.Spec.Ports) != 2 || got.Spec.Ports[0].Port != 8080 || got.Spec.Ports[0].TargetPort.IntValue() != 20001 || got.Spec.Ports[1].Name != "tcp-9090" {
+		t.Errorf("ports %+v", got.Spec.Ports)
+	}
+	if Owned(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ManagedByLabel: "helm"}}}) {
+		t.Error("a helm-managed Service counts as skiff's")
+	}
+}
