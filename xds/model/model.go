@@ -96,6 +96,16 @@ type Service struct {
 	// gateway for this service (a proxy listener); "" when there is none.
 	// Remote sites' endpoints are reached through it.
 	Gateway string `json:"gateway,omitempty"`
+	// GatewayListen is the address the local gateway binds for this
+	// service when it differs from Gateway (in Kubernetes, Gateway is the
+	// proxy Service's ClusterIP:Port and GatewayListen the gateway pod's
+	// ":<target port>"); "" means Gateway.
+	GatewayListen string `json:"gatewayListen,omitempty"`
+	// Network is the name routers use for this service in stream headers
+	// and site records; "" means Key(). A site file's address is used as
+	// written, so that a controller-managed site and a standalone gateway
+	// with the same site file agree.
+	Network string `json:"network,omitempty"`
 	// Endpoints are this site's endpoints, sorted by IP, then Port.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 	// Remote lists the other reachable sites that have ready endpoints for
@@ -105,6 +115,14 @@ type Service struct {
 
 // Key returns "address:port", the name of the service's xDS resources.
 func (s *Service) Key() string { return s.Address + ":" + strconv.Itoa(s.Port) }
+
+// NetworkName returns Network, or Key() when it is empty.
+func (s *Service) NetworkName() string {
+	if s.Network != "" {
+		return s.Network
+	}
+	return s.Key()
+}
 
 // ReadyEndpoints counts the local endpoints that are ready.
 func (s *Service) ReadyEndpoints() int {
