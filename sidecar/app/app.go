@@ -47,6 +47,13 @@ type ServeOptions struct {
 	// the site file are ignored; identity, link access and links still
 	// come from the site file.
 	Controller string
+	// CredentialsDir holds token.yaml, a token issued by the site's gateway,
+	// for a sidecar without a site file (Kubernetes): the token names the
+	// site and the gateway's link endpoint. Needs Controller.
+	CredentialsDir string
+	// OutboundBindAddress is where a sidecar accepts redirected
+	// connections; default 127.0.0.1:15001 (the contract).
+	OutboundBindAddress string
 }
 
 // AddFlags registers the options on fs.
@@ -54,6 +61,8 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) describing this site; see docs/site-file.md")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
+	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default. 1 gives the lowest latency per request on small machines, see docs/benchmarks.md")
 }
@@ -61,8 +70,13 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 // Validate reports missing or malformed options.
 func (o *ServeOptions) Validate() error {
 	var errs []error
-	if o.SiteFile == "" {
-		errs = append(errs, errors.New("--site-file is required"))
+	switch {
+	case o.SiteFile == "" && o.CredentialsDir == "":
+		errs = append(errs, errors.New("--site-file is required (or, for a sidecar, --credentials-dir with --controller)"))
+	case o.SiteFile != "" && o.CredentialsDir != "":
+		errs = append(errs, errors.New("--site-file and --credentials-dir exclude each other"))
+	case o.CredentialsDir != "" && o.Controller == "":
+		errs = append(errs, errors.New("--credentials-dir needs --controller: services come from the controller"))
 	}
 	if o.MaxProcs < 0 {
 		errs = append(errs, fmt.Errorf("--max-procs must be >= 0, got %d", o.MaxProcs))
@@ -94,7 +108,16 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	site, err := sitefile.Load(o.SiteFile)
+	if o.CredentialsDir != "" && role != router.RoleSidecar {
+		return errors.New("--credentials-dir is for sidecars; a gateway needs a site file")
+	}
+	var site *sitefile.Site
+	var err error
+	if o.CredentialsDir != "" {
+		site, err = credentialsSite(o.CredentialsDir)
+	} else {
+		site, err = sitefile.Load(o.SiteFile)
+	}
 	if err != nil {
 		return err
 	}
@@ -109,8 +132,14 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	}
 	cfg.Metrics = router.NewMetrics(reg)
 	cfg.Name = o.Name
+	if cfg.Name == "" && os.Getenv(contract.EnvPodName) != "" {
+		cfg.Name = os.Getenv(contract.EnvPodNamespace) + "/" + os.Getenv(contract.EnvPodName)
+	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if role == router.RoleSidecar && o.OutboundBindAddress != "" {
+		cfg.SidecarListen = o.OutboundBindAddress
 	}
 	if o.Controller != "" {
 		if len(site.Listeners)+len(site.Connectors) > 0 {
@@ -141,7 +170,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 			return err
 		}
 		go func() { errc <- c.Run(ctx) }()
-	} else {
+	} else if o.SiteFile != "" {
 		go watchSiteFile(ctx, o.SiteFile, site, r, log)
 	}
 	err = <-errc
