@@ -14,10 +14,11 @@ help: ## Show this help.
 .PHONY: build
 build: ## Build the binaries into bin/.
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./sidecar/cmd/... ./test/cmd/... ./bpf/cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./webhook/cmd/... ./test/cmd/... ./bpf/cmd/...
 
 .PHONY: test
 test: ## Run every test tier this machine can run (root runs the privileged ones; CI=true fails instead of skipping).
+	bash hack/helm.sh >/dev/null
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest-assets.sh) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: envtest
@@ -29,10 +30,12 @@ test-short: ## Run the unit tests only.
 	$(GO) test -short -count=1 $(PKGS)
 
 .PHONY: lint
-lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block).
+lint: ## gofmt, go vet, staticcheck (pinned in go.mod's tool block) and helm lint of charts/skiff.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	helm=$$(bash hack/helm.sh) && HELM_CACHE_HOME=$(CURDIR)/.cache/helm HELM_CONFIG_HOME=$(CURDIR)/.cache/helm HELM_DATA_HOME=$(CURDIR)/.cache/helm \
+		$$helm lint --strict charts/skiff --set site.name=lint
 
 .PHONY: fuzz
 fuzz: ## Run each fuzzer for FUZZTIME (default 30s).

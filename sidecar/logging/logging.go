@@ -17,22 +17,22 @@ import (
 // Options are the logging flags.
 type Options struct {
 	Devel bool
-	Level string // info or debug
+	Level string // debug, info or error
 }
 
 // AddFlags registers --zap-devel and --log-level.
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Devel, "zap-devel", false, "log human-readable console lines instead of JSON")
-	fs.StringVar(&o.Level, "log-level", "info", "log level: info or debug (debug enables V(1) lines)")
+	fs.StringVar(&o.Level, "log-level", "info", "log level: debug (adds V(1) lines), info, or error (errors only)")
 }
 
 // Validate reports an unknown level.
 func (o *Options) Validate() error {
 	switch o.Level {
-	case "info", "debug":
+	case "info", "debug", "error":
 		return nil
 	}
-	return fmt.Errorf("--log-level %q: want info or debug", o.Level)
+	return fmt.Errorf("--log-level %q: want debug, info or error", o.Level)
 }
 
 // New returns the logger and a function that flushes it.
@@ -50,8 +50,11 @@ func New(o Options, name string) (logr.Logger, func(), error) {
 		cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	}
 	cfg.Level = zap.NewAtomicLevelAt(zapcore.InfoLevel)
-	if o.Level == "debug" {
+	switch o.Level {
+	case "debug":
 		cfg.Level = zap.NewAtomicLevelAt(zapcore.DebugLevel)
+	case "error":
+		cfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
 	}
 	zl, err := cfg.Build()
 	if err != nil {

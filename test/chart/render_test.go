@@ -1,0 +1,123 @@
+package chart
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/release"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// chartDir is the chart under test, relative to this package.
+const chartDir = "../../charts/skiff"
+
+// kubeVersion is what the chart is rendered for: the version of the envtest
+// kube-apiserver (hack/envtest-assets.sh). Without it the library assumes
+// Kubernetes 1.20, older than the chart's kubeVersion.
+var kubeVersion = chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
+
+// render renders the chart as `helm install skiff charts/skiff -n namespace
+// --dry-run` would, without a cluster.
+func render(t *testing.T, namespace string, vals map[string]any) (*release.Release, error) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	install := action.NewInstall(&action.Configuration{Log: t.Logf})
+	install.DryRun = true
+	install.ClientOnly = true
+	install.Replace = true
+	install.ReleaseName = "skiff"
+	install.Namespace = namespace
+	install.KubeVersion = &kubeVersion
+	return install.RunWithContext(t.Context(), chrt, vals)
+}
+
+// checkGolden compares got with the golden file, or rewrites it with -update.
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./test/chart -run %s -update writes it)", err, t.Name())
+	}
+	if diff := cmp.Diff(got, string(want)); diff != "" {
+		t.Errorf("%s differs (-got +want); review, then rewrite with go test ./test/chart -run %s -update:\n%s", path, t.Name(), diff)
+	}
+}
+
+// TestRender renders each case's values (testdata/<case>.values.yaml) and
+// compares the manifests and the notes with testdata/<case>.yaml and
+// testdata/<case>.notes.txt.
+func TestRender(t *testing.T) {
+	for _, tc := range []struct{ name, namespace string }{
+		{"default", "east"},
+		{"custom", "west"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValuesFile(filepath.Join("testdata", tc.name+".values.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel, err := render(t, tc.namespace, vals)
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			checkGolden(t, filepath.Join("testdata", tc.name+".yaml"), rel.Manifest)
+			checkGolden(t, filepath.Join("testdata", tc.name+".notes.txt"), rel.Info.Notes)
+		})
+	}
+}
+
+// TestSchemaRejects checks that values.schema.json refuses bad values before
+// anything is rendered, with a message that names the field.
+func TestSchemaRejects(t *testing.T) {
+	site := map[string]any{"name": "east"}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want []string // substrings of the error
+	}{
+		{"no site name", map[string]any{}, []string{"at '/site'", "missing property 'name'"}},
+		{"site name not a DNS label", map[string]any{"site": map[string]any{"name": "East_1"}}, []string{"at '/site/name'", "does not match pattern"}},
+		{"site name too long", map[string]any{"site": map[string]any{"name": strings.Repeat("a", 64)}}, []string{"at '/site/name'", "maxLength"}},
+		{"failure policy", map[string]any{"site": site, "injector": map[string]any{"failurePolicy": "Maybe"}}, []string{"at '/injector/failurePolicy'", "'Ignore'", "'Fail'"}},
+		{"gateway replicas 0", map[string]any{"site": site, "gateway": map[string]any{"replicas": 0}}, []string{"at '/gateway/replicas'", "minimum"}},
+		{"injector replicas 0", map[string]any{"site": site, "injector": map[string]any{"replicas": 0}}, []string{"at '/injector/replicas'", "minimum"}},
+		{"timeout 31", map[string]any{"site": site, "injector": map[string]any{"timeoutSeconds": 31}}, []string{"at '/injector/timeoutSeconds'", "maximum"}},
+		{"unknown top-level key", map[string]any{"site": site, "gatway": map[string]any{}}, []string{"at ''", "'gatway'"}},
+		{"unknown nested key", map[string]any{"site": site, "gateway": map[string]any{"replica": 2}}, []string{"at '/gateway'", "'replica'"}},
+		{"service type", map[string]any{"site": site, "gateway": map[string]any{"service": map[string]any{"type": "External"}}}, []string{"at '/gateway/service/type'"}},
+		{"pull policy", map[string]any{"site": site, "images": map[string]any{"pullPolicy": "Sometimes"}}, []string{"at '/images/pullPolicy'"}},
+		{"log level", map[string]any{"site": site, "logLevel": "warn"}, []string{"at '/logLevel'"}},
+		{"redirect mode", map[string]any{"site": site, "redirect": map[string]any{"mode": "tproxy"}}, []string{"at '/redirect/mode'"}},
+		{"native sidecar", map[string]any{"site": site, "proxy": map[string]any{"nativeSidecar": "yes"}}, []string{"at '/proxy/nativeSidecar'", "'auto'"}},
+		{"proxy memory", map[string]any{"site": site, "proxy": map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": "lots"}}}}, []string{"at '/proxy/resources/limits/memory'"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, "east", tc.vals)
+			if err == nil {
+				t.Fatal("rendered; want a schema error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
