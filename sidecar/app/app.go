@@ -282,7 +282,7 @@ func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Conf
 		return cfg, fmt.Errorf("create data dir: %w", err)
 	}
 	if site.LinkAccess != nil && role == router.RoleGateway {
-		ca, err := pki.LoadOrCreateCA(site.DataDir, site.Name)
+		ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
 		if err != nil {
 			return cfg, err
 		}
@@ -294,6 +294,9 @@ func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Conf
 		ledger, err := token.OpenLedger(site.DataDir)
 		if err != nil {
 			return cfg, err
+		}
+		if site.CADir != site.DataDir {
+			ledger.SeedDir = site.CADir
 		}
 		cfg.LinkListen = site.LinkAccess.Bind
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)

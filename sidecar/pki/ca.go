@@ -96,13 +96,35 @@ func waitForCert(certPath, keyPath string) error {
 // createCA writes a new CA into dataDir unless another process wins the
 // race to do so; either way the files exist when it returns nil.
 func createCA(dataDir, siteName string) error {
+	certPEM, keyPEM, err := NewCAPEM(siteName)
+	if err != nil {
+		return err
+	}
+	won, err := linkNew(filepath.Join(dataDir, CAKeyFile), keyPEM)
+	if err != nil {
+		return fmt.Errorf("write CA key: %w", err)
+	}
+	certPath := filepath.Join(dataDir, CACertFile)
+	if !won {
+		return nil // another process is creating the CA; the caller waits for it
+	}
+	if _, err := linkNew(certPath, certPEM); err != nil {
+		return fmt.Errorf("write CA certificate: %w", err)
+	}
+	return nil
+}
+
+// NewCAPEM makes a new site CA (ECDSA P-256, valid [CAValidity]) and
+// returns its certificate and key in PEM, for a controller that keeps
+// them in a Kubernetes Secret rather than a data dir.
+func NewCAPEM(siteName string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generate CA key: %w", err)
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
 	}
 	serial, err := NewSerial()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -117,25 +139,13 @@ func createCA(dataDir, siteName string) error {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
+	keyPEM, err = encodeKey(key)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	won, err := linkNew(filepath.Join(dataDir, CAKeyFile), keyPEM)
-	if err != nil {
-		return fmt.Errorf("write CA key: %w", err)
-	}
-	certPath := filepath.Join(dataDir, CACertFile)
-	if !won {
-		return nil // another process is creating the CA; the caller waits for it
-	}
-	if _, err := linkNew(certPath, certPEM); err != nil {
-		return fmt.Errorf("write CA certificate: %w", err)
-	}
-	return nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
 }
 
 // linkNew writes data to path (mode 0600) atomically, unless path exists;
@@ -185,6 +195,16 @@ func loadCA(certPath, keyPath string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load site CA: %w", err)
 	}
+	return parseCA(certPEM, keyPEM, certPath, keyPath)
+}
+
+// ParseCA parses a site CA from its certificate and key in PEM (as kept in
+// a Kubernetes Secret); errors wrap [ErrCorruptCA].
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	return parseCA(certPEM, keyPEM, CACertFile, CAKeyFile)
+}
+
+func parseCA(certPEM, keyPEM []byte, certPath, keyPath string) (*CA, error) {
 	cert, err := ParseCertificate(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load site CA %s: %w: %w", certPath, ErrCorruptCA, err)

@@ -19,9 +19,13 @@ import (
 // Site is a parsed and validated site file. Paths are absolute and
 // defaults are filled in.
 type Site struct {
-	Path       string // absolute path of the file
-	Name       string
-	DataDir    string      // absolute; default "<name>-data" beside the file
+	Path    string // absolute path of the file
+	Name    string
+	DataDir string // absolute; default "<name>-data" beside the file
+	// CADir holds the site CA (ca.crt, ca.key) and the ledger entries of
+	// tokens issued elsewhere with it; absolute; default DataDir. In
+	// Kubernetes it is the controller's Secret, mounted read-only.
+	CADir      string
 	LinkAccess *LinkAccess // nil on a site that only dials out
 	Links      []Link
 	Listeners  []Listener
@@ -112,7 +116,7 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 	line := 1
 	if root != nil {
 		line = root.Line
-		f = p.fields(root, "", "name", "dataDir", "linkAccess", "links", "listeners", "connectors", "routing")
+		f = p.fields(root, "", "name", "dataDir", "caDir", "linkAccess", "links", "listeners", "connectors", "routing")
 	}
 
 	if e, ok := f["name"]; ok && !isNull(e.value) {
@@ -136,6 +140,15 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 		}
 	}
 	s.DataDir = resolvePath(dir, s.DataDir)
+	s.CADir = s.DataDir
+	if e, ok := f["caDir"]; ok && !isNull(e.value) {
+		if d, ok := p.str(e.value, "caDir"); ok {
+			if d == "" {
+				p.errorf(e.value.Line, "caDir", "must not be empty; leave it out to keep the CA in dataDir")
+			}
+			s.CADir = resolvePath(dir, d)
+		}
+	}
 
 	if e, ok := f["linkAccess"]; ok && !isNull(e.value) {
 		s.LinkAccess = p.linkAccess(e.value)

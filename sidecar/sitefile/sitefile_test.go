@@ -27,6 +27,7 @@ func TestLoadGood(t *testing.T) {
 		Path:       filepath.Join(dir, "good.yaml"),
 		Name:       "east",
 		DataDir:    filepath.Join(dir, "east-data"),
+		CADir:      filepath.Join(dir, "east-data"),
 		LinkAccess: &LinkAccess{Bind: "0.0.0.0:55671", Advertise: "east.example.com:55671"},
 		Links: []Link{
 			{Token: filepath.Join(dir, "west-token.yaml"), Cost: 1, Line: 8},
@@ -65,13 +66,13 @@ func TestParseDefaults(t *testing.T) {
 		{
 			name: "name only",
 			yaml: "name: west\n",
-			want: &Site{Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data")},
+			want: &Site{Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data")},
 		},
 		{
 			name: "advertise defaults to bind, cost to 1",
 			yaml: "name: west\nlinkAccess:\n  bind: 127.0.0.1:55671\nlinks:\n  - token: t.yaml\n",
 			want: &Site{
-				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
 				LinkAccess: &LinkAccess{Bind: "127.0.0.1:55671", Advertise: "127.0.0.1:55671"},
 				Links:      []Link{{Token: filepath.Join(dir, "t.yaml"), Cost: 1, Line: 5}},
 			},
@@ -79,22 +80,27 @@ func TestParseDefaults(t *testing.T) {
 		{
 			name: "absolute data dir, empty sections",
 			yaml: "name: west\ndataDir: /var/lib/skiff//west/\nlinkAccess:\nlinks: []\nlisteners:\nconnectors: null\nrouting: {}\n",
-			want: &Site{Path: path, Name: "west", DataDir: "/var/lib/skiff/west", Links: []Link(nil), Routing: map[string]string{}},
+			want: &Site{Path: path, Name: "west", DataDir: "/var/lib/skiff/west", CADir: "/var/lib/skiff/west", Links: []Link(nil), Routing: map[string]string{}},
 		},
 		{
 			name: "anchors and aliases",
 			yaml: "name: west\nlisteners:\n  - &l {address: echo, host: 127.0.0.1, port: 80}\nconnectors:\n  - *l\n",
 			want: &Site{
-				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
 				Listeners:  []Listener{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
 				Connectors: []Connector{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
 			},
 		},
 		{
+			name: "CA kept apart (Kubernetes: the controller's Secret)",
+			yaml: "name: west\ndataDir: /var/lib/skiff\ncaDir: /etc/skiff/site\n",
+			want: &Site{Path: path, Name: "west", DataDir: "/var/lib/skiff", CADir: "/etc/skiff/site"},
+		},
+		{
 			name: "bind on all interfaces with an advertised address",
 			yaml: "name: west\nlinkAccess:\n  bind: :55671\n  advertise: '[2001:db8::1]:55671'\n",
 			want: &Site{
-				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"),
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
 				LinkAccess: &LinkAccess{Bind: ":55671", Advertise: "[2001:db8::1]:55671"},
 			},
 		},

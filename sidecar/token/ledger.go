@@ -28,6 +28,28 @@ const LedgerDir = "tokens"
 type Ledger struct {
 	dir string
 	mu  sync.Mutex // serializes read-modify-write of entries
+
+	// SeedDir, when set, holds entries of tokens issued elsewhere with
+	// this site's CA (by the Kubernetes controller), as ledger-<id>.yaml
+	// files written by [LedgerEntry]. An id the ledger does not hold is
+	// adopted from there on first use; redemptions are then recorded in
+	// the ledger itself.
+	SeedDir string
+}
+
+// SeedFile is the name of a token's entry in a ledger's SeedDir.
+func SeedFile(id string) string { return "ledger-" + id + ".yaml" }
+
+// LedgerEntry returns the ledger entry of an issued token, for a SeedDir.
+func LedgerEntry(t *Token) ([]byte, error) {
+	if !hexID.MatchString(t.ID) || t.Redemptions < 1 {
+		return nil, fmt.Errorf("ledger entry of token %q: bad id or redemptions %d", t.ID, t.Redemptions)
+	}
+	data, err := yaml.Marshal(entry{ID: t.ID, Site: t.Site, Endpoint: t.Endpoint, Expires: t.Expires.UTC(), Redemptions: t.Redemptions, RedeemedBy: []redemption{}})
+	if err != nil {
+		return nil, fmt.Errorf("ledger entry of token %s: %w", t.ID, err)
+	}
+	return data, nil
 }
 
 // entry is a token's file in the ledger.
@@ -130,6 +152,11 @@ func (l *Ledger) Redeem(id, bySite string, now time.Time) error {
 
 func (l *Ledger) read(id string) (*entry, error) {
 	data, err := os.ReadFile(l.path(id))
+	if errors.Is(err, fs.ErrNotExist) && l.SeedDir != "" {
+		if seed, serr := os.ReadFile(filepath.Join(l.SeedDir, SeedFile(id))); serr == nil {
+			data, err = seed, nil
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("token %s: not issued by this site: %w", id, ErrUnknown)
 	}

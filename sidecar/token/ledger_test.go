@@ -185,3 +185,38 @@ func TestLedgerConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// A token issued elsewhere with the site's CA (the Kubernetes controller)
+// is adopted from the seed dir on first use; its redemptions are recorded
+// in the ledger, so single use holds even though the seed never changes.
+func TestLedgerSeed(t *testing.T) {
+	tok, err := Issue(newCA(t, "east"), "east", "127.0.0.1:55671", 15*time.Minute, 1, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := t.TempDir()
+	data, err := LedgerEntry(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(seed, SeedFile(tok.ID)), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Redeem(tok.ID, "west", now.Add(time.Minute)); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("without a seed dir: %v, want ErrUnknown", err)
+	}
+	l.SeedDir = seed
+	if err := l.Redeem(tok.ID, "west", now.Add(time.Minute)); err != nil {
+		t.Fatalf("seeded redeem: %v", err)
+	}
+	if err := l.Redeem(tok.ID, "north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
+		t.Fatalf("second site: %v, want ErrUsed", err)
+	}
+	if err := l.Redeem(tok.ID, "west", now.Add(time.Hour)); err != nil {
+		t.Fatalf("reconnect: %v", err)
+	}
+}
