@@ -170,19 +170,22 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 			return err
 		}
 		go func() { errc <- c.Run(ctx) }()
-	} else if o.SiteFile != "" {
-		go watchSiteFile(ctx, o.SiteFile, site, r, log)
+	}
+	if o.SiteFile != "" {
+		go watchSiteFile(ctx, o.SiteFile, site, r, o.Controller == "", log)
 	}
 	err = <-errc
 	cancel()
 	return err
 }
 
-// watchSiteFile reloads listeners, connectors and routing when the site
-// file changes (checked every second, or at once on SIGHUP). A file that no
-// longer parses is reported and the running configuration kept; changes to
-// the name, data dir, link access or links need a restart and are reported.
-func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *router.Router, log logr.Logger) {
+// watchSiteFile reloads the site file when it changes (checked every
+// second, or at once on SIGHUP): links are added, removed or replaced
+// (links that did not change keep running), and, unless services come from
+// a controller, listeners, connectors and routing are swapped. A file that
+// no longer loads is reported and the running configuration kept; changes
+// to the name, data dir or link access need a restart and are reported.
+func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *router.Router, servicesFromFile bool, log logr.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -205,16 +208,54 @@ func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *
 			log.Error(err, "site file changed but does not load; keeping the running configuration", "siteFile", path)
 			continue
 		}
-		if next.Name != current.Name || next.DataDir != current.DataDir || !reflect.DeepEqual(next.LinkAccess, current.LinkAccess) || !sameLinks(next.Links, current.Links) {
-			log.Info("site file changed name, dataDir, linkAccess or links; restart the gateway to apply those", "siteFile", path)
+		if next.Name != current.Name || next.DataDir != current.DataDir || !reflect.DeepEqual(next.LinkAccess, current.LinkAccess) {
+			log.Info("site file changed name, dataDir or linkAccess; restart the gateway to apply those", "siteFile", path)
 		}
-		if err := r.SetServices(ctx, servicesOf(next)); err != nil {
-			log.Error(err, "apply reloaded site file", "siteFile", path)
-			continue
+		if !sameLinks(next.Links, current.Links) || linksTouched(next.Links, lastMod) {
+			specs, err := linkSpecs(next, log)
+			if err != nil {
+				log.Error(err, "site file changed but its links are invalid; keeping the running links", "siteFile", path)
+				continue
+			}
+			if err := r.SetLinks(specs); err != nil {
+				log.Error(err, "apply reloaded links", "siteFile", path)
+				continue
+			}
+			log.Info("links reloaded", "siteFile", path, "links", len(specs))
+		}
+		if servicesFromFile {
+			if err := r.SetServices(ctx, servicesOf(next)); err != nil {
+				log.Error(err, "apply reloaded site file", "siteFile", path)
+				continue
+			}
+			log.Info("site file reloaded", "siteFile", path, "listeners", len(next.Listeners), "connectors", len(next.Connectors))
 		}
 		current = next
-		log.Info("site file reloaded", "siteFile", path, "listeners", len(next.Listeners), "connectors", len(next.Connectors))
 	}
+}
+
+// linksTouched reports whether a token file changed no earlier than the
+// site file (a token replaced under the same name).
+func linksTouched(links []sitefile.Link, since time.Time) bool {
+	for _, l := range links {
+		if !modTime(l.Token).Before(since) {
+			return true
+		}
+	}
+	return false
+}
+
+// linkSpecs checks every link token of site.
+func linkSpecs(site *sitefile.Site, log logr.Logger) ([]router.LinkSpec, error) {
+	var specs []router.LinkSpec
+	for _, l := range site.Links {
+		spec, err := linkSpec(site, l, time.Now(), log)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
 }
 
 func modTime(path string) time.Time {
@@ -302,13 +343,11 @@ func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Conf
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)
 		cfg.Redeemer = ledger
 	}
-	for _, l := range site.Links {
-		spec, err := linkSpec(site, l, time.Now(), log)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Links = append(cfg.Links, spec)
+	specs, err := linkSpecs(site, log)
+	if err != nil {
+		return cfg, err
 	}
+	cfg.Links = specs
 	cfg.Services = servicesOf(site)
 	return cfg, nil
 }

@@ -17,7 +17,9 @@ package router
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -185,10 +187,15 @@ type Router struct {
 
 	ready atomic.Bool
 
-	listenMu    sync.Mutex
-	listeners   map[string]*boundListener // by host:port
-	linkAddr    atomic.Value              // net.Addr of the link listener
-	sidecarLn   atomic.Value              // net.Addr of the sidecar listener
+	listenMu  sync.Mutex
+	listeners map[string]*boundListener // by host:port
+	linkAddr  atomic.Value              // net.Addr of the link listener
+	sidecarLn atomic.Value              // net.Addr of the sidecar listener
+	dialMu    sync.Mutex
+	dialing   map[string]context.CancelFunc // by linkKey
+	runCtx    context.Context               // set by Run
+	runWG     *sync.WaitGroup
+
 	unreachMu   sync.Mutex
 	unreachSeen map[string]time.Time
 	lastSites   map[string]bool
@@ -211,6 +218,7 @@ func New(cfg Config) (*Router, error) {
 		listeners:   map[string]*boundListener{},
 		unreachSeen: map[string]time.Time{},
 		lastSites:   map[string]bool{},
+		dialing:     map[string]context.CancelFunc{},
 	}
 	r.services.Store(newServiceTable(cfg.Services))
 	return r, nil
@@ -264,9 +272,11 @@ func (r *Router) Run(ctx context.Context) error {
 		defer r.closeListeners()
 		r.updateLocal()
 	}
-	for _, spec := range r.cfg.Links {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.dialLoop(ctx, spec) }()
+	r.dialMu.Lock()
+	r.runCtx, r.runWG = ctx, &wg
+	r.dialMu.Unlock()
+	if err := r.SetLinks(r.cfg.Links); err != nil {
+		return err
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); r.gcLoop(ctx) }()
@@ -314,6 +324,57 @@ func (r *Router) SetServices(ctx context.Context, s Services) error {
 		r.updateLocal()
 	}
 	return nil
+}
+
+// SetLinks replaces the links this router dials. Links whose spec did not
+// change keep running untouched; removed or changed ones are closed (their
+// streams end) and new ones dialled. Before Run it only records specs.
+func (r *Router) SetLinks(specs []LinkSpec) error {
+	for i, l := range specs {
+		if l.TLS == nil || l.Endpoint == "" || l.Cost < 1 {
+			return fmt.Errorf("link %d (%s): endpoint, TLS config and a cost >= 1 are required", i, l.Name)
+		}
+	}
+	if r.cfg.Role == RoleSidecar && len(specs) > 1 {
+		return fmt.Errorf("a sidecar links to its own gateway only, got %d links", len(specs))
+	}
+	r.dialMu.Lock()
+	defer r.dialMu.Unlock()
+	if r.runCtx == nil {
+		r.cfg.Links = specs
+		return nil
+	}
+	want := map[string]LinkSpec{}
+	for _, s := range specs {
+		want[linkKey(s)] = s
+	}
+	for k, cancel := range r.dialing {
+		if _, ok := want[k]; !ok {
+			cancel()
+			delete(r.dialing, k)
+		}
+	}
+	for k, spec := range want {
+		if _, ok := r.dialing[k]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(r.runCtx)
+		r.dialing[k] = cancel
+		r.runWG.Add(1)
+		go func() { defer r.runWG.Done(); r.dialLoop(ctx, spec) }()
+	}
+	return nil
+}
+
+// linkKey identifies a link spec: its name, endpoint, cost and client
+// certificate.
+func linkKey(s LinkSpec) string {
+	k := s.Name + "|" + s.Endpoint + "|" + strconv.Itoa(s.Cost)
+	if len(s.TLS.Certificates) > 0 && len(s.TLS.Certificates[0].Certificate) > 0 {
+		sum := sha256.Sum256(s.TLS.Certificates[0].Certificate[0])
+		k += "|" + hex.EncodeToString(sum[:8])
+	}
+	return k
 }
 
 // shutdown drains: peers are told to open no new streams, then links close.
