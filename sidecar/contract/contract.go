@@ -77,3 +77,44 @@ const (
 	EnvSite           = "SKIFF_SITE"
 	EnvLogLevel       = "SKIFF_LOG_LEVEL"
 )
+
+// Environment variables the injector sets on the sidecar container when the
+// pod excludes outbound traffic from redirection. Values are comma-separated
+// lists in canonical form: ascending ports ("53,8125"), and masked CIDRs
+// ("10.0.0.0/8,fd00::/8").
+const (
+	EnvExcludeOutboundPorts = "SKIFF_EXCLUDE_OUTBOUND_PORTS"
+	EnvExcludeOutboundCIDRs = "SKIFF_EXCLUDE_OUTBOUND_CIDRS"
+)
+
+// Per-pod configuration annotations read by the injector (all under
+// ConfigAnnotationPrefix; docs/injection.md has their values).
+const (
+	// ConfigProxyCPUAnnotation sets the sidecar's CPU request (a quantity).
+	ConfigProxyCPUAnnotation = ConfigAnnotationPrefix + "proxy-cpu"
+	// ConfigProxyMemoryAnnotation sets the sidecar's memory request and limit.
+	ConfigProxyMemoryAnnotation = ConfigAnnotationPrefix + "proxy-memory"
+	// ConfigLogLevelAnnotation sets the sidecar's log level: debug, info or error.
+	ConfigLogLevelAnnotation = ConfigAnnotationPrefix + "log-level"
+	// ConfigExcludeOutboundPortsAnnotation lists destination ports (1-65535)
+	// that are never redirected to the sidecar.
+	ConfigExcludeOutboundPortsAnnotation = ConfigAnnotationPrefix + "exclude-outbound-ports"
+	// ConfigExcludeOutboundCIDRsAnnotation lists destination CIDRs (IPv4 or
+	// IPv6) that are never redirected to the sidecar.
+	ConfigExcludeOutboundCIDRsAnnotation = ConfigAnnotationPrefix + "exclude-outbound-cidrs"
+)
+
+// What the injector adds to a pod.
+const (
+	// SidecarContainerName is the sidecar container (a native sidecar init
+	// container, or the first regular container).
+	SidecarContainerName = "skiff-proxy"
+	// InitContainerName is the init container that installs the iptables
+	// redirect (only in the iptables redirect mode).
+	InitContainerName = "skiff-init"
+	// CredentialsVolumeName is the pod volume holding the sidecar's
+	// credentials Secret.
+	CredentialsVolumeName = "skiff-credentials"
+	// CredentialsDir is where the sidecar finds its credentials.
+	CredentialsDir = "/etc/skiff/credentials"
+)
