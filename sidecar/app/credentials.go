@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/skiff-io/skiff/sidecar/sitefile"
@@ -11,9 +10,8 @@ import (
 
 // credentialsSite makes the site description of a sidecar that has no
 // site file: its site and its one link (to the site's gateway) come from
-// the token in dir. The data dir, where a redeemed token is remembered,
-// is a directory under the system's temporary directory when it can be
-// made; a sidecar on a read-only root needs a token that has not expired.
+// the token in dir. It has no data dir (a sidecar runs on a read-only
+// root), so its token must not have expired: the controller renews it.
 func credentialsSite(dir string) (*sitefile.Site, error) {
 	path := filepath.Join(dir, "token.yaml")
 	tok, err := token.Load(path)
@@ -24,11 +22,9 @@ func credentialsSite(dir string) (*sitefile.Site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--credentials-dir: %w", err)
 	}
-	data := filepath.Join(os.TempDir(), "skiff-sidecar-"+tok.Site)
 	return &sitefile.Site{
-		Path:    abs,
-		Name:    tok.Site,
-		DataDir: data,
-		Links:   []sitefile.Link{{Token: abs, Cost: 1, Line: 1}},
+		Path:  abs,
+		Name:  tok.Site,
+		Links: []sitefile.Link{{Token: abs, Cost: 1, Line: 1}},
 	}, nil
 }
