@@ -76,6 +76,13 @@ func (r *Redirector) Detach(cgroupPath string) error {
 	return r.DetachID(cg.id)
 }
 
+// CgroupID returns the id of the cgroup v2 directory at cgroupPath, as
+// Attachment.CgroupID and DetachID know it.
+func CgroupID(cgroupPath string) (uint64, error) {
+	cg, err := statCgroup(cgroupPath)
+	return cg.id, err
+}
+
 // DetachID is Detach for a cgroup known by id, which may have been removed.
 func (r *Redirector) DetachID(id uint64) error {
 	err := unpinLinks(r.linkDir(id))

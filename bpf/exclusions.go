@@ -59,6 +59,9 @@ func (r *Redirector) SetExclusions(cgroupPath string, ex Exclusions) error {
 	if err != nil {
 		return err
 	}
+	if cg.level < 0 && (len(ex.Ports) > 0 || len(ex.CIDRs) > 0) {
+		return fmt.Errorf("cgroup %s: its level in the hierarchy is unknown (its cgroup2 mount shows a cgroup outside this process's cgroup namespace); mount the hierarchy's root for exclusions to work", cg.path)
+	}
 	if cg.level >= maxLevels {
 		return fmt.Errorf("cgroup %s is %d levels deep; exclusions work up to level %d", cg.path, cg.level, maxLevels-1)
 	}
@@ -68,7 +71,7 @@ func (r *Redirector) SetExclusions(cgroupPath string, ex Exclusions) error {
 	if err != nil {
 		return err
 	}
-	next := &podEntries{config: redirectPodConfig{Level: uint32(cg.level)}}
+	next := &podEntries{config: redirectPodConfig{Level: uint32(max(cg.level, 0))}}
 	for _, p := range ex.Ports {
 		k := portKey(cg.id, p)
 		if !slices.Contains(next.ports, k) {

@@ -28,6 +28,7 @@ import (
 //	client ADDR [BIND-PORT] [wait]  one raw-socket HTTP request, see runClient
 //	origdst LISTEN-ADDR              a minimal sidecar answering with SO_ORIGINAL_DST
 //	loop ADDR COUNT CONCURRENCY      connect + first byte, timed (the benchmark)
+//	level CGROUP                     the cgroup's level as statCgroup finds it
 const helperEnv = "SKIFF_BPF_HELPER"
 
 func TestMain(m *testing.M) {
@@ -40,6 +41,8 @@ func TestMain(m *testing.M) {
 			err = runOrigDst(os.Args[1:])
 		case "loop":
 			err = runLoop(os.Args[1:])
+		case "level":
+			err = runLevel(os.Args[1:])
 		default:
 			err = fmt.Errorf("unknown helper %q", mode)
 		}

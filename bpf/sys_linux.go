@@ -51,7 +51,7 @@ func ensureBPFFS(dir string) error {
 type cgroupInfo struct {
 	path  string
 	id    uint64 // the directory's inode number, as bpf_get_current_cgroup_id
-	level int    // depth below the hierarchy's root, as the kernel counts it
+	level int    // depth below the hierarchy's root, as the kernel counts it; -1 unknown
 }
 
 // CheckCgroup reports whether path is a cgroup v2 directory that Attach
@@ -91,8 +91,31 @@ func statCgroup(path string) (cgroupInfo, error) {
 	if err != nil {
 		return cgroupInfo{}, err
 	}
-	level := depth(root) + depth(rel)
+	level := -1
+	if top := mountLevel(mnt, root); top >= 0 {
+		level = top + depth(rel)
+	}
 	return cgroupInfo{path: path, id: st.Ino, level: level}, nil
+}
+
+// mountLevel returns the level of the cgroup shown at the top of the
+// cgroup2 mount mnt, whose root mountinfo gives as root, or -1 when it
+// cannot be known. Mountinfo writes root relative to this process's cgroup
+// namespace: in a container with a private namespace (the default on
+// cgroup v2 hosts), the host's /sys/fs/cgroup mounted in by hostPath shows
+// as "/../../.." and says nothing of its level. The hierarchy's root cgroup
+// is the only one without a cgroup.type file, so a mount whose top lacks
+// it shows the root, at level 0, however mountinfo writes it.
+func mountLevel(mnt, root string) int {
+	if _, err := os.Stat(filepath.Join(mnt, "cgroup.type")); errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	for _, part := range strings.Split(filepath.ToSlash(root), "/") {
+		if part == ".." {
+			return -1 // above our namespace's root: no telling how deep
+		}
+	}
+	return depth(root)
 }
 
 func depth(rel string) int {

@@ -1,7 +1,3 @@
-// Package agent is skiff-node-agent's Linux mode: it attaches skiff's eBPF
-// redirection to a cgroup (a group of processes sharing a network
-// namespace with their sidecar), fills the node-wide services map, detaches,
-// and reports status. The Kubernetes DaemonSet mode will live here too.
 package agent
 
 import (

@@ -12,6 +12,8 @@ type NodeKind string
 const (
 	KindGateway NodeKind = "gateway"
 	KindSidecar NodeKind = "sidecar"
+	// KindNode is a node agent, which fills its node's eBPF services map.
+	KindNode NodeKind = "node"
 	// KindClient is any other xDS client, such as a proxyless gRPC
 	// application; its node ID need not follow skiff's format.
 	KindClient NodeKind = "client"
@@ -22,7 +24,7 @@ const (
 //	<kind>~<site>~<name>
 //
 // for example "sidecar~east~shop/client-7d9f6" (name: namespace/pod) or
-// "gateway~east~skiff-gateway-0". An ID of any other form is a KindClient
+// "gateway~east~skiff-gateway-0" or "node~east~worker-1". An ID of any other form is a KindClient
 // of the controller's own site named by the whole ID.
 type Node struct {
 	Kind NodeKind
@@ -40,7 +42,7 @@ func ParseNodeID(id, localSite string) (Node, error) {
 	parts := strings.SplitN(id, "~", 3)
 	if len(parts) == 3 {
 		switch k := NodeKind(parts[0]); k {
-		case KindGateway, KindSidecar:
+		case KindGateway, KindSidecar, KindNode:
 			if parts[1] == "" || parts[2] == "" {
 				return Node{}, fmt.Errorf("node ID %q: want %s~<site>~<name>", id, k)
 			}

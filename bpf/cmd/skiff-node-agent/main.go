@@ -1,6 +1,11 @@
 // Command skiff-node-agent loads skiff's eBPF programs and attaches them to
 // the cgroups whose outbound connections to network services go to their
-// sidecar. Linux mode:
+// sidecar. Kubernetes mode (the DaemonSet):
+//
+//	skiff-node-agent daemon --node-name NODE --site SITE --controller HOST:PORT [--cgroup-root DIR] [--bpffs DIR] [--pin-dir DIR]
+//	    [--metrics-bind-address ADDR] [--health-probe-bind-address ADDR] [--cleanup-on-exit] [--kubeconfig FILE]
+//
+// Linux mode:
 //
 //	skiff-node-agent attach --cgroup PATH [--service IP:PORT ...] [--services FILE] [--exclude-ports P,..] [--exclude-cidrs C,..]
 //	skiff-node-agent services (--service IP:PORT ... | --services FILE)
@@ -8,8 +13,9 @@
 //	skiff-node-agent status
 //	skiff-node-agent uninstall
 //
-// Every command takes --pin-dir (default /sys/fs/bpf/skiff). It needs
-// CAP_BPF and CAP_NET_ADMIN (or root).
+// Every Linux command takes --pin-dir (default /sys/fs/bpf/skiff). Every
+// command takes --log-level and --zap-devel, and needs CAP_BPF and
+// CAP_NET_ADMIN (or root).
 package main
 
 import (
@@ -17,11 +23,14 @@ import (
 	"fmt"
 	"os"
 
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+
 	"github.com/skiff-io/skiff/bpf/agent"
 	"github.com/skiff-io/skiff/sidecar/logging"
 )
 
-const usage = `usage: skiff-node-agent attach|services|detach|status|uninstall [flags]; -h after a command lists its flags`
+const usage = `usage: skiff-node-agent daemon|attach|services|detach|status|uninstall [flags]; -h after a command lists its flags`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -37,14 +46,22 @@ func run(args []string) error {
 	cmd := args[0]
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	var o agent.Options
+	var d agent.DaemonOptions
 	var lo logging.Options
-	o.AddFlags(fs, cmd)
+	if cmd == "daemon" {
+		d.AddFlags(fs)
+		ctrlconfig.RegisterFlags(fs) // --kubeconfig, for running outside a cluster
+	} else {
+		o.AddFlags(fs, cmd)
+	}
 	lo.AddFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if err := o.Validate(cmd); err != nil {
-		return err
+	if cmd != "daemon" {
+		if err := o.Validate(cmd); err != nil {
+			return err
+		}
 	}
 	log, flush, err := logging.New(lo, "node-agent")
 	if err != nil {
@@ -52,6 +69,9 @@ func run(args []string) error {
 	}
 	defer flush()
 	switch cmd {
+	case "daemon":
+		ctrl.SetLogger(log)
+		return agent.RunDaemon(ctrl.SetupSignalHandler(), d, log)
 	case "attach":
 		return agent.Attach(o, log)
 	case "services":

@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/xds/model"
+)
+
+// NodeKind is the node agent's kind in its xDS node ID:
+// node~<site>~<node name>. The controller serves it the same table as
+// every other client; the agent reads only the services' VIPs and ports.
+const NodeKind = model.KindNode
+
+// newXDSClient returns a client that follows the controller and keeps the
+// services map equal to the VIP:port of every service it serves. While the
+// controller is away the map keeps its last content (the client applies
+// nothing then), as it does while no agent runs.
+func (d *daemon) newXDSClient(reg prometheus.Registerer) (*xdsclient.Client, error) {
+	c, err := xdsclient.New(xdsclient.Options{
+		Addr:  d.o.Controller,
+		Node:  model.Node{Kind: NodeKind, Site: d.o.Site, Name: d.o.NodeName},
+		Log:   d.log.WithName("xds"),
+		Apply: d.applyServices,
+	})
+	if err != nil {
+		return nil, err
+	}
+	stat := func(f func(xdsclient.Stats) float64) func() float64 { return func() float64 { return f(c.Stats()) } }
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_connected", Help: "1 while the agent follows its controller's ADS stream."},
+			stat(func(s xdsclient.Stats) float64 {
+				if s.Connected {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_applied_total", Help: "xDS updates the agent wrote to the services map."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Applied) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_rejected_total", Help: "xDS updates the agent refused (NACKed): the map could not take them."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Nacked) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects included."},
+			stat(func(s xdsclient.Stats) float64 { return float64(s.Streams) })),
+	)
+	return c, nil
+}
+
+// applyServices writes the services' VIP:port set to the services map. An
+// error NACKs the update; the map then keeps what it had.
+func (d *daemon) applyServices(_ context.Context, services []model.Service) error {
+	addrs, skipped := serviceAddrs(services)
+	d.svcMu.Lock()
+	defer d.svcMu.Unlock()
+	if err := d.r.SetServices(addrs); err != nil {
+		return fmt.Errorf("services map: %w", err)
+	}
+	d.m.services.Set(float64(len(addrs)))
+	if !slices.Equal(skipped, d.skipped) && len(skipped) > 0 {
+		d.log.Info("VIPs skipped: not addresses the programs redirect", "vips", skipped)
+	}
+	d.skipped = skipped
+	if !slices.Equal(addrs, d.services) {
+		d.log.Info("services map updated", "services", len(services), "addresses", len(addrs))
+		d.services = addrs
+	}
+	return nil
+}
+
+// serviceAddrs returns each service's VIPs at its port, sorted and without
+// duplicates, and the VIPs that cannot be redirected ("vip:port": not an
+// IP address, loopback, unspecified, with a zone, or a port out of range),
+// which the sidecar would never match either.
+func serviceAddrs(services []model.Service) (addrs []netip.AddrPort, skipped []string) {
+	for _, s := range services {
+		for _, v := range s.VIPs {
+			a, err := netip.ParseAddr(v)
+			ok := err == nil && s.Port > 0 && s.Port <= 65535
+			if ok {
+				a = a.Unmap()
+				ok = a.Zone() == "" && !a.IsLoopback() && !a.IsUnspecified()
+			}
+			if !ok {
+				skipped = append(skipped, v+":"+fmt.Sprint(s.Port))
+				continue
+			}
+			addrs = append(addrs, netip.AddrPortFrom(a, uint16(s.Port)))
+		}
+	}
+	slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	slices.Sort(skipped)
+	return slices.Compact(addrs), slices.Compact(skipped)
+}
