@@ -22,7 +22,8 @@ var (
 	buildErr  error
 )
 
-// buildRouter builds skiff-router and skiff-echo once per test binary.
+// buildRouter builds skiff-router, skiff-controller and skiff-echo once per
+// test binary.
 func buildRouter(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -30,7 +31,7 @@ func buildRouter(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/skiff-io/skiff/sidecar/cmd/skiff-router", "github.com/skiff-io/skiff/test/cmd/skiff-echo").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/skiff-io/skiff/sidecar/cmd/skiff-router", "github.com/skiff-io/skiff/xds/cmd/skiff-controller", "github.com/skiff-io/skiff/test/cmd/skiff-echo").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

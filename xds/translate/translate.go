@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -70,21 +71,69 @@ type Resources struct {
 // versions, and a snapshot changes version exactly when the table
 // changes. t is not modified.
 func Translate(t *model.Table) (*cache.Snapshot, error) {
+	snap, _, err := translate(t, t.Hash(), "", nil)
+	return snap, err
+}
+
+// A Translator translates tables as Translate does, and reuses the
+// resource messages of every service that is the same as in its previous
+// table: unchanged services keep the very same pointers, so that a
+// consumer can skip marshalling and hashing them again. A table equal to
+// the previous one gives the previous snapshot. A Translator is not safe
+// for concurrent use; its zero value is ready.
+type Translator struct {
+	site    string
+	memo    map[string]memo
+	version string
+	snap    *cache.Snapshot
+}
+
+type memo struct {
+	svc   model.Service
+	res   Resources
+	route string // the route name in the listener's api_listener
+}
+
+// Translate is Translate with reuse.
+func (tr *Translator) Translate(t *model.Table) (*cache.Snapshot, error) {
+	version := t.Hash()
+	if tr.snap != nil && version == tr.version {
+		return tr.snap, nil
+	}
+	snap, next, err := translate(t, version, tr.site, tr.memo)
+	if err != nil {
+		return nil, err
+	}
+	tr.site, tr.memo, tr.version, tr.snap = t.Site, next, version, snap
+	return snap, nil
+}
+
+func translate(t *model.Table, version, prevSite string, prev map[string]memo) (*cache.Snapshot, map[string]memo, error) {
 	if err := t.Validate(); err != nil {
-		return nil, fmt.Errorf("validate service table: %w", err)
+		return nil, nil, fmt.Errorf("validate service table: %w", err)
 	}
 	c := t.Clone()
 	c.Normalize()
 	n := len(c.Services)
 	ls, rs, cs, es := make([]types.Resource, 0, n), make([]types.Resource, 0, n), make([]types.Resource, 0, n), make([]types.Resource, 0, n)
+	next := make(map[string]memo, n)
 	for i := range c.Services {
-		r, err := Service(c.Site, &c.Services[i])
-		if err != nil {
-			return nil, err
+		s := &c.Services[i]
+		m, ok := prev[s.Key()]
+		if !ok || prevSite != c.Site || !reflect.DeepEqual(&m.svc, s) {
+			r, err := Service(c.Site, s)
+			if err != nil {
+				return nil, nil, err
+			}
+			route, err := apiListenerRoute(r.Listener)
+			if err != nil {
+				return nil, nil, err
+			}
+			m = memo{svc: *s, res: r, route: route}
 		}
-		ls, rs, cs, es = append(ls, r.Listener), append(rs, r.Route), append(cs, r.Cluster), append(es, r.Endpoints)
+		next[s.Key()] = m
+		ls, rs, cs, es = append(ls, m.res.Listener), append(rs, m.res.Route), append(cs, m.res.Cluster), append(es, m.res.Endpoints)
 	}
-	version := t.Hash()
 	snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
 		resource.ListenerType: ls,
 		resource.RouteType:    rs,
@@ -92,12 +141,16 @@ func Translate(t *model.Table) (*cache.Snapshot, error) {
 		resource.EndpointType: es,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", version, err)
+		return nil, nil, fmt.Errorf("snapshot %s: %w", version, err)
 	}
-	if err := Consistent(snap); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", version, err)
+	routes := make(map[string]string, n) // listener name → route name
+	for _, m := range next {
+		routes[m.res.Listener.GetName()] = m.route
 	}
-	return snap, nil
+	if err := consistent(snap, func(l *listenerv3.Listener) (string, error) { return routes[l.GetName()], nil }); err != nil {
+		return nil, nil, fmt.Errorf("snapshot %s: %w", version, err)
+	}
+	return snap, next, nil
 }
 
 // Consistent checks that every Cluster's EDS service name has exactly one
@@ -111,6 +164,12 @@ func Translate(t *model.Table) (*cache.Snapshot, error) {
 // checks clusters against assignments) and checks listeners against
 // routes itself.
 func Consistent(snap *cache.Snapshot) error {
+	return consistent(snap, apiListenerRoute)
+}
+
+// consistent is Consistent with the listeners' route names given by
+// routeOf.
+func consistent(snap *cache.Snapshot, routeOf func(*listenerv3.Listener) (string, error)) error {
 	view := cache.Snapshot{Resources: snap.Resources}
 	view.Resources[types.Route] = cache.Resources{}
 	if err := view.Consistent(); err != nil {
@@ -123,11 +182,10 @@ func Consistent(snap *cache.Snapshot) error {
 		if !ok {
 			return fmt.Errorf("listener %s: resource is a %T", name, r.Resource)
 		}
-		var hcm hcmv3.HttpConnectionManager
-		if err := l.GetApiListener().GetApiListener().UnmarshalTo(&hcm); err != nil {
-			return fmt.Errorf("listener %s: api_listener: %w", name, err)
+		route, err := routeOf(l)
+		if err != nil {
+			return err
 		}
-		route := hcm.GetRds().GetRouteConfigName()
 		if _, ok := routes[route]; !ok {
 			return fmt.Errorf("listener %s: route configuration %q is not in the snapshot", name, route)
 		}
@@ -141,6 +199,16 @@ func Consistent(snap *cache.Snapshot) error {
 		}
 	}
 	return nil
+}
+
+// apiListenerRoute returns the RDS route name of a listener's
+// api_listener.
+func apiListenerRoute(l *listenerv3.Listener) (string, error) {
+	var hcm hcmv3.HttpConnectionManager
+	if err := l.GetApiListener().GetApiListener().UnmarshalTo(&hcm); err != nil {
+		return "", fmt.Errorf("listener %s: api_listener: %w", l.GetName(), err)
+	}
+	return hcm.GetRds().GetRouteConfigName(), nil
 }
 
 // Service returns the resources of service s in site, all named s.Key().

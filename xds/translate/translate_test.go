@@ -294,3 +294,46 @@ func TestResourcesValidate(t *testing.T) {
 		}
 	}
 }
+
+// A Translator gives what Translate gives, and the same messages for
+// services that did not change.
+func TestTranslatorReuses(t *testing.T) {
+	var tr Translator
+	base := tables[4].table.Clone()                                    // balanced-weights
+	base.Services = append(base.Services, tables[5].table.Services...) // http: web:80
+	changed := base.Clone()
+	changed.Services[0].Endpoints[0].Ready = false
+	otherSite := changed.Clone()
+	otherSite.Site = "west"
+	for i := range otherSite.Services {
+		otherSite.Services[i].Remote = nil
+	}
+	var prev *cache.Snapshot
+	for i, tab := range []*model.Table{base, base.Clone(), changed, otherSite} {
+		got, err := tr.Translate(tab)
+		if err != nil {
+			t.Fatalf("table %d: %v", i, err)
+		}
+		want, err := Translate(tab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(snapshotJSON(t, got)), string(snapshotJSON(t, want))); diff != "" {
+			t.Errorf("table %d: Translator differs from Translate (-got +want):\n%s", i, diff)
+		}
+		if prev != nil {
+			same := 0
+			for name, r := range got.GetResources(resource.ClusterType) {
+				if prev.GetResources(resource.ClusterType)[name] == r {
+					same++
+				}
+			}
+			// base again: both reused; changed: the other service reused;
+			// another site: nothing reused.
+			if wantSame := []int{0, 2, 1, 0}[i]; same != wantSame {
+				t.Errorf("table %d: %d clusters reused, want %d", i, same, wantSame)
+			}
+		}
+		prev = got
+	}
+}

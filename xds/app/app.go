@@ -1,0 +1,266 @@
+// Package app assembles skiff-controller from its options: a source of the
+// site's own services (a site file, or the Kubernetes API), the gateway's
+// view of the network, and the xDS server that serves the joined table,
+// with health and metrics endpoints.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/xds/federation"
+	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/xds/server"
+	"github.com/skiff-io/skiff/xds/source/file"
+)
+
+// Options are skiff-controller's flags.
+type Options struct {
+	// SiteFile selects the site-file source (a Linux site).
+	SiteFile string
+	// Kube selects the Kubernetes source, scoped to Namespace.
+	Kube      bool
+	Site      string
+	Namespace string
+	// GatewayService names the gateway's Service (Kubernetes).
+	GatewayService string
+	// GatewayAdmin is the gateway's admin address (host:port), where it
+	// serves /view; default 127.0.0.1:15090 with a site file. In
+	// Kubernetes the controller finds the gateway pods itself.
+	GatewayAdmin string
+	// LinkAdvertise is the link endpoint (host:port) other sites dial,
+	// written into the tokens this site issues (Kubernetes); default the
+	// gateway Service's address.
+	LinkAdvertise string
+
+	// GatewaySiteDir, GatewayDataDir and LinkBind override what the
+	// controller writes into the gateway's site file (tests; not flags).
+	GatewaySiteDir, GatewayDataDir, LinkBind string
+
+	XDSBindAddress     string
+	MetricsBindAddress string // "0" disables
+	HealthBindAddress  string // "0" disables
+}
+
+// AddFlags registers the options on fs.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) of a Linux site; see docs/site-file.md")
+	fs.BoolVar(&o.Kube, "kube", false, "read the site from the Kubernetes API (in-cluster or $KUBECONFIG)")
+	fs.StringVar(&o.Site, "site", "", "site name (Kubernetes; a site file names its site)")
+	fs.StringVar(&o.Namespace, "namespace", "", "the site's namespace (Kubernetes)")
+	fs.StringVar(&o.GatewayService, "gateway-service", "skiff-gateway", "the gateway's Service (Kubernetes)")
+	fs.StringVar(&o.GatewayAdmin, "gateway-admin", "", "the gateway's admin address (host:port) serving /view; default 127.0.0.1:"+strconv.Itoa(contract.MetricsPort)+" with --site-file")
+	fs.StringVar(&o.LinkAdvertise, "link-advertise", "", "link endpoint (host:port) other sites dial, written into tokens (Kubernetes); default the gateway Service's load-balancer or cluster IP and link port")
+	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
+	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+}
+
+// Validate reports missing or malformed options.
+func (o *Options) Validate() error {
+	var errs []error
+	switch {
+	case o.SiteFile == "" && !o.Kube:
+		errs = append(errs, errors.New("one of --site-file or --kube is required"))
+	case o.SiteFile != "" && o.Kube:
+		errs = append(errs, errors.New("--site-file and --kube exclude each other"))
+	case o.Kube && (o.Site == "" || o.Namespace == ""):
+		errs = append(errs, errors.New("--kube needs --site and --namespace"))
+	}
+	for name, v := range map[string]string{"--xds-bind-address": o.XDSBindAddress, "--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthBindAddress, "--gateway-admin": o.GatewayAdmin, "--link-advertise": o.LinkAdvertise} {
+		if v == "" && (name == "--gateway-admin" || name == "--link-advertise") || v == "0" && name != "--xds-bind-address" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, v, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Controller joins the site's services with the gateway's view and feeds
+// the result to the xDS server.
+type Controller struct {
+	site string
+	srv  *server.Server
+	log  logr.Logger
+
+	mu    sync.Mutex
+	local []model.Service
+	doc   *netview.Document
+	table *model.Table
+	// onView, if set, also receives every view (the Kubernetes source
+	// keeps proxy Services in line with it).
+	onView func(netview.Document)
+
+	haveLocal atomic.Bool
+}
+
+// NewController returns a controller of site that serves through srv.
+func NewController(site string, srv *server.Server, log logr.Logger) *Controller {
+	return &Controller{site: site, srv: srv, log: log}
+}
+
+// SetLocal replaces the site's own services.
+func (c *Controller) SetLocal(services []model.Service) {
+	c.mu.Lock()
+	c.local = services
+	c.mu.Unlock()
+	c.haveLocal.Store(true)
+	c.rebuild()
+}
+
+// SetView replaces the gateway's view of the network.
+func (c *Controller) SetView(d netview.Document) {
+	c.mu.Lock()
+	c.doc = &d
+	c.mu.Unlock()
+	if c.onView != nil {
+		c.onView(d)
+	}
+	c.rebuild()
+}
+
+// View returns the last view of the network, or nil.
+func (c *Controller) View() *netview.Document {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doc
+}
+
+// Table returns the table served now (nil before the first).
+func (c *Controller) Table() *model.Table {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.table
+}
+
+func (c *Controller) rebuild() {
+	c.mu.Lock()
+	t := federation.Build(c.site, c.local, c.doc)
+	if err := t.Validate(); err != nil {
+		c.mu.Unlock()
+		c.log.Error(err, "service table is invalid; keeping the last one")
+		return
+	}
+	changed := c.table == nil || c.table.Hash() != t.Hash()
+	c.table = t
+	c.mu.Unlock()
+	if changed {
+		c.log.V(1).Info("service table changed", "services", len(t.Services), "sites", len(t.Sites))
+		c.srv.Update(t)
+	}
+}
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, o Options, log logr.Logger) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := server.New(server.Options{Log: log, Registry: reg})
+
+	errc := make(chan error, 4)
+	var c *Controller
+	var gatewayAddr func() (string, error)
+	if o.SiteFile != "" {
+		site, err := sitefile.Load(o.SiteFile)
+		if err != nil {
+			return err
+		}
+		local, err := file.Services(site)
+		if err != nil {
+			return err
+		}
+		c = NewController(site.Name, srv, log)
+		c.SetLocal(local)
+		go file.Watch(ctx, o.SiteFile, log, c.SetLocal)
+		admin := o.GatewayAdmin
+		if admin == "" {
+			admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.MetricsPort))
+		}
+		gatewayAddr = func() (string, error) { return admin, nil }
+	} else {
+		kc, addr, err := startKube(ctx, o, srv, reg, log, errc)
+		if err != nil {
+			return err
+		}
+		c, gatewayAddr = kc, addr
+	}
+	w := &federation.ViewWatcher{Addr: gatewayAddr, OnChange: c.SetView, Log: log.WithName("view")}
+	go w.Run(ctx)
+
+	lis, err := net.Listen("tcp", o.XDSBindAddress)
+	if err != nil {
+		return fmt.Errorf("listen for xDS on %s: %w", o.XDSBindAddress, err)
+	}
+	log.Info("serving xDS", "bind", lis.Addr().String(), "site", c.site)
+	go func() { errc <- srv.Serve(ctx, lis) }()
+	if o.MetricsBindAddress != "0" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("/status", StatusHandler(c, srv))
+		go func() { errc <- serveHTTP(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+	}
+	if o.HealthBindAddress != "0" {
+		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil }
+		go func() { errc <- serveHTTP(ctx, "health", o.HealthBindAddress, healthHandler(ready), log) }()
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	cancel()
+	return err
+}
+
+func healthHandler(ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: no service table yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log logr.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("serving "+name, "bind", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/skiff-io/skiff/xds/server"
+	"github.com/skiff-io/skiff/xds/source/kube"
+)
+
+// KubeConfig is the REST config of the Kubernetes source; tests set it,
+// otherwise it comes from the cluster or $KUBECONFIG.
+var KubeConfig *rest.Config
+
+// startKube starts the Kubernetes source: a manager scoped to the site's
+// namespace whose reconciler feeds the controller. It returns the
+// controller and how to find the gateway's admin address.
+func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.Registerer, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
+	cfg := KubeConfig
+	if cfg == nil {
+		var err error
+		if cfg, err = ctrl.GetConfig(); err != nil {
+			return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
+		}
+	}
+	ns := map[string]cache.Config{o.Namespace: {}}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Logger:                 log.WithName("kube"),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Service{}:            {Namespaces: ns},
+			&discoveryv1.EndpointSlice{}: {Namespaces: ns},
+			&corev1.Pod{}:                {Namespaces: ns},
+		}},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes manager: %w", err)
+	}
+	c := NewController(o.Site, srv, log)
+	src := &kube.Source{
+		Client:         mgr.GetClient(),
+		Namespace:      o.Namespace,
+		GatewayService: o.GatewayService,
+		OnLocal:        c.SetLocal,
+		Recorder:       mgr.GetEventRecorder("skiff-controller"),
+		Log:            log.WithName("site"),
+	}
+	if err := src.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
+	id := &kube.Identity{
+		Client:         mgr.GetClient(),
+		Reader:         mgr.GetAPIReader(),
+		Namespace:      o.Namespace,
+		Site:           o.Site,
+		GatewayService: o.GatewayService,
+		LinkAdvertise:  o.LinkAdvertise,
+		GatewaySiteDir: o.GatewaySiteDir,
+		GatewayDataDir: o.GatewayDataDir,
+		LinkBind:       o.LinkBind,
+		Recorder:       mgr.GetEventRecorder("skiff-controller"),
+		Log:            log.WithName("identity"),
+	}
+	if err := id.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
+	c.onView = src.SetView
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			errc <- fmt.Errorf("kubernetes manager: %w", err)
+		}
+	}()
+	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, log)
+	addr := func() (string, error) {
+		if o.GatewayAdmin != "" {
+			return o.GatewayAdmin, nil
+		}
+		return src.GatewayAdminAddr(ctx)
+	}
+	return c, addr, nil
+}
+
+// writeStatus keeps the status ConfigMap in line with the served table,
+// checking every two seconds and writing only on a change, so a busy
+// network costs etcd one small object and few writes.
+func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.Writer, namespace string, log logr.Logger) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tb := c.Table()
+		if tb == nil || tb.Hash() == last {
+			continue
+		}
+		if err := kube.WriteStatus(ctx, r, cl, namespace, kube.Status(tb)); err != nil {
+			if ctx.Err() == nil {
+				log.Error(err, "write site status")
+			}
+			continue
+		}
+		last = tb.Hash()
+	}
+}

@@ -1,0 +1,427 @@
+package kube
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/token"
+)
+
+// Secrets the controller keeps in the site's namespace.
+const (
+	// CASecret holds the site CA (ca.crt, ca.key).
+	CASecret = "skiff-site-ca"
+	// SiteSecret is the gateway's site: site.yaml, the CA, the tokens of
+	// its links and the ledger entries of the tokens this site issued.
+	SiteSecret = "skiff-site"
+	// SidecarSecret holds token.yaml, the credential injected sidecars use
+	// to reach the gateway.
+	SidecarSecret = "skiff-sidecar"
+)
+
+// Token-request annotations (optional, on the request Secret).
+const (
+	ExpiresAnnotation     = "skiff.io/token-expires"     // duration, default 15m
+	RedemptionsAnnotation = "skiff.io/token-redemptions" // default 1
+	TokenIDAnnotation     = "skiff.io/token-id"          // set by the controller
+	// TokenKey is the data key of a token in a request or link Secret.
+	TokenKey = "token.yaml"
+)
+
+// Paths inside the gateway pod (charts/skiff mounts SiteSecret there).
+const (
+	GatewaySiteDir = "/etc/skiff/site"
+	GatewayDataDir = "/var/lib/skiff"
+)
+
+// Identity reconciles the site's identity: the CA, the tokens it issues on
+// request, the links it was given, the sidecars' credential, and the
+// gateway's site Secret that carries all of it.
+type Identity struct {
+	Client    client.Client
+	Reader    client.Reader // uncached, for the Secrets the cache may not hold yet
+	Namespace string
+	Site      string
+	// GatewayService's ClusterIP and link port are the advertised link
+	// endpoint unless LinkAdvertise is set.
+	GatewayService string
+	LinkAdvertise  string
+	// GatewaySiteDir, GatewayDataDir and LinkBind are the paths and bind
+	// address written into the gateway's site file; defaults are those of
+	// charts/skiff (tests run gateways elsewhere).
+	GatewaySiteDir, GatewayDataDir, LinkBind string
+	Recorder                                 EventRecorder
+	Log                                      logr.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+
+	reported sync.Map // problems reported, by Secret version and message
+}
+
+// SetupWithManager registers the identity controller on mgr.
+func (id *Identity) SetupWithManager(mgr manager.Manager) error {
+	if id.Now == nil {
+		id.Now = time.Now
+	}
+	id.GatewaySiteDir = cmp.Or(id.GatewaySiteDir, GatewaySiteDir)
+	id.GatewayDataDir = cmp.Or(id.GatewayDataDir, GatewayDataDir)
+	id.LinkBind = cmp.Or(id.LinkBind, ":"+strconv.Itoa(contract.LinkPort))
+	c, err := controller.New("skiff-identity", mgr, controller.Options{Reconciler: id, MaxConcurrentReconciles: 1, SkipNameValidation: ptr.To(true)})
+	if err != nil {
+		return fmt.Errorf("create identity controller: %w", err)
+	}
+	all := func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "identity"}}}
+	}
+	for _, obj := range []client.Object{&corev1.Secret{}, &corev1.Service{}} {
+		if err := c.Watch(source.Kind(mgr.GetCache(), obj, handler.EnqueueRequestsFromMapFunc(all))); err != nil {
+			return fmt.Errorf("watch %T: %w", obj, err)
+		}
+	}
+	return nil
+}
+
+// Reconcile brings the identity Secrets in line.
+func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	ca, err := id.ensureCA(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	endpoint, err := id.endpoint(ctx)
+	if err != nil {
+		id.Log.Info("link endpoint not known yet", "reason", err.Error())
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	var secrets corev1.SecretList
+	if err := id.Client.List(ctx, &secrets, client.InNamespace(id.Namespace), client.HasLabels{contract.TypeLabel}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list skiff secrets: %w", err)
+	}
+	site := map[string][]byte{pki.CACertFile: ca.CertPEM}
+	caSecret, err := id.getSecret(ctx, CASecret)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	site[pki.CAKeyFile] = caSecret.Data[pki.CAKeyFile]
+
+	type linkEntry struct {
+		file string
+		cost int
+	}
+	var links []linkEntry
+	for i := range secrets.Items {
+		s := &secrets.Items[i]
+		switch s.Labels[contract.TypeLabel] {
+		case "token-request":
+			tok, err := id.tokenRequest(ctx, s, ca, endpoint)
+			if err != nil {
+				id.report(s, "InvalidTokenRequest", err)
+				continue
+			}
+			if tok == nil {
+				continue // relabelled as a link; the next reconcile reads it
+			}
+			entry, err := token.LedgerEntry(tok)
+			if err != nil {
+				return reconcile.Result{}, err
+			}
+			site[token.SeedFile(tok.ID)] = entry
+		case "link":
+			_, cost, err := parseLink(s, id.Site)
+			if err != nil {
+				id.report(s, "InvalidLink", err)
+				continue
+			}
+			file := "link-" + s.Name + ".yaml"
+			site[file] = s.Data[TokenKey]
+			links = append(links, linkEntry{file, cost})
+		}
+	}
+	member, err := id.ensureSidecarCredential(ctx, ca, endpoint)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	entry, err := token.LedgerEntry(member)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	site[token.SeedFile(member.ID)] = entry
+
+	slices.SortFunc(links, func(a, b linkEntry) int { return strings.Compare(a.file, b.file) })
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by skiff-controller from the site's Secrets; do not edit.\nname: %s\ndataDir: %s\ncaDir: %s\nlinkAccess:\n  bind: %q\n  advertise: %q\n",
+		id.Site, id.GatewayDataDir, id.GatewaySiteDir, id.LinkBind, endpoint)
+	if len(links) > 0 {
+		b.WriteString("links:\n")
+		for _, l := range links {
+			fmt.Fprintf(&b, "  - token: %s\n    cost: %d\n", l.file, l.cost)
+		}
+	}
+	site["site.yaml"] = []byte(b.String())
+	if err := id.applySecret(ctx, SiteSecret, site); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: time.Hour}, nil // renew the sidecar credential in time
+}
+
+// ensureCA loads the site CA from its Secret, creating both when missing.
+func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
+	s, err := id.getSecret(ctx, CASecret)
+	if apierrors.IsNotFound(err) {
+		certPEM, keyPEM, err := pki.NewCAPEM(id.Site)
+		if err != nil {
+			return nil, err
+		}
+		s = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels()},
+			Data:       map[string][]byte{pki.CACertFile: certPEM, pki.CAKeyFile: keyPEM},
+		}
+		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create site CA secret: %w", err)
+		} else if err != nil {
+			if s, err = id.getSecret(ctx, CASecret); err != nil {
+				return nil, err
+			}
+		} else {
+			id.Log.Info("site CA created", "secret", CASecret)
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	ca, err := pki.ParseCA(s.Data[pki.CACertFile], s.Data[pki.CAKeyFile])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
+	}
+	return ca, nil
+}
+
+// endpoint is the link endpoint other sites dial.
+func (id *Identity) endpoint(ctx context.Context) (string, error) {
+	if id.LinkAdvertise != "" {
+		return id.LinkAdvertise, nil
+	}
+	var svc corev1.Service
+	if err := id.Client.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: id.GatewayService}, &svc); err != nil {
+		return "", fmt.Errorf("gateway service %s: %w", id.GatewayService, err)
+	}
+	port := contract.LinkPort
+	for _, p := range svc.Spec.Ports {
+		if p.Name == "link" {
+			port = int(p.Port)
+		}
+	}
+	host := svc.Spec.ClusterIP
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			host = cmp.Or(in.IP, in.Hostname)
+			break
+		}
+	}
+	if host == "" || host == corev1.ClusterIPNone {
+		return "", fmt.Errorf("gateway service %s has no address yet", id.GatewayService)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+// tokenRequest fills a token request with a token of this site, or, when
+// it holds another site's token (a request Secret copied here from the
+// issuing site), relabels it as a link and returns nil.
+func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.CA, endpoint string) (*token.Token, error) {
+	if data := s.Data[TokenKey]; len(data) > 0 {
+		tok, err := token.Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("data %s: %w", TokenKey, err)
+		}
+		if tok.Site != id.Site {
+			upd := s.DeepCopy()
+			upd.Labels[contract.TypeLabel] = "link"
+			if err := id.Client.Update(ctx, upd); err != nil {
+				return nil, fmt.Errorf("relabel as a link: %w", err)
+			}
+			id.Log.Info("token of another site became a link", "secret", s.Name, "peerSite", tok.Site)
+			return nil, nil
+		}
+		if !bytes.Equal([]byte(tok.CA), ca.CertPEM) {
+			return nil, fmt.Errorf("token %s was issued by another CA of site %s", tok.ID, id.Site)
+		}
+		return tok, nil
+	}
+	ttl := 15 * time.Minute
+	if v, ok := s.Annotations[ExpiresAnnotation]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("annotation %s: %q: want a positive duration such as 15m", ExpiresAnnotation, v)
+		}
+		ttl = d
+	}
+	redemptions := 1
+	if v, ok := s.Annotations[RedemptionsAnnotation]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("annotation %s: %q: want a whole number >= 1", RedemptionsAnnotation, v)
+		}
+		redemptions = n
+	}
+	tok, err := token.Issue(ca, id.Site, endpoint, ttl, redemptions, id.Now())
+	if err != nil {
+		return nil, err
+	}
+	data, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	upd := s.DeepCopy()
+	if upd.Data == nil {
+		upd.Data = map[string][]byte{}
+	}
+	upd.Data[TokenKey] = data
+	if upd.Annotations == nil {
+		upd.Annotations = map[string]string{}
+	}
+	upd.Annotations[TokenIDAnnotation] = tok.ID
+	if err := id.Client.Update(ctx, upd); err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
+	id.Log.Info("token issued", "secret", s.Name, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339), "redemptions", redemptions)
+	return tok, nil
+}
+
+// parseLink reads a link Secret: another site's token and the cost.
+func parseLink(s *corev1.Secret, self string) (*token.Token, int, error) {
+	tok, err := token.Parse(s.Data[TokenKey])
+	if err != nil {
+		return nil, 0, fmt.Errorf("data %s: %w", TokenKey, err)
+	}
+	if err := tok.VerifyIntegrity(); err != nil {
+		return nil, 0, fmt.Errorf("data %s: %w", TokenKey, err)
+	}
+	if tok.Site == self {
+		return nil, 0, fmt.Errorf("the token was issued by this site (%s); apply it in the site that should link here", self)
+	}
+	cost := 1
+	if v, ok := s.Annotations[contract.CostAnnotation]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, 0, fmt.Errorf("annotation %s: %q: want a whole number >= 1", contract.CostAnnotation, v)
+		}
+		cost = n
+	}
+	return tok, cost, nil
+}
+
+// SidecarCredentialValidity is how long the sidecars' credential lasts; it
+// is renewed when a third of that is left.
+const SidecarCredentialValidity = 365 * 24 * time.Hour
+
+// ensureSidecarCredential keeps SidecarSecret holding a valid member token
+// of this site for the current endpoint and CA.
+func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, endpoint string) (*token.Token, error) {
+	s, err := id.getSecret(ctx, SidecarSecret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	if err == nil {
+		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.CertPEM) &&
+			tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
+			return tok, nil
+		}
+	}
+	// Redeemed by this site only, so every sidecar of the site may use it.
+	tok, err := token.Issue(ca, id.Site, endpoint, SidecarCredentialValidity, 1, id.Now())
+	if err != nil {
+		return nil, err
+	}
+	data, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}); err != nil {
+		return nil, err
+	}
+	id.Log.Info("sidecar credential issued", "secret", SidecarSecret, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339))
+	return tok, nil
+}
+
+func (id *Identity) getSecret(ctx context.Context, name string) (*corev1.Secret, error) {
+	var s corev1.Secret
+	if err := id.Reader.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("get secret %s: %w", name, err)
+	}
+	return &s, nil
+}
+
+// applySecret creates or updates one of the controller's Secrets when its
+// data differs.
+func (id *Identity) applySecret(ctx context.Context, name string, data map[string][]byte) error {
+	cur, err := id.getSecret(ctx, name)
+	if apierrors.IsNotFound(err) {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: id.Namespace, Labels: ownLabels()}, Data: data}
+		if err := id.Client.Create(ctx, s); err != nil {
+			return fmt.Errorf("create secret %s: %w", name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sameData(cur.Data, data) {
+		return nil
+	}
+	cur.Data = data
+	if err := id.Client.Update(ctx, cur); err != nil {
+		return fmt.Errorf("update secret %s: %w", name, err)
+	}
+	return nil
+}
+
+func sameData(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func ownLabels() map[string]string {
+	return map[string]string{ManagedByLabel: ManagedBy, PartOfLabel: "skiff"}
+}
+
+func (id *Identity) report(s *corev1.Secret, reason string, err error) {
+	key := string(s.UID) + "/" + s.ResourceVersion + "/" + err.Error()
+	if _, seen := id.reported.LoadOrStore(key, true); seen {
+		return
+	}
+	id.Log.Info("secret not used", "secret", s.Name, "reason", reason, "problem", err.Error())
+	if id.Recorder != nil {
+		id.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Link", "%s", err.Error())
+	}
+}
