@@ -69,6 +69,18 @@ bench: build ## Benchmarks against direct loopback and haproxy (needs iperf3, ha
 bench-ebpf: ## eBPF redirect vs iptables REDIRECT vs direct: connect+first byte, conn/s, hook cost (root).
 	bash hack/bench/ebpf.sh
 
+.PHONY: images
+images: ## Build skiff's container images into bin/images/ (go-containerregistry; no Docker needed).
+	bash hack/images.sh
+
+.PHONY: cluster-up
+cluster-up: ## Start a real single-node Kubernetes cluster on this machine (root; cached builds; see docs/testing.md).
+	bash hack/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster and remove everything cluster-up made.
+	bash hack/cluster-down.sh
+
 .PHONY: clean
 clean: ## Remove build output.
 	rm -rf $(BIN)

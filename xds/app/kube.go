@@ -7,9 +7,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +26,8 @@ var KubeConfig *rest.Config
 // namespace whose reconciler feeds the controller. It returns the
 // controller and how to find the gateway's admin address.
 func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.Registerer, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
+	ctrl.SetLogger(log.WithName("kube"))
+	klog.SetLogger(log.WithName("client-go"))
 	cfg := KubeConfig
 	if cfg == nil {
 		var err error
@@ -34,16 +35,13 @@ func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.
 			return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
 		}
 	}
-	ns := map[string]cache.Config{o.Namespace: {}}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Logger:                 log.WithName("kube"),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Service{}:            {Namespaces: ns},
-			&discoveryv1.EndpointSlice{}: {Namespaces: ns},
-			&corev1.Pod{}:                {Namespaces: ns},
-		}},
+		// Everything the controller reads lives in the site's namespace;
+		// its Role grants nothing else.
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes manager: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -48,6 +49,8 @@ import (
 //
 // SKIFF_BENCH_ENGINE picks the cache: "fleet" (default) or "snapshot"
 // (go-control-plane's SnapshotCache, the baseline).
+// SKIFF_BENCH_HEAPPROFILE=path writes a heap profile after the changes.
+// The last lines are a RESULT line for scripts and the change latencies.
 func TestScale(t *testing.T) {
 	if os.Getenv("SKIFF_BENCH") != "1" {
 		t.Skip("the scale benchmark runs with SKIFF_BENCH=1 (hack/bench/xds.sh)")
@@ -360,6 +363,12 @@ func runScale(t *testing.T, p scaleParams) {
 		changes = append(changes, change{latency: last.Sub(start), cpu: usage(t) - cpu0, rss: procStatus(t, "VmRSS")})
 		cur = next
 	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	live := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(live)
+	goMem := fmt.Sprintf("Go heap: live %d MiB, in use %d MiB, free but not returned to the OS %d MiB; stacks %d MiB; %d goroutines",
+		live[0].Value.Uint64()>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, ms.StackInuse>>20, runtime.NumGoroutine())
 	if path := os.Getenv("SKIFF_BENCH_HEAPPROFILE"); path != "" {
 		writeHeapProfile(t, path)
 	}
@@ -398,6 +407,7 @@ func runScale(t *testing.T, p scaleParams) {
 	fmt.Printf("  change: Update -> last ACK   p50  %v  p99 %v  max %v\n", percentile(lat, 0.5).Round(time.Millisecond), percentile(lat, 0.99).Round(time.Millisecond), slices.Max(lat).Round(time.Millisecond))
 	fmt.Printf("  change: CPU time             p50  %v  p99 %v\n", percentile(cpu, 0.5).Round(time.Millisecond), percentile(cpu, 0.99).Round(time.Millisecond))
 	fmt.Printf("  RSS after changes                 %.0f MiB (max %.0f MiB), peak (VmHWM) %.0f MiB\n", rss[len(rss)-1], slices.Max(rss), procStatus(t, "VmHWM"))
+	fmt.Printf("  (%s)\n", goMem)
 	fmt.Printf("  full resync (restart, same table) %v, CPU %v\n", resync.Round(time.Millisecond), resyncCPU.Round(time.Millisecond))
 	fmt.Printf("RESULT engine=%s services=%d clients=%d change_p50_ms=%d change_p99_ms=%d change_cpu_p50_ms=%d rss_mib=%.0f peak_rss_mib=%.0f initial_s=%.1f resync_s=%.1f\n",
 		p.engine, p.services, p.clients, percentile(lat, 0.5).Milliseconds(), percentile(lat, 0.99).Milliseconds(), percentile(cpu, 0.5).Milliseconds(),

@@ -12,6 +12,8 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"k8s.io/klog/v2"
+
 	"github.com/skiff-io/skiff/sidecar/logging"
 	"github.com/skiff-io/skiff/webhook/app"
 )
@@ -31,6 +33,7 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(lg)
+	klog.SetLogger(lg.WithName("client-go"))
 	ctx := log.IntoContext(ctrl.SetupSignalHandler(), lg)
 	if err := app.Run(ctx, o); err != nil {
 		lg.Error(err, "injector stopped")
