@@ -185,6 +185,26 @@ func TestKubernetesSites(t *testing.T) {
 		return nil
 	})
 
+	// east exposes the address too, under another Service name: the proxy
+	// Service stays (clients dial backend), and its virtual IP joins the
+	// local service that now has an endpoint of its own.
+	expose(t, c, "east", "backend-east", map[string]string{"skiff.io/address": "backend"}, []int32{8080}, hostIP, int32(echoPort))
+	testutil.Eventually(t, 20*time.Second, "east's backend:8080 has its own endpoint and keeps the proxy's VIP", func() error {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		for _, s := range seen {
+			if s.Address == "backend" && s.Port == 8080 {
+				if s.ReadyEndpoints() != 1 || len(s.VIPs) != 2 || s.GatewayListen == "" {
+					return fmt.Errorf("service %+v", s)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no backend:8080")
+	})
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: "backend"}, &proxy))
+	must(t, c.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "backend-east", Namespace: "east"}}))
+
 	// A bad annotation: reported on the Service, backend unaffected.
 	annotate(t, c, "west", "frontend", map[string]string{"skiff.io/routing": "fastest"})
 	testutil.Eventually(t, 20*time.Second, "an Event on west/frontend names the annotation", func() error {

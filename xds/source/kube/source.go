@@ -112,7 +112,6 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 
 	byName := map[string]*corev1.Service{}
 	var local []model.Service
-	exposed := map[string]bool{} // network names exposed here
 	var selector map[string]string
 	for i := range svcs.Items {
 		svc := &svcs.Items[i]
@@ -130,9 +129,6 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 			continue
 		}
 		s.reported.Delete(svc.UID)
-		for _, m := range got {
-			exposed[m.NetworkName()] = true
-		}
 		local = append(local, got...)
 	}
 
@@ -145,8 +141,11 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 	if view != nil {
 		for name, targets := range view.Addresses {
 			address, port, ok := federation.SplitName(name)
-			if !ok || exposed[name] || !servedElsewhere(view.Self, targets) {
+			if !ok || !served(targets) {
 				continue
+			}
+			if cur := byName[address]; cur != nil && !Owned(cur) && Exposed(cur) {
+				continue // the site's own Service of that name serves it
 			}
 			wanted[address] = append(wanted[address], port)
 		}
@@ -209,7 +208,7 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 		}
 		if cur != nil && cur.Spec.ClusterIP != "" && cur.Spec.ClusterIP != corev1.ClusterIPNone {
 			for _, p := range ports {
-				local = append(local, proxyEntry(address, p, cur.Spec.ClusterIPs))
+				local = mergeProxy(local, proxyEntry(address, p, cur.Spec.ClusterIPs))
 			}
 		}
 	}
@@ -246,13 +245,27 @@ func proxyEntry(address string, p ProxyPort, clusterIPs []string) model.Service 
 	return s
 }
 
-func servedElsewhere(self string, targets []netview.Target) bool {
+func served(targets []netview.Target) bool {
 	for _, t := range targets {
-		if t.Site != self && t.Endpoints > 0 {
+		if t.Endpoints > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// mergeProxy adds a proxy Service's entry to the local services; when the
+// site also exposes the address (under another Service name), the proxy's
+// virtual IP and gateway entry join that service instead.
+func mergeProxy(local []model.Service, p model.Service) []model.Service {
+	for i := range local {
+		if local[i].NetworkName() == p.NetworkName() {
+			local[i].VIPs = append(local[i].VIPs, p.VIPs...)
+			local[i].Gateway, local[i].GatewayListen = p.Gateway, p.GatewayListen
+			return local
+		}
+	}
+	return append(local, p)
 }
 
 func sameProxy(cur, want *corev1.Service) bool {
