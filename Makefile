@@ -61,9 +61,11 @@ demo: build ## Run a local three-site network (east, west, north) on loopback; n
 	bash hack/demo.sh
 
 .PHONY: bench
-bench: build ## Benchmarks against direct loopback and haproxy (needs iperf3, haproxy, redis, wrk); figures go to docs/benchmarks.md.
+bench: build ## Benchmarks: data plane vs direct loopback and haproxy, eBPF, xDS at 10k services x 1k clients, admission latency; see docs/.
 	bash hack/bench/router.sh
 	@if [ "$$(id -u)" = 0 ]; then bash hack/bench/ebpf.sh; else echo "skipping hack/bench/ebpf.sh: needs root"; fi
+	bash hack/bench/xds.sh
+	SKIFF_BENCH=1 KUBEBUILDER_ASSETS=$$(bash hack/envtest-assets.sh) $(GO) test -run '^$$' -bench AdmissionLatency -benchtime 1x ./webhook/app
 
 .PHONY: bench-ebpf
 bench-ebpf: ## eBPF redirect vs iptables REDIRECT vs direct: connect+first byte, conn/s, hook cost (root).
@@ -80,6 +82,10 @@ cluster-up: ## Start a real single-node Kubernetes cluster on this machine (root
 .PHONY: cluster-down
 cluster-down: ## Stop the cluster and remove everything cluster-up made.
 	bash hack/cluster-down.sh
+
+.PHONY: e2e
+e2e: ## The end-to-end scenario on the real cluster (root; after make cluster-up and hack/images.sh --import).
+	$(GO) test -tags e2e -count=1 -v -timeout 20m ./test/e2e
 
 .PHONY: clean
 clean: ## Remove build output.

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Redirector owns the loaded programs and the pinned maps. Closing it
@@ -131,11 +132,18 @@ func (r *Redirector) updateLinks() error {
 				errs = append(errs, explain("open pinned link "+p, err, r.cfg.PinDir))
 				continue
 			}
-			if err := l.Update(h.prog); err != nil {
+			if err := l.Update(h.prog); errors.Is(err, unix.ENOLINK) {
+				// Severed: its cgroup is gone (the pod ended while no
+				// agent ran). Nothing left to redirect; drop the pin.
+				if err := l.Unpin(); err != nil {
+					errs = append(errs, explain("unpin severed link "+p, err, r.cfg.PinDir))
+				}
+			} else if err != nil {
 				errs = append(errs, explain("update pinned link "+p, err, r.cfg.PinDir))
 			}
 			l.Close()
 		}
+		_ = os.Remove(filepath.Join(r.cfg.PinDir, "links", d.Name())) // only if now empty
 	}
 	return errors.Join(errs...)
 }

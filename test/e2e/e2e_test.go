@@ -1,0 +1,273 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-io/skiff/test/testutil"
+)
+
+var (
+	root       = mustAbs("../..")
+	kubeconfig = "/var/lib/skiff-cluster/admin.kubeconfig"
+)
+
+func mustAbs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+type summary struct {
+	rows [][3]string
+}
+
+func (s *summary) add(step, result, figures string) { s.rows = append(s.rows, [3]string{step, result, figures}) }
+
+func (s *summary) print(t *testing.T) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-48s %-6s %s\n", "step", "result", "figures")
+	for _, r := range s.rows {
+		fmt.Fprintf(&b, "%-48s %-6s %s\n", r[0], r[1], r[2])
+	}
+	t.Log(b.String())
+}
+
+// run runs a command with the cluster's kubeconfig and returns its output.
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func must(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := run(t, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// get asks the client pod for n answers of backend:8080 and counts them by
+// site.
+func get(t *testing.T, ns, target string, n int) map[string]int {
+	t.Helper()
+	out, err := run(t, "kubectl", "-n", ns, "exec", target, "-c", "app", "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", fmt.Sprint(n), "--timeout", "3s")
+	got := map[string]int{}
+	if err != nil {
+		got["error"] = n
+	}
+	for _, f := range strings.Fields(out) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			var c int
+			fmt.Sscan(v, &c)
+			got[k] += c
+		}
+	}
+	return got
+}
+
+// The scenario of docs/testing.md, steps 1-5 and 7-8.
+func TestTwoSitesOnARealCluster(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "kubectl", "ctr")
+	_, err := os.Stat(kubeconfig)
+	testutil.Require(t, err == nil, "no cluster: run `make cluster-up` (and `make images`, then hack/images.sh --import)")
+	must(t, "bash", "hack/helm.sh")
+	helm := filepath.Join(root, "bin", "helm")
+	var sum summary
+	defer sum.print(t)
+
+	// 1. Two sites from the chart; every skiff pod Ready.
+	start := time.Now()
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "east", "--create-namespace", "--set", "site.name=east")
+	// One node agent per node: the west site leaves redirection to east's.
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--create-namespace", "--set", "site.name=west", "--set", "nodeAgent.enabled=false")
+	t.Cleanup(func() {
+		for _, ns := range []string{"east", "west"} {
+			run(t, helm, "uninstall", "skiff", "-n", ns, "--wait")
+			run(t, "kubectl", "delete", "namespace", ns, "--wait=false")
+		}
+	})
+	for _, ns := range []string{"east", "west"} {
+		must(t, "kubectl", "-n", ns, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=120s")
+	}
+	must(t, "kubectl", "-n", "east", "rollout", "status", "ds/skiff-node-agent", "--timeout=120s")
+	sum.add("1 helm install east and west; pods Ready", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
+
+	// 2. Link west to east with a token request.
+	start = time.Now()
+	must(t, "kubectl", "-n", "east", "create", "secret", "generic", "link-to-east")
+	must(t, "kubectl", "-n", "east", "label", "secret", "link-to-east", "skiff.io/type=token-request")
+	var tok map[string]any
+	testutil.Eventually(t, 30*time.Second, "east fills the token request", func() error {
+		out, err := run(t, "kubectl", "-n", "east", "get", "secret", "link-to-east", "-o", "json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &tok); err != nil {
+			return err
+		}
+		if d, _ := tok["data"].(map[string]any); d["token.yaml"] == nil {
+			return fmt.Errorf("no token yet")
+		}
+		return nil
+	})
+	copyOf, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "data": tok["data"],
+		"metadata": map[string]any{"name": "link-to-east", "labels": map[string]string{"skiff.io/type": "token-request"}}})
+	f := filepath.Join(t.TempDir(), "link.json")
+	os.WriteFile(f, copyOf, 0o600)
+	must(t, "kubectl", "-n", "west", "apply", "-f", f)
+	testutil.Eventually(t, 120*time.Second, "west's gateway links to east", func() error {
+		out, _ := run(t, "kubectl", "-n", "west", "logs", "deploy/skiff-gateway")
+		if !strings.Contains(out, `"msg":"link up"`) {
+			return fmt.Errorf("no link yet")
+		}
+		return nil
+	})
+	sum.add("2 token request in east applied in west; link up", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
+
+	// 3. A backend in west, exposed.
+	backend := func(ns, svc, extra string) {
+		manifest := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: backend}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: backend}}
+  template:
+    metadata: {labels: {app: backend}}
+    spec:
+      containers:
+      - name: echo
+        image: skiff.local/skiff-echo:0.1.0
+        args: [serve, --listen, ":8080", --name, %s]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: %s
+  annotations: {skiff.io/expose: "true"%s}
+spec:
+  selector: {app: backend}
+  ports: [{name: http, port: 8080, targetPort: 8080}]
+`, ns, svc, extra)
+		f := filepath.Join(t.TempDir(), ns+".yaml")
+		os.WriteFile(f, []byte(manifest), 0o600)
+		must(t, "kubectl", "-n", ns, "apply", "-f", f)
+		must(t, "kubectl", "-n", ns, "rollout", "status", "deploy/backend", "--timeout=60s")
+	}
+	backend("west", "backend", "")
+	testutil.Eventually(t, 30*time.Second, "proxy Service backend in east", func() error {
+		_, err := run(t, "kubectl", "-n", "east", "get", "svc", "backend")
+		return err
+	})
+	sum.add("3 backend exposed in west; proxy Service in east", "ok", "")
+
+	// 4. An injected client in east reaches west through its sidecar; a
+	// plain pod through the gateway.
+	must(t, "kubectl", "label", "namespace", "east", "skiff.io/injection=enabled", "--overwrite")
+	client := filepath.Join(t.TempDir(), "client.yaml")
+	os.WriteFile(client, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}, annotations: {skiff.io/inject: "true"}}
+    spec:
+      containers:
+      - {name: app, image: "skiff.local/skiff-echo:0.1.0", args: [serve, --listen, ":9090", --name, client]}
+`), 0o600)
+	must(t, "kubectl", "-n", "east", "apply", "-f", client)
+	must(t, "kubectl", "-n", "east", "rollout", "status", "deploy/client", "--timeout=60s")
+	containers := must(t, "kubectl", "-n", "east", "get", "pod", "-l", "app=client", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
+	if !strings.Contains(containers, "skiff-proxy") {
+		t.Fatalf("client pod has no sidecar: init containers %q", containers)
+	}
+	var got map[string]int
+	testutil.Eventually(t, 30*time.Second, "client reaches west", func() error {
+		if got = get(t, "east", "deploy/client", 10); got["west"] != 10 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	podIP := must(t, "kubectl", "-n", "east", "get", "pod", "-l", "app=client", "-o", "jsonpath={.items[0].status.podIP}")
+	metrics := must(t, "kubectl", "-n", "east", "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://127.0.0.1:15090/metrics")
+	if !strings.Contains(metrics, `skiff_streams_opened_total{address="backend:8080",role="sidecar"}`) {
+		t.Errorf("the sidecar (pod %s) counted no streams: traffic went around it", podIP)
+	}
+	must(t, "kubectl", "-n", "east", "run", "plain", "--image=skiff.local/skiff-echo:0.1.0", "--", "serve", "--listen", ":9090", "--name", "plain")
+	must(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/plain", "--timeout=60s")
+	if plain := get(t, "east", "plain", 5); plain["west"] != 5 {
+		t.Errorf("a pod without the sidecar: answers %v", plain)
+	}
+	sum.add("4 injected client -> west via sidecar; plain pod via gateway", "ok", fmt.Sprintf("%v", got))
+
+	// 5. Backends in both sites: balanced spreads, closest stays in east,
+	// fails over to west and comes back.
+	backend("east", "backend-east", `, skiff.io/address: backend`)
+	testutil.Eventually(t, 30*time.Second, "balanced reaches both sites", func() error {
+		if got = get(t, "east", "deploy/client", 40); got["east"] == 0 || got["west"] == 0 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	sum.add("5a balanced over both sites", "ok", fmt.Sprintf("%v", got))
+	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=closest")
+	testutil.Eventually(t, 30*time.Second, "closest stays in east", func() error {
+		if got = get(t, "east", "deploy/client", 20); got["east"] != 20 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
+	testutil.Eventually(t, 30*time.Second, "closest fails over to west", func() error {
+		if got = get(t, "east", "deploy/client", 20); got["west"] != 20 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=1")
+	testutil.Eventually(t, 60*time.Second, "closest comes back to east", func() error {
+		if got = get(t, "east", "deploy/client", 20); got["east"] != 20 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	sum.add("5b closest: east, failover to west, back", "ok", "")
+
+	// 7. Every component logs JSON, and no error on this happy path.
+	for _, ns := range []string{"east", "west"} {
+		for _, w := range []string{"deploy/skiff-controller", "deploy/skiff-gateway", "deploy/skiff-injector"} {
+			out := must(t, "kubectl", "-n", ns, "logs", w)
+			for _, line := range strings.Split(out, "\n") {
+				var v map[string]any
+				if err := json.Unmarshal([]byte(line), &v); err != nil {
+					t.Errorf("%s/%s: not JSON: %q", ns, w, line)
+					break
+				}
+				if v["level"] == "error" {
+					t.Errorf("%s/%s logged an error: %s", ns, w, line)
+				}
+			}
+		}
+	}
+	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], "")
+}
