@@ -98,6 +98,10 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 	// One node agent per node: the west site leaves redirection to east's.
 	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--create-namespace", "--set", "site.name=west", "--set", "nodeAgent.enabled=false")
 	t.Cleanup(func() {
+		if os.Getenv("SKIFF_E2E_KEEP") != "" {
+			t.Log("SKIFF_E2E_KEEP set: leaving both sites installed")
+			return
+		}
 		for _, ns := range []string{"east", "west"} {
 			run(t, helm, "uninstall", "skiff", "-n", ns, "--wait")
 			run(t, "kubectl", "delete", "namespace", ns, "--wait=false")
@@ -215,10 +219,14 @@ spec:
 	}
 	must(t, "kubectl", "-n", "east", "run", "plain", "--image=skiff.local/skiff-echo:0.1.0", "--", "serve", "--listen", ":9090", "--name", "plain")
 	must(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/plain", "--timeout=60s")
-	if plain := get(t, "east", "plain", 5); plain["west"] != 5 {
-		t.Errorf("a pod without the sidecar: answers %v", plain)
-	}
-	sum.add("4 injected client -> west via sidecar; plain pod via gateway", "ok", fmt.Sprintf("%v", got))
+	plainStart := time.Now()
+	testutil.Eventually(t, 120*time.Second, "a pod without the sidecar reaches west through the gateway", func() error {
+		if plain := get(t, "east", "plain", 5); plain["west"] != 5 {
+			return fmt.Errorf("answers %v", plain)
+		}
+		return nil
+	})
+	sum.add("4 injected client -> west via sidecar; plain pod via gateway", "ok", fmt.Sprintf("sidecar %v; plain pod answered after %.0fs", got, time.Since(plainStart).Seconds()))
 
 	// 5. Backends in both sites: balanced spreads, closest stays in east,
 	// fails over to west and comes back.
@@ -254,6 +262,7 @@ spec:
 	sum.add("5b closest: east, failover to west, back", "ok", "")
 
 	// 7. Every component logs JSON, and no error on this happy path.
+	logErrors := 0
 	for _, ns := range []string{"east", "west"} {
 		for _, w := range []string{"deploy/skiff-controller", "deploy/skiff-gateway", "deploy/skiff-injector"} {
 			out := must(t, "kubectl", "-n", ns, "logs", w)
@@ -261,13 +270,15 @@ spec:
 				var v map[string]any
 				if err := json.Unmarshal([]byte(line), &v); err != nil {
 					t.Errorf("%s/%s: not JSON: %q", ns, w, line)
+					logErrors++
 					break
 				}
 				if v["level"] == "error" {
 					t.Errorf("%s/%s logged an error: %s", ns, w, line)
+					logErrors++
 				}
 			}
 		}
 	}
-	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], "")
+	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[logErrors > 0], fmt.Sprintf("%d bad lines", logErrors))
 }
