@@ -66,7 +66,11 @@ func must(t *testing.T, name string, args ...string) string {
 // site.
 func get(t *testing.T, ns, target string, n int) map[string]int {
 	t.Helper()
-	out, err := run(t, "kubectl", "-n", ns, "exec", target, "-c", "app", "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", fmt.Sprint(n), "--timeout", "3s")
+	container := "app"
+	if target == "plain" {
+		container = "plain" // kubectl run names the container after the pod
+	}
+	out, err := run(t, "kubectl", "-n", ns, "exec", target, "-c", container, "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", fmt.Sprint(n), "--timeout", "3s")
 	got := map[string]int{}
 	if err != nil {
 		got["error"] = n
