@@ -5,11 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -47,6 +50,10 @@ type DaemonOptions struct {
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
 	CleanupOnExit          bool
+	// OwnerDaemonSet is namespace/name of the agent's DaemonSet: when the
+	// agent stops because it is being deleted (helm uninstall), it cleans
+	// up as with CleanupOnExit; a rolling update keeps the pins.
+	OwnerDaemonSet string
 
 	// RESTConfig reaches the apiserver (default: ctrl.GetConfig()).
 	RESTConfig *rest.Config
@@ -65,6 +72,7 @@ func (o *DaemonOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.PinDir, "pin-dir", "", "directory for skiff's pinned maps and links (default <bpffs>/skiff)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.OwnerDaemonSet, "owner-daemonset", "", "namespace/name of the agent's DaemonSet: when the agent stops and the DaemonSet is gone or being deleted (uninstall), clean up as --cleanup-on-exit does; a rolling update keeps redirecting")
 	fs.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "on exit, detach every pod and remove the pinned maps, as the uninstall command does: redirection stops on the node. Without it the pins keep redirecting while no agent runs")
 }
 
@@ -160,6 +168,10 @@ func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error
 	}
 	defer func() {
 		r.Close()
+		if !o.CleanupOnExit && ownerGone(cfg, o.OwnerDaemonSet, log) {
+			o.CleanupOnExit = true
+			log.Info("the agent's DaemonSet is being deleted: cleaning up", "daemonSet", o.OwnerDaemonSet)
+		}
 		if !o.CleanupOnExit {
 			log.Info("stopped; the pinned programs go on redirecting", "pinDir", o.pinDir())
 			return
@@ -283,4 +295,32 @@ func (d *daemon) runSweeper(ctx context.Context, c cache.Cache) error {
 			}
 		}
 	}
+}
+
+// ownerGone reports whether the DaemonSet ns/name is gone or being deleted.
+// Uninstalling the chart also deletes the agent's RBAC and service account,
+// often before the agent stops, so a refusal (403/401) counts as gone too;
+// an unreachable apiserver means "keep the pins".
+func ownerGone(cfg *rest.Config, ref string, log logr.Logger) bool {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || ns == "" || name == "" {
+		return false
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		log.Error(err, "check the agent's DaemonSet; keeping the pins")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var ds appsv1.DaemonSet
+	err = c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &ds)
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return true
+	case err != nil:
+		log.Error(err, "check the agent's DaemonSet; keeping the pins")
+		return false
+	}
+	return ds.DeletionTimestamp != nil
 }

@@ -121,8 +121,10 @@ func siteObjects(ns string) []string {
 		"PodDisruptionBudget " + ns + "/skiff-gateway",
 		"Role " + ns + "/skiff-controller",
 		"Role " + ns + "/skiff-injector",
+		"Role " + ns + "/skiff-node-agent",
 		"RoleBinding " + ns + "/skiff-controller",
 		"RoleBinding " + ns + "/skiff-injector",
+		"RoleBinding " + ns + "/skiff-node-agent",
 		"Service " + ns + "/skiff-controller",
 		"Service " + ns + "/skiff-gateway",
 		"Service " + ns + "/skiff-injector",
@@ -309,6 +311,14 @@ func checkRBAC(t *testing.T, c *cluster) {
 		}},
 		{"node agent lists pods everywhere", true, func() error {
 			_, err := agent.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"node agent reads its own DaemonSet", true, func() error {
+			_, err := agent.AppsV1().DaemonSets("east").Get(ctx, "skiff-node-agent", metav1.GetOptions{})
+			return err
+		}},
+		{"node agent reads no other DaemonSet", false, func() error {
+			_, err := agent.AppsV1().DaemonSets("east").Get(ctx, "other", metav1.GetOptions{})
 			return err
 		}},
 		{"node agent lists Secrets", false, func() error {

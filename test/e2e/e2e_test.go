@@ -32,7 +32,9 @@ type summary struct {
 	rows [][3]string
 }
 
-func (s *summary) add(step, result, figures string) { s.rows = append(s.rows, [3]string{step, result, figures}) }
+func (s *summary) add(step, result, figures string) {
+	s.rows = append(s.rows, [3]string{step, result, figures})
+}
 
 func (s *summary) print(t *testing.T) {
 	var b strings.Builder
@@ -265,6 +267,50 @@ spec:
 	})
 	sum.add("5b closest: east, failover to west, back", "ok", "")
 
+	// 6. Faults with traffic running; the loss is measured. East's backend
+	// goes away so that traffic crosses to west.
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
+	testutil.Eventually(t, 30*time.Second, "traffic crosses to west", func() error {
+		if got = get(t, "east", "deploy/client", 10); got["west"] != 10 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	fault := func(step, what string, act func()) {
+		t.Helper()
+		done := make(chan map[string]int)
+		go func() { done <- get(t, "east", "deploy/client", 150) }()
+		time.Sleep(time.Second)
+		start := time.Now()
+		act()
+		res := <-done
+		var recovered time.Duration
+		testutil.Eventually(t, 90*time.Second, what+": traffic recovers", func() error {
+			if g := get(t, "east", "deploy/client", 10); g["west"] != 10 {
+				return fmt.Errorf("answers %v", g)
+			}
+			recovered = time.Since(start)
+			return nil
+		})
+		sum.add(step, "ok", fmt.Sprintf("%d/150 answered during the fault; all answered again %.1fs after it", res["west"], recovered.Seconds()))
+	}
+	fault("6a delete west's gateway pod", "west gateway", func() {
+		must(t, "kubectl", "-n", "west", "delete", "pod", "-l", "app.kubernetes.io/component=gateway", "--wait=false")
+	})
+	fault("6b delete east's controller pod", "east controller", func() {
+		must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=controller", "--wait=false")
+	})
+	fault("6c restart the node agent", "node agent", func() {
+		must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=node-agent", "--wait=false")
+	})
+	must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=injector", "--wait=false")
+	must(t, "kubectl", "-n", "east", "run", "during-injector-restart", "--image=skiff.local/skiff-echo:0.1.0", "--annotations=skiff.io/inject=true", "--", "serve", "--listen", ":9090")
+	if _, err := run(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/during-injector-restart", "--timeout=90s"); err != nil {
+		t.Errorf("a pod created while the injector restarts (failurePolicy Ignore) did not start: %v", err)
+	}
+	sum.add("6d delete the injector pod; a new pod still starts", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], "")
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=1")
+
 	// 7. Every component logs JSON, and no error on this happy path.
 	logErrors := 0
 	for _, ns := range []string{"east", "west"} {
@@ -285,4 +331,31 @@ spec:
 		}
 	}
 	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[logErrors > 0], fmt.Sprintf("%d bad lines", logErrors))
+
+	// 8. Uninstalling both sites leaves no skiff object, pod, eBPF program
+	// or pinned map.
+	if os.Getenv("SKIFF_E2E_KEEP") != "" {
+		return
+	}
+	for _, ns := range []string{"east", "west"} {
+		must(t, helm, "uninstall", "skiff", "-n", ns, "--wait")
+	}
+	testutil.Eventually(t, 90*time.Second, "nothing of skiff's is left", func() error {
+		for _, kind := range []string{"pods", "services", "secrets", "configmaps", "deployments", "daemonsets", "roles", "rolebindings", "serviceaccounts"} {
+			out, _ := run(t, "kubectl", "get", kind, "-A", "-l", "app.kubernetes.io/part-of=skiff", "-o", "name")
+			if out != "" && !strings.Contains(out, "No resources") {
+				return fmt.Errorf("%s left: %s", kind, out)
+			}
+		}
+		for _, kind := range []string{"clusterroles", "clusterrolebindings", "mutatingwebhookconfigurations"} {
+			if out, _ := run(t, "kubectl", "get", kind, "-o", "name"); strings.Contains(out, "skiff") {
+				return fmt.Errorf("%s left: %s", kind, out)
+			}
+		}
+		if entries, err := os.ReadDir("/sys/fs/bpf/skiff"); err == nil && len(entries) > 0 {
+			return fmt.Errorf("pins left in /sys/fs/bpf/skiff: %d entries", len(entries))
+		}
+		return nil
+	})
+	sum.add("8 helm uninstall: no objects, pods or pins left", "ok", "")
 }

@@ -612,7 +612,7 @@ func TestEnvtestCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const workers, maxCreations = 4, 3000
+	const workers, maxCreations = 4, 12000
 	var (
 		mu        sync.Mutex
 		created   int

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"net"
 	"time"
 
@@ -168,7 +170,16 @@ func newCertSource(ctx context.Context, o Options, cfg *rest.Config, scheme *run
 		Reader:            c,
 		Writer:            c,
 		Labels:            map[string]string{inject.PartOfLabel: inject.PartOfValue},
-		Log:               log.FromContext(ctx).WithName("certs"),
+		// The webhook configuration (cluster-scoped, installed by the chart)
+		// owns the Secret: uninstalling collects it.
+		Owner: func(ctx context.Context) []metav1.OwnerReference {
+			var mwc admissionregistrationv1.MutatingWebhookConfiguration
+			if err := c.Get(ctx, client.ObjectKey{Name: o.WebhookConfigName}, &mwc); err != nil {
+				return nil
+			}
+			return []metav1.OwnerReference{{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration", Name: mwc.Name, UID: mwc.UID}}
+		},
+		Log: log.FromContext(ctx).WithName("certs"),
 	})
 	if err != nil {
 		return nil, nil, err

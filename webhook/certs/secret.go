@@ -47,6 +47,10 @@ type SecretOptions struct {
 	Now func() time.Time
 	// Labels are set on a Secret the manager creates.
 	Labels map[string]string
+	// Owner, when it returns references, owns a Secret the manager
+	// creates, so that uninstalling removes it (the injector's webhook
+	// configuration).
+	Owner func(ctx context.Context) []metav1.OwnerReference
 	// Log receives the manager's lines (default: ctrl.Log named "certs").
 	Log logr.Logger
 }
@@ -196,8 +200,12 @@ func (m *SecretManager) syncOnce(ctx context.Context) error {
 			return fmt.Errorf("update secret %s: %w", key, err)
 		}
 	} else {
+		var owner []metav1.OwnerReference
+		if m.o.Owner != nil {
+			owner = m.o.Owner(ctx)
+		}
 		sec = corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: m.o.Labels},
+			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: m.o.Labels, OwnerReferences: owner},
 			Type:       corev1.SecretTypeTLS,
 			Data:       data,
 		}

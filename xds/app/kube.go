@@ -80,7 +80,7 @@ func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.
 			errc <- fmt.Errorf("kubernetes manager: %w", err)
 		}
 	}()
-	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, log)
+	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.GatewayService, log)
 	addr := func() (string, error) {
 		if o.GatewayAdmin != "" {
 			return o.GatewayAdmin, nil
@@ -93,7 +93,7 @@ func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.
 // writeStatus keeps the status ConfigMap in line with the served table,
 // checking every two seconds and writing only on a change, so a busy
 // network costs etcd one small object and few writes.
-func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.Writer, namespace string, log logr.Logger) {
+func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.Writer, namespace, gatewayService string, log logr.Logger) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var last string
@@ -107,7 +107,7 @@ func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.
 		if tb == nil || tb.Hash() == last {
 			continue
 		}
-		if err := kube.WriteStatus(ctx, r, cl, namespace, kube.Status(tb)); err != nil {
+		if err := kube.WriteStatus(ctx, r, cl, namespace, kube.GatewayOwner(ctx, r, namespace, gatewayService), kube.Status(tb)); err != nil {
 			if ctx.Err() == nil {
 				log.Error(err, "write site status")
 			}

@@ -195,7 +195,7 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 			return nil, err
 		}
 		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels()},
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: GatewayOwner(ctx, id.Client, id.Namespace, id.GatewayService)},
 			Data:       map[string][]byte{pki.CACertFile: certPEM, pki.CAKeyFile: keyPEM},
 		}
 		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -380,7 +380,8 @@ func (id *Identity) getSecret(ctx context.Context, name string) (*corev1.Secret,
 func (id *Identity) applySecret(ctx context.Context, name string, data map[string][]byte) error {
 	cur, err := id.getSecret(ctx, name)
 	if apierrors.IsNotFound(err) {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: id.Namespace, Labels: ownLabels()}, Data: data}
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: id.Namespace, Labels: ownLabels(),
+			OwnerReferences: GatewayOwner(ctx, id.Client, id.Namespace, id.GatewayService)}, Data: data}
 		if err := id.Client.Create(ctx, s); err != nil {
 			return fmt.Errorf("create secret %s: %w", name, err)
 		}

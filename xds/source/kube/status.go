@@ -72,7 +72,7 @@ func Status(t *model.Table) SiteStatus {
 // WriteStatus creates or replaces the status ConfigMap when its content
 // differs. It reads through r (the API server, not a cache: the
 // controller may read only its own ConfigMap, by name) and writes with c.
-func WriteStatus(ctx context.Context, r client.Reader, c client.Writer, namespace string, st SiteStatus) error {
+func WriteStatus(ctx context.Context, r client.Reader, c client.Writer, namespace string, owner []metav1.OwnerReference, st SiteStatus) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode status: %w", err)
@@ -82,7 +82,7 @@ func WriteStatus(ctx context.Context, r client.Reader, c client.Writer, namespac
 	switch {
 	case apierrors.IsNotFound(err):
 		cm = corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: StatusConfigMap, Namespace: namespace, Labels: map[string]string{ManagedByLabel: ManagedBy, PartOfLabel: "skiff"}},
+			ObjectMeta: metav1.ObjectMeta{Name: StatusConfigMap, Namespace: namespace, Labels: map[string]string{ManagedByLabel: ManagedBy, PartOfLabel: "skiff"}, OwnerReferences: owner},
 			Data:       map[string]string{"status.json": string(b)},
 		}
 		if err := c.Create(ctx, &cm); err != nil {
