@@ -105,6 +105,16 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		return nil
 	})
 
+	// What the controller creates is owned by the chart's gateway Service,
+	// so that uninstalling collects it.
+	for _, name := range []string{kube.CASecret, kube.SiteSecret, kube.SidecarSecret} {
+		var sec corev1.Secret
+		must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: name}, &sec))
+		if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].Kind != "Service" || sec.OwnerReferences[0].Name != "skiff-gateway" {
+			t.Errorf("secret %s owners %+v, want the gateway Service", name, sec.OwnerReferences)
+		}
+	}
+
 	// Gateways from the controller-written site files.
 	for _, name := range []string{"east", "west"} {
 		s := sites[name]

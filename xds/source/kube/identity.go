@@ -195,7 +195,7 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 			return nil, err
 		}
 		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: GatewayOwner(ctx, id.Client, id.Namespace, id.GatewayService)},
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)},
 			Data:       map[string][]byte{pki.CACertFile: certPEM, pki.CAKeyFile: keyPEM},
 		}
 		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -213,6 +213,14 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 	ca, err := pki.ParseCA(s.Data[pki.CACertFile], s.Data[pki.CAKeyFile])
 	if err != nil {
 		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
+	}
+	if len(s.OwnerReferences) == 0 && s.Labels[ManagedByLabel] == ManagedBy {
+		if owner := GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService); owner != nil {
+			s.OwnerReferences = owner
+			if err := id.Client.Update(ctx, s); err != nil {
+				return nil, fmt.Errorf("adopt secret %s: %w", CASecret, err)
+			}
+		}
 	}
 	return ca, nil
 }
@@ -381,7 +389,7 @@ func (id *Identity) applySecret(ctx context.Context, name string, data map[strin
 	cur, err := id.getSecret(ctx, name)
 	if apierrors.IsNotFound(err) {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: id.Namespace, Labels: ownLabels(),
-			OwnerReferences: GatewayOwner(ctx, id.Client, id.Namespace, id.GatewayService)}, Data: data}
+			OwnerReferences: GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)}, Data: data}
 		if err := id.Client.Create(ctx, s); err != nil {
 			return fmt.Errorf("create secret %s: %w", name, err)
 		}
@@ -390,10 +398,14 @@ func (id *Identity) applySecret(ctx context.Context, name string, data map[strin
 	if err != nil {
 		return err
 	}
-	if sameData(cur.Data, data) {
+	owner := cur.OwnerReferences
+	if len(owner) == 0 {
+		owner = GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)
+	}
+	if sameData(cur.Data, data) && len(owner) == len(cur.OwnerReferences) {
 		return nil
 	}
-	cur.Data = data
+	cur.Data, cur.OwnerReferences = data, owner
 	if err := id.Client.Update(ctx, cur); err != nil {
 		return fmt.Errorf("update secret %s: %w", name, err)
 	}
