@@ -107,7 +107,11 @@ func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.
 		if tb == nil || tb.Hash() == last {
 			continue
 		}
-		if err := kube.WriteStatus(ctx, r, cl, namespace, kube.GatewayOwner(ctx, r, namespace, gatewayService), kube.Status(tb)); err != nil {
+		owner := kube.GatewayOwner(ctx, r, namespace, gatewayService)
+		if owner == nil {
+			continue // no gateway Service: not installed yet, or being uninstalled
+		}
+		if err := kube.WriteStatus(ctx, r, cl, namespace, owner, kube.Status(tb)); err != nil {
 			if ctx.Err() == nil {
 				log.Error(err, "write site status")
 			}

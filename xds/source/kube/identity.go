@@ -106,6 +106,13 @@ func (id *Identity) SetupWithManager(mgr manager.Manager) error {
 
 // Reconcile brings the identity Secrets in line.
 func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	// Everything below is owned by the gateway Service; without it (not
+	// installed yet, or being uninstalled) nothing is created, so that an
+	// uninstall is not undone by a controller still shutting down.
+	if GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService) == nil {
+		id.Log.V(1).Info("gateway service not found; site identity waits for it", "gatewayService", id.GatewayService)
+		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
+	}
 	ca, err := id.ensureCA(ctx)
 	if err != nil {
 		return reconcile.Result{}, err

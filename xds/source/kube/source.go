@@ -191,7 +191,9 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 			s.report(cur, "ProxyConflict", fmt.Errorf("the network serves %q, but this Service is not skiff's; skiff leaves it alone and creates no proxy for the address", address))
 			continue
 		case cur == nil:
-			want.OwnerReferences = GatewayOwner(ctx, s.Client, s.Namespace, s.GatewayService)
+			if want.OwnerReferences = GatewayOwner(ctx, s.Client, s.Namespace, s.GatewayService); want.OwnerReferences == nil {
+				continue // the gateway Service is gone: the site is being uninstalled
+			}
 			if err := s.Client.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 				errs = append(errs, fmt.Errorf("create proxy service %s: %w", address, err))
 				continue
