@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -151,8 +150,6 @@ const sweepInterval = 10 * time.Minute
 // controller. When ctx ends it stops without detaching anything (unless
 // CleanupOnExit), so redirection holds until the next agent starts.
 func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error) {
-	ctrl.SetLogger(log.WithName("kube"))
-	klog.SetLogger(log.WithName("client-go"))
 	if err := o.Validate(); err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,8 +25,6 @@ var KubeConfig *rest.Config
 // namespace whose reconciler feeds the controller. It returns the
 // controller and how to find the gateway's admin address.
 func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.Registerer, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
-	ctrl.SetLogger(log.WithName("kube"))
-	klog.SetLogger(log.WithName("client-go"))
 	cfg := KubeConfig
 	if cfg == nil {
 		var err error

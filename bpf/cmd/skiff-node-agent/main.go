@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
@@ -70,7 +71,8 @@ func run(args []string) error {
 	defer flush()
 	switch cmd {
 	case "daemon":
-		ctrl.SetLogger(log)
+		ctrl.SetLogger(log.WithName("kube"))
+		klog.SetLogger(log.WithName("client-go"))
 		return agent.RunDaemon(ctrl.SetupSignalHandler(), d, log)
 	case "attach":
 		return agent.Attach(o, log)

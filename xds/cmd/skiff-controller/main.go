@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"github.com/skiff-io/skiff/sidecar/logging"
 	"github.com/skiff-io/skiff/xds/app"
 )
@@ -51,6 +54,9 @@ func run(args []string) error {
 		return err
 	}
 	defer flush()
+	// controller-runtime and client-go log through the same logger.
+	ctrl.SetLogger(log.WithName("kube"))
+	klog.SetLogger(log.WithName("client-go"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return app.Run(ctx, o, log)
