@@ -42,6 +42,9 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
+// MaxResponseBytes bounds one xDS response the client accepts.
+const MaxResponseBytes = 256 << 20
+
 // Options configure a Client.
 type Options struct {
 	// Addr is the controller's xDS address (host:port).
@@ -116,6 +119,9 @@ func (c *Client) Run(ctx context.Context) error {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// A full response for 10,000 services is about 4 MB of listeners,
+		// gRPC's default limit (docs/xds.md).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
 	}, c.o.DialOptions...)
 	conn, err := grpc.NewClient(c.o.Addr, opts...)
 	if err != nil {
