@@ -7,7 +7,6 @@ import (
 	"fmt"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,6 +33,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/skiff-io/skiff/bpf"
+	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
 )
 
@@ -95,7 +95,7 @@ func (o *DaemonOptions) Validate() error {
 		}
 	}
 	if o.Controller != "" {
-		if _, err := splitPort(o.Controller); err != nil {
+		if _, err := admin.SplitPort(o.Controller); err != nil {
 			bad("--controller %q: %w", o.Controller, err)
 		}
 		if o.Site == "" {
@@ -119,24 +119,11 @@ func (o *DaemonOptions) Validate() error {
 		if a.addr == "0" {
 			continue
 		}
-		if _, err := splitPort(a.addr); err != nil {
+		if _, err := admin.SplitPort(a.addr); err != nil {
 			bad("%s %q: %w (or 0 to disable)", a.flag, a.addr, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// splitPort checks host:port (host may be empty) and returns the port.
-func splitPort(addr string) (int, error) {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 1 || port > 65535 {
-		return 0, fmt.Errorf("port %q: want 1-65535", p)
-	}
-	return port, nil
 }
 
 // sweepInterval is how often the agent compares the pinned attachments

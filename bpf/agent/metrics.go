@@ -2,12 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +12,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/skiff-io/skiff/bpf"
+	"github.com/skiff-io/skiff/sidecar/admin"
 )
 
 // Reasons of skiff_node_agent_attach_failures_total: few and fixed.
@@ -98,27 +95,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 // metricsServer serves reg and controller-runtime's registry (work
 // queues, API client, Go runtime and process) on addr's /metrics.
 func metricsServer(addr string, reg *prometheus.Registry, log logr.Logger) manager.Runnable {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, crmetrics.Registry}, promhttp.HandlerOpts{}))
 	return manager.RunnableFunc(func(ctx context.Context) error {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, crmetrics.Registry}, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(ln) }()
-		log.Info("serving metrics", "address", ln.Addr().String())
-		select {
-		case err := <-errc:
-			return fmt.Errorf("serve metrics: %w", err)
-		case <-ctx.Done():
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("stop metrics server: %w", err)
-		}
-		return nil
+		return admin.Serve(ctx, "metrics", addr, mux, log)
 	})
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/router"
@@ -158,10 +159,12 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/view", ViewHandler(r.Document))
-		go func() { errc <- serveHTTP(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+		go func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
 	}
 	if o.HealthBindAddress != "0" {
-		go func() { errc <- serveHTTP(ctx, "health", o.HealthBindAddress, HealthHandler(r.Ready), log) }()
+		go func() {
+			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(r.Ready, "not ready"), log)
+		}()
 	}
 	go func() { errc <- r.Run(ctx) }()
 	if o.Controller != "" {
@@ -276,42 +279,6 @@ func sameLinks(a, b []sitefile.Link) bool {
 		}
 	}
 	return true
-}
-
-// HealthHandler serves /healthz (the process is alive) and /readyz (the
-// router is serving).
-func HealthHandler(ready func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
-}
-
-func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log logr.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("serving "+name, "bind", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", name, err)
-	}
-	return nil
 }
 
 // Config turns a parsed site file into a router configuration: it loads or

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
+	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/webhook/inject"
 )
@@ -109,11 +110,11 @@ func (o *Options) Validate() error {
 			bad("--namespace %q: %s", o.Namespace, msg)
 		}
 	}
-	if _, err := splitPort(o.WebhookBindAddress); err != nil {
+	if _, err := admin.SplitPort(o.WebhookBindAddress); err != nil {
 		bad("--webhook-bind-address %q: %w", o.WebhookBindAddress, err)
 	}
 	if o.ControllerAddress != "" {
-		if _, err := splitPort(o.ControllerAddress); err != nil {
+		if _, err := admin.SplitPort(o.ControllerAddress); err != nil {
 			bad("--controller-address %q: %w", o.ControllerAddress, err)
 		}
 	}
@@ -124,7 +125,7 @@ func (o *Options) Validate() error {
 		if a.addr == "0" {
 			continue
 		}
-		if _, err := splitPort(a.addr); err != nil {
+		if _, err := admin.SplitPort(a.addr); err != nil {
 			bad("%s %q: %w (or 0 to disable)", a.flag, a.addr, err)
 		}
 	}
@@ -164,19 +165,6 @@ func validLogLevel(l string) bool {
 		}
 	}
 	return false
-}
-
-// splitPort checks host:port (host may be empty) and returns the port.
-func splitPort(addr string) (int, error) {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 1 || port > 65535 {
-		return 0, fmt.Errorf("port %q: want 1-65535", p)
-	}
-	return port, nil
 }
 
 // resources builds the sidecar's default resources from the quantity flags.

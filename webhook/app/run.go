@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/webhook/certs"
 	"github.com/skiff-io/skiff/webhook/inject"
 	"github.com/skiff-io/skiff/webhook/server"
@@ -67,7 +68,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	host, _, _ := net.SplitHostPort(o.WebhookBindAddress) // checked by Validate
-	port, _ := splitPort(o.WebhookBindAddress)
+	port, _ := admin.SplitPort(o.WebhookBindAddress)
 	whServer := webhook.NewServer(webhook.Options{
 		Host: host,
 		Port: port,

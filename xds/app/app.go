@@ -14,13 +14,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
@@ -219,11 +219,13 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
-		go func() { errc <- serveHTTP(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+		go func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
 	}
 	if o.HealthBindAddress != "0" {
 		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil }
-		go func() { errc <- serveHTTP(ctx, "health", o.HealthBindAddress, healthHandler(ready), log) }()
+		go func() {
+			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet"), log)
+		}()
 	}
 	select {
 	case err = <-errc:
@@ -231,36 +233,4 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	}
 	cancel()
 	return err
-}
-
-func healthHandler(ready func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready: no service table yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
-}
-
-func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log logr.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	log.Info("serving "+name, "bind", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", name, err)
-	}
-	return nil
 }
