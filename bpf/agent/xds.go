@@ -31,22 +31,7 @@ func (d *daemon) newXDSClient(reg prometheus.Registerer) (*xdsclient.Client, err
 	if err != nil {
 		return nil, err
 	}
-	stat := func(f func(xdsclient.Stats) float64) func() float64 { return func() float64 { return f(c.Stats()) } }
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_connected", Help: "1 while the agent follows its controller's ADS stream."},
-			stat(func(s xdsclient.Stats) float64 {
-				if s.Connected {
-					return 1
-				}
-				return 0
-			})),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_applied_total", Help: "xDS updates the agent wrote to the services map."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Applied) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_rejected_total", Help: "xDS updates the agent refused (NACKed): the map could not take them."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Nacked) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects included."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Streams) })),
-	)
+	reg.MustRegister(c.Collectors("node agent")...)
 	return c, nil
 }
 

@@ -32,24 +32,9 @@ func newXDSClient(addr string, role router.Role, site, name string, r *router.Ro
 	if err != nil {
 		return nil, err
 	}
-	stat := func(f func(xdsclient.Stats) float64) func() float64 { return func() float64 { return f(c.Stats()) } }
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_connected", Help: "1 while the router follows its controller's ADS stream."},
-			stat(func(s xdsclient.Stats) float64 {
-				if s.Connected {
-					return 1
-				}
-				return 0
-			})),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_applied_total", Help: "xDS updates the router accepted."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Applied) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_rejected_total", Help: "xDS updates the router refused (NACKed)."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Nacked) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects included."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Streams) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_services", Help: "Services in the table the router serves."},
-			stat(func(s xdsclient.Stats) float64 { return float64(s.Resources) })),
-	)
+	reg.MustRegister(c.Collectors("router")...)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_xds_services", Help: "Services in the table the router serves."},
+		func() float64 { return float64(c.Stats().Resources) }))
 	return c, nil
 }
 
