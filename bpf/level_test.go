@@ -40,7 +40,7 @@ func TestCgroupLevelInNamespace(t *testing.T) {
 	if err := os.MkdirAll(pod, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeCgroupTree(t, ns) })
+	t.Cleanup(func() { testutil.RemoveCgroupTree(t, ns) })
 	outside, err := statCgroup(pod)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +55,7 @@ func requireEnv(t testing.TB) *env {
 	t.Cleanup(func() { os.RemoveAll(e.dir) })
 	e.helper = filepath.Join(e.dir, "helper")
 	mustRun(t, "cp", os.Args[0], e.helper)
-	t.Cleanup(func() { removeCgroupTree(t, e.cgroupRoot) })
+	t.Cleanup(func() { testutil.RemoveCgroupTree(t, e.cgroupRoot) })
 	// Probe the kernel once: a load that fails for want of a feature is a
 	// missing prerequisite, any other failure is a test failure.
 	r, err := Load(Config{PinDir: e.pinDir})
@@ -219,40 +218,6 @@ func httpServer(t testing.TB, addr, name string) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-}
-
-// removeCgroupTree kills what is left in a cgroup tree and removes it,
-// children first.
-func removeCgroupTree(t testing.TB, root string) {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		d := dirs[i]
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
-				for _, f := range strings.Fields(string(b)) {
-					var pid int
-					fmt.Sscan(f, &pid)
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			err := os.Remove(d)
-			if err == nil || errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("remove cgroup %s: %v", d, err)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 }
 
 func mustRun(t testing.TB, args ...string) {

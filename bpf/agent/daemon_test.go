@@ -294,7 +294,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	if err := os.Mkdir(e.cgRoot, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeCgroupTree(t, e.cgRoot) })
+	t.Cleanup(func() { testutil.RemoveCgroupTree(t, e.cgRoot) })
 	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
 	e.bpfConfig = bpf.Config{PinDir: e.pinDir, SidecarPort: uint16(port())}
 	// Probe the kernel: a missing feature is a missing prerequisite.

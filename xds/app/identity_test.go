@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/contract"
@@ -34,16 +33,7 @@ import (
 // controller (not its gateway) issued; and a sidecar reaches east's gateway
 // and controller with the credential in skiff-sidecar.
 func TestKubernetesTokenFlow(t *testing.T) {
-	testutil.RequireEnvtest(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	app.KubeConfig = cfg
-	c, err := client.New(cfg, client.Options{})
-	must(t, err)
+	c := startAPIServer(t)
 	ctx := t.Context()
 	dir := t.TempDir()
 	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
@@ -57,12 +47,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		s := &site{name: name, link: port(), xds: port(), admin: port(), ctlAdmin: port(),
 			siteDir: filepath.Join(dir, name, "site"), dataDir: filepath.Join(dir, name, "data")}
 		sites[name] = s
-		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
-		must(t, c.Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: name},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app.kubernetes.io/component": "gateway"},
-				Ports: []corev1.ServicePort{{Name: "link", Port: 55671}}},
-		}))
+		createSite(t, c, name)
 		runBG(t, name+" controller", func(ctx context.Context) error {
 			return app.Run(ctx, app.Options{Kube: true, Site: name, Namespace: name, GatewayService: "skiff-gateway",
 				GatewayAdmin: addr(s.admin), LinkAdvertise: addr(s.link), LinkBind: addr(s.link),

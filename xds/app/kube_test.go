@@ -43,26 +43,10 @@ import (
 // skiff does not own is never modified; a bad annotation is reported on
 // its Service and leaves the rest alone.
 func TestKubernetesSites(t *testing.T) {
-	testutil.RequireEnvtest(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	app.KubeConfig = cfg
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startAPIServer(t)
 	ctx := t.Context()
 	for _, ns := range []string{"east", "west"} {
-		must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
-		must(t, c.Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: ns},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app.kubernetes.io/component": "gateway"},
-				Ports: []corev1.ServicePort{{Name: "link", Port: 55671}}},
-		}))
+		createSite(t, c, ns)
 	}
 
 	// Gateways on loopback, west accepting east's link; each follows its
@@ -231,6 +215,35 @@ func TestKubernetesSites(t *testing.T) {
 		}
 		return fmt.Errorf("still there (err %v)", err)
 	})
+}
+
+// startAPIServer starts a real apiserver (envtest) for the test, points
+// the controllers' Kubernetes source at it and returns a client.
+func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	testutil.RequireEnvtest(t)
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	app.KubeConfig = cfg
+	c, err := client.New(cfg, client.Options{})
+	must(t, err)
+	return c
+}
+
+// createSite makes a site's namespace and the gateway Service the chart
+// would install there.
+func createSite(t *testing.T, c client.Client, ns string) {
+	t.Helper()
+	must(t, c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	must(t, c.Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app.kubernetes.io/component": "gateway"},
+			Ports: []corev1.ServicePort{{Name: "link", Port: 55671}}},
+	}))
 }
 
 func expose(t *testing.T, c client.Client, ns, name string, ann map[string]string, ports []int32, ip string, target int32) {
