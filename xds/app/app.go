@@ -105,6 +105,7 @@ type Controller struct {
 	local []model.Service
 	doc   *netview.Document
 	table *model.Table
+	hash  string // table.Hash(), computed once per table
 	// onView, if set, also receives every view (the Kubernetes source
 	// keeps proxy Services in line with it).
 	onView func(netview.Document)
@@ -146,9 +147,15 @@ func (c *Controller) View() *netview.Document {
 
 // Table returns the table served now (nil before the first).
 func (c *Controller) Table() *model.Table {
+	t, _ := c.Current()
+	return t
+}
+
+// Current returns the table served now and its content hash.
+func (c *Controller) Current() (*model.Table, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.table
+	return c.table, c.hash
 }
 
 func (c *Controller) rebuild() {
@@ -159,8 +166,9 @@ func (c *Controller) rebuild() {
 		c.log.Error(err, "service table is invalid; keeping the last one")
 		return
 	}
-	changed := c.table == nil || c.table.Hash() != t.Hash()
-	c.table = t
+	hash := t.Hash()
+	changed := c.table == nil || c.hash != hash
+	c.table, c.hash = t, hash
 	c.mu.Unlock()
 	if changed {
 		c.log.V(1).Info("service table changed", "services", len(t.Services), "sites", len(t.Sites))

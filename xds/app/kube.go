@@ -100,20 +100,20 @@ func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.
 			return
 		case <-t.C:
 		}
-		tb := c.Table()
-		if tb == nil || tb.Hash() == last {
+		tb, hash := c.Current()
+		if tb == nil || hash == last {
 			continue
 		}
 		owner := kube.GatewayOwner(ctx, r, namespace, gatewayService)
 		if owner == nil {
 			continue // no gateway Service: not installed yet, or being uninstalled
 		}
-		if err := kube.WriteStatus(ctx, r, cl, namespace, owner, kube.Status(tb)); err != nil {
+		if err := kube.WriteStatus(ctx, r, cl, namespace, owner, kube.Status(tb, hash)); err != nil {
 			if ctx.Err() == nil {
 				log.Error(err, "write site status")
 			}
 			continue
 		}
-		last = tb.Hash()
+		last = hash
 	}
 }

@@ -47,9 +47,9 @@ type StatusService struct {
 	Remote  []string `json:"remoteSites,omitempty"`
 }
 
-// Status summarises a table.
-func Status(t *model.Table) SiteStatus {
-	st := SiteStatus{Site: t.Site, Version: t.Hash(), Sites: t.Sites}
+// Status summarises a table whose content hash is version.
+func Status(t *model.Table, version string) SiteStatus {
+	st := SiteStatus{Site: t.Site, Version: version, Sites: t.Sites}
 	st.Counts.Sites = len(t.Sites)
 	st.Counts.Services = len(t.Services)
 	for i := range t.Services {
