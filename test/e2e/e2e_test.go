@@ -64,14 +64,10 @@ func must(t *testing.T, name string, args ...string) string {
 	return out
 }
 
-// get asks the client pod for n answers of backend:8080 and counts them by
-// site.
-func get(t *testing.T, ns, target string, n int) map[string]int {
+// get asks a pod's container for n answers of backend:8080 and counts
+// them by site.
+func get(t *testing.T, ns, target, container string, n int) map[string]int {
 	t.Helper()
-	container := "app"
-	if target == "plain" {
-		container = "plain" // kubectl run names the container after the pod
-	}
 	out, err := run(t, "kubectl", "-n", ns, "exec", target, "-c", container, "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", fmt.Sprint(n), "--timeout", "3s")
 	got := map[string]int{}
 	if err != nil {
@@ -213,7 +209,7 @@ spec:
 	}
 	var got map[string]int
 	testutil.Eventually(t, 30*time.Second, "client reaches west", func() error {
-		if got = get(t, "east", "deploy/client", 10); got["west"] != 10 {
+		if got = get(t, "east", "deploy/client", "app", 10); got["west"] != 10 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
@@ -227,7 +223,8 @@ spec:
 	must(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/plain", "--timeout=60s")
 	plainStart := time.Now()
 	testutil.Eventually(t, 120*time.Second, "a pod without the sidecar reaches west through the gateway", func() error {
-		if plain := get(t, "east", "plain", 5); plain["west"] != 5 {
+		// kubectl run names the container after the pod.
+		if plain := get(t, "east", "plain", "plain", 5); plain["west"] != 5 {
 			return fmt.Errorf("answers %v", plain)
 		}
 		return nil
@@ -238,7 +235,7 @@ spec:
 	// fails over to west and comes back.
 	backend("east", "backend-east", `, skiff.io/address: backend`)
 	testutil.Eventually(t, 30*time.Second, "balanced reaches both sites", func() error {
-		if got = get(t, "east", "deploy/client", 40); got["east"] == 0 || got["west"] == 0 {
+		if got = get(t, "east", "deploy/client", "app", 40); got["east"] == 0 || got["west"] == 0 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
@@ -246,21 +243,21 @@ spec:
 	sum.add("5a balanced over both sites", "ok", fmt.Sprintf("%v", got))
 	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=closest")
 	testutil.Eventually(t, 30*time.Second, "closest stays in east", func() error {
-		if got = get(t, "east", "deploy/client", 20); got["east"] != 20 {
+		if got = get(t, "east", "deploy/client", "app", 20); got["east"] != 20 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
 	})
 	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
 	testutil.Eventually(t, 30*time.Second, "closest fails over to west", func() error {
-		if got = get(t, "east", "deploy/client", 20); got["west"] != 20 {
+		if got = get(t, "east", "deploy/client", "app", 20); got["west"] != 20 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
 	})
 	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=1")
 	testutil.Eventually(t, 60*time.Second, "closest comes back to east", func() error {
-		if got = get(t, "east", "deploy/client", 20); got["east"] != 20 {
+		if got = get(t, "east", "deploy/client", "app", 20); got["east"] != 20 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
@@ -271,7 +268,7 @@ spec:
 	// goes away so that traffic crosses to west.
 	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
 	testutil.Eventually(t, 30*time.Second, "traffic crosses to west", func() error {
-		if got = get(t, "east", "deploy/client", 10); got["west"] != 10 {
+		if got = get(t, "east", "deploy/client", "app", 10); got["west"] != 10 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
@@ -279,14 +276,14 @@ spec:
 	fault := func(step, what string, act func()) {
 		t.Helper()
 		done := make(chan map[string]int)
-		go func() { done <- get(t, "east", "deploy/client", 150) }()
+		go func() { done <- get(t, "east", "deploy/client", "app", 150) }()
 		time.Sleep(time.Second)
 		start := time.Now()
 		act()
 		res := <-done
 		var recovered time.Duration
 		testutil.Eventually(t, 90*time.Second, what+": traffic recovers", func() error {
-			if g := get(t, "east", "deploy/client", 10); g["west"] != 10 {
+			if g := get(t, "east", "deploy/client", "app", 10); g["west"] != 10 {
 				return fmt.Errorf("answers %v", g)
 			}
 			recovered = time.Since(start)
