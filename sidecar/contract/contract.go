@@ -109,8 +109,9 @@ const (
 	// SidecarContainerName is the sidecar container (a native sidecar init
 	// container, or the first regular container).
 	SidecarContainerName = "skiff-proxy"
-	// InitContainerName is the init container that installs the iptables
-	// redirect (only in the iptables redirect mode).
+	// InitContainerName is the init container that installs the pod's
+	// redirect rules (`skiff-router iptables-init`, nftables over netlink;
+	// only in the iptables redirect mode).
 	InitContainerName = "skiff-init"
 	// CredentialsVolumeName is the pod volume holding the sidecar's
 	// credentials Secret.

@@ -6,47 +6,95 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 
-// The sidecar in a "pod" (a network namespace, iptables REDIRECT for every
-// outbound TCP connection not made by UID 1337): curl's connections to a
-// service VIP reach the sidecar, which reads SO_ORIGINAL_DST and routes
-// them to the local site or a remote one through its gateway; a
-// destination that is no service passes through untouched.
+// The sidecar in a "pod" (a network namespace whose outbound TCP is
+// redirected by `skiff-router iptables-init`, the skiff-init container of the
+// iptables mode, run with only NET_ADMIN and NET_RAW): curl's connections to
+// a service VIP reach the sidecar, which reads SO_ORIGINAL_DST and routes
+// them to the local site or a remote one through its gateway; a destination
+// that is no service passes through the sidecar untouched; one on an
+// excluded port or in an excluded CIDR goes direct even though the sidecar
+// would take it for a service VIP.
 func TestSidecarRedirect(t *testing.T) {
 	testutil.RequireRoot(t)
-	tools := testutil.RequireTool(t, "ip", "iptables", "nsenter", "setpriv", "curl")
+	tools := testutil.RequireTool(t, "ip", "nft", "nsenter", "setpriv", "curl")
 	bin := buildRouter(t)
 
-	// The pod: a netns joined to the root netns by a veth pair.
+	// The pod: a netns joined to the root netns by a veth pair. The host
+	// end also has excludedIP, a destination in the excluded CIDR.
 	id := fmt.Sprintf("%d", os.Getpid()%100000)
 	ns := "skiff-pod-" + id
 	hostIf, podIf := "skh"+id, "skp"+id
-	hostIP, podIP := "10.77.0.1", "10.77.0.2"
+	hostIP, podIP, excludedIP := "10.77.0.1", "10.77.0.2", "10.78.0.1"
 	run(t, tools[0], "netns", "add", ns)
 	t.Cleanup(func() { exec.Command(tools[0], "netns", "del", ns).Run() })
 	nsPath := "/run/netns/" + ns
 	run(t, tools[0], "link", "add", hostIf, "type", "veth", "peer", "name", podIf, "netns", ns)
 	t.Cleanup(func() { exec.Command(tools[0], "link", "del", hostIf).Run() })
 	run(t, tools[0], "addr", "add", hostIP+"/30", "dev", hostIf)
+	run(t, tools[0], "addr", "add", excludedIP+"/32", "dev", hostIf)
 	run(t, tools[0], "link", "set", hostIf, "up")
 	inPod := func(args ...string) []string { return append([]string{tools[2], "--net=" + nsPath}, args...) }
 	run(t, inPod(tools[0], "addr", "add", podIP+"/30", "dev", podIf)...)
 	run(t, inPod(tools[0], "link", "set", podIf, "up")...)
 	run(t, inPod(tools[0], "link", "set", "lo", "up")...)
 	run(t, inPod(tools[0], "route", "add", "default", "via", hostIP)...)
-	for _, rule := range [][]string{
-		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--uid-owner", "1337", "-j", "RETURN"},
-		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.0/8", "-j", "RETURN"},
-		{"-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"},
-	} {
-		run(t, inPod(append([]string{tools[1]}, rule...)...)...)
+
+	// Servers that the sidecar would route as service VIPs (its site file
+	// below lists them), but that the redirect excludes.
+	excludedPort := testutil.FreePort(t, hostIP)
+	echoServerListen(t, fmt.Sprintf("%s:%d", hostIP, excludedPort), "excluded-port")
+	echoServerListen(t, excludedIP+":80", "excluded-cidr")
+
+	// The redirect, installed as the skiff-init container does: root with
+	// only NET_ADMIN and NET_RAW. Installing twice gives the same ruleset,
+	// the very one --dry-run prints.
+	initArgs := []string{"iptables-init", "--outbound-port=15001", "--proxy-uid=1337",
+		fmt.Sprintf("--exclude-outbound-ports=%d", excludedPort),
+		"--exclude-outbound-cidrs=10.78.0.0/24,172.16.0.0/12,fd00::/8,2001:db8::/33"}
+	initCmd := func(caps string) *exec.Cmd {
+		args := inPod(append([]string{tools[3], "--bounding-set=" + caps, bin}, initArgs...)...)
+		return exec.Command(args[0], args[1:]...)
+	}
+	nftList := func() string {
+		out, err := exec.Command(tools[2], "--net="+nsPath, tools[1], "list", "table", "inet", "skiff").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list table inet skiff: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out, err := initCmd("-all").CombinedOutput(); err == nil || !strings.Contains(string(out), "needs CAP_NET_ADMIN in the pod's network namespace") {
+		t.Fatalf("iptables-init without NET_ADMIN: %v\n%s", err, out)
+	}
+	if out, err := initCmd("-all,+net_admin,+net_raw").CombinedOutput(); err != nil || !strings.Contains(string(out), `"msg":"rules installed"`) {
+		t.Fatalf("iptables-init: %v\n%s", err, out)
+	}
+	ruleset := nftList()
+	dryRun, err := exec.Command(bin, append(initArgs, "--dry-run")...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ruleset, string(dryRun)); diff != "" {
+		t.Errorf("nft list differs from iptables-init --dry-run (-got +want):\n%s", diff)
+	}
+	if !strings.Contains(ruleset, "redirect to :15001") {
+		t.Errorf("nft list table inet skiff has no redirect:\n%s", ruleset)
+	}
+	if out, err := initCmd("-all,+net_admin,+net_raw").CombinedOutput(); err != nil {
+		t.Fatalf("iptables-init again: %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(nftList(), ruleset); diff != "" {
+		t.Errorf("the second iptables-init changed the ruleset (-got +want):\n%s", diff)
 	}
 
 	// Sites east (the pod's) and west, in-process in the root netns.
@@ -82,6 +130,8 @@ links:
 listeners:
   - {address: backend, host: 10.96.0.10, port: 80}
   - {address: remote, host: 10.96.0.11, port: 8080}
+  - {address: backend, host: `+hostIP+`, port: `+strconv.Itoa(excludedPort)+`}
+  - {address: backend, host: `+excludedIP+`, port: 80}
 `), 0o600)
 	run(t, "chown", "-R", "1337:1337", dir)
 	os.Chmod(n.dir, 0o755)
@@ -114,6 +164,13 @@ listeners:
 	if out, err := curl("http://" + plain + "/"); err != nil || out != "plain" {
 		t.Fatalf("passthrough destination: %q %v", out, err)
 	}
+	// Excluded: straight to the server, not to the sidecar's backend.
+	if out, err := curl(fmt.Sprintf("http://%s:%d/", hostIP, excludedPort)); err != nil || out != "excluded-port" {
+		t.Fatalf("excluded port: %q %v", out, err)
+	}
+	if out, err := curl("http://" + excludedIP + "/"); err != nil || out != "excluded-cidr" {
+		t.Fatalf("excluded CIDR: %q %v", out, err)
+	}
 	metrics, err := curl("http://127.0.0.1:15090/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +186,17 @@ listeners:
 	}
 	if !strings.Contains(logs.Output(), `"msg":"link up"`) {
 		t.Errorf("sidecar logged no JSON \"link up\" line")
+	}
+
+	// --remove deletes the table, and does nothing the second time.
+	for range 2 {
+		args := inPod(bin, "iptables-init", "--remove")
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables-init --remove: %v\n%s", err, out)
+		}
+	}
+	if out, err := exec.Command(tools[2], "--net="+nsPath, tools[1], "list", "tables").CombinedOutput(); err != nil || strings.Contains(string(out), "skiff") {
+		t.Errorf("after --remove, nft list tables: %v\n%s", err, out)
 	}
 }
 

@@ -86,9 +86,10 @@ func readyz() corev1.ProbeHandler {
 	}}
 }
 
-// initContainer installs the iptables REDIRECT of outbound TCP (except the
-// sidecar's own UID and the excluded ports and CIDRs) to the sidecar's
-// outbound port. It runs as root with NET_ADMIN and NET_RAW only.
+// initContainer installs the redirect of outbound TCP (except the
+// sidecar's own UID, loopback and the excluded ports and CIDRs) to the
+// sidecar's outbound port: `skiff-router iptables-init` writes it as
+// nftables rules over netlink. It runs as root with NET_ADMIN and NET_RAW only.
 func initContainer(cfg Config, res corev1.ResourceRequirements, ov Overrides) corev1.Container {
 	args := []string{
 		"iptables-init",

@@ -1,9 +1,15 @@
 // Command skiff-router is skiff's data plane: a site's gateway, a pod's
-// sidecar, and the token tool of Linux sites.
+// sidecar, the init container of the iptables redirect mode, and the token
+// tool of Linux sites.
 //
 //	skiff-router gateway --site-file SITE.yaml [--metrics-bind-address ADDR] [--health-probe-bind-address ADDR]
 //	skiff-router sidecar --site-file SITE.yaml
+//	skiff-router iptables-init [--outbound-port 15001] [--proxy-uid 1337] [--exclude-outbound-ports 53,5432] [--exclude-outbound-cidrs 10.0.0.0/8,fd00::/8] [--dry-run | --remove]
 //	skiff-router token issue --site-file SITE.yaml --out TOKEN.yaml [--expires 15m]
+//
+// iptables-init installs, in the current network namespace, the nftables
+// table inet skiff that redirects the pod's outbound TCP connections to the
+// sidecar (package redirect); it needs CAP_NET_ADMIN there.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 const usage = `usage:
   skiff-router gateway --site-file SITE.yaml [flags]
   skiff-router sidecar --site-file SITE.yaml [flags]
+  skiff-router iptables-init [--exclude-outbound-ports PORTS] [--exclude-outbound-cidrs CIDRS] [--dry-run | --remove] [flags]
   skiff-router token issue --site-file SITE.yaml --out TOKEN.yaml [--expires 15m]`
 
 func main() {
@@ -56,6 +63,21 @@ func run(args []string) error {
 			return app.RunSidecar(ctx, o, log)
 		}
 		return app.RunGateway(ctx, o, log)
+	case "iptables-init":
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		var o app.IPTablesInitOptions
+		var lo logging.Options
+		o.AddFlags(fs)
+		lo.AddFlags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		log, flush, err := logging.New(lo, cmd)
+		if err != nil {
+			return err
+		}
+		defer flush()
+		return app.RunIPTablesInit(o, os.Stdout, log)
 	case "token":
 		if len(args) < 2 || args[1] != "issue" {
 			return fmt.Errorf("token: want `token issue`\n%s", usage)
