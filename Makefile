@@ -17,13 +17,18 @@ build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./webhook/cmd/... ./test/cmd/... ./bpf/cmd/...
 
 .PHONY: test
-test: ## Run every test tier this machine can run (root runs the privileged ones; CI=true fails instead of skipping).
+test: ## Run every test tier this machine can run (root runs the privileged ones and the end-to-end scenario; CI=true fails instead of skipping).
 	bash hack/helm.sh >/dev/null
 	@# The chart tests drive helm (a large library with no concurrency of
 	@# ours); they run without the race detector, which halves their build.
 	assets=$$(bash hack/envtest-assets.sh) && \
 		KUBEBUILDER_ASSETS=$$assets $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v /test/chart) && \
 		KUBEBUILDER_ASSETS=$$assets $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/chart/...
+	@# The end-to-end scenario on a real single-node cluster (root only).
+	@if [ "$(SKIFF_E2E)" = 0 ]; then echo "make test: SKIFF_E2E=0: end-to-end scenario skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then bash hack/e2e.sh; \
+	elif [ "$$CI" = true ]; then echo "make test: the end-to-end scenario needs root, and CI runs everything" >&2; exit 1; \
+	else echo "make test: SKIPPED the end-to-end scenario (needs root: a real kubelet, containerd, eBPF)"; fi
 
 .PHONY: envtest
 envtest: ## Build (or reuse) kube-apiserver and etcd for the envtest tier into bin/envtest.
@@ -43,7 +48,7 @@ lint: ## gofmt, go vet, staticcheck (pinned in go.mod's tool block) and helm lin
 
 .PHONY: fuzz
 fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
-	@for spec in webhook/inject:FuzzParseAnnotations sidecar/sitefile:FuzzParse sidecar/token:FuzzParse sidecar/netview:FuzzDecode sidecar/mux:FuzzSession sidecar/router:FuzzHeader; do \
+	@for spec in webhook/inject:FuzzParseAnnotations sidecar/sitefile:FuzzParse sidecar/token:FuzzParse sidecar/netview:FuzzDecode sidecar/mux:FuzzSession sidecar/router:FuzzHeader sidecar/redirect:FuzzParse; do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
 		echo "== $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} || exit 1; \
 	done
@@ -84,8 +89,8 @@ cluster-down: ## Stop the cluster and remove everything cluster-up made.
 	bash hack/cluster-down.sh
 
 .PHONY: e2e
-e2e: ## The end-to-end scenario on the real cluster (root; after make cluster-up and hack/images.sh --import).
-	$(GO) test -tags e2e -count=1 -v -timeout 20m ./test/e2e
+e2e: ## The end-to-end scenario on a real single-node cluster: cluster up, images, scenario, cluster down (root; SKIFF_E2E_KEEP=1 keeps it).
+	bash hack/e2e.sh
 
 .PHONY: clean
 clean: ## Remove build output.

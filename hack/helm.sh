@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Builds helm from the Go module proxy and places it in bin/helm
-# (git-ignored). The build is cached outside the clone, in $SKIFF_CACHE
-# (default ~/.cache/skiff), so a fresh clone on a machine that built it once
-# takes a second; a cold build takes a few minutes on 2 cores.
+# Builds helm and places it in bin/helm (git-ignored). helm is pinned as a
+# Go tool in go.mod (`tool helm.sh/helm/v3/cmd/helm`), so it is built from
+# the same module graph as skiff's chart tests, which link helm's library:
+# the packages compiled for one serve the other from Go's build cache (no
+# -trimpath, default cgo, as `go test` builds). The binary is kept in
+# $SKIFF_CACHE (default ~/.cache/skiff), keyed by the version, so a fresh
+# clone on a machine that built it once takes a second.
 #
 #   hack/helm.sh            # prints the absolute path of bin/helm
 #
 # The ldflags are those of helm's own Makefile: the version string, and the
 # Kubernetes version that `helm lint` and `helm template` assume when no
 # cluster is asked (helm defaults to 1.20 without them; the k8s.io modules
-# helm v3.22.0 is built with are v0.37, so 1.37).
+# skiff builds helm with are v0.37, so 1.37).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-HELM_VERSION=${HELM_VERSION:-v3.22.0}
+HELM_VERSION=$(go list -m -f '{{.Version}}' helm.sh/helm/v3)
 K8S_MINOR=${K8S_MINOR:-37}
 CACHE=${SKIFF_CACHE:-$HOME/.cache/skiff}
 OUT=$CACHE/helm/$HELM_VERSION
@@ -22,13 +25,14 @@ DEST=bin/helm
 log() { echo "helm: $*" >&2; }
 
 if [ ! -x "$OUT/helm" ]; then
-	log "building helm $HELM_VERSION (cold: a few minutes)"
+	log "building helm $HELM_VERSION (cold: a few minutes; shares its packages with the chart tests)"
 	mkdir -p "$OUT"
-	GOBIN=$OUT GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install -trimpath -ldflags "-s -w \
+	GOFLAGS=-buildvcs=false go build -ldflags "-s -w \
 		-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
 		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$K8S_MINOR \
 		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR" \
-		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+		-o "$OUT/helm.tmp" helm.sh/helm/v3/cmd/helm >&2
+	mv "$OUT/helm.tmp" "$OUT/helm"
 fi
 
 mkdir -p bin
