@@ -566,7 +566,7 @@ func (r *Router) serveSession(l *link, sess *mux.Session) {
 		if err != nil {
 			return
 		}
-		go r.handleStream(l, st)
+		r.workers.Go(func() { r.handleStream(l, st) })
 	}
 }
 

@@ -39,7 +39,7 @@ func (r *Router) syncListeners(ctx context.Context) error {
 		if _, ok := r.listeners[key]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", key)
+		ln, err := listenProxy("tcp", key)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("listen for address %q on %s: %w", l.Address, key, err))
 			continue
@@ -72,8 +72,7 @@ func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
 			}
 			return
 		}
-		setNoDelay(c)
-		go r.originate(c, bl.address, bl.port, "origin")
+		r.workers.Go(func() { r.originate(c, bl.address, bl.port, "origin") })
 	}
 }
 
@@ -88,8 +87,7 @@ func (r *Router) acceptRedirected(ctx context.Context, ln net.Listener) {
 			}
 			return
 		}
-		setNoDelay(c)
-		go r.handleRedirected(c)
+		r.workers.Go(func() { r.handleRedirected(c) })
 	}
 }
 
@@ -111,17 +109,11 @@ func (r *Router) handleRedirected(c net.Conn) {
 		return
 	}
 	r.m.Passthrough.Inc()
-	out, err := net.DialTimeout("tcp", dst.String(), r.cfg.DialTimeout)
+	out, err := r.dialEndpoint(dst.String())
 	if err != nil {
 		r.log.V(1).Info("passthrough dial failed", "destination", dst.String(), "error", err.Error())
 		c.Close()
 		return
 	}
 	r.splice("passthrough", c, out)
-}
-
-func setNoDelay(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 }

@@ -187,6 +187,9 @@ type Router struct {
 
 	ready atomic.Bool
 
+	// workers runs the per-connection functions (workers.go).
+	workers *workers
+
 	listenMu  sync.Mutex
 	listeners map[string]*boundListener // by host:port
 	linkAddr  atomic.Value              // net.Addr of the link listener
@@ -219,6 +222,7 @@ func New(cfg Config) (*Router, error) {
 		unreachSeen: map[string]time.Time{},
 		lastSites:   map[string]bool{},
 		dialing:     map[string]context.CancelFunc{},
+		workers:     newWorkers(maxIdleWorkers, workerIdleTimeout),
 	}
 	r.services.Store(newServiceTable(cfg.Services))
 	return r, nil
@@ -244,7 +248,7 @@ func (r *Router) Run(ctx context.Context) error {
 		go func() { <-ctx.Done(); ln.Close() }()
 	}
 	if r.cfg.Role == RoleSidecar {
-		ln, err := net.Listen("tcp", r.cfg.SidecarListen)
+		ln, err := listenProxy("tcp", r.cfg.SidecarListen)
 		if err != nil {
 			return fmt.Errorf("listen for redirected connections on %s: %w", r.cfg.SidecarListen, err)
 		}
@@ -256,7 +260,7 @@ func (r *Router) Run(ctx context.Context) error {
 		// eBPF sends IPv6 connects to [::1] on the same port; best effort,
 		// since a pod may have IPv6 disabled.
 		if host, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && host == "127.0.0.1" {
-			if ln6, err := net.Listen("tcp6", net.JoinHostPort("::1", port)); err != nil {
+			if ln6, err := listenProxy("tcp6", net.JoinHostPort("::1", port)); err != nil {
 				r.log.Info("no IPv6 redirect listener", "bind", net.JoinHostPort("::1", port), "reason", err.Error())
 			} else {
 				r.log.Info("accepting redirected connections", "bind", ln6.Addr().String())

@@ -76,7 +76,7 @@ func (r *Router) deliver(h header, in *streamConn) {
 			break
 		}
 		key := cands[i].Key
-		out, err := net.DialTimeout("tcp", key, r.cfg.DialTimeout)
+		out, err := r.dialEndpoint(key)
 		if err != nil {
 			lastErr = err
 			r.m.ConnectFailures.WithLabelValues(h.Address, "dial").Inc()
@@ -234,7 +234,7 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 		c := meta[i]
 		var out io.ReadWriteCloser
 		if c.site == "" {
-			conn, err := net.DialTimeout("tcp", c.key, r.cfg.DialTimeout)
+			conn, err := r.dialEndpoint(c.key)
 			if err != nil {
 				r.m.ConnectFailures.WithLabelValues(address, "dial").Inc()
 				errs = append(errs, fmt.Errorf("local endpoint %s: %w", c.key, err))
@@ -308,7 +308,7 @@ func (r *Router) splice(address string, a, b io.ReadWriteCloser) {
 		}
 	}
 	wg.Add(2)
-	go cp(b, a, func(n int64) { in.Add(float64(n)) })
+	r.workers.Go(func() { cp(b, a, func(n int64) { in.Add(float64(n)) }) })
 	cp(a, b, func(n int64) { out.Add(float64(n)) })
 	wg.Wait()
 	abort()

@@ -1,0 +1,75 @@
+package router
+
+import (
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestWorkersReuseAndBound(t *testing.T) {
+	w := newWorkers(4, 200*time.Millisecond)
+	base := runtime.NumGoroutine()
+
+	// One at a time: the first worker runs every function.
+	var mu sync.Mutex
+	seen := map[uint64]bool{}
+	for range 50 {
+		done := make(chan struct{})
+		w.Go(func() {
+			mu.Lock()
+			seen[goid()] = true
+			mu.Unlock()
+			close(done)
+		})
+		<-done
+		waitIdle(t, w, 1)
+	}
+	if len(seen) != 1 {
+		t.Errorf("50 sequential functions ran on %d goroutines, want 1", len(seen))
+	}
+
+	// A burst of 20 at once: 20 workers, of which at most 4 stay idle.
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(20)
+	for range 20 {
+		w.Go(func() { defer wg.Done(); <-release })
+	}
+	close(release)
+	wg.Wait()
+	waitFor(t, "idle workers bounded", func() bool { return w.idle.Load() == 4 && runtime.NumGoroutine() <= base+4 })
+
+	// Idle workers leave after the timeout.
+	waitFor(t, "idle workers gone", func() bool { return w.idle.Load() == 0 && runtime.NumGoroutine() <= base })
+}
+
+func waitIdle(t *testing.T, w *workers, n int32) {
+	t.Helper()
+	waitFor(t, "worker idle", func() bool { return w.idle.Load() == n })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// goid returns the current goroutine's ID, from its stack trace header.
+func goid() uint64 {
+	var buf [32]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	var id uint64
+	for _, c := range b[len("goroutine "):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}
