@@ -28,7 +28,8 @@ type Config struct {
 	SidecarIPv6 netip.Addr
 	// SidecarPort is the sidecar's outbound port.
 	SidecarPort uint16
-	// ExcludeUID is never redirected (the sidecar's own connections).
+	// ExcludeUID is never redirected (the sidecar's own connections), but
+	// for the sidecar's self-check to 127.0.0.1:contract.RedirectProbePort.
 	// 0 means the default, contract.SidecarUID.
 	ExcludeUID uint32
 	// MaxServices bounds the services map (default 65536). Changing it

@@ -4,7 +4,9 @@
 //
 // The programs (redirect.c, compiled by bpf2go into redirect_bpfel.o and
 // embedded) are cgroup/connect4 and cgroup/connect6, which rewrite connects
-// to a service to the sidecar's port and save the original destination;
+// to a service to the sidecar's port and save the original destination
+// (and do the same, whatever the UID, for a connect to
+// 127.0.0.1:contract.RedirectProbePort: the sidecar's redirect self-check);
 // sockops, which keys that destination by network namespace and 4-tuple
 // once the connection is up; and cgroup/getsockopt, which answers the
 // sidecar's getsockopt(SO_ORIGINAL_DST). Load returns a Redirector that

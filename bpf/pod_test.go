@@ -165,8 +165,11 @@ func (p *pod) mustCurl(t testing.TB, uid int, url, want string) {
 }
 
 // client runs the raw-socket client helper in the app cgroup.
-func (p *pod) client(args ...string) (string, error) {
-	cmd := p.command("app", 0, append([]string{p.e.helper}, args...)...)
+func (p *pod) client(args ...string) (string, error) { return p.clientAs(0, args...) }
+
+// clientAs runs the raw-socket client helper in the app cgroup as uid.
+func (p *pod) clientAs(uid int, args ...string) (string, error) {
+	cmd := p.command("app", uid, append([]string{p.e.helper}, args...)...)
 	cmd.Env = append(os.Environ(), helperEnv+"=client")
 	out, err := cmd.CombinedOutput()
 	return string(out), err

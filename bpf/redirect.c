@@ -10,7 +10,9 @@
 //     ::ffff:127.0.0.1 for IPv4-mapped destinations of dual-stack sockets)
 //     and the original destination is saved under the socket cookie.
 //     Never for the sidecar's UID, never for loopback destinations, never
-//     for the pod's excluded ports and CIDRs.
+//     for the pod's excluded ports and CIDRs; with one exception: a connect
+//     to 127.0.0.1:PROBE_PORT, whatever the UID, so that the sidecar can
+//     check that redirection is in place.
 //   sockops
 //     When such a connection is established, its original destination
 //     moves to pair_orig, keyed by network namespace cookie and 4-tuple.
@@ -33,6 +35,10 @@
 #define SOL_IP 0
 #define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80 // also IP6T_SO_ORIGINAL_DST
+
+// The sidecar's redirect self-check: a connect to 127.0.0.1 at this port is
+// always redirected. contract.RedirectProbePort (a test checks they agree).
+#define PROBE_PORT 15002
 
 // Indexes into counters.
 enum prog_index {
@@ -231,6 +237,13 @@ static __always_inline int is_local(const __u32 ip[4])
 	return ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && (ip[3] == 0 || ip[3] == bpf_htonl(1));
 }
 
+// is_probe reports whether the destination is the sidecar's self-check,
+// 127.0.0.1:PROBE_PORT (or ::ffff:127.0.0.1 from a dual-stack socket).
+static __always_inline int is_probe(const __u32 ip[4], __u16 port)
+{
+	return port == PROBE_PORT && is_mapped(ip) && ip[3] == bpf_htonl(0x7f000001);
+}
+
 // excluded reports whether the pod of the calling task excludes the
 // destination. The pod's config is keyed by the id of the cgroup the agent
 // attached to, which may be an ancestor of the task's cgroup (a container
@@ -268,6 +281,23 @@ static __always_inline int excluded(const __u32 ip[4], __u16 port, __u32 levels)
 	return 0;
 }
 
+// wanted reports whether a TCP connect goes to the sidecar: the self-check
+// always; otherwise a destination in services, unless the sidecar's UID
+// makes it, it is loopback, or the pod excludes it.
+static __always_inline int wanted(const __u32 ip[4], __u16 port, const struct settings *s)
+{
+	if (is_probe(ip, port))
+		return 1;
+	if ((__u32)bpf_get_current_uid_gid() == s->exclude_uid)
+		return 0;
+	if (is_local(ip))
+		return 0;
+	struct svc_key key = {.ip = {ip[0], ip[1], ip[2], ip[3]}, .port = port};
+	if (!bpf_map_lookup_elem(&services, &key))
+		return 0;
+	return !excluded(ip, port, s->pod_levels);
+}
+
 // decide saves the original destination and returns the settings when the
 // connect is to be redirected; NULL leaves it untouched.
 static __always_inline struct settings *decide(struct bpf_sock_addr *ctx, const __u32 ip[4], __u16 port,
@@ -279,14 +309,7 @@ static __always_inline struct settings *decide(struct bpf_sock_addr *ctx, const 
 	struct settings *s = bpf_map_lookup_elem(&settings, &zero);
 	if (!s || !s->sidecar_port)
 		goto pass;
-	if ((__u32)bpf_get_current_uid_gid() == s->exclude_uid)
-		goto pass;
-	if (is_local(ip))
-		goto pass;
-	struct svc_key key = {.ip = {ip[0], ip[1], ip[2], ip[3]}, .port = port};
-	if (!bpf_map_lookup_elem(&services, &key))
-		goto pass;
-	if (excluded(ip, port, s->pod_levels))
+	if (!wanted(ip, port, s))
 		goto pass;
 	struct orig_dst orig = {.ip = {ip[0], ip[1], ip[2], ip[3]}, .port = port, .family = family};
 	__u64 cookie = bpf_get_socket_cookie(ctx);

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,19 +15,17 @@ import (
 // buildRouter builds skiff-router where UID 1337 can run it.
 func (e *env) buildRouter(t testing.TB) string {
 	t.Helper()
-	gobin := testutil.RequireTool(t, "go")[0]
-	bin := filepath.Join(e.dir, "skiff-router")
-	out, err := exec.Command(gobin, "build", "-o", bin, "github.com/skiff-io/skiff/sidecar/cmd/skiff-router").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build skiff-router: %v\n%s", err, out)
+	testutil.RequireTool(t, "go")
+	if err := testutil.GoBuild(e.dir, "github.com/skiff-io/skiff/sidecar/cmd/skiff-router"); err != nil {
+		t.Fatal(err)
 	}
-	return bin
+	return filepath.Join(e.dir, "skiff-router")
 }
 
-// startSidecar runs the real `skiff-router sidecar` in the pod's sidecar
+// runSidecar runs the real `skiff-router sidecar` in the pod's sidecar
 // cgroup as UID 1337, with a site file that has no link: its listeners
 // are the service VIPs and its connectors the servers it dials directly.
-func (p *pod) startSidecar(t testing.TB, bin, siteFile string) *proc {
+func (p *pod) runSidecar(t testing.TB, bin, siteFile string, args ...string) *proc {
 	t.Helper()
 	dir := filepath.Join(p.e.dir, p.name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -39,8 +36,16 @@ func (p *pod) startSidecar(t testing.TB, bin, siteFile string) *proc {
 		t.Fatal(err)
 	}
 	mustRun(t, "chown", "-R", "1337:1337", dir)
-	sc := start(t, p.command("sidecar", 1337, bin, "sidecar", "--site-file", file,
-		"--metrics-bind-address", "127.0.0.1:15090", "--health-probe-bind-address", "127.0.0.1:15021"))
+	return start(t, p.command("sidecar", 1337, append([]string{bin, "sidecar", "--site-file", file,
+		"--metrics-bind-address", "127.0.0.1:15090", "--health-probe-bind-address", "127.0.0.1:15021"}, args...)...))
+}
+
+// startSidecar is runSidecar without the redirect self-check (the tests
+// start it before they attach the pod, and count the programs' runs), and
+// waits until it is ready.
+func (p *pod) startSidecar(t testing.TB, bin, siteFile string) *proc {
+	t.Helper()
+	sc := p.runSidecar(t, bin, siteFile, "--redirect-wait=0")
 	testutil.Eventually(t, 15*time.Second, "sidecar ready", func() error {
 		select {
 		case <-sc.Done():

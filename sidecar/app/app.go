@@ -55,7 +55,16 @@ type ServeOptions struct {
 	// OutboundBindAddress is where a sidecar accepts redirected
 	// connections; default 127.0.0.1:15001 (the contract).
 	OutboundBindAddress string
+	// RedirectWait is how long a sidecar's /readyz waits for its redirect
+	// self-check (router.Config.RedirectWait); 0 disables the check.
+	// Gateways ignore it.
+	RedirectWait time.Duration
 }
+
+// DefaultRedirectWait is --redirect-wait's default: long enough for a node
+// agent to attach a new pod, well within the injected startup probe's
+// five minutes.
+const DefaultRedirectWait = time.Minute
 
 // AddFlags registers the options on fs.
 func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
@@ -63,6 +72,8 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
 	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
+	fs.DurationVar(&o.RedirectWait, "redirect-wait", DefaultRedirectWait, "sidecar only: how long /readyz waits until a connect to 127.0.0.1:"+strconv.Itoa(contract.RedirectProbePort)+
+		" comes back through the pod's redirect (eBPF or nftables); then ready anyway, checking on. 0 disables the check, for a sidecar without redirection")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default. 1 gives the lowest latency per request on small machines, see docs/benchmarks.md")
@@ -78,6 +89,9 @@ func (o *ServeOptions) Validate() error {
 		errs = append(errs, errors.New("--site-file and --credentials-dir exclude each other"))
 	case o.CredentialsDir != "" && o.Controller == "":
 		errs = append(errs, errors.New("--credentials-dir needs --controller: services come from the controller"))
+	}
+	if o.RedirectWait < 0 {
+		errs = append(errs, fmt.Errorf("--redirect-wait must be >= 0, got %s", o.RedirectWait))
 	}
 	if o.MaxProcs < 0 {
 		errs = append(errs, fmt.Errorf("--max-procs must be >= 0, got %d", o.MaxProcs))
@@ -139,8 +153,11 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}
-	if role == router.RoleSidecar && o.OutboundBindAddress != "" {
-		cfg.SidecarListen = o.OutboundBindAddress
+	if role == router.RoleSidecar {
+		if o.OutboundBindAddress != "" {
+			cfg.SidecarListen = o.OutboundBindAddress
+		}
+		cfg.RedirectWait = o.RedirectWait
 	}
 	if o.Controller != "" {
 		if len(site.Listeners)+len(site.Connectors) > 0 {

@@ -2,16 +2,19 @@ package app
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 )
 
@@ -26,6 +29,9 @@ func TestServeOptionsValidate(t *testing.T) {
 		{"no site file", ServeOptions{MetricsBindAddress: "0", HealthBindAddress: "0"}, "--site-file is required"},
 		{"negative max procs", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", MaxProcs: -1}, "--max-procs must be >= 0"},
 		{"bad metrics address", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "15090", HealthBindAddress: "0"}, "--metrics-bind-address"},
+		{"redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: 2 * time.Second}, ""},
+		{"no redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: 0}, ""},
+		{"negative redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: -time.Second}, "--redirect-wait must be >= 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,4 +156,98 @@ func waitAnswer(t *testing.T, port int, want string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestServeOptionsRedirectWaitFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, DefaultRedirectWait},
+		{[]string{"--redirect-wait=2s"}, 2 * time.Second},
+		{[]string{"--redirect-wait=0"}, 0},
+	} {
+		fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+		var o ServeOptions
+		o.AddFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatalf("parse %q: %v", tc.args, err)
+		}
+		if o.RedirectWait != tc.want {
+			t.Errorf("%q: RedirectWait = %v, want %v", tc.args, o.RedirectWait, tc.want)
+		}
+	}
+}
+
+// /readyz of a sidecar with a redirect wait and no redirection (this test
+// has none) answers 503 until the wait is over; a gateway ignores the wait.
+func TestReadyzWaitsForRedirect(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pod.yaml")
+	os.WriteFile(file, []byte("name: pod\ndataDir: pod-data\n"), 0o600)
+	readyz := func(addr string) int {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(context.Context, ServeOptions, logr.Logger) error
+		wait bool
+	}{
+		{"sidecar", RunSidecar, true},
+		{"gateway", RunGateway, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const wait = time.Second
+			health := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				done <- tc.run(ctx, ServeOptions{SiteFile: file, MetricsBindAddress: "0", HealthBindAddress: health,
+					OutboundBindAddress: "127.0.0.1:0", RedirectWait: wait}, testr.New(t))
+			}()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("run: %v", err)
+				}
+			}()
+			var first int
+			for first = readyz(health); first == 0; first = readyz(health) {
+				if time.Since(start) > 5*time.Second {
+					t.Fatal("no /readyz")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if tc.wait && first != http.StatusServiceUnavailable && time.Since(start) < wait {
+				t.Errorf("/readyz = %d before the redirect wait is over, want 503", first)
+			}
+			for readyz(health) != http.StatusOK {
+				if time.Since(start) > wait+5*time.Second {
+					t.Fatal("/readyz never 200")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if d := time.Since(start); tc.wait && d < wait {
+				t.Errorf("ready after %v, before the wait of %v", d, wait)
+			} else if !tc.wait && d > wait {
+				t.Errorf("the gateway was ready only after %v: it waited for redirection", d)
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -13,6 +13,13 @@ const (
 	// pod's redirected outbound connections; the sidecar listens on
 	// 127.0.0.1 at this port.
 	SidecarOutboundPort = 15001
+	// RedirectProbePort is the sidecar's redirect self-check: a TCP connect
+	// from the pod to 127.0.0.1:15002 is redirected to the sidecar by both
+	// redirect modes (eBPF and nftables), whatever the UID (the only
+	// connection of SidecarUID that is), so the sidecar can check that
+	// redirection is in place by connecting there itself. Nothing in the
+	// pod may listen on it.
+	RedirectProbePort = 15002
 	// HealthPort serves /healthz and /readyz on the sidecar and the gateway.
 	HealthPort = 15021
 	// MetricsPort serves Prometheus /metrics on every component.
@@ -25,8 +32,9 @@ const (
 	LinkPort = 55671
 )
 
-// SidecarUID is the user the sidecar runs as; the eBPF programs never
-// redirect connections made by this UID.
+// SidecarUID is the user the sidecar runs as; the redirect (eBPF or
+// nftables) never redirects connections made by this UID, except its
+// self-check to 127.0.0.1:RedirectProbePort.
 const SidecarUID = 1337
 
 // Labels and annotations.

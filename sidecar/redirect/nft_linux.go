@@ -92,6 +92,10 @@ const reg = unix.NFT_REG_1
 func (rl rule) exprs() []expr.Any {
 	var e []expr.Any
 	switch rl.kind {
+	case redirectProbe:
+		e = append(daddr(rl), isTCP()...)
+		e = append(e, dport(rl.dport)...)
+		return append(e, redirectTo(rl.port)...)
 	case matchUID:
 		e = []expr.Any{
 			&expr.Meta{Key: expr.MetaKeySKUID, Register: reg},
@@ -104,13 +108,9 @@ func (rl rule) exprs() []expr.Any {
 	case matchDaddr:
 		e = daddr(rl)
 	case matchDport:
-		e = append(isTCP(),
-			&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			cmpEq(binaryutil.BigEndian.PutUint16(rl.port)))
+		e = append(isTCP(), dport(rl.dport)...)
 	case redirectToTCP:
-		return append(isTCP(),
-			&expr.Immediate{Register: reg, Data: binaryutil.BigEndian.PutUint16(rl.port)},
-			&expr.Redir{RegisterProtoMin: reg, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})
+		return append(isTCP(), redirectTo(rl.port)...)
 	default:
 		panic(fmt.Sprintf("redirect: unknown rule kind %d", rl.kind))
 	}
@@ -139,6 +139,23 @@ func daddr(rl rule) []expr.Any {
 		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: n},
 		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: n, Mask: net.CIDRMask(bits, 8*len(addr)), Xor: make([]byte, n)},
 		cmpEq(addr))
+}
+
+// dport matches the TCP destination port; isTCP must come first.
+func dport(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		cmpEq(binaryutil.BigEndian.PutUint16(port)),
+	}
+}
+
+// redirectTo redirects to port on the loopback address of the packet's
+// family.
+func redirectTo(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: reg, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Redir{RegisterProtoMin: reg, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+	}
 }
 
 func isTCP() []expr.Any {

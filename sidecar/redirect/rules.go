@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
 )
 
 // The nftables objects Install writes.
@@ -26,7 +28,7 @@ type Rules struct {
 	// redirected to it on loopback (127.0.0.1, or ::1 for IPv6).
 	OutboundPort int
 	// ProxyUID is the sidecar's UID; its own connections are never
-	// redirected.
+	// redirected, but for its self-check (contract.RedirectProbePort).
 	ProxyUID uint32
 	// ExcludePorts are destination ports that are never redirected.
 	ExcludePorts []uint16
@@ -39,8 +41,11 @@ type Rules struct {
 // Validate reports every field out of range.
 func (r Rules) Validate() error {
 	var errs []error
-	if r.OutboundPort < 1 || r.OutboundPort > 65535 {
+	switch {
+	case r.OutboundPort < 1 || r.OutboundPort > 65535:
 		errs = append(errs, fmt.Errorf("outbound port %d: want 1 to 65535", r.OutboundPort))
+	case r.OutboundPort == contract.RedirectProbePort:
+		errs = append(errs, fmt.Errorf("outbound port %d: that is the sidecar's redirect self-check port", r.OutboundPort))
 	}
 	if r.ProxyUID == 0 {
 		errs = append(errs, errors.New("proxy UID 0: every process running as root would bypass the sidecar"))
@@ -80,7 +85,8 @@ func (r Rules) String() string {
 type ruleKind int
 
 const (
-	matchUID      ruleKind = iota // meta skuid: return
+	redirectProbe ruleKind = iota // ip daddr and tcp dport: redirect to the port
+	matchUID                      // meta skuid: return
 	matchOIFName                  // oifname: return
 	matchDaddr                    // ip or ip6 daddr: return
 	matchDport                    // tcp dport: return
@@ -94,18 +100,25 @@ type rule struct {
 	uid    uint32
 	ifname string
 	prefix netip.Prefix // IPv4 for ip daddr, IPv6 for ip6 daddr; masked
-	port   uint16       // the dport, or the redirect's port
+	dport  uint16       // the destination port matched
+	port   uint16       // the redirect's port
 }
+
+// probeAddr is the sidecar's redirect self-check: a connect there is
+// redirected whatever the UID, so that the sidecar can tell the rules are
+// in place (contract.RedirectProbePort).
+var probeAddr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), contract.RedirectProbePort)
 
 func (r Rules) rules() []rule {
 	rs := []rule{
+		{kind: redirectProbe, prefix: netip.PrefixFrom(probeAddr.Addr(), 32), dport: probeAddr.Port(), port: uint16(r.OutboundPort)},
 		{kind: matchUID, uid: r.ProxyUID},
 		{kind: matchOIFName, ifname: "lo"},
 		{kind: matchDaddr, prefix: netip.MustParsePrefix("127.0.0.0/8")},
 		{kind: matchDaddr, prefix: netip.MustParsePrefix("::1/128")},
 	}
 	for _, p := range r.ExcludePorts {
-		rs = append(rs, rule{kind: matchDport, port: p})
+		rs = append(rs, rule{kind: matchDport, dport: p})
 	}
 	for _, p := range r.ExcludeCIDRs {
 		rs = append(rs, rule{kind: matchDaddr, prefix: unmap(p.Masked())})
@@ -124,6 +137,8 @@ func unmap(p netip.Prefix) netip.Prefix {
 // String is the rule as nft lists it.
 func (rl rule) String() string {
 	switch rl.kind {
+	case redirectProbe:
+		return fmt.Sprintf("ip daddr %s tcp dport %d redirect to :%d", rl.prefix.Addr(), rl.dport, rl.port)
 	case matchUID:
 		return fmt.Sprintf("meta skuid %d return", rl.uid)
 	case matchOIFName:
@@ -144,7 +159,7 @@ func (rl rule) String() string {
 		}
 		return fmt.Sprintf("%s %s return", match, rl.prefix)
 	case matchDport:
-		return fmt.Sprintf("tcp dport %d return", rl.port)
+		return fmt.Sprintf("tcp dport %d return", rl.dport)
 	case redirectToTCP:
 		return fmt.Sprintf("meta l4proto tcp redirect to :%d", rl.port)
 	}

@@ -88,6 +88,7 @@ func TestValidate(t *testing.T) {
 		{"outbound port 0", func(r *Rules) { r.OutboundPort = 0 }, "outbound port 0: want 1 to 65535"},
 		{"outbound port too big", func(r *Rules) { r.OutboundPort = 65536 }, "outbound port 65536: want 1 to 65535"},
 		{"outbound port negative", func(r *Rules) { r.OutboundPort = -1 }, "outbound port -1"},
+		{"outbound port is the self-check's", func(r *Rules) { r.OutboundPort = 15002 }, "outbound port 15002: that is the sidecar's redirect self-check port"},
 		{"proxy UID 0", func(r *Rules) { r.ProxyUID = 0 }, "proxy UID 0"},
 		{"excluded port 0", func(r *Rules) { r.ExcludePorts = []uint16{80, 0} }, "excluded port 0"},
 		{"invalid CIDR", func(r *Rules) { r.ExcludeCIDRs = []netip.Prefix{{}} }, "not a valid prefix"},

@@ -98,6 +98,10 @@ func (r *Router) handleRedirected(c net.Conn) {
 		c.Close()
 		return
 	}
+	if isProbe(dst) {
+		answerProbe(c)
+		return
+	}
 	if own := r.SidecarAddr(); own != nil && dst.Port == own.(*net.TCPAddr).Port && dst.IP.IsLoopback() {
 		r.log.Info("connection to the sidecar port itself closed", "client", c.RemoteAddr().String())
 		c.Close()

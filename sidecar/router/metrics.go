@@ -16,6 +16,7 @@ type Metrics struct {
 	ConnectFailures  *prometheus.CounterVec
 	RoutingDecisions *prometheus.CounterVec
 	Passthrough      prometheus.Counter
+	RedirectVerified prometheus.Gauge
 	SitesReachable   prometheus.Gauge
 	RecordsReceived  prometheus.Counter
 }
@@ -50,6 +51,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Passthrough: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_sidecar_passthrough_total", Help: "Redirected connections whose destination is not a network service, passed through untouched.",
 		}),
+		RedirectVerified: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_sidecar_redirect_verified", Help: "1 once the sidecar's redirect self-check (a connect to " + probeAddr + ") came back through the pod's redirect (eBPF or nftables), else 0.",
+		}),
 		SitesReachable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_sites_reachable", Help: "Sites in this router's network view, itself included.",
 		}),
@@ -58,6 +62,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
-		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.SitesReachable, m.RecordsReceived)
+		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived)
 	return m
 }

@@ -112,6 +112,11 @@ type Config struct {
 
 	// SidecarListen is where a sidecar accepts redirected connections.
 	SidecarListen string
+	// RedirectWait is how long a sidecar's readiness waits for its
+	// redirect self-check (probe.go) to come back; after it the sidecar is
+	// ready anyway and checks on. 0 disables the check (a sidecar that runs
+	// without redirection). Gateways ignore it.
+	RedirectWait time.Duration
 
 	PoolSize    int           // connections per link, the primary included; default 2
 	Mux         mux.Config    // zero value: mux defaults
@@ -160,6 +165,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("link %d (%s): cost must be >= 1, got %d", i, l.Name, l.Cost))
 		}
 	}
+	if c.RedirectWait < 0 {
+		errs = append(errs, fmt.Errorf("redirect wait must be >= 0, got %s", c.RedirectWait))
+	}
+	if c.Role == RoleSidecar {
+		if _, port, err := net.SplitHostPort(c.SidecarListen); err == nil && port == strconv.Itoa(contract.RedirectProbePort) {
+			errs = append(errs, fmt.Errorf("sidecar listen address %s: port %d is the redirect self-check's", c.SidecarListen, contract.RedirectProbePort))
+		}
+	}
 	if c.Metrics == nil {
 		errs = append(errs, errors.New("metrics are required"))
 	}
@@ -186,6 +199,10 @@ type Router struct {
 	outstanding sync.Map // string -> *atomic.Int64
 
 	ready atomic.Bool
+	// redirectVerified: the self-check came back (probe.go);
+	// redirectWaitOver: RedirectWait passed without it.
+	redirectVerified atomic.Bool
+	redirectWaitOver atomic.Bool
 
 	// workers runs the per-connection functions (workers.go).
 	workers *workers
@@ -269,6 +286,10 @@ func (r *Router) Run(ctx context.Context) error {
 				go func() { <-ctx.Done(); ln6.Close() }()
 			}
 		}
+		if r.cfg.RedirectWait > 0 {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.checkRedirect(ctx) }()
+		}
 	} else {
 		if err := r.syncListeners(ctx); err != nil {
 			return err
@@ -292,8 +313,9 @@ func (r *Router) Run(ctx context.Context) error {
 	return nil
 }
 
-// Ready reports whether the router has started serving.
-func (r *Router) Ready() bool { return r.ready.Load() }
+// Ready reports whether the router has started serving and, for a sidecar
+// with a RedirectWait, its redirection is verified or the wait is over.
+func (r *Router) Ready() bool { return r.ready.Load() && r.redirectReady() }
 
 // LinkAddr returns the bound link address once Run has started (nil before).
 func (r *Router) LinkAddr() net.Addr {

@@ -219,6 +219,11 @@ spec:
 	if !strings.Contains(metrics, `skiff_streams_opened_total{address="backend:8080",role="sidecar"}`) {
 		t.Errorf("the sidecar (pod %s) counted no streams: traffic went around it", podIP)
 	}
+	// The app container started only once the sidecar had seen its own
+	// self-check come back through the node agent's eBPF redirect.
+	if !strings.Contains(metrics, "skiff_sidecar_redirect_verified 1") {
+		t.Errorf("the sidecar (pod %s) never verified its redirection", podIP)
+	}
 	must(t, "kubectl", "-n", "east", "run", "plain", "--image=skiff.local/skiff-echo:0.1.0", "--", "serve", "--listen", ":9090", "--name", "plain")
 	must(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/plain", "--timeout=60s")
 	plainStart := time.Now()

@@ -147,7 +147,8 @@ connectors:
 		t.Fatalf("token issue: %v\n%s", err, out)
 	}
 	sc := exec.Command(bin, "sidecar", "--credentials-dir", creds, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
-		"--outbound-bind-address", fmt.Sprintf("127.0.0.1:%d", port()), "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+		"--outbound-bind-address", fmt.Sprintf("127.0.0.1:%d", port()), "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--redirect-wait=0") // no redirection in the root netns
 	sc.Env = append(os.Environ(), "SKIFF_POD_NAMESPACE=shop", "SKIFF_POD_NAME=client-1")
 	sidecar := testutil.Start(t, sc)
 

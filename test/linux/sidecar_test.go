@@ -24,7 +24,8 @@ import (
 // them to the local site or a remote one through its gateway; a destination
 // that is no service passes through the sidecar untouched; one on an
 // excluded port or in an excluded CIDR goes direct even though the sidecar
-// would take it for a service VIP.
+// would take it for a service VIP. The redirect is in place before the
+// sidecar starts, so its self-check succeeds at once.
 func TestSidecarRedirect(t *testing.T) {
 	testutil.RequireRoot(t)
 	tools := testutil.RequireTool(t, "ip", "nft", "nsenter", "setpriv", "curl")
@@ -179,13 +180,16 @@ listeners:
 		`skiff_streams_opened_total{address="backend",role="sidecar"} 10`,
 		`skiff_sidecar_passthrough_total 1`,
 		`skiff_routing_decisions_total{address="remote",pattern="balanced",site="west"}`,
+		"\nskiff_sidecar_redirect_verified 1\n",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("sidecar metrics lack %q", want)
 		}
 	}
-	if !strings.Contains(logs.Output(), `"msg":"link up"`) {
-		t.Errorf("sidecar logged no JSON \"link up\" line")
+	for _, want := range []string{`"msg":"link up"`, `"msg":"redirection verified"`} {
+		if !strings.Contains(logs.Output(), want) {
+			t.Errorf("sidecar logged no JSON %s line", want)
+		}
 	}
 
 	// --remove deletes the table, and does nothing the second time.

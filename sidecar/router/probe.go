@@ -1,0 +1,114 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
+)
+
+// The redirect self-check. Both redirect modes send a connect to
+// 127.0.0.1:contract.RedirectProbePort to the sidecar, whatever the UID, so
+// a sidecar that dials there and reads probeAnswer back knows that its
+// pod's connections reach it: the node agent has attached the eBPF
+// programs, or skiff-init has installed the nftables rules. Until then a
+// sidecar with a RedirectWait is not ready (the native sidecar's startup
+// probe holds the app containers back), for at most that long: the pod's
+// connections still work without the sidecar, through the site gateway.
+const (
+	probeAnswer = "skiff-redirect-ok\n"
+	// probeTimeout bounds one attempt's connect and its read.
+	probeTimeout = 200 * time.Millisecond
+	// probeInterval spaces the attempts while readiness waits;
+	// probeLateInterval once it no longer does.
+	probeInterval     = 200 * time.Millisecond
+	probeLateInterval = time.Second
+)
+
+// errWrongAnswer: something other than the sidecar listens on the
+// self-check address, so connections there are not redirected.
+var errWrongAnswer = errors.New("the redirect self-check address answered, but not as the sidecar does")
+
+// probeAddr is where the sidecar dials to check its own redirection.
+var probeAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.RedirectProbePort))
+
+// isProbe reports whether a redirected connection was headed for the
+// self-check address.
+func isProbe(dst *net.TCPAddr) bool {
+	return dst.Port == contract.RedirectProbePort && dst.IP.Equal(net.IPv4(127, 0, 0, 1))
+}
+
+// answerProbe writes the self-check's answer and closes the connection.
+func answerProbe(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c, probeAnswer)
+	c.Close()
+}
+
+// redirectReady reports whether redirection holds readiness no longer:
+// no check configured, verified, or the wait is over.
+func (r *Router) redirectReady() bool {
+	return r.cfg.Role != RoleSidecar || r.cfg.RedirectWait <= 0 ||
+		r.redirectVerified.Load() || r.redirectWaitOver.Load()
+}
+
+// RedirectVerified reports whether the sidecar's self-check came back
+// through the redirect.
+func (r *Router) RedirectVerified() bool { return r.redirectVerified.Load() }
+
+// checkRedirect dials the self-check address until the answer comes back
+// or ctx ends. After RedirectWait it declares the wait over (readiness
+// then no longer depends on it) and goes on checking, less often.
+func (r *Router) checkRedirect(ctx context.Context) {
+	start := time.Now()
+	expired := time.NewTimer(r.cfg.RedirectWait)
+	defer expired.Stop()
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		err := probeRedirect(ctx, probeAddr)
+		if err == nil {
+			r.redirectVerified.Store(true)
+			r.m.RedirectVerified.Set(1)
+			r.log.Info("redirection verified", "elapsed", time.Since(start).Round(time.Millisecond).String(),
+				"afterWait", r.redirectWaitOver.Load())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-expired.C:
+			r.redirectWaitOver.Store(true)
+			r.log.Info("redirection not in place; traffic bypasses the sidecar through the gateway until the node agent attaches",
+				"waited", r.cfg.RedirectWait.String(), "probe", probeAddr, "lastError", err.Error())
+			tick.Reset(probeLateInterval)
+		case <-tick.C:
+		}
+	}
+}
+
+// probeRedirect makes one attempt: connect to addr, the self-check
+// address, and read the sidecar's answer. Without redirection the connect
+// is refused (nothing listens there) or, if something else does listen,
+// the answer is wrong or missing.
+func probeRedirect(ctx context.Context, addr string) error {
+	d := net.Dialer{Timeout: probeTimeout}
+	c, err := d.DialContext(ctx, "tcp4", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(probeTimeout))
+	buf := make([]byte, len(probeAnswer))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != probeAnswer {
+		return errWrongAnswer
+	}
+	return nil
+}

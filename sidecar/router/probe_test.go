@@ -1,0 +1,207 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestIsProbe(t *testing.T) {
+	for _, tc := range []struct {
+		dst  *net.TCPAddr
+		want bool
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 15002}, true},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15002}, true}, // 16-byte form
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 15002}, false},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15001}, false},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 15002}, false},
+		{&net.TCPAddr{IP: net.IPv4(10, 96, 0, 10), Port: 15002}, false},
+	} {
+		if got := isProbe(tc.dst); got != tc.want {
+			t.Errorf("isProbe(%s) = %v, want %v", tc.dst, got, tc.want)
+		}
+	}
+}
+
+// One attempt of the self-check against stand-ins for what may be at the
+// address: the sidecar's answer, something else, silence, nobody.
+func TestProbeRedirect(t *testing.T) {
+	serve := func(t *testing.T, answer func(net.Conn)) string {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go answer(c)
+			}
+		}()
+		return ln.Addr().String()
+	}
+	t.Run("the sidecar answers", func(t *testing.T) {
+		if err := probeRedirect(t.Context(), serve(t, answerProbe)); err != nil {
+			t.Errorf("probeRedirect = %v, want nil", err)
+		}
+	})
+	t.Run("something else answers", func(t *testing.T) {
+		addr := serve(t, func(c net.Conn) { c.Write([]byte("SSH-2.0-OpenSSH_9.2p1\r\n")); c.Close() })
+		if err := probeRedirect(t.Context(), addr); !errors.Is(err, errWrongAnswer) {
+			t.Errorf("probeRedirect = %v, want errWrongAnswer", err)
+		}
+	})
+	t.Run("silence", func(t *testing.T) {
+		addr := serve(t, func(c net.Conn) { time.Sleep(time.Second); c.Close() })
+		start := time.Now()
+		if err := probeRedirect(t.Context(), addr); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("probeRedirect = %v, want a deadline error", err)
+		}
+		if d := time.Since(start); d > 900*time.Millisecond {
+			t.Errorf("probeRedirect took %v, want about %v", d, probeTimeout)
+		}
+	})
+	t.Run("nobody listens", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if err := probeRedirect(t.Context(), addr); err == nil {
+			t.Error("probeRedirect to a closed port = nil, want an error")
+		}
+	})
+}
+
+// A sidecar with a RedirectWait and no redirection (an unprivileged test
+// has none): not ready until the wait is over, then ready, the metric 0
+// and the line logged once. A gateway, or a sidecar without a wait, is
+// ready at once.
+func TestRedirectWait(t *testing.T) {
+	const wait = time.Second
+	type logLine struct{ msg, kv string }
+	lines := make(chan logLine, 100)
+	log := funcr.New(func(prefix, args string) {
+		select {
+		case lines <- logLine{prefix, args}:
+		default:
+		}
+	}, funcr.Options{})
+	newRouter := func(t *testing.T, role Role, redirectWait time.Duration) (*Router, *prometheus.Registry) {
+		reg := prometheus.NewRegistry()
+		m := NewMetrics(reg)
+		r, err := New(Config{Site: "pod", Role: role, SidecarListen: "127.0.0.1:0", RedirectWait: redirectWait, Metrics: m, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- r.Run(t.Context()) }()
+		t.Cleanup(func() {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+		return r, reg
+	}
+	waitRunning := func(t *testing.T, r *Router) {
+		deadline := time.Now().Add(5 * time.Second)
+		for !r.ready.Load() {
+			if time.Now().After(deadline) {
+				t.Fatal("the router did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	t.Run("sidecar", func(t *testing.T) {
+		start := time.Now()
+		r, reg := newRouter(t, RoleSidecar, wait)
+		waitRunning(t, r)
+		if r.Ready() && time.Since(start) < wait {
+			t.Fatal("ready before the redirect wait is over")
+		}
+		for !r.Ready() {
+			if time.Since(start) > wait+5*time.Second {
+				t.Fatal("not ready long after the redirect wait")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if d := time.Since(start); d < wait {
+			t.Errorf("ready after %v, before the wait of %v", d, wait)
+		}
+		if r.RedirectVerified() {
+			t.Error("RedirectVerified() = true without redirection")
+		}
+		if v, ok := gaugeValue(t, reg, "skiff_sidecar_redirect_verified"); !ok || v != 0 {
+			t.Errorf("skiff_sidecar_redirect_verified = %v (exported: %v), want 0", v, ok)
+		}
+		time.Sleep(1500 * time.Millisecond) // more attempts: still one line
+		n := 0
+		for len(lines) > 0 {
+			if l := <-lines; strings.Contains(l.kv, "redirection not in place") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("logged %q %d times, want once", "redirection not in place", n)
+		}
+	})
+	t.Run("sidecar without a wait", func(t *testing.T) {
+		r, _ := newRouter(t, RoleSidecar, 0)
+		waitRunning(t, r)
+		if !r.Ready() {
+			t.Error("a sidecar without a redirect wait is not ready once running")
+		}
+	})
+	t.Run("gateway", func(t *testing.T) {
+		r, _ := newRouter(t, RoleGateway, wait)
+		waitRunning(t, r)
+		if !r.Ready() {
+			t.Error("a gateway waits for redirection")
+		}
+	})
+}
+
+func TestConfigValidateRedirect(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"negative wait", Config{Site: "s", Role: RoleSidecar, RedirectWait: -time.Second, Metrics: m}, "redirect wait must be >= 0"},
+		{"listen on the probe port", Config{Site: "s", Role: RoleSidecar, SidecarListen: "127.0.0.1:15002", Metrics: m}, "port 15002 is the redirect self-check's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New() = %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// gaugeValue reads an unlabelled gauge from reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 && mf.GetMetric()[0].Gauge != nil {
+			return mf.GetMetric()[0].Gauge.GetValue(), true
+		}
+	}
+	return 0, false
+}
