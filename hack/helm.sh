@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds helm and places it in bin/helm (git-ignored). helm is pinned as a
 # Go tool in go.mod (`tool helm.sh/helm/v3/cmd/helm`), so it is built from
-# the same module graph as skiff's chart tests, which link helm's library:
-# the packages compiled for one serve the other from Go's build cache (no
-# -trimpath, default cgo, as `go test` builds). The binary is kept in
+# the same module graph and with the same flags as skiff's chart tests,
+# which link helm's library (CGO_ENABLED=0 -trimpath, the Makefile's
+# STATIC): the packages compiled for one serve the other from Go's build
+# cache. The binary is kept in
 # $SKIFF_CACHE (default ~/.cache/skiff), keyed by the version, so a fresh
 # clone on a machine that built it once takes a second.
 #
@@ -27,7 +28,7 @@ log() { echo "helm: $*" >&2; }
 if [ ! -x "$OUT/helm" ]; then
 	log "building helm $HELM_VERSION (cold: a few minutes; shares its packages with the chart tests)"
 	mkdir -p "$OUT"
-	GOFLAGS=-buildvcs=false go build -ldflags "-s -w \
+	CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false" go build -ldflags "-s -w \
 		-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
 		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$K8S_MINOR \
 		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$K8S_MINOR" \

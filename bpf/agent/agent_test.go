@@ -68,13 +68,13 @@ func TestNodeAgentCLI(t *testing.T) {
 		t.Skip("privileged tier (eBPF): not run with -short")
 	}
 	testutil.RequireRoot(t)
-	gobin := testutil.RequireTool(t, "go")[0]
+	testutil.RequireTool(t, "go")
 	mnt, err := bpf.Cgroup2Mount()
 	testutil.Require(t, err == nil, "cgroup v2: %v", err)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "skiff-node-agent")
-	if out, err := exec.Command(gobin, "build", "-o", bin, "github.com/skiff-io/skiff/bpf/cmd/skiff-node-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	if err := testutil.GoBuild(dir, "github.com/skiff-io/skiff/bpf/cmd/skiff-node-agent"); err != nil {
+		t.Fatal(err)
 	}
 	pinDir := fmt.Sprintf("/sys/fs/bpf/skiff-cli-test-%d", os.Getpid())
 	cg := filepath.Join(mnt, fmt.Sprintf("skiff-cli-test-%d", os.Getpid()))

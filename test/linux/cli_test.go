@@ -31,10 +31,7 @@ func buildRouter(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/skiff-io/skiff/sidecar/cmd/skiff-router", "github.com/skiff-io/skiff/xds/cmd/skiff-controller", "github.com/skiff-io/skiff/test/cmd/skiff-echo").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = testutil.GoBuild(binDir, "github.com/skiff-io/skiff/sidecar/cmd/skiff-router", "github.com/skiff-io/skiff/xds/cmd/skiff-controller", "github.com/skiff-io/skiff/test/cmd/skiff-echo")
 		os.Chmod(binDir, 0o755)
 	})
 	if buildErr != nil {
