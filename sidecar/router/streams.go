@@ -107,7 +107,7 @@ func (r *Router) transit(h header, in *streamConn) {
 		return
 	}
 	h.Hops--
-	out, err := r.openStream(h)
+	out, err := r.openStream(h, nil)
 	if err != nil {
 		var se *statusError
 		if errors.As(err, &se) {
@@ -128,8 +128,9 @@ func (r *Router) transit(h header, in *streamConn) {
 }
 
 // openStream opens a data stream toward h.Dest through the next hop and
-// waits for the far end's status.
-func (r *Router) openStream(h header) (*streamConn, error) {
+// waits for the far end's status. early, the client's first bytes if any,
+// travels in the same write as the header.
+func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
 	l, err := r.linkToward(h.Dest)
 	if err != nil {
 		return nil, err
@@ -142,6 +143,7 @@ func (r *Router) openStream(h header) (*streamConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	b = append(b, early...)
 	ctx, cancel := context.WithTimeout(context.Background(), headerTimeout)
 	defer cancel()
 	st, err := sess.OpenWrite(ctx, b)
@@ -226,6 +228,18 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 		client.Close()
 		return
 	}
+	// The client's first bytes, if they are there already, go with the
+	// stream header (one write and one wake-up less at each end); they are
+	// kept until an endpoint accepts them, so a failed attempt loses none.
+	eb := earlyBufs.Get().(*[]byte)
+	early := readEarly(client, *eb)
+	release := func() { // not held for the connection's life
+		if eb != nil {
+			earlyBufs.Put(eb)
+			eb, early = nil, nil
+		}
+	}
+	defer release()
 	var errs []error
 	for n, i := range order {
 		if n == maxAttempts {
@@ -235,6 +249,11 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 		var out io.ReadWriteCloser
 		if c.site == "" {
 			conn, err := r.dialEndpoint(c.key)
+			if err == nil && len(early) > 0 {
+				if _, err = conn.Write(early); err != nil {
+					conn.Close()
+				}
+			}
 			if err != nil {
 				r.m.ConnectFailures.WithLabelValues(address, "dial").Inc()
 				errs = append(errs, fmt.Errorf("local endpoint %s: %w", c.key, err))
@@ -242,7 +261,7 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 			}
 			out = conn
 		} else {
-			st, err := r.openStream(header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self})
+			st, err := r.openStream(header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self}, early)
 			if err != nil {
 				r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
 				errs = append(errs, fmt.Errorf("site %s: %w", c.site, err))
@@ -255,6 +274,7 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 			site = r.self
 		}
 		r.m.RoutingDecisions.WithLabelValues(address, pattern, site).Inc()
+		release()
 		ctr := r.counter(c.key)
 		ctr.Add(1)
 		r.track(address, role, func() { r.splice(address, client, out) })

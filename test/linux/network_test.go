@@ -263,3 +263,47 @@ func tcpEcho(t *testing.T) string {
 	}()
 	return ln.Addr().String()
 }
+
+// A client that speaks first: its first bytes travel with the stream
+// header, and when the cheapest endpoint fails they go to the next one
+// unharmed. b's connector points at a closed port, so every connection's
+// first attempt (closest: b, cost 1) fails at b's dial and the second (c,
+// cost 2) carries the bytes.
+func TestEarlyBytesSurviveAFailedAttempt(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	n := newNetwork(t,
+		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"echo"}, routing: map[string]string{"echo": "closest"},
+			links: []linkTo{{site: "b", cost: 1}, {site: "c", cost: 2}}},
+		&siteSpec{name: "b", host: "127.0.0.2", accept: true, connectors: []string{"echo=" + deadAddr}},
+		&siteSpec{name: "c", host: "127.0.0.3", accept: true, connectors: []string{"echo=" + tcpEcho(t)}},
+	)
+	n.waitEndpoints("a", "echo", "b", "c")
+	msg := make([]byte, 12<<10) // most of one early read
+	for i := range msg {
+		msg[i] = byte('a' + i%26)
+	}
+	msg[len(msg)-1] = '\n'
+	for i := range 20 {
+		conn, err := net.Dial("tcp", n.addr("a", "echo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(msg); err != nil { // before a routes the connection
+			t.Fatal(err)
+		}
+		got, err := bufio.NewReaderSize(conn, len(msg)).ReadBytes('\n')
+		conn.Close()
+		if err != nil || string(got) != string(msg) {
+			t.Fatalf("connection %d: echoed %d of %d bytes intact (%v)", i, len(got), len(msg), err)
+		}
+	}
+	if v := counterValue(t, n.sites["a"].reg, "skiff_connect_failures_total", map[string]string{"address": "echo", "reason": "remote"}); v != 20 {
+		t.Fatalf("failed first attempts at b = %v, want 20", v)
+	}
+}
