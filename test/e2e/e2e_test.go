@@ -189,18 +189,7 @@ spec:
 	// plain pod through the gateway.
 	must(t, "kubectl", "label", "namespace", "east", "skiff.io/injection=enabled", "--overwrite")
 	client := filepath.Join(t.TempDir(), "client.yaml")
-	os.WriteFile(client, []byte(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: client}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: client}}
-  template:
-    metadata: {labels: {app: client}, annotations: {skiff.io/inject: "true"}}
-    spec:
-      containers:
-      - {name: app, image: "skiff.local/skiff-echo:0.1.0", args: [serve, --listen, ":9090", --name, client]}
-`), 0o600)
+	os.WriteFile(client, []byte(clientManifest), 0o600)
 	must(t, "kubectl", "-n", "east", "apply", "-f", client)
 	must(t, "kubectl", "-n", "east", "rollout", "status", "deploy/client", "--timeout=60s")
 	containers := must(t, "kubectl", "-n", "east", "get", "pod", "-l", "app=client", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
@@ -313,6 +302,40 @@ spec:
 	sum.add("6d delete the injector pod; a new pod still starts", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], "")
 	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=1")
 
+	// 6e. The iptables fallback: with redirect.mode=iptables the injector
+	// adds skiff-init (NET_ADMIN, NET_RAW), which writes the pod's nftables
+	// redirect; the node agent goes away. A new client's requests still go
+	// through its sidecar.
+	start = time.Now()
+	must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "redirect.mode=iptables", "--wait", "--timeout", "120s")
+	nftClient := strings.ReplaceAll(strings.ReplaceAll(clientManifest, "name: client", "name: client-nft"), "app: client", "app: client-nft")
+	nftFile := filepath.Join(t.TempDir(), "client-nft.yaml")
+	os.WriteFile(nftFile, []byte(nftClient), 0o600)
+	must(t, "kubectl", "-n", "east", "apply", "-f", nftFile)
+	must(t, "kubectl", "-n", "east", "rollout", "status", "deploy/client-nft", "--timeout=90s")
+	inits := must(t, "kubectl", "-n", "east", "get", "pod", "-l", "app=client-nft", "-o", "jsonpath={.items[0].spec.initContainers[*].name}")
+	if !strings.Contains(inits, "skiff-init") || !strings.Contains(inits, "skiff-proxy") {
+		t.Fatalf("iptables mode: client pod's init containers are %q, want skiff-init and skiff-proxy", inits)
+	}
+	var nft map[string]int
+	testutil.Eventually(t, 30*time.Second, "iptables-mode client reaches the backend", func() error {
+		if nft = get(t, "east", "deploy/client-nft", "app", 10); nft["east"]+nft["west"] != 10 {
+			return fmt.Errorf("answers %v", nft)
+		}
+		return nil
+	})
+	nftMetrics := must(t, "kubectl", "-n", "east", "exec", "deploy/client-nft", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://127.0.0.1:15090/metrics")
+	for _, want := range []string{`skiff_streams_opened_total{address="backend:8080",role="sidecar"}`, "skiff_sidecar_redirect_verified 1"} {
+		if !strings.Contains(nftMetrics, want) {
+			t.Errorf("iptables mode: the sidecar's metrics lack %q", want)
+		}
+	}
+	initLog := must(t, "kubectl", "-n", "east", "logs", "deploy/client-nft", "-c", "skiff-init")
+	if !strings.Contains(initLog, `"msg":"rules installed"`) {
+		t.Errorf("skiff-init logged no \"rules installed\" line: %q", initLog)
+	}
+	sum.add("6e redirect.mode=iptables: skiff-init + sidecar", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], fmt.Sprintf("%v; %.1fs", nft, time.Since(start).Seconds()))
+
 	// 7. Every component logs JSON, and no error on this happy path.
 	logErrors := 0
 	for _, ns := range []string{"east", "west"} {
@@ -361,3 +384,17 @@ spec:
 	})
 	sum.add("8 helm uninstall: no objects, pods or pins left", "ok", "")
 }
+
+// clientManifest is the client Deployment of step 4 (and, renamed, 6e).
+const clientManifest = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}, annotations: {skiff.io/inject: "true"}}
+    spec:
+      containers:
+      - {name: app, image: "skiff.local/skiff-echo:0.1.0", args: [serve, --listen, ":9090", --name, client]}
+`

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/logging"
 )
@@ -46,15 +48,8 @@ func run(args []string) error {
 	defer stop()
 	switch cmd := args[0]; cmd {
 	case "gateway", "sidecar":
-		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 		var o app.ServeOptions
-		var lo logging.Options
-		o.AddFlags(fs)
-		lo.AddFlags(fs)
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		log, flush, err := logging.New(lo, cmd)
+		log, flush, err := parse(cmd, args[1:], o.AddFlags)
 		if err != nil {
 			return err
 		}
@@ -64,15 +59,8 @@ func run(args []string) error {
 		}
 		return app.RunGateway(ctx, o, log)
 	case "iptables-init":
-		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 		var o app.IPTablesInitOptions
-		var lo logging.Options
-		o.AddFlags(fs)
-		lo.AddFlags(fs)
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		log, flush, err := logging.New(lo, cmd)
+		log, flush, err := parse(cmd, args[1:], o.AddFlags)
 		if err != nil {
 			return err
 		}
@@ -97,4 +85,17 @@ func run(args []string) error {
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
+}
+
+// parse parses a command's flags (its own, added by addFlags, and the
+// logging flags) and returns its logger.
+func parse(cmd string, args []string, addFlags func(*flag.FlagSet)) (logr.Logger, func(), error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var lo logging.Options
+	addFlags(fs)
+	lo.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return logr.Discard(), nil, err
+	}
+	return logging.New(lo, cmd)
 }
