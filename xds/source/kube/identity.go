@@ -108,12 +108,15 @@ func (id *Identity) SetupWithManager(mgr manager.Manager) error {
 func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	// Everything below is owned by the gateway Service; without it (not
 	// installed yet, or being uninstalled) nothing is created, so that an
-	// uninstall is not undone by a controller still shutting down.
-	if GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService) == nil {
+	// uninstall is not undone by a controller still shutting down. Every
+	// object is created with this owner: should the Service go while this
+	// reconcile runs, what it creates is garbage-collected all the same.
+	owner := GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)
+	if owner == nil {
 		id.Log.V(1).Info("gateway service not found; site identity waits for it", "gatewayService", id.GatewayService)
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
-	ca, err := id.ensureCA(ctx)
+	ca, err := id.ensureCA(ctx, owner)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -166,7 +169,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			links = append(links, linkEntry{file, cost})
 		}
 	}
-	member, err := id.ensureSidecarCredential(ctx, ca, endpoint)
+	member, err := id.ensureSidecarCredential(ctx, ca, endpoint, owner)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -187,14 +190,14 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		}
 	}
 	site["site.yaml"] = []byte(b.String())
-	if err := id.applySecret(ctx, SiteSecret, site); err != nil {
+	if err := id.applySecret(ctx, SiteSecret, site, owner); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: time.Hour}, nil // renew the sidecar credential in time
 }
 
 // ensureCA loads the site CA from its Secret, creating both when missing.
-func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
+func (id *Identity) ensureCA(ctx context.Context, owner []metav1.OwnerReference) (*pki.CA, error) {
 	s, err := id.getSecret(ctx, CASecret)
 	if apierrors.IsNotFound(err) {
 		certPEM, keyPEM, err := pki.NewCAPEM(id.Site)
@@ -202,7 +205,7 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 			return nil, err
 		}
 		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)},
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: owner},
 			Data:       map[string][]byte{pki.CACertFile: certPEM, pki.CAKeyFile: keyPEM},
 		}
 		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -222,11 +225,9 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
 	}
 	if len(s.OwnerReferences) == 0 && s.Labels[ManagedByLabel] == ManagedBy {
-		if owner := GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService); owner != nil {
-			s.OwnerReferences = owner
-			if err := id.Client.Update(ctx, s); err != nil {
-				return nil, fmt.Errorf("adopt secret %s: %w", CASecret, err)
-			}
+		s.OwnerReferences = owner
+		if err := id.Client.Update(ctx, s); err != nil {
+			return nil, fmt.Errorf("adopt secret %s: %w", CASecret, err)
 		}
 	}
 	return ca, nil
@@ -352,7 +353,7 @@ const SidecarCredentialValidity = 365 * 24 * time.Hour
 
 // ensureSidecarCredential keeps SidecarSecret holding a valid member token
 // of this site for the current endpoint and CA.
-func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, endpoint string) (*token.Token, error) {
+func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, endpoint string, owner []metav1.OwnerReference) (*token.Token, error) {
 	s, err := id.getSecret(ctx, SidecarSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
@@ -372,7 +373,7 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 	if err != nil {
 		return nil, err
 	}
-	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}); err != nil {
+	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}, owner); err != nil {
 		return nil, err
 	}
 	id.Log.Info("sidecar credential issued", "secret", SidecarSecret, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339))
@@ -391,12 +392,12 @@ func (id *Identity) getSecret(ctx context.Context, name string) (*corev1.Secret,
 }
 
 // applySecret creates or updates one of the controller's Secrets when its
-// data differs.
-func (id *Identity) applySecret(ctx context.Context, name string, data map[string][]byte) error {
+// data differs; it gives an unowned one the owner.
+func (id *Identity) applySecret(ctx context.Context, name string, data map[string][]byte, owner []metav1.OwnerReference) error {
 	cur, err := id.getSecret(ctx, name)
 	if apierrors.IsNotFound(err) {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: id.Namespace, Labels: ownLabels(),
-			OwnerReferences: GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)}, Data: data}
+			OwnerReferences: owner}, Data: data}
 		if err := id.Client.Create(ctx, s); err != nil {
 			return fmt.Errorf("create secret %s: %w", name, err)
 		}
@@ -405,9 +406,8 @@ func (id *Identity) applySecret(ctx context.Context, name string, data map[strin
 	if err != nil {
 		return err
 	}
-	owner := cur.OwnerReferences
-	if len(owner) == 0 {
-		owner = GatewayOwner(ctx, id.Reader, id.Namespace, id.GatewayService)
+	if len(cur.OwnerReferences) > 0 {
+		owner = cur.OwnerReferences
 	}
 	if sameData(cur.Data, data) && len(owner) == len(cur.OwnerReferences) {
 		return nil

@@ -1,0 +1,70 @@
+package kube
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// vanishingService is a reader whose gateway Service is there for the
+// first Get and gone after: `helm uninstall` deleting it while a reconcile
+// runs.
+type vanishingService struct {
+	client.Reader
+	gets int
+}
+
+func (r *vanishingService) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Service); ok {
+		if r.gets++; r.gets > 1 {
+			return apierrors.NewNotFound(corev1.Resource("services"), key.Name)
+		}
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}
+
+// Every Secret the identity reconciler creates is owned by the gateway
+// Service it saw at the start, even when the Service goes while it runs:
+// an unowned Secret would outlive `helm uninstall`.
+func TestIdentityOwnsWhatItCreates(t *testing.T) {
+	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
+	cl := fake.NewClientBuilder().WithObjects(gw).Build()
+	id := &Identity{
+		Client: cl, Reader: &vanishingService{Reader: cl},
+		Namespace: "east", Site: "east", GatewayService: gw.Name, LinkAdvertise: "10.0.0.1:55671",
+		GatewaySiteDir: GatewaySiteDir, GatewayDataDir: GatewayDataDir, LinkBind: ":55671",
+		Recorder: nopRecorder{}, Log: logr.Discard(), Now: time.Now,
+	}
+	if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	var secrets corev1.SecretList
+	if err := cl.List(context.Background(), &secrets, client.InNamespace("east")); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, s := range secrets.Items {
+		names[s.Name] = true
+		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != gw.UID {
+			t.Errorf("secret %s owned by %+v, want the gateway Service %s", s.Name, s.OwnerReferences, gw.UID)
+		}
+	}
+	for _, want := range []string{CASecret, SidecarSecret, SiteSecret} {
+		if !names[want] {
+			t.Errorf("secret %s not created (have %v)", want, names)
+		}
+	}
+}
