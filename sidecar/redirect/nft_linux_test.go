@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 // TestExprs golden-tests the netlink expressions of each rule, printed as
@@ -29,7 +30,7 @@ func TestExprs(t *testing.T) {
 				}
 				b.WriteString("\n")
 			}
-			golden(t, filepath.Join("testdata", tc.name+".netlink"), b.String())
+			testutil.Golden(t, filepath.Join("testdata", tc.name+".netlink"), b.String(), *update)
 		})
 	}
 }

@@ -3,12 +3,11 @@ package redirect
 import (
 	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -50,26 +49,8 @@ func TestString(t *testing.T) {
 			if n := strings.Count(got, "\n") - 5; n != tc.rules.NumRules() {
 				t.Errorf("listing has %d rules, NumRules() = %d", n, tc.rules.NumRules())
 			}
-			golden(t, filepath.Join("testdata", tc.name+".nft"), got)
+			testutil.Golden(t, filepath.Join("testdata", tc.name+".nft"), got, *update)
 		})
-	}
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(got, string(want)); diff != "" {
-		t.Errorf("%s differs (-got +want), rerun with -update if intended:\n%s", path, diff)
 	}
 }
 

@@ -2,12 +2,11 @@ package chart
 
 import (
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/skiff-io/skiff/test/testutil"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -42,24 +41,6 @@ func render(t *testing.T, namespace string, vals map[string]any) (*release.Relea
 	return install.RunWithContext(t.Context(), chrt, vals)
 }
 
-// checkGolden compares got with the golden file, or rewrites it with -update.
-func checkGolden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./test/chart -run %s -update writes it)", err, t.Name())
-	}
-	if diff := cmp.Diff(got, string(want)); diff != "" {
-		t.Errorf("%s differs (-got +want); review, then rewrite with go test ./test/chart -run %s -update:\n%s", path, t.Name(), diff)
-	}
-}
-
 // TestRender renders each case's values (testdata/<case>.values.yaml) and
 // compares the manifests and the notes with testdata/<case>.yaml and
 // testdata/<case>.notes.txt.
@@ -77,8 +58,8 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatalf("render: %v", err)
 			}
-			checkGolden(t, filepath.Join("testdata", tc.name+".yaml"), rel.Manifest)
-			checkGolden(t, filepath.Join("testdata", tc.name+".notes.txt"), rel.Info.Notes)
+			testutil.Golden(t, filepath.Join("testdata", tc.name+".yaml"), rel.Manifest, *update)
+			testutil.Golden(t, filepath.Join("testdata", tc.name+".notes.txt"), rel.Info.Notes, *update)
 		})
 	}
 }
