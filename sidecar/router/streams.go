@@ -150,6 +150,7 @@ func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", l.peer, err)
 	}
+	r.m.PeerBytes.WithLabelValues(l.peer, "sent").Add(float64(len(early)))
 	br := bufio.NewReaderSize(st, 1024)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	err = readStatus(br)
@@ -274,6 +275,8 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 			site = r.self
 		}
 		r.m.RoutingDecisions.WithLabelValues(address, pattern, site).Inc()
+		// The splice counts what it copies; the early bytes went before it.
+		r.m.AddressBytes.WithLabelValues(address, "in").Add(float64(len(early)))
 		release()
 		ctr := r.counter(c.key)
 		ctr.Add(1)

@@ -306,4 +306,14 @@ func TestEarlyBytesSurviveAFailedAttempt(t *testing.T) {
 	if v := counterValue(t, n.sites["a"].reg, "skiff_connect_failures_total", map[string]string{"address": "echo", "reason": "remote"}); v != 20 {
 		t.Fatalf("failed first attempts at b = %v, want 20", v)
 	}
+	// The early bytes count like the rest: every byte in, and out again.
+	want := float64(20 * len(msg))
+	testutil.Eventually(t, 5*time.Second, "address bytes counted", func() error {
+		for _, dir := range []string{"in", "out"} {
+			if v := counterValue(t, n.sites["a"].reg, "skiff_address_bytes_total", map[string]string{"address": "echo", "direction": dir}); v != want {
+				return fmt.Errorf("skiff_address_bytes_total{echo,%s} = %v, want %v", dir, v, want)
+			}
+		}
+		return nil
+	})
 }
