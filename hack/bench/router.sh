@@ -27,6 +27,14 @@
 #   BENCH_KEEP    if set, keep the work directory (logs, raw outputs)
 #   BENCH_MAX_PROCS  the gateways' --max-procs (default 0: Go's default,
 #                 one per core)
+#   BENCH_HALT_POLL_NS  if set (root), write it to the guest's
+#                 /sys/module/haltpoll/parameters/guest_halt_poll_ns for the
+#                 run and restore the old value at the end. On a KVM guest
+#                 with the haltpoll cpuidle driver and this at 0, every
+#                 wake-up of an idle vCPU halts and exits to the host, about
+#                 40 us per process hop at 1 connection (docs/benchmarks.md,
+#                 "Idle vCPUs"); the kernel's default is 200000. The value in
+#                 force is printed with the results either way.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
@@ -49,9 +57,28 @@ for b in skiff-router skiff-echo skiff-loadgen; do
 	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make bench does)" >&2; exit 1; }
 done
 
+HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_OLD=
+if [ -n "${BENCH_HALT_POLL_NS:-}" ]; then
+	[[ $BENCH_HALT_POLL_NS =~ ^[0-9]+$ ]] || { echo "BENCH_HALT_POLL_NS must be a whole number of nanoseconds, got $BENCH_HALT_POLL_NS" >&2; exit 2; }
+	[ -w "$HALT_POLL" ] || { echo "BENCH_HALT_POLL_NS: $HALT_POLL is not writable (needs root and the haltpoll cpuidle driver)" >&2; exit 2; }
+	HALT_POLL_OLD=$(<"$HALT_POLL")
+fi
+# idle_setup: the cpuidle driver and the guest halt polling in force.
+idle_setup() {
+	local d
+	d=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)
+	if [ -r "$HALT_POLL" ]; then
+		echo "cpuidle driver $d, guest_halt_poll_ns $(<"$HALT_POLL")"
+	else
+		echo "cpuidle driver $d"
+	fi
+}
+
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
 PIDS=()
 cleanup() {
+	[ -n "$HALT_POLL_OLD" ] && echo "$HALT_POLL_OLD" >"$HALT_POLL"
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	[ -n "${BENCH_KEEP:-}" ] && echo "kept $DIR" >&2 || rm -rf "$DIR"
@@ -59,6 +86,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$DIR"
+[ -n "$HALT_POLL_OLD" ] && echo "$BENCH_HALT_POLL_NS" >"$HALT_POLL"
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -326,7 +354,7 @@ row() { # metric label unit [op target target-label]
 }
 
 echo
-echo "### Throughput and latency ($(date -u +%Y-%m-%d), BENCH_TIME=${T}s, $(nproc) CPUs, $idle_busy cores busy just before)"
+echo "### Throughput and latency ($(date -u +%Y-%m-%d), BENCH_TIME=${T}s, $(nproc) CPUs, $idle_busy cores busy just before, $(idle_setup))"
 echo
 echo "| workload | unit | direct | haproxy | skiff | skiff/direct | skiff/haproxy | target | skiff meets |"
 echo "|---|---|--:|--:|--:|--:|--:|---|---|"
