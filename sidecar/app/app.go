@@ -59,6 +59,9 @@ type ServeOptions struct {
 	// self-check (router.Config.RedirectWait); 0 disables the check.
 	// Gateways ignore it.
 	RedirectWait time.Duration
+	// RedirectRecheck is how often a verified sidecar checks its
+	// redirection again (router.Config.RedirectRecheck; 0: its default).
+	RedirectRecheck time.Duration
 }
 
 // DefaultRedirectWait is --redirect-wait's default: long enough for a node
@@ -74,9 +77,10 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
 	fs.DurationVar(&o.RedirectWait, "redirect-wait", DefaultRedirectWait, "sidecar only: how long /readyz waits until a connect to 127.0.0.1:"+strconv.Itoa(contract.RedirectProbePort)+
 		" comes back through the pod's redirect (eBPF or nftables); then ready anyway, checking on. 0 disables the check, for a sidecar without redirection")
+	fs.DurationVar(&o.RedirectRecheck, "redirect-recheck", router.DefaultRedirectRecheck, "sidecar only: once verified, how often the redirect is checked again; three failures in a row log that it was lost and set skiff_sidecar_redirect_verified to 0 (readiness stays)")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
-	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default. 1 gives the lowest latency per request on small machines, see docs/benchmarks.md")
+	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
 }
 
 // Validate reports missing or malformed options.
@@ -92,6 +96,9 @@ func (o *ServeOptions) Validate() error {
 	}
 	if o.RedirectWait < 0 {
 		errs = append(errs, fmt.Errorf("--redirect-wait must be >= 0, got %s", o.RedirectWait))
+	}
+	if o.RedirectRecheck < 0 {
+		errs = append(errs, fmt.Errorf("--redirect-recheck must be >= 0, got %s", o.RedirectRecheck))
 	}
 	if o.MaxProcs < 0 {
 		errs = append(errs, fmt.Errorf("--max-procs must be >= 0, got %d", o.MaxProcs))
@@ -158,6 +165,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 			cfg.SidecarListen = o.OutboundBindAddress
 		}
 		cfg.RedirectWait = o.RedirectWait
+		cfg.RedirectRecheck = o.RedirectRecheck
 	}
 	if o.Controller != "" {
 		if len(site.Listeners)+len(site.Connectors) > 0 {

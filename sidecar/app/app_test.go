@@ -31,6 +31,7 @@ func TestServeOptionsValidate(t *testing.T) {
 		{"bad metrics address", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "15090", HealthBindAddress: "0"}, "--metrics-bind-address"},
 		{"redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: 2 * time.Second}, ""},
 		{"no redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: 0}, ""},
+		{"negative redirect recheck", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectRecheck: -time.Second}, "--redirect-recheck must be >= 0"},
 		{"negative redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: -time.Second}, "--redirect-wait must be >= 0"},
 	}
 	for _, tc := range tests {

@@ -27,7 +27,14 @@ const (
 	// probeLateInterval once it no longer does.
 	probeInterval     = 200 * time.Millisecond
 	probeLateInterval = time.Second
+	// probeLossAfter failed checks in a row, once verified, report the
+	// redirection lost.
+	probeLossAfter = 3
 )
+
+// DefaultRedirectRecheck is how often a verified sidecar checks its
+// redirection again (Config.RedirectRecheck).
+const DefaultRedirectRecheck = 10 * time.Second
 
 // errWrongAnswer: something other than the sidecar listens on the
 // self-check address, so connections there are not redirected.
@@ -50,44 +57,79 @@ func answerProbe(c net.Conn) {
 }
 
 // redirectReady reports whether redirection holds readiness no longer:
-// no check configured, verified, or the wait is over.
+// no check configured, verified once, or the wait is over.
 func (r *Router) redirectReady() bool {
-	return r.cfg.Role != RoleSidecar || r.cfg.RedirectWait <= 0 ||
-		r.redirectVerified.Load() || r.redirectWaitOver.Load()
+	return r.cfg.Role != RoleSidecar || r.cfg.RedirectWait <= 0 || r.redirectSettled.Load()
 }
 
-// RedirectVerified reports whether the sidecar's self-check came back
-// through the redirect.
+// RedirectVerified reports whether the sidecar's last self-check came
+// back through the redirect.
 func (r *Router) RedirectVerified() bool { return r.redirectVerified.Load() }
 
 // checkRedirect dials the self-check address until the answer comes back
 // or ctx ends. After RedirectWait it declares the wait over (readiness
-// then no longer depends on it) and goes on checking, less often.
+// then no longer depends on it) and goes on checking, less often. Once
+// verified it checks every RedirectRecheck, and reports the redirection
+// lost after probeLossAfter failures in a row (one refused connect may be
+// a sidecar restarting its listener, not a missing redirect), and found
+// again at the next success. Readiness stays as it is: without
+// redirection the pod's connections still work, through the gateway.
 func (r *Router) checkRedirect(ctx context.Context) {
 	start := time.Now()
 	expired := time.NewTimer(r.cfg.RedirectWait)
 	defer expired.Stop()
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
+	verifiedOnce, failures := false, 0
 	for {
-		err := probeRedirect(ctx, probeAddr)
-		if err == nil {
-			r.redirectVerified.Store(true)
-			r.m.RedirectVerified.Set(1)
+		err := probeRedirect(ctx, r.probeAddr)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil && !verifiedOnce:
+			verifiedOnce = true
+			expired.Stop()
+			r.redirectSettled.Store(true)
+			r.setRedirectVerified(true)
 			r.log.Info("redirection verified", "elapsed", time.Since(start).Round(time.Millisecond).String(),
 				"afterWait", r.redirectWaitOver.Load())
-			return
+			tick.Reset(r.cfg.RedirectRecheck)
+		case err == nil:
+			if !r.redirectVerified.Load() {
+				r.setRedirectVerified(true)
+				r.log.Info("redirection restored: the pod's connections reach the sidecar again", "failedChecks", failures)
+			}
+			failures = 0
+		case verifiedOnce:
+			failures++
+			if failures == probeLossAfter {
+				r.setRedirectVerified(false)
+				r.log.Error(err, "redirection lost: the pod's connections bypass the sidecar (they still reach other sites through the gateway); is the node agent running, or was the pod's nftables table removed?",
+					"probe", r.probeAddr, "failedChecks", failures)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-expired.C:
 			r.redirectWaitOver.Store(true)
+			r.redirectSettled.Store(true)
 			r.log.Info("redirection not in place; traffic bypasses the sidecar through the gateway until the node agent attaches",
-				"waited", r.cfg.RedirectWait.String(), "probe", probeAddr, "lastError", err.Error())
+				"waited", r.cfg.RedirectWait.String(), "probe", r.probeAddr, "lastError", errString(err))
 			tick.Reset(probeLateInterval)
 		case <-tick.C:
 		}
+	}
+}
+
+// setRedirectVerified records the self-check's state and exports it.
+func (r *Router) setRedirectVerified(ok bool) {
+	r.redirectVerified.Store(ok)
+	if ok {
+		r.m.RedirectVerified.Set(1)
+	} else {
+		r.m.RedirectVerified.Set(0)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,6 +174,110 @@ func TestRedirectWait(t *testing.T) {
 	})
 }
 
+// A verified sidecar goes on checking: with the redirect gone (here, the
+// stand-in for the sidecar's answer at the self-check address stops
+// listening) it logs the loss once after probeLossAfter failures and sets
+// the metric to 0, staying ready; when the answer is back, it logs that and
+// sets the metric to 1 again.
+func TestRedirectRecheck(t *testing.T) {
+	var logMu sync.Mutex
+	var logged []string
+	log := funcr.New(func(prefix, args string) {
+		logMu.Lock()
+		logged = append(logged, args)
+		logMu.Unlock()
+	}, funcr.Options{})
+	count := func(msg string) int {
+		logMu.Lock()
+		defer logMu.Unlock()
+		n := 0
+		for _, l := range logged {
+			if strings.Contains(l, msg) {
+				n++
+			}
+		}
+		return n
+	}
+	answer := func(addr string) net.Listener {
+		ln, err := net.Listen("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				answerProbe(c)
+			}
+		}()
+		return ln
+	}
+	ln := answer("127.0.0.1:0")
+	addr := ln.Addr().String()
+
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{Site: "pod", Role: RoleSidecar, SidecarListen: "127.0.0.1:0", RedirectWait: time.Minute,
+		RedirectRecheck: 50 * time.Millisecond, Metrics: NewMetrics(reg), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.probeAddr = addr
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() {
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	metric := func() float64 {
+		v, _ := gaugeValue(t, reg, "skiff_sidecar_redirect_verified")
+		return v
+	}
+
+	waitFor("verified", func() bool { return r.Ready() && r.RedirectVerified() })
+	if m := metric(); m != 1 {
+		t.Errorf("verified: metric %v, want 1", m)
+	}
+
+	ln.Close()
+	waitFor("the loss is noticed", func() bool { return !r.RedirectVerified() })
+	if m := metric(); m != 0 {
+		t.Errorf("lost: metric %v, want 0", m)
+	}
+	if !r.Ready() {
+		t.Error("not ready after the redirect was lost; readiness should stay")
+	}
+	time.Sleep(300 * time.Millisecond) // more failed checks: still one line
+	if n := count("redirection lost"); n != 1 {
+		t.Errorf("logged %q %d times, want once", "redirection lost", n)
+	}
+
+	ln = answer(addr)
+	defer ln.Close()
+	waitFor("restored", func() bool { return r.RedirectVerified() })
+	if m := metric(); m != 1 {
+		t.Errorf("restored: metric %v, want 1", m)
+	}
+	if n := count("redirection restored"); n != 1 {
+		t.Errorf("logged %q %d times, want once", "redirection restored", n)
+	}
+	if n := count("redirection verified"); n != 1 {
+		t.Errorf("logged %q %d times, want once", "redirection verified", n)
+	}
+}
+
 func TestConfigValidateRedirect(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
 	for _, tc := range []struct {
@@ -181,6 +286,7 @@ func TestConfigValidateRedirect(t *testing.T) {
 		want string
 	}{
 		{"negative wait", Config{Site: "s", Role: RoleSidecar, RedirectWait: -time.Second, Metrics: m}, "redirect wait must be >= 0"},
+		{"negative recheck", Config{Site: "s", Role: RoleSidecar, RedirectRecheck: -time.Second, Metrics: m}, "redirect recheck interval must be >= 0"},
 		{"listen on the probe port", Config{Site: "s", Role: RoleSidecar, SidecarListen: "127.0.0.1:15002", Metrics: m}, "port 15002 is the redirect self-check's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -117,6 +117,12 @@ type Config struct {
 	// ready anyway and checks on. 0 disables the check (a sidecar that runs
 	// without redirection). Gateways ignore it.
 	RedirectWait time.Duration
+	// RedirectRecheck is how often a sidecar checks its redirection again
+	// once verified, so that losing it (the node agent's programs
+	// detached, the nftables table deleted) shows in the log and in
+	// skiff_sidecar_redirect_verified. Readiness no longer depends on it.
+	// 0: DefaultRedirectRecheck. Only with a RedirectWait.
+	RedirectRecheck time.Duration
 
 	PoolSize    int           // connections per link, the primary included; default 2
 	Mux         mux.Config    // zero value: mux defaults
@@ -136,6 +142,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Epoch == 0 {
 		c.Epoch = time.Now().UnixNano()
+	}
+	if c.RedirectRecheck == 0 {
+		c.RedirectRecheck = DefaultRedirectRecheck
 	}
 	if c.SidecarListen == "" && c.Role == RoleSidecar {
 		c.SidecarListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.SidecarOutboundPort))
@@ -168,6 +177,9 @@ func (c *Config) Validate() error {
 	if c.RedirectWait < 0 {
 		errs = append(errs, fmt.Errorf("redirect wait must be >= 0, got %s", c.RedirectWait))
 	}
+	if c.RedirectRecheck < 0 {
+		errs = append(errs, fmt.Errorf("redirect recheck interval must be >= 0, got %s", c.RedirectRecheck))
+	}
 	if c.Role == RoleSidecar {
 		if _, port, err := net.SplitHostPort(c.SidecarListen); err == nil && port == strconv.Itoa(contract.RedirectProbePort) {
 			errs = append(errs, fmt.Errorf("sidecar listen address %s: port %d is the redirect self-check's", c.SidecarListen, contract.RedirectProbePort))
@@ -199,10 +211,14 @@ type Router struct {
 	outstanding sync.Map // string -> *atomic.Int64
 
 	ready atomic.Bool
-	// redirectVerified: the self-check came back (probe.go);
-	// redirectWaitOver: RedirectWait passed without it.
+	// redirectVerified: the last self-check came back (probe.go);
+	// redirectWaitOver: RedirectWait passed without one;
+	// redirectSettled: either happened, readiness no longer waits.
 	redirectVerified atomic.Bool
 	redirectWaitOver atomic.Bool
+	redirectSettled  atomic.Bool
+	// probeAddr is the self-check address (tests point it elsewhere).
+	probeAddr string
 
 	// workers runs the per-connection functions (workers.go).
 	workers *workers
@@ -240,6 +256,7 @@ func New(cfg Config) (*Router, error) {
 		lastSites:   map[string]bool{},
 		dialing:     map[string]context.CancelFunc{},
 		workers:     newWorkers(maxIdleWorkers, workerIdleTimeout),
+		probeAddr:   probeAddr,
 	}
 	r.services.Store(newServiceTable(cfg.Services))
 	return r, nil

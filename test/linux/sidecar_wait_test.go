@@ -42,7 +42,7 @@ func TestSidecarRedirectWait(t *testing.T) {
 	started := time.Now()
 	logs := start(t, tools[1], "--net="+nsPath, tools[2], "--reuid", "1337", "--regid", "1337", "--clear-groups",
 		bin, "sidecar", "--site-file", siteFile, "--metrics-bind-address", "127.0.0.1:15090", "--health-probe-bind-address", "127.0.0.1:15021",
-		"--redirect-wait="+wait.String())
+		"--redirect-wait="+wait.String(), "--redirect-recheck=200ms")
 	curl := func(url string) (string, error) {
 		out, err := exec.Command(tools[1], "--net="+nsPath, tools[3], "-sS", "--max-time", "5", url).CombinedOutput()
 		return strings.TrimSpace(string(out)), err
@@ -111,5 +111,39 @@ func TestSidecarRedirectWait(t *testing.T) {
 	}
 	if strings.Contains(logs.Output(), `"level":"error"`) {
 		t.Errorf("the sidecar logged errors:\n%s", logs.Output())
+	}
+
+	// The redirect goes away (the table deleted under the running pod):
+	// the sidecar notices, says so once, and stays ready; the rules come
+	// back and so does the metric.
+	iptablesInit := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(tools[1], append([]string{"--net=" + nsPath, bin, "iptables-init"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("iptables-init %v: %v\n%s", args, err, out)
+		}
+	}
+	const lost, restored = `"msg":"redirection lost`, `"msg":"redirection restored`
+	iptablesInit("--remove")
+	testutil.Eventually(t, 10*time.Second, "the sidecar notices the redirect is gone", func() error {
+		if v := verified(); v != "0" {
+			return fmt.Errorf("skiff_sidecar_redirect_verified %s", v)
+		}
+		return nil
+	})
+	if n := strings.Count(logs.Output(), lost); n != 1 {
+		t.Errorf("logged %d times %s, want once:\n%s", n, lost, logs.Output())
+	}
+	if out, err := curl("http://127.0.0.1:15021/readyz"); err != nil || out != "ok" {
+		t.Errorf("readyz after the redirect was lost: %q %v, want ok", out, err)
+	}
+	iptablesInit()
+	testutil.Eventually(t, 10*time.Second, "the sidecar sees the redirect back", func() error {
+		if v := verified(); v != "1" {
+			return fmt.Errorf("skiff_sidecar_redirect_verified %s", v)
+		}
+		return nil
+	})
+	if n := strings.Count(logs.Output(), restored); n != 1 {
+		t.Errorf("logged %d times %s, want once:\n%s", n, restored, logs.Output())
 	}
 }
