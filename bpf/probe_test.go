@@ -14,8 +14,8 @@ import (
 	"github.com/skiff-io/skiff/test/testutil"
 )
 
-// The C programs and the sidecar agree on the self-check's port.
-func TestProbePortIsTheContracts(t *testing.T) {
+// The C programs and the sidecar agree on the self-check's address.
+func TestProbeAddressIsTheContracts(t *testing.T) {
 	src, err := os.ReadFile("redirect.c")
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +26,15 @@ func TestProbePortIsTheContracts(t *testing.T) {
 	}
 	if got, _ := strconv.Atoi(string(m[1])); got != contract.RedirectProbePort {
 		t.Errorf("redirect.c: PROBE_PORT %d, contract.RedirectProbePort %d", got, contract.RedirectProbePort)
+	}
+	m = regexp.MustCompile(`(?m)^#define\s+PROBE_ADDR\s+0x([0-9a-fA-F]{8})\b`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("redirect.c has no #define PROBE_ADDR 0x<8 hex digits>")
+	}
+	v, _ := strconv.ParseUint(string(m[1]), 16, 32)
+	got := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	if want := netip.MustParseAddr(contract.RedirectProbeHost); got != want {
+		t.Errorf("redirect.c: PROBE_ADDR %s, contract.RedirectProbeHost %s", got, want)
 	}
 }
 

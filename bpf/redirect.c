@@ -36,9 +36,11 @@
 #define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80 // also IP6T_SO_ORIGINAL_DST
 
-// The sidecar's redirect self-check: a connect to 127.0.0.1 at this port is
-// always redirected. contract.RedirectProbePort (a test checks they agree).
+// The sidecar's redirect self-check: a connect to PROBE_ADDR:PROBE_PORT is
+// always redirected. contract.RedirectProbeHost and RedirectProbePort (a
+// test checks they agree).
 #define PROBE_PORT 15002
+#define PROBE_ADDR 0x7f000001 // 127.0.0.1
 
 // Indexes into counters.
 enum prog_index {
@@ -238,10 +240,10 @@ static __always_inline int is_local(const __u32 ip[4])
 }
 
 // is_probe reports whether the destination is the sidecar's self-check,
-// 127.0.0.1:PROBE_PORT (or ::ffff:127.0.0.1 from a dual-stack socket).
+// PROBE_ADDR:PROBE_PORT (or its ::ffff: form from a dual-stack socket).
 static __always_inline int is_probe(const __u32 ip[4], __u16 port)
 {
-	return port == PROBE_PORT && is_mapped(ip) && ip[3] == bpf_htonl(0x7f000001);
+	return port == PROBE_PORT && is_mapped(ip) && ip[3] == bpf_htonl(PROBE_ADDR);
 }
 
 // excluded reports whether the pod of the calling task excludes the

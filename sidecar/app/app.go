@@ -75,7 +75,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
 	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
-	fs.DurationVar(&o.RedirectWait, "redirect-wait", DefaultRedirectWait, "sidecar only: how long /readyz waits until a connect to 127.0.0.1:"+strconv.Itoa(contract.RedirectProbePort)+
+	fs.DurationVar(&o.RedirectWait, "redirect-wait", DefaultRedirectWait, "sidecar only: how long /readyz waits until a connect to "+contract.RedirectProbeHost+":"+strconv.Itoa(contract.RedirectProbePort)+
 		" comes back through the pod's redirect (eBPF or nftables); then ready anyway, checking on. 0 disables the check, for a sidecar without redirection")
 	fs.DurationVar(&o.RedirectRecheck, "redirect-recheck", router.DefaultRedirectRecheck, "sidecar only: once verified, how often the redirect is checked again; three failures in a row log that it was lost and set skiff_sidecar_redirect_verified to 0 (readiness stays)")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")

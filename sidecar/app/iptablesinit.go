@@ -28,7 +28,7 @@ type IPTablesInitOptions struct {
 func (o *IPTablesInitOptions) AddFlags(fs *flag.FlagSet) {
 	o.Rules.ProxyUID = contract.SidecarUID
 	fs.IntVar(&o.Rules.OutboundPort, "outbound-port", contract.SidecarOutboundPort, "the sidecar's outbound port: outbound TCP connections are redirected to it")
-	fs.Func("proxy-uid", "the sidecar's UID, whose connections are never redirected but for its self-check to 127.0.0.1:"+strconv.Itoa(contract.RedirectProbePort)+" (default "+strconv.Itoa(contract.SidecarUID)+")", func(s string) error {
+	fs.Func("proxy-uid", "the sidecar's UID, whose connections are never redirected but for its self-check to "+contract.RedirectProbeHost+":"+strconv.Itoa(contract.RedirectProbePort)+" (default "+strconv.Itoa(contract.SidecarUID)+")", func(s string) error {
 		uid, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {
 			return fmt.Errorf("want a number from 1 to %d", uint32(1<<32-1))

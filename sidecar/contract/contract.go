@@ -32,6 +32,10 @@ const (
 	LinkPort = 55671
 )
 
+// RedirectProbeHost is the address of the sidecar's redirect self-check,
+// at RedirectProbePort.
+const RedirectProbeHost = "127.0.0.1"
+
 // SidecarUID is the user the sidecar runs as; the redirect (eBPF or
 // nftables) never redirects connections made by this UID, except its
 // self-check to 127.0.0.1:RedirectProbePort.

@@ -107,7 +107,7 @@ type rule struct {
 // probeAddr is the sidecar's redirect self-check: a connect there is
 // redirected whatever the UID, so that the sidecar can tell the rules are
 // in place (contract.RedirectProbePort).
-var probeAddr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), contract.RedirectProbePort)
+var probeAddr = netip.AddrPortFrom(netip.MustParseAddr(contract.RedirectProbeHost), contract.RedirectProbePort)
 
 func (r Rules) rules() []rule {
 	rs := []rule{

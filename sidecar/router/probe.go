@@ -12,8 +12,8 @@ import (
 )
 
 // The redirect self-check. Both redirect modes send a connect to
-// 127.0.0.1:contract.RedirectProbePort to the sidecar, whatever the UID, so
-// a sidecar that dials there and reads probeAnswer back knows that its
+// contract.RedirectProbeHost:RedirectProbePort (127.0.0.1:15002) to the
+// sidecar, whatever the UID, so a sidecar that dials there and reads probeAnswer back knows that its
 // pod's connections reach it: the node agent has attached the eBPF
 // programs, or skiff-init has installed the nftables rules. Until then a
 // sidecar with a RedirectWait is not ready (the native sidecar's startup
@@ -41,12 +41,15 @@ const DefaultRedirectRecheck = 10 * time.Second
 var errWrongAnswer = errors.New("the redirect self-check address answered, but not as the sidecar does")
 
 // probeAddr is where the sidecar dials to check its own redirection.
-var probeAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.RedirectProbePort))
+var probeAddr = net.JoinHostPort(contract.RedirectProbeHost, strconv.Itoa(contract.RedirectProbePort))
+
+// probeIP is contract.RedirectProbeHost.
+var probeIP = net.ParseIP(contract.RedirectProbeHost)
 
 // isProbe reports whether a redirected connection was headed for the
 // self-check address.
 func isProbe(dst *net.TCPAddr) bool {
-	return dst.Port == contract.RedirectProbePort && dst.IP.Equal(net.IPv4(127, 0, 0, 1))
+	return dst.Port == contract.RedirectProbePort && dst.IP.Equal(probeIP)
 }
 
 // answerProbe writes the self-check's answer and closes the connection.
