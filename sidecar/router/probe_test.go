@@ -35,20 +35,8 @@ func TestIsProbe(t *testing.T) {
 // address: the sidecar's answer, something else, silence, nobody.
 func TestProbeRedirect(t *testing.T) {
 	serve := func(t *testing.T, answer func(net.Conn)) string {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		ln := listenAnswer(t, "127.0.0.1:0", answer)
 		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go answer(c)
-			}
-		}()
 		return ln.Addr().String()
 	}
 	t.Run("the sidecar answers", func(t *testing.T) {
@@ -198,23 +186,7 @@ func TestRedirectRecheck(t *testing.T) {
 		}
 		return n
 	}
-	answer := func(addr string) net.Listener {
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				answerProbe(c)
-			}
-		}()
-		return ln
-	}
-	ln := answer("127.0.0.1:0")
+	ln := listenAnswer(t, "127.0.0.1:0", answerProbe)
 	addr := ln.Addr().String()
 
 	reg := prometheus.NewRegistry()
@@ -231,28 +203,18 @@ func TestRedirectRecheck(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	metric := func() float64 {
 		v, _ := gaugeValue(t, reg, "skiff_sidecar_redirect_verified")
 		return v
 	}
 
-	waitFor("verified", func() bool { return r.Ready() && r.RedirectVerified() })
+	waitFor(t, "verified", func() bool { return r.Ready() && r.RedirectVerified() })
 	if m := metric(); m != 1 {
 		t.Errorf("verified: metric %v, want 1", m)
 	}
 
 	ln.Close()
-	waitFor("the loss is noticed", func() bool { return !r.RedirectVerified() })
+	waitFor(t, "the loss to be noticed", func() bool { return !r.RedirectVerified() })
 	if m := metric(); m != 0 {
 		t.Errorf("lost: metric %v, want 0", m)
 	}
@@ -264,9 +226,9 @@ func TestRedirectRecheck(t *testing.T) {
 		t.Errorf("logged %q %d times, want once", "redirection lost", n)
 	}
 
-	ln = answer(addr)
+	ln = listenAnswer(t, addr, answerProbe)
 	defer ln.Close()
-	waitFor("restored", func() bool { return r.RedirectVerified() })
+	waitFor(t, "the redirect to be restored", func() bool { return r.RedirectVerified() })
 	if m := metric(); m != 1 {
 		t.Errorf("restored: metric %v, want 1", m)
 	}
@@ -276,6 +238,26 @@ func TestRedirectRecheck(t *testing.T) {
 	if n := count("redirection verified"); n != 1 {
 		t.Errorf("logged %q %d times, want once", "redirection verified", n)
 	}
+}
+
+// listenAnswer listens on addr and hands each connection to answer, in a
+// goroutine of its own, until the listener is closed.
+func listenAnswer(t *testing.T, addr string, answer func(net.Conn)) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go answer(c)
+		}
+	}()
+	return ln
 }
 
 func TestConfigValidateRedirect(t *testing.T) {

@@ -123,13 +123,17 @@ func TestSidecarRedirectWait(t *testing.T) {
 		}
 	}
 	const lost, restored = `"msg":"redirection lost`, `"msg":"redirection restored`
+	waitVerified := func(what, want string) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, what, func() error {
+			if v := verified(); v != want {
+				return fmt.Errorf("skiff_sidecar_redirect_verified %s, want %s", v, want)
+			}
+			return nil
+		})
+	}
 	iptablesInit("--remove")
-	testutil.Eventually(t, 10*time.Second, "the sidecar notices the redirect is gone", func() error {
-		if v := verified(); v != "0" {
-			return fmt.Errorf("skiff_sidecar_redirect_verified %s", v)
-		}
-		return nil
-	})
+	waitVerified("the sidecar notices the redirect is gone", "0")
 	if n := strings.Count(logs.Output(), lost); n != 1 {
 		t.Errorf("logged %d times %s, want once:\n%s", n, lost, logs.Output())
 	}
@@ -137,12 +141,7 @@ func TestSidecarRedirectWait(t *testing.T) {
 		t.Errorf("readyz after the redirect was lost: %q %v, want ok", out, err)
 	}
 	iptablesInit()
-	testutil.Eventually(t, 10*time.Second, "the sidecar sees the redirect back", func() error {
-		if v := verified(); v != "1" {
-			return fmt.Errorf("skiff_sidecar_redirect_verified %s", v)
-		}
-		return nil
-	})
+	waitVerified("the sidecar sees the redirect back", "1")
 	if n := strings.Count(logs.Output(), restored); n != 1 {
 		t.Errorf("logged %d times %s, want once:\n%s", n, restored, logs.Output())
 	}
