@@ -52,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "skiff_sidecar_passthrough_total", Help: "Redirected connections whose destination is not a network service, passed through untouched.",
 		}),
 		RedirectVerified: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "skiff_sidecar_redirect_verified", Help: "1 once the sidecar's redirect self-check (a connect to " + probeAddr + ") came back through the pod's redirect (eBPF or nftables), else 0.",
+			Name: "skiff_sidecar_redirect_verified", Help: "1 while the sidecar's redirect self-check (a connect to " + probeAddr + ") comes back through the pod's redirect (eBPF or nftables); 0 before it first does, and after three checks in a row fail.",
 		}),
 		SitesReachable: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_sites_reachable", Help: "Sites in this router's network view, itself included.",

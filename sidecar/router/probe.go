@@ -13,8 +13,8 @@ import (
 
 // The redirect self-check. Both redirect modes send a connect to
 // contract.RedirectProbeHost:RedirectProbePort (127.0.0.1:15002) to the
-// sidecar, whatever the UID, so a sidecar that dials there and reads probeAnswer back knows that its
-// pod's connections reach it: the node agent has attached the eBPF
+// sidecar, whatever the UID, so a sidecar that dials there and reads
+// probeAnswer back knows that its pod's connections reach it: the node agent has attached the eBPF
 // programs, or skiff-init has installed the nftables rules. Until then a
 // sidecar with a RedirectWait is not ready (the native sidecar's startup
 // probe holds the app containers back), for at most that long: the pod's
@@ -93,10 +93,10 @@ func (r *Router) checkRedirect(ctx context.Context) {
 		case err == nil && !verifiedOnce:
 			verifiedOnce = true
 			expired.Stop()
-			r.redirectSettled.Store(true)
+			afterWait := r.redirectSettled.Swap(true) // settled before only by the wait running out
 			r.setRedirectVerified(true)
 			r.log.Info("redirection verified", "elapsed", time.Since(start).Round(time.Millisecond).String(),
-				"afterWait", r.redirectWaitOver.Load())
+				"afterWait", afterWait)
 			tick.Reset(r.cfg.RedirectRecheck)
 		case err == nil:
 			if !r.redirectVerified.Load() {
@@ -116,7 +116,6 @@ func (r *Router) checkRedirect(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-expired.C:
-			r.redirectWaitOver.Store(true)
 			r.redirectSettled.Store(true)
 			r.log.Info("redirection not in place; traffic bypasses the sidecar through the gateway until the node agent attaches",
 				"waited", r.cfg.RedirectWait.String(), "probe", r.probeAddr, "lastError", errString(err))

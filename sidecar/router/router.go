@@ -212,10 +212,9 @@ type Router struct {
 
 	ready atomic.Bool
 	// redirectVerified: the last self-check came back (probe.go);
-	// redirectWaitOver: RedirectWait passed without one;
-	// redirectSettled: either happened, readiness no longer waits.
+	// redirectSettled: one came back, or RedirectWait passed without
+	// one; readiness no longer waits.
 	redirectVerified atomic.Bool
-	redirectWaitOver atomic.Bool
 	redirectSettled  atomic.Bool
 	// probeAddr is the self-check address (tests point it elsewhere).
 	probeAddr string
