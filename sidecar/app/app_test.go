@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
+
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 func TestServeOptionsValidate(t *testing.T) {
@@ -204,7 +206,7 @@ func TestReadyzWaitsForRedirect(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const wait = time.Second
-			health := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+			health := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			start := time.Now()
@@ -241,14 +243,4 @@ func TestReadyzWaitsForRedirect(t *testing.T) {
 			}
 		})
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -270,12 +271,7 @@ func tcpEcho(t *testing.T) string {
 // first attempt (closest: b, cost 1) fails at b's dial and the second (c,
 // cost 2) carries the bytes.
 func TestEarlyBytesSurviveAFailedAttempt(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t, "127.0.0.1")))
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"echo"}, routing: map[string]string{"echo": "closest"},
 			links: []linkTo{{site: "b", cost: 1}, {site: "c", cost: 2}}},
