@@ -6,6 +6,11 @@
 // controller is away the router keeps serving its last table, and on
 // reconnect the client presents the versions it holds so that only what
 // changed is sent again.
+//
+// The client proves that it belongs to the controller's site with a
+// certificate of the site CA, over TLS 1.3, and accepts only a controller
+// certificate of that CA for ServerName(site): TokenTLS for a sidecar or
+// node agent holding a member token, CATLS for a gateway holding the CA.
 package xdsclient
 
 import (
@@ -58,6 +63,11 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait
 	// between connection attempts; defaults 200ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
+	// TLS loads the TLS configuration of each connection (TokenTLS,
+	// CATLS): the controller's TLS port requires a client certificate of
+	// the site CA. Nil dials in plaintext, which only a controller's
+	// plaintext loopback listener (--xds-plaintext-bind-address) accepts.
+	TLS TLSLoader
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
 }
@@ -116,8 +126,12 @@ func (c *Client) Stats() Stats {
 // Run follows the controller until ctx ends, reconnecting with jittered
 // exponential backoff. It returns nil when ctx ends.
 func (c *Client) Run(ctx context.Context) error {
+	creds := insecure.NewCredentials()
+	if c.o.TLS != nil {
+		creds = &loadingCreds{load: c.o.TLS}
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		// A full response for 10,000 services is about 4 MB of listeners,
 		// gRPC's default limit (docs/xds.md).

@@ -45,13 +45,20 @@ func startBackend(t *testing.T) *backend {
 }
 
 // xdsClient dials xds:///target with grpc-go's own xDS client, bootstrapped
-// to the server at addr with node ID "test-client".
-func xdsClient(t *testing.T, addr, target string) healthpb.HealthClient {
+// to the server at addr with node ID "test-client". With site set, the
+// client reaches the server over mutual TLS with site's certificate files
+// (bootstrap channel_creds "tls", gRFC A65), else in plaintext.
+func xdsClient(t *testing.T, addr, target string, site *sitePKI) healthpb.HealthClient {
 	t.Helper()
+	creds := map[string]any{"type": "insecure"}
+	if site != nil {
+		creds = map[string]any{"type": "tls", "config": map[string]any{
+			"ca_certificate_file": site.caFile, "certificate_file": site.certFile, "private_key_file": site.keyFile}}
+	}
 	bootstrap, err := json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      addr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"channel_creds":   []any{creds},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{"id": "test-client"},
@@ -89,7 +96,10 @@ func check(ctx context.Context, c healthpb.HealthClient) error {
 // server and calls the endpoint. The table has other services too: the
 // client asks for its listener by name, which go-control-plane's
 // SnapshotCache in ADS mode does not answer (the call times out; the
-// snapshot engine runs it without ADS mode).
+// snapshot engine runs it without ADS mode). The client reaches the TLS
+// listener with a certificate of the site CA named in its bootstrap file,
+// as a proxyless application can; TestGRPCPriorities uses the plaintext
+// listener.
 func TestGRPCInterop(t *testing.T) {
 	for _, engine := range []string{engineFleet, engineSnapshot} {
 		t.Run(engine, func(t *testing.T) { testGRPCInterop(t, engine) })
@@ -99,14 +109,15 @@ func TestGRPCInterop(t *testing.T) {
 func testGRPCInterop(t *testing.T, engine string) {
 	ctx := t.Context()
 	be := startBackend(t)
-	ts := startServer(t, Options{engineName: engine})
+	site := newSitePKI(t, "east")
+	ts := serveListeners(t, Options{engineName: engine}, Listener{Listener: listen(t), TLS: site.server})
 	echo := model.Service{Address: "echo", Port: be.port, Protocol: model.HTTP2, Routing: model.Balanced,
 		Endpoints: []model.Endpoint{{IP: "127.0.0.1", Port: be.port, Ready: true, Name: "echo-0"}}}
 	tab := &model.Table{Site: "east", Services: []model.Service{echo, svc("other", 9000, model.Balanced, "10.244.0.7")}}
 	ts.Update(tab)
 	ts.waitVersion(t, tab.Hash())
 
-	c := xdsClient(t, ts.addr, fmt.Sprintf("echo:%d", be.port))
+	c := xdsClient(t, ts.addr, fmt.Sprintf("echo:%d", be.port), site)
 	if err := check(ctx, c); err != nil {
 		t.Fatalf("call through xds:///echo:%d: %v", be.port, err)
 	}
@@ -141,7 +152,7 @@ func TestGRPCPriorities(t *testing.T) {
 	}}}
 	ts.Update(tab)
 	ts.waitVersion(t, tab.Hash())
-	c := xdsClient(t, ts.addr, "prio:7000")
+	c := xdsClient(t, ts.addr, "prio:7000", nil)
 	for range 10 {
 		if err := check(ctx, c); err != nil {
 			t.Fatal(err)

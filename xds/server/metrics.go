@@ -13,6 +13,7 @@ type metrics struct {
 	pushDuration    prometheus.Histogram
 	translateErrors prometheus.Counter
 	services        prometheus.Gauge
+	refused         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -42,12 +43,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "skiff_xds_services",
 			Help: "Services in the snapshot served now.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_xds_refused_connections_total",
+			Help: "Connections to a TLS listener whose handshake failed: no client certificate, one not signed by the site CA, or not TLS.",
+		}),
 	}
 	for _, t := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
 		m.nacks.WithLabelValues(typeName(t)) // export zeros
 	}
 	if reg != nil {
-		reg.MustRegister(m.clients, m.nacks, m.pushes, m.pushDuration, m.translateErrors, m.services)
+		reg.MustRegister(m.clients, m.nacks, m.pushes, m.pushDuration, m.translateErrors, m.services, m.refused)
 	}
 	return m
 }

@@ -16,6 +16,13 @@
 // once, counted in skiff_xds_nacks_total, and not sent again: the node
 // keeps the last version it accepted until the next table.
 //
+// ServeListeners serves the same ADS on several listeners, each over TLS
+// or in plaintext (Listener): the controller serves TLS with client
+// certificates required on its port, and plaintext only on loopback, for
+// proxyless clients that have no certificate. A connection whose TLS
+// handshake fails is logged (at most one line per 10 s) and counted in
+// skiff_xds_refused_connections_total.
+//
 // go-control-plane's logger is bridged to logr here, once: its debug and
 // info messages are V(1), its warnings V(0), its errors errors.
 package server
@@ -35,7 +42,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/translate"
@@ -116,7 +122,8 @@ type Server struct {
 	engine  engine
 	streams *registry
 
-	serving atomic.Bool
+	serving  atomic.Bool
+	refusals refusals
 
 	// translator is used by the push loop only.
 	translator translate.Translator
@@ -164,10 +171,20 @@ func (s *Server) Update(t *model.Table) {
 	}
 }
 
-// Serve serves ADS on lis until ctx ends, then stops gracefully (open
-// streams are ended; after Options.ShutdownTimeout the server stops
-// hard) and returns nil. It returns an error when lis fails.
+// Serve serves ADS in plaintext on lis until ctx ends; see
+// ServeListeners.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	return s.ServeListeners(ctx, Listener{Listener: lis})
+}
+
+// ServeListeners serves the same ADS on every listener until ctx ends,
+// then stops gracefully (open streams are ended; after
+// Options.ShutdownTimeout the server stops hard) and returns nil. It
+// returns an error when a listener fails, having stopped the others.
+func (s *Server) ServeListeners(ctx context.Context, listeners ...Listener) error {
+	if len(listeners) == 0 {
+		return errors.New("serve xds: no listener")
+	}
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("serve xds: already serving")
 	}
@@ -178,12 +195,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		sotw:  sotw.NewServer(ctx, s.engine, s.streams, logOpt),
 		delta: delta.NewServer(ctx, s.engine, s.streams, logOpt),
 	}
-	gs := grpc.NewServer(
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: MinClientPing, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(MaxRequestSize),
-	)
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -193,29 +204,51 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}()
 	defer wg.Wait()
 
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
-	s.log.Info("serving xDS", "address", lis.Addr().String())
+	type served struct {
+		addr net.Addr
+		err  error
+	}
+	servers := make([]*grpc.Server, len(listeners))
+	errc := make(chan served, len(listeners))
+	for i, l := range listeners {
+		gs := grpc.NewServer(s.grpcOptions(l)...)
+		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+		servers[i] = gs
+		go func() { errc <- served{l.Addr(), gs.Serve(l.Listener)} }()
+		s.log.Info("serving xDS", "address", l.Addr().String(), "tls", l.TLS != nil)
+	}
+	stopAll := func(stop func(*grpc.Server)) {
+		var sw sync.WaitGroup
+		for _, gs := range servers {
+			sw.Go(func() { stop(gs) })
+		}
+		sw.Wait()
+	}
 	select {
-	case err := <-errc:
+	case e := <-errc:
 		cancel()
-		gs.Stop()
-		return fmt.Errorf("serve xds on %s: %w", lis.Addr(), err)
+		stopAll((*grpc.Server).Stop)
+		for range len(listeners) - 1 {
+			<-errc
+		}
+		return fmt.Errorf("serve xds on %s: %w", e.addr, e.err)
 	case <-ctx.Done():
 	}
 	stopped := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		stopAll((*grpc.Server).GracefulStop)
 		close(stopped)
 	}()
 	select {
 	case <-stopped:
 	case <-time.After(s.opts.ShutdownTimeout):
 		s.log.Info("graceful stop timed out, stopping", "timeout", s.opts.ShutdownTimeout)
-		gs.Stop()
+		stopAll((*grpc.Server).Stop)
 		<-stopped
 	}
-	<-errc
+	for range listeners {
+		<-errc
+	}
 	s.log.Info("stopped serving xDS")
 	return nil
 }

@@ -40,7 +40,13 @@ func startServer(t *testing.T, opts Options) *testServer {
 
 func serveOn(t *testing.T, lis net.Listener, opts Options) *testServer {
 	t.Helper()
-	ts := &testServer{addr: lis.Addr().String(), reg: prometheus.NewRegistry(), logs: &logSink{}}
+	return serveListeners(t, opts, Listener{Listener: lis})
+}
+
+// serveListeners serves a new Server on ls; addr is the first one's.
+func serveListeners(t *testing.T, opts Options, ls ...Listener) *testServer {
+	t.Helper()
+	ts := &testServer{addr: ls[0].Addr().String(), reg: prometheus.NewRegistry(), logs: &logSink{}}
 	if opts.Debounce == 0 {
 		opts.Debounce = 10 * time.Millisecond
 	}
@@ -52,7 +58,7 @@ func serveOn(t *testing.T, lis net.Listener, opts Options) *testServer {
 	ts.Server = New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ts.Serve(ctx, lis) }()
+	go func() { done <- ts.ServeListeners(ctx, ls...) }()
 	var once sync.Once
 	ts.stop = func() {
 		once.Do(func() {
