@@ -69,8 +69,8 @@ func (o *DaemonOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "the host's cgroup v2 mount, or a directory whose unified/ is (hybrid hosts)")
 	fs.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "the host's bpf filesystem")
 	fs.StringVar(&o.PinDir, "pin-dir", "", "directory for skiff's pinned maps and links (default <bpffs>/skiff)")
-	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
-	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 	fs.StringVar(&o.OwnerDaemonSet, "owner-daemonset", "", "namespace/name of the agent's DaemonSet: when the agent stops and the DaemonSet is gone or being deleted (uninstall), clean up as --cleanup-on-exit does; a rolling update keeps redirecting")
 	fs.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "on exit, detach every pod and remove the pinned maps, as the uninstall command does: redirection stops on the node. Without it the pins keep redirecting while no agent runs")
 }

@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,8 +73,8 @@ const DefaultRedirectWait = time.Minute
 // AddFlags registers the options on fs.
 func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) describing this site; see docs/site-file.md")
-	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
-	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint and a gateway's /view, which describe the network (docs/install.md); loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
+	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
 	fs.DurationVar(&o.RedirectWait, "redirect-wait", DefaultRedirectWait, "sidecar only: how long /readyz waits until a connect to "+contract.RedirectProbeHost+":"+strconv.Itoa(contract.RedirectProbePort)+
 		" comes back through the pod's redirect (eBPF or nftables); then ready anyway, checking on. 0 disables the check, for a sidecar without redirection")
@@ -126,7 +127,7 @@ func RunSidecar(ctx context.Context, o ServeOptions, log logr.Logger) error {
 	return run(ctx, o, router.RoleSidecar, log)
 }
 
-func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger) error {
+func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger) (err error) {
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -134,7 +135,6 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		return errors.New("--credentials-dir is for sidecars; a gateway needs a site file")
 	}
 	var site *sitefile.Site
-	var err error
 	if o.CredentialsDir != "" {
 		site, err = credentialsSite(o.CredentialsDir)
 	} else {
@@ -143,6 +143,16 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err != nil {
 		return err
 	}
+	// A start that fails (a port in use) takes back the dirs it created,
+	// a new data dir with its CA, once everything it started has stopped:
+	// the next start, with the cause fixed, begins where this one did.
+	created := missingDirs(site.DataDir, site.CADir)
+	up := false // the router was serving when the run failed
+	defer func() {
+		if err != nil && !up {
+			removeCreated(created, log)
+		}
+	}()
 	if o.MaxProcs > 0 {
 		runtime.GOMAXPROCS(o.MaxProcs)
 	}
@@ -178,32 +188,33 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	errc := make(chan error, 4) // one per goroutine below, so none blocks
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/view", ViewHandler(r.Document))
-		go func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+		wg.Go(func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
-		go func() {
+		wg.Go(func() {
 			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(r.Ready, "not ready"), log)
-		}()
+		})
 	}
-	go func() { errc <- r.Run(ctx) }()
+	wg.Go(func() { errc <- r.Run(ctx) })
 	if o.Controller != "" {
 		c, err := newXDSClient(o.Controller, role, site.Name, cfg.Name, r, reg, log)
 		if err != nil {
 			return err
 		}
-		go func() { errc <- c.Run(ctx) }()
+		wg.Go(func() { errc <- c.Run(ctx) })
 	}
 	if o.SiteFile != "" {
-		go watchSiteFile(ctx, o.SiteFile, site, r, o.Controller == "", log)
+		wg.Go(func() { watchSiteFile(ctx, o.SiteFile, site, r, o.Controller == "", log) })
 	}
 	err = <-errc
-	cancel()
+	up = r.Ready()
 	return err
 }
 
@@ -312,8 +323,8 @@ func sameLinks(a, b []sitefile.Link) bool {
 func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Config, error) {
 	cfg := router.Config{Site: site.Name, Role: role, Log: log}
 	if site.DataDir != "" {
-		if err := os.MkdirAll(site.DataDir, 0o700); err != nil {
-			return cfg, fmt.Errorf("create data dir: %w", err)
+		if err := secureDataDir(site.DataDir, log); err != nil {
+			return cfg, err
 		}
 	}
 	if site.LinkAccess != nil && role == router.RoleGateway {
@@ -422,6 +433,9 @@ type TokenOptions struct {
 	Out         string
 	Expires     time.Duration
 	Redemptions int
+	// Log hears what IssueToken changes on the way (a data dir it
+	// tightened); the zero Logger discards.
+	Log logr.Logger
 }
 
 // AddFlags registers the options on fs.
@@ -450,7 +464,14 @@ func (o *TokenOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-// IssueToken writes a link token for the site in o.SiteFile.
+// IssueToken writes a link token for the site in o.SiteFile. The token
+// holds a private key: it is written to a new file (mode 0600) beside
+// o.Out and renamed over it, so o.Out ends up 0600 whatever was there.
+// A failure leaves nothing behind: a --out that cannot be written fails
+// before the data dir, the CA or the ledger is touched; the token file is
+// complete before the ledger records the token, and the rename comes last
+// (if it fails, the ledger entry is removed again, and so are a data dir
+// and CA this call created).
 func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -462,8 +483,21 @@ func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if site.LinkAccess == nil {
 		return nil, fmt.Errorf("site %q has no linkAccess in %s: other sites cannot dial it, so it cannot issue tokens", site.Name, site.Path)
 	}
-	if err := os.MkdirAll(site.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+	out, err := os.CreateTemp(filepath.Dir(o.Out), "."+filepath.Base(o.Out)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
+	created := missingDirs(site.DataDir, site.CADir)
+	renamed := false
+	defer func() {
+		out.Close()
+		if !renamed {
+			os.Remove(out.Name())
+			removeCreated(created, o.Log)
+		}
+	}()
+	if err := secureDataDir(site.DataDir, o.Log); err != nil {
+		return nil, err
 	}
 	ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
 	if err != nil {
@@ -473,6 +507,19 @@ func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	b, err := tok.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := out.Write(b); err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return nil, fmt.Errorf("write token: %w", err)
+	}
 	ledger, err := token.OpenLedger(site.DataDir)
 	if err != nil {
 		return nil, err
@@ -480,12 +527,13 @@ func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if err := ledger.Record(tok); err != nil {
 		return nil, err
 	}
-	b, err := tok.Marshal()
-	if err != nil {
+	if err := os.Rename(out.Name(), o.Out); err != nil {
+		err = fmt.Errorf("write token: %w", err)
+		if rerr := ledger.Remove(tok.ID); rerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("token %s stays in the ledger but was never handed out: %w", tok.ID, rerr))
+		}
 		return nil, err
 	}
-	if err := os.WriteFile(o.Out, b, 0o600); err != nil {
-		return nil, fmt.Errorf("write token: %w", err)
-	}
+	renamed = true
 	return tok, nil
 }

@@ -42,21 +42,23 @@ type CA struct {
 // CA whose key another process has just written.
 var createWait = 2 * time.Second
 
-// LoadOrCreateCA returns the site CA kept in dataDir, creating the dir
-// (0700) and the CA when there is none yet. Existing files are reused
-// whatever siteName says; files that do not form a CA are reported as
-// [ErrCorruptCA] and left alone.
+// LoadOrCreateCA returns the site CA kept in dataDir, creating the CA when
+// there is none yet. Existing files are reused whatever siteName says;
+// files that do not form a CA are reported as [ErrCorruptCA] and left
+// alone. Only a dir the CA is about to be written into is created or
+// tightened to 0700 ([SecureDir]); a dir that already holds the CA is
+// just read, so it may be a read-only mount (a Kubernetes Secret).
 //
 // Two processes creating the CA at once (a gateway starting while the
 // token CLI runs) agree on one: files are written under temporary names
 // and linked into place, key first, and the loser of the race loads the
 // winner's.
 func LoadOrCreateCA(dataDir, siteName string) (*CA, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
 	certPath, keyPath := filepath.Join(dataDir, CACertFile), filepath.Join(dataDir, CAKeyFile)
 	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if _, err := SecureDir(dataDir); err != nil {
+			return nil, fmt.Errorf("CA dir: %w", err)
+		}
 		if _, err := os.Stat(certPath); err == nil {
 			if _, err := os.Stat(keyPath); err == nil {
 				return loadCA(certPath, keyPath) // another process just created both

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/skiff-io/skiff/sidecar/pki"
 )
 
 // LedgerDir is the ledger's directory inside a site's data dir.
@@ -67,10 +69,11 @@ type redemption struct {
 	At   time.Time `yaml:"at"`
 }
 
-// OpenLedger opens the ledger in dataDir, creating its directory (0700).
+// OpenLedger opens the ledger in dataDir, creating its directory, or
+// tightening it, to 0700 ([pki.SecureDir]).
 func OpenLedger(dataDir string) (*Ledger, error) {
 	dir := filepath.Join(dataDir, LedgerDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if _, err := pki.SecureDir(dir); err != nil {
 		return nil, fmt.Errorf("open token ledger: %w", err)
 	}
 	return &Ledger{dir: dir}, nil
@@ -103,6 +106,21 @@ func (l *Ledger) Record(t *Token) error {
 	// Link, unlike rename, fails if the file exists.
 	if err := os.Link(tmp, l.path(t.ID)); err != nil {
 		return fmt.Errorf("record token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// Remove deletes the entry of token id, for a token that was recorded but
+// never handed out (writing it failed). A removed token is unknown to the
+// ledger from then on, as if never issued.
+func (l *Ledger) Remove(id string) error {
+	if !hexID.MatchString(id) {
+		return fmt.Errorf("remove token: id %q is not lowercase hex", id)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := os.Remove(l.path(id)); err != nil {
+		return fmt.Errorf("remove token %s: %w", id, err)
 	}
 	return nil
 }

@@ -80,8 +80,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ProxyLogLevel, "proxy-log-level", inject.DefaultLogLevel, "sidecar log level: "+strings.Join(inject.LogLevels, ", "))
 	fs.StringVar(&o.NativeSidecar, "native-sidecar", NativeAuto, "inject skiff-proxy as a native sidecar (init container, restartPolicy Always): auto (when the apiserver is 1.29 or newer), true or false")
 	fs.StringVar(&o.RedirectMode, "redirect-mode", string(inject.RedirectEBPF), "how pod traffic reaches the sidecar: ebpf (node agent) or iptables (adds the skiff-init container with NET_ADMIN)")
-	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; 0 disables it")
-	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; 0 disables it")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
+	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 }
 
 // SelfManagedCerts reports whether the injector manages its certificate.

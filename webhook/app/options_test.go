@@ -77,7 +77,7 @@ func TestFlagDefaults(t *testing.T) {
 		Namespace: "from-env", WebhookBindAddress: ":9443", ServiceName: "skiff-injector",
 		CertSecret: "skiff-injector-tls", ImagePullPolicy: "IfNotPresent", CredentialsSecret: "skiff-sidecar",
 		ProxyLogLevel: "info", NativeSidecar: "auto", RedirectMode: "ebpf",
-		MetricsBindAddress: ":15090", HealthProbeBindAddress: ":15021",
+		MetricsBindAddress: "127.0.0.1:15090", HealthProbeBindAddress: "127.0.0.1:15021",
 	}
 	if diff := cmp.Diff(o, want); diff != "" {
 		t.Errorf("defaults (-got +want):\n%s", diff)

@@ -52,9 +52,13 @@ const (
 )
 
 // Paths inside the gateway pod (charts/skiff mounts SiteSecret there).
+// The data dir is one the gateway creates, mode 0700, inside the emptyDir
+// mounted at /var/lib/skiff: kubelet makes that one 0777 and root's, and a
+// gateway that does not own it could not tighten it and would refuse it
+// (pki.SecureDir).
 const (
 	GatewaySiteDir = "/etc/skiff/site"
-	GatewayDataDir = "/var/lib/skiff"
+	GatewayDataDir = "/var/lib/skiff/data"
 )
 
 // Identity reconciles the site's identity: the CA, the tokens it issues on
