@@ -43,6 +43,7 @@ type DaemonOptions struct {
 	NodeName               string
 	Site                   string
 	Controller             string
+	CredentialsDir         string
 	CgroupRoot             string
 	BPFFS                  string
 	PinDir                 string
@@ -66,6 +67,7 @@ func (o *DaemonOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "the node whose pods the agent redirects (default $NODE_NAME; required)")
 	fs.StringVar(&o.Site, "site", "", "the site's name, part of the agent's xDS node ID node~<site>~<node> (required with --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "host:port of the site controller's xDS server, which the services map follows; empty leaves the map to the services command")
+	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "directory with token.yaml, a member token of the site (the Secret skiff-sidecar), the agent's TLS credential for the controller; empty dials in plaintext, which only a controller's loopback --xds-plaintext-bind-address accepts")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "the host's cgroup v2 mount, or a directory whose unified/ is (hybrid hosts)")
 	fs.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "the host's bpf filesystem")
 	fs.StringVar(&o.PinDir, "pin-dir", "", "directory for skiff's pinned maps and links (default <bpffs>/skiff)")
@@ -101,6 +103,8 @@ func (o *DaemonOptions) Validate() error {
 		if o.Site == "" {
 			bad("--site is required with --controller")
 		}
+	} else if o.CredentialsDir != "" {
+		bad("--credentials-dir needs --controller")
 	}
 	if o.Site != "" {
 		for _, msg := range validation.IsDNS1123Label(o.Site) {

@@ -100,6 +100,8 @@ func TestDaemonOptionsValidate(t *testing.T) {
 		{[]string{"--node-name", "Node_A"}, `--node-name "Node_A"`},
 		{[]string{"--node-name", "n", "--controller", "ctl:15010"}, "--site is required with --controller"},
 		{[]string{"--node-name", "n", "--site", "east", "--controller", "ctl"}, `--controller "ctl"`},
+		{[]string{"--node-name", "n", "--site", "east", "--controller", "ctl:15010", "--credentials-dir", "/etc/skiff/credentials"}, ""},
+		{[]string{"--node-name", "n", "--credentials-dir", "/etc/skiff/credentials"}, "--credentials-dir needs --controller"},
 		{[]string{"--node-name", "n", "--cgroup-root", "sys/fs/cgroup"}, `--cgroup-root "sys/fs/cgroup": must be an absolute path`},
 		{[]string{"--node-name", "n", "--bpffs", "bpf"}, `--bpffs "bpf": must be an absolute path`},
 		{[]string{"--node-name", "n", "--metrics-bind-address", "0", "--health-probe-bind-address", ":99999"}, `--health-probe-bind-address ":99999"`},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,16 +19,24 @@ import (
 const NodeKind = model.KindNode
 
 // newXDSClient returns a client that follows the controller and keeps the
-// services map equal to the VIP:port of every service it serves. While the
+// services map equal to the VIP:port of every service it serves. With
+// --credentials-dir it proves that it belongs to the site with the member
+// token there (mutual TLS, as a sidecar does). While the
 // controller is away the map keeps its last content (the client applies
 // nothing then), as it does while no agent runs.
 func (d *daemon) newXDSClient(reg prometheus.Registerer) (*xdsclient.Client, error) {
-	c, err := xdsclient.New(xdsclient.Options{
+	o := xdsclient.Options{
 		Addr:  d.o.Controller,
 		Node:  model.Node{Kind: NodeKind, Site: d.o.Site, Name: d.o.NodeName},
 		Log:   d.log.WithName("xds"),
 		Apply: d.applyServices,
-	})
+	}
+	if d.o.CredentialsDir != "" {
+		o.TLS = xdsclient.TokenTLS(filepath.Join(d.o.CredentialsDir, "token.yaml"), d.o.Site)
+	} else {
+		d.log.Info("no --credentials-dir: dialing the controller in plaintext, which only its loopback plaintext listener accepts", "controller", d.o.Controller)
+	}
+	c, err := xdsclient.New(o)
 	if err != nil {
 		return nil, err
 	}
