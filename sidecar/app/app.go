@@ -204,7 +204,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	}
 	wg.Go(func() { errc <- r.Run(ctx) })
 	if o.Controller != "" {
-		c, err := newXDSClient(o.Controller, role, site.Name, cfg.Name, r, reg, log)
+		c, err := newXDSClient(o.Controller, role, site, cfg.Name, r, reg, log)
 		if err != nil {
 			return err
 		}

@@ -10,20 +10,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/router"
+	"github.com/skiff-io/skiff/sidecar/sitefile"
 	"github.com/skiff-io/skiff/sidecar/xdsclient"
 	"github.com/skiff-io/skiff/xds/model"
 )
 
-// newXDSClient returns a client that follows the controller at addr and
-// applies what it learns to r, with its counters registered on reg.
-func newXDSClient(addr string, role router.Role, site, name string, r *router.Router, reg prometheus.Registerer, log logr.Logger) (*xdsclient.Client, error) {
+// newXDSClient returns a client that follows the controller at addr over
+// mutual TLS (xdsTLS) and applies what it learns to r, with its counters
+// registered on reg.
+func newXDSClient(addr string, role router.Role, site *sitefile.Site, name string, r *router.Router, reg prometheus.Registerer, log logr.Logger) (*xdsclient.Client, error) {
 	kind := model.KindGateway
 	if role == router.RoleSidecar {
 		kind = model.KindSidecar
 	}
+	node := model.Node{Kind: kind, Site: site.Name, Name: name}
+	creds, err := xdsTLS(site, role, node.ID())
+	if err != nil {
+		return nil, err
+	}
 	c, err := xdsclient.New(xdsclient.Options{
 		Addr: addr,
-		Node: model.Node{Kind: kind, Site: site, Name: name},
+		Node: node,
+		TLS:  creds,
 		Log:  log.WithName("xds"),
 		Apply: func(ctx context.Context, services []model.Service) error {
 			return r.SetServices(ctx, RouterServices(role, services))

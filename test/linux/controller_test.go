@@ -39,7 +39,7 @@ func TestControllerManagedSite(t *testing.T) {
 	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
 	linkPort, echoListen, helloListen := port(), port(), port()
 	eastEcho, westEcho := port(), port()
-	gwAdmin, xdsPort, ctlAdmin := port(), port(), port()
+	gwAdmin, xdsPort, ctlAdmin, plainXDS := port(), port(), port(), port()
 
 	// west: a gRPC server (grpc-go's health service) and an echo server.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -86,7 +86,8 @@ connectors:
 	gw := start(t, bin, "gateway", "--site-file", eastFile, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", gwAdmin), "--health-probe-bind-address", "0")
 	ctlArgs := []string{"--site-file", eastFile, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", gwAdmin),
-		"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ctlAdmin), "--health-probe-bind-address", "0"}
+		"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--xds-plaintext-bind-address", fmt.Sprintf("127.0.0.1:%d", plainXDS),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ctlAdmin), "--health-probe-bind-address", "0"}
 	controller := start(t, ctl, ctlArgs...)
 	start(t, bin, "gateway", "--site-file", filepath.Join(dir, "west.yaml"), "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
 
@@ -110,8 +111,9 @@ connectors:
 	})
 
 	// An unmodified grpc-go client resolves the service from the
-	// controller and reaches west through east's gateway.
-	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":"127.0.0.1:%d","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"grpc-interop-client"}}`, xdsPort)
+	// controller and reaches west through east's gateway. It has no
+	// certificate: it uses the plaintext loopback listener.
+	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":"127.0.0.1:%d","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"grpc-interop-client"}}`, plainXDS)
 	// grpc reads GRPC_XDS_BOOTSTRAP_CONFIG when the process starts; a test
 	// passes the same bootstrap through grpc-go's public resolver API.
 	xdsResolver, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))

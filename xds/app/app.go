@@ -2,6 +2,12 @@
 // site's own services (a site file, or the Kubernetes API), the gateway's
 // view of the network, and the xDS server that serves the joined table,
 // with health and metrics endpoints.
+//
+// The xDS port serves TLS 1.3 only, with a certificate issued from the
+// site CA (the site file's caDir, or the Secret skiff-site-ca) for
+// xdsclient.ServerName(site), and requires a client certificate of that
+// CA; --xds-plaintext-bind-address adds a plaintext listener, on loopback
+// only, for proxyless gRPC clients without one.
 package app
 
 import (
@@ -23,7 +29,9 @@ import (
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/xdsclient"
 	"github.com/skiff-io/skiff/xds/federation"
 	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/server"
@@ -53,9 +61,13 @@ type Options struct {
 	// controller writes into the gateway's site file (tests; not flags).
 	GatewaySiteDir, GatewayDataDir, LinkBind string
 
-	XDSBindAddress     string
-	MetricsBindAddress string // "0" disables
-	HealthBindAddress  string // "0" disables
+	XDSBindAddress string
+	// XDSPlaintextBindAddress, when set, serves the same xDS in
+	// plaintext, for proxyless gRPC clients without a certificate; it
+	// must be a loopback address.
+	XDSPlaintextBindAddress string
+	MetricsBindAddress      string // "0" disables
+	HealthBindAddress       string // "0" disables
 }
 
 // AddFlags registers the options on fs.
@@ -67,7 +79,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.GatewayService, "gateway-service", "skiff-gateway", "the gateway's Service (Kubernetes)")
 	fs.StringVar(&o.GatewayAdmin, "gateway-admin", "", "the gateway's admin address (host:port) serving /view; default 127.0.0.1:"+strconv.Itoa(contract.MetricsPort)+" with --site-file")
 	fs.StringVar(&o.LinkAdvertise, "link-advertise", "", "link endpoint (host:port) other sites dial, written into tokens (Kubernetes); default the gateway Service's load-balancer or cluster IP and link port")
-	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server")
+	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server: TLS 1.3, clients must present a certificate of the site CA (docs/xds.md)")
+	fs.StringVar(&o.XDSPlaintextBindAddress, "xds-plaintext-bind-address", "", "also serve xDS in plaintext, without client authentication, on this loopback address (such as 127.0.0.1:15011), for proxyless gRPC clients on this host that have no certificate; off by default")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint and /status, which describe the site (docs/install.md); loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 }
@@ -89,6 +102,11 @@ func (o *Options) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, v, err))
+		}
+	}
+	if o.XDSPlaintextBindAddress != "" {
+		if err := checkLoopback(o.XDSPlaintextBindAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--xds-plaintext-bind-address %q: %w", o.XDSPlaintextBindAddress, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -190,6 +208,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	errc := make(chan error, 4)
 	var c *Controller
 	var gatewayAddr func() (string, error)
+	var xdsTLS *serverTLS
 	if o.SiteFile != "" {
 		site, err := sitefile.Load(o.SiteFile)
 		if err != nil {
@@ -197,6 +216,16 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		}
 		local, err := file.Services(site)
 		if err != nil {
+			return err
+		}
+		// The site's CA, as its gateway keeps it (created by whichever
+		// starts first).
+		ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
+		if err != nil {
+			return err
+		}
+		xdsTLS = newServerTLS(site.Name, certHosts(o), log.WithName("xds-tls"))
+		if _, err := xdsTLS.setCA(ca); err != nil {
 			return err
 		}
 		c = NewController(site.Name, srv, log)
@@ -208,7 +237,8 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		}
 		gatewayAddr = func() (string, error) { return admin, nil }
 	} else {
-		kc, addr, err := startKube(ctx, o, srv, reg, log, errc)
+		xdsTLS = newServerTLS(o.Site, certHosts(o), log.WithName("xds-tls"))
+		kc, addr, err := startKube(ctx, o, srv, xdsTLS, log, errc)
 		if err != nil {
 			return err
 		}
@@ -221,8 +251,18 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen for xDS on %s: %w", o.XDSBindAddress, err)
 	}
-	log.Info("serving xDS", "bind", lis.Addr().String(), "site", c.site)
-	go func() { errc <- srv.Serve(ctx, lis) }()
+	listeners := []server.Listener{{Listener: lis, TLS: xdsTLS.config()}}
+	if o.XDSPlaintextBindAddress != "" {
+		plain, err := net.Listen("tcp", o.XDSPlaintextBindAddress)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen for plaintext xDS on %s: %w", o.XDSPlaintextBindAddress, err)
+		}
+		log.Info("serving xDS in plaintext on loopback too: local clients are not authenticated", "bind", plain.Addr().String())
+		listeners = append(listeners, server.Listener{Listener: plain})
+	}
+	log.Info("serving xDS", "bind", lis.Addr().String(), "site", c.site, "serverName", xdsclient.ServerName(c.site))
+	go func() { errc <- srv.ServeListeners(ctx, listeners...) }()
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -230,9 +270,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		go func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
 	}
 	if o.HealthBindAddress != "0" {
-		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil }
+		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil && xdsTLS.ready() }
 		go func() {
-			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet"), log)
+			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet, or the site CA not known yet"), log)
 		}()
 	}
 	select {

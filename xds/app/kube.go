@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -22,9 +21,10 @@ import (
 var KubeConfig *rest.Config
 
 // startKube starts the Kubernetes source: a manager scoped to the site's
-// namespace whose reconciler feeds the controller. It returns the
-// controller and how to find the gateway's admin address.
-func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.Registerer, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
+// namespace whose reconciler feeds the controller, and the watch of the
+// site CA that xdsTLS serves with. It returns the controller and how to
+// find the gateway's admin address.
+func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
 	cfg := KubeConfig
 	if cfg == nil {
 		var err error
@@ -78,6 +78,7 @@ func startKube(ctx context.Context, o Options, srv *server.Server, _ prometheus.
 		}
 	}()
 	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.GatewayService, log)
+	go watchCA(ctx, mgr.GetAPIReader(), o.Namespace, xdsTLS, log.WithName("xds-tls"))
 	addr := func() (string, error) {
 		if o.GatewayAdmin != "" {
 			return o.GatewayAdmin, nil

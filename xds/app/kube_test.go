@@ -17,6 +17,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -28,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
+	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/app"
@@ -59,6 +65,17 @@ func TestKubernetesSites(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, filepath.Join(dir, "east.yaml"), fmt.Sprintf("name: east\ndataDir: %s/east-data\nlinks:\n  - token: east-token.yaml\n", dir))
+	// Each controller serves xDS with its site's CA, the one its gateway
+	// holds: the Secret skiff-site-ca, made here from the gateways' data
+	// dirs (the chart's gateways read the controller's instead).
+	for _, site := range []string{"west", "east"} {
+		ca, err := pki.LoadOrCreateCA(filepath.Join(dir, site+"-data"), site)
+		must(t, err)
+		key, err := os.ReadFile(filepath.Join(dir, site+"-data", pki.CAKeyFile))
+		must(t, err)
+		must(t, c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.CASecret, Namespace: site},
+			Data: map[string][]byte{pki.CACertFile: ca.CertPEM, pki.CAKeyFile: key}}))
+	}
 	xdsPort := map[string]int{"east": port(), "west": port()}
 	for _, site := range []string{"west", "east"} {
 		admin := port()
@@ -72,11 +89,12 @@ func TestKubernetesSites(t *testing.T) {
 		})
 	}
 
-	// An xDS client of east, as a sidecar of east would be.
+	// An xDS client of east, as a sidecar of east would be, with a
+	// certificate of east's CA.
 	var seenMu sync.Mutex
 	var seen []model.Service
 	xc, err := xdsclient.New(xdsclient.Options{Addr: addr(xdsPort["east"]), Node: model.Node{Kind: model.KindSidecar, Site: "east", Name: "east/test-pod"},
-		Log: testr.New(t).WithName("xds-client"),
+		Log: testr.New(t).WithName("xds-client"), TLS: xdsclient.CATLS(filepath.Join(dir, "east-data"), "east", "sidecar~east~east/test-pod"),
 		Apply: func(_ context.Context, s []model.Service) error {
 			seenMu.Lock()
 			seen = s
@@ -141,6 +159,22 @@ func TestKubernetesSites(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Only clients of east: without a certificate, or with one of west's
+	// CA, a client is refused at the handshake.
+	eastCA, err := pki.LoadOrCreateCA(filepath.Join(dir, "east-data"), "east")
+	must(t, err)
+	westCA, err := pki.LoadOrCreateCA(filepath.Join(dir, "west-data"), "west")
+	must(t, err)
+	westCert, westKey, _, err := westCA.IssueClient("intruder", time.Hour)
+	must(t, err)
+	intruder, err := pki.ClientTLS(eastCA.CertPEM, westCert, westKey, xdsclient.ServerName("east"))
+	must(t, err)
+	for what, creds := range map[string]credentials.TransportCredentials{"no certificate": insecure.NewCredentials(), "west's certificate": credentials.NewTLS(intruder)} {
+		if _, err := firstResponse(t, addr(xdsPort["east"]), grpc.WithTransportCredentials(creds)); grpcstatus.Code(err) != codes.Unavailable {
+			t.Errorf("a client of east's xDS with %s: %v, want it refused (Unavailable)", what, err)
+		}
+	}
 
 	// The site's status is kept in a small ConfigMap.
 	testutil.Eventually(t, 20*time.Second, "east's skiff-status lists backend:8080 from west", func() error {
