@@ -50,8 +50,10 @@
 // RST reasons: 0 CANCEL aborts both directions; 1 STOP means the sender
 // closed the stream without reading to the end (the receiver's writes fail,
 // its reads go on up to the sender's FIN, which follows); 2 REFUSED means the
-// stream was never handed to the application because the accept backlog
-// was full; 3 GOING_AWAY likewise, because the receiver had sent GOAWAY.
+// stream was never handed to the application because the peer already had
+// Config.MaxIncomingStreams open or the accept backlog was full; 3
+// GOING_AWAY likewise, because the receiver had sent GOAWAY. A refused
+// stream ends alone; the session carries on.
 //
 // The client (the dialing side) opens odd stream IDs, the server even ones;
 // each end's IDs only grow. SETTINGS carries the sender's per-stream
@@ -59,7 +61,8 @@
 // (16 KiB to 16 MiB); until it arrives a sender assumes 64 KiB and 16 KiB.
 //
 // Anything else closes the session with an error wrapping ErrProtocol that
-// says what was wrong: an unknown version or type, nonzero flags, a first
+// names the frame and says what was wrong (Session.Err, for one log line
+// per session): an unknown version or type, nonzero flags, a first
 // frame other than SETTINGS, a DATA frame larger than the receiver's max
 // frame size or its remaining window, DATA after FIN, a frame for a stream
 // ID that was never opened, an OPEN whose ID has the receiver's parity or

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,32 +22,33 @@ func TestProtocolErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		frames [][]byte
+		want   string // in Err(): the frame and what was wrong
 	}{
-		{"bad version first", [][]byte{badVersion}},
-		{"bad version later", [][]byte{settings, badVersion}},
-		{"unknown type", [][]byte{settings, frameBytes(numFrameTypes, 1, 0, nil)}},
-		{"nonzero flags", [][]byte{settings, badFlags}},
-		{"first frame not SETTINGS", [][]byte{frameBytes(framePing, 0, 8, make([]byte, 8))}},
-		{"second SETTINGS", [][]byte{settings, settings}},
-		{"SETTINGS window too small", [][]byte{settingsFrame(initialWindow-1, initialFrameSize)}},
-		{"SETTINGS frame size too large", [][]byte{settingsFrame(initialWindow, maxFrameSize+1)}},
-		{"SETTINGS of 4 bytes", [][]byte{frameBytes(frameSettings, 0, 4, make([]byte, 4))}},
-		{"DATA over max frame size", [][]byte{settings, open1, data(1, DefaultMaxFrameSize+1)}},
-		{"DATA beyond the window", [][]byte{settings, open1, data(1, 32<<10), data(1, 32<<10), data(1, 1)}},
-		{"DATA for a stream never opened", [][]byte{settings, data(5, 10)}},
-		{"DATA for a local stream never opened", [][]byte{settings, data(2, 10)}},
-		{"DATA on stream 0", [][]byte{settings, data(0, 10)}},
-		{"DATA after FIN", [][]byte{settings, open1, frameBytes(frameFin, 1, 0, nil), data(1, 1)}},
-		{"second FIN", [][]byte{settings, open1, frameBytes(frameFin, 1, 0, nil), frameBytes(frameFin, 1, 0, nil)}},
-		{"OPEN with the server's parity", [][]byte{settings, frameBytes(frameOpen, 2, 0, nil)}},
-		{"OPEN with a lower ID", [][]byte{settings, frameBytes(frameOpen, 3, 0, nil), open1}},
-		{"OPEN with a length", [][]byte{settings, frameBytes(frameOpen, 1, 5, nil)}},
-		{"WINDOW_UPDATE of 0", [][]byte{settings, open1, frameBytes(frameWindowUpdate, 1, 0, nil)}},
-		{"WINDOW_UPDATE beyond the window", [][]byte{settings, open1, frameBytes(frameWindowUpdate, 1, 1, nil)}},
-		{"RST with an unknown reason", [][]byte{settings, open1, frameBytes(frameRst, 1, 9, nil)}},
-		{"PING of 4 bytes", [][]byte{settings, frameBytes(framePing, 0, 4, make([]byte, 4))}},
-		{"PING on a stream", [][]byte{settings, open1, frameBytes(framePing, 1, 8, make([]byte, 8))}},
-		{"GOAWAY with a length", [][]byte{settings, frameBytes(frameGoAway, 0, 1, nil)}},
+		{"bad version first", [][]byte{badVersion}, "frame version 2, this end speaks version 1"},
+		{"bad version later", [][]byte{settings, badVersion}, "frame version 2, this end speaks version 1"},
+		{"unknown type", [][]byte{settings, frameBytes(numFrameTypes, 1, 0, nil)}, "unknown frame type 9"},
+		{"nonzero flags", [][]byte{settings, badFlags}, "OPEN frame with flags 0x1"},
+		{"first frame not SETTINGS", [][]byte{frameBytes(framePing, 0, 8, make([]byte, 8))}, "first frame is PING, want SETTINGS"},
+		{"second SETTINGS", [][]byte{settings, settings}, "second SETTINGS frame"},
+		{"SETTINGS window too small", [][]byte{settingsFrame(initialWindow-1, initialFrameSize)}, "SETTINGS window 65535 outside"},
+		{"SETTINGS frame size too large", [][]byte{settingsFrame(initialWindow, maxFrameSize+1)}, "SETTINGS max frame size 16777217 outside"},
+		{"SETTINGS of 4 bytes", [][]byte{frameBytes(frameSettings, 0, 4, make([]byte, 4))}, "SETTINGS frame of 4 bytes, want 8"},
+		{"DATA over max frame size", [][]byte{settings, open1, data(1, DefaultMaxFrameSize+1)}, "DATA frame of 32769 bytes on stream 1 exceeds max frame size"},
+		{"DATA beyond the window", [][]byte{settings, open1, data(1, 32<<10), data(1, 32<<10), data(1, 1)}, "DATA of 1 bytes on stream 1 exceeds its remaining window 0"},
+		{"DATA for a stream never opened", [][]byte{settings, data(5, 10)}, "DATA frame for stream 5, which was never opened"},
+		{"DATA for a local stream never opened", [][]byte{settings, data(2, 10)}, "DATA frame for stream 2, which was never opened"},
+		{"DATA on stream 0", [][]byte{settings, data(0, 10)}, "DATA frame on stream 0"},
+		{"DATA after FIN", [][]byte{settings, open1, frameBytes(frameFin, 1, 0, nil), data(1, 1)}, "DATA on stream 1 after FIN"},
+		{"second FIN", [][]byte{settings, open1, frameBytes(frameFin, 1, 0, nil), frameBytes(frameFin, 1, 0, nil)}, "second FIN on stream 1"},
+		{"OPEN with the server's parity", [][]byte{settings, frameBytes(frameOpen, 2, 0, nil)}, "OPEN frame for stream 2, an ID of this end's parity"},
+		{"OPEN with a lower ID", [][]byte{settings, frameBytes(frameOpen, 3, 0, nil), open1}, "OPEN frame for stream 1 after stream 3"},
+		{"OPEN with a length", [][]byte{settings, frameBytes(frameOpen, 1, 5, nil)}, "OPEN frame with length 5"},
+		{"WINDOW_UPDATE of 0", [][]byte{settings, open1, frameBytes(frameWindowUpdate, 1, 0, nil)}, "WINDOW_UPDATE of 0 on stream 1"},
+		{"WINDOW_UPDATE beyond the window", [][]byte{settings, open1, frameBytes(frameWindowUpdate, 1, 1, nil)}, "WINDOW_UPDATE of 1 on stream 1"},
+		{"RST with an unknown reason", [][]byte{settings, open1, frameBytes(frameRst, 1, 9, nil)}, "RST on stream 1 with unknown reason 9"},
+		{"PING of 4 bytes", [][]byte{settings, frameBytes(framePing, 0, 4, make([]byte, 4))}, "PING frame of 4 bytes, want 8"},
+		{"PING on a stream", [][]byte{settings, open1, frameBytes(framePing, 1, 8, make([]byte, 8))}, "PING frame on stream 1"},
+		{"GOAWAY with a length", [][]byte{settings, frameBytes(frameGoAway, 0, 1, nil)}, "GOAWAY frame with length 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, peer := newRawPeer(t, false, Config{StreamWindow: initialWindow})
@@ -61,7 +63,9 @@ func TestProtocolErrors(t *testing.T) {
 			if err := s.Err(); !errors.Is(err, ErrProtocol) || !errors.Is(err, ErrSessionClosed) {
 				t.Fatalf("Err() = %v, want ErrProtocol and ErrSessionClosed", err)
 			}
-			t.Log(s.Err())
+			if err := s.Err(); !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Err() = %q, want it to say %q", err, tc.want)
+			}
 		})
 	}
 }

@@ -221,27 +221,52 @@ func (s *Session) handleOpen(h header) error {
 		return protoErr("OPEN frame with length %d", h.length)
 	}
 	if s.isLocal(h.id) {
-		return protoErr("peer opened stream %d, an ID of this end's", h.id)
+		return protoErr("OPEN frame for stream %d, an ID of this end's parity", h.id)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if h.id <= s.lastPeerID {
-		return protoErr("peer opened stream %d after stream %d", h.id, s.lastPeerID)
+		last := s.lastPeerID
+		s.mu.Unlock()
+		return protoErr("OPEN frame for stream %d after stream %d: IDs must grow", h.id, last)
 	}
 	s.lastPeerID = h.id
-	if s.goAwaySent {
-		s.queueCtl(frameRst, h.id, rstGoingAway, nil)
+	refused, reason := s.acceptLocked(h.id)
+	s.mu.Unlock()
+	if !refused {
 		return nil
 	}
-	st := newStream(s, h.id, s.peerWindow)
-	s.streams[h.id] = st
+	// Counted before the peer can hear of it.
+	if s.cfg.OnRefuse != nil {
+		s.cfg.OnRefuse(reason)
+	}
+	code := uint32(rstRefused)
+	if reason == RefusedGoingAway {
+		code = rstGoingAway
+	}
+	s.queueCtl(frameRst, h.id, code, nil)
+	return nil
+}
+
+// acceptLocked hands the stream the peer opened to Accept, or says why it
+// is refused.
+func (s *Session) acceptLocked(id uint32) (refused bool, reason RefuseReason) {
+	switch {
+	case s.goAwaySent:
+		return true, RefusedGoingAway
+	case s.peerOpen >= s.cfg.MaxIncomingStreams:
+		return true, RefusedStreamLimit
+	}
+	st := newStream(s, id, s.peerWindow)
 	select {
 	case s.acceptCh <- st:
+		// Under s.mu, so the stream is in the map before anything the
+		// acceptor does to it can remove it.
+		s.streams[id] = st
+		s.peerOpen++
+		return false, 0
 	default:
-		delete(s.streams, h.id)
-		s.queueCtl(frameRst, h.id, rstRefused, nil)
+		return true, RefusedBacklog
 	}
-	return nil
 }
 
 func (s *Session) handleFin(h header) error {
@@ -263,7 +288,7 @@ func (s *Session) handleRst(h header) error {
 	case rstStop:
 		reason = nil // see Stream.resetReceived
 	case rstRefused:
-		reason = fmt.Errorf("stream %d refused by peer, its accept backlog is full: %w", h.id, ErrStreamReset)
+		reason = fmt.Errorf("stream %d refused by peer (too many streams open, or its accept backlog full): %w", h.id, ErrStreamReset)
 	case rstGoingAway:
 		reason = fmt.Errorf("stream %d refused: %w (%w)", h.id, ErrGoAway, ErrStreamReset)
 	default:

@@ -51,6 +51,7 @@ type Session struct {
 	streams    map[uint32]*Stream
 	nextID     uint64 // next ID this end opens
 	lastPeerID uint32 // highest ID the peer opened
+	peerOpen   int    // streams the peer opened that are in streams
 	peerWindow uint32 // the peer's per-stream receive window
 	goAwaySent bool
 	goAwayRecv bool
@@ -67,14 +68,19 @@ type Session struct {
 }
 
 // Client starts a session on the dialing side of conn; it opens odd stream
-// IDs. The session owns conn from now on.
+// IDs. The session owns conn from now on. It panics if cfg fails
+// Validate: check a configuration where it is read.
 func Client(conn net.Conn, cfg Config) *Session { return newSession(conn, cfg, true) }
 
 // Server starts a session on the accepting side of conn; it opens even
-// stream IDs. The session owns conn from now on.
+// stream IDs. The session owns conn from now on. It panics if cfg fails
+// Validate.
 func Server(conn net.Conn, cfg Config) *Session { return newSession(conn, cfg, false) }
 
 func newSession(conn net.Conn, cfg Config, client bool) *Session {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
 	cfg = cfg.withDefaults()
 	s := &Session{
 		conn:       conn,
@@ -261,9 +267,13 @@ func (s *Session) shutdown(cause error) {
 func (s *Session) isLocal(id uint32) bool { return id&1 == 1 == s.client }
 
 // removeStream forgets a stream; frames for it are discarded from now on.
+// It is called once per stream that handleOpen or open added.
 func (s *Session) removeStream(id uint32) {
 	s.mu.Lock()
 	delete(s.streams, id)
+	if !s.isLocal(id) {
+		s.peerOpen--
+	}
 	s.mu.Unlock()
 }
 
