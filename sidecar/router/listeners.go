@@ -64,31 +64,17 @@ func (r *Router) closeListeners() {
 }
 
 func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
-	for {
-		c, err := bl.ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				r.log.Error(err, "accept", "address", bl.address)
-			}
-			return
-		}
+	acceptLoop(ctx, bl.ln, r.log.WithValues("address", bl.address, "bind", bl.ln.Addr().String()), func(c net.Conn) {
 		r.workers.Go(func() { r.originate(c, bl.address, bl.port, "origin") })
-	}
+	})
 }
 
 // acceptRedirected serves the sidecar's outbound port: each connection's
 // original destination picks a network address, or it passes through.
 func (r *Router) acceptRedirected(ctx context.Context, ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				r.log.Error(err, "accept redirected connection")
-			}
-			return
-		}
+	acceptLoop(ctx, ln, r.log.WithValues("listener", "redirected", "bind", ln.Addr().String()), func(c net.Conn) {
 		r.workers.Go(func() { r.handleRedirected(c) })
-	}
+	})
 }
 
 func (r *Router) handleRedirected(c net.Conn) {
