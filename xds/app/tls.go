@@ -156,14 +156,19 @@ func watchCA(ctx context.Context, r client.Reader, namespace string, s *serverTL
 	var reported string
 	for {
 		ca, err := readCA(ctx, r, namespace)
-		if err != nil && ctx.Err() == nil && err.Error() != reported {
-			log.Info("site CA not usable yet; xDS clients are refused until it is", "secret", kube.CASecret, "reason", err.Error())
-			reported = err.Error()
-		}
-		if err == nil {
+		switch {
+		case err == nil:
+			reported = ""
 			if _, err := s.setCA(ca); err != nil {
 				log.Error(err, "xDS TLS")
 			}
+		case ctx.Err() != nil || err.Error() == reported:
+		case s.ready():
+			log.Info("site CA not readable; xDS keeps the CA it has", "secret", kube.CASecret, "reason", err.Error())
+			reported = err.Error()
+		default:
+			log.Info("site CA not usable yet; xDS clients are refused until it is", "secret", kube.CASecret, "reason", err.Error())
+			reported = err.Error()
 		}
 		wait := caPollKnown
 		if !s.ready() {

@@ -1,0 +1,95 @@
+package app
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/xdsclient"
+)
+
+// The xDS listener refuses every handshake until the site CA is known,
+// then serves clients of that CA; a replaced CA is used from the next
+// handshake on, and clients of the old one are refused.
+func TestServerTLSCA(t *testing.T) {
+	s := newServerTLS("east", []string{"127.0.0.1"}, testr.New(t))
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", s.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*tls.Conn).Handshake()
+				c.Write([]byte("x")) // a TLS 1.3 client learns of a refused certificate on its first read
+			}()
+		}
+	}()
+	dial := func(ca *pki.CA) error {
+		certPEM, keyPEM, _, err := ca.IssueClient("client", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pki.ClientTLS(ca.CertPEM, certPEM, keyPEM, xdsclient.ServerName("east"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(), cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		return err
+	}
+	newCA := func() *pki.CA {
+		ca, err := pki.LoadOrCreateCA(t.TempDir(), "east")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ca
+	}
+	first, second := newCA(), newCA()
+
+	if s.ready() {
+		t.Fatal("ready without a CA")
+	}
+	if _, err := s.current(); !errors.Is(err, errNoCA) {
+		t.Fatalf("config without a CA: %v, want errNoCA", err)
+	}
+	if err := dial(first); err == nil {
+		t.Fatal("a handshake succeeded before the CA was known")
+	}
+
+	if changed, err := s.setCA(first); err != nil || !changed {
+		t.Fatalf("setCA: %v, %v", changed, err)
+	}
+	if changed, err := s.setCA(first); err != nil || changed {
+		t.Fatalf("setCA with the same CA: changed %v, %v", changed, err)
+	}
+	if err := dial(first); err != nil {
+		t.Fatalf("a client of the CA: %v", err)
+	}
+
+	if changed, err := s.setCA(second); err != nil || !changed {
+		t.Fatalf("setCA with a new CA: %v, %v", changed, err)
+	}
+	if err := dial(second); err != nil {
+		t.Fatalf("a client of the new CA: %v", err)
+	}
+	if err := dial(first); err == nil {
+		t.Fatal("a client of the replaced CA was served")
+	}
+}
