@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,7 +29,9 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/router"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
 	"github.com/skiff-io/skiff/sidecar/token"
@@ -327,26 +330,31 @@ func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Conf
 			return cfg, err
 		}
 	}
-	if site.LinkAccess != nil && role == router.RoleGateway {
+	if role == router.RoleGateway {
+		// Every gateway has the site CA: its key signs the site record
+		// and is the key peers hold the site's name for.
 		ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
 		if err != nil {
 			return cfg, err
 		}
-		hosts := hostsOf(site.LinkAccess.Bind, site.LinkAccess.Advertise)
-		cert, err := ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
-		if err != nil {
-			return cfg, fmt.Errorf("issue gateway certificate: %w", err)
+		cfg.SiteKey = ca.Key
+		if site.LinkAccess != nil {
+			hosts := hostsOf(site.LinkAccess.Bind, site.LinkAccess.Advertise)
+			cert, err := ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
+			if err != nil {
+				return cfg, fmt.Errorf("issue gateway certificate: %w", err)
+			}
+			ledger, err := token.OpenLedger(site.DataDir)
+			if err != nil {
+				return cfg, err
+			}
+			if site.CADir != site.DataDir {
+				ledger.SeedDir = site.CADir
+			}
+			cfg.LinkListen = site.LinkAccess.Bind
+			cfg.ServerTLS = pki.ServerTLS(ca, cert)
+			cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: site.Name}
 		}
-		ledger, err := token.OpenLedger(site.DataDir)
-		if err != nil {
-			return cfg, err
-		}
-		if site.CADir != site.DataDir {
-			ledger.SeedDir = site.CADir
-		}
-		cfg.LinkListen = site.LinkAccess.Bind
-		cfg.ServerTLS = pki.ServerTLS(ca, cert)
-		cfg.Redeemer = ledger
 	}
 	specs, err := linkSpecs(site, log)
 	if err != nil {
@@ -370,9 +378,9 @@ func servicesOf(site *sitefile.Site) router.Services {
 	return svc
 }
 
-// linkSpec checks a link's token. An expired token is refused unless this
-// site already redeemed it (then the issuing site knows us and the token's
-// certificate stays valid), which is recorded in the data dir.
+// linkSpec checks a link's token. An expired token is refused unless the
+// peer already issued this site a link certificate for it (kept in the
+// data dir): the link then lives on that certificate.
 func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logger) (router.LinkSpec, error) {
 	tok, err := token.Load(l.Token)
 	if err != nil {
@@ -381,11 +389,11 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logg
 	if err := tok.VerifyIntegrity(); err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 	}
-	marker := ""
+	store := linkCertStore{}
 	if site.DataDir != "" {
-		marker = filepath.Join(site.DataDir, "redeemed", tok.Site+"-"+tok.ID)
+		store = newLinkCertStore(site.DataDir, tok)
 	}
-	if _, statErr := os.Stat(marker); marker == "" || statErr != nil {
+	if store.load() == nil {
 		if err := tok.Verify(now); err != nil {
 			return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 		}
@@ -394,22 +402,37 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logg
 	if err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 	}
-	return router.LinkSpec{
+	peerKey, err := caKeyID(tok)
+	if err != nil {
+		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
+	}
+	spec := router.LinkSpec{
 		Name:     l.Token,
 		Endpoint: tok.Endpoint,
 		TLS:      tlsCfg,
 		Cost:     l.Cost,
-		Connected: func(peer string) {
-			if marker == "" {
-				return
-			}
-			if err := os.MkdirAll(filepath.Dir(marker), 0o700); err == nil {
-				if err := os.WriteFile(marker, []byte(peer+"\n"), 0o600); err != nil {
-					log.Error(err, "record token redemption", "token", l.Token)
-				}
-			}
-		},
-	}, nil
+		PeerSite: tok.Site,
+		PeerKey:  peerKey,
+		Policy:   l.Policy,
+	}
+	if store.path != "" {
+		spec.LinkCert, spec.SaveLinkCert = store.load, store.save
+	}
+	return spec, nil
+}
+
+// caKeyID returns the key of the token's CA, the issuing site's key, in
+// the form site records carry it.
+func caKeyID(tok *token.Token) (string, error) {
+	ca, err := pki.ParseCertificate([]byte(tok.CA))
+	if err != nil {
+		return "", fmt.Errorf("ca: %w", err)
+	}
+	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return "", fmt.Errorf("ca key is %T, not ECDSA", ca.PublicKey)
+	}
+	return netview.KeyID(pub)
 }
 
 // hostsOf returns the hosts of host:port addresses, for certificate SANs.
@@ -436,6 +459,9 @@ type TokenOptions struct {
 	// Log hears what IssueToken changes on the way (a data dir it
 	// tightened); the zero Logger discards.
 	Log logr.Logger
+	// Policy is the policy of the links made with the token, kept in the
+	// ledger (--allow-advertise, --allow-reach); zero: everything allowed.
+	Policy policy.Policy
 }
 
 // AddFlags registers the options on fs.
@@ -444,6 +470,16 @@ func (o *TokenOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Out, "out", "", "where to write the token (YAML, mode 0600)")
 	fs.DurationVar(&o.Expires, "expires", 15*time.Minute, "how long the token can be redeemed")
 	fs.IntVar(&o.Redemptions, "redemptions", 1, "how many sites may redeem the token")
+	fs.Func("allow-advertise", "comma-separated address patterns (backend, backend:8080, db-*, *) the linked site may advertise into this one; may be repeated (default: all)", func(v string) error {
+		l, err := policy.Parse(v)
+		o.Policy.Advertise = append(o.Policy.Advertise, l...)
+		return err
+	})
+	fs.Func("allow-reach", "comma-separated address patterns of this site the linked site may reach; may be repeated (default: all)", func(v string) error {
+		l, err := policy.Parse(v)
+		o.Policy.Reach = append(o.Policy.Reach, l...)
+		return err
+	})
 }
 
 // Validate reports missing or malformed options.
@@ -460,6 +496,12 @@ func (o *TokenOptions) Validate() error {
 	}
 	if o.Redemptions < 1 {
 		errs = append(errs, fmt.Errorf("--redemptions must be >= 1, got %d", o.Redemptions))
+	}
+	if err := (policy.Policy{Advertise: o.Policy.Advertise}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--allow-advertise: %w", err))
+	}
+	if err := (policy.Policy{Reach: o.Policy.Reach}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--allow-reach: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -524,7 +566,7 @@ func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ledger.Record(tok); err != nil {
+	if err := ledger.Record(tok, o.Policy); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(out.Name(), o.Out); err != nil {

@@ -65,6 +65,15 @@ const (
 	TypeLabel = "skiff.io/type"
 	// CostAnnotation on a link Secret sets the link cost.
 	CostAnnotation = "skiff.io/cost"
+	// AllowAdvertiseAnnotation on a link Secret lists the addresses the
+	// peer may advertise into this site, as comma-separated patterns
+	// (package sidecar/policy: backend, backend:8080, db-*, *); on a
+	// token-request Secret, the same for the links made with its token.
+	// Without it, every address.
+	AllowAdvertiseAnnotation = "skiff.io/allow-advertise"
+	// AllowReachAnnotation is like AllowAdvertiseAnnotation for the
+	// addresses of this site the peer may reach.
+	AllowReachAnnotation = "skiff.io/allow-reach"
 )
 
 // Routing patterns.

@@ -1,27 +1,132 @@
 package netview
 
 import (
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// DB is a gateway's link-state database: its own record and the newest
-// record it has from every other site. It is safe for concurrent use.
-type DB struct {
-	self string
+// Ages of records and of the keys that hold site names.
+const (
+	// DefaultRefresh is how often a gateway signs its record again with a
+	// new Seq when nothing changed, so that its peers' copies stay young.
+	DefaultRefresh = 2 * time.Minute
+	// DefaultMaxAge is how long a record is kept without a newer one from
+	// its site: five missed refreshes.
+	DefaultMaxAge = 5 * DefaultRefresh
+	// BindingTTL is how long a site's key keeps holding the site's name
+	// after the DB last held a record of the site or saw it on a link.
+	BindingTTL = 24 * time.Hour
+	// MaxSites bounds the sites (records and name bindings) a DB holds.
+	MaxSites = 1 << 16
+)
 
-	mu      sync.Mutex
-	local   Record
-	records map[string]Record // other sites only; maps owned by the DB
+var (
+	// ErrKeyConflict reports a record or a link whose key differs from the
+	// key that holds the site name. The holder keeps the name.
+	ErrKeyConflict = errors.New("site name held by another key")
+	// ErrTooManySites reports a record refused because the DB holds
+	// MaxSites sites.
+	ErrTooManySites = errors.New("too many sites")
+)
+
+// DB is a gateway's link-state database: its own record, the newest
+// record it has from every other site, and which key holds each site name.
+// It is safe for concurrent use.
+//
+// Names are held first come, first served: the first key a site name is
+// seen with (on a link, or in a validly signed record) holds it; a record
+// or a link with another key for that name is refused with
+// [ErrKeyConflict] and never replaces the holder. A binding ends
+// [BindingTTL] after the site was last seen, so a site that left for good
+// frees its name.
+type DB struct {
+	self  string
+	key   *ecdsa.PrivateKey // signs the local record; nil: it is never sent
+	keyID string
+	now   func() time.Time
+
+	mu          sync.Mutex
+	local       Record
+	localSigned *Signed          // local at its current Seq; nil until asked
+	records     map[string]*held // other sites only
+	keys        map[string]*binding
+	conflicts   []Conflict // the latest, at most maxConflicts
 
 	// view caches the view of the current records; nil after a change.
 	// Readers load it without taking mu.
 	view atomic.Pointer[View]
 	// changed is closed (and replaced) on every change; see Changed.
 	changed chan struct{}
+}
+
+// maxConflicts bounds the name conflicts a DB remembers for its Document.
+const maxConflicts = 16
+
+// Conflict is a record or link refused because another key holds its
+// site's name: a site forged, or two sites use one name. The Document
+// lists the latest, so that the controller can raise a Warning Event.
+type Conflict struct {
+	Site   string    `json:"site"`
+	Key    string    `json:"key"`    // fingerprint of the refused key
+	HeldBy string    `json:"heldBy"` // fingerprint of the key that holds the name
+	Count  int       `json:"count,omitzero"`
+	Last   time.Time `json:"last,omitzero"`
+}
+
+// held is a stored record of another site.
+type held struct {
+	Signed
+	at time.Time // when the newest record of the site arrived
+}
+
+// binding is the key that holds a site name.
+type binding struct {
+	key      string
+	lastSeen time.Time
+}
+
+// Option configures a DB.
+type Option func(*DB)
+
+// WithKey makes the DB sign its local record with key (the site's key):
+// what a gateway needs to send its record. The local record's Key is set
+// to key's [KeyID].
+func WithKey(key *ecdsa.PrivateKey) Option { return func(db *DB) { db.key = key } }
+
+// WithRouter names the gateway in the local record (Record.Router).
+func WithRouter(name string) Option { return func(db *DB) { db.local.Router = name } }
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option { return func(db *DB) { db.now = now } }
+
+// NewDB returns a database for site self, whose gateway started at epoch
+// (unix nanoseconds). The local record starts at Seq 1 with no links and no
+// addresses.
+func NewDB(self string, epoch int64, opts ...Option) *DB {
+	db := &DB{
+		self:    self,
+		now:     time.Now,
+		local:   Record{Version: RecordVersion, Site: self, Epoch: epoch, Seq: 1},
+		records: map[string]*held{},
+		keys:    map[string]*binding{},
+	}
+	for _, o := range opts {
+		o(db)
+	}
+	if db.key != nil {
+		// A P-256 key always encodes; keyID stays empty otherwise and
+		// LocalSigned reports the error.
+		db.keyID, _ = KeyID(&db.key.PublicKey)
+		db.local.Key = db.keyID
+	}
+	return db
 }
 
 // invalidate drops the cached view and wakes the waiters of Changed; the
@@ -45,17 +150,6 @@ func (db *DB) Changed() <-chan struct{} {
 	return db.changed
 }
 
-// NewDB returns a database for site self, whose gateway started at epoch
-// (unix nanoseconds). The local record starts at Seq 1 with no links and no
-// addresses.
-func NewDB(self string, epoch int64) *DB {
-	return &DB{
-		self:    self,
-		local:   Record{Version: RecordVersion, Site: self, Epoch: epoch, Seq: 1},
-		records: map[string]Record{},
-	}
-}
-
 // SetLocal replaces the local record's links (peer site -> cost) and
 // addresses (address -> ready endpoints). Seq is bumped only if the content
 // changed. It returns the current local record and whether it changed; the
@@ -75,7 +169,7 @@ func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 	}
 	for addr, n := range addresses {
 		if addr != "" && n > 0 {
-			next.Addresses[addr] = n
+			next.Addresses[addr] = min(n, MaxEndpoints)
 		}
 	}
 	next = next.clone() // empty maps as nil, like decoded records
@@ -87,7 +181,7 @@ func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 		return db.local.clone(), false
 	}
 	db.local.Links, db.local.Addresses = next.Links, next.Addresses
-	db.local.Seq++
+	db.bumpLocked()
 	db.invalidate()
 	return db.local.clone(), true
 }
@@ -108,9 +202,24 @@ func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
 		return db.local.clone(), false
 	}
 	db.local.Routing = cloneMap(next)
-	db.local.Seq++
+	db.bumpLocked()
 	db.invalidate()
 	return db.local.clone(), true
+}
+
+// Refresh bumps the local record's Seq without changing its content, so
+// that a re-signed copy supersedes the one peers hold; the router floods
+// it every [DefaultRefresh]. It returns the record.
+func (db *DB) Refresh() Record {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.bumpLocked()
+	return db.local.clone()
+}
+
+func (db *DB) bumpLocked() {
+	db.local.Seq++
+	db.localSigned = nil
 }
 
 // Local returns the local record.
@@ -120,47 +229,177 @@ func (db *DB) Local() Record {
 	return db.local.clone()
 }
 
-// Apply stores r if it is newer than the record held for r.Site, and
-// reports whether it did; the caller then floods r to its other peers.
-//
-// Records that claim to be the local site are never stored (the local
-// record is set only by [DB.SetLocal]), nor are records Decode would
-// refuse.
-func (db *DB) Apply(r Record) bool {
-	if r.Site == db.self || validate(r) != nil {
-		return false
-	}
-	r = r.clone()
+// LocalSigned returns the local record signed with the DB's key (made
+// once per Seq).
+func (db *DB) LocalSigned() (Signed, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	old, ok := db.records[r.Site]
-	if ok && !r.Newer(old) {
-		return false
+	return db.localSignedLocked()
+}
+
+func (db *DB) localSignedLocked() (Signed, error) {
+	if db.localSigned != nil {
+		return *db.localSigned, nil
 	}
-	db.records[r.Site] = r
-	if !ok || !old.sameContent(r) {
+	if db.key == nil {
+		return Signed{}, fmt.Errorf("site %s: no key to sign its record", db.self)
+	}
+	s, err := Sign(db.local, db.key)
+	if err != nil {
+		return Signed{}, err
+	}
+	db.localSigned = &s
+	return s, nil
+}
+
+// Bind records that site holds key, as a link to the site proved (its
+// certificate or its token's CA). It fails with [ErrKeyConflict] when
+// another key holds the name, and for the local site unless key is the
+// local key.
+func (db *DB) Bind(site, key string) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.bindLocked(site, key)
+}
+
+// HolderOf returns the key that holds site's name ("" if none).
+func (db *DB) HolderOf(site string) string {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if site == db.self {
+		return db.keyID
+	}
+	if b := db.keys[site]; b != nil {
+		return b.key
+	}
+	return ""
+}
+
+func (db *DB) bindLocked(site, key string) error {
+	if key == "" {
+		return fmt.Errorf("site %s: no key: %w", site, ErrSignature)
+	}
+	if site == db.self {
+		if key != db.keyID {
+			db.conflictLocked(site, key, db.keyID, db.now())
+			return fmt.Errorf("key %s claims this site's own name %q (held by %s): %w", Fingerprint(key), site, Fingerprint(db.keyID), ErrKeyConflict)
+		}
+		return nil
+	}
+	now := db.now()
+	if b := db.keys[site]; b != nil {
+		if b.key != key {
+			db.conflictLocked(site, key, b.key, now)
+			return fmt.Errorf("key %s claims site %q, held by key %s: %w", Fingerprint(key), site, Fingerprint(b.key), ErrKeyConflict)
+		}
+		b.lastSeen = now
+		return nil
+	}
+	if len(db.keys) >= MaxSites {
+		return fmt.Errorf("site %q: this gateway knows %d sites already: %w", site, MaxSites, ErrTooManySites)
+	}
+	db.keys[site] = &binding{key: key, lastSeen: now}
+	return nil
+}
+
+// conflictLocked remembers a refused key for a held name; a new pair
+// changes the Document (and wakes its readers).
+func (db *DB) conflictLocked(site, key, holder string, now time.Time) {
+	c := Conflict{Site: site, Key: Fingerprint(key), HeldBy: Fingerprint(holder), Count: 1, Last: now}
+	for i := range db.conflicts {
+		if o := &db.conflicts[i]; o.Site == c.Site && o.Key == c.Key {
+			o.Count++
+			o.Last = now
+			return
+		}
+	}
+	db.conflicts = append(db.conflicts, c)
+	if len(db.conflicts) > maxConflicts {
+		db.conflicts = db.conflicts[1:]
+	}
+	db.invalidate()
+}
+
+// Conflicts returns the latest name conflicts, oldest first.
+func (db *DB) Conflicts() []Conflict {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return slices.Clone(db.conflicts)
+}
+
+// Apply stores s if it is newer than the record held for its site, and
+// reports whether it did; the caller then floods s to its other peers. s
+// must come from [Open] (its signature checked).
+//
+// A record of a site whose name another key holds is refused with
+// [ErrKeyConflict], and the held record stays. The local site's own
+// records (flooded back around a loop) are ignored; a record that claims
+// the local site with another key is an ErrKeyConflict.
+func (db *DB) Apply(s Signed) (bool, error) {
+	if err := validate(s.Record); err != nil {
+		return false, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.bindLocked(s.Site, s.Key); err != nil {
+		return false, err
+	}
+	if s.Site == db.self {
+		return false, nil
+	}
+	old, ok := db.records[s.Site]
+	if ok && !s.Newer(old.Record) {
+		return false, nil
+	}
+	if !ok && len(db.records) >= MaxSites {
+		return false, fmt.Errorf("site %q: this gateway holds %d records already: %w", s.Site, MaxSites, ErrTooManySites)
+	}
+	s.Record = s.Record.clone()
+	db.records[s.Site] = &held{Signed: s, at: db.now()}
+	if !ok || !old.sameContent(s.Record) {
 		db.invalidate()
 	}
-	return true
+	return true, nil
 }
 
 // Records returns every record the database holds, the local one included,
-// sorted by site: what a gateway sends a newly linked peer.
+// sorted by site.
 func (db *DB) Records() []Record {
 	db.mu.Lock()
 	out := make([]Record, 0, len(db.records)+1)
 	out = append(out, db.local.clone())
-	for _, r := range db.records {
-		out = append(out, r.clone())
+	for _, h := range db.records {
+		out = append(out, h.Record.clone())
 	}
 	db.mu.Unlock()
 	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Site, b.Site) })
 	return out
 }
 
+// Signed returns the wire forms of every record the database holds, the
+// local one first when the DB has a key: what a gateway sends a newly
+// linked peer.
+func (db *DB) Signed() ([]Signed, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	out := make([]Signed, 0, len(db.records)+1)
+	if db.key != nil {
+		local, err := db.localSignedLocked()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, local)
+	}
+	for _, h := range db.records {
+		out = append(out, h.Signed)
+	}
+	return out, nil
+}
+
 // Forget drops the record of site (never the local one). The router uses
 // it to collect sites that have been unreachable for a long time; if site
-// is still out there, its next record brings it back.
+// is still out there, its next record brings it back. The key that holds
+// the name keeps it for [BindingTTL].
 func (db *DB) Forget(site string) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -168,6 +407,32 @@ func (db *DB) Forget(site string) {
 		delete(db.records, site)
 		db.invalidate()
 	}
+}
+
+// Expire drops records that no newer record replaced for maxAge, and name
+// bindings of sites neither held nor seen for [BindingTTL]. It returns the
+// sites whose records it dropped.
+func (db *DB) Expire(maxAge time.Duration) []string {
+	now := db.now()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var dropped []string
+	for site, h := range db.records {
+		if now.Sub(h.at) > maxAge {
+			delete(db.records, site)
+			dropped = append(dropped, site)
+		}
+	}
+	for site, b := range db.keys {
+		if _, ok := db.records[site]; !ok && now.Sub(b.lastSeen) > BindingTTL {
+			delete(db.keys, site)
+		}
+	}
+	if len(dropped) > 0 {
+		db.invalidate()
+	}
+	slices.Sort(dropped)
+	return dropped
 }
 
 // View returns the view of the current records. It is computed on the first
@@ -182,7 +447,11 @@ func (db *DB) View() *View {
 	if v := db.view.Load(); v != nil {
 		return v
 	}
-	v := compute(db.local, db.records)
+	recs := make(map[string]Record, len(db.records))
+	for site, h := range db.records {
+		recs[site] = h.Record
+	}
+	v := compute(db.local, recs)
 	db.view.Store(v)
 	return v
 }

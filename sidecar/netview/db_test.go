@@ -10,7 +10,7 @@ import (
 
 // rec returns a valid record.
 func rec(site string, epoch int64, seq uint64, links, addresses map[string]int) Record {
-	return Record{Version: RecordVersion, Site: site, Epoch: epoch, Seq: seq, Links: links, Addresses: addresses}
+	return Record{Version: RecordVersion, Site: site, Key: testKeyID(site), Epoch: epoch, Seq: seq, Links: links, Addresses: addresses}
 }
 
 func TestSetLocal(t *testing.T) {
@@ -53,7 +53,7 @@ func TestSetLocal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := NewDB("a", 10)
+			db := newDB("a", 10)
 			for i, s := range tt.steps {
 				got, changed := db.SetLocal(s.links, s.addresses)
 				if changed != s.wantChanged {
@@ -136,21 +136,21 @@ func TestApply(t *testing.T) {
 		},
 		{
 			name:   "unknown version is ignored",
-			r:      Record{Version: 2, Site: "b", Epoch: 5, Seq: 1},
+			r:      Record{Version: 3, Site: "b", Epoch: 5, Seq: 1},
 			want:   false,
 			stored: Record{},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := NewDB("a", 10)
+			db := newDB("a", 10)
 			db.SetLocal(map[string]int{"b": 1}, map[string]int{"x": 1})
 			for _, r := range tt.applied {
-				if !db.Apply(r) {
+				if !apply(db, r) {
 					t.Fatalf("setup: Apply(%+v) = false", r)
 				}
 			}
-			if got := db.Apply(tt.r); got != tt.want {
+			if got := apply(db, tt.r); got != tt.want {
 				t.Errorf("Apply() = %v, want %v", got, tt.want)
 			}
 			var stored Record
@@ -167,14 +167,14 @@ func TestApply(t *testing.T) {
 }
 
 func TestRecordsRoundTrip(t *testing.T) {
-	a := NewDB("a", 10)
+	a := newDB("a", 10)
 	a.SetLocal(map[string]int{"b": 1, "c": 4}, map[string]int{"x": 2})
 	for _, r := range []Record{
 		rec("c", 30, 7, map[string]int{"a": 4, "d": 1}, nil),
 		rec("b", 20, 3, map[string]int{"a": 1}, map[string]int{"x": 1, "y": 5}),
 		rec("d", 40, 1, map[string]int{"c": 1}, nil),
 	} {
-		if !a.Apply(r) {
+		if !apply(a, r) {
 			t.Fatalf("Apply(%+v) = false", r)
 		}
 	}
@@ -189,7 +189,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	}
 
 	// A new peer "e", linked to "a", gets a full sync over the wire.
-	e := NewDB("e", 50)
+	e := newDB("e", 50)
 	e.SetLocal(map[string]int{"a": 2}, nil)
 	for _, r := range a.Records() {
 		b, err := Encode(r)
@@ -200,7 +200,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Decode() error = %v", err)
 		}
-		if !e.Apply(got) {
+		if !apply(e, got) {
 			t.Errorf("Apply(%s) = false on a fresh DB", r.Site)
 		}
 	}
@@ -210,20 +210,20 @@ func TestRecordsRoundTrip(t *testing.T) {
 	}
 	// Applying the same records again changes nothing.
 	for _, r := range a.Records() {
-		if e.Apply(r) {
+		if apply(e, r) {
 			t.Errorf("second Apply(%s) = true", r.Site)
 		}
 	}
 }
 
 func TestReturnedRecordsAreCopies(t *testing.T) {
-	db := NewDB("a", 1)
+	db := newDB("a", 1)
 	links := map[string]int{"b": 1}
 	db.SetLocal(links, nil)
 	links["c"] = 1 // caller's map is not the DB's
 	db.Local().Links["d"] = 1
 	in := rec("b", 1, 1, map[string]int{"a": 1}, nil)
-	db.Apply(in)
+	apply(db, in)
 	in.Links["x"] = 1
 	db.Records()[1].Links["y"] = 1
 
@@ -237,10 +237,10 @@ func TestReturnedRecordsAreCopies(t *testing.T) {
 }
 
 func TestForget(t *testing.T) {
-	db := NewDB("a", 1)
+	db := newDB("a", 1)
 	db.SetLocal(map[string]int{"b": 1}, nil)
-	db.Apply(rec("b", 1, 1, nil, nil))
-	db.Apply(rec("c", 1, 1, nil, nil))
+	apply(db, rec("b", 1, 1, nil, nil))
+	apply(db, rec("c", 1, 1, nil, nil))
 	if diff := cmp.Diff(db.View().Unreachable, []string{"b", "c"}); diff != "" {
 		t.Fatalf("Unreachable (-got +want):\n%s", diff)
 	}
@@ -254,15 +254,15 @@ func TestForget(t *testing.T) {
 		t.Errorf("len(Records()) = %d, want 2", got)
 	}
 	// A forgotten site comes back with its next record, whatever its seq.
-	if !db.Apply(rec("c", 1, 1, nil, nil)) {
+	if !apply(db, rec("c", 1, 1, nil, nil)) {
 		t.Errorf("Apply() after Forget = false")
 	}
 }
 
 func TestViewCached(t *testing.T) {
-	db := NewDB("a", 1)
+	db := newDB("a", 1)
 	db.SetLocal(map[string]int{"b": 1}, nil)
-	db.Apply(rec("b", 1, 1, map[string]int{"a": 1}, nil))
+	apply(db, rec("b", 1, 1, map[string]int{"a": 1}, nil))
 	v1 := db.View()
 	if db.View() != v1 {
 		t.Fatal("View() recomputed without a change")
@@ -271,10 +271,10 @@ func TestViewCached(t *testing.T) {
 		t.Fatal("an unchanged SetLocal dropped the view")
 	}
 	// A newer record with the same content changes nothing to route on.
-	if !db.Apply(rec("b", 2, 1, map[string]int{"a": 1}, nil)) || db.View() != v1 {
+	if !apply(db, rec("b", 2, 1, map[string]int{"a": 1}, nil)) || db.View() != v1 {
 		t.Fatal("a newer record with the same content dropped the view")
 	}
-	db.Apply(rec("b", 2, 2, map[string]int{"a": 1}, map[string]int{"x": 1}))
+	apply(db, rec("b", 2, 2, map[string]int{"a": 1}, map[string]int{"x": 1}))
 	v2 := db.View()
 	if v2 == v1 {
 		t.Fatal("View() not recomputed after a change")
@@ -289,7 +289,7 @@ func TestViewCached(t *testing.T) {
 
 // TestConcurrent is for the race detector.
 func TestConcurrent(t *testing.T) {
-	db := NewDB("s0", 1)
+	db := newDB("s0", 1)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -299,7 +299,7 @@ func TestConcurrent(t *testing.T) {
 				case 0:
 					db.SetLocal(map[string]int{"s1": 1 + i%3, "s2": 1}, map[string]int{"x": i % 4})
 				case 1, 2:
-					db.Apply(rec(site, 1, uint64(i+1), map[string]int{"s0": 1, "s1": 1 + i%2}, map[string]int{"x": 1}))
+					apply(db, rec(site, 1, uint64(i+1), map[string]int{"s0": 1, "s1": 1 + i%2}, map[string]int{"x": 1}))
 				default:
 					v := db.View()
 					for _, s := range v.Sites() {
@@ -319,7 +319,7 @@ func TestConcurrent(t *testing.T) {
 // The routing a site declares reaches other sites' views; the cheapest
 // declaring site wins, and a change bumps the record.
 func TestRoutingInView(t *testing.T) {
-	a, b, c := NewDB("a", 1), NewDB("b", 1), NewDB("c", 1)
+	a, b, c := newDB("a", 1), newDB("b", 1), newDB("c", 1)
 	a.SetLocal(map[string]int{"b": 1, "c": 5}, nil)
 	b.SetLocal(map[string]int{"a": 1}, map[string]int{"x": 1, "y": 1})
 	c.SetLocal(map[string]int{"a": 5}, map[string]int{"x": 2})
@@ -344,7 +344,7 @@ func TestRoutingInView(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.Apply(dec)
+		apply(a, dec)
 	}
 	if diff := cmp.Diff(a.View().Routing, map[string]string{"x": "closest"}); diff != "" {
 		t.Errorf("a's view routing (-got +want):\n%s", diff)

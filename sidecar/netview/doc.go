@@ -7,7 +7,14 @@
 // for. A record is versioned by (Epoch, Seq): Epoch is the gateway's start
 // time, so a restarted gateway supersedes whatever its previous incarnation
 // flooded, and Seq counts changes within an epoch. Records are flooded on
-// change only, never on a timer.
+// change, and re-signed with a new Seq every [DefaultRefresh] so that
+// they do not age out ([DB.Expire]).
+//
+// Records travel signed by their site's key ([Sign], [Open]); transit
+// gateways forward the signed bytes unchanged and every one verifies
+// them. The first key a site name is seen with holds the name: a record
+// or a link ([DB.Bind]) for that name with another key is refused with
+// [ErrKeyConflict].
 //
 // A [DB] stores the newest record per site and computes a [View] from them:
 // least-cost routes (Dijkstra, deterministic tie-breaking) from the local
@@ -17,6 +24,6 @@
 // alive; a site with no path left drops out of the view at once.
 //
 // The package does no I/O, starts no goroutines and logs nothing: the router
-// moves records over links with [Encode] and [Decode] and asks the DB what
+// moves records over links with [Sign] and [Open] and asks the DB what
 // changed.
 package netview

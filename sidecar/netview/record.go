@@ -5,16 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+
+	"github.com/skiff-io/skiff/sidecar/names"
 )
 
 // RecordVersion is the wire format version of [Record] that this package
-// writes and the newest it reads.
-const RecordVersion = 1
+// writes and reads. Version 1 records were unsigned and are refused.
+const RecordVersion = 2
 
-// MaxCost is the largest link cost a record may claim. The bound keeps path
-// costs (sums over at most a few thousand links) far from integer overflow;
-// [DB.SetLocal] clamps local costs into 1..MaxCost.
-const MaxCost = 1 << 24
+// Bounds on what one record may claim. They keep path costs (sums over at
+// most a few thousand links) far from integer overflow and a record's
+// maps small enough that a peer cannot make a gateway hold much.
+const (
+	// MaxCost is the largest link cost a record may claim; [DB.SetLocal]
+	// clamps local costs into 1..MaxCost.
+	MaxCost = 1 << 24
+	// MaxSeq is the largest sequence number a record may carry. A site
+	// bumps Seq once per change, so no honest record comes near it.
+	MaxSeq = 1 << 53
+	// MaxLinks is how many links one record may list.
+	MaxLinks = 4096
+	// MaxAddresses is how many addresses one record may list.
+	MaxAddresses = 1 << 17
+	// MaxEndpoints is the largest endpoint count one address may claim.
+	MaxEndpoints = 1 << 20
+)
 
 var (
 	// ErrVersion reports a site record of a wire format version this
@@ -25,14 +40,24 @@ var (
 	ErrInvalidRecord = errors.New("invalid site record")
 )
 
-// Record is what one site's gateway floods about itself.
+// Record is what one site's gateway floods about itself. On the wire it
+// travels signed by its site's key (see [Sign] and [Open]).
 type Record struct {
 	Version int    `json:"v"`
 	Site    string `json:"site"`
+	// Router names the gateway that originated the record within its
+	// site (its pod or host name); informational until a site runs
+	// several gateways.
+	Router string `json:"router,omitempty"`
+	// Key is the site's public key ([KeyID] form) that signs the record.
+	// The first key seen for a site name holds the name (see [DB]).
+	Key string `json:"key,omitempty"`
 	// Epoch is the gateway's start time (unix nanoseconds): a restarted
-	// site supersedes its old records whatever their Seq.
+	// site supersedes its old records whatever their Seq. A record whose
+	// epoch lies more than [MaxClockSkew] in the future is refused.
 	Epoch int64 `json:"epoch"`
-	// Seq is bumped on every change within an epoch.
+	// Seq is bumped on every change within an epoch, and on every
+	// refresh.
 	Seq uint64 `json:"seq"`
 	// Links maps a peer site to the cost of the link to it, for links
 	// currently up.
@@ -76,7 +101,7 @@ func cloneMap[V comparable](m map[string]V) map[string]V {
 	return maps.Clone(m)
 }
 
-// Encode returns r's wire form (JSON). A zero Version is written as
+// Encode returns r's JSON form, unsigned. A zero Version is written as
 // [RecordVersion]; a record that [Decode] would refuse is refused.
 func Encode(r Record) ([]byte, error) {
 	if r.Version == 0 {
@@ -92,11 +117,12 @@ func Encode(r Record) ([]byte, error) {
 	return b, nil
 }
 
-// Decode parses a record's wire form. Unknown fields are ignored, so that
-// records from gateways with later compatible additions interoperate; a
-// Version other than 1..RecordVersion is refused with [ErrVersion], and a
-// record without a site, with a link cost outside 1..[MaxCost] or a negative
-// endpoint count with [ErrInvalidRecord]. Empty maps decode as nil.
+// Decode parses a record's JSON form and checks it against the record's
+// rules; it does not check a signature (see [Open]). Unknown fields are
+// ignored, so that records from gateways with later compatible additions
+// interoperate; a Version other than [RecordVersion] is refused with
+// [ErrVersion], and a record that breaks a rule (names, costs, counts, the
+// bounds above) with [ErrInvalidRecord]. Empty maps decode as nil.
 func Decode(b []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -108,36 +134,72 @@ func Decode(b []byte) (Record, error) {
 	return r.clone(), nil
 }
 
-// validate checks the rules Decode enforces.
+// validate checks the rules Decode enforces. Names are checked with
+// package names, so a record cannot carry a name the site file would
+// refuse.
 func validate(r Record) error {
-	if r.Version < 1 || r.Version > RecordVersion {
-		return fmt.Errorf("site record v%d from %q, this gateway understands v%d: %w", r.Version, r.Site, RecordVersion, ErrVersion)
+	if r.Version != RecordVersion {
+		return fmt.Errorf("site record v%d from %q, this gateway understands v%d: %w", r.Version, clip(r.Site), RecordVersion, ErrVersion)
 	}
-	if r.Site == "" {
-		return fmt.Errorf("site record has no site: %w", ErrInvalidRecord)
+	if err := names.CheckSite(r.Site); err != nil {
+		return fmt.Errorf("site record: %v: %w", err, ErrInvalidRecord)
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("site record from %q: %s: %w", r.Site, fmt.Sprintf(format, args...), ErrInvalidRecord)
+	}
+	if r.Router != "" {
+		if err := names.CheckRouter(r.Router); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if len(r.Key) > maxKeyID {
+		return bad("key of %d bytes", len(r.Key))
+	}
+	switch {
+	case r.Epoch < 1:
+		return bad("epoch %d, want a start time", r.Epoch)
+	case r.Seq < 1 || r.Seq > MaxSeq:
+		return bad("seq %d, want 1..%d", r.Seq, uint64(MaxSeq))
+	case len(r.Links) > MaxLinks:
+		return bad("%d links, at most %d", len(r.Links), MaxLinks)
+	case len(r.Addresses) > MaxAddresses:
+		return bad("%d addresses, at most %d", len(r.Addresses), MaxAddresses)
+	case len(r.Routing) > MaxAddresses:
+		return bad("%d routing entries, at most %d", len(r.Routing), MaxAddresses)
 	}
 	for peer, cost := range r.Links {
 		switch {
-		case peer == "":
-			return fmt.Errorf("site record from %q lists a link to an unnamed site: %w", r.Site, ErrInvalidRecord)
+		case names.CheckSite(peer) != nil:
+			return bad("link to %q: not a site name", clip(peer))
 		case peer == r.Site:
-			return fmt.Errorf("site record from %q lists a link to itself: %w", r.Site, ErrInvalidRecord)
+			return bad("lists a link to itself")
 		case cost < 1 || cost > MaxCost:
-			return fmt.Errorf("site record from %q: link to %q has cost %d, want 1..%d: %w", r.Site, peer, cost, MaxCost, ErrInvalidRecord)
+			return bad("link to %q has cost %d, want 1..%d", peer, cost, MaxCost)
 		}
 	}
 	for addr, n := range r.Addresses {
-		switch {
-		case addr == "":
-			return fmt.Errorf("site record from %q lists an empty address: %w", r.Site, ErrInvalidRecord)
-		case n < 0:
-			return fmt.Errorf("site record from %q: address %q has %d endpoints: %w", r.Site, addr, n, ErrInvalidRecord)
+		if err := names.CheckAddress(addr); err != nil {
+			return bad("%v", err)
+		}
+		if n < 0 || n > MaxEndpoints {
+			return bad("address %q has %d endpoints, want 0..%d", addr, n, MaxEndpoints)
 		}
 	}
 	for addr, p := range r.Routing {
-		if addr == "" || p == "" || len(p) > 32 {
-			return fmt.Errorf("site record from %q: bad routing %q for address %q: %w", r.Site, p, addr, ErrInvalidRecord)
+		if err := names.CheckAddress(addr); err != nil {
+			return bad("routing: %v", err)
+		}
+		if len(p) > 32 || !names.IsLabel(p) {
+			return bad("bad routing %q for address %q", clip(p), addr)
 		}
 	}
 	return nil
+}
+
+// clip shortens a string from the network for an error message.
+func clip(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + "…"
 }

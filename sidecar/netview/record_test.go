@@ -2,6 +2,7 @@ package netview
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -33,12 +34,12 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		name string
 		r    Record
 	}{
-		{"bare", Record{Version: 1, Site: "east", Epoch: 1700000000000000000, Seq: 1}},
-		{"negative epoch", Record{Version: 1, Site: "east", Epoch: -1, Seq: 0}},
+		{"bare", Record{Version: 2, Site: "east", Epoch: 1700000000000000000, Seq: 1}},
 		{"full", Record{
-			Version: 1, Site: "east", Epoch: 42, Seq: 1<<64 - 1,
+			Version: 2, Site: "east", Router: "skiff-gateway-7d9f-x2x", Key: testKeyID("east"), Epoch: 42, Seq: MaxSeq,
 			Links:     map[string]int{"west": 1, "north": MaxCost},
-			Addresses: map[string]int{"backend": 3, "db": 0},
+			Addresses: map[string]int{"backend": 3, "db:5432": 0},
+			Routing:   map[string]string{"backend": "closest"},
 		}},
 	}
 	for _, tt := range tests {
@@ -65,11 +66,12 @@ func TestEncode(t *testing.T) {
 		want    string
 		wantErr error
 	}{
-		{"zero version written as current", Record{Site: "a", Epoch: 1, Seq: 2}, `{"v":1,"site":"a","epoch":1,"seq":2}`, nil},
-		{"maps", Record{Version: 1, Site: "a", Links: map[string]int{"b": 2}, Addresses: map[string]int{"x": 1}}, `{"v":1,"site":"a","epoch":0,"seq":0,"links":{"b":2},"addresses":{"x":1}}`, nil},
-		{"future version", Record{Version: 2, Site: "a"}, "", ErrVersion},
-		{"no site", Record{Version: 1}, "", ErrInvalidRecord},
-		{"zero cost", Record{Version: 1, Site: "a", Links: map[string]int{"b": 0}}, "", ErrInvalidRecord},
+		{"zero version written as current", Record{Site: "a", Epoch: 1, Seq: 2}, `{"v":2,"site":"a","epoch":1,"seq":2}`, nil},
+		{"maps", Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Links: map[string]int{"b": 2}, Addresses: map[string]int{"x": 1}}, `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":2},"addresses":{"x":1}}`, nil},
+		{"unsigned v1", Record{Version: 1, Site: "a", Epoch: 1, Seq: 1}, "", ErrVersion},
+		{"future version", Record{Version: 3, Site: "a", Epoch: 1, Seq: 1}, "", ErrVersion},
+		{"no site", Record{Version: 2, Epoch: 1, Seq: 1}, "", ErrInvalidRecord},
+		{"zero cost", Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Links: map[string]int{"b": 0}}, "", ErrInvalidRecord},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,6 +87,7 @@ func TestEncode(t *testing.T) {
 }
 
 func TestDecode(t *testing.T) {
+	long := strings.Repeat("a", 64)
 	tests := []struct {
 		name    string
 		in      string
@@ -94,45 +97,56 @@ func TestDecode(t *testing.T) {
 	}{
 		{
 			name: "minimal",
-			in:   `{"v":1,"site":"a","epoch":7,"seq":3}`,
-			want: Record{Version: 1, Site: "a", Epoch: 7, Seq: 3},
+			in:   `{"v":2,"site":"a","epoch":7,"seq":3}`,
+			want: Record{Version: 2, Site: "a", Epoch: 7, Seq: 3},
 		},
 		{
 			name: "unknown fields from a newer minor version are ignored",
-			in:   `{"v":1,"site":"a","epoch":7,"seq":3,"links":{"b":2},"region":"eu","labels":{"x":[1,2]}}`,
-			want: Record{Version: 1, Site: "a", Epoch: 7, Seq: 3, Links: map[string]int{"b": 2}},
+			in:   `{"v":2,"site":"a","epoch":7,"seq":3,"links":{"b":2},"region":"eu","labels":{"x":[1,2]}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 7, Seq: 3, Links: map[string]int{"b": 2}},
 		},
 		{
 			name: "empty maps decode as nil",
-			in:   `{"v":1,"site":"a","links":{},"addresses":{}}`,
-			want: Record{Version: 1, Site: "a"},
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"links":{},"addresses":{}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1},
 		},
 		{
 			name: "zero endpoints allowed",
-			in:   `{"v":1,"site":"a","addresses":{"x":0}}`,
-			want: Record{Version: 1, Site: "a", Addresses: map[string]int{"x": 0}},
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x":0}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Addresses: map[string]int{"x": 0}},
 		},
 		{
-			name:    "future version",
-			in:      `{"v":2,"site":"west","epoch":7,"seq":3,"links":{"b":-5}}`,
+			name:    "unsigned v1 record",
+			in:      `{"v":1,"site":"west","epoch":7,"seq":3,"links":{"b":-5}}`,
 			wantErr: ErrVersion,
-			wantMsg: `site record v2 from "west", this gateway understands v1: unsupported site record version`,
+			wantMsg: `site record v1 from "west", this gateway understands v2: unsupported site record version`,
 		},
 		{
 			name:    "missing version",
 			in:      `{"site":"west"}`,
 			wantErr: ErrVersion,
-			wantMsg: `site record v0 from "west", this gateway understands v1: unsupported site record version`,
+			wantMsg: `site record v0 from "west", this gateway understands v2: unsupported site record version`,
 		},
 		{name: "negative version", in: `{"v":-1,"site":"a"}`, wantErr: ErrVersion},
-		{name: "missing site", in: `{"v":1,"epoch":7}`, wantErr: ErrInvalidRecord},
-		{name: "zero cost", in: `{"v":1,"site":"a","links":{"b":0}}`, wantErr: ErrInvalidRecord},
-		{name: "negative cost", in: `{"v":1,"site":"a","links":{"b":-1}}`, wantErr: ErrInvalidRecord},
-		{name: "cost above MaxCost", in: `{"v":1,"site":"a","links":{"b":16777217}}`, wantErr: ErrInvalidRecord},
-		{name: "link to itself", in: `{"v":1,"site":"a","links":{"a":1}}`, wantErr: ErrInvalidRecord},
-		{name: "link to unnamed site", in: `{"v":1,"site":"a","links":{"":1}}`, wantErr: ErrInvalidRecord},
-		{name: "negative endpoints", in: `{"v":1,"site":"a","addresses":{"x":-1}}`, wantErr: ErrInvalidRecord},
-		{name: "empty address", in: `{"v":1,"site":"a","addresses":{"":1}}`, wantErr: ErrInvalidRecord},
+		{name: "missing site", in: `{"v":2,"epoch":7,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "site with a path", in: `{"v":2,"site":"../../etc","epoch":7,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "site with a newline", in: `{"v":2,"site":"a\nb","epoch":7,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "site of 64 characters", in: `{"v":2,"site":"` + long + `","epoch":7,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "bad router", in: `{"v":2,"site":"a","router":"x/y/z","epoch":7,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "zero epoch", in: `{"v":2,"site":"a","epoch":0,"seq":1}`, wantErr: ErrInvalidRecord},
+		{name: "zero seq", in: `{"v":2,"site":"a","epoch":1,"seq":0}`, wantErr: ErrInvalidRecord},
+		{name: "absurd seq", in: `{"v":2,"site":"a","epoch":1,"seq":18446744073709551615}`, wantErr: ErrInvalidRecord},
+		{name: "zero cost", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":0}}`, wantErr: ErrInvalidRecord},
+		{name: "negative cost", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":-1}}`, wantErr: ErrInvalidRecord},
+		{name: "cost above MaxCost", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":16777217}}`, wantErr: ErrInvalidRecord},
+		{name: "link to itself", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"a":1}}`, wantErr: ErrInvalidRecord},
+		{name: "link to unnamed site", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"":1}}`, wantErr: ErrInvalidRecord},
+		{name: "link to a bad name", in: `{"v":2,"site":"a","epoch":1,"seq":1,"links":{"B/../c":1}}`, wantErr: ErrInvalidRecord},
+		{name: "negative endpoints", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x":-1}}`, wantErr: ErrInvalidRecord},
+		{name: "absurd endpoints", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x":1073741824}}`, wantErr: ErrInvalidRecord},
+		{name: "empty address", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"":1}}`, wantErr: ErrInvalidRecord},
+		{name: "address with a space", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x y":1}}`, wantErr: ErrInvalidRecord},
+		{name: "bad routing pattern", in: `{"v":2,"site":"a","epoch":1,"seq":1,"routing":{"x":"Closest!"}}`, wantErr: ErrInvalidRecord},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,11 +176,11 @@ func TestDecodeMalformed(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
-		`{"v":1,"site":"a","epoch":7,"seq":3,"links":{"b":2,"c":1},"addresses":{"x":3}}`,
-		`{"v":1,"site":"b","epoch":7,"seq":3,"links":{"a":2},"unknown":true}`,
-		`{"v":2,"site":"a"}`,
-		`{"v":1,"site":"a","links":{"b":0}}`,
-		`{"v":1,"site":"a","links":{"a":1},"addresses":{"":1}}`,
+		`{"v":2,"site":"a","epoch":7,"seq":3,"links":{"b":2,"c":1},"addresses":{"x":3}}`,
+		`{"v":2,"site":"b","router":"ns/pod-1","epoch":7,"seq":3,"links":{"a":2},"unknown":true}`,
+		`{"v":1,"site":"a"}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":0}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"links":{"a":1},"addresses":{"":1}}`,
 		`null`,
 	} {
 		f.Add([]byte(s))
@@ -189,9 +203,9 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-decoded record (-got +want):\n%s", diff)
 		}
 		// And the DB takes it without trouble.
-		db := NewDB("fuzz-self", 1)
+		db := newDB("fuzz-self", 1)
 		db.SetLocal(map[string]int{r.Site: 1}, map[string]int{"x": 1})
-		if !db.Apply(r) && r.Site != "fuzz-self" {
+		if !apply(db, r) && r.Site != "fuzz-self" {
 			t.Fatalf("Apply(%+v) = false on an empty DB", r)
 		}
 		v := db.View()

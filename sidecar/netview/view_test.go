@@ -18,13 +18,13 @@ type site struct {
 // network builds the DB of self from every site's record.
 func network(t testing.TB, self string, sites map[string]site) *DB {
 	t.Helper()
-	db := NewDB(self, 1)
+	db := newDB(self, 1)
 	for name, s := range sites {
 		if name == self {
 			db.SetLocal(s.links, s.addresses)
 			continue
 		}
-		if !db.Apply(rec(name, 1, 1, s.links, s.addresses)) {
+		if !apply(db, rec(name, 1, 1, s.links, s.addresses)) {
 			t.Fatalf("Apply(%s) = false", name)
 		}
 	}
@@ -264,7 +264,7 @@ func TestViewChanges(t *testing.T) {
 		},
 		{
 			name:   "d's link to e comes up: e joins",
-			change: func() { db.Apply(rec("d", 1, 2, links("b", 1, "c", 3, "e", 1), links("x", 2))) },
+			change: func() { apply(db, rec("d", 1, 2, links("b", 1, "c", 3, "e", 1), links("x", 2))) },
 			want: want{
 				routes: map[string]Route{
 					"b": {"b", "b", 1, 1}, "c": {"c", "c", 1, 1}, "d": {"d", "b", 2, 2}, "e": {"e", "b", 3, 3},
@@ -275,7 +275,7 @@ func TestViewChanges(t *testing.T) {
 		{
 			name: "b's link to d goes down: d and e move to c",
 			// d has not noticed yet: its record still lists b.
-			change: func() { db.Apply(rec("b", 1, 2, links("a", 1), nil)) },
+			change: func() { apply(db, rec("b", 1, 2, links("a", 1), nil)) },
 			want: want{
 				routes: map[string]Route{
 					"b": {"b", "b", 1, 1}, "c": {"c", "c", 1, 1}, "d": {"d", "c", 4, 2}, "e": {"e", "c", 5, 3},
@@ -286,7 +286,7 @@ func TestViewChanges(t *testing.T) {
 		{
 			name: "partition: c's link to d goes down, d and e drop out with their addresses",
 			change: func() {
-				db.Apply(rec("c", 1, 2, links("a", 1), nil))
+				apply(db, rec("c", 1, 2, links("a", 1), nil))
 			},
 			want: want{
 				routes:      map[string]Route{"b": {"b", "b", 1, 1}, "c": {"c", "c", 1, 1}},
@@ -305,7 +305,7 @@ func TestViewChanges(t *testing.T) {
 		},
 		{
 			name:   "e restarts, lists a and d: e direct, d through e",
-			change: func() { db.Apply(rec("e", 2, 1, links("a", 1, "d", 1), links("y", 1))) },
+			change: func() { apply(db, rec("e", 2, 1, links("a", 1, "d", 1), links("y", 1))) },
 			want: want{
 				routes: map[string]Route{
 					"b": {"b", "b", 1, 1}, "c": {"c", "c", 1, 1}, "d": {"d", "e", 2, 2}, "e": {"e", "e", 1, 1},

@@ -19,11 +19,36 @@ type Metrics struct {
 	RedirectVerified prometheus.Gauge
 	SitesReachable   prometheus.Gauge
 	RecordsReceived  prometheus.Counter
+	// LinkRefused counts link connections refused before they joined a
+	// link, by reason (tls, bad_hello, identity, token, name_taken, pool,
+	// version, ...).
+	LinkRefused *prometheus.CounterVec
+	// RecordsRefused counts site records refused, by reason (invalid,
+	// signature, key_conflict, too_many).
+	RecordsRefused *prometheus.CounterVec
+	// StreamsRefused counts streams a peer opened that were refused, by
+	// reason (bad_header, hop_limit, loop, policy, member_origin).
+	StreamsRefused *prometheus.CounterVec
+	// PolicyRefused counts streams and routes refused by a link's policy,
+	// by peer site and direction (advertise, reach).
+	PolicyRefused *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		LinkRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_link_connections_refused_total", Help: "Connections to the link port refused before they joined a link, by reason.",
+		}, []string{"reason"}),
+		RecordsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_site_records_refused_total", Help: "Site records refused (invalid, unsigned or badly signed, for a name another key holds), by reason.",
+		}, []string{"reason"}),
+		PolicyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_policy_refused_total", Help: "Streams and routes refused by a link's policy, by peer site and direction (advertise: an address the peer may not advertise here; reach: an address of this site it may not reach).",
+		}, []string{"peer", "direction"}),
+		StreamsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_streams_refused_total", Help: "Streams opened by a peer and refused (bad header, hop limit, loop, policy), by reason.",
+		}, []string{"reason"}),
 		LinksUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "skiff_links_up", Help: "Links to a peer site that are up (1) or down (0).",
 		}, []string{"peer", "direction"}),
@@ -62,6 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
-		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived)
+		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
+		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused)
 	return m
 }

@@ -90,7 +90,11 @@ func TestRedirectWait(t *testing.T) {
 	newRouter := func(t *testing.T, role Role, redirectWait time.Duration) (*Router, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		m := NewMetrics(reg)
-		r, err := New(Config{Site: "pod", Role: role, SidecarListen: "127.0.0.1:0", RedirectWait: redirectWait, Metrics: m, Log: log})
+		cfg := Config{Site: "pod", Role: role, SidecarListen: "127.0.0.1:0", RedirectWait: redirectWait, Metrics: m, Log: log}
+		if role == RoleGateway {
+			cfg.SiteKey = newMallory(t).key
+		}
+		r, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ package router
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -25,6 +26,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +34,11 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/logging"
 	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/routing"
 )
 
@@ -79,21 +84,25 @@ type Services struct {
 	Routing    map[string]string // address -> pattern; default balanced
 }
 
-// Redeemer checks that a link client may connect: id is the serial of its
-// client certificate, site the name it announced.
-type Redeemer interface {
-	Redeem(id, bySite string, now time.Time) error
-}
-
 // LinkSpec is a link this router dials.
 type LinkSpec struct {
 	Name     string      // for logs: the token file
 	Endpoint string      // host:port of the peer's link access
-	TLS      *tls.Config // client config: CA, client certificate, server name
+	TLS      *tls.Config // the token's: the peer's CA as root, server name, the token's client certificate
 	Cost     int
-	// Connected is called after the peer accepted the link (a token's first
-	// redemption succeeded); may be nil.
-	Connected func(peer string)
+	// PeerSite and PeerKey are the peer's site name and key (netview.KeyID
+	// of its CA's key), as the token names them: the link binds the one to
+	// the other. Required for gateways.
+	PeerSite, PeerKey string
+	// LinkCert returns the link certificate (PEM) the peer issued to this
+	// site when it redeemed the token, nil if there is none yet; the
+	// gateway then dials with it instead of the token's certificate.
+	// SaveLinkCert keeps a newly issued one. Both may be nil (sidecars).
+	LinkCert     func() []byte
+	SaveLinkCert func(certPEM []byte) error
+	// Policy is what the peer may advertise into this site and reach of
+	// it; the zero Policy allows everything.
+	Policy policy.Policy
 }
 
 // Config configures a Router.
@@ -105,7 +114,7 @@ type Config struct {
 
 	LinkListen string      // bind address for link access; empty: dial only
 	ServerTLS  *tls.Config // required with LinkListen
-	Redeemer   Redeemer    // required with LinkListen
+	Admission  Admission   // required with LinkListen
 
 	Links    []LinkSpec
 	Services Services
@@ -128,6 +137,15 @@ type Config struct {
 	Mux         mux.Config    // zero value: mux defaults
 	DialTimeout time.Duration // for local connectors and link dials; default 3s
 	Epoch       int64         // start time for site records; default now
+	// RecordRefresh is how often a gateway re-signs and floods its site
+	// record when nothing changed; RecordMaxAge how long a record of
+	// another site is kept without a newer one. 0: netview's defaults.
+	// Tests shorten them.
+	RecordRefresh, RecordMaxAge time.Duration
+	// SiteKey is the site's private key (its CA key): it signs the site
+	// record, and peers hold the site's name for it. Required for
+	// gateways.
+	SiteKey *ecdsa.PrivateKey
 
 	Metrics *Metrics
 	Log     logr.Logger
@@ -146,6 +164,12 @@ func (c *Config) setDefaults() {
 	if c.RedirectRecheck == 0 {
 		c.RedirectRecheck = DefaultRedirectRecheck
 	}
+	if c.RecordRefresh == 0 {
+		c.RecordRefresh = netview.DefaultRefresh
+	}
+	if c.RecordMaxAge == 0 {
+		c.RecordMaxAge = netview.DefaultMaxAge
+	}
 	if c.SidecarListen == "" && c.Role == RoleSidecar {
 		c.SidecarListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.SidecarOutboundPort))
 	}
@@ -157,8 +181,8 @@ func (c *Config) Validate() error {
 	if c.Site == "" {
 		errs = append(errs, errors.New("site name is empty"))
 	}
-	if c.LinkListen != "" && (c.ServerTLS == nil || c.Redeemer == nil) {
-		errs = append(errs, errors.New("link access needs a server TLS config and a token ledger"))
+	if c.LinkListen != "" && (c.ServerTLS == nil || c.Admission == nil) {
+		errs = append(errs, errors.New("link access needs a server TLS config and an admission (token ledger and CA)"))
 	}
 	if c.Role == RoleSidecar && c.LinkListen != "" {
 		errs = append(errs, errors.New("a sidecar does not accept links"))
@@ -170,8 +194,11 @@ func (c *Config) Validate() error {
 		if l.TLS == nil || l.Endpoint == "" {
 			errs = append(errs, fmt.Errorf("link %d (%s): endpoint and TLS config are required", i, l.Name))
 		}
-		if l.Cost < 1 {
-			errs = append(errs, fmt.Errorf("link %d (%s): cost must be >= 1, got %d", i, l.Name, l.Cost))
+		if l.Cost < 1 || l.Cost > netview.MaxCost {
+			errs = append(errs, fmt.Errorf("link %d (%s): cost must be 1..%d, got %d", i, l.Name, netview.MaxCost, l.Cost))
+		}
+		if c.Role == RoleGateway && (l.PeerSite == "" || l.PeerKey == "") {
+			errs = append(errs, fmt.Errorf("link %d (%s): the peer's site name and key are required", i, l.Name))
 		}
 	}
 	if c.RedirectWait < 0 {
@@ -179,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RedirectRecheck < 0 {
 		errs = append(errs, fmt.Errorf("redirect recheck interval must be >= 0, got %s", c.RedirectRecheck))
+	}
+	if c.RecordRefresh < 0 || c.RecordMaxAge < 0 || (c.RecordMaxAge > 0 && c.RecordMaxAge < 2*c.RecordRefresh) {
+		errs = append(errs, fmt.Errorf("record max age %s must be at least twice the refresh interval %s", c.RecordMaxAge, c.RecordRefresh))
 	}
 	if c.Role == RoleSidecar {
 		if _, port, err := net.SplitHostPort(c.SidecarListen); err == nil && port == strconv.Itoa(contract.RedirectProbePort) {
@@ -188,17 +218,27 @@ func (c *Config) Validate() error {
 	if c.Metrics == nil {
 		errs = append(errs, errors.New("metrics are required"))
 	}
+	if err := c.Mux.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("mux: %w", err))
+	}
+	if c.Role == RoleGateway && c.SiteKey == nil {
+		errs = append(errs, errors.New("a gateway needs the site key to sign its site record"))
+	}
 	return errors.Join(errs...)
 }
 
 // Router is a running gateway or sidecar. Create it with New and run it
 // with Run.
 type Router struct {
-	cfg    Config
-	log    logr.Logger
-	m      *Metrics
-	self   string // this site's name; a sidecar's view is rooted at its gateway's site
-	picker *routing.Picker
+	cfg   Config
+	log   logr.Logger
+	m     *Metrics
+	self  string // this site's name; a sidecar's view is rooted at its gateway's site
+	keyID string // the site key's netview.KeyID (gateways)
+	// routerName names this router in hellos and its site record: the
+	// configured Name when it is a valid router name, else the site's.
+	routerName string
+	picker     *routing.Picker
 
 	db *netview.DB
 
@@ -231,6 +271,12 @@ type Router struct {
 	runCtx    context.Context               // set by Run
 	runWG     *sync.WaitGroup
 
+	policyLog policyLog
+	// refusedLogs bounds the log lines of refused link connections.
+	refusedLogs *logging.Limiter
+	// muxConfig is cfg.Mux with the stream-refusal counter.
+	muxConfig mux.Config
+
 	unreachMu   sync.Mutex
 	unreachSeen map[string]time.Time
 	lastSites   map[string]bool
@@ -242,13 +288,13 @@ func New(cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
+	var err error
 	r := &Router{
 		cfg:         cfg,
 		log:         cfg.Log.WithValues("site", cfg.Site, "role", cfg.Role.String()),
 		m:           cfg.Metrics,
 		self:        cfg.Site,
 		picker:      routing.NewPicker(uint64(cfg.Epoch)),
-		db:          netview.NewDB(cfg.Site, cfg.Epoch),
 		links:       map[string]*link{},
 		listeners:   map[string]*boundListener{},
 		unreachSeen: map[string]time.Time{},
@@ -256,6 +302,21 @@ func New(cfg Config) (*Router, error) {
 		dialing:     map[string]context.CancelFunc{},
 		workers:     newWorkers(maxIdleWorkers, workerIdleTimeout),
 		probeAddr:   probeAddr,
+	}
+	r.refusedLogs = logging.NewLimiter(5, time.Minute)
+	r.muxConfig = cfg.Mux
+	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {
+		r.m.StreamsRefused.WithLabelValues(strings.ReplaceAll(why.String(), " ", "_")).Inc()
+	}
+	r.routerName = cfg.Name
+	if names.CheckRouter(r.routerName) != nil {
+		r.routerName = cfg.Site
+	}
+	r.db = netview.NewDB(cfg.Site, cfg.Epoch, dbOptions(cfg, r.routerName)...)
+	if cfg.SiteKey != nil {
+		if r.keyID, err = netview.KeyID(&cfg.SiteKey.PublicKey); err != nil {
+			return nil, fmt.Errorf("router config: %w", err)
+		}
 	}
 	r.services.Store(newServiceTable(cfg.Services))
 	return r, nil
@@ -321,6 +382,10 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); r.gcLoop(ctx) }()
+	if r.cfg.Role == RoleGateway {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.refreshLoop(ctx) }()
+	}
 
 	r.ready.Store(true)
 	<-ctx.Done()
@@ -352,7 +417,7 @@ func (r *Router) View() *netview.View { return r.db.View() }
 // reads, and a channel closed at the next change.
 func (r *Router) Document() (netview.Document, <-chan struct{}) {
 	ch := r.db.Changed()
-	return r.db.Document(), ch
+	return r.filterDocument(r.db.Document()), ch
 }
 
 // SetServices replaces listeners, connectors and routing. Open streams are
@@ -514,9 +579,19 @@ func (r *Router) updateLocal() {
 	rec, changed := r.db.SetLocal(links, st.addressCounts())
 	if changed || routingChanged {
 		r.log.V(1).Info("site record changed", "seq", rec.Seq, "links", len(rec.Links), "addresses", len(rec.Addresses))
-		r.flood([]netview.Record{rec}, nil)
+		r.floodLocal()
 		r.viewChanged()
 	}
+}
+
+// floodLocal signs the local record and floods it to every link.
+func (r *Router) floodLocal() {
+	s, err := r.db.LocalSigned()
+	if err != nil {
+		r.log.Error(err, "sign the site record")
+		return
+	}
+	r.flood([]netview.Signed{s}, nil)
 }
 
 // viewChanged logs sites that joined or left and updates metrics.
@@ -543,17 +618,41 @@ func (r *Router) viewChanged() {
 	r.m.SitesReachable.Set(float64(len(now)))
 }
 
-// gcLoop forgets records of sites that have been unreachable for a minute,
-// so a network that changes over months does not accumulate them.
+// refreshLoop re-signs and floods the local record every RecordRefresh,
+// so that peers, which drop records older than RecordMaxAge, keep it.
+func (r *Router) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.RecordRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.db.Refresh()
+			r.floodLocal()
+		}
+	}
+}
+
+// gcLoop drops records that were not refreshed for RecordMaxAge, and
+// forgets records of sites that have been unreachable for a minute, so a
+// network that changes over months does not accumulate them.
 func (r *Router) gcLoop(ctx context.Context) {
 	const forgetAfter = time.Minute
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(min(10*time.Second, r.cfg.RecordMaxAge/4))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			r.refusedLogs.Flush(func(what string, n int) {
+				r.log.Info("refusals not logged", "what", what, "suppressed", n)
+			})
+			if dropped := r.db.Expire(r.cfg.RecordMaxAge); len(dropped) > 0 {
+				r.log.Info("site records aged out", "sites", dropped, "maxAge", r.cfg.RecordMaxAge.String())
+				r.viewChanged()
+			}
 			v := r.db.View()
 			r.unreachMu.Lock()
 			seen := map[string]bool{}
@@ -616,4 +715,12 @@ func (r *Router) Status() Status {
 	sort.Slice(st.Sites, func(i, j int) bool { return st.Sites[i].Site < st.Sites[j].Site })
 	st.Addresses = v.Addresses
 	return st
+}
+
+func dbOptions(cfg Config, routerName string) []netview.Option {
+	opts := []netview.Option{netview.WithRouter(routerName)}
+	if cfg.SiteKey != nil {
+		opts = append(opts, netview.WithKey(cfg.SiteKey))
+	}
+	return opts
 }

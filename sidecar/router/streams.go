@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/routing"
 )
 
@@ -31,8 +32,11 @@ func (r *Router) handleStream(l *link, st *mux.Stream) {
 	h, err := readHeader(br)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
-		r.log.Info("stream refused", "peerSite", l.peer, "error", err.Error())
-		st.Reset()
+		r.refuseStream(l, st, "bad_header", err.Error(), false)
+		return
+	}
+	if reason, msg := r.checkHeader(l, h); reason != "" {
+		r.refuseStream(l, st, reason, msg, h.Kind == kindData)
 		return
 	}
 	if h.Kind == kindControl {
@@ -45,12 +49,66 @@ func (r *Router) handleStream(l *link, st *mux.Stream) {
 		st.Close()
 		return
 	}
+	if (h.Dest == "" || h.Dest == r.self) && !r.mayReach(l, h.Address) {
+		r.refuseStream(l, st, "policy", fmt.Sprintf("the policy of the link from %s does not let it reach %q", l.peer, h.Address), true)
+		return
+	}
 	in := newStreamConn(st, br, l.peer, r.m)
 	if h.Dest == "" || h.Dest == r.self {
 		r.deliver(h, in)
 		return
 	}
 	r.transit(h, in)
+}
+
+// checkHeader validates a stream header from link l before anything in
+// it is used: names as the site file would accept them, the hop limit, a
+// control stream only where one belongs, no stream that comes back to
+// its origin. It returns a metric reason and a message, or "".
+func (r *Router) checkHeader(l *link, h header) (reason, msg string) {
+	if h.Kind == kindControl {
+		l.mu.Lock()
+		has := l.ctrl != nil
+		l.mu.Unlock()
+		if has || l.dialed {
+			return "bad_header", "a second control stream, or one from the accepting side"
+		}
+		return "", ""
+	}
+	if err := names.CheckAddress(h.Address); err != nil {
+		return "bad_header", err.Error()
+	}
+	if h.Dest != "" && names.CheckSite(h.Dest) != nil {
+		return "bad_header", fmt.Sprintf("destination site %q is not a site name", clipName(h.Dest))
+	}
+	if err := names.CheckSite(h.Origin); err != nil {
+		return "bad_header", "origin: " + err.Error()
+	}
+	switch {
+	case h.Hops > defaultHops:
+		return "hop_limit", fmt.Sprintf("hop count %d above the limit of %d", h.Hops, defaultHops)
+	case l.role == roleMember && h.Origin != r.self:
+		return "member_origin", fmt.Sprintf("a sidecar of site %s opened a stream from site %q", r.self, h.Origin)
+	case l.role != roleMember && h.Origin == r.self:
+		return "loop", fmt.Sprintf("a stream from this site (%s) came back from %s", r.self, l.peer)
+	}
+	return "", ""
+}
+
+// refuseStream refuses a stream a peer opened: counted, logged at most a
+// few times per reason and interval, answered with a status when the
+// header was a data stream's, and reset.
+func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answer bool) {
+	r.m.StreamsRefused.WithLabelValues(reason).Inc()
+	if reason != "policy" { // policyRefused logged it, once per address
+		if ok, suppressed := r.refusedLogs.Allow("stream " + reason); ok {
+			r.log.Info("stream refused", "peerSite", l.peer, "reason", msg, "suppressed", suppressed)
+		}
+	}
+	if answer {
+		_ = writeStatus(st, statusBadRequest, msg)
+	}
+	st.Reset()
 }
 
 // deliver connects a stream that reached its destination site to a local
@@ -107,6 +165,12 @@ func (r *Router) transit(h header, in *streamConn) {
 		return
 	}
 	h.Hops--
+	if nh, ok := r.db.View().NextHop(h.Dest); ok && nh == in.peer {
+		r.m.StreamsRefused.WithLabelValues("loop").Inc()
+		_ = writeStatus(in, statusNoRoute, fmt.Sprintf("site %s routes %s back through %s, where the stream came from", r.self, h.Dest, in.peer))
+		in.Close()
+		return
+	}
 	out, err := r.openStream(h, nil)
 	if err != nil {
 		var se *statusError
@@ -134,6 +198,10 @@ func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
 	l, err := r.linkToward(h.Dest)
 	if err != nil {
 		return nil, err
+	}
+	if r.cfg.Role == RoleGateway && !l.policy.MayAdvertise(h.Address) {
+		r.policyRefused(l.peer, "advertise", h.Address)
+		return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s: the policy of the link to %s does not let it advertise %q", r.self, l.peer, h.Address)}
 	}
 	sess := l.pick()
 	if sess == nil {
@@ -213,6 +281,9 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 	for _, tg := range r.db.View().Addresses[address] {
 		if tg.Site == r.self && (r.cfg.Role == RoleGateway || len(local) > 0) {
 			continue // our own connectors are listed above
+		}
+		if tg.Site != r.self && !r.advertised(tg.Site, address) {
+			continue // the link's policy refuses it; openStream would too
 		}
 		key := "site:" + tg.Site
 		cands = append(cands, routing.Candidate{Key: key, Cost: tg.Cost, Weight: tg.Endpoints, Outstanding: int(r.counter(key).Load())})
@@ -350,12 +421,13 @@ func copyConn(dst io.Writer, src io.Reader) (int64, error) {
 // first bytes of data, and per-peer byte accounting.
 type streamConn struct {
 	*mux.Stream
+	peer     string // the neighbour it came from or goes to
 	br       *bufio.Reader
 	rx, sent prometheus.Counter
 }
 
 func newStreamConn(st *mux.Stream, br *bufio.Reader, peer string, m *Metrics) *streamConn {
-	return &streamConn{Stream: st, br: br,
+	return &streamConn{Stream: st, br: br, peer: peer,
 		rx:   m.PeerBytes.WithLabelValues(peer, "received"),
 		sent: m.PeerBytes.WithLabelValues(peer, "sent")}
 }

@@ -12,7 +12,7 @@ import (
 // LinkProtocolVersion is the version of the hello exchanged on every link
 // connection and of the stream header. A peer speaking another version is
 // refused with a message that names both versions.
-const LinkProtocolVersion = 1
+const LinkProtocolVersion = 2
 
 // ErrVersion reports a peer that speaks another link protocol version.
 var ErrVersion = errors.New("link protocol version mismatch")
@@ -28,11 +28,17 @@ const (
 type hello struct {
 	Version int    `json:"v"`
 	Site    string `json:"site"`
+	Router  string `json:"router,omitempty"` // the dialling router: a gateway's or a sidecar's pod
 	Role    string `json:"role"`
 	Cost    int    `json:"cost"`
 	LinkID  string `json:"linkID"` // groups the pool connections of one link
 	Index   int    `json:"index"`  // 0 is the primary connection: it carries the control stream
 	Pool    int    `json:"pool"`
+	// Key is a gateway's site key (netview.KeyID form); Proof its
+	// signature over the connection (helloDigest): proof that the
+	// dialler holds the key it names.
+	Key   string `json:"key,omitempty"`
+	Proof string `json:"proof,omitempty"`
 }
 
 // helloReply is the accepting side's answer.
@@ -40,6 +46,9 @@ type helloReply struct {
 	Version int    `json:"v"`
 	Site    string `json:"site"`
 	Error   string `json:"error,omitempty"`
+	// LinkCert is the link certificate (PEM) issued when the hello
+	// redeemed a token.
+	LinkCert string `json:"linkCert,omitempty"`
 }
 
 // writeMsg writes a length-prefixed JSON message.
@@ -58,15 +67,19 @@ func writeMsg(w io.Writer, v any) error {
 // maxMsg bounds one control message (a full sync of a large network fits).
 const maxMsg = 16 << 20
 
-// readMsg reads a length-prefixed JSON message.
-func readMsg(r io.Reader, v any) error {
+// readMsg reads a length-prefixed JSON message of at most maxMsg bytes.
+func readMsg(r io.Reader, v any) error { return readMsgLimit(r, v, maxMsg) }
+
+// readMsgLimit reads a length-prefixed JSON message of at most limit
+// bytes; the size is checked before anything is allocated.
+func readMsgLimit(r io.Reader, v any, limit uint32) error {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return err
 	}
 	size := binary.BigEndian.Uint32(n[:])
-	if size > maxMsg {
-		return fmt.Errorf("message of %d bytes exceeds the limit of %d", size, maxMsg)
+	if size > limit {
+		return fmt.Errorf("message of %d bytes exceeds the limit of %d", size, limit)
 	}
 	b := make([]byte, size)
 	if _, err := io.ReadFull(r, b); err != nil {

@@ -38,9 +38,9 @@ func TestHeaderErrors(t *testing.T) {
 		t.Error("a 256-byte address encoded")
 	}
 	good, _ := header{Kind: kindData, Address: "a", Dest: "b", Origin: "c"}.encode()
-	v2 := append([]byte{2}, good[1:]...)
-	if _, err := readHeader(bufio.NewReader(bytes.NewReader(v2))); !errors.Is(err, ErrVersion) {
-		t.Errorf("v2 header: got %v, want ErrVersion", err)
+	v3 := append([]byte{3}, good[1:]...)
+	if _, err := readHeader(bufio.NewReader(bytes.NewReader(v3))); !errors.Is(err, ErrVersion) {
+		t.Errorf("v3 header: got %v, want ErrVersion", err)
 	}
 	badKind := append([]byte{}, good...)
 	badKind[1] = 9

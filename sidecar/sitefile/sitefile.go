@@ -14,6 +14,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/policy"
 )
 
 // Site is a parsed and validated site file. Paths are absolute and
@@ -43,7 +44,11 @@ type LinkAccess struct {
 type Link struct {
 	Token string // absolute path of the token file
 	Cost  int    // >= 1; default 1
-	Line  int    // line of the entry in the site file
+	// Policy is the link's allow lists (allow.advertise, allow.reach):
+	// the addresses the peer may advertise into this site and those of
+	// this site it may reach. The zero Policy, without allow, allows all.
+	Policy policy.Policy
+	Line   int // line of the entry in the site file
 }
 
 // Listener is a local entry point for a network address.
@@ -207,7 +212,7 @@ func (p *parser) links(n *yaml.Node, dir string) []Link {
 			p.errorf(item.Line, field, "must be a mapping such as {token: %s}, got %s", item.Value, kindOf(item))
 			continue
 		}
-		f := p.fields(item, field, "token", "cost")
+		f := p.fields(item, field, "token", "cost", "allow")
 		if item.Kind != yaml.MappingNode {
 			continue
 		}
@@ -235,7 +240,47 @@ func (p *parser) links(n *yaml.Node, dir string) []Link {
 				l.Cost = v
 			}
 		}
+		if e, has := f["allow"]; has && !isNull(e.value) {
+			l.Policy = p.allow(e.value, field+".allow")
+		}
 		out = append(out, l)
+	}
+	return out
+}
+
+// allow reads a link's policy: the allow lists advertise and reach, each
+// a list of address patterns. An empty list is refused: it would read as
+// "nothing" but mean "every address".
+func (p *parser) allow(n *yaml.Node, field string) policy.Policy {
+	var pol policy.Policy
+	for _, e := range p.entries(n, field, "advertise", "reach") {
+		list := p.patterns(e, join(field, e.key))
+		if e.key == "advertise" {
+			pol.Advertise = list
+		} else {
+			pol.Reach = list
+		}
+	}
+	return pol
+}
+
+// patterns reads one allow list.
+func (p *parser) patterns(e entry, field string) []string {
+	if isNull(e.value) || (e.value.Kind == yaml.SequenceNode && len(e.value.Content) == 0) {
+		p.errorf(e.line, field, "must list at least one address pattern; leave %s out to allow every address", e.key)
+		return nil
+	}
+	var out []string
+	for i, item := range p.items(e.value, field) {
+		v, ok := p.str(item, index(field, i))
+		if !ok {
+			continue
+		}
+		if err := policy.CheckPattern(v); err != nil {
+			p.errorf(item.Line, index(field, i), "%v", err)
+			continue
+		}
+		out = append(out, v)
 	}
 	return out
 }

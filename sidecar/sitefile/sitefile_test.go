@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-io/skiff/sidecar/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -31,17 +33,18 @@ func TestLoadGood(t *testing.T) {
 		LinkAccess: &LinkAccess{Bind: "0.0.0.0:55671", Advertise: "east.example.com:55671"},
 		Links: []Link{
 			{Token: filepath.Join(dir, "west-token.yaml"), Cost: 1, Line: 8},
-			{Token: "/etc/skiff/north-token.yaml", Cost: 5, Line: 10},
-			{Token: filepath.Join(dir, "tokens", "south-token.yaml"), Cost: 1, Line: 12},
+			{Token: "/etc/skiff/north-token.yaml", Cost: 5, Line: 10,
+				Policy: policy.Policy{Advertise: []string{"db-*", "backend:8080"}, Reach: []string{"echo"}}},
+			{Token: filepath.Join(dir, "tokens", "south-token.yaml"), Cost: 1, Line: 16},
 		},
 		Listeners: []Listener{
-			{Address: "echo", Host: "127.0.0.1", Port: 18080, Line: 14},
-			{Address: "db.prod", Host: "::1", Port: 5432, Line: 15},
+			{Address: "echo", Host: "127.0.0.1", Port: 18080, Line: 18},
+			{Address: "db.prod", Host: "::1", Port: 5432, Line: 19},
 		},
 		Connectors: []Connector{
-			{Address: "echo", Host: "127.0.0.1", Port: 9090, Line: 19},
-			{Address: "echo", Host: "localhost", Port: 9091, Line: 20},
-			{Address: "db.prod", Host: "127.0.0.1", Port: 9090, Line: 21},
+			{Address: "echo", Host: "127.0.0.1", Port: 9090, Line: 23},
+			{Address: "echo", Host: "localhost", Port: 9091, Line: 24},
+			{Address: "db.prod", Host: "127.0.0.1", Port: 9090, Line: 25},
 		},
 		Routing: map[string]string{"echo": "closest", "db.prod": "balanced"},
 	}
@@ -89,6 +92,18 @@ func TestParseDefaults(t *testing.T) {
 				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
 				Listeners:  []Listener{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
 				Connectors: []Connector{{Address: "echo", Host: "127.0.0.1", Port: 80, Line: 3}},
+			},
+		},
+		{
+			name: "allow lists; an empty allow is no policy",
+			yaml: "name: west\nlinks:\n  - token: a.yaml\n    allow: {reach: ['*']}\n  - token: b.yaml\n    allow:\n  - token: c.yaml\n    allow: {}\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
+				Links: []Link{
+					{Token: filepath.Join(dir, "a.yaml"), Cost: 1, Line: 3, Policy: policy.Policy{Reach: []string{"*"}}},
+					{Token: filepath.Join(dir, "b.yaml"), Cost: 1, Line: 5},
+					{Token: filepath.Join(dir, "c.yaml"), Cost: 1, Line: 7},
+				},
 			},
 		},
 		{
@@ -252,6 +267,9 @@ func FuzzParse(f *testing.F) {
 		for _, l := range site.Links {
 			if l.Cost < 1 || !filepath.IsAbs(l.Token) {
 				t.Errorf("accepted link %+v", l)
+			}
+			if err := l.Policy.Validate(); err != nil {
+				t.Errorf("accepted link %+v with a bad policy: %v", l, err)
 			}
 		}
 		for a, p := range site.Routing {

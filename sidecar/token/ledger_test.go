@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/policy"
 )
 
 func TestLedgerRedeem(t *testing.T) {
@@ -40,11 +44,11 @@ func TestLedgerRedeem(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := l.Record(tok); err != nil {
+			if err := l.Record(tok, policy.Policy{}); err != nil {
 				t.Fatalf("Record() error = %v", err)
 			}
 			for _, s := range tt.steps {
-				err := l.Redeem(tok.ID, s.site, now.Add(s.at))
+				err := l.Redeem(tok.ID, s.site, "key-"+s.site, now.Add(s.at))
 				if !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
 					t.Fatalf("Redeem(%s at +%s) error = %v, want %v", s.site, s.at, err, s.want)
 				}
@@ -62,7 +66,7 @@ func TestLedgerUnknown(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "secret.yaml"), []byte("id: x\n"), 0o600)
 	for _, id := range []string{"abc123", "", "ABC", "../secret", "../../etc/passwd"} {
 		t.Run(id, func(t *testing.T) {
-			if err := l.Redeem(id, "west", now); !errors.Is(err, ErrUnknown) {
+			if err := l.Redeem(id, "west", "key-west", now); !errors.Is(err, ErrUnknown) {
 				t.Errorf("Redeem(%q) error = %v, want ErrUnknown", id, err)
 			}
 		})
@@ -83,23 +87,23 @@ func TestLedgerPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cli.Record(tok); err != nil {
+	if err := cli.Record(tok, policy.Policy{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := cli.Record(tok); err == nil {
+	if err := cli.Record(tok, policy.Policy{}); err == nil {
 		t.Error("Record() of the same token twice succeeded")
 	}
-	if err := gateway.Redeem(tok.ID, "west", now); err != nil {
+	if err := gateway.Redeem(tok.ID, "west", "key-west", now); err != nil {
 		t.Fatalf("Redeem() error = %v", err)
 	}
 	restarted, err := OpenLedger(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := restarted.Redeem(tok.ID, "north", now); !errors.Is(err, ErrUsed) {
+	if err := restarted.Redeem(tok.ID, "north", "key-north", now); !errors.Is(err, ErrUsed) {
 		t.Errorf("Redeem(north) after restart error = %v, want ErrUsed", err)
 	}
-	if err := restarted.Redeem(tok.ID, "west", now.Add(time.Hour)); err != nil {
+	if err := restarted.Redeem(tok.ID, "west", "key-west", now.Add(time.Hour)); err != nil {
 		t.Errorf("Redeem(west) after restart error = %v", err)
 	}
 
@@ -140,7 +144,7 @@ func TestLedgerRecordErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tk := *tok
 			mutate(&tk)
-			if err := l.Record(&tk); err == nil {
+			if err := l.Record(&tk, policy.Policy{}); err == nil {
 				t.Error("Record() succeeded")
 			}
 		})
@@ -160,14 +164,16 @@ func TestLedgerConcurrent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := l.Record(tok); err != nil {
+			if err := l.Record(tok, policy.Policy{}); err != nil {
 				t.Fatal(err)
 			}
 			const sites = 16
 			errs := make([]error, sites*2)
 			var wg sync.WaitGroup
 			for i := range sites * 2 { // every site twice
-				wg.Go(func() { errs[i] = l.Redeem(tok.ID, fmt.Sprintf("site-%d", i%sites), now) })
+				wg.Go(func() {
+					errs[i] = l.Redeem(tok.ID, fmt.Sprintf("site-%d", i%sites), fmt.Sprintf("key-%d", i%sites), now)
+				})
 			}
 			wg.Wait()
 			admitted := map[string]int{}
@@ -195,7 +201,7 @@ func TestLedgerSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := t.TempDir()
-	data, err := LedgerEntry(tok)
+	data, err := LedgerEntry(tok, policy.Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,17 +212,188 @@ func TestLedgerSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Redeem(tok.ID, "west", now.Add(time.Minute)); !errors.Is(err, ErrUnknown) {
+	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("without a seed dir: %v, want ErrUnknown", err)
 	}
 	l.SeedDir = seed
-	if err := l.Redeem(tok.ID, "west", now.Add(time.Minute)); err != nil {
+	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); err != nil {
 		t.Fatalf("seeded redeem: %v", err)
 	}
-	if err := l.Redeem(tok.ID, "north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
+	if err := l.Redeem(tok.ID, "north", "key-north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
 		t.Fatalf("second site: %v, want ErrUsed", err)
 	}
-	if err := l.Redeem(tok.ID, "west", now.Add(time.Hour)); err != nil {
+	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Hour)); err != nil {
 		t.Fatalf("reconnect: %v", err)
+	}
+}
+
+func TestLedgerNameStaysWithKey(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	ca := newCA(t, "east")
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	multi, err := Issue(ca, "east", "east.example:55671", time.Hour, 5, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := Issue(ca, "east", "east.example:55671", time.Hour, 1, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []*Token{multi, other} {
+		if err := l.Record(tok, policy.Policy{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Redeem(multi.ID, "west", "key-west", now); err != nil {
+		t.Fatalf("first redemption: %v", err)
+	}
+	// A copy of the multi-use token, or another token, cannot take the
+	// name west with another key.
+	if err := l.Redeem(multi.ID, "west", "key-mallory", now); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("same token, name west, another key: error = %v, want ErrNameTaken", err)
+	}
+	if err := l.Redeem(other.ID, "west", "key-mallory", now); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("other token, name west, another key: error = %v, want ErrNameTaken", err)
+	}
+	// The holder reconnects, even after expiry; another name is free.
+	if err := l.Redeem(multi.ID, "west", "key-west", now.Add(48*time.Hour)); err != nil {
+		t.Errorf("holder reconnecting after expiry: %v", err)
+	}
+	if err := l.Redeem(multi.ID, "north", "key-north", now); err != nil {
+		t.Errorf("a second site on the multi-use token: %v", err)
+	}
+}
+
+// A token's policy is recorded in its ledger entry and read back by id;
+// entries without one (older ledgers) allow everything; a seed entry (the
+// controller's, kept current from annotations) wins over the ledger's copy
+// taken at first redemption.
+func TestLedgerPolicy(t *testing.T) {
+	ca := newCA(t, "east")
+	dataDir := t.TempDir()
+	l, err := OpenLedger(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := policy.Policy{Advertise: []string{"db-*", "backend:8080"}, Reach: []string{"echo"}}
+	restricted, open := issue(t, ca, "east"), issue(t, ca, "east")
+	if err := l.Record(restricted, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Record(open, policy.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Policy(restricted.ID); err != nil || !got.Equal(want) {
+		t.Errorf("Policy(restricted) = %v, %v; want %v", got, err, want)
+	}
+	if got, err := l.Policy(open.ID); err != nil || !got.IsZero() {
+		t.Errorf("Policy(open) = %v, %v; want the zero policy", got, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dataDir, LedgerDir, open.ID+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "allow") {
+		t.Errorf("entry without a policy mentions allow:\n%s", data)
+	}
+	// Redeeming keeps the policy.
+	if err := l.Redeem(restricted.ID, "west", "key-west", now); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Policy(restricted.ID); err != nil || !got.Equal(want) {
+		t.Errorf("Policy(restricted) after Redeem = %v, %v; want %v", got, err, want)
+	}
+
+	// A ledger file written before policies were.
+	old := issue(t, ca, "east")
+	oldEntry := fmt.Sprintf("id: %s\nsite: east\nendpoint: 127.0.0.1:55671\nexpires: %s\nredemptions: 1\nredeemedBy: []\n", old.ID, now.Add(time.Hour).Format(time.RFC3339))
+	if err := os.WriteFile(filepath.Join(dataDir, LedgerDir, old.ID+".yaml"), []byte(oldEntry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Policy(old.ID); err != nil || !got.IsZero() {
+		t.Errorf("Policy(entry without allow) = %v, %v; want the zero policy", got, err)
+	}
+	if err := l.Redeem(old.ID, "west", "key-west", now); err != nil {
+		t.Errorf("Redeem(entry without allow) = %v", err)
+	}
+
+	// Unknown and malformed ids.
+	for _, id := range []string{issue(t, ca, "east").ID, "../x", ""} {
+		if _, err := l.Policy(id); !errors.Is(err, ErrUnknown) {
+			t.Errorf("Policy(%q) error = %v, want ErrUnknown", id, err)
+		}
+	}
+
+	// A hand-edited entry with a bad pattern is an error, not "all".
+	bad := issue(t, ca, "east")
+	badEntry := strings.Replace(oldEntry, old.ID, bad.ID, 1) + "allow:\n  reach: [Echo]\n"
+	if err := os.WriteFile(filepath.Join(dataDir, LedgerDir, bad.ID+".yaml"), []byte(badEntry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Policy(bad.ID); !errors.Is(err, names.ErrInvalid) || !strings.Contains(err.Error(), `reach[0]`) {
+		t.Errorf("Policy(bad entry) = %v, %v; want an error naming reach[0]", got, err)
+	}
+}
+
+func TestLedgerPolicySeed(t *testing.T) {
+	ca := newCA(t, "east")
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SeedDir = t.TempDir()
+	tok := issue(t, ca, "east")
+	seed := func(p policy.Policy) {
+		t.Helper()
+		data, err := LedgerEntry(tok, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(l.SeedDir, SeedFile(tok.ID)), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := policy.Policy{Reach: []string{"echo"}}
+	seed(first)
+	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(first) {
+		t.Errorf("Policy(seeded) = %v, %v; want %v", got, err, first)
+	}
+	// First use adopts the entry into the ledger; the controller then
+	// changes the seed: the seed's policy applies.
+	if err := l.Redeem(tok.ID, "west", "key-west", now); err != nil {
+		t.Fatal(err)
+	}
+	second := policy.Policy{Advertise: []string{"db-*"}}
+	seed(second)
+	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(second) {
+		t.Errorf("Policy(seed changed after adoption) = %v, %v; want %v", got, err, second)
+	}
+	// The seed gone (the request Secret deleted): the ledger's copy.
+	if err := os.Remove(filepath.Join(l.SeedDir, SeedFile(tok.ID))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(first) {
+		t.Errorf("Policy(seed removed) = %v, %v; want the adopted %v", got, err, first)
+	}
+}
+
+func TestLedgerPolicyRefused(t *testing.T) {
+	tok := issue(t, newCA(t, "east"), "east")
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := policy.Policy{Advertise: []string{"db-*", "db:*"}}
+	if err := l.Record(tok, bad); !errors.Is(err, names.ErrInvalid) {
+		t.Errorf("Record(bad policy) = %v, want names.ErrInvalid", err)
+	}
+	if _, err := l.Policy(tok.ID); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Record(bad policy) left an entry: Policy() = %v", err)
+	}
+	if _, err := LedgerEntry(tok, bad); !errors.Is(err, names.ErrInvalid) {
+		t.Errorf("LedgerEntry(bad policy) = %v, want names.ErrInvalid", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/pki"
 )
 
@@ -47,6 +48,9 @@ var (
 	ErrUsed = errors.New("token already used")
 	// ErrUnknown: the issuing site has no record of the token.
 	ErrUnknown = errors.New("unknown token")
+	// ErrNameTaken: the redeeming site's name was taken, with a token of
+	// the same issuer, by a site with another key.
+	ErrNameTaken = errors.New("site name taken by another key")
 	// ErrMalformed: the file is not a link token (bad YAML, unknown or
 	// missing fields, wrong apiVersion or kind).
 	ErrMalformed = errors.New("malformed token")
@@ -75,8 +79,8 @@ func Issue(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions int
 	switch {
 	case ca == nil:
 		return nil, errors.New("issue token: no CA")
-	case site == "":
-		return nil, errors.New("issue token: no site name")
+	case names.CheckSite(site) != nil:
+		return nil, fmt.Errorf("issue token: %w", names.CheckSite(site))
 	case ttl <= 0:
 		return nil, fmt.Errorf("issue token: ttl must be positive, got %s", ttl)
 	case redemptions < 0:
@@ -263,6 +267,11 @@ func Parse(data []byte) (*Token, error) {
 	} else {
 		t.Expires = exp.UTC()
 	}
+	if w.Site != "" {
+		if err := names.CheckSite(w.Site); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	for _, f := range []struct{ name, v string }{{"site", w.Site}, {"ca", w.CA}, {"cert", w.Cert}, {"key", w.Key}, {"signature", w.Signature}} {
 		if f.v == "" {
 			problems = append(problems, f.name+" missing")
@@ -285,4 +294,12 @@ func Load(path string) (*Token, error) {
 		return nil, fmt.Errorf("token %s: %w", path, err)
 	}
 	return t, nil
+}
+
+// clip shortens what a peer sent before it goes into an error message.
+func clip(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	return s[:80] + "…"
 }

@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/pki"
 )
 
@@ -425,6 +427,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte("apiVersion: skiff.io/v1\nkind: LinkToken\nid: ab\nsite: s\nendpoint: a:1\nexpires: 2026-11-23T22:00:00Z\nca: c\ncert: c\nkey: k\nsignature: s\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	f.Add([]byte("apiVersion: skiff.io/v1\nkind: LinkToken\nid: ab\nsite: ../../../pwned\nendpoint: a:1\nexpires: 2026-11-23T22:00:00Z\nca: c\ncert: c\nkey: k\nsignature: s\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tk, err := Parse(data)
 		if err != nil {
@@ -432,6 +435,11 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("Parse() error %v does not wrap ErrMalformed", err)
 			}
 			return
+		}
+		// A parsed token's site and id are safe names: they may be
+		// logged, never a path.
+		if names.CheckSite(tk.Site) != nil || !hexID.MatchString(tk.ID) {
+			t.Fatalf("Parse() accepted site %q, id %q", tk.Site, tk.ID)
 		}
 		// Whatever parses survives a round trip and can be checked.
 		out, err := tk.Marshal()
@@ -448,4 +456,16 @@ func FuzzParse(f *testing.F) {
 		_ = tk.Verify(now)
 		_, _ = tk.ClientTLS()
 	})
+}
+
+// TestParseRefusesPathInSite: a token naming a site "../../../pwned" made
+// the dialling gateway write a redemption marker outside its data dir
+// (issue 12). Such a token does not parse, whatever its signature.
+func TestParseRefusesPathInSite(t *testing.T) {
+	for _, site := range []string{"../../../pwned", "a/b", "West", "a\nb", strings.Repeat("a", 64)} {
+		in := "apiVersion: skiff.io/v1\nkind: LinkToken\nid: ab\nsite: " + strconv.Quote(site) + "\nendpoint: a:1\nexpires: 2026-11-23T22:00:00Z\nca: c\ncert: c\nkey: k\nsignature: s\n"
+		if _, err := Parse([]byte(in)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "site name") {
+			t.Errorf("Parse(site %q) error = %v, want a malformed site name", site, err)
+		}
+	}
 }

@@ -19,6 +19,10 @@ import (
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/token"
 	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/app"
 	"github.com/skiff-io/skiff/xds/source/kube"
@@ -148,6 +152,194 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	if strings.Contains(string(b), "bad-link") {
 		t.Errorf("west's site file took the bad link:\n%s", b)
 	}
+}
+
+// Link policies from annotations, with a real apiserver: on link Secrets
+// they become the allow: of the links in the gateway's site file, on
+// token-request Secrets they go into the ledger entries of the tokens.
+// A bad annotation is a Warning Event; the link or token keeps its last
+// good policy, and a new link or an unfilled request is refused.
+func TestKubernetesLinkPolicy(t *testing.T) {
+	c := startAPIServer(t)
+	ctx := t.Context()
+	createSite(t, c, "west")
+	dir := t.TempDir()
+	siteDir := filepath.Join(dir, "site")
+	link := testutil.FreePort(t, "127.0.0.1")
+	runBG(t, "west controller", func(ctx context.Context) error {
+		return app.Run(ctx, app.Options{Kube: true, Site: "west", Namespace: "west", GatewayService: "skiff-gateway",
+			LinkAdvertise: addr(link), LinkBind: addr(link), GatewaySiteDir: siteDir, GatewayDataDir: filepath.Join(dir, "data"),
+			XDSBindAddress: addr(testutil.FreePort(t, "127.0.0.1")), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("west-controller"))
+	})
+
+	// The site Secret as the gateway reads it: its site file parsed, and
+	// a ledger whose seed dir holds its ledger entries.
+	type written struct {
+		links  map[string]sitefile.Link // by token file
+		ledger *token.Ledger
+	}
+	read := func() (*written, error) {
+		var s corev1.Secret
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "west", Name: kube.SiteSecret}, &s); err != nil {
+			return nil, err
+		}
+		site, err := sitefile.Parse(filepath.Join(siteDir, "site.yaml"), s.Data["site.yaml"])
+		if err != nil {
+			return nil, fmt.Errorf("site.yaml does not parse: %w\n%s", err, s.Data["site.yaml"])
+		}
+		w := &written{links: map[string]sitefile.Link{}}
+		for _, l := range site.Links {
+			w.links[filepath.Base(l.Token)] = l
+		}
+		seed := t.TempDir()
+		for k, v := range s.Data {
+			must(t, os.WriteFile(filepath.Join(seed, k), v, 0o600))
+		}
+		if w.ledger, err = token.OpenLedger(t.TempDir()); err != nil {
+			return nil, err
+		}
+		w.ledger.SeedDir = seed
+		return w, nil
+	}
+	linkPolicy := func(file string, want policy.Policy) func() error {
+		return func() error {
+			w, err := read()
+			if err != nil {
+				return err
+			}
+			l, ok := w.links[file]
+			if !ok {
+				return fmt.Errorf("no link %s in site.yaml", file)
+			}
+			if !l.Policy.Equal(want) {
+				return fmt.Errorf("link %s policy %v, want %v", file, l.Policy, want)
+			}
+			return nil
+		}
+	}
+	tokenPolicy := func(req string, want policy.Policy) func() error {
+		return func() error {
+			var s corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "west", Name: req}, &s); err != nil {
+				return err
+			}
+			id := s.Annotations[kube.TokenIDAnnotation]
+			if id == "" {
+				return fmt.Errorf("request %s not filled", req)
+			}
+			w, err := read()
+			if err != nil {
+				return err
+			}
+			got, err := w.ledger.Policy(id)
+			if err != nil {
+				return err
+			}
+			if !got.Equal(want) {
+				return fmt.Errorf("token %s policy %v, want %v", id, got, want)
+			}
+			return nil
+		}
+	}
+	// Another site's token, for link Secrets.
+	certPEM, keyPEM, err := pki.NewCAPEM("east")
+	must(t, err)
+	eastCA, err := pki.ParseCA(certPEM, keyPEM)
+	must(t, err)
+	eastToken := func() []byte {
+		tok, err := token.Issue(eastCA, "east", "127.0.0.1:1", time.Hour, 1, time.Now())
+		must(t, err)
+		data, err := tok.Marshal()
+		must(t, err)
+		return data
+	}
+	secret := func(name, typ string, ann map[string]string, data []byte) *corev1.Secret {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "west", Labels: map[string]string{contract.TypeLabel: typ}, Annotations: ann}}
+		if data != nil {
+			s.Data = map[string][]byte{kube.TokenKey: data}
+		}
+		must(t, c.Create(ctx, s))
+		return s
+	}
+
+	// Links: with a policy, without one, and a new one with a bad policy.
+	secret("to-east", "link", map[string]string{contract.AllowAdvertiseAnnotation: "db-*, backend:8080", contract.AllowReachAnnotation: "echo"}, eastToken())
+	secret("to-north", "link", nil, eastToken())
+	secret("to-south", "link", map[string]string{contract.AllowReachAnnotation: "echo,Frontend"}, eastToken())
+	eastPolicy := policy.Policy{Advertise: []string{"db-*", "backend:8080"}, Reach: []string{"echo"}}
+	testutil.Eventually(t, 20*time.Second, "link to-east with its policy", linkPolicy("link-to-east.yaml", eastPolicy))
+	testutil.Eventually(t, 10*time.Second, "link to-north allowing all", linkPolicy("link-to-north.yaml", policy.Policy{}))
+	testutil.Eventually(t, 10*time.Second, "an InvalidLink event on to-south", func() error {
+		return findEvent(ctx, c, "west", "to-south", "InvalidLink", "annotation skiff.io/allow-reach: item 2:", `got "Frontend"`, "not made until it is fixed")
+	})
+
+	// Token requests: with a policy, without one, and a new one with a
+	// bad policy, which gets no token.
+	secret("restricted", "token-request", map[string]string{contract.AllowReachAnnotation: "frontend:80,shop.*"}, nil)
+	secret("open", "token-request", nil, nil)
+	secret("fresh-bad", "token-request", map[string]string{contract.AllowAdvertiseAnnotation: ""}, nil)
+	restrictedPolicy := policy.Policy{Reach: []string{"frontend:80", "shop.*"}}
+	testutil.Eventually(t, 20*time.Second, "token of restricted with its policy", tokenPolicy("restricted", restrictedPolicy))
+	testutil.Eventually(t, 10*time.Second, "token of open allowing all", tokenPolicy("open", policy.Policy{}))
+	testutil.Eventually(t, 10*time.Second, "an InvalidTokenRequest event on fresh-bad", func() error {
+		return findEvent(ctx, c, "west", "fresh-bad", "InvalidTokenRequest", "annotation skiff.io/allow-advertise: must list at least one pattern", "no token is issued")
+	})
+	var fresh corev1.Secret
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "west", Name: "fresh-bad"}, &fresh))
+	if len(fresh.Data[kube.TokenKey]) > 0 {
+		t.Errorf("fresh-bad was given a token")
+	}
+
+	// Bad annotations on a link and a token request in use: Warning
+	// Events, and both keep their last good policy, also through later
+	// reconciles (the cost of to-north changes after).
+	annotateSecret(t, c, "west", "to-east", map[string]string{contract.AllowReachAnnotation: "echo,,frontend"})
+	annotateSecret(t, c, "west", "restricted", map[string]string{contract.AllowReachAnnotation: "Frontend"})
+	testutil.Eventually(t, 20*time.Second, "InvalidLink on to-east, InvalidTokenRequest on restricted", func() error {
+		if err := findEvent(ctx, c, "west", "to-east", "InvalidLink", `item 2 of "echo,,frontend" is empty`, "keeps its last good policy (advertise=db-*,backend:8080 reach=echo)"); err != nil {
+			return err
+		}
+		return findEvent(ctx, c, "west", "restricted", "InvalidTokenRequest", `got "Frontend"`, "keep their last good policy")
+	})
+	annotateSecret(t, c, "west", "to-north", map[string]string{contract.CostAnnotation: "7"})
+	testutil.Eventually(t, 20*time.Second, "to-north's new cost", func() error {
+		w, err := read()
+		if err != nil {
+			return err
+		}
+		if cost := w.links["link-to-north.yaml"].Cost; cost != 7 {
+			return fmt.Errorf("cost %d", cost)
+		}
+		return nil
+	})
+	if err := linkPolicy("link-to-east.yaml", eastPolicy)(); err != nil {
+		t.Errorf("after a bad annotation: %v", err)
+	}
+	if err := tokenPolicy("restricted", restrictedPolicy)(); err != nil {
+		t.Errorf("after a bad annotation: %v", err)
+	}
+	if w, err := read(); err != nil || len(w.links) != 2 {
+		t.Errorf("links %v (%v), want to-east and to-north only", w, err)
+	}
+
+	// Fixed: the new policies apply.
+	annotateSecret(t, c, "west", "to-east", map[string]string{contract.AllowReachAnnotation: "frontend:80"})
+	annotateSecret(t, c, "west", "restricted", map[string]string{contract.AllowReachAnnotation: "*"})
+	testutil.Eventually(t, 20*time.Second, "to-east's new policy", linkPolicy("link-to-east.yaml", policy.Policy{Advertise: []string{"db-*", "backend:8080"}, Reach: []string{"frontend:80"}}))
+	testutil.Eventually(t, 20*time.Second, "restricted's new policy", tokenPolicy("restricted", policy.Policy{Reach: []string{"*"}}))
+}
+
+func annotateSecret(t *testing.T, c client.Client, ns, name string, ann map[string]string) {
+	t.Helper()
+	var s corev1.Secret
+	must(t, c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &s))
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	for k, v := range ann {
+		s.Annotations[k] = v
+	}
+	must(t, c.Update(t.Context(), &s))
 }
 
 // materialize copies a Secret's data into dir whenever it changes.

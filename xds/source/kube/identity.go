@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/sitefile"
 	"github.com/skiff-io/skiff/sidecar/token"
 )
 
@@ -141,14 +144,31 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	site[pki.CAKeyFile] = caSecret.Data[pki.CAKeyFile]
 
 	type linkEntry struct {
-		file string
-		cost int
+		file   string
+		cost   int
+		policy policy.Policy
 	}
 	var links []linkEntry
+	var last *lastWritten // read when a policy annotation is refused
+	lastGood := func() (*lastWritten, error) {
+		if last == nil {
+			l, err := id.lastWritten(ctx)
+			if err != nil {
+				return nil, err
+			}
+			last = l
+		}
+		return last, nil
+	}
 	for i := range secrets.Items {
 		s := &secrets.Items[i]
 		switch s.Labels[contract.TypeLabel] {
 		case "token-request":
+			pol, polErr := allowAnnotations(s)
+			if polErr != nil && len(s.Data[TokenKey]) == 0 {
+				id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; no token is issued until it is fixed", polErr))
+				continue
+			}
 			tok, err := id.tokenRequest(ctx, s, ca, endpoint)
 			if err != nil {
 				id.report(s, "InvalidTokenRequest", err)
@@ -157,11 +177,26 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			if tok == nil {
 				continue // relabelled as a link; the next reconcile reads it
 			}
-			entry, err := token.LedgerEntry(tok)
+			seed := token.SeedFile(tok.ID)
+			if polErr != nil {
+				// Issued before: its links keep the entry last written.
+				l, err := lastGood()
+				if err != nil {
+					return reconcile.Result{}, err
+				}
+				if entry, ok := l.data[seed]; ok {
+					id.warn(s, "InvalidTokenRequest", "token policy refused; its last good policy is kept", fmt.Errorf("%w; links made with token %s keep their last good policy", polErr, tok.ID))
+					site[seed] = entry
+				} else {
+					id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; links made with token %s are refused until it is fixed", polErr, tok.ID))
+				}
+				continue
+			}
+			entry, err := token.LedgerEntry(tok, pol)
 			if err != nil {
 				return reconcile.Result{}, err
 			}
-			site[token.SeedFile(tok.ID)] = entry
+			site[seed] = entry
 		case "link":
 			_, cost, err := parseLink(s, id.Site)
 			if err != nil {
@@ -169,15 +204,29 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 				continue
 			}
 			file := "link-" + s.Name + ".yaml"
+			pol, err := allowAnnotations(s)
+			if err != nil {
+				l, lerr := lastGood()
+				if lerr != nil {
+					return reconcile.Result{}, lerr
+				}
+				prev, ok := l.links[file]
+				if !ok {
+					id.report(s, "InvalidLink", fmt.Errorf("%w; the link is not made until it is fixed", err))
+					continue
+				}
+				id.warn(s, "InvalidLink", "link policy refused; its last good policy is kept", fmt.Errorf("%w; the link keeps its last good policy (%v)", err, prev))
+				pol = prev
+			}
 			site[file] = s.Data[TokenKey]
-			links = append(links, linkEntry{file, cost})
+			links = append(links, linkEntry{file, cost, pol})
 		}
 	}
 	member, err := id.ensureSidecarCredential(ctx, ca, endpoint, owner)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	entry, err := token.LedgerEntry(member)
+	entry, err := token.LedgerEntry(member, policy.Policy{})
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -191,6 +240,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		b.WriteString("links:\n")
 		for _, l := range links {
 			fmt.Fprintf(&b, "  - token: %s\n    cost: %d\n", l.file, l.cost)
+			writeAllow(&b, l.policy)
 		}
 	}
 	site["site.yaml"] = []byte(b.String())
@@ -328,6 +378,79 @@ func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.
 	return tok, nil
 }
 
+// allowAnnotations reads the policy annotations of a link or
+// token-request Secret; without them, everything is allowed.
+func allowAnnotations(s *corev1.Secret) (policy.Policy, error) {
+	var p policy.Policy
+	for _, a := range []struct {
+		key  string
+		list *[]string
+	}{{contract.AllowAdvertiseAnnotation, &p.Advertise}, {contract.AllowReachAnnotation, &p.Reach}} {
+		v, ok := s.Annotations[a.key]
+		if !ok {
+			continue
+		}
+		l, err := policy.Parse(v)
+		if err != nil {
+			return policy.Policy{}, fmt.Errorf("annotation %s: %w", a.key, err)
+		}
+		*a.list = l
+	}
+	return p, nil
+}
+
+// writeAllow writes a link's policy into the gateway's site file (the
+// patterns are valid, so quoting them is all YAML needs).
+func writeAllow(b *strings.Builder, p policy.Policy) {
+	if p.IsZero() {
+		return
+	}
+	b.WriteString("    allow:\n")
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"advertise", p.Advertise}, {"reach", p.Reach}} {
+		if len(l.list) == 0 {
+			continue
+		}
+		quoted := make([]string, len(l.list))
+		for i, pat := range l.list {
+			quoted[i] = strconv.Quote(pat)
+		}
+		fmt.Fprintf(b, "      %s: [%s]\n", l.key, strings.Join(quoted, ", "))
+	}
+}
+
+// lastWritten is the site Secret as the controller last wrote it: where a
+// Secret whose policy annotation is refused finds its last good policy.
+type lastWritten struct {
+	data  map[string][]byte        // the Secret's data (ledger entries by file)
+	links map[string]policy.Policy // the links of its site.yaml, by token file
+}
+
+// lastWritten reads the site Secret. Without one, or with a site.yaml
+// that does not parse, there is no last good policy.
+func (id *Identity) lastWritten(ctx context.Context) (*lastWritten, error) {
+	l := &lastWritten{links: map[string]policy.Policy{}}
+	s, err := id.getSecret(ctx, SiteSecret)
+	if apierrors.IsNotFound(err) {
+		return l, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.data = s.Data
+	site, err := sitefile.Parse(filepath.Join(id.GatewaySiteDir, "site.yaml"), s.Data["site.yaml"])
+	if err != nil {
+		id.Log.Info("site file last written does not parse; no last good link policies", "secret", SiteSecret, "problem", err.Error())
+		return l, nil
+	}
+	for _, link := range site.Links {
+		l.links[filepath.Base(link.Token)] = link.Policy
+	}
+	return l, nil
+}
+
 // parseLink reads a link Secret: another site's token and the cost.
 func parseLink(s *corev1.Secret, self string) (*token.Token, int, error) {
 	tok, err := token.Parse(s.Data[TokenKey])
@@ -440,11 +563,17 @@ func ownLabels() map[string]string {
 }
 
 func (id *Identity) report(s *corev1.Secret, reason string, err error) {
+	id.warn(s, reason, "secret not used", err)
+}
+
+// warn reports a problem with a Secret once per version of it: a log line
+// (msg) and a Warning Event on the Secret.
+func (id *Identity) warn(s *corev1.Secret, reason, msg string, err error) {
 	key := string(s.UID) + "/" + s.ResourceVersion + "/" + err.Error()
 	if _, seen := id.reported.LoadOrStore(key, true); seen {
 		return
 	}
-	id.Log.Info("secret not used", "secret", s.Name, "reason", reason, "problem", err.Error())
+	id.Log.Info(msg, "secret", s.Name, "reason", reason, "problem", err.Error())
 	if id.Recorder != nil {
 		id.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Link", "%s", err.Error())
 	}

@@ -52,6 +52,8 @@ type Source struct {
 	kick   chan event.GenericEvent
 
 	reported sync.Map // types.UID -> last problem reported for a Service
+	// conflicts holds the name conflicts already raised as Events.
+	conflicts sync.Map // "site/key" -> struct{}
 }
 
 var siteRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "site"}}
@@ -138,6 +140,9 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 	s.viewMu.Lock()
 	view := s.view
 	s.viewMu.Unlock()
+	if view != nil {
+		s.reportConflicts(byName[s.GatewayService], view.Conflicts)
+	}
 	if view != nil {
 		for name, targets := range view.Addresses {
 			address, port, ok := federation.SplitName(name)
@@ -328,4 +333,20 @@ func (s *Source) GatewayAdminAddr(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no ready gateway pod selected by service %s", s.GatewayService)
+}
+
+// reportConflicts raises a Warning Event on the gateway Service for each
+// new name conflict the gateway saw: a record or link for a site name
+// signed with another key than the one that holds the name.
+func (s *Source) reportConflicts(gw *corev1.Service, conflicts []netview.Conflict) {
+	for _, c := range conflicts {
+		if _, seen := s.conflicts.LoadOrStore(c.Site+"/"+c.Key, struct{}{}); seen {
+			continue
+		}
+		msg := fmt.Sprintf("site %q: a record or link signed by key %s was refused; the name is held by key %s (a site forged it, or two sites use one name)", c.Site, c.Key, c.HeldBy)
+		s.Log.Info("Warning: site name conflict", "peerSite", c.Site, "key", c.Key, "heldBy", c.HeldBy)
+		if s.Recorder != nil && gw != nil {
+			s.Recorder.Eventf(gw, nil, corev1.EventTypeWarning, "SiteNameConflict", "Link", "%s", msg)
+		}
+	}
 }

@@ -1,0 +1,299 @@
+package router
+
+import (
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/token"
+)
+
+// Who is at the other end of a link connection, and how it proves it:
+//
+//   - A site redeeming a token connects with the token's client
+//     certificate and proves in its hello that it holds its site key (a
+//     signature over the TLS connection's exported keying material). The
+//     accepting site records the redemption (name and key) and answers
+//     with a link certificate: the redeeming site's name and token,
+//     certifying the site key.
+//   - From then on the site connects with the link certificate and its
+//     site key: the name comes from the certificate, which the TLS
+//     handshake verified against the accepting site's CA.
+//   - A sidecar of the site (a member) connects with the site's member
+//     token; it is not part of the network graph.
+//
+// Either way, a gateway peer's name is then bound to its key in the
+// link-state database (netview.DB.Bind): a name already held by another
+// key is refused.
+
+// Admission decides who may link to this site: it redeems tokens, issues
+// link certificates and checks those it issued. Package app implements it
+// over the token ledger and the site CA.
+type Admission interface {
+	// Redeem admits site, which proved that it holds key (netview.KeyID
+	// form), with the token whose client certificate has serial id, and
+	// returns a link certificate (PEM) for site and key.
+	Redeem(id, site, key string, now time.Time) ([]byte, error)
+	// CheckLink admits a link certificate that this site issued for site
+	// and key with token id: the token must still be in the ledger (a
+	// deleted ledger entry revokes its link certificates).
+	CheckLink(id, site, key string) error
+	// AdmitMember admits a sidecar of this site holding the token whose
+	// client certificate has serial id.
+	AdmitMember(id string, now time.Time) error
+	// Policy returns the policy of the links made with token id.
+	Policy(id string) (policy.Policy, error)
+}
+
+// helloProofLabel is the TLS exporter label of a hello's proof.
+const helloProofLabel = "EXPORTER-skiff-link-hello"
+
+// maxHello bounds a hello or a hello reply (a reply carries a link
+// certificate of under 1 KiB). It is checked before anything is allocated.
+const maxHello = 16 << 10
+
+// maxPool bounds the pool connections a peer may announce for one link.
+const maxPool = 16
+
+// peer is who a link connection proved to be.
+type peer struct {
+	site    string
+	router  string // the peer's router name (a sidecar's pod)
+	role    string
+	key     string // a gateway peer's site key (netview.KeyID)
+	tokenID string // the token its link rests on
+	// linkCert is a link certificate issued by this connection's
+	// redemption, for the hello reply.
+	linkCert []byte
+	policy   policy.Policy // the link's (gateway peers)
+}
+
+// identity is what pool connections of one link must all prove.
+func (p peer) identity() string {
+	if p.role == roleMember {
+		return "member:" + p.tokenID + "/" + p.router
+	}
+	return "site:" + p.site + "/" + p.key
+}
+
+// refusal is a link connection refused for a reason worth a metric label.
+type refusal struct {
+	reason string // metric label: bad_hello, identity, token, name_taken, ...
+	msg    string // what the peer is told and the log says
+}
+
+func (e *refusal) Error() string { return e.msg }
+
+func refuse(reason, format string, args ...any) error {
+	return &refusal{reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+// checkHello validates every field of a hello before any is used.
+func checkHello(hl hello) error {
+	if hl.Version != LinkProtocolVersion {
+		return refuse("version", "peer speaks link protocol v%d, this gateway v%d", hl.Version, LinkProtocolVersion)
+	}
+	if hl.Role != roleGateway && hl.Role != roleMember {
+		return refuse("bad_hello", "unknown role %q", clipName(hl.Role))
+	}
+	if err := names.CheckSite(hl.Site); err != nil {
+		return refuse("bad_hello", "hello: %v", err)
+	}
+	if hl.Router != "" || hl.Role == roleMember {
+		if err := names.CheckRouter(hl.Router); err != nil {
+			return refuse("bad_hello", "hello: %v", err)
+		}
+	}
+	if hl.Cost < 1 || hl.Cost > netview.MaxCost {
+		return refuse("bad_hello", "hello: cost %d, want 1..%d", hl.Cost, netview.MaxCost)
+	}
+	if hl.Pool < 1 || hl.Pool > maxPool || hl.Index < 0 || hl.Index >= hl.Pool {
+		return refuse("bad_hello", "hello: connection %d of a pool of %d, want a pool of 1..%d", hl.Index, hl.Pool, maxPool)
+	}
+	if len(hl.LinkID) != 16 || strings.Trim(hl.LinkID, "0123456789abcdef") != "" {
+		return refuse("bad_hello", "hello: link id %q, want 16 hex digits", clipName(hl.LinkID))
+	}
+	if len(hl.Key) > 256 || len(hl.Proof) > 256 {
+		return refuse("bad_hello", "hello: key or proof too long")
+	}
+	return nil
+}
+
+// helloDigest is what a hello's proof signs: the site, the link and the
+// TLS connection's exported keying material, so a proof is good for one
+// connection only.
+func helloDigest(cs tls.ConnectionState, site, linkID string) ([]byte, error) {
+	ekm, err := cs.ExportKeyingMaterial(helloProofLabel, nil, 32)
+	if err != nil {
+		return nil, fmt.Errorf("export keying material: %w", err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "skiff link hello v%d\n%s\n%s\n", LinkProtocolVersion, site, linkID)
+	h.Write(ekm)
+	return h.Sum(nil), nil
+}
+
+// prove fills in a gateway's hello key and proof.
+func (r *Router) prove(hl *hello, cs tls.ConnectionState) error {
+	d, err := helloDigest(cs, hl.Site, hl.LinkID)
+	if err != nil {
+		return err
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, r.cfg.SiteKey, d)
+	if err != nil {
+		return fmt.Errorf("sign hello: %w", err)
+	}
+	hl.Key, hl.Proof = r.keyID, base64.StdEncoding.EncodeToString(sig)
+	return nil
+}
+
+// identify decides who a link connection is, from its verified client
+// certificate and its hello, redeeming a token if that is what it
+// presents. It returns a *refusal for anything the peer got wrong.
+func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer, error) {
+	if err := checkHello(hl); err != nil {
+		return peer{}, err
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return peer{}, refuse("identity", "no client certificate")
+	}
+	cert := cs.PeerCertificates[0]
+	p := peer{site: hl.Site, router: hl.Router, role: hl.Role}
+	li, err := pki.ParseLinkIdentity(cert)
+	switch {
+	case err == nil:
+		// A link certificate: the name is the certificate's.
+		if hl.Role != roleGateway {
+			return peer{}, refuse("identity", "a link certificate is for gateways, not a %s", hl.Role)
+		}
+		if li.Site != hl.Site {
+			return peer{}, refuse("identity", "hello says site %q, its link certificate is for site %q", hl.Site, li.Site)
+		}
+		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+		if !ok {
+			return peer{}, refuse("identity", "link certificate key is %T, not ECDSA", cert.PublicKey)
+		}
+		key, err := netview.KeyID(pub)
+		if err != nil {
+			return peer{}, refuse("identity", "link certificate key: %v", err)
+		}
+		if hl.Key != "" && hl.Key != key {
+			return peer{}, refuse("identity", "hello key differs from the link certificate's")
+		}
+		if err := r.cfg.Admission.CheckLink(li.TokenID, li.Site, key); err != nil {
+			return peer{}, refuse("token", "%v", err)
+		}
+		p.key, p.tokenID = key, li.TokenID
+	case strings.HasPrefix(cert.Subject.CommonName, token.CommonName("")):
+		p.tokenID = cert.SerialNumber.Text(16)
+		if hl.Role == roleMember {
+			if hl.Site != r.self {
+				return peer{}, refuse("identity", "member of site %q, this is site %q", hl.Site, r.self)
+			}
+			if err := r.cfg.Admission.AdmitMember(p.tokenID, now); err != nil {
+				return peer{}, refuse("token", "%v", err)
+			}
+			return p, nil
+		}
+		if hl.Site == r.self {
+			return peer{}, refuse("identity", "peer claims this site's own name %q", r.self)
+		}
+		pub, err := netview.ParseKeyID(hl.Key)
+		if err != nil {
+			return peer{}, refuse("identity", "hello: %v", err)
+		}
+		sig, err := base64.StdEncoding.DecodeString(hl.Proof)
+		if err != nil {
+			return peer{}, refuse("identity", "hello proof is not base64")
+		}
+		d, err := helloDigest(cs, hl.Site, hl.LinkID)
+		if err != nil || !ecdsa.VerifyASN1(pub, d, sig) {
+			return peer{}, refuse("identity", "hello proof does not verify: the peer does not hold the key it names")
+		}
+		if holder := r.db.HolderOf(hl.Site); holder != "" && holder != hl.Key {
+			return peer{}, refuse("name_taken", "site name %q is held in this network by key %s, not %s", hl.Site, netview.Fingerprint(holder), netview.Fingerprint(hl.Key))
+		}
+		certPEM, err := r.cfg.Admission.Redeem(p.tokenID, hl.Site, hl.Key, now)
+		if err != nil {
+			reason := "token"
+			if errors.Is(err, token.ErrNameTaken) {
+				reason = "name_taken"
+			}
+			return peer{}, refuse(reason, "%v", err)
+		}
+		p.key, p.linkCert = hl.Key, certPEM
+	default:
+		return peer{}, refuse("identity", "client certificate %q is neither a link certificate nor a token's", clipName(cert.Subject.CommonName))
+	}
+	if err := r.db.Bind(p.site, p.key); err != nil {
+		return peer{}, refuse("name_taken", "%v", err)
+	}
+	if p.policy, err = r.cfg.Admission.Policy(p.tokenID); err != nil {
+		return peer{}, refuse("token", "%v", err)
+	}
+	return p, nil
+}
+
+// usableLinkCert returns certPEM as this gateway's client certificate if
+// it is a link certificate for this site and key, from the peer's CA, and
+// valid for at least another minute; else nil (the token is used).
+func (r *Router) usableLinkCert(spec LinkSpec, certPEM []byte) *tls.Certificate {
+	cert, err := r.checkLinkCert(spec, certPEM)
+	if err != nil {
+		if len(certPEM) > 0 {
+			r.log.Info("stored link certificate not used; redeeming the token again", "link", spec.Name, "reason", err.Error())
+		}
+		return nil
+	}
+	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: r.cfg.SiteKey, Leaf: cert}
+}
+
+// checkLinkCert checks a link certificate the peer issued to this site.
+func (r *Router) checkLinkCert(spec LinkSpec, certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	li, err := pki.ParseLinkIdentity(cert)
+	if err != nil {
+		return nil, err
+	}
+	if li.Site != r.self {
+		return nil, fmt.Errorf("link certificate is for site %q, this is site %q", li.Site, r.self)
+	}
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&r.cfg.SiteKey.PublicKey) {
+		return nil, errors.New("link certificate is for another key than this site's")
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:       spec.TLS.RootCAs,
+		CurrentTime: time.Now().Add(time.Minute),
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil, fmt.Errorf("link certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// clipName shortens a name from the network for a message.
+func clipName(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	return s[:64] + "…"
+}

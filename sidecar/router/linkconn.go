@@ -1,0 +1,347 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/netview"
+)
+
+// handshakeTimeout bounds a link connection's TLS handshake and hello, on
+// both sides: an unauthenticated connection is held no longer.
+const handshakeTimeout = 5 * time.Second
+
+// dialer dials the connections of one configured link. It holds the link
+// certificate the peer issued, once there is one, for every later
+// connection.
+type dialer struct {
+	r    *Router
+	spec LinkSpec
+
+	mu   sync.Mutex
+	cert *tls.Certificate // the link certificate; nil: the token's
+}
+
+func (r *Router) newDialer(spec LinkSpec) *dialer {
+	d := &dialer{r: r, spec: spec}
+	if r.cfg.Role == RoleGateway && spec.LinkCert != nil {
+		d.cert = r.usableLinkCert(spec, spec.LinkCert())
+	}
+	return d
+}
+
+func (d *dialer) tlsConfig() *tls.Config {
+	cfg := d.spec.TLS.Clone()
+	d.mu.Lock()
+	cert := d.cert
+	d.mu.Unlock()
+	if cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+	return cfg
+}
+
+// learn takes the link certificate a redemption returned: checked, kept
+// for the next connections, and saved.
+func (d *dialer) learn(certPEM string) error {
+	cert, err := d.r.checkLinkCert(d.spec, []byte(certPEM))
+	if err != nil {
+		return fmt.Errorf("link certificate from %s: %w", d.spec.PeerSite, err)
+	}
+	d.mu.Lock()
+	d.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.r.cfg.SiteKey, Leaf: cert}
+	d.mu.Unlock()
+	if d.spec.SaveLinkCert != nil {
+		if err := d.spec.SaveLinkCert([]byte(certPEM)); err != nil {
+			// The link works; the token is redeemed again after a restart.
+			d.r.log.Error(err, "save link certificate", "link", d.spec.Name, "peerSite", d.spec.PeerSite)
+		}
+	}
+	return nil
+}
+
+// dialLoop keeps one configured link up, with jittered exponential backoff.
+func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
+	log := r.log.WithValues("link", spec.Name, "endpoint", spec.Endpoint)
+	backoff := newBackoff(100*time.Millisecond, 15*time.Second)
+	d := r.newDialer(spec)
+	for ctx.Err() == nil {
+		l, err := d.dialLink(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := backoff.next()
+			log.Info("link dial failed, retrying", "error", err.Error(), "retryIn", wait.String())
+			sleepCtx(ctx, wait)
+			continue
+		}
+		backoff.reset()
+		for i := 1; i < r.cfg.PoolSize; i++ {
+			go d.keepPoolConn(ctx, l, i)
+		}
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			l.close(ctx.Err())
+			return
+		}
+		sleepCtx(ctx, backoff.next())
+	}
+}
+
+// keepPoolConn keeps pool connection i of a dialed link up while the link lives.
+func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
+	r := d.r
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		sess, err := d.dialSession(ctx, l.id, i)
+		if err != nil {
+			r.log.V(1).Info("link pool connection failed", "peerSite", l.peer, "index", i, "error", err.Error())
+			sleepCtx(ctx, backoff.next())
+			continue
+		}
+		backoff.reset()
+		if !l.setSession(i, sess) {
+			sess.Close()
+			return
+		}
+		go r.serveSession(l, sess)
+		select {
+		case <-sess.Done():
+			l.clearSession(i, sess)
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// dialLink dials the primary connection, opens the control stream and
+// returns the link once it is up.
+func (d *dialer) dialLink(ctx context.Context) (*link, error) {
+	r := d.r
+	id := newID()
+	sess, err := d.dialSession(ctx, id, 0)
+	if err != nil {
+		return nil, err
+	}
+	p := peer{site: d.spec.PeerSite, role: roleGateway, key: d.spec.PeerKey, policy: d.spec.Policy}
+	if r.cfg.Role == RoleSidecar {
+		p.site = r.self
+	}
+	l := newLink(r, id, p, d.spec.Cost, true, r.cfg.PoolSize)
+	l.setSession(0, sess)
+	ctrl, err := sess.Open(ctx)
+	if err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	h, _ := header{Kind: kindControl, Origin: r.self}.encode()
+	if _, err := ctrl.Write(h); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	go r.serveSession(l, sess)
+	go func() {
+		<-sess.Done()
+		l.close(fmt.Errorf("primary connection: %w", sess.Err()))
+	}()
+	l.markUp(ctrl)
+	go l.readControl(bufio.NewReader(ctrl))
+	return l, nil
+}
+
+// dialSession dials one TLS connection of a link and says hello.
+func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Session, error) {
+	r, spec := d.r, d.spec
+	td := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 15 * time.Second}, Config: d.tlsConfig()}
+	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout+2*time.Second)
+	defer cancel()
+	c, err := td.DialContext(dctx, "tcp", spec.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", spec.Endpoint, err)
+	}
+	conn := c.(*tls.Conn)
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	hl := hello{Version: LinkProtocolVersion, Site: r.self, Role: roleGateway, Cost: spec.Cost, LinkID: id, Index: index, Pool: r.cfg.PoolSize, Router: r.routerName}
+	if r.cfg.Role == RoleSidecar {
+		hl.Role = roleMember
+	} else if err := r.prove(&hl, conn.ConnectionState()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := writeMsg(conn, hl); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
+	var reply helloReply
+	if err := readMsgLimit(conn, &reply, maxHello); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("read hello reply: %w", err)
+	}
+	if err := d.checkReply(reply); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return mux.Client(conn, r.muxConfig), nil
+}
+
+// checkReply checks the accepting side's answer to a hello, and binds
+// the peer's name to its key.
+func (d *dialer) checkReply(reply helloReply) error {
+	r, spec := d.r, d.spec
+	if reply.Error != "" {
+		return fmt.Errorf("peer %q refused the link: %s", clipName(reply.Site), clipName(reply.Error))
+	}
+	if reply.Version != LinkProtocolVersion {
+		return fmt.Errorf("peer %q speaks link protocol v%d, this gateway v%d: %w", clipName(reply.Site), reply.Version, LinkProtocolVersion, ErrVersion)
+	}
+	if r.cfg.Role == RoleSidecar {
+		if reply.Site != r.self {
+			return fmt.Errorf("gateway belongs to site %q, this sidecar to %q", clipName(reply.Site), r.self)
+		}
+		return nil
+	}
+	if reply.Site != spec.PeerSite {
+		return fmt.Errorf("peer says it is site %q, its token is site %q's", clipName(reply.Site), spec.PeerSite)
+	}
+	if reply.LinkCert != "" {
+		if err := d.learn(reply.LinkCert); err != nil {
+			return err
+		}
+	}
+	if err := r.db.Bind(spec.PeerSite, spec.PeerKey); err != nil {
+		return fmt.Errorf("link to %s: %w", spec.PeerSite, err)
+	}
+	return nil
+}
+
+// handleLinkConn serves one connection to the link port: TLS, hello,
+// identity, then a mux session as a link's primary or pool connection.
+func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone func()) {
+	conn, hl, err := r.acceptHello(ctx, raw)
+	if err != nil {
+		handshakeDone()
+		r.refused(raw, hl, err)
+		raw.Close()
+		return
+	}
+	p, err := r.identify(conn.ConnectionState(), hl, time.Now())
+	if err == nil && hl.Index > 0 {
+		err = r.checkPoolConn(hl, p)
+	}
+	if err != nil {
+		handshakeDone()
+		r.refused(raw, hl, err)
+		_ = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Error: err.Error()})
+		conn.Close()
+		return
+	}
+	err = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, LinkCert: string(p.linkCert)})
+	handshakeDone()
+	if err != nil {
+		conn.Close()
+		return
+	}
+	if len(p.linkCert) > 0 {
+		r.log.Info("token redeemed", "peerSite", p.site, "token", p.tokenID, "peerKey", netview.Fingerprint(p.key))
+	}
+	conn.SetDeadline(time.Time{})
+	sess := mux.Server(conn, r.muxConfig)
+	if hl.Index > 0 {
+		r.attachPoolConn(hl, sess)
+		return
+	}
+	l := newLink(r, hl.LinkID, p, hl.Cost, false, hl.Pool)
+	l.setSession(0, sess)
+	// Registered before the control stream arrives so pool connections
+	// can attach; it counts as up only once markUp runs.
+	r.mu.Lock()
+	if old := r.links[l.id]; old != nil {
+		r.mu.Unlock()
+		sess.Close()
+		r.log.Info("link connection refused", "peerSite", p.site, "reason", "a link with this id exists")
+		return
+	}
+	r.links[l.id] = l
+	r.mu.Unlock()
+	go func() {
+		<-sess.Done()
+		l.close(fmt.Errorf("primary connection: %w", sess.Err()))
+	}()
+	r.serveSession(l, sess)
+}
+
+// acceptHello runs the TLS handshake and reads the hello, within
+// handshakeTimeout.
+func (r *Router) acceptHello(ctx context.Context, raw net.Conn) (*tls.Conn, hello, error) {
+	conn := tls.Server(raw, r.cfg.ServerTLS)
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		return nil, hello{}, refuse("tls", "TLS handshake failed: %v", err)
+	}
+	var hl hello
+	if err := readMsgLimit(conn, &hl, maxHello); err != nil {
+		return nil, hello{}, refuse("bad_hello", "bad hello: %v", err)
+	}
+	return conn, hl, nil
+}
+
+// checkPoolConn admits a pool connection to an existing link only if it
+// proved the identity of the link's primary.
+func (r *Router) checkPoolConn(hl hello, p peer) error {
+	r.mu.Lock()
+	l := r.links[hl.LinkID]
+	r.mu.Unlock()
+	if l == nil || l.identity != p.identity() || hl.Index >= len(l.sessions) {
+		return refuse("pool", "no such link (pool connection before its primary, or from another peer)")
+	}
+	return nil
+}
+
+func (r *Router) attachPoolConn(hl hello, sess *mux.Session) {
+	r.mu.Lock()
+	l := r.links[hl.LinkID]
+	r.mu.Unlock()
+	if l == nil || !l.setSession(hl.Index, sess) {
+		sess.Close()
+		return
+	}
+	go func() { <-sess.Done(); l.clearSession(hl.Index, sess) }()
+	r.serveSession(l, sess)
+}
+
+// refused logs (rate-limited) and counts a refused link connection.
+func (r *Router) refused(raw net.Conn, hl hello, err error) {
+	reason := "other"
+	var rf *refusal
+	if errors.As(err, &rf) {
+		reason = rf.reason
+	}
+	r.m.LinkRefused.WithLabelValues(reason).Inc()
+	site := hl.Site
+	if names.CheckSite(site) != nil {
+		site = clipName(site)
+	}
+	if ok, suppressed := r.refusedLogs.Allow(reason); ok {
+		r.log.Info("link connection refused", "remote", raw.RemoteAddr().String(), "peerSite", site, "reason", err.Error(), "suppressed", suppressed)
+	}
+}

@@ -1,0 +1,48 @@
+package token
+
+import (
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/policy"
+)
+
+// Admission admits link peers over a site's ledger and CA: it is what a
+// gateway's router asks (router.Admission) whether a token may be
+// redeemed, a link certificate is still good, or a sidecar may attach.
+type Admission struct {
+	Ledger *Ledger
+	CA     *pki.CA
+	Site   string
+}
+
+// Redeem records the redemption in the ledger and issues a link
+// certificate for the redeeming site's key, valid as long as a token's
+// certificate.
+func (a *Admission) Redeem(id, site, key string, now time.Time) ([]byte, error) {
+	pub, err := netview.ParseKeyID(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Ledger.Redeem(id, site, key, now); err != nil {
+		return nil, err
+	}
+	return a.CA.IssueLink(site, pub, id, CertValidity)
+}
+
+// CheckLink admits a link certificate while its token is in the ledger
+// and was not redeemed under site's name by another key.
+func (a *Admission) CheckLink(id, site, key string) error {
+	return a.Ledger.Check(id, site, key)
+}
+
+// AdmitMember admits a sidecar of this site with the member token id.
+func (a *Admission) AdmitMember(id string, now time.Time) error {
+	return a.Ledger.Redeem(id, a.Site, "", now)
+}
+
+// Policy returns the policy of the links made with token id.
+func (a *Admission) Policy(id string) (policy.Policy, error) {
+	return a.Ledger.Policy(id)
+}
