@@ -1,7 +1,8 @@
 // Package logging builds the zap-backed logr.Logger that every skiff main
 // uses: JSON lines by default (what `kubectl logs` users parse), a console
-// encoder with --zap-devel. Only mains import it; everything else takes a
-// logr.Logger.
+// encoder with --zap-devel. Only mains build loggers with it; everything
+// else takes a logr.Logger. Its [Limiter] bounds how often a repeated
+// line (a refusal under a flood) is logged, and is used beyond mains.
 package logging
 
 import (

@@ -623,3 +623,39 @@ func TestLinkPolicy(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLinkGaugesForLinksThatNeverCameUp: a peer that says hello and never
+// opens its control stream leaves no skiff_link_connections behind.
+func TestLinkGaugesForLinksThatNeverCameUp(t *testing.T) {
+	p := newPair(t)
+	m := newMallory(t)
+	c := m.dial(p.east, p.east.issue(t, 1))
+	if reply := m.hello(c, gatewayHello("mallory"), true); reply.Error != "" {
+		t.Fatal(reply.Error)
+	}
+	gauge := func(peer string) float64 {
+		var d dto.Metric
+		_ = p.east.r.m.LinkConns.WithLabelValues(peer).Write(&d)
+		return d.GetGauge().GetValue()
+	}
+	if got := gauge("mallory"); got != 0 {
+		t.Errorf("skiff_link_connections{peer=mallory} = %v before its link is up, want 0", got)
+	}
+	c.Close()
+	tu.Eventually(t, 5*time.Second, "mallory's link gone", func() error {
+		p.east.r.mu.Lock()
+		defer p.east.r.mu.Unlock()
+		for _, l := range p.east.r.links {
+			if l.peer == "mallory" {
+				return errors.New("still registered")
+			}
+		}
+		return nil
+	})
+	if got := gauge("mallory"); got != 0 {
+		t.Errorf("skiff_link_connections{peer=mallory} = %v after it left, want 0", got)
+	}
+	if got := gauge("west"); got < 1 {
+		t.Errorf("skiff_link_connections{peer=west} = %v, want west's live connections", got)
+	}
+}

@@ -440,7 +440,7 @@ func (b *backoff) next() time.Duration {
 	} else {
 		b.cur = min(b.cur*2, b.cap)
 	}
-	// full jitter over [cur/2, cur)
+	// equal jitter: uniform over [cur/2, cur]
 	half := b.cur / 2
 	return half + time.Duration(mrand.Int64N(int64(half)+1))
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/skiff-io/skiff/sidecar/names"
 )
 
 // checkLabel checks a site name: a DNS-1123 label. It returns what is
@@ -16,21 +18,14 @@ func checkLabel(s string) string {
 	return ""
 }
 
-// checkAddress checks a network address: a DNS-1123 subdomain, such as
-// "backend" or "db.prod".
+// checkAddress checks a network address (package names' rules): a
+// DNS-1123 subdomain, such as "backend" or "db.prod", optionally with a
+// port.
 func checkAddress(s string) string {
 	if s == "" {
 		return "must not be empty"
 	}
-	name := s
-	if i := strings.LastIndexByte(s, ':'); i >= 0 {
-		// name:port, the form of a Kubernetes site's service port.
-		name = s[:i]
-		if p, err := strconv.Atoi(s[i+1:]); err != nil || p < 1 || p > 65535 || s[i+1] == '+' || s[i+1] == '0' {
-			return fmt.Sprintf("must be a DNS-1123 subdomain, optionally with a port (e.g. backend or backend:8080), got %q", s)
-		}
-	}
-	if name == "" || len(name) > 253 || !allLabels(name, false) {
+	if names.CheckAddress(s) != nil {
 		return fmt.Sprintf("must be a DNS-1123 subdomain, optionally with a port (lowercase letters, digits, '-' and '.', at most 253 characters, e.g. backend, db.prod or backend:8080), got %q", s)
 	}
 	return ""
@@ -92,20 +87,11 @@ func allLabels(s string, upper bool) bool {
 	return true
 }
 
-// isLabel reports a DNS-1123 label: 1 to 63 letters, digits and '-',
-// starting and ending with a letter or digit; lowercase unless upper.
+// isLabel reports a DNS-1123 label (package names); upper allows upper
+// case, for host names.
 func isLabel(s string, upper bool) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
+	if upper {
+		return names.IsHostLabel(s)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-':
-		case upper && 'A' <= c && c <= 'Z':
-		default:
-			return false
-		}
-	}
-	return true
+	return names.IsLabel(s)
 }
