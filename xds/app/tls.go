@@ -74,7 +74,22 @@ func (s *serverTLS) issue(ca *pki.CA) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue the controller's serving certificate: %w", err)
 	}
-	return pki.ServerTLS(ca, cert), nil
+	cfg := pki.ServerTLS(ca, cert)
+	cfg.VerifyConnection = s.refuseOtherSites
+	return cfg, nil
+}
+
+// refuseOtherSites refuses a link certificate of another site: this CA
+// issues one to every site that redeemed one of its tokens, for the link,
+// not for reading this site's table.
+func (s *serverTLS) refuseOtherSites(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // refused by the handshake: a client certificate is required
+	}
+	if id, err := pki.ParseLinkIdentity(cs.PeerCertificates[0]); err == nil && id.Site != s.site {
+		return fmt.Errorf("a link certificate of site %s: the xDS server serves clients of site %s only", id.Site, s.site)
+	}
+	return nil
 }
 
 // ready reports whether the site CA is known.

@@ -1,9 +1,15 @@
 package app
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +20,9 @@ import (
 )
 
 // The xDS listener refuses every handshake until the site CA is known,
-// then serves clients of that CA; a replaced CA is used from the next
-// handshake on, and clients of the old one are refused.
+// then serves clients of that CA but not another site's link certificate;
+// a replaced CA is used from the next handshake on, and clients of the
+// old one are refused.
 func TestServerTLSCA(t *testing.T) {
 	s := newServerTLS("east", []string{"127.0.0.1"}, testr.New(t))
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", s.config())
@@ -36,6 +43,16 @@ func TestServerTLSCA(t *testing.T) {
 			}()
 		}
 	}()
+	dialWith := func(cfg *tls.Config) error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(), cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		return err
+	}
 	dial := func(ca *pki.CA) error {
 		certPEM, keyPEM, _, err := ca.IssueClient("client", time.Hour)
 		if err != nil {
@@ -45,14 +62,7 @@ func TestServerTLSCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(), cfg)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = c.Read(make([]byte, 1))
-		return err
+		return dialWith(cfg)
 	}
 	newCA := func() *pki.CA {
 		ca, err := pki.LoadOrCreateCA(t.TempDir(), "east")
@@ -81,6 +91,27 @@ func TestServerTLSCA(t *testing.T) {
 	}
 	if err := dial(first); err != nil {
 		t.Fatalf("a client of the CA: %v", err)
+	}
+
+	// A link certificate this CA issued to west, for its link, is refused.
+	westKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkPEM, err := first.IssueLink("west", &westKey.PublicKey, "1f", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(westKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkCfg, err := pki.ClientTLS(first.CertPEM, linkPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), xdsclient.ServerName("east"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dialWith(linkCfg); err == nil || !strings.Contains(err.Error(), "tls: bad certificate") {
+		t.Fatalf("west's link certificate: %v, want it refused (bad certificate)", err)
 	}
 
 	if changed, err := s.setCA(second); err != nil || !changed {
