@@ -313,7 +313,7 @@ func sameLinks(a, b []sitefile.Link) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Token != b[i].Token || a[i].Cost != b[i].Cost {
+		if a[i].Token != b[i].Token || a[i].Cost != b[i].Cost || !a[i].Policy.Equal(b[i].Policy) {
 			return false
 		}
 	}

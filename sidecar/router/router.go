@@ -473,10 +473,10 @@ func (r *Router) SetLinks(specs []LinkSpec) error {
 	return nil
 }
 
-// linkKey identifies a link spec: its name, endpoint, cost and client
-// certificate.
+// linkKey identifies a link spec: its name, endpoint, cost, policy and
+// client certificate. A link whose key changes is dialled anew.
 func linkKey(s LinkSpec) string {
-	k := s.Name + "|" + s.Endpoint + "|" + strconv.Itoa(s.Cost)
+	k := s.Name + "|" + s.Endpoint + "|" + strconv.Itoa(s.Cost) + "|" + s.Policy.String()
 	if len(s.TLS.Certificates) > 0 && len(s.TLS.Certificates[0].Certificate) > 0 {
 		sum := sha256.Sum256(s.TLS.Certificates[0].Certificate[0])
 		k += "|" + hex.EncodeToString(sum[:8])
