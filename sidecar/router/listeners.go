@@ -18,10 +18,17 @@ type boundListener struct {
 
 // syncListeners binds listeners that are new in the service table and
 // closes those that left it. Connections already accepted are not touched.
-func (r *Router) syncListeners(ctx context.Context) error {
+// Listeners live as long as the router's Run (listenCtx), whoever asked
+// for them: a caller's context (an xDS stream's) may end long before.
+// Before Run, it does nothing: Run binds them.
+func (r *Router) syncListeners() error {
 	t := r.services.Load()
 	r.listenMu.Lock()
 	defer r.listenMu.Unlock()
+	ctx := r.listenCtx
+	if ctx == nil {
+		return nil
+	}
 	want := map[string]Listener{}
 	for _, l := range t.Listeners {
 		want[net.JoinHostPort(l.Host, strconv.Itoa(l.Port))] = l

@@ -263,6 +263,7 @@ type Router struct {
 	workers *workers
 
 	listenMu  sync.Mutex
+	listenCtx context.Context           // Run's; nil before it
 	listeners map[string]*boundListener // by host:port
 	linkAddr  atomic.Value              // net.Addr of the link listener
 	sidecarLn atomic.Value              // net.Addr of the sidecar listener
@@ -368,7 +369,10 @@ func (r *Router) Run(ctx context.Context) error {
 			go func() { defer wg.Done(); r.checkRedirect(ctx) }()
 		}
 	} else {
-		if err := r.syncListeners(ctx); err != nil {
+		r.listenMu.Lock()
+		r.listenCtx = ctx
+		r.listenMu.Unlock()
+		if err := r.syncListeners(); err != nil {
 			return err
 		}
 		defer r.closeListeners()
@@ -422,10 +426,10 @@ func (r *Router) Document() (netview.Document, <-chan struct{}) {
 
 // SetServices replaces listeners, connectors and routing. Open streams are
 // not touched; new listeners are bound and removed ones closed.
-func (r *Router) SetServices(ctx context.Context, s Services) error {
+func (r *Router) SetServices(_ context.Context, s Services) error {
 	r.services.Store(newServiceTable(s))
 	if r.cfg.Role == RoleGateway {
-		if err := r.syncListeners(ctx); err != nil {
+		if err := r.syncListeners(); err != nil {
 			return err
 		}
 		r.updateLocal()
