@@ -308,6 +308,18 @@ spec:
 	// through its sidecar.
 	start = time.Now()
 	must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "redirect.mode=iptables", "--wait", "--timeout", "120s")
+	// helm's --wait sees the new injector Ready; the API server reaches it
+	// through its Service a moment later, and until then (failurePolicy
+	// Ignore) pods start uninjected. Wait until a server-side dry run of
+	// an annotated pod comes back injected in iptables mode.
+	testutil.Eventually(t, 60*time.Second, "the injector injects in iptables mode", func() error {
+		out, err := run(t, "kubectl", "-n", "east", "run", "probe-nft", "--image=skiff.local/skiff-echo:0.1.0", "--annotations=skiff.io/inject=true",
+			"--dry-run=server", "-o", "jsonpath={.spec.initContainers[*].name}", "--", "serve")
+		if err != nil || !strings.Contains(out, "skiff-init") {
+			return fmt.Errorf("dry-run pod's init containers %q, %v", out, err)
+		}
+		return nil
+	})
 	nftClient := strings.ReplaceAll(strings.ReplaceAll(clientManifest, "name: client", "name: client-nft"), "app: client", "app: client-nft")
 	nftFile := filepath.Join(t.TempDir(), "client-nft.yaml")
 	os.WriteFile(nftFile, []byte(nftClient), 0o600)
