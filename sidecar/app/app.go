@@ -456,6 +456,9 @@ type TokenOptions struct {
 	Out         string
 	Expires     time.Duration
 	Redemptions int
+	// Member issues a member token, for this site's own sidecars, instead
+	// of a link token for another site.
+	Member bool
 	// Log hears what IssueToken changes on the way (a data dir it
 	// tightened); the zero Logger discards.
 	Log logr.Logger
@@ -470,6 +473,7 @@ func (o *TokenOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Out, "out", "", "where to write the token (YAML, mode 0600)")
 	fs.DurationVar(&o.Expires, "expires", 15*time.Minute, "how long the token can be redeemed")
 	fs.IntVar(&o.Redemptions, "redemptions", 1, "how many sites may redeem the token")
+	fs.BoolVar(&o.Member, "member", false, "issue a member token, for this site's own sidecars (and node agent), instead of a link token for another site")
 	fs.Func("allow-advertise", "comma-separated address patterns (backend, backend:8080, db-*, *) the linked site may advertise into this one; may be repeated (default: all)", func(v string) error {
 		l, err := policy.Parse(v)
 		o.Policy.Advertise = append(o.Policy.Advertise, l...)
@@ -545,7 +549,13 @@ func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := token.Issue(ca, site.Name, site.LinkAccess.Advertise, o.Expires, o.Redemptions, now)
+	issue := token.Issue
+	if o.Member {
+		issue = func(ca *pki.CA, site, endpoint string, ttl time.Duration, _ int, now time.Time) (*token.Token, error) {
+			return token.IssueMember(ca, site, endpoint, ttl, now)
+		}
+	}
+	tok, err := issue(ca, site.Name, site.LinkAccess.Advertise, o.Expires, o.Redemptions, now)
 	if err != nil {
 		return nil, err
 	}

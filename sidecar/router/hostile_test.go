@@ -659,3 +659,30 @@ func TestLinkGaugesForLinksThatNeverCameUp(t *testing.T) {
 		t.Errorf("skiff_link_connections{peer=west} = %v, want west's live connections", got)
 	}
 }
+
+// TestTokenKinds: a link token (given to another site) cannot attach a
+// sidecar, and a member token (the site's own sidecars') cannot link a
+// site.
+func TestTokenKinds(t *testing.T) {
+	p := newPair(t)
+	m := newMallory(t)
+	link := p.east.issue(t, 1)
+	member, err := token.IssueMember(p.east.ca, "east", p.east.r.LinkAddr().String(), time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.east.ledger.Record(member, policy.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	asMember := hello{Version: LinkProtocolVersion, Site: "east", Router: "shop/pod-1", Role: roleMember, Cost: 1, LinkID: newID(), Pool: 1}
+	if reply := m.hello(m.dial(p.east, link), asMember, false); !strings.Contains(reply.Error, "member token") {
+		t.Errorf("a link token as a sidecar: reply %+v, want refused", reply)
+	}
+	if reply := m.hello(m.dial(p.east, member), gatewayHello("mallory"), true); !strings.Contains(reply.Error, "member token") {
+		t.Errorf("a member token as a site: reply %+v, want refused", reply)
+	}
+	if reply := m.hello(m.dial(p.east, member), asMember, false); reply.Error != "" {
+		t.Errorf("a member token as a sidecar: refused: %s", reply.Error)
+	}
+	p.onlyWest(t, 10)
+}

@@ -31,8 +31,9 @@ import (
 //   - From then on the site connects with the link certificate and its
 //     site key: the name comes from the certificate, which the TLS
 //     handshake verified against the accepting site's CA.
-//   - A sidecar of the site (a member) connects with the site's member
-//     token; it is not part of the network graph.
+//   - A sidecar of the site (a member) connects with a member token of
+//     the site (token.IssueMember); it is not part of the network graph.
+//     A member token cannot link a site, nor a link token a sidecar.
 //
 // Either way, a gateway peer's name is then bound to its key in the
 // link-state database (netview.DB.Bind): a name already held by another
@@ -196,16 +197,23 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 			return peer{}, refuse("token", "%v", err)
 		}
 		p.key, p.tokenID = key, li.TokenID
+	case strings.HasPrefix(cert.Subject.CommonName, token.MemberCommonName("")):
+		// A member token: a sidecar of this site, nothing else.
+		p.tokenID = cert.SerialNumber.Text(16)
+		if hl.Role != roleMember {
+			return peer{}, refuse("identity", "a member token is for this site's sidecars, not a %s", hl.Role)
+		}
+		if hl.Site != r.self {
+			return peer{}, refuse("identity", "member of site %q, this is site %q", hl.Site, r.self)
+		}
+		if err := r.cfg.Admission.AdmitMember(p.tokenID, now); err != nil {
+			return peer{}, refuse("token", "%v", err)
+		}
+		return p, nil
 	case strings.HasPrefix(cert.Subject.CommonName, token.CommonName("")):
 		p.tokenID = cert.SerialNumber.Text(16)
 		if hl.Role == roleMember {
-			if hl.Site != r.self {
-				return peer{}, refuse("identity", "member of site %q, this is site %q", hl.Site, r.self)
-			}
-			if err := r.cfg.Admission.AdmitMember(p.tokenID, now); err != nil {
-				return peer{}, refuse("token", "%v", err)
-			}
-			return p, nil
+			return peer{}, refuse("identity", "a link token is for other sites; a sidecar needs a member token (token issue --member)")
 		}
 		if hl.Site == r.self {
 			return peer{}, refuse("identity", "peer claims this site's own name %q", r.self)

@@ -76,6 +76,20 @@ type Token struct {
 // token expires ttl after now (to the second, rounded down); redemptions 0
 // means 1.
 func Issue(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions int, now time.Time) (*Token, error) {
+	return issueWith(ca, site, endpoint, ttl, redemptions, now, CommonName)
+}
+
+// IssueMember makes a member token: what a sidecar of site (or its node
+// agent) presents to its own gateway and controller. Its certificate's CN
+// is [MemberCommonName], so that it can be told from the link tokens the
+// site hands to other sites: a gateway admits a sidecar only with a
+// member token, and a site only with a link token; the controller's xDS
+// port refuses link tokens. It allows one redemption (by site itself).
+func IssueMember(ca *pki.CA, site, endpoint string, ttl time.Duration, now time.Time) (*Token, error) {
+	return issueWith(ca, site, endpoint, ttl, 1, now, MemberCommonName)
+}
+
+func issueWith(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions int, now time.Time, cn func(string) string) (*Token, error) {
 	switch {
 	case ca == nil:
 		return nil, errors.New("issue token: no CA")
@@ -97,7 +111,7 @@ func Issue(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions int
 		return nil, fmt.Errorf("issue token: %w", err)
 	}
 	id := serial.Text(16)
-	certPEM, keyPEM, err := ca.IssueClientSerial(serial, CommonName(id), CertValidity)
+	certPEM, keyPEM, err := ca.IssueClientSerial(serial, cn(id), CertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("issue token: %w", err)
 	}
@@ -122,7 +136,21 @@ func Issue(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions int
 	return t, nil
 }
 
-// CommonName is the subject CN of a token's client certificate.
+// MemberCommonName is the subject CN of a member token's client
+// certificate.
+func MemberCommonName(id string) string {
+	return "member-token:" + id
+}
+
+// IsMember reports whether t is a member token (its certificate's CN is
+// MemberCommonName). It reads the certificate; a token that does not
+// parse is no member token.
+func (t *Token) IsMember() bool {
+	cert, err := pki.ParseCertificate([]byte(t.Cert))
+	return err == nil && cert.Subject.CommonName == MemberCommonName(t.ID)
+}
+
+// CommonName is the subject CN of a link token's client certificate.
 func CommonName(id string) string {
 	return "link-token:" + id
 }

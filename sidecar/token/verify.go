@@ -34,7 +34,7 @@ func (t *Token) VerifyIntegrity() error {
 	if _, err := tls.X509KeyPair([]byte(t.Cert), []byte(t.Key)); err != nil {
 		return fmt.Errorf("%s: key does not pair with cert (%v): %w", who, err, ErrTampered)
 	}
-	if serial := cert.SerialNumber.Text(16); serial != t.ID || cert.Subject.CommonName != CommonName(t.ID) {
+	if serial := cert.SerialNumber.Text(16); serial != t.ID || (cert.Subject.CommonName != CommonName(t.ID) && cert.Subject.CommonName != MemberCommonName(t.ID)) {
 		return fmt.Errorf("%s: id does not match cert %q with serial %s: %w", who, cert.Subject.CommonName, serial, ErrTampered)
 	}
 	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)

@@ -145,7 +145,7 @@ connectors:
 	if err := os.MkdirAll(creds, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runCmd(bin, "token", "issue", "--site-file", eastFile, "--out", filepath.Join(creds, "token.yaml"), "--expires", "1h"); err != nil {
+	if out, err := runCmd(bin, "token", "issue", "--member", "--site-file", eastFile, "--out", filepath.Join(creds, "token.yaml"), "--expires", "1h"); err != nil {
 		t.Fatalf("token issue: %v\n%s", err, out)
 	}
 	sc := exec.Command(bin, "sidecar", "--credentials-dir", creds, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),

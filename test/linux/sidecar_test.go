@@ -120,7 +120,7 @@ func TestSidecarRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := filepath.Join(dir, "token.yaml")
-	if _, err := app.IssueToken(app.TokenOptions{SiteFile: n.siteFile("east"), Out: tok, Expires: time.Minute, Redemptions: 1}, time.Now()); err != nil {
+	if _, err := app.IssueToken(app.TokenOptions{SiteFile: n.siteFile("east"), Out: tok, Expires: time.Minute, Redemptions: 1, Member: true}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	siteFile := filepath.Join(dir, "sidecar.yaml")

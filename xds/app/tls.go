@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/token"
 	"github.com/skiff-io/skiff/sidecar/xdsclient"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
@@ -79,15 +81,21 @@ func (s *serverTLS) issue(ca *pki.CA) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// refuseOtherSites refuses a link certificate of another site: this CA
+// refuseOtherSites refuses a link certificate of another site (this CA
 // issues one to every site that redeemed one of its tokens, for the link,
-// not for reading this site's table.
+// not for reading this site's table) and a link token's certificate (which
+// this site hands to other sites). Sidecars and the node agent present
+// member tokens, gateways a certificate they issue from the CA.
 func (s *serverTLS) refuseOtherSites(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil // refused by the handshake: a client certificate is required
 	}
-	if id, err := pki.ParseLinkIdentity(cs.PeerCertificates[0]); err == nil && id.Site != s.site {
+	cert := cs.PeerCertificates[0]
+	if id, err := pki.ParseLinkIdentity(cert); err == nil && id.Site != s.site {
 		return fmt.Errorf("a link certificate of site %s: the xDS server serves clients of site %s only", id.Site, s.site)
+	}
+	if strings.HasPrefix(cert.Subject.CommonName, token.CommonName("")) {
+		return fmt.Errorf("a link token's certificate (%s): this site gives those to other sites; its sidecars present member tokens", cert.Subject.CommonName)
 	}
 	return nil
 }

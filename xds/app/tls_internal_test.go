@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/token"
 	"github.com/skiff-io/skiff/sidecar/xdsclient"
 )
 
@@ -112,6 +113,34 @@ func TestServerTLSCA(t *testing.T) {
 	}
 	if err := dialWith(linkCfg); err == nil || !strings.Contains(err.Error(), "tls: bad certificate") {
 		t.Fatalf("west's link certificate: %v, want it refused (bad certificate)", err)
+	}
+
+	// A link token this site gave to another site is refused; a member
+	// token of the same CA is served.
+	for _, tc := range []struct {
+		member bool
+		issue  func(*pki.CA, string, string, time.Duration, time.Time) (*token.Token, error)
+	}{
+		{false, func(ca *pki.CA, site, ep string, ttl time.Duration, now time.Time) (*token.Token, error) {
+			return token.Issue(ca, site, ep, ttl, 1, now)
+		}},
+		{true, token.IssueMember},
+	} {
+		tok, err := tc.issue(first, "east", "127.0.0.1:1", time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pki.ClientTLS(first.CertPEM, []byte(tok.Cert), []byte(tok.Key), xdsclient.ServerName("east"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = dialWith(cfg)
+		if tc.member && err != nil {
+			t.Errorf("a member token: %v, want it served", err)
+		}
+		if !tc.member && (err == nil || !strings.Contains(err.Error(), "tls: bad certificate")) {
+			t.Errorf("a link token: %v, want it refused (bad certificate)", err)
+		}
 	}
 
 	if changed, err := s.setCA(second); err != nil || !changed {

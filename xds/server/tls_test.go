@@ -23,10 +23,6 @@ import (
 	"github.com/skiff-io/skiff/xds/model"
 )
 
-// controllerName is the name the test controllers' certificates are
-// issued for, as skiff-controller's are (controller.<site>.skiff.local).
-const controllerName = "controller.east.skiff.local"
-
 // sitePKI is a site's CA, a serving certificate for 127.0.0.1 and a
 // client certificate, the latter also as files (ca.crt, client.crt,
 // client.key in dir) for grpc-go's xDS bootstrap.

@@ -487,12 +487,13 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 	}
 	if err == nil {
 		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.CertPEM) &&
-			tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
+			tok.IsMember() && tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
 			return tok, nil
 		}
 	}
-	// Redeemed by this site only, so every sidecar of the site may use it.
-	tok, err := token.Issue(ca, id.Site, endpoint, SidecarCredentialValidity, 1, id.Now())
+	// A member token, redeemed by this site only, so every sidecar of the
+	// site may use it (and no other site could).
+	tok, err := token.IssueMember(ca, id.Site, endpoint, SidecarCredentialValidity, id.Now())
 	if err != nil {
 		return nil, err
 	}
