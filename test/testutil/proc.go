@@ -54,15 +54,22 @@ func (p *Proc) Output() string {
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Stop kills the process group and waits for the process.
+// A failed test logs the process's output, also when it had exited on
+// its own (its last words are often why the test failed).
 func (p *Proc) Stop(t testing.TB) {
+	exited := false
 	select {
 	case <-p.done:
-		return
+		exited = true
 	default:
+		syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
 	}
-	syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
 	if t.Failed() {
-		t.Logf("%s:\n%s", strings.Join(p.Cmd.Args, " "), p.Output())
+		state := ""
+		if exited {
+			state = " (had exited: " + p.Cmd.ProcessState.String() + ")"
+		}
+		t.Logf("%s%s:\n%s", strings.Join(p.Cmd.Args, " "), state, p.Output())
 	}
 }

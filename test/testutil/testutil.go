@@ -5,10 +5,14 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -69,12 +73,45 @@ func Eventually(t testing.TB, bound time.Duration, what string, cond func() erro
 // FreePort returns a TCP port that was free on host a moment ago.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("free port on %s: %v", host, err)
+	low := ephemeralLow()
+	for range 200 {
+		port := freePortMin + rand.IntN(low-freePortMin)
+		if _, taken := givenPorts.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("free port on %s: no free port in %d..%d", host, freePortMin, low-1)
+	return 0
+}
+
+// Why FreePort picks ports below the kernel's ephemeral range: a port the
+// kernel handed out for ":0" and that was closed again can be handed out
+// again at once, to an outgoing connection or another ":0" listener of a
+// test running in parallel, before the process it was meant for binds it.
+// Below the range, only FreePort hands ports out, and never one twice in
+// a process.
+const freePortMin = 20000
+
+var givenPorts sync.Map // int -> bool
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freePortMin+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // RequireEnvtest requires the envtest assets (kube-apiserver and etcd built
