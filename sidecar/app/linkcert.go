@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/token"
 )
 
@@ -30,29 +31,13 @@ func (s linkCertStore) load() []byte {
 	return b
 }
 
-// save writes the certificate atomically (a certificate, no key: 0644 would
-// do, but the data dir is private anyway).
+// save writes the certificate atomically into the links dir, which it
+// creates private (pki.SecureDir) like the rest of the data dir.
 func (s linkCertStore) save(certPEM []byte) error {
-	dir := filepath.Dir(s.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if _, err := pki.SecureDir(filepath.Dir(s.path)); err != nil {
 		return fmt.Errorf("save link certificate: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("save link certificate: %w", err)
-	}
-	_, err = f.Write(certPEM)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := pki.WriteFile(s.path, certPEM); err != nil {
 		return fmt.Errorf("save link certificate: %w", err)
 	}
 	return nil

@@ -167,6 +167,21 @@ func linkNew(path string, data []byte) (bool, error) {
 	return true, nil
 }
 
+// WriteFile writes data to path (mode 0600) atomically: a temporary file
+// in the same dir, synced, renamed over path. A reader sees the old file
+// or the new one, never half of one.
+func WriteFile(path string, data []byte) error {
+	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
 // writeTemp writes data to a new file (mode 0600) in dir and returns its
 // name.
 func writeTemp(dir, pattern string, data []byte) (string, error) {
