@@ -329,7 +329,7 @@ func TestHostileImpersonation(t *testing.T) {
 	})
 	t.Run("key named without holding it", func(t *testing.T) {
 		hl := gatewayHello("mallory")
-		hl.Key, hl.Proof = p.west.r.keyID, b64([]byte("not a signature"))
+		hl.Key, hl.Proof = p.west.r.db.HolderOf("west"), b64([]byte("not a signature"))
 		reply := m.hello(m.dial(p.east, p.east.issue(t, 1)), hl, false)
 		if reply.Error == "" {
 			t.Fatalf("hello with west's key and no proof accepted")

@@ -156,7 +156,7 @@ func (r *Router) prove(hl *hello, cs tls.ConnectionState) error {
 	if err != nil {
 		return fmt.Errorf("sign hello: %w", err)
 	}
-	hl.Key, hl.Proof = r.keyID, base64.StdEncoding.EncodeToString(sig)
+	hl.Key, hl.Proof = r.db.HolderOf(r.self), base64.StdEncoding.EncodeToString(sig)
 	return nil
 }
 
@@ -254,22 +254,11 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 	return p, nil
 }
 
-// usableLinkCert returns certPEM as this gateway's client certificate if
-// it is a link certificate for this site and key, from the peer's CA, and
-// valid for at least another minute; else nil (the token is used).
-func (r *Router) usableLinkCert(spec LinkSpec, certPEM []byte) *tls.Certificate {
-	cert, err := r.checkLinkCert(spec, certPEM)
-	if err != nil {
-		if len(certPEM) > 0 {
-			r.log.Info("stored link certificate not used; redeeming the token again", "link", spec.Name, "reason", err.Error())
-		}
-		return nil
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: r.cfg.SiteKey, Leaf: cert}
-}
-
-// checkLinkCert checks a link certificate the peer issued to this site.
-func (r *Router) checkLinkCert(spec LinkSpec, certPEM []byte) (*x509.Certificate, error) {
+// linkClientCert checks a link certificate the peer issued to this site
+// (for this site and its key, from the peer's CA, valid for at least
+// another minute) and returns it, with the site key, as the client
+// certificate of the link's connections.
+func (r *Router) linkClientCert(spec LinkSpec, certPEM []byte) (*tls.Certificate, error) {
 	block, _ := pem.Decode(certPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
 		return nil, errors.New("no PEM certificate")
@@ -295,7 +284,7 @@ func (r *Router) checkLinkCert(spec LinkSpec, certPEM []byte) (*x509.Certificate
 	}); err != nil {
 		return nil, fmt.Errorf("link certificate: %w", err)
 	}
-	return cert, nil
+	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: r.cfg.SiteKey, Leaf: cert}, nil
 }
 
 // clipName shortens a name from the network for a message.

@@ -32,8 +32,15 @@ type dialer struct {
 
 func (r *Router) newDialer(spec LinkSpec) *dialer {
 	d := &dialer{r: r, spec: spec}
-	if r.cfg.Role == RoleGateway && spec.LinkCert != nil {
-		d.cert = r.usableLinkCert(spec, spec.LinkCert())
+	if r.cfg.Role != RoleGateway || spec.LinkCert == nil {
+		return d
+	}
+	if certPEM := spec.LinkCert(); certPEM != nil {
+		cert, err := r.linkClientCert(spec, certPEM)
+		if err != nil {
+			r.log.Info("stored link certificate not used; redeeming the token again", "link", spec.Name, "reason", err.Error())
+		}
+		d.cert = cert
 	}
 	return d
 }
@@ -52,12 +59,12 @@ func (d *dialer) tlsConfig() *tls.Config {
 // learn takes the link certificate a redemption returned: checked, kept
 // for the next connections, and saved.
 func (d *dialer) learn(certPEM string) error {
-	cert, err := d.r.checkLinkCert(d.spec, []byte(certPEM))
+	cert, err := d.r.linkClientCert(d.spec, []byte(certPEM))
 	if err != nil {
 		return fmt.Errorf("link certificate from %s: %w", d.spec.PeerSite, err)
 	}
 	d.mu.Lock()
-	d.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.r.cfg.SiteKey, Leaf: cert}
+	d.cert = cert
 	d.mu.Unlock()
 	if d.spec.SaveLinkCert != nil {
 		if err := d.spec.SaveLinkCert([]byte(certPEM)); err != nil {

@@ -230,11 +230,10 @@ func (c *Config) Validate() error {
 // Router is a running gateway or sidecar. Create it with New and run it
 // with Run.
 type Router struct {
-	cfg   Config
-	log   logr.Logger
-	m     *Metrics
-	self  string // this site's name; a sidecar's view is rooted at its gateway's site
-	keyID string // the site key's netview.KeyID (gateways)
+	cfg  Config
+	log  logr.Logger
+	m    *Metrics
+	self string // this site's name; a sidecar's view is rooted at its gateway's site
 	// routerName names this router in hellos and its site record: the
 	// configured Name when it is a valid router name, else the site's.
 	routerName string
@@ -289,7 +288,6 @@ func New(cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
-	var err error
 	r := &Router{
 		cfg:         cfg,
 		log:         cfg.Log.WithValues("site", cfg.Site, "role", cfg.Role.String()),
@@ -314,11 +312,6 @@ func New(cfg Config) (*Router, error) {
 		r.routerName = cfg.Site
 	}
 	r.db = netview.NewDB(cfg.Site, cfg.Epoch, dbOptions(cfg, r.routerName)...)
-	if cfg.SiteKey != nil {
-		if r.keyID, err = netview.KeyID(&cfg.SiteKey.PublicKey); err != nil {
-			return nil, fmt.Errorf("router config: %w", err)
-		}
-	}
 	r.services.Store(newServiceTable(cfg.Services))
 	return r, nil
 }
