@@ -34,6 +34,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/router"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/state"
 	"github.com/skiff-io/skiff/sidecar/token"
 )
 
@@ -66,6 +67,10 @@ type ServeOptions struct {
 	// RedirectRecheck is how often a verified sidecar checks its
 	// redirection again (router.Config.RedirectRecheck; 0: its default).
 	RedirectRecheck time.Duration
+	// Kube is how a gateway whose site file names a stateSecret reaches
+	// the API server; nil: the pod's service account (state.InCluster).
+	// Not a flag: for tests and embedding.
+	Kube *state.Kube
 }
 
 // DefaultRedirectWait is --redirect-wait's default: long enough for a node
@@ -161,7 +166,11 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg, err := Config(site, role, log)
+	store, err := OpenState(site, role, o.Kube)
+	if err != nil {
+		return err
+	}
+	cfg, err := Config(site, role, store, log)
 	if err != nil {
 		return err
 	}
@@ -214,7 +223,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		wg.Go(func() { errc <- c.Run(ctx) })
 	}
 	if o.SiteFile != "" {
-		wg.Go(func() { watchSiteFile(ctx, o.SiteFile, site, r, o.Controller == "", log) })
+		wg.Go(func() { watchSiteFile(ctx, o.SiteFile, site, store, r, o.Controller == "", log) })
 	}
 	err = <-errc
 	up = r.Ready()
@@ -227,7 +236,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 // a controller, listeners, connectors and routing are swapped. A file that
 // no longer loads is reported and the running configuration kept; changes
 // to the name, data dir or link access need a restart and are reported.
-func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *router.Router, servicesFromFile bool, log logr.Logger) {
+func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, store state.Store, r *router.Router, servicesFromFile bool, log logr.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -254,7 +263,7 @@ func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, r *
 			log.Info("site file changed name, dataDir or linkAccess; restart the gateway to apply those", "siteFile", path)
 		}
 		if !sameLinks(next.Links, current.Links) || linksTouched(next.Links, lastMod) {
-			specs, err := linkSpecs(next, log)
+			specs, err := linkSpecs(next, store, log)
 			if err != nil {
 				log.Error(err, "site file changed but its links are invalid; keeping the running links", "siteFile", path)
 				continue
@@ -288,10 +297,10 @@ func linksTouched(links []sitefile.Link, since time.Time) bool {
 }
 
 // linkSpecs checks every link token of site.
-func linkSpecs(site *sitefile.Site, log logr.Logger) ([]router.LinkSpec, error) {
+func linkSpecs(site *sitefile.Site, store state.Store, log logr.Logger) ([]router.LinkSpec, error) {
 	var specs []router.LinkSpec
 	for _, l := range site.Links {
-		spec, err := linkSpec(site, l, time.Now(), log)
+		spec, err := linkSpec(site, l, store, time.Now(), log)
 		if err != nil {
 			return nil, err
 		}
@@ -320,15 +329,49 @@ func sameLinks(a, b []sitefile.Link) bool {
 	return true
 }
 
+// OpenState returns where a gateway keeps its ledger and link
+// certificates: the site file's stateSecret, reached through kube (nil:
+// the pod's service account), or else its data dir. Sidecars keep
+// nothing (nil).
+func OpenState(site *sitefile.Site, role router.Role, kube *state.Kube) (state.Store, error) {
+	if role != router.RoleGateway {
+		return nil, nil
+	}
+	if site.StateSecret == "" {
+		return state.NewDir(site.DataDir), nil
+	}
+	if kube == nil {
+		k, err := state.InCluster(state.ServiceAccountDir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: stateSecret %s: %w", site.Path, site.StateSecret, err)
+		}
+		kube = k
+	}
+	s, err := state.NewSecret(kube, site.StateSecret)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", site.Path, err)
+	}
+	// Read it once now: a gateway that cannot reach its state says so
+	// at start, not at the first link.
+	if _, err := s.List(state.Links); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Config turns a parsed site file into a router configuration: it loads or
 // creates the CA and the gateway's serving certificate, opens the token
-// ledger and checks every link token. Metrics are left for the caller.
-func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Config, error) {
+// ledger in store (nil: the data dir) and checks every link token.
+// Metrics are left for the caller.
+func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.Logger) (router.Config, error) {
 	cfg := router.Config{Site: site.Name, Role: role, Log: log}
 	if site.DataDir != "" {
 		if err := secureDataDir(site.DataDir, log); err != nil {
 			return cfg, err
 		}
+	}
+	if store == nil && role == router.RoleGateway {
+		store = state.NewDir(site.DataDir)
 	}
 	if role == router.RoleGateway {
 		// Every gateway has the site CA: its key signs the site record
@@ -344,19 +387,18 @@ func Config(site *sitefile.Site, role router.Role, log logr.Logger) (router.Conf
 			if err != nil {
 				return cfg, fmt.Errorf("issue gateway certificate: %w", err)
 			}
-			ledger, err := token.OpenLedger(site.DataDir)
-			if err != nil {
-				return cfg, err
-			}
-			if site.CADir != site.DataDir {
-				ledger.SeedDir = site.CADir
+			ledger := token.NewLedger(store)
+			if _, ok := store.(*state.Dir); ok {
+				if ledger, err = token.OpenLedger(site.DataDir); err != nil {
+					return cfg, err
+				}
 			}
 			cfg.LinkListen = site.LinkAccess.Bind
 			cfg.ServerTLS = pki.ServerTLS(ca, cert)
 			cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: site.Name}
 		}
 	}
-	specs, err := linkSpecs(site, log)
+	specs, err := linkSpecs(site, store, log)
 	if err != nil {
 		return cfg, err
 	}
@@ -378,10 +420,11 @@ func servicesOf(site *sitefile.Site) router.Services {
 	return svc
 }
 
-// linkSpec checks a link's token. An expired token is refused unless the
-// peer already issued this site a link certificate for it (kept in the
-// data dir): the link then lives on that certificate.
-func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logger) (router.LinkSpec, error) {
+// linkSpec checks a link's token. An expired token is no reason to
+// give up: the peer admits a site that redeemed the token before (with
+// the link certificate kept in store, or by issuing it again to the same
+// key), and says so when it does not.
+func linkSpec(site *sitefile.Site, l sitefile.Link, store state.Store, now time.Time, log logr.Logger) (router.LinkSpec, error) {
 	tok, err := token.Load(l.Token)
 	if err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token: %w", site.Path, l.Line, err)
@@ -389,13 +432,11 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logg
 	if err := tok.VerifyIntegrity(); err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 	}
-	store := linkCertStore{}
-	if site.DataDir != "" {
-		store = newLinkCertStore(site.DataDir, tok)
-	}
-	if store.load() == nil {
-		if err := tok.Verify(now); err != nil {
-			return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
+	certs := linkCertStore{store: store, tokenID: tok.ID}
+	if err := tok.Verify(now); err != nil && store != nil {
+		if cert, lerr := certs.load(); lerr != nil || cert == nil {
+			log.Info("link token expired and no link certificate kept for it; dialling anyway, the peer admits this site only if it redeemed the token before",
+				"link", l.Token, "peerSite", tok.Site, "reason", err.Error())
 		}
 	}
 	tlsCfg, err := tok.ClientTLS()
@@ -415,8 +456,8 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, now time.Time, log logr.Logg
 		PeerKey:  peerKey,
 		Policy:   l.Policy,
 	}
-	if store.path != "" {
-		spec.LinkCert, spec.SaveLinkCert = store.load, store.save
+	if store != nil {
+		spec.LinkCert, spec.SaveLinkCert = certs.load, certs.save
 	}
 	return spec, nil
 }

@@ -2,42 +2,35 @@ package app
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/state"
 )
 
 // linkCertStore keeps the link certificate a peer issued to this site for
-// one token, in dataDir/links/<token id>.crt. The token id is lowercase
-// hex (token.Parse checks it), so the path is this site's choice, not the
-// peer's.
-type linkCertStore struct{ path string }
-
-func newLinkCertStore(dataDir string, tok *token.Token) linkCertStore {
-	return linkCertStore{path: filepath.Join(dataDir, "links", tok.ID+".crt")}
+// one token: <token id>.crt in the store's links bucket
+// (dataDir/links/<token id>.crt, or the state Secret's
+// links.<token id>.crt). The token id is lowercase hex (token.Parse
+// checks it), so the name is this site's choice, not the peer's.
+type linkCertStore struct {
+	store   state.Store
+	tokenID string
 }
+
+func (s linkCertStore) name() string { return s.tokenID + ".crt" }
 
 // load returns the stored certificate, nil if there is none.
-func (s linkCertStore) load() []byte {
-	if s.path == "" {
-		return nil
-	}
-	b, err := os.ReadFile(s.path)
+func (s linkCertStore) load() ([]byte, error) {
+	b, err := s.store.Get(state.Links, s.name())
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("load link certificate: %w", err)
 	}
-	return b
+	return b, nil
 }
 
-// save writes the certificate atomically into the links dir, which it
-// creates private (pki.SecureDir) like the rest of the data dir.
+// save keeps the certificate, replacing the one before.
 func (s linkCertStore) save(certPEM []byte) error {
-	if _, err := pki.SecureDir(filepath.Dir(s.path)); err != nil {
-		return fmt.Errorf("save link certificate: %w", err)
-	}
-	if err := pki.WriteFile(s.path, certPEM); err != nil {
+	err := s.store.Update(state.Links, s.name(), func([]byte) ([]byte, error) { return certPEM, nil })
+	if err != nil {
 		return fmt.Errorf("save link certificate: %w", err)
 	}
 	return nil

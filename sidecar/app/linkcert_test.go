@@ -1,25 +1,26 @@
 package app
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/state"
 )
 
 func TestLinkCertStore(t *testing.T) {
 	dir := t.TempDir()
-	s := newLinkCertStore(dir, &token.Token{ID: "1f2e"})
-	if s.load() != nil {
-		t.Fatal("load() before any save returned a certificate")
+	s := linkCertStore{store: state.NewDir(dir), tokenID: "1f2e"}
+	if b, err := s.load(); b != nil || err != nil {
+		t.Fatalf("load() before any save = %q, %v; want nothing", b, err)
 	}
 	for _, pem := range []string{"first\n", "second\n"} {
 		if err := s.save([]byte(pem)); err != nil {
 			t.Fatalf("save: %v", err)
 		}
-		if got := string(s.load()); got != pem {
-			t.Fatalf("load() = %q, want %q", got, pem)
+		if got, err := s.load(); string(got) != pem || err != nil {
+			t.Fatalf("load() = %q, %v; want %q", got, err, pem)
 		}
 	}
 	fi, err := os.Stat(filepath.Join(dir, "links", "1f2e.crt"))
@@ -32,5 +33,10 @@ func TestLinkCertStore(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "links")); len(entries) != 1 {
 		t.Errorf("links dir holds %d files, want the certificate only (no temporary files left)", len(entries))
+	}
+	// A token id is hex; anything else never becomes a file name.
+	bad := linkCertStore{store: state.NewDir(dir), tokenID: "../x"}
+	if err := bad.save([]byte("x")); !errors.Is(err, state.ErrInvalidName) {
+		t.Errorf("save under ../x = %v, want ErrInvalidName", err)
 	}
 }

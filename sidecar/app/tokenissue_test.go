@@ -194,7 +194,7 @@ func TestDataDirTightened(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Config(site, router.RoleGateway, testr.New(t)); err != nil {
+		if _, err := Config(site, router.RoleGateway, nil, testr.New(t)); err != nil {
 			t.Fatalf("Config() error = %v", err)
 		}
 		wantPerm(t, dataDir, 0o700)

@@ -71,6 +71,10 @@ func IsLabel(s string) bool { return isLabel(s, false) }
 // IsHostLabel is IsLabel that also allows upper case, for DNS host names.
 func IsHostLabel(s string) bool { return isLabel(s, true) }
 
+// IsSubdomain reports a DNS-1123 subdomain: dot-separated labels, at most
+// 253 characters (the names of most Kubernetes objects).
+func IsSubdomain(s string) bool { return isSubdomain(s) }
+
 func isSubdomain(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false

@@ -491,7 +491,7 @@ func TestLinkCertificateIdentity(t *testing.T) {
 	var mu sync.Mutex
 	var saved []byte
 	spec := specFor(t, tok)
-	spec.LinkCert = func() []byte { mu.Lock(); defer mu.Unlock(); return saved }
+	spec.LinkCert = func() ([]byte, error) { mu.Lock(); defer mu.Unlock(); return saved, nil }
 	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = b; return nil }
 	westCA, err := pki.LoadOrCreateCA(t.TempDir(), "west")
 	if err != nil {

@@ -26,26 +26,46 @@ type dialer struct {
 	r    *Router
 	spec LinkSpec
 
-	mu   sync.Mutex
-	cert *tls.Certificate // the link certificate; nil: the token's
+	mu     sync.Mutex
+	cert   *tls.Certificate // the link certificate; nil: the token's
+	loaded bool             // the stored link certificate was read
 }
 
 func (r *Router) newDialer(spec LinkSpec) *dialer {
-	d := &dialer{r: r, spec: spec}
-	if r.cfg.Role != RoleGateway || spec.LinkCert == nil {
-		return d
+	return &dialer{r: r, spec: spec, loaded: r.cfg.Role != RoleGateway || spec.LinkCert == nil}
+}
+
+// load reads the stored link certificate, until a read succeeds. One that
+// cannot be read now (its store unreachable) is read again before the
+// next dial; meanwhile the token's certificate is tried.
+func (d *dialer) load() {
+	d.mu.Lock()
+	done := d.loaded
+	d.mu.Unlock()
+	if done {
+		return
 	}
-	if certPEM := spec.LinkCert(); certPEM != nil {
-		cert, err := r.linkClientCert(spec, certPEM)
-		if err != nil {
-			r.log.Info("stored link certificate not used; redeeming the token again", "link", spec.Name, "reason", err.Error())
+	certPEM, err := d.spec.LinkCert()
+	if err != nil {
+		d.r.log.Info("stored link certificate not read; trying the token, and the store again next time", "link", d.spec.Name, "reason", err.Error())
+		return
+	}
+	var cert *tls.Certificate
+	if certPEM != nil {
+		if cert, err = d.r.linkClientCert(d.spec, certPEM); err != nil {
+			d.r.log.Info("stored link certificate not used; redeeming the token again", "link", d.spec.Name, "reason", err.Error())
 		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.loaded && d.cert == nil {
 		d.cert = cert
 	}
-	return d
+	d.loaded = true
 }
 
 func (d *dialer) tlsConfig() *tls.Config {
+	d.load()
 	cfg := d.spec.TLS.Clone()
 	d.mu.Lock()
 	cert := d.cert
@@ -64,7 +84,7 @@ func (d *dialer) learn(certPEM string) error {
 		return fmt.Errorf("link certificate from %s: %w", d.spec.PeerSite, err)
 	}
 	d.mu.Lock()
-	d.cert = cert
+	d.cert, d.loaded = cert, true
 	d.mu.Unlock()
 	if d.spec.SaveLinkCert != nil {
 		if err := d.spec.SaveLinkCert([]byte(certPEM)); err != nil {

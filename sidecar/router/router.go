@@ -96,9 +96,11 @@ type LinkSpec struct {
 	PeerSite, PeerKey string
 	// LinkCert returns the link certificate (PEM) the peer issued to this
 	// site when it redeemed the token, nil if there is none yet; the
-	// gateway then dials with it instead of the token's certificate.
-	// SaveLinkCert keeps a newly issued one. Both may be nil (sidecars).
-	LinkCert     func() []byte
+	// gateway then dials with it instead of the token's certificate. It
+	// is asked before each dial until it has answered (a store that
+	// cannot be read now is asked again). SaveLinkCert keeps a newly
+	// issued one. Both may be nil (sidecars).
+	LinkCert     func() ([]byte, error)
 	SaveLinkCert func(certPEM []byte) error
 	// Policy is what the peer may advertise into this site and reach of
 	// it; the zero Policy allows everything.

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/policy"
 )
@@ -23,15 +24,19 @@ type Site struct {
 	Path    string // absolute path of the file
 	Name    string
 	DataDir string // absolute; default "<name>-data" beside the file
-	// CADir holds the site CA (ca.crt, ca.key) and the ledger entries of
-	// tokens issued elsewhere with it; absolute; default DataDir. In
-	// Kubernetes it is the controller's Secret, mounted read-only.
-	CADir      string
-	LinkAccess *LinkAccess // nil on a site that only dials out
-	Links      []Link
-	Listeners  []Listener
-	Connectors []Connector
-	Routing    map[string]string // address -> balanced|closest; nil when the file has none
+	// CADir holds the site CA (ca.crt, ca.key); absolute; default
+	// DataDir. In Kubernetes it is the controller's Secret, mounted
+	// read-only.
+	CADir string
+	// StateSecret, in Kubernetes, is the Secret of the pod's namespace
+	// that holds the token ledger and the link certificates (package
+	// state); "" keeps them in DataDir.
+	StateSecret string
+	LinkAccess  *LinkAccess // nil on a site that only dials out
+	Links       []Link
+	Listeners   []Listener
+	Connectors  []Connector
+	Routing     map[string]string // address -> balanced|closest; nil when the file has none
 }
 
 // LinkAccess is where the site accepts links from other sites.
@@ -121,7 +126,7 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 	line := 1
 	if root != nil {
 		line = root.Line
-		f = p.fields(root, "", "name", "dataDir", "caDir", "linkAccess", "links", "listeners", "connectors", "routing")
+		f = p.fields(root, "", "name", "dataDir", "caDir", "stateSecret", "linkAccess", "links", "listeners", "connectors", "routing")
 	}
 
 	if e, ok := f["name"]; ok && !isNull(e.value) {
@@ -152,6 +157,15 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 				p.errorf(e.value.Line, "caDir", "must not be empty; leave it out to keep the CA in dataDir")
 			}
 			s.CADir = resolvePath(dir, d)
+		}
+	}
+
+	if e, ok := f["stateSecret"]; ok && !isNull(e.value) {
+		if v, ok := p.str(e.value, "stateSecret"); ok {
+			if !names.IsSubdomain(v) {
+				p.errorf(e.value.Line, "stateSecret", "must be a Secret name (a DNS-1123 subdomain), got %q", v)
+			}
+			s.StateSecret = v
 		}
 	}
 

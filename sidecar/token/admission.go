@@ -1,6 +1,7 @@
 package token
 
 import (
+	"sync"
 	"time"
 
 	"github.com/skiff-io/skiff/sidecar/netview"
@@ -15,7 +16,15 @@ type Admission struct {
 	Ledger *Ledger
 	CA     *pki.CA
 	Site   string
+
+	mu      sync.Mutex
+	members map[string]time.Time // member token id -> admitted until
 }
+
+// memberTTL is how long a member token, once admitted, is admitted again
+// without reading the ledger: a gateway restart reconnects every sidecar
+// of the site at once, and the ledger may be a Secret in the API server.
+const memberTTL = time.Minute
 
 // Redeem records the redemption in the ledger and issues a link
 // certificate for the redeeming site's key, valid as long as a token's
@@ -39,7 +48,27 @@ func (a *Admission) CheckLink(id, site, key string) error {
 
 // AdmitMember admits a sidecar of this site with the member token id.
 func (a *Admission) AdmitMember(id string, now time.Time) error {
-	return a.Ledger.Redeem(id, a.Site, "", now)
+	a.mu.Lock()
+	until, ok := a.members[id]
+	a.mu.Unlock()
+	if ok && now.Before(until) {
+		return nil
+	}
+	if err := a.Ledger.Redeem(id, a.Site, "", now); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.members == nil {
+		a.members = map[string]time.Time{}
+	}
+	for k, u := range a.members { // members are few: sweep as we go
+		if !now.Before(u) {
+			delete(a.members, k)
+		}
+	}
+	a.members[id] = now.Add(memberTTL)
+	return nil
 }
 
 // Policy returns the policy of the links made with token id.

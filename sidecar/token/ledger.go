@@ -1,63 +1,99 @@
 package token
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/state"
 )
 
-// LedgerDir is the ledger's directory inside a site's data dir.
-const LedgerDir = "tokens"
+// LedgerDir is the ledger's directory inside a site's data dir (the
+// store's [state.Tokens] bucket).
+const LedgerDir = state.Tokens
 
 // Ledger is the issuing site's record of the tokens it issued and of the
-// sites that redeemed them: one file per token, dataDir/tokens/<id>.yaml
-// (mode 0600). Nothing is cached, so a running gateway sees tokens that
-// `skiff-router token issue` records later.
+// sites that redeemed them: one entry per token, <id>.yaml in a store's
+// [state.Tokens] bucket. A Linux site's ledger is dataDir/tokens/ (files
+// 0600); a Kubernetes site's is its state Secret, where the controller
+// writes the entries of the tokens it issues and every gateway replica
+// records redemptions. Nothing is cached, so a running gateway sees
+// tokens recorded later, by `skiff-router token issue` or the controller,
+// and a deleted entry revokes its token at once.
 //
-// Redeem is safe for concurrent use within a process. Writes are atomic
-// (temporary file and rename), so a reader never sees half a file; two
-// processes redeeming tokens from one data dir at once are not supported.
+// Every change is one atomic update of one entry ([state.Store.Update]),
+// so replicas sharing a store never redeem a token more often than it
+// allows.
 type Ledger struct {
-	dir string
-	mu  sync.Mutex // serializes read-modify-write of entries
-
-	// SeedDir, when set, holds entries of tokens issued elsewhere with
-	// this site's CA (by the Kubernetes controller), as ledger-<id>.yaml
-	// files written by [LedgerEntry]. An id the ledger does not hold is
-	// adopted from there on first use; redemptions are then recorded in
-	// the ledger itself.
-	SeedDir string
+	store state.Store
 }
 
-// SeedFile is the name of a token's entry in a ledger's SeedDir.
-func SeedFile(id string) string { return "ledger-" + id + ".yaml" }
+// NewLedger returns the ledger in store.
+func NewLedger(store state.Store) *Ledger { return &Ledger{store: store} }
 
-// LedgerEntry returns the ledger entry of an issued token, for a SeedDir,
-// with the policy of the links made with it (the zero Policy allows all).
-func LedgerEntry(t *Token, p policy.Policy) ([]byte, error) {
+// OpenLedger opens the ledger in dataDir, creating its directory, or
+// tightening it, to 0700 ([pki.SecureDir]).
+func OpenLedger(dataDir string) (*Ledger, error) {
+	if _, err := pki.SecureDir(filepath.Join(dataDir, LedgerDir)); err != nil {
+		return nil, fmt.Errorf("open token ledger: %w", err)
+	}
+	return NewLedger(state.NewDir(dataDir)), nil
+}
+
+// LedgerEntry returns the ledger entry of an issued token with the
+// policy of the links made with it (the zero Policy allows all), keeping
+// the redemptions of cur, the entry as it is (nil: none). The Kubernetes
+// controller writes what it returns into the state Secret.
+func LedgerEntry(t *Token, p policy.Policy, cur []byte) ([]byte, error) {
 	if !hexID.MatchString(t.ID) || t.Redemptions < 1 {
 		return nil, fmt.Errorf("ledger entry of token %q: bad id or redemptions %d", t.ID, t.Redemptions)
 	}
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("ledger entry of token %s: policy: %w", t.ID, err)
 	}
-	data, err := yaml.Marshal(entry{ID: t.ID, Site: t.Site, Endpoint: t.Endpoint, Expires: t.Expires.UTC(), Redemptions: t.Redemptions, Allow: p, RedeemedBy: []redemption{}})
+	e := entry{ID: t.ID, Site: t.Site, Endpoint: t.Endpoint, Expires: t.Expires.UTC(), Redemptions: t.Redemptions, Member: t.IsMember(), Allow: p, RedeemedBy: []redemption{}}
+	var old entry
+	if cur != nil && yaml.Unmarshal(cur, &old) == nil && old.ID == t.ID && old.RedeemedBy != nil {
+		e.RedeemedBy = old.RedeemedBy
+	}
+	data, err := yaml.Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("ledger entry of token %s: %w", t.ID, err)
 	}
 	return data, nil
 }
+
+// EntryInfo is what the Kubernetes controller reads of an entry to
+// decide whether it stays: the token's id, whether it is a member
+// token's, and its expiry.
+type EntryInfo struct {
+	ID      string
+	Member  bool
+	Expires time.Time
+}
+
+// ParseEntryInfo reads an entry's EntryInfo.
+func ParseEntryInfo(data []byte) (EntryInfo, error) {
+	var e entry
+	if err := yaml.Unmarshal(data, &e); err != nil {
+		return EntryInfo{}, fmt.Errorf("ledger entry: %w", err)
+	}
+	if !hexID.MatchString(e.ID) {
+		return EntryInfo{}, fmt.Errorf("ledger entry: id %q is not lowercase hex", clip(e.ID))
+	}
+	return EntryInfo{ID: e.ID, Member: e.Member, Expires: e.Expires}, nil
+}
+
+// EntryName is the name of token id's entry in the [state.Tokens] bucket.
+func EntryName(id string) string { return id + ".yaml" }
 
 // entry is a token's file in the ledger.
 type entry struct {
@@ -66,6 +102,8 @@ type entry struct {
 	Endpoint    string    `yaml:"endpoint"`
 	Expires     time.Time `yaml:"expires"`
 	Redemptions int       `yaml:"redemptions"`
+	// Member marks a member token's entry (the site's own sidecars).
+	Member bool `yaml:"member,omitempty"`
 	// Allow is the policy of the links made with the token; entries
 	// written before policies were have none: everything is allowed.
 	Allow      policy.Policy `yaml:"allow,omitempty"`
@@ -80,18 +118,12 @@ type redemption struct {
 	At  time.Time `yaml:"at"`
 }
 
-// OpenLedger opens the ledger in dataDir, creating its directory, or
-// tightening it, to 0700 ([pki.SecureDir]).
-func OpenLedger(dataDir string) (*Ledger, error) {
-	dir := filepath.Join(dataDir, LedgerDir)
-	if _, err := pki.SecureDir(dir); err != nil {
-		return nil, fmt.Errorf("open token ledger: %w", err)
+// where names token id's entry in messages.
+func (l *Ledger) where(id string) string {
+	if d, ok := l.store.(*state.Dir); ok {
+		return d.Path(state.Tokens, EntryName(id))
 	}
-	return &Ledger{dir: dir}, nil
-}
-
-func (l *Ledger) path(id string) string {
-	return filepath.Join(l.dir, id+".yaml")
+	return l.store.String() + " " + state.DataKey(state.Tokens, EntryName(id))
 }
 
 // Record adds an issued token to the ledger, with the policy of the links
@@ -104,22 +136,17 @@ func (l *Ledger) Record(t *Token, p policy.Policy) error {
 	if t.Redemptions < 1 {
 		return fmt.Errorf("record token %s: redemptions must be >= 1, got %d", t.ID, t.Redemptions)
 	}
-	if err := p.Validate(); err != nil {
-		return fmt.Errorf("record token %s: policy: %w", t.ID, err)
-	}
-	data, err := yaml.Marshal(entry{ID: t.ID, Site: t.Site, Endpoint: t.Endpoint, Expires: t.Expires.UTC(), Redemptions: t.Redemptions, Allow: p, RedeemedBy: []redemption{}})
+	data, err := LedgerEntry(t, p, nil)
 	if err != nil {
 		return fmt.Errorf("record token %s: %w", t.ID, err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	tmp, err := writeTemp(l.dir, data)
+	err = l.store.Update(state.Tokens, EntryName(t.ID), func(cur []byte) ([]byte, error) {
+		if cur != nil {
+			return nil, fmt.Errorf("%s: %w", l.where(t.ID), fs.ErrExist)
+		}
+		return data, nil
+	})
 	if err != nil {
-		return fmt.Errorf("record token %s: %w", t.ID, err)
-	}
-	defer os.Remove(tmp)
-	// Link, unlike rename, fails if the file exists.
-	if err := os.Link(tmp, l.path(t.ID)); err != nil {
 		return fmt.Errorf("record token %s: %w", t.ID, err)
 	}
 	return nil
@@ -132,9 +159,13 @@ func (l *Ledger) Remove(id string) error {
 	if !hexID.MatchString(id) {
 		return fmt.Errorf("remove token: id %q is not lowercase hex", id)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := os.Remove(l.path(id)); err != nil {
+	err := l.store.Update(state.Tokens, EntryName(id), func(cur []byte) ([]byte, error) {
+		if cur == nil {
+			return nil, fmt.Errorf("%s: %w", l.where(id), fs.ErrNotExist)
+		}
+		return nil, nil
+	})
+	if err != nil {
 		return fmt.Errorf("remove token %s: %w", id, err)
 	}
 	return nil
@@ -143,12 +174,14 @@ func (l *Ledger) Remove(id string) error {
 // Redeem admits a link client whose certificate is token id's, from site
 // bySite holding key (the site's public key, as link hellos carry it), at
 // now. A site that redeemed the token before with the same key may always
-// reconnect. Otherwise the token must not have expired ([ErrExpired]),
-// fewer than Redemptions other sites may have redeemed it ([ErrUsed]), and
-// no token of this ledger may have been redeemed under the name bySite
-// with another key ([ErrNameTaken]); then bySite and key are recorded. An
-// id the ledger does not hold is [ErrUnknown]. Redemptions recorded
-// before keys were (without one) take the key of the next one.
+// reconnect, and redeem again (a gateway that lost its link certificate
+// gets a new one). Otherwise the token must not have expired
+// ([ErrExpired]), fewer than Redemptions other sites may have redeemed it
+// ([ErrUsed]), and no token of this ledger may have been redeemed under
+// the name bySite with another key ([ErrNameTaken]); then bySite and key
+// are recorded. An id the ledger does not hold is [ErrUnknown].
+// Redemptions recorded before keys were (without one) take the key of the
+// next one.
 func (l *Ledger) Redeem(id, bySite, key string, now time.Time) error {
 	if !hexID.MatchString(id) {
 		return fmt.Errorf("token %q: not issued by this site: %w", clip(id), ErrUnknown)
@@ -156,43 +189,39 @@ func (l *Ledger) Redeem(id, bySite, key string, now time.Time) error {
 	if bySite == "" {
 		return fmt.Errorf("token %s: redeeming site has no name", id)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, err := l.read(id)
+	holder, tok, err := l.holderOf(bySite)
 	if err != nil {
 		return err
 	}
-	if holder, tok := l.holderOf(bySite); holder != "" && key != holder {
+	if holder != "" && key != holder {
 		return fmt.Errorf("token %s: site name %q was taken with token %s by another key; a site keeps its name with the key it first linked with: %w", id, bySite, tok, ErrNameTaken)
 	}
-	i := slices.IndexFunc(e.RedeemedBy, func(r redemption) bool { return r.Site == bySite })
-	switch {
-	case i >= 0 && e.RedeemedBy[i].Key == key:
-		return nil
-	case i >= 0 && e.RedeemedBy[i].Key != "":
-		return fmt.Errorf("token %s: site %q redeemed it with another key: %w", id, bySite, ErrNameTaken)
-	case i >= 0:
-		e.RedeemedBy[i].Key = key // recorded before keys were
-	case !now.Before(e.Expires):
-		return fmt.Errorf("token %s from site %s expired at %s before site %s redeemed it: %w", id, e.Site, e.Expires.UTC().Format(time.RFC3339), bySite, ErrExpired)
-	case len(e.RedeemedBy) >= e.Redemptions:
-		return fmt.Errorf("token %s from site %s allows %d site(s) and was redeemed by %s; site %s needs a token of its own: %w", id, e.Site, e.Redemptions, sites(e.RedeemedBy), bySite, ErrUsed)
-	default:
-		e.RedeemedBy = append(e.RedeemedBy, redemption{Site: bySite, Key: key, At: now.UTC()})
-	}
-	data, err := yaml.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("token %s: %w", id, err)
-	}
-	tmp, err := writeTemp(l.dir, data)
-	if err != nil {
-		return fmt.Errorf("record redemption of token %s: %w", id, err)
-	}
-	if err := os.Rename(tmp, l.path(id)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("record redemption of token %s: %w", id, err)
-	}
-	return nil
+	return l.store.Update(state.Tokens, EntryName(id), func(cur []byte) ([]byte, error) {
+		e, err := l.parse(id, cur)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(e.RedeemedBy, func(r redemption) bool { return r.Site == bySite })
+		switch {
+		case i >= 0 && e.RedeemedBy[i].Key == key:
+			return cur, nil
+		case i >= 0 && e.RedeemedBy[i].Key != "":
+			return nil, fmt.Errorf("token %s: site %q redeemed it with another key: %w", id, bySite, ErrNameTaken)
+		case i >= 0:
+			e.RedeemedBy[i].Key = key // recorded before keys were
+		case !now.Before(e.Expires):
+			return nil, fmt.Errorf("token %s from site %s expired at %s before site %s redeemed it: %w", id, e.Site, e.Expires.UTC().Format(time.RFC3339), bySite, ErrExpired)
+		case len(e.RedeemedBy) >= e.Redemptions:
+			return nil, fmt.Errorf("token %s from site %s allows %d site(s) and was redeemed by %s; site %s needs a token of its own: %w", id, e.Site, e.Redemptions, sites(e.RedeemedBy), bySite, ErrUsed)
+		default:
+			e.RedeemedBy = append(e.RedeemedBy, redemption{Site: bySite, Key: key, At: now.UTC()})
+		}
+		data, err := yaml.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("token %s: %w", id, err)
+		}
+		return data, nil
+	})
 }
 
 // Check admits a link certificate issued for site and key with token id:
@@ -203,12 +232,14 @@ func (l *Ledger) Check(id, site, key string) error {
 	if !hexID.MatchString(id) {
 		return fmt.Errorf("token %q: not issued by this site: %w", clip(id), ErrUnknown)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, err := l.read(id); err != nil {
+	all, err := l.store.List(state.Tokens)
+	if err != nil {
+		return fmt.Errorf("token ledger: %w", err)
+	}
+	if _, err := l.parse(id, all[EntryName(id)]); err != nil {
 		return fmt.Errorf("link certificate of site %s: %w", site, err)
 	}
-	if holder, tok := l.holderOf(site); holder != "" && holder != key {
+	if holder, tok := holderIn(all, site); holder != "" && holder != key {
 		return fmt.Errorf("link certificate of site %s: the name was taken with token %s by another key: %w", site, tok, ErrNameTaken)
 	}
 	return nil
@@ -216,100 +247,73 @@ func (l *Ledger) Check(id, site, key string) error {
 
 // holderOf returns the key with which site redeemed a token of this
 // ledger, and that token's id ("" if none did, or only before keys were
-// recorded). Entries that do not parse are skipped: read reports them
-// when their token is used.
-func (l *Ledger) holderOf(site string) (key, id string) {
-	files, err := os.ReadDir(l.dir)
+// recorded).
+func (l *Ledger) holderOf(site string) (key, id string, err error) {
+	all, err := l.store.List(state.Tokens)
 	if err != nil {
-		return "", ""
+		return "", "", fmt.Errorf("token ledger: %w", err)
 	}
-	for _, f := range files {
-		name, ok := strings.CutSuffix(f.Name(), ".yaml")
-		if !ok || !hexID.MatchString(name) {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(l.dir, f.Name()))
-		if err != nil {
+	key, id = holderIn(all, site)
+	return key, id, nil
+}
+
+// holderIn is holderOf over the entries all. Entries that do not parse
+// are skipped: parse reports them when their token is used.
+func holderIn(all map[string][]byte, site string) (key, id string) {
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		tok, ok := strings.CutSuffix(name, ".yaml")
+		if !ok || !hexID.MatchString(tok) {
 			continue
 		}
 		var e entry
-		if yaml.Unmarshal(data, &e) != nil {
+		if yaml.Unmarshal(all[name], &e) != nil {
 			continue
 		}
 		for _, r := range e.RedeemedBy {
 			if r.Site == site && r.Key != "" {
-				return r.Key, name
+				return r.Key, tok
 			}
 		}
 	}
 	return "", ""
 }
 
-// Policy returns the policy of the links made with token id. It is that
-// of the token's entry in SeedDir when there is one: the Kubernetes
-// controller keeps that entry current from the token-request Secret's
-// annotations, while the ledger's own copy is taken when the token is
-// first redeemed. Otherwise it is that of the ledger entry. An entry
-// without a policy (written before policies were) allows everything. An
-// id neither holds is [ErrUnknown]; a policy that does not validate is an
-// error (a hand-edited entry), so that a link is never let through with a
-// policy nobody meant. Like Redeem, Policy reads the files on every call.
+// Policy returns the policy of the links made with token id, as its
+// entry holds it now (the Kubernetes controller keeps the entries current
+// with the token-request Secrets' annotations). An entry without a policy
+// (written before policies were) allows everything. An id the ledger does
+// not hold is [ErrUnknown]; a policy that does not validate is an error
+// (a hand-edited entry), so that a link is never let through with a
+// policy nobody meant.
 func (l *Ledger) Policy(id string) (policy.Policy, error) {
 	if !hexID.MatchString(id) {
 		return policy.Policy{}, fmt.Errorf("token %.40q: not issued by this site: %w", id, ErrUnknown)
 	}
-	path := ""
-	var e entry
-	if l.SeedDir != "" {
-		path = filepath.Join(l.SeedDir, SeedFile(id))
-		data, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			path = ""
-		case err != nil:
-			return policy.Policy{}, fmt.Errorf("token ledger: %w", err)
-		default:
-			if err := yaml.Unmarshal(data, &e); err != nil {
-				return policy.Policy{}, fmt.Errorf("token ledger %s: %w", path, err)
-			}
-			if e.ID != id {
-				return policy.Policy{}, fmt.Errorf("token ledger %s: id %q: corrupt entry", path, e.ID)
-			}
-		}
+	data, err := l.store.Get(state.Tokens, EntryName(id))
+	if err != nil {
+		return policy.Policy{}, fmt.Errorf("token ledger: %w", err)
 	}
-	if path == "" {
-		path = l.path(id)
-		got, err := l.read(id)
-		if err != nil {
-			return policy.Policy{}, err
-		}
-		e = *got
+	e, err := l.parse(id, data)
+	if err != nil {
+		return policy.Policy{}, err
 	}
 	if err := e.Allow.Validate(); err != nil {
-		return policy.Policy{}, fmt.Errorf("token ledger %s: policy of token %s: %w", path, id, err)
+		return policy.Policy{}, fmt.Errorf("token ledger %s: policy of token %s: %w", l.where(id), id, err)
 	}
 	return e.Allow, nil
 }
 
-func (l *Ledger) read(id string) (*entry, error) {
-	data, err := os.ReadFile(l.path(id))
-	if errors.Is(err, fs.ErrNotExist) && l.SeedDir != "" {
-		if seed, serr := os.ReadFile(filepath.Join(l.SeedDir, SeedFile(id))); serr == nil {
-			data, err = seed, nil
-		}
-	}
-	if errors.Is(err, fs.ErrNotExist) {
+// parse reads token id's entry, data (nil: the ledger has none).
+func (l *Ledger) parse(id string, data []byte) (*entry, error) {
+	if data == nil {
 		return nil, fmt.Errorf("token %s: not issued by this site: %w", id, ErrUnknown)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("token ledger: %w", err)
 	}
 	var e entry
 	if err := yaml.Unmarshal(data, &e); err != nil {
-		return nil, fmt.Errorf("token ledger %s: %w", l.path(id), err)
+		return nil, fmt.Errorf("token ledger %s: %w", l.where(id), err)
 	}
 	if e.ID != id || e.Redemptions < 1 {
-		return nil, fmt.Errorf("token ledger %s: id %q, redemptions %d: corrupt entry", l.path(id), e.ID, e.Redemptions)
+		return nil, fmt.Errorf("token ledger %s: id %q, redemptions %d: corrupt entry", l.where(id), e.ID, e.Redemptions)
 	}
 	return &e, nil
 }
@@ -320,25 +324,4 @@ func sites(rs []redemption) string {
 		names[i] = r.Site
 	}
 	return strings.Join(names, ", ")
-}
-
-// writeTemp writes data to a new file (mode 0600) in dir, synced, and
-// returns its name.
-func writeTemp(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/state"
 )
 
 func TestLedgerRedeem(t *testing.T) {
@@ -192,38 +193,60 @@ func TestLedgerConcurrent(t *testing.T) {
 	}
 }
 
-// A token issued elsewhere with the site's CA (the Kubernetes controller)
-// is adopted from the seed dir on first use; its redemptions are recorded
-// in the ledger, so single use holds even though the seed never changes.
-func TestLedgerSeed(t *testing.T) {
+// The Kubernetes controller writes the entries of the tokens it issues
+// into the store the gateways' ledgers share (LedgerEntry), and rewrites
+// them when a request's policy changes, keeping the redemptions; the
+// replicas of a gateway (two Ledgers on one store) redeem a single-use
+// token once between them; deleting the entry revokes the token.
+func TestLedgerWrittenByController(t *testing.T) {
 	tok, err := Issue(newCA(t, "east"), "east", "127.0.0.1:55671", 15*time.Minute, 1, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed := t.TempDir()
-	data, err := LedgerEntry(tok, policy.Policy{})
-	if err != nil {
+	store := state.NewDir(t.TempDir())
+	write := func(p policy.Policy) {
+		t.Helper()
+		err := store.Update(state.Tokens, EntryName(tok.ID), func(cur []byte) ([]byte, error) { return LedgerEntry(tok, p, cur) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	one, two := NewLedger(store), NewLedger(store)
+	if err := one.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("before the controller wrote the entry: %v, want ErrUnknown", err)
+	}
+	first := policy.Policy{Reach: []string{"echo"}}
+	write(first)
+	if err := one.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); err != nil {
+		t.Fatalf("redeem: %v", err)
+	}
+	if err := two.Redeem(tok.ID, "north", "key-north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
+		t.Fatalf("second site at the other replica: %v, want ErrUsed", err)
+	}
+	if err := two.Redeem(tok.ID, "west", "key-west", now.Add(time.Hour)); err != nil {
+		t.Fatalf("reconnect at the other replica after expiry: %v", err)
+	}
+	if err := two.Check(tok.ID, "west", "key-west"); err != nil {
+		t.Fatalf("link certificate at the other replica: %v", err)
+	}
+	// The controller changes the policy: applies at once, redemptions kept.
+	second := policy.Policy{Advertise: []string{"db-*"}}
+	write(second)
+	if got, err := two.Policy(tok.ID); err != nil || !got.Equal(second) {
+		t.Errorf("Policy(rewritten) = %v, %v; want %v", got, err, second)
+	}
+	if err := one.Redeem(tok.ID, "north", "key-north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
+		t.Fatalf("after the rewrite: %v, want ErrUsed (the redemption was kept)", err)
+	}
+	// The request Secret deleted: the controller deletes the entry.
+	if err := store.Update(state.Tokens, EntryName(tok.ID), func([]byte) ([]byte, error) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(seed, SeedFile(tok.ID)), data, 0o600); err != nil {
-		t.Fatal(err)
+	if err := one.Check(tok.ID, "west", "key-west"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("link certificate of a revoked token: %v, want ErrUnknown", err)
 	}
-	l, err := OpenLedger(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("without a seed dir: %v, want ErrUnknown", err)
-	}
-	l.SeedDir = seed
-	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Minute)); err != nil {
-		t.Fatalf("seeded redeem: %v", err)
-	}
-	if err := l.Redeem(tok.ID, "north", "key-north", now.Add(2*time.Minute)); !errors.Is(err, ErrUsed) {
-		t.Fatalf("second site: %v, want ErrUsed", err)
-	}
-	if err := l.Redeem(tok.ID, "west", "key-west", now.Add(time.Hour)); err != nil {
-		t.Fatalf("reconnect: %v", err)
+	if _, err := two.Policy(tok.ID); !errors.Is(err, ErrUnknown) {
+		t.Errorf("policy of a revoked token: %v, want ErrUnknown", err)
 	}
 }
 
@@ -338,48 +361,6 @@ func TestLedgerPolicy(t *testing.T) {
 	}
 }
 
-func TestLedgerPolicySeed(t *testing.T) {
-	ca := newCA(t, "east")
-	l, err := OpenLedger(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SeedDir = t.TempDir()
-	tok := issue(t, ca, "east")
-	seed := func(p policy.Policy) {
-		t.Helper()
-		data, err := LedgerEntry(tok, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(l.SeedDir, SeedFile(tok.ID)), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	first := policy.Policy{Reach: []string{"echo"}}
-	seed(first)
-	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(first) {
-		t.Errorf("Policy(seeded) = %v, %v; want %v", got, err, first)
-	}
-	// First use adopts the entry into the ledger; the controller then
-	// changes the seed: the seed's policy applies.
-	if err := l.Redeem(tok.ID, "west", "key-west", now); err != nil {
-		t.Fatal(err)
-	}
-	second := policy.Policy{Advertise: []string{"db-*"}}
-	seed(second)
-	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(second) {
-		t.Errorf("Policy(seed changed after adoption) = %v, %v; want %v", got, err, second)
-	}
-	// The seed gone (the request Secret deleted): the ledger's copy.
-	if err := os.Remove(filepath.Join(l.SeedDir, SeedFile(tok.ID))); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := l.Policy(tok.ID); err != nil || !got.Equal(first) {
-		t.Errorf("Policy(seed removed) = %v, %v; want the adopted %v", got, err, first)
-	}
-}
-
 func TestLedgerPolicyRefused(t *testing.T) {
 	tok := issue(t, newCA(t, "east"), "east")
 	l, err := OpenLedger(t.TempDir())
@@ -393,7 +374,7 @@ func TestLedgerPolicyRefused(t *testing.T) {
 	if _, err := l.Policy(tok.ID); !errors.Is(err, ErrUnknown) {
 		t.Errorf("Record(bad policy) left an entry: Policy() = %v", err)
 	}
-	if _, err := LedgerEntry(tok, bad); !errors.Is(err, names.ErrInvalid) {
+	if _, err := LedgerEntry(tok, bad, nil); !errors.Is(err, names.ErrInvalid) {
 		t.Errorf("LedgerEntry(bad policy) = %v, want names.ErrInvalid", err)
 	}
 }

@@ -120,9 +120,11 @@ func siteObjects(ns string) []string {
 		"MutatingWebhookConfiguration /skiff-injector-" + ns,
 		"PodDisruptionBudget " + ns + "/skiff-gateway",
 		"Role " + ns + "/skiff-controller",
+		"Role " + ns + "/skiff-gateway",
 		"Role " + ns + "/skiff-injector",
 		"Role " + ns + "/skiff-node-agent",
 		"RoleBinding " + ns + "/skiff-controller",
+		"RoleBinding " + ns + "/skiff-gateway",
 		"RoleBinding " + ns + "/skiff-injector",
 		"RoleBinding " + ns + "/skiff-node-agent",
 		"Service " + ns + "/skiff-controller",
@@ -327,6 +329,30 @@ func checkRBAC(t *testing.T, c *cluster) {
 		}},
 		{"gateway lists pods", false, func() error {
 			_, err := gateway.CoreV1().Pods("east").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"gateway gets its state Secret", true, func() error {
+			_, err := gateway.CoreV1().Secrets("east").Get(ctx, "skiff-site-state", metav1.GetOptions{})
+			return err
+		}},
+		{"gateway updates its state Secret", true, func() error {
+			_, err := gateway.CoreV1().Secrets("east").Update(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "skiff-site-state", Namespace: "east"}}, metav1.UpdateOptions{})
+			return err
+		}},
+		{"gateway gets the site CA", false, func() error {
+			_, err := gateway.CoreV1().Secrets("east").Get(ctx, "skiff-site-ca", metav1.GetOptions{})
+			return err
+		}},
+		{"gateway lists Secrets", false, func() error {
+			_, err := gateway.CoreV1().Secrets("east").List(ctx, metav1.ListOptions{})
+			return err
+		}},
+		{"gateway creates a Secret", false, func() error {
+			_, err := gateway.CoreV1().Secrets("east").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other"}}, metav1.CreateOptions{})
+			return err
+		}},
+		{"gateway gets west's state Secret", false, func() error {
+			_, err := gateway.CoreV1().Secrets("west").Get(ctx, "skiff-site-state", metav1.GetOptions{})
 			return err
 		}},
 	} {

@@ -167,7 +167,7 @@ func (n *network) start(name string) {
 		n.t.Fatalf("load site %s: %v", name, err)
 	}
 	log := testr.NewWithOptions(n.t, testr.Options{LogTimestamp: true}).WithName(name)
-	cfg, err := app.Config(site, router.RoleGateway, log)
+	cfg, err := app.Config(site, router.RoleGateway, nil, log)
 	if err != nil {
 		n.t.Fatalf("config %s: %v", name, err)
 	}

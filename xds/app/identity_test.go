@@ -3,11 +3,14 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,13 +18,16 @@ import (
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/state"
 	"github.com/skiff-io/skiff/sidecar/token"
 	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/app"
@@ -65,8 +71,10 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		})
 	}
 
-	// east issues a token on request.
-	req := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "link-to-east", Namespace: "east", Labels: map[string]string{contract.TypeLabel: "token-request"}}}
+	// east issues a token on request; it expires while the link is up.
+	const tokenTTL = 15 * time.Second
+	req := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "link-to-east", Namespace: "east", Labels: map[string]string{contract.TypeLabel: "token-request"},
+		Annotations: map[string]string{kube.ExpiresAnnotation: tokenTTL.String()}}}
 	must(t, c.Create(ctx, req))
 	testutil.Eventually(t, 20*time.Second, "east fills the token request", func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(req), req); err != nil {
@@ -94,35 +102,105 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		return nil
 	})
 
-	// What the controller creates is owned by the chart's gateway Service,
-	// so that uninstalling collects it.
-	for _, name := range []string{kube.CASecret, kube.SiteSecret, kube.SidecarSecret} {
+	// The site Secret, derived from the others, is owned by the chart's
+	// gateway Service, so that uninstalling collects it; the site's
+	// identity and memory (CA, state, the sidecars' credential) have no
+	// owner, so that a reinstall keeps the site and its links.
+	for _, name := range []string{kube.CASecret, kube.StateSecret, kube.SiteSecret, kube.SidecarSecret} {
 		var sec corev1.Secret
 		must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: name}, &sec))
-		if len(sec.OwnerReferences) != 1 || sec.OwnerReferences[0].Kind != "Service" || sec.OwnerReferences[0].Name != "skiff-gateway" {
-			t.Errorf("secret %s owners %+v, want the gateway Service", name, sec.OwnerReferences)
+		owned := len(sec.OwnerReferences) == 1 && sec.OwnerReferences[0].Kind == "Service" && sec.OwnerReferences[0].Name == "skiff-gateway"
+		if want := name == kube.SiteSecret; owned != want || (!want && len(sec.OwnerReferences) > 0) {
+			t.Errorf("secret %s owners %+v, want owned by the gateway Service: %v", name, sec.OwnerReferences, want)
 		}
 	}
 
-	// Gateways from the controller-written site files.
-	for _, name := range []string{"east", "west"} {
+	// Gateways from the controller-written site files, their state in the
+	// Secret skiff-site-state; each starts with an empty data dir, as a
+	// new pod's emptyDir is.
+	gateways := map[string]func(){}
+	startGateway := func(name string) {
 		s := sites[name]
-		testutil.Eventually(t, 20*time.Second, name+" site file written", func() error {
-			_, err := os.Stat(filepath.Join(s.siteDir, "site.yaml"))
-			return err
-		})
-		runBG(t, name+" gateway", func(ctx context.Context) error {
+		must(t, os.RemoveAll(s.dataDir))
+		gateways[name] = runBG(t, name+" gateway", func(ctx context.Context) error {
 			return routerapp.RunGateway(ctx, routerapp.ServeOptions{SiteFile: filepath.Join(s.siteDir, "site.yaml"), Controller: addr(s.xds),
-				MetricsBindAddress: addr(s.admin), HealthBindAddress: "0", Name: name + "-gw"}, testr.New(t).WithName(name+"-gateway"))
+				MetricsBindAddress: addr(s.admin), HealthBindAddress: "0", Name: name + "-gw", Kube: stateKube(t, name)}, testr.New(t).WithName(name+"-gateway"))
 		})
 	}
-	testutil.Eventually(t, 30*time.Second, "west's link to east is up (east adopted the controller's token)", func() error {
-		st := status(t, sites["east"].ctlAdmin)
-		if !strings.Contains(st, `"name": "west"`) {
+	linked := func(what string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		testutil.Eventually(t, 30*time.Second, what, func() error {
+			for self, peer := range map[string]string{"east": "west", "west": "east"} {
+				var doc netview.Document
+				if err := getJSON(sites[self].admin, "/view", &doc); err != nil {
+					return err
+				}
+				if !slices.ContainsFunc(doc.Sites, func(s netview.DocumentSite) bool { return s.Name == peer }) {
+					return fmt.Errorf("%s's gateway does not reach %s", self, peer)
+				}
+			}
+			return nil
+		})
+		return time.Since(start)
+	}
+	for _, name := range []string{"east", "west"} {
+		testutil.Eventually(t, 20*time.Second, name+" site file written", func() error {
+			_, err := os.Stat(filepath.Join(sites[name].siteDir, "site.yaml"))
+			return err
+		})
+		startGateway(name)
+	}
+	linked("west's link to east is up (east's gateway takes the token its controller issued)")
+	testutil.Eventually(t, 30*time.Second, "east's controller sees west", func() error {
+		if st := status(t, sites["east"].ctlAdmin); !strings.Contains(st, `"name": "west"`) {
 			return fmt.Errorf("east's controller does not see west yet")
 		}
 		return nil
 	})
+	// What each side must remember is in its state Secret: east's ledger
+	// has west's redemption, west has the link certificate.
+	var eastState, westState corev1.Secret
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.StateSecret}, &eastState))
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "west", Name: kube.StateSecret}, &westState))
+	tokID := req.Annotations[kube.TokenIDAnnotation]
+	if e := eastState.Data["tokens."+tokID+".yaml"]; !bytes.Contains(e, []byte("site: west")) {
+		t.Errorf("east's ledger entry of token %s records no redemption by west:\n%s", tokID, e)
+	}
+	if _, ok := westState.Data["links."+tokID+".crt"]; !ok {
+		t.Errorf("west's state has no link certificate for token %s: keys %v", tokID, slices.Sorted(maps.Keys(westState.Data)))
+	}
+
+	// After the token expired, both gateways are recreated with empty
+	// data dirs: the link comes back on the link certificate.
+	tok, err := token.Parse(req.Data[kube.TokenKey])
+	must(t, err)
+	time.Sleep(time.Until(tok.Expires.Add(time.Second)))
+	for _, name := range []string{"east", "west"} {
+		gateways[name]()
+	}
+	for _, name := range []string{"east", "west"} {
+		startGateway(name)
+	}
+	t.Logf("after the token expired, both gateways recreated: linked again in %.1fs", linked("the link comes back after both gateways are recreated past the token's expiry").Seconds())
+
+	// Deleting the token request revokes the token: east's controller
+	// removes its ledger entry (the sidecars' member entry stays).
+	must(t, c.Delete(ctx, req))
+	testutil.Eventually(t, 20*time.Second, "east's ledger entry of the token is removed", func() error {
+		must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.StateSecret}, &eastState))
+		if _, ok := eastState.Data["tokens."+tokID+".yaml"]; ok {
+			return fmt.Errorf("entry still there")
+		}
+		return nil
+	})
+	var sidecarSecret corev1.Secret
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.SidecarSecret}, &sidecarSecret))
+	member, err := token.Parse(sidecarSecret.Data[kube.TokenKey])
+	must(t, err)
+	if _, ok := eastState.Data["tokens."+member.ID+".yaml"]; !ok {
+		t.Errorf("the member token's entry went with the link token's")
+	}
 
 	// A sidecar of east with the credential the controller keeps.
 	creds := filepath.Join(dir, "creds")
@@ -172,8 +250,8 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 			XDSBindAddress: addr(testutil.FreePort(t, "127.0.0.1")), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("west-controller"))
 	})
 
-	// The site Secret as the gateway reads it: its site file parsed, and
-	// a ledger whose seed dir holds its ledger entries.
+	// The site Secret as the gateway reads it (its site file parsed), and
+	// the ledger in the state Secret.
 	type written struct {
 		links  map[string]sitefile.Link // by token file
 		ledger *token.Ledger
@@ -191,14 +269,11 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 		for _, l := range site.Links {
 			w.links[filepath.Base(l.Token)] = l
 		}
-		seed := t.TempDir()
-		for k, v := range s.Data {
-			must(t, os.WriteFile(filepath.Join(seed, k), v, 0o600))
-		}
-		if w.ledger, err = token.OpenLedger(t.TempDir()); err != nil {
+		store, err := state.NewSecret(stateKube(t, "west"), kube.StateSecret)
+		if err != nil {
 			return nil, err
 		}
-		w.ledger.SeedDir = seed
+		w.ledger = token.NewLedger(store)
 		return w, nil
 	}
 	linkPolicy := func(file string, want policy.Policy) func() error {
@@ -372,4 +447,29 @@ func status(t *testing.T, port int) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// stateKube is how a test's gateway reaches its state Secret in the test's
+// API server (a pod would use its service account).
+func stateKube(t *testing.T, ns string) *state.Kube {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(app.KubeConfig)
+	must(t, err)
+	server := app.KubeConfig.Host
+	if !strings.HasPrefix(server, "https://") && !strings.HasPrefix(server, "http://") {
+		server = "https://" + server
+	}
+	return &state.Kube{Server: server, Client: hc, Namespace: ns}
+}
+
+func getJSON(port int, path string, v any) error {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }

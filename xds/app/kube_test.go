@@ -327,21 +327,28 @@ func write(t *testing.T, path, content string) {
 }
 
 // runBG runs f until the test ends and reports an early error.
-func runBG(t *testing.T, what string, f func(context.Context) error) {
+// runBG runs f until the test ends, or until the returned stop is
+// called.
+func runBG(t *testing.T, what string, f func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("%s: %v", what, err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					t.Errorf("%s: %v", what, err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("%s did not stop", what)
 			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s did not stop", what)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // localIP returns a non-loopback IPv4 address of this machine.

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -30,16 +31,27 @@ import (
 	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/state"
 	"github.com/skiff-io/skiff/sidecar/token"
 )
 
-// Secrets the controller keeps in the site's namespace.
+// Secrets the controller keeps in the site's namespace. The CA, the
+// state and the sidecars' credential are the site's identity and memory:
+// they have no owner, so that `helm uninstall` and a new `helm install`
+// keep the site and its links; deleting the namespace removes them. The
+// site Secret is derived from the others and owned by the gateway
+// Service.
 const (
 	// CASecret holds the site CA (ca.crt, ca.key).
 	CASecret = "skiff-site-ca"
-	// SiteSecret is the gateway's site: site.yaml, the CA, the tokens of
-	// its links and the ledger entries of the tokens this site issued.
+	// SiteSecret is the gateway's site: site.yaml, the CA and the tokens
+	// of its links.
 	SiteSecret = "skiff-site"
+	// StateSecret is what the gateways remember (package state): the
+	// ledger entries of the tokens this site issued (written here, with
+	// the redemptions the gateways record) and the link certificates
+	// peers issued to this site (written by the gateways).
+	StateSecret = "skiff-site-state"
 	// SidecarSecret holds token.yaml, the credential injected sidecars use
 	// to reach the gateway.
 	SidecarSecret = "skiff-sidecar"
@@ -123,7 +135,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		id.Log.V(1).Info("gateway service not found; site identity waits for it", "gatewayService", id.GatewayService)
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
-	ca, err := id.ensureCA(ctx, owner)
+	ca, err := id.ensureCA(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -142,6 +154,13 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 		return reconcile.Result{}, err
 	}
 	site[pki.CAKeyFile] = caSecret.Data[pki.CAKeyFile]
+	st, err := id.ensureState(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	// The ledger as it should be: entries of the tokens in use, by id
+	// (kept: entries left as they are, their request's policy refused).
+	ledger := map[string]ledgerEntry{}
 
 	type linkEntry struct {
 		file   string
@@ -177,26 +196,17 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			if tok == nil {
 				continue // relabelled as a link; the next reconcile reads it
 			}
-			seed := token.SeedFile(tok.ID)
 			if polErr != nil {
 				// Issued before: its links keep the entry last written.
-				l, err := lastGood()
-				if err != nil {
-					return reconcile.Result{}, err
-				}
-				if entry, ok := l.data[seed]; ok {
+				if _, ok := st.Data[state.DataKey(state.Tokens, token.EntryName(tok.ID))]; ok {
 					id.warn(s, "InvalidTokenRequest", "token policy refused; its last good policy is kept", fmt.Errorf("%w; links made with token %s keep their last good policy", polErr, tok.ID))
-					site[seed] = entry
+					ledger[tok.ID] = ledgerEntry{keep: true}
 				} else {
 					id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; links made with token %s are refused until it is fixed", polErr, tok.ID))
 				}
 				continue
 			}
-			entry, err := token.LedgerEntry(tok, pol)
-			if err != nil {
-				return reconcile.Result{}, err
-			}
-			site[seed] = entry
+			ledger[tok.ID] = ledgerEntry{tok: tok, policy: pol}
 		case "link":
 			_, cost, err := parseLink(s, id.Site)
 			if err != nil {
@@ -222,20 +232,19 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			links = append(links, linkEntry{file, cost, pol})
 		}
 	}
-	member, err := id.ensureSidecarCredential(ctx, ca, endpoint, owner)
+	member, err := id.ensureSidecarCredential(ctx, ca, endpoint)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	entry, err := token.LedgerEntry(member, policy.Policy{})
-	if err != nil {
+	ledger[member.ID] = ledgerEntry{tok: member}
+	if err := id.applyLedger(ctx, st, ledger); err != nil {
 		return reconcile.Result{}, err
 	}
-	site[token.SeedFile(member.ID)] = entry
 
 	slices.SortFunc(links, func(a, b linkEntry) int { return strings.Compare(a.file, b.file) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by skiff-controller from the site's Secrets; do not edit.\nname: %s\ndataDir: %s\ncaDir: %s\nlinkAccess:\n  bind: %q\n  advertise: %q\n",
-		id.Site, id.GatewayDataDir, id.GatewaySiteDir, id.LinkBind, endpoint)
+	fmt.Fprintf(&b, "# Written by skiff-controller from the site's Secrets; do not edit.\nname: %s\ndataDir: %s\ncaDir: %s\nstateSecret: %s\nlinkAccess:\n  bind: %q\n  advertise: %q\n",
+		id.Site, id.GatewayDataDir, id.GatewaySiteDir, StateSecret, id.LinkBind, endpoint)
 	if len(links) > 0 {
 		b.WriteString("links:\n")
 		for _, l := range links {
@@ -251,7 +260,10 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 }
 
 // ensureCA loads the site CA from its Secret, creating both when missing.
-func (id *Identity) ensureCA(ctx context.Context, owner []metav1.OwnerReference) (*pki.CA, error) {
+// The Secret has no owner: the site keeps its CA, and so its name and its
+// links, through an uninstall and a new install. One an earlier version
+// made with an owner loses it.
+func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 	s, err := id.getSecret(ctx, CASecret)
 	if apierrors.IsNotFound(err) {
 		certPEM, keyPEM, err := pki.NewCAPEM(id.Site)
@@ -259,7 +271,7 @@ func (id *Identity) ensureCA(ctx context.Context, owner []metav1.OwnerReference)
 			return nil, err
 		}
 		s = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels(), OwnerReferences: owner},
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: id.Namespace, Labels: ownLabels()},
 			Data:       map[string][]byte{pki.CACertFile: certPEM, pki.CAKeyFile: keyPEM},
 		}
 		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -278,13 +290,96 @@ func (id *Identity) ensureCA(ctx context.Context, owner []metav1.OwnerReference)
 	if err != nil {
 		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
 	}
-	if len(s.OwnerReferences) == 0 && s.Labels[ManagedByLabel] == ManagedBy {
-		s.OwnerReferences = owner
-		if err := id.Client.Update(ctx, s); err != nil {
-			return nil, fmt.Errorf("adopt secret %s: %w", CASecret, err)
-		}
+	if err := id.disown(ctx, s); err != nil {
+		return nil, err
 	}
 	return ca, nil
+}
+
+// disown drops the owner references of a Secret the site keeps through
+// an uninstall (made with one by an earlier version).
+func (id *Identity) disown(ctx context.Context, s *corev1.Secret) error {
+	if len(s.OwnerReferences) == 0 || s.Labels[ManagedByLabel] != ManagedBy {
+		return nil
+	}
+	s.OwnerReferences = nil
+	if err := id.Client.Update(ctx, s); err != nil {
+		return fmt.Errorf("keep secret %s through uninstalls (drop its owner): %w", s.Name, err)
+	}
+	id.Log.Info("secret kept through uninstalls from now on", "secret", s.Name)
+	return nil
+}
+
+// ensureState returns the state Secret, creating it (empty, no owner)
+// when missing.
+func (id *Identity) ensureState(ctx context.Context) (*corev1.Secret, error) {
+	s, err := id.getSecret(ctx, StateSecret)
+	if apierrors.IsNotFound(err) {
+		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: StateSecret, Namespace: id.Namespace, Labels: ownLabels()}}
+		if err := id.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create secret %s: %w", StateSecret, err)
+		}
+		return id.getSecret(ctx, StateSecret)
+	}
+	return s, err
+}
+
+// ledgerEntry is a token's entry as the ledger should hold it: written
+// from the token and its policy, or kept as it is.
+type ledgerEntry struct {
+	tok    *token.Token
+	policy policy.Policy
+	keep   bool
+}
+
+// applyLedger brings the ledger entries of the state Secret st in line
+// with want: entries are written from their tokens (keeping the
+// redemptions the gateways recorded), and those of tokens no longer
+// wanted are deleted, which revokes them, but for member tokens' entries
+// until they expire (sidecars started with the credential before it was
+// renewed still use them). Link certificates and other keys stay. An
+// update that lost a race with a gateway fails and is retried by the
+// next reconcile.
+func (id *Identity) applyLedger(ctx context.Context, st *corev1.Secret, want map[string]ledgerEntry) error {
+	data := maps.Clone(st.Data)
+	if data == nil {
+		data = map[string][]byte{}
+	}
+	for key, cur := range st.Data {
+		name, ok := strings.CutPrefix(key, state.Tokens+".")
+		if !ok {
+			continue
+		}
+		tokID, _ := strings.CutSuffix(name, ".yaml")
+		if _, ok := want[tokID]; ok {
+			continue
+		}
+		if info, err := token.ParseEntryInfo(cur); err == nil && info.Member && id.Now().Before(info.Expires) {
+			continue
+		}
+		delete(data, key)
+		id.Log.Info("ledger entry removed: its token request is gone, and with it the token and its links", "token", tokID)
+	}
+	for tokID, e := range want {
+		if e.keep {
+			continue
+		}
+		key := state.DataKey(state.Tokens, token.EntryName(tokID))
+		entry, err := token.LedgerEntry(e.tok, e.policy, st.Data[key])
+		if err != nil {
+			return err
+		}
+		data[key] = entry
+	}
+	if sameData(st.Data, data) {
+		return nil
+	}
+	upd := st.DeepCopy()
+	upd.Data = data
+	if err := id.Client.Update(ctx, upd); err != nil {
+		return fmt.Errorf("update secret %s: %w", StateSecret, err)
+	}
+	return nil
 }
 
 // endpoint is the link endpoint other sites dial.
@@ -424,7 +519,6 @@ func writeAllow(b *strings.Builder, p policy.Policy) {
 // lastWritten is the site Secret as the controller last wrote it: where a
 // Secret whose policy annotation is refused finds its last good policy.
 type lastWritten struct {
-	data  map[string][]byte        // the Secret's data (ledger entries by file)
 	links map[string]policy.Policy // the links of its site.yaml, by token file
 }
 
@@ -439,7 +533,6 @@ func (id *Identity) lastWritten(ctx context.Context) (*lastWritten, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.data = s.Data
 	site, err := sitefile.Parse(filepath.Join(id.GatewaySiteDir, "site.yaml"), s.Data["site.yaml"])
 	if err != nil {
 		id.Log.Info("site file last written does not parse; no last good link policies", "secret", SiteSecret, "problem", err.Error())
@@ -479,13 +572,17 @@ func parseLink(s *corev1.Secret, self string) (*token.Token, int, error) {
 const SidecarCredentialValidity = 365 * 24 * time.Hour
 
 // ensureSidecarCredential keeps SidecarSecret holding a valid member token
-// of this site for the current endpoint and CA.
-func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, endpoint string, owner []metav1.OwnerReference) (*token.Token, error) {
+// of this site for the current endpoint and CA. The Secret has no owner:
+// injected pods that outlive an uninstall and a new install keep working.
+func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, endpoint string) (*token.Token, error) {
 	s, err := id.getSecret(ctx, SidecarSecret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
 	}
 	if err == nil {
+		if err := id.disown(ctx, s); err != nil {
+			return nil, err
+		}
 		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.CertPEM) &&
 			tok.IsMember() && tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
 			return tok, nil
@@ -501,7 +598,7 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 	if err != nil {
 		return nil, err
 	}
-	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}, owner); err != nil {
+	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}, nil); err != nil {
 		return nil, err
 	}
 	id.Log.Info("sidecar credential issued", "secret", SidecarSecret, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339))

@@ -36,10 +36,12 @@ type nopRecorder struct{}
 
 func (nopRecorder) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}
 
-// Every Secret the identity reconciler creates is owned by the gateway
-// Service it saw at the start, even when the Service goes while it runs:
-// an unowned Secret would outlive `helm uninstall`.
-func TestIdentityOwnsWhatItCreates(t *testing.T) {
+// The Secrets derived from the others (the site Secret) are owned by the
+// gateway Service the reconciler saw at the start, even when the Service
+// goes while it runs: they must not outlive `helm uninstall`. The site's
+// identity and memory (CA, state, the sidecars' credential) have no
+// owner: a reinstall keeps them.
+func TestIdentityOwners(t *testing.T) {
 	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
 	cl := fake.NewClientBuilder().WithObjects(gw).Build()
 	id := &Identity{
@@ -58,13 +60,63 @@ func TestIdentityOwnsWhatItCreates(t *testing.T) {
 	names := map[string]bool{}
 	for _, s := range secrets.Items {
 		names[s.Name] = true
-		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != gw.UID {
+		switch {
+		case s.Name == SiteSecret && (len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != gw.UID):
 			t.Errorf("secret %s owned by %+v, want the gateway Service %s", s.Name, s.OwnerReferences, gw.UID)
+		case s.Name != SiteSecret && len(s.OwnerReferences) != 0:
+			t.Errorf("secret %s owned by %+v, want no owner (kept through uninstalls)", s.Name, s.OwnerReferences)
 		}
 	}
-	for _, want := range []string{CASecret, SidecarSecret, SiteSecret} {
+	for _, want := range []string{CASecret, StateSecret, SidecarSecret, SiteSecret} {
 		if !names[want] {
 			t.Errorf("secret %s not created (have %v)", want, names)
+		}
+	}
+}
+
+// A CA and sidecar credential that an earlier version made owned by the
+// gateway Service lose the owner, so that the next uninstall keeps them;
+// the CA itself is the same.
+func TestIdentityDisownsKeptSecrets(t *testing.T) {
+	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
+	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: gw.Name, UID: gw.UID}}
+	cl := fake.NewClientBuilder().WithObjects(gw).Build()
+	id := &Identity{
+		Client: cl, Reader: cl,
+		Namespace: "east", Site: "east", GatewayService: gw.Name, LinkAdvertise: "10.0.0.1:55671",
+		GatewaySiteDir: GatewaySiteDir, GatewayDataDir: GatewayDataDir, LinkBind: ":55671",
+		Recorder: nopRecorder{}, Log: logr.Discard(), Now: time.Now,
+	}
+	if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	var before corev1.Secret
+	for _, name := range []string{CASecret, SidecarSecret} {
+		var s corev1.Secret
+		if err := cl.Get(context.Background(), client.ObjectKey{Namespace: "east", Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		s.OwnerReferences = owner
+		if err := cl.Update(context.Background(), &s); err != nil {
+			t.Fatal(err)
+		}
+		if name == CASecret {
+			before = s
+		}
+	}
+	if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{CASecret, SidecarSecret} {
+		var s corev1.Secret
+		if err := cl.Get(context.Background(), client.ObjectKey{Namespace: "east", Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.OwnerReferences) != 0 {
+			t.Errorf("secret %s still owned by %+v", name, s.OwnerReferences)
+		}
+		if name == CASecret && string(s.Data["ca.crt"]) != string(before.Data["ca.crt"]) {
+			t.Errorf("the CA changed")
 		}
 	}
 }
