@@ -95,18 +95,46 @@ func (d *dialer) learn(certPEM string) error {
 	return nil
 }
 
-// dialLoop keeps one configured link up, with jittered exponential backoff.
+// Redialling while the peer drains: how often a dialled link is checked
+// for the peer's GOAWAY, and the longest pause between dials while a link
+// to a draining peer is still open (the peer is being replaced, not
+// gone: a restarted process, or a new pod behind the same Service).
+const (
+	goAwayPoll     = 200 * time.Millisecond
+	redialMaxPause = time.Second
+)
+
+// dialLoop keeps one configured link up, with jittered exponential
+// backoff. When the peer drains (it sent GOAWAY), it dials a replacement
+// at once, which reaches another replica or the peer's successor, while
+// the draining link stays open for its streams until the peer closes it.
+// A draining gateway dials nothing new; a draining sidecar goes on, since
+// it still serves its pod.
 func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 	log := r.log.WithValues("link", spec.Name, "endpoint", spec.Endpoint)
 	backoff := newBackoff(100*time.Millisecond, 15*time.Second)
 	d := r.newDialer(spec)
+	var draining []*link // links to a draining peer, kept until they close
+	defer func() {
+		for _, l := range draining {
+			l.close(ctx.Err())
+		}
+	}()
 	for ctx.Err() == nil {
+		if !r.dialsWhileDraining() {
+			<-ctx.Done()
+			return
+		}
+		draining = stillOpen(draining)
 		l, err := d.dialLink(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			wait := backoff.next()
+			if len(draining) > 0 {
+				wait = min(wait, redialMaxPause)
+			}
 			log.Info("link dial failed, retrying", "error", err.Error(), "retryIn", wait.String())
 			sleepCtx(ctx, wait)
 			continue
@@ -115,17 +143,68 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 		for i := 1; i < r.cfg.PoolSize; i++ {
 			go d.keepPoolConn(ctx, l, i)
 		}
-		select {
-		case <-l.done:
-		case <-ctx.Done():
+		switch r.watchLink(ctx, l) {
+		case linkStopped:
 			l.close(ctx.Err())
 			return
+		case linkPeerDraining:
+			log.Info("peer is draining; dialling a replacement link", "peerSite", l.peer, "linkID", l.id)
+			draining = append(draining, l)
+		case linkEnded:
+			sleepCtx(ctx, backoff.next())
 		}
-		sleepCtx(ctx, backoff.next())
 	}
 }
 
-// keepPoolConn keeps pool connection i of a dialed link up while the link lives.
+// What became of a dialled link (watchLink).
+type linkOutcome int
+
+const (
+	linkEnded        linkOutcome = iota // it closed
+	linkStopped                         // the dial loop's context ended
+	linkPeerDraining                    // the peer sent GOAWAY
+)
+
+// watchLink waits until l closes, ctx ends, or the peer drains (while this
+// router is one that dials a replacement then).
+func (r *Router) watchLink(ctx context.Context, l *link) linkOutcome {
+	t := time.NewTicker(goAwayPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return linkEnded
+		case <-ctx.Done():
+			return linkStopped
+		case <-t.C:
+			if l.peerDraining() && r.dialsWhileDraining() {
+				return linkPeerDraining
+			}
+		}
+	}
+}
+
+// dialsWhileDraining reports whether the router dials links now: always
+// but for a draining gateway, which takes no new streams.
+func (r *Router) dialsWhileDraining() bool {
+	return r.cfg.Role == RoleSidecar || !r.draining.Load()
+}
+
+// stillOpen returns the links of ls that have not closed.
+func stillOpen(ls []*link) []*link {
+	out := ls[:0]
+	for _, l := range ls {
+		select {
+		case <-l.done:
+		default:
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// keepPoolConn keeps pool connection i of a dialed link up while the link
+// lives and its peer (and, for a gateway, this router) is not draining.
 func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 	r := d.r
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
@@ -136,6 +215,9 @@ func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 		case <-ctx.Done():
 			return
 		default:
+		}
+		if l.peerDraining() || !r.dialsWhileDraining() {
+			return // no new streams go on this link
 		}
 		sess, err := d.dialSession(ctx, l.id, i)
 		if err != nil {
@@ -272,6 +354,11 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	p, err := r.identify(conn.ConnectionState(), hl, time.Now())
 	if err == nil && hl.Index > 0 {
 		err = r.checkPoolConn(hl, p)
+	}
+	if err == nil && r.draining.Load() {
+		// The link port closed when the drain began; a handshake that
+		// was under way gets no link either.
+		err = refuse("draining", "site %s's gateway is draining", r.self)
 	}
 	if err != nil {
 		handshakeDone()

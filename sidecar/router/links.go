@@ -78,14 +78,15 @@ func (l *link) counts() (conns, streams int) {
 	return
 }
 
-// pick returns the live session with the fewest streams.
+// pick returns the live session with the fewest streams, leaving out
+// those whose peer sent GOAWAY (it takes no new streams there).
 func (l *link) pick() *mux.Session {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var best *mux.Session
 	bestN := math.MaxInt
 	for _, s := range l.sessions {
-		if s == nil {
+		if s == nil || s.PeerGoingAway() {
 			continue
 		}
 		select {
@@ -112,8 +113,23 @@ func (l *link) setSession(i int, s *mux.Session) bool {
 	}
 	l.sessions[i] = s
 	l.mu.Unlock()
+	if l.r.draining.Load() {
+		s.GoAway() // a session that joins a draining router takes no streams either
+	}
 	l.r.linkMetrics(l.peer)
 	return true
+}
+
+// peerDraining reports whether the peer sent GOAWAY on the link's primary
+// connection: it is draining (a draining router sends it on every
+// connection of every link) and takes no new streams on this link. The
+// link stays up, with the routes that rest on it, until the peer closes
+// it; new streams go on another link to the same site, or a new one the
+// dialling side makes (dialLoop).
+func (l *link) peerDraining() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sessions[0] != nil && l.sessions[0].PeerGoingAway()
 }
 
 func (l *link) clearSession(i int, s *mux.Session) {
@@ -229,7 +245,12 @@ func (l *link) markUp(ctrl *mux.Stream) {
 	r := l.r
 	r.mu.Lock()
 	r.links[l.id] = l
+	close(r.linkUp) // wakes streams waiting for a link that is not draining
+	r.linkUp = make(chan struct{})
 	r.mu.Unlock()
+	if r.draining.Load() {
+		l.goAway()
+	}
 	r.log.Info("link up", "peerSite", l.peer, "peer", l.name, "peerRole", l.role, "cost", l.cost, "direction", l.direction(), "linkID", l.id)
 	r.linkMetrics(l.peer)
 	go l.writeLoop()
@@ -410,7 +431,11 @@ func (r *Router) serveSession(l *link, sess *mux.Session) {
 		if err != nil {
 			return
 		}
-		r.workers.Go(func() { r.handleStream(l, st) })
+		f, ok := r.flows.begin(st)
+		if !ok {
+			continue // the router is stopping; begin reset the stream
+		}
+		r.workers.Go(func() { defer f.end(); r.handleStream(f, l, st) })
 	}
 }
 

@@ -60,6 +60,15 @@ func (r *Router) syncListeners() error {
 	return errors.Join(errs...)
 }
 
+// stopListeners closes the gateway listeners for good: a draining gateway
+// takes no new connections, and a later SetServices binds none.
+func (r *Router) stopListeners() {
+	r.listenMu.Lock()
+	r.listenCtx = nil
+	r.listenMu.Unlock()
+	r.closeListeners()
+}
+
 func (r *Router) closeListeners() {
 	r.listenMu.Lock()
 	defer r.listenMu.Unlock()
@@ -72,7 +81,11 @@ func (r *Router) closeListeners() {
 
 func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
 	acceptLoop(ctx, bl.ln, r.log.WithValues("address", bl.address, "bind", bl.ln.Addr().String()), func(c net.Conn) {
-		r.workers.Go(func() { r.originate(c, bl.address, bl.port, "origin") })
+		f, ok := r.flows.begin(c)
+		if !ok {
+			return
+		}
+		r.workers.Go(func() { defer f.end(); r.originate(f, c, bl.address, bl.port, "origin") })
 	})
 }
 
@@ -80,18 +93,23 @@ func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
 // original destination picks a network address, or it passes through.
 func (r *Router) acceptRedirected(ctx context.Context, ln net.Listener) {
 	acceptLoop(ctx, ln, r.log.WithValues("listener", "redirected", "bind", ln.Addr().String()), func(c net.Conn) {
-		r.workers.Go(func() { r.handleRedirected(c) })
+		f, ok := r.flows.begin(c)
+		if !ok {
+			return
+		}
+		r.workers.Go(func() { defer f.end(); r.handleRedirected(f, c) })
 	})
 }
 
-func (r *Router) handleRedirected(c net.Conn) {
-	dst, err := OriginalDst(c)
+func (r *Router) handleRedirected(f *flow, c net.Conn) {
+	dst, err := r.originalDst(c)
 	if err != nil {
 		r.log.Info("redirected connection closed: no original destination", "client", c.RemoteAddr().String(), "error", err.Error())
 		c.Close()
 		return
 	}
 	if isProbe(dst) {
+		f.drop() // the self-check is no connection of the pod's
 		answerProbe(c)
 		return
 	}
@@ -102,7 +120,7 @@ func (r *Router) handleRedirected(c net.Conn) {
 	}
 	t := r.services.Load()
 	if address, ok := t.byVIP[dst.String()]; ok {
-		r.originate(c, address, dst.Port, "sidecar")
+		r.originate(f, c, address, dst.Port, "sidecar")
 		return
 	}
 	r.m.Passthrough.Inc()
@@ -112,5 +130,5 @@ func (r *Router) handleRedirected(c net.Conn) {
 		c.Close()
 		return
 	}
-	r.splice("passthrough", c, out)
+	r.splice(f, "passthrough", c, out)
 }

@@ -32,6 +32,8 @@ type Metrics struct {
 	// PolicyRefused counts streams and routes refused by a link's policy,
 	// by peer site and direction (advertise, reach).
 	PolicyRefused *prometheus.CounterVec
+	// Draining is 1 while the router drains (drain.go), 0 otherwise.
+	Draining prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -85,9 +87,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		RecordsReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_site_records_received_total", Help: "Site records received from peers (flooded link-state).",
 		}),
+		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "skiff_draining", Help: "1 while the router drains after SIGTERM (unready, no new connections or streams, open ones finishing), 0 otherwise.",
+		}),
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
 		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
-		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused)
+		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused, m.Draining)
 	return m
 }

@@ -149,6 +149,17 @@ type Config struct {
 	// gateways.
 	SiteKey *ecdsa.PrivateKey
 
+	// DrainTimeout bounds a drain (Drain, drain.go): how long open
+	// streams may go on before they are reset. 0: Drain stops the router
+	// at once, as the end of Run's context does.
+	DrainTimeout time.Duration
+	// DrainIdle is how long a draining sidecar goes on serving its pod's
+	// outbound port with no connection open before it stops; 0 (and
+	// always for gateways, which take no new connections once draining):
+	// it stops as soon as none is open. Default
+	// DefaultSidecarDrainIdle for sidecars.
+	DrainIdle time.Duration
+
 	Metrics *Metrics
 	Log     logr.Logger
 }
@@ -171,6 +182,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RecordMaxAge == 0 {
 		c.RecordMaxAge = netview.DefaultMaxAge
+	}
+	if c.DrainIdle == 0 && c.Role == RoleSidecar {
+		c.DrainIdle = DefaultSidecarDrainIdle
+	}
+	if c.Role == RoleGateway {
+		c.DrainIdle = 0
 	}
 	if c.SidecarListen == "" && c.Role == RoleSidecar {
 		c.SidecarListen = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.SidecarOutboundPort))
@@ -208,6 +225,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RedirectRecheck < 0 {
 		errs = append(errs, fmt.Errorf("redirect recheck interval must be >= 0, got %s", c.RedirectRecheck))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain timeout must be >= 0, got %s", c.DrainTimeout))
+	}
+	if c.DrainIdle < 0 {
+		errs = append(errs, fmt.Errorf("drain idle time must be >= 0, got %s", c.DrainIdle))
 	}
 	if c.RecordRefresh < 0 || c.RecordMaxAge < 0 || (c.RecordMaxAge > 0 && c.RecordMaxAge < 2*c.RecordRefresh) {
 		errs = append(errs, fmt.Errorf("record max age %s must be at least twice the refresh interval %s", c.RecordMaxAge, c.RecordRefresh))
@@ -252,6 +275,22 @@ type Router struct {
 	outstanding sync.Map // string -> *atomic.Int64
 
 	ready atomic.Bool
+	// draining: Drain was called and the drain has begun; stopped: Run
+	// is over (drain.go).
+	draining, stopped atomic.Bool
+	drainReq          chan struct{} // closed by Drain
+	drainOnce         sync.Once
+	// flows are the connections and streams the router carries
+	// (flows.go); a drain waits for them.
+	flows *flowSet
+	// life is Run's context, ended when the router stops (Background
+	// before Run): dials and waits of the data path end with it.
+	life context.Context
+	// linkUp is closed, and replaced, each time a link comes up; a stream
+	// whose next hop has only draining links waits on it (linkToward).
+	linkUp chan struct{} // guarded by mu
+	// lastDrain is what the last drain did, for tests.
+	lastDrain atomic.Pointer[drainStats]
 	// redirectVerified: the last self-check came back (probe.go);
 	// redirectSettled: one came back, or RedirectWait passed without
 	// one; readiness no longer waits.
@@ -259,6 +298,9 @@ type Router struct {
 	redirectSettled  atomic.Bool
 	// probeAddr is the self-check address (tests point it elsewhere).
 	probeAddr string
+	// originalDst reads a redirected connection's original destination:
+	// OriginalDst (tests that run without a redirect replace it).
+	originalDst func(net.Conn) (*net.TCPAddr, error)
 
 	// workers runs the per-connection functions (workers.go).
 	workers *workers
@@ -303,6 +345,11 @@ func New(cfg Config) (*Router, error) {
 		dialing:     map[string]context.CancelFunc{},
 		workers:     newWorkers(maxIdleWorkers, workerIdleTimeout),
 		probeAddr:   probeAddr,
+		originalDst: OriginalDst,
+		drainReq:    make(chan struct{}),
+		flows:       newFlowSet(),
+		life:        context.Background(),
+		linkUp:      make(chan struct{}),
 	}
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux
@@ -318,14 +365,19 @@ func New(cfg Config) (*Router, error) {
 	return r, nil
 }
 
-// Run serves until ctx is cancelled; it returns an error only when it
-// cannot start (a port in use, say).
+// Run serves until ctx is cancelled, or until a drain (Drain) is over;
+// then it resets the flows still open, closes every link and listener,
+// and returns once everything it started has stopped. It returns an error
+// only when it cannot start (a port in use, say).
 func (r *Router) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }()
+	r.life = ctx
 
+	// The link port closes when a drain begins; the rest when Run ends.
+	linkCtx, stopLinkAccess := context.WithCancel(ctx)
+	defer stopLinkAccess()
 	if r.cfg.LinkListen != "" {
 		ln, err := net.Listen("tcp", r.cfg.LinkListen)
 		if err != nil {
@@ -334,8 +386,7 @@ func (r *Router) Run(ctx context.Context) error {
 		r.linkAddr.Store(ln.Addr())
 		r.log.Info("accepting links", "bind", ln.Addr().String())
 		wg.Add(1)
-		go func() { defer wg.Done(); r.acceptLinks(ctx, ln) }()
-		go func() { <-ctx.Done(); ln.Close() }()
+		go func() { defer wg.Done(); r.acceptLinks(linkCtx, ln) }()
 	}
 	if r.cfg.Role == RoleSidecar {
 		ln, err := listenProxy("tcp", r.cfg.SidecarListen)
@@ -346,7 +397,6 @@ func (r *Router) Run(ctx context.Context) error {
 		r.log.Info("accepting redirected connections", "bind", ln.Addr().String())
 		wg.Add(1)
 		go func() { defer wg.Done(); r.acceptRedirected(ctx, ln) }()
-		go func() { <-ctx.Done(); ln.Close() }()
 		// eBPF sends IPv6 connects to [::1] on the same port; best effort,
 		// since a pod may have IPv6 disabled.
 		if host, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && host == "127.0.0.1" {
@@ -356,7 +406,6 @@ func (r *Router) Run(ctx context.Context) error {
 				r.log.Info("accepting redirected connections", "bind", ln6.Addr().String())
 				wg.Add(1)
 				go func() { defer wg.Done(); r.acceptRedirected(ctx, ln6) }()
-				go func() { <-ctx.Done(); ln6.Close() }()
 			}
 		}
 		if r.cfg.RedirectWait > 0 {
@@ -387,15 +436,36 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 
 	r.ready.Store(true)
-	<-ctx.Done()
+	drained := false
+	var stats drainStats
+	select {
+	case <-ctx.Done():
+	case <-r.drainReq:
+		drained = true
+		stats.reason, stats.open = r.drain(ctx, stopLinkAccess)
+	}
 	r.ready.Store(false)
+	cancel()
+	stats.finished, stats.reset = r.flows.stop()
+	if drained {
+		r.log.Info("drain finished", "finished", stats.finished, "reset", stats.reset, "reason", stats.reason)
+		r.lastDrain.Store(&stats)
+	}
 	r.shutdown()
+	r.flows.wait()
+	r.stopped.Store(true)
+	r.m.Draining.Set(0)
 	return nil
 }
 
-// Ready reports whether the router has started serving and, for a sidecar
-// with a RedirectWait, its redirection is verified or the wait is over.
-func (r *Router) Ready() bool { return r.ready.Load() && r.redirectReady() }
+// Ready reports whether the router serves and takes new connections:
+// Run has started, it is not draining, and, for a sidecar with a
+// RedirectWait, its redirection is verified or the wait is over.
+// Readiness says why not.
+func (r *Router) Ready() bool {
+	ok, _ := r.Readiness()
+	return ok
+}
 
 // LinkAddr returns the bound link address once Run has started (nil before).
 func (r *Router) LinkAddr() net.Addr {

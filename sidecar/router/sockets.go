@@ -22,8 +22,8 @@ func listenProxy(network, addr string) (net.Listener, error) {
 }
 
 // dialEndpoint connects to a local endpoint (a connector, or a
-// passthrough destination).
+// passthrough destination). The dial ends when the router stops.
 func (r *Router) dialEndpoint(addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: -1}
-	return d.Dial("tcp", addr)
+	return d.DialContext(r.life, "tcp", addr)
 }

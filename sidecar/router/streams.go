@@ -25,8 +25,14 @@ const headerTimeout = 10 * time.Second
 // maxAttempts bounds the endpoints an origin tries for one connection.
 const maxAttempts = 3
 
-// handleStream serves a stream a peer opened on a link.
-func (r *Router) handleStream(l *link, st *mux.Stream) {
+// drainingLinkWait bounds how long a new stream waits for a link to its
+// next hop when every link there is draining (its peer sent GOAWAY): about
+// what a replacement takes to be dialled, once the peer's Service sends
+// new connections to a replica that is not draining.
+const drainingLinkWait = 3 * time.Second
+
+// handleStream serves a stream a peer opened on a link; f is its flow.
+func (r *Router) handleStream(f *flow, l *link, st *mux.Stream) {
 	br := bufio.NewReaderSize(st, 1024)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	h, err := readHeader(br)
@@ -40,6 +46,7 @@ func (r *Router) handleStream(l *link, st *mux.Stream) {
 		return
 	}
 	if h.Kind == kindControl {
+		f.drop() // the link's, not a flow: it lasts as long as the link
 		l.markUp(st)
 		l.readControl(br)
 		return
@@ -55,10 +62,10 @@ func (r *Router) handleStream(l *link, st *mux.Stream) {
 	}
 	in := newStreamConn(st, br, l.peer, r.m)
 	if h.Dest == "" || h.Dest == r.self {
-		r.deliver(h, in)
+		r.deliver(f, h, in)
 		return
 	}
-	r.transit(h, in)
+	r.transit(f, h, in)
 }
 
 // checkHeader validates a stream header from link l before anything in
@@ -113,7 +120,7 @@ func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answe
 
 // deliver connects a stream that reached its destination site to a local
 // connector.
-func (r *Router) deliver(h header, in *streamConn) {
+func (r *Router) deliver(f *flow, h header, in *streamConn) {
 	t := r.services.Load()
 	conns := t.connectors[h.Address]
 	cands := make([]routing.Candidate, len(conns))
@@ -148,7 +155,7 @@ func (r *Router) deliver(h header, in *streamConn) {
 		}
 		c := r.counter(key)
 		c.Add(1)
-		r.track(h.Address, "delivery", func() { r.splice(h.Address, in, out) })
+		r.track(h.Address, "delivery", func() { r.splice(f, h.Address, in, out) })
 		c.Add(-1)
 		return
 	}
@@ -157,7 +164,7 @@ func (r *Router) deliver(h header, in *streamConn) {
 }
 
 // transit forwards a stream toward its destination site.
-func (r *Router) transit(h header, in *streamConn) {
+func (r *Router) transit(f *flow, h header, in *streamConn) {
 	if h.Hops <= 1 {
 		r.m.ConnectFailures.WithLabelValues(h.Address, "hop_limit").Inc()
 		_ = writeStatus(in, statusHopLimit, fmt.Sprintf("hop limit reached at site %s on the way to %s", r.self, h.Dest))
@@ -188,13 +195,31 @@ func (r *Router) transit(h header, in *streamConn) {
 		in.Close()
 		return
 	}
-	r.track(h.Address, "transit", func() { r.splice(h.Address, in, out) })
+	r.track(h.Address, "transit", func() { r.splice(f, h.Address, in, out) })
 }
 
 // openStream opens a data stream toward h.Dest through the next hop and
 // waits for the far end's status. early, the client's first bytes if any,
 // travels in the same write as the header.
+//
+// A stream the peer refused because it is draining (it had sent GOAWAY,
+// which crossed the stream's OPEN) never reached its application, so it
+// is opened again, on a link that is not draining (linkToward), up to
+// goAwayRetries times.
 func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
+	for retry := 0; ; retry++ {
+		st, err := r.openStreamOnce(h, early)
+		if err == nil || !errors.Is(err, mux.ErrGoAway) || retry == goAwayRetries {
+			return st, err
+		}
+	}
+}
+
+// goAwayRetries bounds how often openStream opens a stream again that a
+// draining peer refused.
+const goAwayRetries = 2
+
+func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
 	l, err := r.linkToward(h.Dest)
 	if err != nil {
 		return nil, err
@@ -230,7 +255,11 @@ func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
 	return newStreamConn(st, br, l.peer, r.m), nil
 }
 
-// linkToward returns the up link to the next hop toward site.
+// linkToward returns the up link to the next hop toward site, one whose
+// peer is not draining if there is one, else the cheapest. When every link
+// there is draining it waits, up to drainingLinkWait, for one that is not
+// (a replacement being dialled, or another replica's link) rather than
+// fail a connection that a moment's wait would carry.
 func (r *Router) linkToward(site string) (*link, error) {
 	next := site
 	if r.cfg.Role == RoleGateway {
@@ -242,21 +271,45 @@ func (r *Router) linkToward(site string) (*link, error) {
 	} else {
 		next = r.self // a sidecar reaches everything through its gateway
 	}
+	var wait *time.Timer
+	for {
+		best, draining, up := r.bestLink(next)
+		switch {
+		case best == nil:
+			return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
+		case !draining:
+			return best, nil
+		}
+		if wait == nil {
+			wait = time.NewTimer(drainingLinkWait)
+			defer wait.Stop()
+		}
+		select {
+		case <-up:
+		case <-wait.C:
+			return nil, fmt.Errorf("every link to %s is draining: %w", next, errNoLink)
+		case <-r.life.Done():
+			return nil, fmt.Errorf("router stopping: %w", errNoLink)
+		}
+	}
+}
+
+// bestLink returns the up link to next whose peer is not draining with
+// the lowest cost, else the draining one with the lowest cost (draining
+// true), and a channel closed when another link comes up.
+func (r *Router) bestLink(next string) (best *link, draining bool, up <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var best *link
 	for _, l := range r.links {
 		if l.peer != next || l.role != roleGateway || !l.isUp() {
 			continue
 		}
-		if best == nil || l.cost < best.cost {
-			best = l
+		d := l.peerDraining()
+		if best == nil || (draining && !d) || (draining == d && l.cost < best.cost) {
+			best, draining = l, d
 		}
 	}
-	if best == nil {
-		return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
-	}
-	return best, nil
+	return best, draining, r.linkUp
 }
 
 // candidate is one place an origin can send a connection.
@@ -267,7 +320,8 @@ type candidate struct {
 
 // originate routes a client connection for address: it picks an endpoint
 // by the address's pattern, tries up to maxAttempts of them, then splices.
-func (r *Router) originate(client net.Conn, address string, port int, role string) {
+// f is the connection's flow.
+func (r *Router) originate(f *flow, client net.Conn, address string, port int, role string) {
 	t := r.services.Load()
 	pattern := t.pattern(address)
 	var cands []routing.Candidate
@@ -351,7 +405,7 @@ func (r *Router) originate(client net.Conn, address string, port int, role strin
 		release()
 		ctr := r.counter(c.key)
 		ctr.Add(1)
-		r.track(address, role, func() { r.splice(address, client, out) })
+		r.track(address, role, func() { r.splice(f, address, client, out) })
 		ctr.Add(-1)
 		return
 	}
@@ -373,8 +427,10 @@ type closeWriter interface {
 }
 
 // splice copies both ways with half-close and returns when both directions
-// are done or either failed. a is the side facing the client.
-func (r *Router) splice(address string, a, b io.ReadWriteCloser) {
+// are done or either failed. a is the side facing the client, whose flow
+// f (which holds a) now holds b too.
+func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
+	f.attach(b)
 	in := r.m.AddressBytes.WithLabelValues(address, "in")
 	out := r.m.AddressBytes.WithLabelValues(address, "out")
 	var wg sync.WaitGroup
