@@ -71,6 +71,11 @@ type ServeOptions struct {
 	// the API server; nil: the pod's service account (state.InCluster).
 	// Not a flag: for tests and embedding.
 	Kube *state.Kube
+	// DrainTimeout bounds the drain that SIGTERM starts
+	// (router.Config.DrainTimeout): open streams may go on this long
+	// before they are reset. 0 stops at once. The flag's default is
+	// router.DefaultDrainTimeout.
+	DrainTimeout time.Duration
 }
 
 // DefaultRedirectWait is --redirect-wait's default: long enough for a node
@@ -89,6 +94,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RedirectRecheck, "redirect-recheck", router.DefaultRedirectRecheck, "sidecar only: once verified, how often the redirect is checked again; three failures in a row log that it was lost and set skiff_sidecar_redirect_verified to 0 (readiness stays)")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", router.DefaultDrainTimeout, "on SIGTERM: how long open streams may go on before they are reset; meanwhile /readyz fails and a gateway takes no new connections, while a sidecar goes on serving its pod; keep it below the pod's terminationGracePeriodSeconds. 0 stops at once; a second SIGTERM or SIGINT ends the drain")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
 }
 
@@ -111,6 +117,9 @@ func (o *ServeOptions) Validate() error {
 	}
 	if o.MaxProcs < 0 {
 		errs = append(errs, fmt.Errorf("--max-procs must be >= 0, got %d", o.MaxProcs))
+	}
+	if o.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--drain-timeout must be >= 0, got %s", o.DrainTimeout))
 	}
 	for flagName, v := range map[string]string{"--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthBindAddress} {
 		if v == "0" {
@@ -175,6 +184,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		return err
 	}
 	cfg.Metrics = router.NewMetrics(reg)
+	cfg.DrainTimeout = o.DrainTimeout
 	cfg.Name = o.Name
 	if cfg.Name == "" && os.Getenv(contract.EnvPodName) != "" {
 		cfg.Name = os.Getenv(contract.EnvPodNamespace) + "/" + os.Getenv(contract.EnvPodName)
@@ -199,33 +209,43 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	// Everything runs on life, not ctx: when ctx ends (SIGTERM) the router
+	// drains while health, metrics, the xDS client and the site file
+	// watch go on; life ends once the drain is over, or at once when the
+	// run fails.
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	errc := make(chan error, 4) // one per goroutine below, so none blocks
+	defer func() { stop(); wg.Wait() }()
+	errc := make(chan error, 3) // one per goroutine below but the router, so none blocks
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/view", ViewHandler(r.Document))
-		wg.Go(func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
+		wg.Go(func() { errc <- admin.Serve(life, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
 		wg.Go(func() {
-			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(r.Ready, "not ready"), log)
+			errc <- admin.Serve(life, "health", o.HealthBindAddress, healthHandler(r), log)
 		})
 	}
-	wg.Go(func() { errc <- r.Run(ctx) })
+	ran := make(chan error, 1)
+	wg.Go(func() { ran <- r.Run(life) })
 	if o.Controller != "" {
 		c, err := newXDSClient(o.Controller, role, site, cfg.Name, r, reg, log)
 		if err != nil {
 			return err
 		}
-		wg.Go(func() { errc <- c.Run(ctx) })
+		wg.Go(func() { errc <- c.Run(life) })
 	}
 	if o.SiteFile != "" {
-		wg.Go(func() { watchSiteFile(ctx, o.SiteFile, site, store, r, o.Controller == "", log) })
+		wg.Go(func() { watchSiteFile(life, o.SiteFile, site, store, r, o.Controller == "", log) })
 	}
-	err = <-errc
+	select {
+	case err = <-errc:
+	case err = <-ran:
+	case <-ctx.Done():
+		return drain(r, ran, stop, log)
+	}
 	up = r.Ready()
 	return err
 }

@@ -35,6 +35,7 @@ func TestServeOptionsValidate(t *testing.T) {
 		{"no redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: 0}, ""},
 		{"negative redirect recheck", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectRecheck: -time.Second}, "--redirect-recheck must be >= 0"},
 		{"negative redirect wait", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", RedirectWait: -time.Second}, "--redirect-wait must be >= 0"},
+		{"negative drain timeout", ServeOptions{SiteFile: "s.yaml", MetricsBindAddress: "0", HealthBindAddress: "0", DrainTimeout: -time.Second}, "--drain-timeout must be >= 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,47 @@
+package app
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/go-logr/logr"
+
+	"github.com/skiff-io/skiff/sidecar/admin"
+	"github.com/skiff-io/skiff/sidecar/router"
+)
+
+// drain drains r, whose Run reports on ran, and returns Run's result once
+// the drain is over (router.Router.Drain). A second SIGTERM or SIGINT
+// meanwhile ends it at once: stop ends Run's context, and the streams
+// still open are reset.
+func drain(r *router.Router, ran <-chan error, stop context.CancelFunc, log logr.Logger) error {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	r.Drain()
+	select {
+	case err := <-ran:
+		return err
+	case sig := <-again:
+		log.Info("second signal: stopping without waiting for the drain", "signal", sig.String())
+		stop()
+		return <-ran
+	}
+}
+
+// healthHandler serves the router's /healthz and /readyz; /readyz of a
+// draining router answers 503 "not ready: draining".
+func healthHandler(r *router.Router) http.Handler {
+	serving := admin.HealthHandler(r.Ready, "not ready")
+	draining := admin.HealthHandler(r.Ready, "not ready: draining")
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.Draining() {
+			draining.ServeHTTP(w, req)
+			return
+		}
+		serving.ServeHTTP(w, req)
+	})
+}
