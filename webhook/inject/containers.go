@@ -2,6 +2,7 @@ package inject
 
 import (
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -15,7 +16,9 @@ const (
 	MetricsPortName = "skiff-metrics"
 )
 
-func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, ov Overrides) corev1.Container {
+// sidecarContainer is skiff-proxy. drain is its --drain-timeout
+// (sidecarDrainTimeout), within the pod's grace period.
+func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, ov Overrides, drain time.Duration) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: contract.EnvControllerAddr, Value: cfg.ControllerAddr},
 		{Name: contract.EnvPodName, ValueFrom: fieldRef("metadata.name")},
@@ -40,6 +43,7 @@ func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel stri
 			"--log-level=" + logLevel,
 			"--metrics-bind-address=:" + strconv.Itoa(contract.MetricsPort),
 			"--health-probe-bind-address=:" + strconv.Itoa(contract.HealthPort),
+			"--drain-timeout=" + drain.String(),
 		},
 		Env: env,
 		Ports: []corev1.ContainerPort{
