@@ -78,7 +78,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "", "the site's namespace (Kubernetes)")
 	fs.StringVar(&o.GatewayService, "gateway-service", "skiff-gateway", "the gateway's Service (Kubernetes)")
 	fs.StringVar(&o.GatewayAdmin, "gateway-admin", "", "the gateway's admin address (host:port) serving /view; default 127.0.0.1:"+strconv.Itoa(contract.MetricsPort)+" with --site-file")
-	fs.StringVar(&o.LinkAdvertise, "link-advertise", "", "link endpoint (host:port) other sites dial, written into tokens (Kubernetes); default the gateway Service's load-balancer or cluster IP and link port")
+	fs.StringVar(&o.LinkAdvertise, "link-advertise", "", "link endpoint (host:port) other sites dial, written into tokens (Kubernetes); default the gateway Service's load-balancer address, else its DNS name <service>.<namespace>.svc, and link port")
 	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server: TLS 1.3, clients must present a certificate of the site CA (docs/xds.md)")
 	fs.StringVar(&o.XDSPlaintextBindAddress, "xds-plaintext-bind-address", "", "also serve xDS in plaintext, without client authentication, on this loopback address (such as 127.0.0.1:15011), for proxyless gRPC clients on this host that have no certificate; off by default")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint and /status, which describe the site (docs/install.md); loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")

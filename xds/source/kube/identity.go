@@ -84,8 +84,8 @@ type Identity struct {
 	Reader    client.Reader // uncached, for the Secrets the cache may not hold yet
 	Namespace string
 	Site      string
-	// GatewayService's ClusterIP and link port are the advertised link
-	// endpoint unless LinkAdvertise is set.
+	// GatewayService's DNS name (or load-balancer address) and link port
+	// are the advertised link endpoint unless LinkAdvertise is set.
 	GatewayService string
 	LinkAdvertise  string
 	// GatewaySiteDir, GatewayDataDir and LinkBind are the paths and bind
@@ -382,7 +382,11 @@ func (id *Identity) applyLedger(ctx context.Context, st *corev1.Secret, want map
 	return nil
 }
 
-// endpoint is the link endpoint other sites dial.
+// endpoint is the link endpoint other sites dial: the load balancer's
+// address for a LoadBalancer Service, else the Service's DNS name
+// (<service>.<namespace>.svc), which, unlike its cluster IP, stays the
+// same when the Service is made again (an uninstall and a new install):
+// tokens and links already out there keep reaching the site.
 func (id *Identity) endpoint(ctx context.Context) (string, error) {
 	if id.LinkAdvertise != "" {
 		return id.LinkAdvertise, nil
@@ -397,15 +401,16 @@ func (id *Identity) endpoint(ctx context.Context) (string, error) {
 			port = int(p.Port)
 		}
 	}
-	host := svc.Spec.ClusterIP
+	host := svc.Name + "." + svc.Namespace + ".svc"
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		host = ""
 		for _, in := range svc.Status.LoadBalancer.Ingress {
 			host = cmp.Or(in.IP, in.Hostname)
 			break
 		}
-	}
-	if host == "" || host == corev1.ClusterIPNone {
-		return "", fmt.Errorf("gateway service %s has no address yet", id.GatewayService)
+		if host == "" {
+			return "", fmt.Errorf("gateway service %s has no load-balancer address yet", id.GatewayService)
+		}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
