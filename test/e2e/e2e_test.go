@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,9 +116,12 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 	must(t, "kubectl", "-n", "east", "rollout", "status", "ds/skiff-node-agent", "--timeout=120s")
 	sum.add("1 helm install east and west; pods Ready", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
 
-	// 2. Link west to east with a token request.
+	// 2. Link west to east with a token request. The token lasts 30 s:
+	// every later step runs long after it expired, on the link
+	// certificate east issued when west redeemed it.
 	start = time.Now()
 	must(t, "kubectl", "-n", "east", "create", "secret", "generic", "link-to-east")
+	must(t, "kubectl", "-n", "east", "annotate", "secret", "link-to-east", "skiff.io/token-expires=30s")
 	must(t, "kubectl", "-n", "east", "label", "secret", "link-to-east", "skiff.io/type=token-request")
 	var tok map[string]any
 	testutil.Eventually(t, 30*time.Second, "east fills the token request", func() error {
@@ -294,6 +298,14 @@ spec:
 	fault("6c restart the node agent", "node agent", func() {
 		must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=node-agent", "--wait=false")
 	})
+	// Long after the token expired, both sites' gateway pods are
+	// recreated: each new pod reads what its site remembers (the ledger,
+	// the link certificate) from the Secret skiff-site-state.
+	fault("6f delete both sites' gateway pods (token long expired)", "both gateways", func() {
+		for _, ns := range []string{"east", "west"} {
+			must(t, "kubectl", "-n", ns, "delete", "pod", "-l", "app.kubernetes.io/component=gateway", "--wait=false")
+		}
+	})
 	must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=injector", "--wait=false")
 	must(t, "kubectl", "-n", "east", "run", "during-injector-restart", "--image=skiff.local/skiff-echo:0.1.0", "--annotations=skiff.io/inject=true", "--", "serve", "--listen", ":9090")
 	if _, err := run(t, "kubectl", "-n", "east", "wait", "--for=condition=Ready", "pod/during-injector-restart", "--timeout=90s"); err != nil {
@@ -369,13 +381,53 @@ spec:
 	}
 	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[logErrors > 0], fmt.Sprintf("%d bad lines", logErrors))
 
-	// 8. Uninstalling both sites leaves no skiff object, pod, eBPF program
-	// or pinned map.
+	// 8. Uninstall and install again: the site keeps its identity and
+	// links (the CA, its state and the sidecars' credential stay; so do
+	// the user's token and link Secrets), and the link comes back with
+	// the token long expired. Then uninstalling and deleting the
+	// namespaces leaves no skiff object, pod, eBPF program or pinned map.
 	if os.Getenv("SKIFF_E2E_KEEP") != "" {
 		return
 	}
+	start = time.Now()
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
+	kept := []string{"skiff-site-ca", "skiff-site-state", "skiff-sidecar"}
 	for _, ns := range []string{"east", "west"} {
 		must(t, helm, "uninstall", "skiff", "-n", ns, "--wait")
+	}
+	testutil.Eventually(t, 90*time.Second, "uninstall removes the chart's and the derived objects, keeps the site's", func() error {
+		for _, ns := range []string{"east", "west"} {
+			out, _ := run(t, "kubectl", "-n", ns, "get", "secrets,services,configmaps,deployments,pods", "-l", "app.kubernetes.io/part-of=skiff", "-o", "name")
+			left := strings.Fields(out)
+			want := make([]string, len(kept))
+			for i, k := range kept {
+				want[i] = "secret/" + k
+			}
+			slices.Sort(left)
+			slices.Sort(want)
+			if !slices.Equal(left, want) {
+				return fmt.Errorf("%s: left %v, want %v", ns, left, want)
+			}
+		}
+		return nil
+	})
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "east", "--set", "site.name=east")
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--set", "site.name=west", "--set", "nodeAgent.enabled=false")
+	for _, ns := range []string{"east", "west"} {
+		must(t, "kubectl", "-n", ns, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=120s")
+	}
+	var again map[string]int
+	testutil.Eventually(t, 120*time.Second, "after reinstalling both sites, the client reaches west again", func() error {
+		if again = get(t, "east", "deploy/client", "app", 10); again["west"] != 10 {
+			return fmt.Errorf("answers %v", again)
+		}
+		return nil
+	})
+	sum.add("8a uninstall + install both sites: link kept", "ok", fmt.Sprintf("%v; %.1fs", again, time.Since(start).Seconds()))
+
+	for _, ns := range []string{"east", "west"} {
+		must(t, helm, "uninstall", "skiff", "-n", ns, "--wait")
+		must(t, "kubectl", "delete", "namespace", ns, "--wait=true", "--timeout=120s")
 	}
 	testutil.Eventually(t, 90*time.Second, "nothing of skiff's is left", func() error {
 		for _, kind := range []string{"pods", "services", "secrets", "configmaps", "deployments", "daemonsets", "roles", "rolebindings", "serviceaccounts"} {
@@ -394,7 +446,7 @@ spec:
 		}
 		return nil
 	})
-	sum.add("8 helm uninstall: no objects, pods or pins left", "ok", "")
+	sum.add("8b uninstall + delete namespaces: nothing left", "ok", "")
 }
 
 // clientManifest is the client Deployment of step 4 (and, renamed, 6e).
