@@ -138,7 +138,11 @@ type Attachment struct {
 // Attachments lists the attached cgroups, from the links pinned under
 // PinDir.
 func (r *Redirector) Attachments() ([]Attachment, error) {
-	dirs, err := os.ReadDir(filepath.Join(r.cfg.PinDir, "links"))
+	return attachmentsIn(r.cfg.PinDir)
+}
+
+func attachmentsIn(pinDir string) ([]Attachment, error) {
+	dirs, err := os.ReadDir(filepath.Join(pinDir, "links"))
 	if err != nil {
 		return nil, fmt.Errorf("list pinned links: %w", err)
 	}
@@ -150,7 +154,7 @@ func (r *Redirector) Attachments() ([]Attachment, error) {
 			continue
 		}
 		a := Attachment{CgroupID: id, Path: paths[id]}
-		progs, _ := os.ReadDir(filepath.Join(r.cfg.PinDir, "links", d.Name()))
+		progs, _ := os.ReadDir(filepath.Join(pinDir, "links", d.Name()))
 		for _, p := range progs {
 			a.Programs = append(a.Programs, p.Name())
 		}

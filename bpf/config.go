@@ -7,18 +7,41 @@ import (
 	"path/filepath"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/names"
 )
 
-// DefaultPinDir is where Load pins the maps and Attach the links.
-const DefaultPinDir = "/sys/fs/bpf/skiff"
+// DefaultBPFFS is where the bpf filesystem is mounted.
+const DefaultBPFFS = "/sys/fs/bpf"
 
-// Config says where redirected connections go and where state is pinned.
-// The zero value is the contract: 127.0.0.1:15001 and [::1]:15001, UID 1337
-// never redirected, pins under DefaultPinDir.
+// SitePinDir is where the maps and links of a site's programs are pinned:
+// <bpffs>/skiff/sites/<site>. Every site on a node has its own programs,
+// maps and links (docs/ebpf.md, "Several sites on one node"). site must
+// be a site name (a DNS label, package names), which is safe in a path.
+func SitePinDir(bpffs, site string) (string, error) {
+	if err := names.CheckSite(site); err != nil {
+		return "", err
+	}
+	return filepath.Join(bpffs, "skiff", "sites", site), nil
+}
+
+// LegacyPinDir is where skiff pinned everything before each site had its
+// own directory: the maps and links/ right in <bpffs>/skiff, for the one
+// site whose node agent ran. Load never uses it; the node agent takes
+// its own pods' attachments over from it (legacy.go).
+func LegacyPinDir(bpffs string) string { return filepath.Join(bpffs, "skiff") }
+
+// Config says where redirected connections go, whose they are and where
+// state is pinned. Besides Site or PinDir, the zero value is the
+// contract: 127.0.0.1:15001 and [::1]:15001, UID 1337 never redirected.
 type Config struct {
-	// PinDir is a directory on a bpf filesystem for maps and links.
-	// Load mounts bpffs on /sys/fs/bpf when PinDir is below it and
-	// nothing is mounted there.
+	// Site is the site whose pods the programs redirect (the pods whose
+	// sidecars have this site's service table). It names the default pin
+	// dir and the site's self-check address (ArmProbe). Empty: PinDir is
+	// required, and a pin dir that has a site keeps it.
+	Site string
+	// PinDir is a directory on a bpf filesystem for maps and links;
+	// default SitePinDir(DefaultBPFFS, Site). Load mounts bpffs on
+	// /sys/fs/bpf when PinDir is below it and nothing is mounted there.
 	PinDir string
 	// SidecarIPv4 receives connects to IPv4 services, including IPv4-mapped
 	// destinations of dual-stack sockets (as ::ffff:SidecarIPv4).
@@ -41,8 +64,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.PinDir == "" {
-		c.PinDir = DefaultPinDir
+	if c.PinDir == "" && c.Site != "" {
+		c.PinDir, _ = SitePinDir(DefaultBPFFS, c.Site) // Validate reports a bad site
 	}
 	if !c.SidecarIPv4.IsValid() {
 		c.SidecarIPv4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
@@ -61,7 +84,15 @@ func (c *Config) setDefaults() {
 // Validate reports a configuration Load cannot use.
 func (c Config) Validate() error {
 	var errs []error
-	if c.PinDir != "" && !filepath.IsAbs(c.PinDir) {
+	if c.Site != "" {
+		if err := names.CheckSite(c.Site); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch {
+	case c.PinDir == "" && c.Site == "":
+		errs = append(errs, errors.New("a pin dir or a site is required"))
+	case c.PinDir != "" && !filepath.IsAbs(c.PinDir):
 		errs = append(errs, fmt.Errorf("pin dir %q: must be an absolute path", c.PinDir))
 	}
 	if c.SidecarIPv4.IsValid() && !c.SidecarIPv4.Is4() {

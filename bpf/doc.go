@@ -10,9 +10,13 @@
 // sockops, which keys that destination by network namespace and 4-tuple
 // once the connection is up; and cgroup/getsockopt, which answers the
 // sidecar's getsockopt(SO_ORIGINAL_DST). Load returns a Redirector that
-// owns them and their maps; Attach puts them on a pod's cgroup. Maps and
-// links are pinned under /sys/fs/bpf/skiff, so redirection outlives the
-// node agent and a later Load picks them up again.
+// owns them and their maps; Attach puts them on a pod's cgroup. Every site
+// on a node has its own: programs, maps and links are pinned under
+// /sys/fs/bpf/skiff/sites/<site> (SitePinDir), so redirection outlives
+// the node agent, a later Load picks them up again, and one site's
+// uninstall leaves the others alone. ArmProbe makes the self-check read
+// back as the site's own address, so a sidecar knows that its site's
+// programs redirect it.
 //
 // The generated object types never leave this package. docs/ebpf.md
 // describes the maps, the choices and the failure modes.

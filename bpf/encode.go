@@ -32,6 +32,12 @@ func ip4Word(a netip.Addr) uint32 {
 	return binary.NativeEndian.Uint32(b[:])
 }
 
+func wordIP4(w uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], w)
+	return netip.AddrFrom4(b)
+}
+
 // checkService refuses what the programs would never redirect.
 func checkService(s netip.AddrPort) error {
 	a := s.Addr()

@@ -84,21 +84,29 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		ok   bool
 	}{
-		{"zero", Config{}, true},
+		{"zero", Config{}, false},
+		{"a site", Config{Site: "east"}, true},
+		{"a pin dir", Config{PinDir: "/sys/fs/bpf/x"}, true},
+		{"a bad site", Config{Site: "../east"}, false},
+		{"a bad site with a pin dir", Config{Site: "East", PinDir: "/sys/fs/bpf/x"}, false},
 		{"relative pin dir", Config{PinDir: "skiff"}, false},
-		{"IPv6 as IPv4", Config{SidecarIPv4: netip.MustParseAddr("::1")}, false},
-		{"mapped as IPv6", Config{SidecarIPv6: netip.MustParseAddr("::ffff:127.0.0.1")}, false},
-		{"huge map", Config{MaxServices: 1 << 30}, false},
-		{"explicit", Config{PinDir: "/sys/fs/bpf/x", SidecarIPv4: netip.MustParseAddr("127.0.0.2"), SidecarIPv6: netip.MustParseAddr("::1"), SidecarPort: 15006}, true},
+		{"IPv6 as IPv4", Config{Site: "east", SidecarIPv4: netip.MustParseAddr("::1")}, false},
+		{"mapped as IPv6", Config{Site: "east", SidecarIPv6: netip.MustParseAddr("::ffff:127.0.0.1")}, false},
+		{"huge map", Config{Site: "east", MaxServices: 1 << 30}, false},
+		{"explicit", Config{Site: "east", PinDir: "/sys/fs/bpf/x", SidecarIPv4: netip.MustParseAddr("127.0.0.2"), SidecarIPv6: netip.MustParseAddr("::1"), SidecarPort: 15006}, true},
 	} {
+		c.cfg.setDefaults()
 		if err := c.cfg.Validate(); (err == nil) != c.ok {
 			t.Errorf("%s: Validate() = %v, want ok=%v", c.name, err, c.ok)
 		}
 	}
-	var c Config
+	c := Config{Site: "east"}
 	c.setDefaults()
-	if c.PinDir != DefaultPinDir || c.SidecarPort != 15001 || c.ExcludeUID != 1337 || c.SidecarIPv4.String() != "127.0.0.1" || c.SidecarIPv6.String() != "::1" {
+	if c.PinDir != "/sys/fs/bpf/skiff/sites/east" || c.SidecarPort != 15001 || c.ExcludeUID != 1337 || c.SidecarIPv4.String() != "127.0.0.1" || c.SidecarIPv6.String() != "::1" {
 		t.Errorf("defaults: %+v", c)
+	}
+	if _, err := SitePinDir(DefaultBPFFS, "a/../../b"); err == nil {
+		t.Error("SitePinDir accepted a path as a site name")
 	}
 }
 

@@ -23,7 +23,7 @@ func explain(what string, err error, pinDir string) error {
 		// %+v prints the whole log, not only its last lines.
 		return fmt.Errorf("%s: the kernel's verifier refused a program; its log:\n%+v\n%w", what, ve, err)
 	case errors.Is(err, ebpf.ErrMapIncompatible):
-		return fmt.Errorf("%s: a map pinned under %s was made by another version of skiff or with other sizes; `skiff-node-agent uninstall` removes it and every attachment: %w", what, pinDir, err)
+		return fmt.Errorf("%s: a map pinned under %s was made by another version of skiff or with other sizes; `skiff-node-agent uninstall --pin-dir %s` removes it and every attachment there: %w", what, pinDir, pinDir, err)
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("%s: this kernel lacks a feature skiff needs (Linux 5.15 or newer with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF): %w", what, err)
 	case errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission):

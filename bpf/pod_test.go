@@ -76,9 +76,13 @@ func requireEnv(t testing.TB) *env {
 	return e
 }
 
+// testSite is the site of the tests' pods: their sidecars' site files
+// name it, and load gives it to the Redirector.
+const testSite = "pod"
+
 func (e *env) load(t testing.TB) *Redirector {
 	t.Helper()
-	r, err := Load(Config{PinDir: e.pinDir})
+	r, err := Load(Config{PinDir: e.pinDir, Site: testSite})
 	if err != nil {
 		t.Fatal(err)
 	}

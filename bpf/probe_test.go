@@ -38,9 +38,10 @@ func TestProbeAddressIsTheContracts(t *testing.T) {
 	}
 }
 
-// A connect to 127.0.0.1:RedirectProbePort is redirected whatever the UID,
-// the sidecar's included, and reads back as that address; nothing else of
-// the sidecar's UID is, and no other loopback address or port.
+// Once armed, a connect to 127.0.0.1:RedirectProbePort is redirected
+// whatever the UID, the sidecar's included, and reads back as the site's
+// self-check address; nothing else of the sidecar's UID is, and no other
+// loopback address or port. Before it is armed, it is not redirected.
 func TestRedirectProbe(t *testing.T) {
 	e := requireEnv(t)
 	r := e.load(t)
@@ -53,7 +54,7 @@ func TestRedirectProbe(t *testing.T) {
 	}
 	p.startOrigDst(t, "127.0.0.1:15001")
 	probe := "127.0.0.1:" + strconv.Itoa(contract.RedirectProbePort)
-	wantBody := "body orig=" + probe
+	wantBody := "body orig=" + contract.RedirectProbeSiteAddr(testSite).String()
 
 	// Before the attach nothing listens there.
 	if out, err := p.clientAs(1337, probe); err == nil || !strings.Contains(out, "connection refused") {
@@ -61,6 +62,19 @@ func TestRedirectProbe(t *testing.T) {
 	}
 	if _, err := r.Attach(p.cgroup); err != nil {
 		t.Fatal(err)
+	}
+	// Attached, not armed: the agent has not vouched for its services yet.
+	if out, err := p.clientAs(1337, probe); err == nil || !strings.Contains(out, "connection refused") {
+		t.Fatalf("self-check before it is armed: %v\n%s", err, out)
+	}
+	if _, armed, err := r.Probe(); err != nil || armed {
+		t.Fatalf("Probe() before ArmProbe: armed %v, %v", armed, err)
+	}
+	if err := r.ArmProbe(); err != nil {
+		t.Fatal(err)
+	}
+	if got, armed, err := r.Probe(); err != nil || !armed || got != contract.RedirectProbeSiteAddr(testSite) {
+		t.Fatalf("Probe() = %s, %v, %v; want %s, armed", got, armed, err, contract.RedirectProbeSiteAddr(testSite))
 	}
 
 	t.Run("the sidecar's UID reaches the sidecar", func(t *testing.T) {
@@ -129,8 +143,10 @@ func TestRedirectProbe(t *testing.T) {
 
 // The real sidecar with its default self-check, started before the pod is
 // attached (as a node agent late to a new pod leaves it): /readyz answers
-// 503 and the metric is 0 until the attach, then the self-check comes back
-// through the programs and the sidecar is ready.
+// 503 and the metric is 0 until the attach and the arming of the
+// self-check (the agent arms it once its services map holds the site's
+// table), then the self-check comes back through the programs and the
+// sidecar is ready.
 func TestSidecarWaitsForRedirect(t *testing.T) {
 	e := requireEnv(t)
 	bin := e.buildRouter(t)
@@ -161,18 +177,25 @@ func TestSidecarWaitsForRedirect(t *testing.T) {
 		t.Errorf("metrics before the attach:\n%s", grepLines(m, "redirect"))
 	}
 
-	before := mustStats(t, r)
-	attached := time.Now()
 	if _, err := r.Attach(p.cgroup); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, "the sidecar is ready once attached", func() error {
+	time.Sleep(time.Second) // attached, not armed: more attempts, all refused
+	if out, _ := p.curl(0, readyz); out != "not ready" {
+		t.Fatalf("readyz attached but not armed = %q, want not ready", out)
+	}
+	before := mustStats(t, r)
+	armed := time.Now()
+	if err := r.ArmProbe(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the sidecar is ready once armed", func() error {
 		if out, err := p.curl(0, readyz); err != nil || out != "ok" {
 			return fmt.Errorf("readyz: %q %v", out, err)
 		}
 		return nil
 	})
-	t.Logf("ready %v after the attach", time.Since(attached).Round(time.Millisecond))
+	t.Logf("ready %v after the arming", time.Since(armed).Round(time.Millisecond))
 	if m, _ := p.curl(0, "http://127.0.0.1:15090/metrics"); !strings.Contains(m, "\nskiff_sidecar_redirect_verified 1\n") {
 		t.Errorf("metrics after the attach:\n%s", grepLines(m, "redirect"))
 	}
@@ -185,7 +208,9 @@ func TestSidecarWaitsForRedirect(t *testing.T) {
 	if got := sub(s.Connect4, before.Connect4).Redirected; got != 1 {
 		t.Errorf("connect4 redirected %d connections, want the one self-check", got)
 	}
-	if got := sub(s.Getsockopt, before.Getsockopt); got != (Counters{Redirected: 1}) {
-		t.Errorf("getsockopt counters changed by %+v, want one answered", got)
+	// Two answers: the sidecar's handler reads the destination, its
+	// self-check answer reads it again.
+	if got := sub(s.Getsockopt, before.Getsockopt); got != (Counters{Redirected: 2}) {
+		t.Errorf("getsockopt counters changed by %+v, want two answered", got)
 	}
 }

@@ -12,7 +12,11 @@
 //     Never for the sidecar's UID, never for loopback destinations, never
 //     for the pod's excluded ports and CIDRs; with one exception: a connect
 //     to 127.0.0.1:PROBE_PORT, whatever the UID, so that the sidecar can
-//     check that redirection is in place.
+//     check that redirection is in place. That one is redirected only once
+//     the agent has armed it (settings.probe_ip4), and its original
+//     destination is recorded as probe_ip4:PROBE_PORT, an address derived
+//     from the agent's site: the sidecar reads it back and so knows that
+//     its own site's programs (with its site's services) redirect the pod.
 //   sockops
 //     When such a connection is established, its original destination
 //     moves to pair_orig, keyed by network namespace cookie and 4-tuple.
@@ -85,6 +89,7 @@ struct settings {
 	__u16 pad;
 	__u32 exclude_uid;
 	__u32 pod_levels; // bit n: some pod config is keyed by a cgroup at level n
+	__u32 probe_ip4;  // network order: the site's self-check address; 0: not armed
 };
 
 struct svc_key {
@@ -284,12 +289,12 @@ static __always_inline int excluded(const __u32 ip[4], __u16 port, __u32 levels)
 }
 
 // wanted reports whether a TCP connect goes to the sidecar: the self-check
-// always; otherwise a destination in services, unless the sidecar's UID
-// makes it, it is loopback, or the pod excludes it.
+// whatever the UID once armed; otherwise a destination in services, unless
+// the sidecar's UID makes it, it is loopback, or the pod excludes it.
 static __always_inline int wanted(const __u32 ip[4], __u16 port, const struct settings *s)
 {
 	if (is_probe(ip, port))
-		return 1;
+		return s->probe_ip4 != 0;
 	if ((__u32)bpf_get_current_uid_gid() == s->exclude_uid)
 		return 0;
 	if (is_local(ip))
@@ -314,6 +319,8 @@ static __always_inline struct settings *decide(struct bpf_sock_addr *ctx, const 
 	if (!wanted(ip, port, s))
 		goto pass;
 	struct orig_dst orig = {.ip = {ip[0], ip[1], ip[2], ip[3]}, .port = port, .family = family};
+	if (is_probe(ip, port))
+		orig.ip[3] = s->probe_ip4; // still ::ffff:127.x.y.z: the site's self-check address
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&cookie_orig, &cookie, &orig, BPF_ANY)) {
 		count(prog, FAILED); // fail open: the connect goes where it was headed

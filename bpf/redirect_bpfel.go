@@ -65,6 +65,7 @@ type redirectSettings struct {
 	Pad         uint16
 	ExcludeUid  uint32
 	PodLevels   uint32
+	ProbeIp4    uint32
 }
 
 type redirectSvcKey struct {

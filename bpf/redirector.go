@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
 )
 
 // Redirector owns the loaded programs and the pinned maps. Closing it
@@ -39,11 +42,8 @@ func Load(cfg Config) (*Redirector, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, explain("raise the memlock limit (kernels before 5.11 charge BPF memory to it)", err, cfg.PinDir)
 	}
-	if err := ensureBPFFS(cfg.PinDir); err != nil {
+	if err := makePinDir(cfg.PinDir); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(cfg.PinDir, "links"), 0o700); err != nil {
-		return nil, fmt.Errorf("create link pin dir: %w", err)
 	}
 	spec, err := loadRedirect()
 	if err != nil {
@@ -72,20 +72,49 @@ func Load(cfg Config) (*Redirector, error) {
 	return r, nil
 }
 
+// makePinDir makes pinDir and its links/ on a bpf filesystem. Another
+// site's Uninstall removes the shared parents of site pin dirs once they
+// are empty (removeEmptyParents): one that goes between the making of a
+// parent and of pinDir is made again.
+func makePinDir(pinDir string) error {
+	var err error
+	for range 3 {
+		if err = ensureBPFFS(pinDir); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return err
+		}
+		if err = os.MkdirAll(filepath.Join(pinDir, "links"), 0o700); err == nil || !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create pin dir: %w", err)
+	}
+	return nil
+}
+
 // Config returns the configuration in force, defaults filled in.
 func (r *Redirector) Config() Config { return r.cfg }
 
 // Close releases the handles of this process; pinned state stays.
 func (r *Redirector) Close() error { return r.objs.Close() }
 
-// writeSettings stores the sidecar address, keeping the pod levels that
-// the pinned map already has.
+// writeSettings stores the sidecar address, keeping the pod levels and
+// the self-check address that the pinned map already has. A pin dir whose
+// self-check is armed for another site is refused: two sites' agents must
+// not share maps.
 func (r *Redirector) writeSettings() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var s redirectSettings
 	if err := r.objs.Settings.Lookup(uint32(0), &s); err != nil {
 		return explain("read settings", err, r.cfg.PinDir)
+	}
+	if r.cfg.Site != "" && s.ProbeIp4 != 0 && s.ProbeIp4 != r.probeWord() {
+		return fmt.Errorf("pin dir %s holds the programs of another site (their self-check address is %s, site %q's is %s): give each site its own pin dir",
+			r.cfg.PinDir, probeAddrOf(s.ProbeIp4), r.cfg.Site, contract.RedirectProbeSiteAddr(r.cfg.Site))
 	}
 	s.SidecarIp4 = ip4Word(r.cfg.SidecarIPv4)
 	s.SidecarIp6 = ipWords(r.cfg.SidecarIPv6)
@@ -95,6 +124,55 @@ func (r *Redirector) writeSettings() error {
 		return explain("write settings", err, r.cfg.PinDir)
 	}
 	return nil
+}
+
+// probeWord is the settings' probe_ip4 for the site's self-check address.
+func (r *Redirector) probeWord() uint32 {
+	return ip4Word(contract.RedirectProbeSiteAddr(r.cfg.Site).Addr())
+}
+
+func probeAddrOf(w uint32) netip.AddrPort {
+	return netip.AddrPortFrom(wordIP4(w), contract.RedirectProbePort)
+}
+
+// ArmProbe makes the programs redirect the sidecar's self-check (a connect
+// to contract.RedirectProbeHost:RedirectProbePort, whatever the UID) and
+// record it as the site's address, contract.RedirectProbeSiteAddr(Site):
+// the sidecars of the site's pods then verify their redirection. Arm it
+// once the services map holds the site's table, so that a verified
+// sidecar's connections to its site's services are redirected. It stays
+// armed across Loads, until Uninstall. It needs Config.Site.
+func (r *Redirector) ArmProbe() error {
+	if r.cfg.Site == "" {
+		return errors.New("arm the self-check: the redirector has no site")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s redirectSettings
+	if err := r.objs.Settings.Lookup(uint32(0), &s); err != nil {
+		return explain("read settings", err, r.cfg.PinDir)
+	}
+	if s.ProbeIp4 == r.probeWord() {
+		return nil
+	}
+	s.ProbeIp4 = r.probeWord()
+	if err := r.objs.Settings.Put(uint32(0), &s); err != nil {
+		return explain("write settings", err, r.cfg.PinDir)
+	}
+	return nil
+}
+
+// Probe returns the self-check address the programs record, and false
+// while the self-check is not armed.
+func (r *Redirector) Probe() (netip.AddrPort, bool, error) {
+	var s redirectSettings
+	if err := r.objs.Settings.Lookup(uint32(0), &s); err != nil {
+		return netip.AddrPort{}, false, explain("read settings", err, r.cfg.PinDir)
+	}
+	if s.ProbeIp4 == 0 {
+		return netip.AddrPort{}, false, nil
+	}
+	return probeAddrOf(s.ProbeIp4), true, nil
 }
 
 // programs lists each attach type with its program and pin name.
@@ -149,10 +227,11 @@ func (r *Redirector) updateLinks() error {
 }
 
 // Uninstall detaches every cgroup attached under pinDir and removes the
-// pinned maps: redirection stops everywhere. pinDir "" is DefaultPinDir.
+// pinned maps: redirection by these programs stops (another site's pin
+// dir is another matter). pinDir itself goes when nothing else is in it.
 func Uninstall(pinDir string) error {
-	if pinDir == "" {
-		pinDir = DefaultPinDir
+	if !filepath.IsAbs(pinDir) {
+		return fmt.Errorf("uninstall: pin dir %q: must be an absolute path", pinDir)
 	}
 	dirs, err := os.ReadDir(filepath.Join(pinDir, "links"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -173,10 +252,29 @@ func Uninstall(pinDir string) error {
 			errs = append(errs, fmt.Errorf("unpin map %s: %w", name, err))
 		}
 	}
-	for _, d := range []string{filepath.Join(pinDir, "links"), pinDir} {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))
-		}
+	if err := os.Remove(filepath.Join(pinDir, "links")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(pinDir, "links"), err))
 	}
+	// The legacy dir holds sites/ below it: it stays then.
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", pinDir, err))
+	}
+	removeEmptyParents(pinDir)
 	return errors.Join(errs...)
+}
+
+// removeEmptyParents removes <bpffs>/skiff/sites and <bpffs>/skiff once
+// the last site's pin dir (SitePinDir) is gone from them, so that an
+// uninstalled node keeps nothing of skiff's. Directories that still hold
+// something (another site, the legacy pins) stay; so does the parent of
+// a pin dir of another layout.
+func removeEmptyParents(pinDir string) {
+	sites := filepath.Dir(pinDir)
+	root := filepath.Dir(sites)
+	if filepath.Base(sites) != "sites" || filepath.Base(root) != "skiff" {
+		return
+	}
+	if os.Remove(sites) == nil {
+		_ = os.Remove(root)
+	}
 }

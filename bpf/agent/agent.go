@@ -16,10 +16,12 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/skiff-io/skiff/bpf"
+	"github.com/skiff-io/skiff/sidecar/names"
 )
 
 // Options are the flags of every command; each command uses some.
 type Options struct {
+	Site         string
 	PinDir       string
 	Cgroup       string
 	Services     []string // --service IP:PORT, repeatable
@@ -31,18 +33,19 @@ type Options struct {
 
 // AddFlags registers the options cmd uses.
 func (o *Options) AddFlags(fs *flag.FlagSet, cmd string) {
-	fs.StringVar(&o.PinDir, "pin-dir", bpf.DefaultPinDir, "bpffs directory for skiff's pinned maps and links")
+	fs.StringVar(&o.Site, "site", "", "the site whose pods (and sidecars) the programs serve: names the pin dir and the self-check address (required by attach and services; the others need it or --pin-dir)")
+	fs.StringVar(&o.PinDir, "pin-dir", "", "bpffs directory for the site's pinned maps and links (default "+bpf.DefaultBPFFS+"/skiff/sites/<site>)")
 	switch cmd {
 	case "attach", "detach":
 		fs.StringVar(&o.Cgroup, "cgroup", "", "cgroup v2 directory of the processes (and their sidecar)")
 	}
 	switch cmd {
 	case "attach", "services":
-		fs.Func("service", "a service IP:PORT to redirect (repeatable); replaces the node-wide set", func(s string) error {
+		fs.Func("service", "a service IP:PORT to redirect (repeatable); replaces the site's set", func(s string) error {
 			o.Services = append(o.Services, s)
 			return nil
 		})
-		fs.StringVar(&o.ServicesFile, "services", "", "file of service IP:PORT lines (# comments); replaces the node-wide set")
+		fs.StringVar(&o.ServicesFile, "services", "", "file of service IP:PORT lines (# comments); replaces the site's set")
 		fs.UintVar(&o.SidecarPort, "sidecar-port", 0, "sidecar outbound port (default 15001)")
 	}
 	if cmd == "attach" {
@@ -54,7 +57,17 @@ func (o *Options) AddFlags(fs *flag.FlagSet, cmd string) {
 // Validate reports missing or malformed options for cmd.
 func (o *Options) Validate(cmd string) error {
 	var errs []error
-	if !filepath.IsAbs(o.PinDir) {
+	switch {
+	case o.Site != "":
+		if err := names.CheckSite(o.Site); err != nil {
+			errs = append(errs, fmt.Errorf("--site: %w", err))
+		}
+	case cmd == "attach" || cmd == "services":
+		errs = append(errs, errors.New("--site is required: the self-check of the site's sidecars needs it"))
+	case o.PinDir == "":
+		errs = append(errs, errors.New("--site or --pin-dir is required"))
+	}
+	if o.PinDir != "" && !filepath.IsAbs(o.PinDir) {
 		errs = append(errs, fmt.Errorf("--pin-dir %q: must be an absolute path", o.PinDir))
 	}
 	if (cmd == "attach" || cmd == "detach") && o.Cgroup == "" {
@@ -78,7 +91,16 @@ func (o *Options) Validate(cmd string) error {
 }
 
 func (o *Options) config() bpf.Config {
-	return bpf.Config{PinDir: o.PinDir, SidecarPort: uint16(o.SidecarPort)}
+	return bpf.Config{Site: o.Site, PinDir: o.PinDir, SidecarPort: uint16(o.SidecarPort)}
+}
+
+// pinDir is --pin-dir, or the site's directory on the default bpffs.
+func (o *Options) pinDir() string {
+	if o.PinDir != "" {
+		return o.PinDir
+	}
+	dir, _ := bpf.SitePinDir(bpf.DefaultBPFFS, o.Site) // Validate checked the site
+	return dir
 }
 
 func (o *Options) exclusions() (bpf.Exclusions, error) {
@@ -169,8 +191,9 @@ func parseServices(r io.Reader, name string) ([]netip.AddrPort, error) {
 	return out, errors.Join(errs...)
 }
 
-// Attach loads (or reloads) the programs, replaces the services when
-// any are given, sets the cgroup's exclusions and attaches it.
+// Attach loads (or reloads) the site's programs, replaces the services
+// when any are given, arms the self-check, sets the cgroup's exclusions
+// and attaches it.
 func Attach(o Options, log logr.Logger) error {
 	svcs, err := o.services()
 	if err != nil {
@@ -194,6 +217,9 @@ func Attach(o Options, log logr.Logger) error {
 		}
 		log.Info("services set", "count", len(svcs))
 	}
+	if err := r.ArmProbe(); err != nil {
+		return err
+	}
 	if err := r.SetExclusions(o.Cgroup, ex); err != nil {
 		return err
 	}
@@ -204,7 +230,7 @@ func Attach(o Options, log logr.Logger) error {
 	return nil
 }
 
-// SetServices replaces the node-wide services.
+// SetServices replaces the site's services and arms the self-check.
 func SetServices(o Options, log logr.Logger) error {
 	svcs, err := o.services()
 	if err != nil {
@@ -216,6 +242,9 @@ func SetServices(o Options, log logr.Logger) error {
 	}
 	defer r.Close()
 	if err := r.SetServices(svcs); err != nil {
+		return err
+	}
+	if err := r.ArmProbe(); err != nil {
 		return err
 	}
 	log.Info("services set", "count", len(svcs))
@@ -236,12 +265,13 @@ func Detach(o Options, log logr.Logger) error {
 	return nil
 }
 
-// Uninstall detaches everything and removes the pinned maps.
+// Uninstall detaches the site's pods and removes its pinned maps; other
+// sites' pin dirs stay as they are.
 func Uninstall(o Options, log logr.Logger) error {
-	if err := bpf.Uninstall(o.PinDir); err != nil {
+	if err := bpf.Uninstall(o.pinDir()); err != nil {
 		return err
 	}
-	log.Info("uninstalled", "pinDir", o.PinDir)
+	log.Info("uninstalled", "pinDir", o.pinDir())
 	return nil
 }
 
@@ -251,14 +281,17 @@ type Status struct {
 	Loaded      bool             `json:"loaded"` // maps are pinned
 	Attachments []bpf.Attachment `json:"attachments"`
 	Services    int              `json:"services"`
-	Counters    bpf.Stats        `json:"counters"`
+	// Probe is the address the site's sidecars' self-check reads back;
+	// empty until the self-check is armed.
+	Probe    string    `json:"probe"`
+	Counters bpf.Stats `json:"counters"`
 }
 
 // GetStatus reads the pinned state; it loads nothing when nothing is
 // pinned.
 func GetStatus(o Options) (Status, error) {
-	st := Status{PinDir: o.PinDir, Attachments: []bpf.Attachment{}}
-	if _, err := os.Stat(filepath.Join(o.PinDir, "settings")); errors.Is(err, os.ErrNotExist) {
+	st := Status{PinDir: o.pinDir(), Attachments: []bpf.Attachment{}}
+	if _, err := os.Stat(filepath.Join(st.PinDir, "settings")); errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
 	r, err := bpf.Load(o.config())
@@ -278,6 +311,11 @@ func GetStatus(o Options) (Status, error) {
 		return st, err
 	}
 	st.Services = len(svcs)
+	if probe, armed, err := r.Probe(); err != nil {
+		return st, err
+	} else if armed {
+		st.Probe = probe.String()
+	}
 	st.Counters, err = r.Stats()
 	return st, err
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/bpf"
+	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -37,16 +38,24 @@ func TestOptionsValidate(t *testing.T) {
 		args []string
 		want string // "" for valid
 	}{
-		{"attach", []string{"--cgroup", "/sys/fs/cgroup/pod"}, ""},
-		{"attach", nil, "--cgroup is required"},
-		{"attach", []string{"--cgroup", "/x", "--service", "backend:80"}, `--service "backend:80"`},
-		{"attach", []string{"--cgroup", "/x", "--exclude-ports", "80,0"}, `--exclude-ports: "0" is not a port`},
-		{"attach", []string{"--cgroup", "/x", "--exclude-cidrs", "10.0.0.0/33"}, "--exclude-cidrs"},
-		{"attach", []string{"--cgroup", "/x", "--exclude-ports", "80, 443", "--exclude-cidrs", "10.0.0.0/8,fd00::/8"}, ""},
-		{"services", nil, "--service or --services is required"},
-		{"services", []string{"--service", "[fd00::1]:80"}, ""},
+		{"attach", []string{"--site", "east", "--cgroup", "/sys/fs/cgroup/pod"}, ""},
+		{"attach", []string{"--cgroup", "/sys/fs/cgroup/pod"}, "--site is required"},
+		{"attach", []string{"--cgroup", "/sys/fs/cgroup/pod", "--pin-dir", "/sys/fs/bpf/x"}, "--site is required"},
+		{"attach", []string{"--site", "East", "--cgroup", "/sys/fs/cgroup/pod"}, "--site: site name must be a DNS-1123 label"},
+		{"attach", []string{"--site", "../east", "--cgroup", "/sys/fs/cgroup/pod"}, "--site: site name must be a DNS-1123 label"},
+		{"attach", []string{"--site", "east"}, "--cgroup is required"},
+		{"attach", []string{"--site", "east", "--cgroup", "/x", "--service", "backend:80"}, `--service "backend:80"`},
+		{"attach", []string{"--site", "east", "--cgroup", "/x", "--exclude-ports", "80,0"}, `--exclude-ports: "0" is not a port`},
+		{"attach", []string{"--site", "east", "--cgroup", "/x", "--exclude-cidrs", "10.0.0.0/33"}, "--exclude-cidrs"},
+		{"attach", []string{"--site", "east", "--cgroup", "/x", "--exclude-ports", "80, 443", "--exclude-cidrs", "10.0.0.0/8,fd00::/8"}, ""},
+		{"services", []string{"--site", "east"}, "--service or --services is required"},
+		{"services", []string{"--site", "east", "--service", "[fd00::1]:80"}, ""},
 		{"status", []string{"--pin-dir", "skiff"}, "must be an absolute path"},
-		{"detach", []string{"--cgroup", "/x"}, ""},
+		{"status", nil, "--site or --pin-dir is required"},
+		{"status", []string{"--pin-dir", "/sys/fs/bpf/skiff"}, ""},
+		{"uninstall", []string{"--site", "east"}, ""},
+		{"detach", []string{"--site", "east", "--cgroup", "/x"}, ""},
+		{"detach", []string{"--pin-dir", "/sys/fs/bpf/x", "--cgroup", "/x"}, ""},
 	} {
 		fs := flag.NewFlagSet(c.cmd, flag.ContinueOnError)
 		var o Options
@@ -86,8 +95,7 @@ func TestNodeAgentCLI(t *testing.T) {
 	svc := filepath.Join(dir, "services.txt")
 	os.WriteFile(svc, []byte("10.96.0.10:80\n[fd00::10]:80\n"), 0o644)
 
-	agent := func(args ...string) string {
-		t.Helper()
+	run := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, append(args[:1:1], append([]string{"--pin-dir", pinDir}, args[1:]...)...)...)
 		out, err := cmd.Output()
 		if err != nil {
@@ -95,9 +103,17 @@ func TestNodeAgentCLI(t *testing.T) {
 			if ee, ok := err.(*exec.ExitError); ok {
 				stderr = string(ee.Stderr)
 			}
-			t.Fatalf("skiff-node-agent %v: %v\n%s%s", args, err, out, stderr)
+			return string(out) + stderr, err
 		}
-		return string(out)
+		return string(out), nil
+	}
+	agent := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
+		if err != nil {
+			t.Fatalf("skiff-node-agent %v: %v\n%s", args, err, out)
+		}
+		return out
 	}
 	status := func() Status {
 		t.Helper()
@@ -110,12 +126,16 @@ func TestNodeAgentCLI(t *testing.T) {
 	if st := status(); st.Loaded {
 		t.Errorf("status before anything: %+v", st)
 	}
-	agent("attach", "--cgroup", cg, "--services", svc, "--exclude-ports", "15090", "--exclude-cidrs", "10.0.0.0/8")
+	agent("attach", "--site", "cli", "--cgroup", cg, "--services", svc, "--exclude-ports", "15090", "--exclude-cidrs", "10.0.0.0/8")
 	st := status()
-	if !st.Loaded || st.Services != 2 || len(st.Attachments) != 1 || st.Attachments[0].Path != cg || len(st.Attachments[0].Programs) != 4 {
+	if !st.Loaded || st.Services != 2 || len(st.Attachments) != 1 || st.Attachments[0].Path != cg || len(st.Attachments[0].Programs) != 4 ||
+		st.Probe != contract.RedirectProbeSiteAddr("cli").String() {
 		t.Errorf("status after attach: %+v", st)
 	}
-	agent("services", "--service", "10.96.0.11:80")
+	if out, err := run("services", "--site", "other", "--service", "10.96.0.11:80"); err == nil || !strings.Contains(out, "holds the programs of another site") {
+		t.Errorf("services of another site in this pin dir: %v\n%s", err, out)
+	}
+	agent("services", "--site", "cli", "--service", "10.96.0.11:80")
 	if st := status(); st.Services != 1 {
 		t.Errorf("services after replacing: %d, want 1", st.Services)
 	}

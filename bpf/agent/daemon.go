@@ -35,6 +35,7 @@ import (
 	"github.com/skiff-io/skiff/bpf"
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/names"
 )
 
 // DaemonOptions are the flags of `skiff-node-agent daemon`. The fields
@@ -42,6 +43,7 @@ import (
 type DaemonOptions struct {
 	NodeName               string
 	Site                   string
+	Namespace              string
 	Controller             string
 	CredentialsDir         string
 	CgroupRoot             string
@@ -65,24 +67,36 @@ type DaemonOptions struct {
 // AddFlags registers the daemon's flags.
 func (o *DaemonOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "the node whose pods the agent redirects (default $NODE_NAME; required)")
-	fs.StringVar(&o.Site, "site", "", "the site's name, part of the agent's xDS node ID node~<site>~<node> (required with --controller)")
+	fs.StringVar(&o.Site, "site", "", "the site whose injected pods the agent redirects, with that site's services: names its pin dir, its self-check address and its xDS node ID node~<site>~<node> (required)")
+	fs.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the site's namespace, the only one whose pods the agent redirects (its injector injects no other; default $POD_NAMESPACE; required)")
 	fs.StringVar(&o.Controller, "controller", "", "host:port of the site controller's xDS server, which the services map follows; empty leaves the map to the services command")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "directory with token.yaml, a member token of the site (the Secret skiff-sidecar), the agent's TLS credential for the controller; empty dials in plaintext, which only a controller's loopback --xds-plaintext-bind-address accepts")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", "/sys/fs/cgroup", "the host's cgroup v2 mount, or a directory whose unified/ is (hybrid hosts)")
 	fs.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "the host's bpf filesystem")
-	fs.StringVar(&o.PinDir, "pin-dir", "", "directory for skiff's pinned maps and links (default <bpffs>/skiff)")
+	fs.StringVar(&o.PinDir, "pin-dir", "", "directory for the site's pinned maps and links (default <bpffs>/skiff/sites/<site>; with it, the agent takes nothing over from the single-site layout of earlier versions)")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint; loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 	fs.StringVar(&o.OwnerDaemonSet, "owner-daemonset", "", "namespace/name of the agent's DaemonSet: when the agent stops and the DaemonSet is gone or being deleted (uninstall), clean up as --cleanup-on-exit does; a rolling update keeps redirecting")
-	fs.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "on exit, detach every pod and remove the pinned maps, as the uninstall command does: redirection stops on the node. Without it the pins keep redirecting while no agent runs")
+	fs.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "on exit, detach the site's pods and remove its pinned maps, as the uninstall command does: the site's redirection stops on the node (other sites' stays). Without it the pins keep redirecting while no agent runs")
 }
 
-// pinDir is --pin-dir, or skiff's directory on --bpffs.
+// pinDir is --pin-dir, or the site's directory on --bpffs.
 func (o *DaemonOptions) pinDir() string {
 	if o.PinDir != "" {
 		return o.PinDir
 	}
-	return filepath.Join(o.BPFFS, "skiff")
+	dir, _ := bpf.SitePinDir(o.BPFFS, o.Site) // Validate checked the site
+	return dir
+}
+
+// legacyPinDir is where agents before per-site pin dirs pinned everything,
+// whose attachments of this site's pods this agent takes over; "" with
+// --pin-dir (the layout is then the operator's).
+func (o *DaemonOptions) legacyPinDir() string {
+	if o.PinDir != "" {
+		return ""
+	}
+	return bpf.LegacyPinDir(o.BPFFS)
 }
 
 // Validate reports every bad option at once.
@@ -100,21 +114,28 @@ func (o *DaemonOptions) Validate() error {
 		if _, err := admin.SplitPort(o.Controller); err != nil {
 			bad("--controller %q: %w", o.Controller, err)
 		}
-		if o.Site == "" {
-			bad("--site is required with --controller")
-		}
 	} else if o.CredentialsDir != "" {
 		bad("--credentials-dir needs --controller")
 	}
-	if o.Site != "" {
-		for _, msg := range validation.IsDNS1123Label(o.Site) {
-			bad("--site %q: %s", o.Site, msg)
+	if o.Site == "" {
+		bad("--site is required")
+	} else if err := names.CheckSite(o.Site); err != nil {
+		bad("--site: %w", err)
+	}
+	if o.Namespace == "" {
+		bad("--namespace is required (or $POD_NAMESPACE)")
+	} else {
+		for _, msg := range validation.IsDNS1123Label(o.Namespace) {
+			bad("--namespace %q: %s", o.Namespace, msg)
 		}
 	}
-	for _, d := range []struct{ flag, dir string }{{"--cgroup-root", o.CgroupRoot}, {"--bpffs", o.BPFFS}, {"--pin-dir", o.pinDir()}} {
+	for _, d := range []struct{ flag, dir string }{{"--cgroup-root", o.CgroupRoot}, {"--bpffs", o.BPFFS}} {
 		if !filepath.IsAbs(d.dir) {
 			bad("%s %q: must be an absolute path", d.flag, d.dir)
 		}
+	}
+	if o.PinDir != "" && !filepath.IsAbs(o.PinDir) {
+		bad("--pin-dir %q: must be an absolute path", o.PinDir)
 	}
 	for _, a := range []struct{ flag, addr string }{
 		{"--metrics-bind-address", o.MetricsBindAddress},
@@ -136,9 +157,11 @@ func (o *DaemonOptions) Validate() error {
 const sweepInterval = 10 * time.Minute
 
 // RunDaemon runs the node agent's Kubernetes mode until ctx ends: it loads
-// the redirector (taking over what an earlier agent pinned), keeps the
-// injected pods of the node attached, and the services map filled from the
-// controller. When ctx ends it stops without detaching anything (unless
+// the site's redirector (taking over what an earlier agent of the site
+// pinned), keeps the site's injected pods on the node attached, and the
+// services map filled from the site's controller; the agents of other
+// sites on the node do the same for theirs, each with its own pin dir.
+// When ctx ends it stops without detaching anything (unless
 // CleanupOnExit), so redirection holds until the next agent starts.
 func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error) {
 	if err := o.Validate(); err != nil {
@@ -150,7 +173,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error
 			return fmt.Errorf("kubernetes client config: %w", err)
 		}
 	}
-	r, err := bpf.Load(bpf.Config{PinDir: o.pinDir(), SidecarPort: o.SidecarPort})
+	r, err := bpf.Load(bpf.Config{Site: o.Site, PinDir: o.pinDir(), SidecarPort: o.SidecarPort})
 	if err != nil {
 		return err
 	}
@@ -168,10 +191,10 @@ func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error
 			err = errors.Join(err, fmt.Errorf("clean up on exit: %w", uerr))
 			return
 		}
-		log.Info("stopped and cleaned up (--cleanup-on-exit): every pod detached, maps removed", "pinDir", o.pinDir())
+		log.Info("stopped and cleaned up: the site's pods detached, its maps removed", "pinDir", o.pinDir())
 	}()
 	rc := r.Config()
-	log.Info("redirector loaded", "pinDir", rc.PinDir, "sidecarPort", rc.SidecarPort, "node", o.NodeName, "cgroupRoot", o.CgroupRoot)
+	log.Info("redirector loaded", "site", o.Site, "namespace", o.Namespace, "pinDir", rc.PinDir, "sidecarPort", rc.SidecarPort, "node", o.NodeName, "cgroupRoot", o.CgroupRoot)
 
 	reg := prometheus.NewRegistry()
 	d := &daemon{o: o, r: r, log: log, m: newMetrics(reg, r, log), attached: map[podKey]attachment{}, waiting: map[podKey]*waiting{}, refused: map[podKey]string{}}
@@ -191,6 +214,8 @@ func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error
 		if err := mgr.Add(manager.RunnableFunc(c.Run)); err != nil {
 			return fmt.Errorf("add xds client: %w", err)
 		}
+	} else if err := d.armProbe(); err != nil {
+		return err // without a controller the services map is the operator's
 	}
 	if o.MetricsBindAddress != "0" {
 		if err := mgr.Add(metricsServer(o.MetricsBindAddress, reg, log)); err != nil {
@@ -204,8 +229,9 @@ func RunDaemon(ctx context.Context, o DaemonOptions, log logr.Logger) (err error
 }
 
 // newManager builds the controller-runtime manager: a cache of the pods
-// on this node only, the pod controller, the sweeper, health probes. No
-// leader election: every node runs its own agent.
+// of the site's namespace on this node only, the pod controller, the
+// sweeper, health probes. No leader election: every node runs its own
+// agent.
 func (d *daemon) newManager(cfg *rest.Config) (manager.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -220,7 +246,10 @@ func (d *daemon) newManager(cfg *rest.Config) (manager.Manager, error) {
 		HealthProbeBindAddress: d.o.HealthProbeBindAddress,
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.nodeName", d.o.NodeName)},
+				&corev1.Pod{}: {
+					Namespaces: map[string]cache.Config{d.o.Namespace: {}},
+					Field:      fields.OneTermEqualSelector("spec.nodeName", d.o.NodeName),
+				},
 			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},

@@ -41,9 +41,11 @@ import (
 type agentEnv struct {
 	t         *testing.T
 	c         client.Client
+	site      string
 	ns        string
 	cgRoot    string // <cgroup2>/skiff-agent-test-<rand>
-	pinDir    string // /sys/fs/bpf/skiff-agent-test-<rand>
+	bpffs     string // /sys/fs/bpf/skiff-agent-test-<rand>, the node's bpffs to the agents
+	pinDir    string // the site's: <bpffs>/skiff/sites/<site>
 	opts      DaemonOptions
 	xds       *server.Server
 	stopXDS   func()
@@ -62,7 +64,8 @@ type agentEnv struct {
 // the gap) and removes the stale one of a pod deleted meanwhile; the
 // services map follows the controller and keeps its content while the
 // controller is away; deleting the pod detaches it; --cleanup-on-exit
-// removes every pin.
+// removes every pin. The self-check is armed with the site's address once
+// the controller's table is in the services map.
 func TestDaemon(t *testing.T) {
 	e := newAgentEnv(t)
 	ctx := t.Context()
@@ -143,6 +146,10 @@ func TestDaemon(t *testing.T) {
 		if got := e.metric(t, `skiff_node_agent_bpf_events_total{program="connect4",result="redirected"}`); got < 1 {
 			t.Errorf("connect4 redirected: %v, want at least 1", got)
 		}
+	})
+
+	t.Run("the self-check is armed with the site's address", func(t *testing.T) {
+		e.waitProbe(t, webCg)
 	})
 
 	t.Run("annotating attaches, removing the annotation detaches", func(t *testing.T) {
@@ -237,7 +244,7 @@ func TestDaemon(t *testing.T) {
 	})
 
 	t.Run("the services map keeps its content while the controller is away", func(t *testing.T) {
-		e.xds.Update(table(vip, "10.96.77.11"))
+		e.xds.Update(table(e.site, vip, "10.96.77.11"))
 		e.waitServices(t, vip+":80", "10.96.77.11:80")
 		e.stopXDS()
 		testutil.Eventually(t, 30*time.Second, "disconnected", func() error {
@@ -277,6 +284,18 @@ func TestDaemon(t *testing.T) {
 }
 
 func newAgentEnv(t *testing.T) *agentEnv {
+	return newAgentEnvs(t, siteNS{"east", "shop"})[0]
+}
+
+// siteNS is a site and its namespace.
+type siteNS struct{ site, ns string }
+
+// newAgentEnvs makes one apiserver, one cgroup tree and one stand-in for
+// the node's bpf filesystem, and an environment per site on them: its
+// namespace, its xDS server (with the table of table(site, ...)), its
+// agent's options (own pin dir SitePinDir(<bpffs>, site), sidecar port,
+// admin ports).
+func newAgentEnvs(t *testing.T, sites ...siteNS) []*agentEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("privileged tier (envtest, cgroups, eBPF): not run with -short")
@@ -288,29 +307,18 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	var b [4]byte
 	rand.Read(b[:])
 	suffix := hex.EncodeToString(b[:])
-	e := &agentEnv{t: t, ns: "shop",
-		cgRoot: filepath.Join(mnt, "skiff-agent-test-"+suffix),
-		pinDir: "/sys/fs/bpf/skiff-agent-test-" + suffix}
-	if err := os.Mkdir(e.cgRoot, 0o755); err != nil {
+	cgRoot := filepath.Join(mnt, "skiff-agent-test-"+suffix)
+	bpffs := "/sys/fs/bpf/skiff-agent-test-" + suffix
+	if err := os.Mkdir(cgRoot, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { testutil.RemoveCgroupTree(t, e.cgRoot) })
-	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
-	e.bpfConfig = bpf.Config{PinDir: e.pinDir, SidecarPort: uint16(port())}
-	// Probe the kernel: a missing feature is a missing prerequisite.
-	r, err := bpf.Load(e.bpfConfig)
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			t.Fatalf("verifier: %+v", ve)
-		}
-		testutil.Require(t, !errors.Is(err, ebpf.ErrNotSupported), "kernel support: %v", err)
+	t.Cleanup(func() { testutil.RemoveCgroupTree(t, cgRoot) })
+	if err := os.Mkdir(bpffs, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r.Close()
 	t.Cleanup(func() {
-		if err := bpf.Uninstall(e.pinDir); err != nil {
-			t.Errorf("uninstall: %v", err)
+		if err := os.RemoveAll(bpffs); err != nil {
+			t.Errorf("remove %s: %v", bpffs, err)
 		}
 	})
 
@@ -320,49 +328,80 @@ func newAgentEnv(t *testing.T) *agentEnv {
 		t.Fatalf("start envtest: %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	if e.c, err = client.New(cfg, client.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}); err != nil {
-		t.Fatal(err)
-	}
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.xds = server.New(server.Options{Log: testr.New(t).WithName("controller"), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	e.xds.Update(table("10.96.77.10"))
-	xctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- e.xds.Serve(xctx, lis) }()
-	stopped := false
-	e.stopXDS = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-served; err != nil {
-				t.Errorf("xds server: %v", err)
+	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
+	var envs []*agentEnv
+	for _, sn := range sites {
+		pinDir, err := bpf.SitePinDir(bpffs, sn.site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &agentEnv{t: t, c: c, site: sn.site, ns: sn.ns, cgRoot: cgRoot, bpffs: bpffs, pinDir: pinDir}
+		e.bpfConfig = bpf.Config{Site: sn.site, PinDir: pinDir, SidecarPort: uint16(port())}
+		// Probe the kernel: a missing feature is a missing prerequisite.
+		r, err := bpf.Load(e.bpfConfig)
+		if err != nil {
+			var ve *ebpf.VerifierError
+			if errors.As(err, &ve) {
+				t.Fatalf("verifier: %+v", ve)
+			}
+			testutil.Require(t, !errors.Is(err, ebpf.ErrNotSupported), "kernel support: %v", err)
+			t.Fatal(err)
+		}
+		r.Close()
+		t.Cleanup(func() {
+			if err := bpf.Uninstall(pinDir); err != nil {
+				t.Errorf("uninstall: %v", err)
+			}
+		})
+		if err := c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sn.ns}}); err != nil {
+			t.Fatal(err)
+		}
+
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.xds = server.New(server.Options{Log: testr.New(t).WithName("controller-" + sn.site), Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
+		e.xds.Update(table(sn.site, "10.96.77.10"))
+		xctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- e.xds.Serve(xctx, lis) }()
+		stopped := false
+		e.stopXDS = func() {
+			if !stopped {
+				stopped = true
+				cancel()
+				if err := <-served; err != nil {
+					t.Errorf("xds server: %v", err)
+				}
 			}
 		}
-	}
-	t.Cleanup(e.stopXDS)
+		t.Cleanup(e.stopXDS)
 
-	metricsAddr, healthAddr := fmt.Sprintf("127.0.0.1:%d", port()), fmt.Sprintf("127.0.0.1:%d", port())
-	e.metrics, e.readyz = "http://"+metricsAddr+"/metrics", "http://"+healthAddr+"/readyz"
-	e.opts = DaemonOptions{
-		NodeName: "node-a", Site: "east", Controller: lis.Addr().String(),
-		CgroupRoot: e.cgRoot, BPFFS: "/sys/fs/bpf", PinDir: e.pinDir,
-		MetricsBindAddress: metricsAddr, HealthProbeBindAddress: healthAddr,
-		RESTConfig: cfg, SidecarPort: e.bpfConfig.SidecarPort,
+		metricsAddr, healthAddr := fmt.Sprintf("127.0.0.1:%d", port()), fmt.Sprintf("127.0.0.1:%d", port())
+		e.metrics, e.readyz = "http://"+metricsAddr+"/metrics", "http://"+healthAddr+"/readyz"
+		e.opts = DaemonOptions{
+			NodeName: "node-a", Site: sn.site, Namespace: sn.ns, Controller: lis.Addr().String(),
+			CgroupRoot: cgRoot, BPFFS: bpffs,
+			MetricsBindAddress: metricsAddr, HealthProbeBindAddress: healthAddr,
+			RESTConfig: cfg, SidecarPort: e.bpfConfig.SidecarPort,
+		}
+		envs = append(envs, e)
 	}
-	return e
+	return envs
 }
 
-// table is the controller's table: service backend:80 at the VIPs.
-func table(vips ...string) *model.Table {
-	t := &model.Table{Site: "east", Sites: []model.Site{{Name: "east"}}, Services: []model.Service{{
-		Address: "backend", Port: 80, Protocol: model.TCP, Routing: model.Balanced, VIPs: vips,
+// table is site's controller's table: service backend:80 at the VIPs.
+func table(site string, vips ...string) *model.Table { return tablePort(site, 80, vips...) }
+
+// tablePort is table with the service at port.
+func tablePort(site string, port int, vips ...string) *model.Table {
+	t := &model.Table{Site: site, Sites: []model.Site{{Name: site}}, Services: []model.Service{{
+		Address: "backend", Port: port, Protocol: model.TCP, Routing: model.Balanced, VIPs: vips,
 		Endpoints: []model.Endpoint{{IP: "10.244.0.7", Port: 8080, Ready: true, Name: "shop/backend-0"}},
 	}}}
 	t.Normalize()

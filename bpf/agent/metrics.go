@@ -19,12 +19,13 @@ import (
 const (
 	reasonInvalidAnnotation = "invalid_annotation" // a config.skiff.io/exclude-outbound-* value does not parse
 	reasonHostNetwork       = "host_network"       // a marked pod in the node's network namespace
+	reasonOtherSite         = "other_site"         // a marked pod whose sidecar is another site's
 	reasonCgroup            = "cgroup"             // the pod's cgroup cannot be looked up or is not cgroup v2
 	reasonExclusions        = "exclusions"         // writing the exclusions failed
 	reasonAttach            = "attach"             // attaching the programs failed
 )
 
-var failureReasons = []string{reasonInvalidAnnotation, reasonHostNetwork, reasonCgroup, reasonExclusions, reasonAttach}
+var failureReasons = []string{reasonInvalidAnnotation, reasonHostNetwork, reasonOtherSite, reasonCgroup, reasonExclusions, reasonAttach}
 
 // metrics are the agent's own; its registry also serves the redirector's
 // counters and, when it follows a controller, the xDS client's.
@@ -51,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, r *bpf.Redirector, log logr.Logger) *
 		}),
 		services: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_node_agent_services",
-			Help: "Service addresses (VIP:port) in the node-wide services map.",
+			Help: "Service addresses (VIP:port) in the site's services map.",
 		}),
 	}
 	for _, r := range failureReasons {

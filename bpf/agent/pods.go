@@ -42,6 +42,7 @@ type daemon struct {
 	refused  map[podKey]string   // the refusal last recorded, to record it once
 
 	ready atomic.Bool
+	armed atomic.Bool // the site's self-check (armProbe)
 
 	svcMu    sync.Mutex // one Apply at a time
 	services []netip.AddrPort
@@ -79,28 +80,52 @@ const (
 // Event reason of a pod the agent refuses to redirect.
 const eventReasonRefused = "RedirectRefused"
 
-// skip says why a pod on this node is not redirected, or "" when it is: a
-// pod is redirected when the injector marked it (skiff.io/status), it has
-// a UID and it has not terminated. refuse is true when the pod is marked
+// skip says why a pod of the site's namespace on this node is not
+// redirected by the agent of site, or "" when it is: a pod is redirected
+// when the injector marked it (skiff.io/status), it has a UID and it has
+// not terminated. refusal is the failure reason when the pod is marked
 // but must not be redirected all the same (the injector skips such pods;
-// this is defence in depth).
-func skip(pod *corev1.Pod) (why string, refuse bool) {
+// this is defence in depth): a host-network pod, or one whose sidecar
+// belongs to another site (its self-check would refuse this site's
+// programs, and its table is not this site's).
+func skip(pod *corev1.Pod, site string) (why, refusal string) {
 	switch {
 	case !hasStatus(pod):
-		return "not injected", false
+		return "not injected", ""
 	case pod.UID == "":
-		return "no UID", false
+		return "no UID", ""
 	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
-		return "terminated", false
+		return "terminated", ""
 	case pod.Spec.HostNetwork:
-		return "host network: its connections are the node's", true
+		return "host network: its connections are the node's", reasonHostNetwork
 	}
-	return "", false
+	if s := podSite(pod); s != "" && s != site {
+		return fmt.Sprintf("its sidecar is site %s's (%s=%s) and this namespace is site %s's, whose node agent redirects only its own pods", s, contract.EnvSite, s, site), reasonOtherSite
+	}
+	return "", ""
 }
 
 func hasStatus(pod *corev1.Pod) bool {
 	_, ok := pod.Annotations[contract.StatusAnnotation]
 	return ok
+}
+
+// podSite returns the site the injector gave the pod's sidecar (its
+// SKIFF_SITE), or "" when the pod has no sidecar container that says.
+func podSite(pod *corev1.Pod) string {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name != contract.SidecarContainerName {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.Name == contract.EnvSite {
+					return e.Value
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // podExclusions reads the pod's config.skiff.io/exclude-outbound-ports and
@@ -136,9 +161,9 @@ func (d *daemon) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	} else if err != nil {
 		return ctrl.Result{}, fmt.Errorf("get pod: %w", err)
 	}
-	if why, refuse := skip(&pod); why != "" {
-		if refuse {
-			d.refuse(log, &pod, reasonHostNetwork, why)
+	if why, refusal := skip(&pod, d.o.Site); why != "" {
+		if refusal != "" {
+			d.refuse(log, &pod, refusal, why)
 		} else {
 			delete(d.refused, req.NamespacedName)
 		}
@@ -191,6 +216,7 @@ func (d *daemon) redirect(ctx context.Context, log logr.Logger, pod *corev1.Pod)
 		d.m.failures.WithLabelValues(reasonAttach).Inc()
 		return ctrl.Result{}, err
 	}
+	d.takeOverLegacy(log, id)
 	if had && have.id != id {
 		// The same name, a new pod (a StatefulSet's, say): the old one's
 		// cgroup goes.
@@ -279,7 +305,7 @@ func (d *daemon) sweep(ctx context.Context) error {
 	keep := map[uint64]bool{}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if why, _ := skip(pod); why != "" {
+		if why, _ := skip(pod, d.o.Site); why != "" {
 			continue
 		}
 		path, _, err := findPodCgroup(d.o.CgroupRoot, pod.UID, pod.Status.QOSClass)
@@ -315,5 +341,54 @@ func (d *daemon) sweep(ctx context.Context) error {
 	}
 	d.m.attached.Set(float64(len(d.attached)))
 	d.log.V(1).Info("attachments swept", "pods", len(pods.Items), "kept", kept, "pinned", len(as))
-	return errors.Join(errs...)
+	return errors.Join(append(errs, d.sweepLegacy())...)
+}
+
+// takeOverLegacy detaches the legacy attachment (bpf.LegacyPinDir, made by
+// an agent of an earlier version) of a pod this agent has just attached
+// with its site's programs. d.mu is held.
+func (d *daemon) takeOverLegacy(log logr.Logger, id uint64) {
+	legacy := d.o.legacyPinDir()
+	if legacy == "" {
+		return
+	}
+	had, err := bpf.DetachLegacy(legacy, id)
+	switch {
+	case err != nil:
+		d.m.detachFailures.Inc()
+		log.Error(err, "detach the pod's legacy attachment; the sweep tries again", "legacyPinDir", legacy)
+	case had:
+		log.Info("pod taken over from a legacy attachment", "legacyPinDir", legacy)
+	}
+}
+
+// sweepLegacy detaches the legacy attachments of cgroups that are gone
+// and, once no legacy attachment is left, removes the legacy maps. Those
+// of live cgroups stay: this site's pods were taken over as they were
+// attached, the others are other sites' (their agents take them over).
+// d.mu is held.
+func (d *daemon) sweepLegacy() error {
+	legacy := d.o.legacyPinDir()
+	if legacy == "" {
+		return nil
+	}
+	as, err := bpf.LegacyAttachments(legacy)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range as {
+		if a.Path != "" {
+			continue
+		}
+		if _, err := bpf.DetachLegacy(legacy, a.CgroupID); err != nil {
+			d.m.detachFailures.Inc()
+			errs = append(errs, err)
+		}
+	}
+	removed, err := bpf.RemoveLegacyMaps(legacy)
+	if removed {
+		d.log.Info("legacy pins removed: no pod is attached there any more", "legacyPinDir", legacy)
+	}
+	return errors.Join(append(errs, err)...)
 }

@@ -22,23 +22,40 @@ func TestSkip(t *testing.T) {
 		mod(p)
 		return p
 	}
+	sidecar := func(site string, native bool) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			c := corev1.Container{Name: contract.SidecarContainerName, Env: []corev1.EnvVar{{Name: contract.EnvPodName, Value: "p"}, {Name: contract.EnvSite, Value: site}}}
+			if native {
+				p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+			} else {
+				p.Spec.Containers = append([]corev1.Container{c}, p.Spec.Containers...)
+			}
+		}
+	}
 	for _, tc := range []struct {
-		name   string
-		pod    *corev1.Pod
-		why    string
-		refuse bool
+		name    string
+		pod     *corev1.Pod
+		why     string
+		refusal string
 	}{
-		{"injected", pod(func(*corev1.Pod) {}), "", false},
-		{"pending", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }), "", false},
-		{"not injected", pod(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectAnnotation: "true"} }), "not injected", false},
-		{"no UID", pod(func(p *corev1.Pod) { p.UID = "" }), "no UID", false},
-		{"succeeded", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), "terminated", false},
-		{"failed", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }), "terminated", false},
-		{"host network", pod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), "host network: its connections are the node's", true},
+		{"injected", pod(func(*corev1.Pod) {}), "", ""},
+		{"pending", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }), "", ""},
+		{"not injected", pod(func(p *corev1.Pod) { p.Annotations = map[string]string{contract.InjectAnnotation: "true"} }), "not injected", ""},
+		{"no UID", pod(func(p *corev1.Pod) { p.UID = "" }), "no UID", ""},
+		{"succeeded", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), "terminated", ""},
+		{"failed", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }), "terminated", ""},
+		{"host network", pod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), "host network: its connections are the node's", reasonHostNetwork},
+		{"the site's native sidecar", pod(sidecar("east", true)), "", ""},
+		{"the site's sidecar", pod(sidecar("east", false)), "", ""},
+		{"another site's sidecar", pod(sidecar("west", true)),
+			"its sidecar is site west's (SKIFF_SITE=west) and this namespace is site east's, whose node agent redirects only its own pods", reasonOtherSite},
+		{"a container of that name elsewhere", pod(func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "app", Env: []corev1.EnvVar{{Name: contract.EnvSite, Value: "west"}}})
+		}), "", ""},
 	} {
-		why, refuse := skip(tc.pod)
-		if why != tc.why || refuse != tc.refuse {
-			t.Errorf("%s: skip = %q, %v; want %q, %v", tc.name, why, refuse, tc.why, tc.refuse)
+		why, refusal := skip(tc.pod, "east")
+		if why != tc.why || refusal != tc.refusal {
+			t.Errorf("%s: skip = %q, %q; want %q, %q", tc.name, why, refusal, tc.why, tc.refusal)
 		}
 	}
 }
@@ -90,21 +107,29 @@ func TestServiceAddrs(t *testing.T) {
 }
 
 func TestDaemonOptionsValidate(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	base := []string{"--node-name", "n", "--site", "east", "--namespace", "east"}
 	for _, tc := range []struct {
 		args []string
 		want string // "" for valid
 	}{
-		{[]string{"--node-name", "node-a", "--site", "east", "--controller", "skiff-controller.east.svc:15010"}, ""},
-		{[]string{"--node-name", "node-a"}, ""},
-		{nil, "--node-name is required"},
-		{[]string{"--node-name", "Node_A"}, `--node-name "Node_A"`},
-		{[]string{"--node-name", "n", "--controller", "ctl:15010"}, "--site is required with --controller"},
-		{[]string{"--node-name", "n", "--site", "east", "--controller", "ctl"}, `--controller "ctl"`},
-		{[]string{"--node-name", "n", "--site", "east", "--controller", "ctl:15010", "--credentials-dir", "/etc/skiff/credentials"}, ""},
-		{[]string{"--node-name", "n", "--credentials-dir", "/etc/skiff/credentials"}, "--credentials-dir needs --controller"},
-		{[]string{"--node-name", "n", "--cgroup-root", "sys/fs/cgroup"}, `--cgroup-root "sys/fs/cgroup": must be an absolute path`},
-		{[]string{"--node-name", "n", "--bpffs", "bpf"}, `--bpffs "bpf": must be an absolute path`},
-		{[]string{"--node-name", "n", "--metrics-bind-address", "0", "--health-probe-bind-address", ":99999"}, `--health-probe-bind-address ":99999"`},
+		{[]string{"--node-name", "node-a", "--site", "east", "--namespace", "east", "--controller", "skiff-controller.east.svc:15010"}, ""},
+		{base, ""},
+		{append(base, "--pin-dir", "/sys/fs/bpf/mine"), ""},
+		{[]string{"--site", "east", "--namespace", "east"}, "--node-name is required"},
+		{[]string{"--node-name", "Node_A", "--site", "east", "--namespace", "east"}, `--node-name "Node_A"`},
+		{[]string{"--node-name", "n", "--namespace", "east"}, "--site is required"},
+		{[]string{"--node-name", "n", "--namespace", "east", "--controller", "ctl:15010"}, "--site is required"},
+		{[]string{"--node-name", "n", "--site", "../x", "--namespace", "east"}, "--site: site name must be a DNS-1123 label"},
+		{[]string{"--node-name", "n", "--site", "east"}, "--namespace is required"},
+		{[]string{"--node-name", "n", "--site", "east", "--namespace", "East_1"}, `--namespace "East_1"`},
+		{append(base, "--controller", "ctl"), `--controller "ctl"`},
+		{append(base, "--controller", "ctl:15010", "--credentials-dir", "/etc/skiff/credentials"), ""},
+		{append(base, "--credentials-dir", "/etc/skiff/credentials"), "--credentials-dir needs --controller"},
+		{append(base, "--cgroup-root", "sys/fs/cgroup"), `--cgroup-root "sys/fs/cgroup": must be an absolute path`},
+		{append(base, "--bpffs", "bpf"), `--bpffs "bpf": must be an absolute path`},
+		{append(base, "--pin-dir", "skiff"), `--pin-dir "skiff": must be an absolute path`},
+		{append(base, "--metrics-bind-address", "0", "--health-probe-bind-address", ":99999"), `--health-probe-bind-address ":99999"`},
 	} {
 		fs := flagSet()
 		var o DaemonOptions
@@ -117,12 +142,25 @@ func TestDaemonOptionsValidate(t *testing.T) {
 			t.Errorf("%v: Validate() = %v, want %q", tc.args, err, tc.want)
 		}
 	}
+	t.Setenv("POD_NAMESPACE", "west")
 	var o DaemonOptions
 	fs := flagSet()
 	o.AddFlags(fs)
-	fs.Parse([]string{"--bpffs", "/run/bpf"})
-	if got := o.pinDir(); got != "/run/bpf/skiff" {
+	fs.Parse([]string{"--bpffs", "/run/bpf", "--site", "west"})
+	if o.Namespace != "west" {
+		t.Errorf("--namespace default %q, want $POD_NAMESPACE", o.Namespace)
+	}
+	// Each site has its own pin dir; the legacy dir is the single one of
+	// earlier versions, taken over from only without --pin-dir.
+	if got := o.pinDir(); got != "/run/bpf/skiff/sites/west" {
 		t.Errorf("pin dir under --bpffs /run/bpf: %s", got)
+	}
+	if got := o.legacyPinDir(); got != "/run/bpf/skiff" {
+		t.Errorf("legacy pin dir under --bpffs /run/bpf: %s", got)
+	}
+	o.PinDir = "/run/bpf/mine"
+	if got := o.legacyPinDir(); got != "" {
+		t.Errorf("legacy pin dir with --pin-dir: %q, want none", got)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/xdsclient"
 	"github.com/skiff-io/skiff/xds/model"
 )
@@ -45,13 +46,18 @@ func (d *daemon) newXDSClient(reg prometheus.Registerer) (*xdsclient.Client, err
 }
 
 // applyServices writes the services' VIP:port set to the services map. An
-// error NACKs the update; the map then keeps what it had.
+// error NACKs the update; the map then keeps what it had. The first table
+// applied arms the site's self-check: from then on a sidecar that verifies
+// its redirection is redirected for this site's services.
 func (d *daemon) applyServices(_ context.Context, services []model.Service) error {
 	addrs, skipped := serviceAddrs(services)
 	d.svcMu.Lock()
 	defer d.svcMu.Unlock()
 	if err := d.r.SetServices(addrs); err != nil {
 		return fmt.Errorf("services map: %w", err)
+	}
+	if err := d.armProbe(); err != nil {
+		d.log.Error(err, "arm the self-check; the next update tries again")
 	}
 	d.m.services.Set(float64(len(addrs)))
 	if !slices.Equal(skipped, d.skipped) && len(skipped) > 0 {
@@ -88,4 +94,17 @@ func serviceAddrs(services []model.Service) (addrs []netip.AddrPort, skipped []s
 	slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	slices.Sort(skipped)
 	return slices.Compact(addrs), slices.Compact(skipped)
+}
+
+// armProbe arms the site's self-check (bpf.Redirector.ArmProbe), once.
+func (d *daemon) armProbe() error {
+	if d.armed.Load() {
+		return nil
+	}
+	if err := d.r.ArmProbe(); err != nil {
+		return err
+	}
+	d.armed.Store(true)
+	d.log.Info("self-check armed: the site's sidecars verify their redirection", "probe", contract.RedirectProbeSiteAddr(d.o.Site).String())
+	return nil
 }

@@ -2,7 +2,9 @@ package router
 
 import (
 	"errors"
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/contract"
 )
 
 func TestIsProbe(t *testing.T) {
@@ -19,9 +23,13 @@ func TestIsProbe(t *testing.T) {
 		want bool
 	}{
 		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 15002}, true},
-		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15002}, true}, // 16-byte form
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15002}, true},    // 16-byte form
+		{&net.TCPAddr{IP: net.IPv4(127, 182, 8, 64), Port: 15002}, true}, // a site's (east's)
+		{&net.TCPAddr{IP: net.IPv4(127, 128, 0, 0), Port: 15002}, true},
 		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 15002}, false},
+		{&net.TCPAddr{IP: net.IPv4(127, 127, 255, 255), Port: 15002}, false},
 		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15001}, false},
+		{&net.TCPAddr{IP: net.IPv4(127, 182, 8, 64), Port: 15001}, false},
 		{&net.TCPAddr{IP: net.IPv6loopback, Port: 15002}, false},
 		{&net.TCPAddr{IP: net.IPv4(10, 96, 0, 10), Port: 15002}, false},
 	} {
@@ -40,20 +48,26 @@ func TestProbeRedirect(t *testing.T) {
 		return ln.Addr().String()
 	}
 	t.Run("the sidecar answers", func(t *testing.T) {
-		if err := probeRedirect(t.Context(), serve(t, answerProbe)); err != nil {
+		if err := probeRedirect(t.Context(), serve(t, answerProbe), "east"); err != nil {
 			t.Errorf("probeRedirect = %v, want nil", err)
 		}
 	})
 	t.Run("something else answers", func(t *testing.T) {
 		addr := serve(t, func(c net.Conn) { c.Write([]byte("SSH-2.0-OpenSSH_9.2p1\r\n")); c.Close() })
-		if err := probeRedirect(t.Context(), addr); !errors.Is(err, errWrongAnswer) {
+		if err := probeRedirect(t.Context(), addr, "east"); !errors.Is(err, errWrongAnswer) {
+			t.Errorf("probeRedirect = %v, want errWrongAnswer", err)
+		}
+	})
+	t.Run("an endless answer", func(t *testing.T) {
+		addr := serve(t, func(c net.Conn) { c.Write([]byte(strings.Repeat("skiff-redirect-ok", 100))); c.Close() })
+		if err := probeRedirect(t.Context(), addr, "east"); !errors.Is(err, errWrongAnswer) {
 			t.Errorf("probeRedirect = %v, want errWrongAnswer", err)
 		}
 	})
 	t.Run("silence", func(t *testing.T) {
 		addr := serve(t, func(c net.Conn) { time.Sleep(time.Second); c.Close() })
 		start := time.Now()
-		if err := probeRedirect(t.Context(), addr); !errors.Is(err, os.ErrDeadlineExceeded) {
+		if err := probeRedirect(t.Context(), addr, "east"); !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Errorf("probeRedirect = %v, want a deadline error", err)
 		}
 		if d := time.Since(start); d > 900*time.Millisecond {
@@ -67,11 +81,64 @@ func TestProbeRedirect(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		if err := probeRedirect(t.Context(), addr); err == nil {
+		if err := probeRedirect(t.Context(), addr, "east"); err == nil {
 			t.Error("probeRedirect to a closed port = nil, want an error")
 		}
 	})
 }
+
+// The answer judged by how the self-check got to the sidecar: through NAT
+// (the socket's peer is what it dialled: the pod's own nftables rules) the
+// answer is enough; through an eBPF connect rewrite (the peer is the
+// sidecar's port) it must name the site's own self-check address.
+func TestCheckProbeAnswer(t *testing.T) {
+	dialled := netip.MustParseAddrPort("127.0.0.1:15002")
+	nat := netip.MustParseAddrPort("127.0.0.1:15002")
+	rewritten := netip.MustParseAddrPort("127.0.0.1:15001")
+	east, west := contract.RedirectProbeSiteAddr("east").String(), contract.RedirectProbeSiteAddr("west").String()
+	for _, tc := range []struct {
+		name   string
+		peer   netip.AddrPort
+		answer string
+		want   error // nil, errWrongAnswer or errOtherSite
+	}{
+		{"nftables", nat, "skiff-redirect-ok 127.0.0.1:15002\n", nil},
+		{"nftables, no original destination", nat, "skiff-redirect-ok\n", nil},
+		{"this site's programs", rewritten, "skiff-redirect-ok " + east + "\n", nil},
+		{"this site's programs, IPv4-mapped peer", netip.MustParseAddrPort("[::ffff:127.0.0.1]:15001"), "skiff-redirect-ok " + east + "\n", nil},
+		{"another site's programs", rewritten, "skiff-redirect-ok " + west + "\n", errOtherSite},
+		{"an older agent's programs", rewritten, "skiff-redirect-ok 127.0.0.1:15002\n", errOtherSite},
+		{"rewritten, no original destination", rewritten, "skiff-redirect-ok\n", errOtherSite},
+		{"an older sidecar's answer is still an answer", nat, "skiff-redirect-ok\n", nil},
+		{"not the sidecar", nat, "HTTP/1.1 400 Bad Request\r\n", errWrongAnswer},
+		{"extra words", rewritten, "skiff-redirect-ok " + east + " and more\n", errWrongAnswer},
+		{"no end of line", rewritten, "skiff-redirect-ok " + east, errWrongAnswer},
+		{"empty", nat, "", io.EOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &fakeConn{Reader: strings.NewReader(tc.answer), remote: net.TCPAddrFromAddrPort(tc.peer)}
+			err := checkProbeAnswer(c, dialled, "east")
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("checkProbeAnswer = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	err := checkProbeAnswer(&fakeConn{Reader: strings.NewReader("skiff-redirect-ok " + west + "\n"), remote: net.TCPAddrFromAddrPort(rewritten)}, dialled, "east")
+	if want := "came back as " + west + ", site east's is " + east; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want it to say %q", err, want)
+	}
+}
+
+// fakeConn is a connection that reads from Reader and has remote as its
+// peer.
+type fakeConn struct {
+	net.Conn
+	io.Reader
+	remote net.Addr
+}
+
+func (c *fakeConn) Read(b []byte) (int, error) { return c.Reader.Read(b) }
+func (c *fakeConn) RemoteAddr() net.Addr       { return c.remote }
 
 // A sidecar with a RedirectWait and no redirection (an unprivileged test
 // has none): not ready until the wait is over, then ready, the metric 0

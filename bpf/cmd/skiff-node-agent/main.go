@@ -1,20 +1,22 @@
-// Command skiff-node-agent loads skiff's eBPF programs and attaches them to
-// the cgroups whose outbound connections to network services go to their
-// sidecar. Kubernetes mode (the DaemonSet):
+// Command skiff-node-agent loads a site's eBPF programs and attaches them
+// to the cgroups whose outbound connections to the site's network services
+// go to their sidecar. Every site on a node has its own programs, maps and
+// pins (/sys/fs/bpf/skiff/sites/<site>). Kubernetes mode (the DaemonSet of
+// each site):
 //
-//	skiff-node-agent daemon --node-name NODE --site SITE --controller HOST:PORT [--cgroup-root DIR] [--bpffs DIR] [--pin-dir DIR]
+//	skiff-node-agent daemon --node-name NODE --site SITE --namespace NS --controller HOST:PORT [--cgroup-root DIR] [--bpffs DIR] [--pin-dir DIR]
 //	    [--metrics-bind-address ADDR] [--health-probe-bind-address ADDR] [--cleanup-on-exit] [--kubeconfig FILE]
 //
 // Linux mode:
 //
-//	skiff-node-agent attach --cgroup PATH [--service IP:PORT ...] [--services FILE] [--exclude-ports P,..] [--exclude-cidrs C,..]
-//	skiff-node-agent services (--service IP:PORT ... | --services FILE)
-//	skiff-node-agent detach --cgroup PATH
-//	skiff-node-agent status
-//	skiff-node-agent uninstall
+//	skiff-node-agent attach --site SITE --cgroup PATH [--service IP:PORT ...] [--services FILE] [--exclude-ports P,..] [--exclude-cidrs C,..]
+//	skiff-node-agent services --site SITE (--service IP:PORT ... | --services FILE)
+//	skiff-node-agent detach (--site SITE | --pin-dir DIR) --cgroup PATH
+//	skiff-node-agent status (--site SITE | --pin-dir DIR)
+//	skiff-node-agent uninstall (--site SITE | --pin-dir DIR)
 //
-// Every Linux command takes --pin-dir (default /sys/fs/bpf/skiff). Every
-// command takes --log-level and --zap-devel, and needs CAP_BPF and
+// Every Linux command takes --pin-dir (default /sys/fs/bpf/skiff/sites/<site>).
+// Every command takes --log-level and --zap-devel, and needs CAP_BPF and
 // CAP_NET_ADMIN (or root).
 package main
 
