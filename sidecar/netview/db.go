@@ -23,7 +23,8 @@ const (
 	// BindingTTL is how long a site's key keeps holding the site's name
 	// after the DB last held a record of the site or saw it on a link.
 	BindingTTL = 24 * time.Hour
-	// MaxSites bounds the sites (records and name bindings) a DB holds.
+	// MaxSites bounds the records (one per gateway) and the name
+	// bindings (one per site) a DB holds.
 	MaxSites = 1 << 16
 )
 
@@ -37,8 +38,9 @@ var (
 )
 
 // DB is a gateway's link-state database: its own record, the newest
-// record it has from every other site, and which key holds each site name.
-// It is safe for concurrent use.
+// record it has from every other node (the gateways of other sites, and
+// the other gateways of its own site), and which key holds each site
+// name. It is safe for concurrent use.
 //
 // Names are held first come, first served: the first key a site name is
 // seen with (on a link, or in a validly signed record) holds it; a record
@@ -55,7 +57,7 @@ type DB struct {
 	mu          sync.Mutex
 	local       Record
 	localSigned *Signed          // local at its current Seq; nil until asked
-	records     map[string]*held // other sites only
+	records     map[string]*held // other nodes only, by node ID
 	keys        map[string]*binding
 	conflicts   []Conflict // the latest, at most maxConflicts
 
@@ -80,7 +82,7 @@ type Conflict struct {
 	Last   time.Time `json:"last,omitzero"`
 }
 
-// held is a stored record of another site.
+// held is a stored record of another node.
 type held struct {
 	Signed
 	at time.Time // when the newest record of the site arrived
@@ -150,22 +152,30 @@ func (db *DB) Changed() <-chan struct{} {
 	return db.changed
 }
 
-// SetLocal replaces the local record's links (peer site -> cost) and
+// SetLocal replaces the local record's links (peer node -> cost) and
 // addresses (address -> ready endpoints). Seq is bumped only if the content
 // changed. It returns the current local record and whether it changed; the
 // caller floods a changed record to its peers.
 //
 // The content is normalised so that the record is always one that peers
-// accept: links to "" or to self are dropped, costs are clamped into
-// 1..[MaxCost], and addresses with no ready endpoints are left out (an
-// address with zero endpoints is the same as no address).
+// accept: links to "" or to this node are dropped, costs are clamped
+// into 1..[MaxCost] (0..MaxCost for siblings), and addresses with no ready
+// endpoints are left out (an address with zero endpoints is the same as
+// no address).
 func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 	next := Record{Links: map[string]int{}, Addresses: map[string]int{}}
+	db.mu.Lock()
+	self := db.local.Node()
+	db.mu.Unlock()
 	for peer, cost := range links {
-		if peer == "" || peer == db.self {
+		if peer == "" || peer == self {
 			continue
 		}
-		next.Links[peer] = min(max(cost, 1), MaxCost)
+		low := 1
+		if SiteOf(peer) == db.self {
+			low = 0
+		}
+		next.Links[peer] = min(max(cost, low), MaxCost)
 	}
 	for addr, n := range addresses {
 		if addr != "" && n > 0 {
@@ -205,6 +215,23 @@ func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
 	db.bumpLocked()
 	db.invalidate()
 	return db.local.clone(), true
+}
+
+// SetLocalRouter renames the local node (Record.Router); a sidecar takes
+// the name of the gateway it is linked to, whose record is its local one.
+// A held record of the new node is dropped: it is the local record now.
+// It reports whether the name changed.
+func (db *DB) SetLocalRouter(router string) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.local.Router == router {
+		return false
+	}
+	db.local.Router = router
+	delete(db.records, db.local.Node())
+	db.bumpLocked()
+	db.invalidate()
+	return true
 }
 
 // Refresh bumps the local record's Seq without changing its content, so
@@ -327,13 +354,14 @@ func (db *DB) Conflicts() []Conflict {
 	return slices.Clone(db.conflicts)
 }
 
-// Apply stores s if it is newer than the record held for its site, and
+// Apply stores s if it is newer than the record held for its node, and
 // reports whether it did; the caller then floods s to its other peers. s
 // must come from [Open] (its signature checked).
 //
 // A record of a site whose name another key holds is refused with
-// [ErrKeyConflict], and the held record stays. The local site's own
-// records (flooded back around a loop) are ignored; a record that claims
+// [ErrKeyConflict], and the held record stays. The local node's own
+// records (flooded back around a loop) are ignored; the records of the
+// site's other gateways are held like any other; a record that claims
 // the local site with another key is an ErrKeyConflict.
 func (db *DB) Apply(s Signed) (bool, error) {
 	if err := validate(s.Record); err != nil {
@@ -344,18 +372,19 @@ func (db *DB) Apply(s Signed) (bool, error) {
 	if err := db.bindLocked(s.Site, s.Key); err != nil {
 		return false, err
 	}
-	if s.Site == db.self {
+	node := s.Node()
+	if node == db.local.Node() {
 		return false, nil
 	}
-	old, ok := db.records[s.Site]
+	old, ok := db.records[node]
 	if ok && !s.Newer(old.Record) {
 		return false, nil
 	}
 	if !ok && len(db.records) >= MaxSites {
-		return false, fmt.Errorf("site %q: this gateway holds %d records already: %w", s.Site, MaxSites, ErrTooManySites)
+		return false, fmt.Errorf("node %q: this gateway holds %d records already: %w", node, MaxSites, ErrTooManySites)
 	}
 	s.Record = s.Record.clone()
-	db.records[s.Site] = &held{Signed: s, at: db.now()}
+	db.records[node] = &held{Signed: s, at: db.now()}
 	if !ok || !old.sameContent(s.Record) {
 		db.invalidate()
 	}
@@ -363,7 +392,7 @@ func (db *DB) Apply(s Signed) (bool, error) {
 }
 
 // Records returns every record the database holds, the local one included,
-// sorted by site.
+// sorted by node.
 func (db *DB) Records() []Record {
 	db.mu.Lock()
 	out := make([]Record, 0, len(db.records)+1)
@@ -372,7 +401,7 @@ func (db *DB) Records() []Record {
 		out = append(out, h.Record.clone())
 	}
 	db.mu.Unlock()
-	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Site, b.Site) })
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Node(), b.Node()) })
 	return out
 }
 
@@ -396,35 +425,39 @@ func (db *DB) Signed() ([]Signed, error) {
 	return out, nil
 }
 
-// Forget drops the record of site (never the local one). The router uses
-// it to collect sites that have been unreachable for a long time; if site
-// is still out there, its next record brings it back. The key that holds
-// the name keeps it for [BindingTTL].
-func (db *DB) Forget(site string) {
+// Forget drops the record of node (never the local one). The router uses
+// it to collect nodes that have been unreachable for a long time; if the
+// node is still out there, its next record brings it back. The key that
+// holds its site's name keeps it for [BindingTTL].
+func (db *DB) Forget(node string) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if _, ok := db.records[site]; ok {
-		delete(db.records, site)
+	if _, ok := db.records[node]; ok {
+		delete(db.records, node)
 		db.invalidate()
 	}
 }
 
 // Expire drops records that no newer record replaced for maxAge, and name
 // bindings of sites neither held nor seen for [BindingTTL]. It returns the
-// sites whose records it dropped.
+// nodes whose records it dropped.
 func (db *DB) Expire(maxAge time.Duration) []string {
 	now := db.now()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	var dropped []string
-	for site, h := range db.records {
+	for node, h := range db.records {
 		if now.Sub(h.at) > maxAge {
-			delete(db.records, site)
-			dropped = append(dropped, site)
+			delete(db.records, node)
+			dropped = append(dropped, node)
 		}
 	}
+	held := map[string]bool{}
+	for _, h := range db.records {
+		held[h.Site] = true
+	}
 	for site, b := range db.keys {
-		if _, ok := db.records[site]; !ok && now.Sub(b.lastSeen) > BindingTTL {
+		if !held[site] && now.Sub(b.lastSeen) > BindingTTL {
 			delete(db.keys, site)
 		}
 	}
@@ -448,8 +481,8 @@ func (db *DB) View() *View {
 		return v
 	}
 	recs := make(map[string]Record, len(db.records))
-	for site, h := range db.records {
-		recs[site] = h.Record
+	for node, h := range db.records {
+		recs[node] = h.Record
 	}
 	v := compute(db.local, recs)
 	db.view.Store(v)

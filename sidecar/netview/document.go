@@ -33,9 +33,13 @@ type DocumentSite struct {
 	Hops    int            `json:"hops,omitempty"`
 	NextHop string         `json:"nextHop,omitempty"`
 	Links   map[string]int `json:"links,omitempty"`
+	// Routers are the site's reachable gateways (their router names).
+	Routers []string `json:"routers,omitempty"`
 }
 
-// Document returns the current view as a Document.
+// Document returns the current view as a Document: per reachable site,
+// the links of its reachable gateways to other sites (the cheapest per
+// peer site), its gateways and its route.
 func (db *DB) Document() Document {
 	v := db.View()
 	recs := db.Records()
@@ -43,17 +47,32 @@ func (db *DB) Document() Document {
 	for _, c := range db.Conflicts() {
 		d.Conflicts = append(d.Conflicts, Conflict{Site: c.Site, Key: c.Key, HeldBy: c.HeldBy})
 	}
-	reachable := map[string]bool{}
-	for _, s := range v.Sites() {
-		reachable[s] = true
+	unreachable := map[string]bool{}
+	for _, n := range v.UnreachableNodes {
+		unreachable[n] = true
 	}
+	links := map[string]map[string]int{}
 	for _, r := range recs {
-		if !reachable[r.Site] {
+		if unreachable[r.Node()] {
 			continue
 		}
-		s := DocumentSite{Name: r.Site, Links: r.Links}
-		if rt, ok := v.Routes[r.Site]; ok {
-			s.Cost, s.Hops, s.NextHop = rt.Cost, rt.Hops, rt.NextHop
+		if links[r.Site] == nil {
+			links[r.Site] = map[string]int{}
+		}
+		for peer, cost := range r.Links {
+			ps := SiteOf(peer)
+			if ps == r.Site {
+				continue // siblings: Routers lists them
+			}
+			if c, ok := links[r.Site][ps]; !ok || cost < c {
+				links[r.Site][ps] = cost
+			}
+		}
+	}
+	for _, site := range v.Sites() {
+		s := DocumentSite{Name: site, Links: cloneMap(links[site]), Routers: v.Routers[site]}
+		if rt, ok := v.Routes[site]; ok {
+			s.Cost, s.Hops, s.NextHop = rt.Cost, rt.Hops, SiteOf(rt.NextHop)
 		}
 		d.Sites = append(d.Sites, s)
 	}

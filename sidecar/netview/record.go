@@ -46,8 +46,8 @@ type Record struct {
 	Version int    `json:"v"`
 	Site    string `json:"site"`
 	// Router names the gateway that originated the record within its
-	// site (its pod or host name); informational until a site runs
-	// several gateways.
+	// site (its pod or host name): with Site, the record's node
+	// ([NodeID]). Each gateway of a site floods its own record.
 	Router string `json:"router,omitempty"`
 	// Key is the site's public key ([KeyID] form) that signs the record.
 	// The first key seen for a site name holds the name (see [DB]).
@@ -59,8 +59,9 @@ type Record struct {
 	// Seq is bumped on every change within an epoch, and on every
 	// refresh.
 	Seq uint64 `json:"seq"`
-	// Links maps a peer site to the cost of the link to it, for links
-	// currently up.
+	// Links maps a peer node ([NodeID]: the router at the other end) to
+	// the cost of the link to it, for links currently up. Links between
+	// the gateways of one site (siblings) may cost 0.
 	Links map[string]int `json:"links,omitempty"`
 	// Addresses maps a network address to the number of ready endpoints
 	// (connectors) this site has for it.
@@ -167,14 +168,22 @@ func validate(r Record) error {
 	case len(r.Routing) > MaxAddresses:
 		return bad("%d routing entries, at most %d", len(r.Routing), MaxAddresses)
 	}
+	self := r.Node()
 	for peer, cost := range r.Links {
+		site, router := SplitNode(peer)
+		minCost := 1
+		if site == r.Site {
+			minCost = 0 // a sibling
+		}
 		switch {
-		case names.CheckSite(peer) != nil:
+		case names.CheckSite(site) != nil:
 			return bad("link to %q: not a site name", clip(peer))
-		case peer == r.Site:
+		case router != "" && names.CheckRouter(router) != nil:
+			return bad("link to %q: not a router name", clip(peer))
+		case peer == self:
 			return bad("lists a link to itself")
-		case cost < 1 || cost > MaxCost:
-			return bad("link to %q has cost %d, want 1..%d", peer, cost, MaxCost)
+		case cost < minCost || cost > MaxCost:
+			return bad("link to %q has cost %d, want %d..%d", peer, cost, minCost, MaxCost)
 		}
 	}
 	for addr, n := range r.Addresses {

@@ -5,11 +5,15 @@ import (
 	"slices"
 )
 
-// View is the network as one site sees it, computed from a [DB]'s records.
-// A View is immutable: it is shared by everyone who asked for it.
+// View is the network as one gateway sees it, computed from a [DB]'s
+// records. Paths run between nodes (gateways, see [NodeID]); what the
+// router needs is per site: the least-cost route to any gateway of it. A
+// View is immutable: it is shared by everyone who asked for it.
 type View struct {
 	// Self is the local site.
 	Self string
+	// Node is the local node.
+	Node string
 	// Routes holds the least-cost route to every reachable site except
 	// Self.
 	Routes map[string]Route
@@ -21,18 +25,32 @@ type View struct {
 	// no reachable site declares a pattern for are absent.
 	Routing map[string]string
 	// Unreachable lists the sites the DB holds a record for but has no path
-	// to, sorted.
+	// to any of their gateways, sorted.
 	Unreachable []string
+	// UnreachableNodes lists the nodes the DB holds a record for but has
+	// no path to, sorted: gateways gone, whose records age out.
+	UnreachableNodes []string
+	// Routers maps every reachable site (Self included) to its reachable
+	// gateways' router names, sorted (empty names left out).
+	Routers map[string][]string
 
 	sites []string // reachable, Self included, sorted
+	// hops maps a reachable node other than Node to the neighbour node on
+	// its least-cost path.
+	hops map[string]string
 }
 
-// Route is the least-cost path to a site.
+// Route is the least-cost path to a site: to the nearest of its gateways.
 type Route struct {
-	Site    string
-	NextHop string // the neighbour to forward to
-	Cost    int    // sum of the link costs along the path
-	Hops    int    // number of links along the path
+	Site string
+	// NextHop is the neighbour node to forward to: a gateway of the next
+	// site on the path, or a sibling gateway of this site that has the
+	// link.
+	NextHop string
+	Cost    int // sum of the link costs along the path
+	Hops    int // number of links along the path
+	// Router is the gateway of Site the path ends at.
+	Router string
 }
 
 // Target is a site that serves an address.
@@ -42,18 +60,26 @@ type Target struct {
 	Cost      int    `json:"cost"`      // path cost from Self; 0 for Self
 }
 
-// NextHop returns the neighbour to forward a stream for site to. It reports
-// false for sites with no route, and for Self, which needs no hop.
+// NextHop returns the neighbour node to forward a stream for site to. It
+// reports false for sites with no route, and for Self, which needs no hop.
 func (v *View) NextHop(site string) (string, bool) {
 	r, ok := v.Routes[site]
 	return r.NextHop, ok
+}
+
+// NextHopToNode returns the neighbour node on the least-cost path to node
+// (a sibling gateway, say); false when node is unreachable or the local
+// node.
+func (v *View) NextHopToNode(node string) (string, bool) {
+	nh, ok := v.hops[node]
+	return nh, ok
 }
 
 // Sites returns the reachable sites, Self included, sorted.
 func (v *View) Sites() []string { return slices.Clone(v.sites) }
 
 // label orders paths to one node: least cost, then lowest next hop (node
-// indexes follow site names), then fewest hops. Extending two paths by the
+// indexes follow node IDs), then fewest hops. Extending two paths by the
 // same link keeps their order, so Dijkstra over labels finds, for every
 // node, the least label of all paths to it, which makes ties deterministic.
 type label struct {
@@ -72,27 +98,29 @@ func (a label) less(b label) bool {
 
 type edge struct{ to, cost int }
 
-// compute builds the view rooted at local from the other sites' records.
+// compute builds the view rooted at local from the other nodes' records
+// (by node ID).
 func compute(local Record, records map[string]Record) *View {
-	// Nodes are indexed in site-name order, so comparing indexes compares
-	// names.
-	names := make([]string, 0, len(records)+1)
-	names = append(names, local.Site)
-	for site := range records {
-		names = append(names, site)
+	// Nodes are indexed in node-ID order, so comparing indexes compares
+	// IDs.
+	localNode := local.Node()
+	ids := make([]string, 0, len(records)+1)
+	ids = append(ids, localNode)
+	for node := range records {
+		ids = append(ids, node)
 	}
-	slices.Sort(names)
-	recs := make([]Record, len(names))
-	index := make(map[string]int, len(names))
-	for i, site := range names {
-		if site == local.Site {
+	slices.Sort(ids)
+	recs := make([]Record, len(ids))
+	index := make(map[string]int, len(ids))
+	for i, node := range ids {
+		if node == localNode {
 			recs[i] = local
 		} else {
-			recs[i] = records[site]
+			recs[i] = records[node]
 		}
-		index[site] = i
+		index[node] = i
 	}
-	self := index[local.Site]
+	self := index[localNode]
 
 	// Two-way check: an edge counts only when both ends list each other;
 	// its cost is the higher of the two claims. Every node's edges end up
@@ -105,7 +133,7 @@ func compute(local Record, records map[string]Record) *View {
 			if !ok {
 				continue
 			}
-			if back, ok := recs[j].Links[r.Site]; ok {
+			if back, ok := recs[j].Links[ids[i]]; ok {
 				edges = append(edges, edge{to: j, cost: max(cost, back)})
 			}
 		}
@@ -144,33 +172,81 @@ func compute(local Record, records map[string]Record) *View {
 
 	v := &View{
 		Self:      local.Site,
-		Routes:    make(map[string]Route, len(recs)-1),
+		Node:      localNode,
+		Routes:    map[string]Route{},
 		Addresses: map[string][]Target{},
+		Routers:   map[string][]string{},
+		hops:      map[string]string{},
 	}
-	bySite := make(map[string]Record, len(recs))
+	// Per site: the nearest reachable gateway (the least label; ties go
+	// to the lowest node ID, as nodes are visited in ID order), and its
+	// addresses: a site's gateways front the same endpoints, so a site
+	// serves an address with the most endpoints any of its reachable
+	// gateways reports.
+	nearest := map[string]int{}
+	endpoints := map[string]map[string]int{}
+	routing := map[string]map[string]string{}
+	reachable := map[string]bool{}
 	for i, r := range recs {
 		if !done[i] {
-			v.Unreachable = append(v.Unreachable, r.Site)
+			v.UnreachableNodes = append(v.UnreachableNodes, ids[i])
 			continue
 		}
-		v.sites = append(v.sites, r.Site)
-		b := best[i]
-		if i != self {
-			v.Routes[r.Site] = Route{Site: r.Site, NextHop: recs[b.nextHop].Site, Cost: b.cost, Hops: b.hops}
+		reachable[r.Site] = true
+		if r.Router != "" {
+			v.Routers[r.Site] = append(v.Routers[r.Site], r.Router)
 		}
-		bySite[r.Site] = r
+		if i != self {
+			v.hops[ids[i]] = ids[best[i].nextHop]
+		}
+		if n, ok := nearest[r.Site]; !ok || best[i].less(best[n]) {
+			nearest[r.Site] = i
+		}
+		if endpoints[r.Site] == nil {
+			endpoints[r.Site] = map[string]int{}
+		}
 		for addr, n := range r.Addresses {
-			if n > 0 {
-				v.Addresses[addr] = append(v.Addresses[addr], Target{Site: r.Site, Endpoints: n, Cost: b.cost})
+			endpoints[r.Site][addr] = max(endpoints[r.Site][addr], n)
+		}
+		for addr, p := range r.Routing {
+			if routing[r.Site] == nil {
+				routing[r.Site] = map[string]string{}
+			}
+			if _, ok := routing[r.Site][addr]; !ok || r.Site == local.Site && i == self {
+				routing[r.Site][addr] = p
 			}
 		}
+	}
+	for i, r := range recs {
+		if !done[i] && !reachable[r.Site] && !slices.Contains(v.Unreachable, r.Site) {
+			v.Unreachable = append(v.Unreachable, r.Site)
+		}
+	}
+	slices.Sort(v.Unreachable)
+	for site, i := range nearest {
+		v.sites = append(v.sites, site)
+		cost := best[i].cost
+		if site == local.Site {
+			cost = 0 // the local site is served here
+		} else {
+			v.Routes[site] = Route{Site: site, NextHop: ids[best[i].nextHop], Router: recs[i].Router, Cost: cost, Hops: best[i].hops}
+		}
+		for addr, n := range endpoints[site] {
+			if n > 0 {
+				v.Addresses[addr] = append(v.Addresses[addr], Target{Site: site, Endpoints: n, Cost: cost})
+			}
+		}
+	}
+	slices.Sort(v.sites)
+	for _, rs := range v.Routers {
+		slices.Sort(rs)
 	}
 	for addr, ts := range v.Addresses {
 		slices.SortFunc(ts, func(a, b Target) int {
 			return cmp.Or(cmp.Compare(a.Cost, b.Cost), cmp.Compare(a.Site, b.Site))
 		})
 		for _, t := range ts {
-			if p := bySite[t.Site].Routing[addr]; p != "" {
+			if p := routing[t.Site][addr]; p != "" {
 				if v.Routing == nil {
 					v.Routing = map[string]string{}
 				}

@@ -219,7 +219,14 @@ func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 		if l.peerDraining() || !r.dialsWhileDraining() {
 			return // no new streams go on this link
 		}
-		sess, err := d.dialSession(ctx, l.id, i)
+		sess, reply, err := d.dialSession(ctx, l.id, i)
+		if err == nil && reply.Router != l.router {
+			// The site's Service sent it to another of its gateways,
+			// which has no link with this id (it refused it, or a peer
+			// that predates router names did not say).
+			sess.Close()
+			err = fmt.Errorf("landed on gateway %q of site %s, the link is with %q", clipName(reply.Router), l.peer, l.router)
+		}
 		if err != nil {
 			r.log.V(1).Info("link pool connection failed", "peerSite", l.peer, "index", i, "error", err.Error())
 			sleepCtx(ctx, backoff.next())
@@ -245,13 +252,17 @@ func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 	r := d.r
 	id := newID()
-	sess, err := d.dialSession(ctx, id, 0)
+	sess, reply, err := d.dialSession(ctx, id, 0)
 	if err != nil {
 		return nil, err
 	}
-	p := peer{site: d.spec.PeerSite, role: roleGateway, key: d.spec.PeerKey, policy: d.spec.Policy}
+	p := peer{site: d.spec.PeerSite, router: reply.Router, role: roleGateway, key: d.spec.PeerKey, policy: d.spec.Policy}
 	if r.cfg.Role == RoleSidecar {
 		p.site = r.self
+		// The gateway's record is this sidecar's local one.
+		if r.db.SetLocalRouter(reply.Router) {
+			r.viewChanged()
+		}
 	}
 	l := newLink(r, id, p, d.spec.Cost, true, r.cfg.PoolSize)
 	l.setSession(0, sess)
@@ -276,14 +287,14 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 }
 
 // dialSession dials one TLS connection of a link and says hello.
-func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Session, error) {
+func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Session, helloReply, error) {
 	r, spec := d.r, d.spec
 	td := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 15 * time.Second}, Config: d.tlsConfig()}
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout+2*time.Second)
 	defer cancel()
 	c, err := td.DialContext(dctx, "tcp", spec.Endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", spec.Endpoint, err)
+		return nil, helloReply{}, fmt.Errorf("dial %s: %w", spec.Endpoint, err)
 	}
 	conn := c.(*tls.Conn)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -292,23 +303,27 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 		hl.Role = roleMember
 	} else if err := r.prove(&hl, conn.ConnectionState()); err != nil {
 		conn.Close()
-		return nil, err
+		return nil, helloReply{}, err
 	}
 	if err := writeMsg(conn, hl); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("send hello: %w", err)
+		return nil, helloReply{}, fmt.Errorf("send hello: %w", err)
 	}
 	var reply helloReply
 	if err := readMsgLimit(conn, &reply, maxHello); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("read hello reply: %w", err)
+		return nil, helloReply{}, fmt.Errorf("read hello reply: %w", err)
 	}
 	if err := d.checkReply(reply); err != nil {
 		conn.Close()
-		return nil, err
+		return nil, helloReply{}, err
+	}
+	if reply.Router != "" && names.CheckRouter(reply.Router) != nil {
+		conn.Close()
+		return nil, helloReply{}, fmt.Errorf("peer %q names its router %q: not a router name", clipName(reply.Site), clipName(reply.Router))
 	}
 	conn.SetDeadline(time.Time{})
-	return mux.Client(conn, r.muxConfig), nil
+	return mux.Client(conn, r.muxConfig), reply, nil
 }
 
 // checkReply checks the accepting side's answer to a hello, and binds
@@ -363,11 +378,11 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	if err != nil {
 		handshakeDone()
 		r.refused(raw, hl, err)
-		_ = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Error: err.Error()})
+		_ = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Router: r.routerName, Error: err.Error()})
 		conn.Close()
 		return
 	}
-	err = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, LinkCert: string(p.linkCert)})
+	err = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Router: r.routerName, LinkCert: string(p.linkCert)})
 	handshakeDone()
 	if err != nil {
 		conn.Close()

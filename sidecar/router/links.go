@@ -25,6 +25,7 @@ type link struct {
 	r        *Router
 	id       string
 	peer     string // peer site (a member's site equals ours)
+	router   string // the peer's router name, as it said ("" if it did not)
 	name     string // peer's own name (members: pod name)
 	role     string // the peer's role
 	identity string // what every pool connection must prove (peer.identity)
@@ -39,7 +40,7 @@ type link struct {
 	up       bool
 	closed   bool
 
-	// pending records to send, coalesced per site; kick wakes the writer.
+	// pending records to send, coalesced per node; kick wakes the writer.
 	pendMu  sync.Mutex
 	pending map[string]netview.Signed
 	kick    chan struct{}
@@ -52,13 +53,17 @@ func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *lin
 		name = p.site
 	}
 	return &link{
-		r: r, id: id, peer: p.site, name: name, role: p.role, identity: p.identity(), tokenID: p.tokenID, policy: p.policy, cost: cost, dialed: dialed,
+		r: r, id: id, peer: p.site, router: p.router, name: name, role: p.role, identity: p.identity(), tokenID: p.tokenID, policy: p.policy, cost: cost, dialed: dialed,
 		sessions: make([]*mux.Session, pool),
 		pending:  map[string]netview.Signed{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
 }
+
+// node is the network node the link ends at (netview.NodeID): one
+// gateway of the peer site.
+func (l *link) node() string { return netview.NodeID(l.peer, l.router) }
 
 func (l *link) isUp() bool {
 	l.mu.Lock()
@@ -268,8 +273,8 @@ func (l *link) markUp(ctrl *mux.Stream) {
 func (l *link) enqueue(recs []netview.Signed) {
 	l.pendMu.Lock()
 	for _, rec := range recs {
-		if old, ok := l.pending[rec.Site]; !ok || rec.Newer(old.Record) {
-			l.pending[rec.Site] = rec
+		if old, ok := l.pending[rec.Node()]; !ok || rec.Newer(old.Record) {
+			l.pending[rec.Node()] = rec
 		}
 	}
 	l.pendMu.Unlock()
@@ -285,7 +290,7 @@ type controlMsg struct {
 }
 
 // writeLoop sends pending records; a slow peer gets the newest record per
-// site, never a growing queue.
+// node, never a growing queue.
 func (l *link) writeLoop() {
 	for {
 		select {
@@ -332,9 +337,10 @@ func (l *link) readControl(br *bufio.Reader) {
 				continue
 			}
 			r.m.RecordsReceived.Inc()
-			if r.cfg.Role == RoleSidecar && rec.Site == r.self {
+			if r.cfg.Role == RoleSidecar && rec.Node() == l.node() {
 				// A sidecar's view is rooted at its gateway: the gateway's
-				// record is the sidecar's local one.
+				// record is the sidecar's local one (its site's other
+				// gateways' records are held like any other).
 				_, ch1 := r.db.SetLocal(rec.Links, rec.Addresses)
 				if _, ch2 := r.db.SetLocalRouting(rec.Routing); ch1 || ch2 {
 					changed = append(changed, rec)

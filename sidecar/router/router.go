@@ -638,8 +638,8 @@ func (r *Router) updateLocal() {
 		if l.role != roleGateway || !l.isUp() {
 			continue
 		}
-		if c, ok := links[l.peer]; !ok || l.cost < c {
-			links[l.peer] = l.cost
+		if c, ok := links[l.node()]; !ok || l.cost < c {
+			links[l.node()] = l.cost
 		}
 	}
 	r.mu.Unlock()
@@ -725,7 +725,7 @@ func (r *Router) gcLoop(ctx context.Context) {
 			v := r.db.View()
 			r.unreachMu.Lock()
 			seen := map[string]bool{}
-			for _, s := range v.Unreachable {
+			for _, s := range v.UnreachableNodes {
 				seen[s] = true
 				first, ok := r.unreachSeen[s]
 				if !ok {
@@ -733,7 +733,7 @@ func (r *Router) gcLoop(ctx context.Context) {
 				} else if now.Sub(first) > forgetAfter {
 					r.db.Forget(s)
 					delete(r.unreachSeen, s)
-					r.log.V(1).Info("forgot unreachable site", "peerSite", s)
+					r.log.V(1).Info("forgot unreachable gateway", "node", s)
 				}
 			}
 			for s := range r.unreachSeen {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/routing"
 )
 
@@ -61,6 +62,7 @@ func (r *Router) handleStream(f *flow, l *link, st *mux.Stream) {
 		return
 	}
 	in := newStreamConn(st, br, l.peer, r.m)
+	in.node = l.node()
 	if h.Dest == "" || h.Dest == r.self {
 		r.deliver(f, h, in)
 		return
@@ -172,7 +174,7 @@ func (r *Router) transit(f *flow, h header, in *streamConn) {
 		return
 	}
 	h.Hops--
-	if nh, ok := r.db.View().NextHop(h.Dest); ok && nh == in.peer {
+	if nh, ok := r.db.View().NextHop(h.Dest); ok && nh == in.node {
 		r.m.StreamsRefused.WithLabelValues("loop").Inc()
 		_ = writeStatus(in, statusNoRoute, fmt.Sprintf("site %s routes %s back through %s, where the stream came from", r.self, h.Dest, in.peer))
 		in.Close()
@@ -252,15 +254,20 @@ func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
 		st.Reset()
 		return nil, err
 	}
-	return newStreamConn(st, br, l.peer, r.m), nil
+	out := newStreamConn(st, br, l.peer, r.m)
+	out.node = l.node()
+	return out, nil
 }
 
 // linkToward returns the up link to the next hop toward site, one whose
-// peer is not draining if there is one, else the cheapest. When every link
-// there is draining it waits, up to drainingLinkWait, for one that is not
-// (a replacement being dialled, or another replica's link) rather than
-// fail a connection that a moment's wait would carry.
+// peer is not draining if there is one, else the cheapest. The next hop
+// is a node (one gateway); when it is a gateway of site itself, a link to
+// any of site's gateways delivers there as well, and is as good. When
+// every link there is draining it waits, up to drainingLinkWait, for one
+// that is not (a replacement being dialled, or another replica's link)
+// rather than fail a connection that a moment's wait would carry.
 func (r *Router) linkToward(site string) (*link, error) {
+	match := func(l *link) bool { return l.peer == r.self } // a sidecar reaches everything through its gateway
 	next := site
 	if r.cfg.Role == RoleGateway {
 		nh, ok := r.db.View().NextHop(site)
@@ -268,12 +275,15 @@ func (r *Router) linkToward(site string) (*link, error) {
 			return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
 		}
 		next = nh
-	} else {
-		next = r.self // a sidecar reaches everything through its gateway
+		if netview.SiteOf(nh) == site {
+			match = func(l *link) bool { return l.peer == site }
+		} else {
+			match = func(l *link) bool { return l.node() == nh }
+		}
 	}
 	var wait *time.Timer
 	for {
-		best, draining, up := r.bestLink(next)
+		best, draining, up := r.bestLink(match)
 		switch {
 		case best == nil:
 			return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
@@ -294,14 +304,15 @@ func (r *Router) linkToward(site string) (*link, error) {
 	}
 }
 
-// bestLink returns the up link to next whose peer is not draining with
-// the lowest cost, else the draining one with the lowest cost (draining
-// true), and a channel closed when another link comes up.
-func (r *Router) bestLink(next string) (best *link, draining bool, up <-chan struct{}) {
+// bestLink returns, of the up gateway links that match, the one whose
+// peer is not draining with the lowest cost, else the draining one with
+// the lowest cost (draining true), and a channel closed when another link
+// comes up.
+func (r *Router) bestLink(match func(*link) bool) (best *link, draining bool, up <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, l := range r.links {
-		if l.peer != next || l.role != roleGateway || !l.isUp() {
+		if l.role != roleGateway || !match(l) || !l.isUp() {
 			continue
 		}
 		d := l.peerDraining()
@@ -477,7 +488,8 @@ func copyConn(dst io.Writer, src io.Reader) (int64, error) {
 // first bytes of data, and per-peer byte accounting.
 type streamConn struct {
 	*mux.Stream
-	peer     string // the neighbour it came from or goes to
+	peer     string // the neighbour site it came from or goes to
+	node     string // the neighbour node (netview.NodeID)
 	br       *bufio.Reader
 	rx, sent prometheus.Counter
 }

@@ -45,7 +45,10 @@ type hello struct {
 type helloReply struct {
 	Version int    `json:"v"`
 	Site    string `json:"site"`
-	Error   string `json:"error,omitempty"`
+	// Router names the accepting gateway within its site: with Site, the
+	// node the link ends at (a site may run several gateways).
+	Router string `json:"router,omitempty"`
+	Error  string `json:"error,omitempty"`
 	// LinkCert is the link certificate (PEM) issued when the hello
 	// redeemed a token.
 	LinkCert string `json:"linkCert,omitempty"`

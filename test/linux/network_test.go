@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -26,7 +27,7 @@ func TestChainMultiHop(t *testing.T) {
 	)
 	n.waitEndpoints("a", "echo", "c")
 	rt := n.sites["a"].r.View().Routes["c"]
-	if rt.NextHop != "b" || rt.Cost != 5 || rt.Hops != 2 {
+	if netview.SiteOf(rt.NextHop) != "b" || rt.Cost != 5 || rt.Hops != 2 {
 		t.Fatalf("route a->c = %+v, want next hop b, cost 5, 2 hops", rt)
 	}
 	counts := get(t, n.url("a", "echo"), 20)
@@ -84,7 +85,7 @@ func TestDiamondClosestFailover(t *testing.T) {
 	n.waitEndpoints("a", "near", "b", "c")
 	n.waitEndpoints("a", "far", "d")
 	testutil.Eventually(t, 10*time.Second, "a routes to d via b", func() error {
-		if rt := n.sites["a"].r.View().Routes["d"]; rt.NextHop != "b" || rt.Cost != 2 {
+		if rt := n.sites["a"].r.View().Routes["d"]; netview.SiteOf(rt.NextHop) != "b" || rt.Cost != 2 {
 			return fmt.Errorf("route a->d = %+v, want via b at cost 2", rt)
 		}
 		return nil
@@ -113,7 +114,7 @@ func TestDiamondClosestFailover(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "far reroutes through c", func() error {
 		rt := n.sites["a"].r.View().Routes["d"]
-		if rt.NextHop != "c" || rt.Cost != 6 {
+		if netview.SiteOf(rt.NextHop) != "c" || rt.Cost != 6 {
 			return fmt.Errorf("route a->d = %+v", rt)
 		}
 		return nil
@@ -154,7 +155,7 @@ func TestLinkCutMidStream(t *testing.T) {
 	)
 	n.waitEndpoints("a", "echo", "b")
 	testutil.Eventually(t, 10*time.Second, "a routes to b directly", func() error {
-		if rt := n.sites["a"].r.View().Routes["b"]; rt.NextHop != "b" {
+		if rt := n.sites["a"].r.View().Routes["b"]; netview.SiteOf(rt.NextHop) != "b" {
 			return fmt.Errorf("route a->b = %+v, want direct", rt)
 		}
 		return nil
@@ -179,7 +180,7 @@ func TestLinkCutMidStream(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "a reroutes to b through c", func() error {
 		rt := n.sites["a"].r.View().Routes["b"]
-		if rt.NextHop != "c" {
+		if netview.SiteOf(rt.NextHop) != "c" {
 			return fmt.Errorf("route a->b = %+v", rt)
 		}
 		return nil
