@@ -86,6 +86,7 @@ const DefaultRedirectWait = time.Minute
 // AddFlags registers the options on fs.
 func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SiteFile, "site-file", "", "site file (YAML) describing this site; see docs/site-file.md")
+	fs.StringVar(&o.Name, "name", "", "this router's name: a gateway's among its site's gateways (two gateway processes of one site need two names), a sidecar's to its gateway; default namespace/pod in Kubernetes, else the host name")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint and a gateway's /view, which describe the network (docs/install.md); loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 	fs.StringVar(&o.OutboundBindAddress, "outbound-bind-address", "", "sidecar only: where redirected connections arrive; default 127.0.0.1:"+strconv.Itoa(contract.SidecarOutboundPort))
@@ -413,6 +414,8 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 					return cfg, err
 				}
 			}
+			cfg.Siblings = site.Siblings
+			cfg.SiblingTLS = ca.SiblingTLS(site.Name)
 			cfg.LinkListen = site.LinkAccess.Bind
 			cfg.ServerTLS = pki.ServerTLS(ca, cert)
 			cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: site.Name}

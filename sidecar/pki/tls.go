@@ -3,8 +3,10 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ServerTLS returns the link listener's TLS configuration: TLS 1.3 only,
@@ -42,4 +44,37 @@ func ClientTLS(caPEM, certPEM, keyPEM []byte, serverName string) (*tls.Config, e
 			return &cert, nil
 		},
 	}, nil
+}
+
+// SiblingLinkID is the token id a sibling certificate names: no token,
+// the gateways of one site share its key.
+const SiblingLinkID = "sibling"
+
+// siblingValidity is how long a sibling certificate lasts; one is issued
+// for every connection.
+const siblingValidity = 24 * time.Hour
+
+// SiblingTLS returns the TLS configuration with which a gateway of site
+// dials another gateway of the same site (a sibling): the peer verified
+// against the site CA under the site's server name, and, for every
+// connection, a fresh link certificate for site that certifies the site
+// key (the CA key) itself. Only a holder of the site key can have one; the
+// accepting gateway takes such a certificate as a sibling's.
+func (ca *CA) SiblingTLS(site string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    ca.Pool(),
+		ServerName: ServerName(site),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			certPEM, err := ca.IssueLink(site, &ca.Key.PublicKey, SiblingLinkID, siblingValidity)
+			if err != nil {
+				return nil, err
+			}
+			block, _ := pem.Decode(certPEM)
+			if block == nil {
+				return nil, errors.New("sibling certificate: no PEM block")
+			}
+			return &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: ca.Key}, nil
+		},
+	}
 }

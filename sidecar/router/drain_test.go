@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -46,6 +47,10 @@ type drainSiteConfig struct {
 	links        []LinkSpec
 	svc          Services
 	drainTimeout time.Duration
+	// linkListen is the link port's bind address (default 127.0.0.1:0);
+	// siblings are the site's gateways' link addresses (siblings.go).
+	linkListen string
+	siblings   []string
 }
 
 func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
@@ -72,9 +77,10 @@ func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.LinkListen = "127.0.0.1:0"
+		cfg.LinkListen = cmp.Or(c.linkListen, "127.0.0.1:0")
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)
 		cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: c.site}
+		cfg.Siblings, cfg.SiblingTLS = c.siblings, ca.SiblingTLS(c.site)
 	}
 	return runDrainNode(t, c.router, ca, cfg)
 }

@@ -86,7 +86,7 @@ func (p peer) identity() string {
 	if p.role == roleMember {
 		return "member:" + p.tokenID + "/" + p.router
 	}
-	return "site:" + p.site + "/" + p.key
+	return "site:" + p.site + "/" + p.key + "/" + p.router
 }
 
 // refusal is a link connection refused for a reason worth a metric label.
@@ -117,8 +117,8 @@ func checkHello(hl hello) error {
 			return refuse("bad_hello", "hello: %v", err)
 		}
 	}
-	if hl.Cost < 1 || hl.Cost > netview.MaxCost {
-		return refuse("bad_hello", "hello: cost %d, want 1..%d", hl.Cost, netview.MaxCost)
+	if hl.Cost < 0 || hl.Cost > netview.MaxCost {
+		return refuse("bad_hello", "hello: cost %d, want 1..%d (0 between gateways of one site)", hl.Cost, netview.MaxCost)
 	}
 	if hl.Pool < 1 || hl.Pool > maxPool || hl.Index < 0 || hl.Index >= hl.Pool {
 		return refuse("bad_hello", "hello: connection %d of a pool of %d, want a pool of 1..%d", hl.Index, hl.Pool, maxPool)
@@ -192,6 +192,12 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 		}
 		if hl.Key != "" && hl.Key != key {
 			return peer{}, refuse("identity", "hello key differs from the link certificate's")
+		}
+		if li.Site == r.self {
+			return r.sibling(hl, key)
+		}
+		if hl.Cost < 1 {
+			return peer{}, refuse("bad_hello", "hello: cost %d, want 1..%d", hl.Cost, netview.MaxCost)
 		}
 		if err := r.cfg.Admission.CheckLink(li.TokenID, li.Site, key); err != nil {
 			return peer{}, refuse("token", "%v", err)
@@ -293,4 +299,24 @@ func clipName(s string) string {
 		return s
 	}
 	return s[:64] + "…"
+}
+
+// sibling admits another gateway of this site: it presented a link
+// certificate for this site that certifies this site's key, which only a
+// holder of the key (the site CA's) can have (pki.CA.SiblingTLS). Of two
+// siblings, the one with the lower router name dials: a hello from a
+// higher name is refused ("sibling_order"), and the reply's router name
+// tells the dialler to stop.
+func (r *Router) sibling(hl hello, key string) (peer, error) {
+	switch {
+	case key != r.db.HolderOf(r.self):
+		return peer{}, refuse("identity", "a link certificate for this site (%s) with another key", r.self)
+	case hl.Role != roleGateway || hl.Router == "":
+		return peer{}, refuse("identity", "a gateway of this site must say it is a gateway and name its router")
+	case hl.Router == r.routerName:
+		return peer{}, refuse("sibling_self", "this is gateway %q itself", r.routerName)
+	case hl.Router > r.routerName:
+		return peer{}, refuse("sibling_order", "gateway %q is dialled by gateway %q, not the other way", hl.Router, r.routerName)
+	}
+	return peer{site: r.self, router: hl.Router, role: roleGateway, key: key}, nil
 }

@@ -314,13 +314,16 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 		conn.Close()
 		return nil, helloReply{}, fmt.Errorf("read hello reply: %w", err)
 	}
-	if err := d.checkReply(reply); err != nil {
-		conn.Close()
-		return nil, helloReply{}, err
-	}
 	if reply.Router != "" && names.CheckRouter(reply.Router) != nil {
 		conn.Close()
 		return nil, helloReply{}, fmt.Errorf("peer %q names its router %q: not a router name", clipName(reply.Site), clipName(reply.Router))
+	}
+	if spec.onReply != nil {
+		spec.onReply(reply)
+	}
+	if err := d.checkReply(reply); err != nil {
+		conn.Close()
+		return nil, helloReply{}, err
 	}
 	conn.SetDeadline(time.Time{})
 	return mux.Client(conn, r.muxConfig), reply, nil

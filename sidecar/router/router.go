@@ -105,6 +105,8 @@ type LinkSpec struct {
 	// Policy is what the peer may advertise into this site and reach of
 	// it; the zero Policy allows everything.
 	Policy policy.Policy
+	// onReply, if set, sees every hello reply (siblings.go).
+	onReply func(helloReply)
 }
 
 // Config configures a Router.
@@ -120,6 +122,13 @@ type Config struct {
 
 	Links    []LinkSpec
 	Services Services
+
+	// Siblings are where this site's other gateways may be found
+	// (host:port, resolved every few seconds; siblings.go): a gateway
+	// links to each, at cost 0, with SiblingTLS (pki.CA.SiblingTLS).
+	// Gateways only.
+	Siblings   []string
+	SiblingTLS *tls.Config
 
 	// SidecarListen is where a sidecar accepts redirected connections.
 	SidecarListen string
@@ -205,6 +214,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Role == RoleSidecar && c.LinkListen != "" {
 		errs = append(errs, errors.New("a sidecar does not accept links"))
+	}
+	if len(c.Siblings) > 0 && (c.Role != RoleGateway || !siblingTLSValid(c.SiblingTLS)) {
+		errs = append(errs, errors.New("siblings are for gateways, with a sibling TLS config (pki.CA.SiblingTLS)"))
+	}
+	for _, s := range c.Siblings {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("sibling %q: want host:port: %w", s, err))
+		}
 	}
 	if c.Role == RoleSidecar && len(c.Links) > 1 {
 		errs = append(errs, fmt.Errorf("a sidecar links to its own gateway only, got %d links", len(c.Links)))
@@ -433,6 +450,10 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.cfg.Role == RoleGateway {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.refreshLoop(ctx) }()
+	}
+	if len(r.cfg.Siblings) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.siblingLoop(ctx) }()
 	}
 
 	r.ready.Store(true)

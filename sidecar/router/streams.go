@@ -98,7 +98,7 @@ func (r *Router) checkHeader(l *link, h header) (reason, msg string) {
 		return "hop_limit", fmt.Sprintf("hop count %d above the limit of %d", h.Hops, defaultHops)
 	case l.role == roleMember && h.Origin != r.self:
 		return "member_origin", fmt.Sprintf("a sidecar of site %s opened a stream from site %q", r.self, h.Origin)
-	case l.role != roleMember && h.Origin == r.self:
+	case l.role != roleMember && h.Origin == r.self && l.peer != r.self:
 		return "loop", fmt.Sprintf("a stream from this site (%s) came back from %s", r.self, l.peer)
 	}
 	return "", ""

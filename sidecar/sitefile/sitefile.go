@@ -32,6 +32,10 @@ type Site struct {
 	// that holds the token ledger and the link certificates (package
 	// state); "" keeps them in DataDir.
 	StateSecret string
+	// Siblings are where the site's other gateways may be found
+	// (host:port, each resolved to every address it has): a gateway links
+	// to each of its siblings.
+	Siblings []string
 	LinkAccess  *LinkAccess // nil on a site that only dials out
 	Links       []Link
 	Listeners   []Listener
@@ -126,7 +130,7 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 	line := 1
 	if root != nil {
 		line = root.Line
-		f = p.fields(root, "", "name", "dataDir", "caDir", "stateSecret", "linkAccess", "links", "listeners", "connectors", "routing")
+		f = p.fields(root, "", "name", "dataDir", "caDir", "stateSecret", "siblings", "linkAccess", "links", "listeners", "connectors", "routing")
 	}
 
 	if e, ok := f["name"]; ok && !isNull(e.value) {
@@ -169,8 +173,25 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 		}
 	}
 
+	if e, ok := f["siblings"]; ok && !isNull(e.value) {
+		for i, item := range p.items(e.value, "siblings") {
+			v, ok := p.str(item, index("siblings", i))
+			if !ok {
+				continue
+			}
+			if msg := checkHostPort(v, false); msg != "" {
+				p.errorf(item.Line, index("siblings", i), "%s", msg)
+				continue
+			}
+			s.Siblings = append(s.Siblings, v)
+		}
+	}
+
 	if e, ok := f["linkAccess"]; ok && !isNull(e.value) {
 		s.LinkAccess = p.linkAccess(e.value)
+	}
+	if e, ok := f["siblings"]; ok && len(s.Siblings) > 0 && s.LinkAccess == nil {
+		p.errorf(e.line, "siblings", "needs linkAccess: the gateways of a site link to each other on their link ports")
 	}
 	if e, ok := f["links"]; ok && !isNull(e.value) {
 		s.Links = p.links(e.value, dir)

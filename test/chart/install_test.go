@@ -129,6 +129,7 @@ func siteObjects(ns string) []string {
 		"RoleBinding " + ns + "/skiff-node-agent",
 		"Service " + ns + "/skiff-controller",
 		"Service " + ns + "/skiff-gateway",
+		"Service " + ns + "/skiff-gateway-siblings",
 		"Service " + ns + "/skiff-injector",
 		"ServiceAccount " + ns + "/skiff-controller",
 		"ServiceAccount " + ns + "/skiff-gateway",

@@ -243,8 +243,12 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 
 	slices.SortFunc(links, func(a, b linkEntry) int { return strings.Compare(a.file, b.file) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by skiff-controller from the site's Secrets; do not edit.\nname: %s\ndataDir: %s\ncaDir: %s\nstateSecret: %s\nlinkAccess:\n  bind: %q\n  advertise: %q\n",
-		id.Site, id.GatewayDataDir, id.GatewaySiteDir, StateSecret, id.LinkBind, endpoint)
+	// The gateway's replicas find each other through the chart's headless
+	// Service <gateway service>-siblings (every gateway pod, ready or not).
+	_, linkPort, _ := net.SplitHostPort(id.LinkBind)
+	siblings := net.JoinHostPort(id.GatewayService+"-siblings."+id.Namespace+".svc", cmp.Or(linkPort, strconv.Itoa(contract.LinkPort)))
+	fmt.Fprintf(&b, "# Written by skiff-controller from the site's Secrets; do not edit.\nname: %s\ndataDir: %s\ncaDir: %s\nstateSecret: %s\nsiblings: [%q]\nlinkAccess:\n  bind: %q\n  advertise: %q\n",
+		id.Site, id.GatewayDataDir, id.GatewaySiteDir, StateSecret, siblings, id.LinkBind, endpoint)
 	if len(links) > 0 {
 		b.WriteString("links:\n")
 		for _, l := range links {

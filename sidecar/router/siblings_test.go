@@ -1,0 +1,67 @@
+package router
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	tu "github.com/skiff-io/skiff/test/testutil"
+)
+
+// A site with two gateways (east-1, east-2) that find each other and link
+// at cost 0; west links to the site through its "Service" (a proxy to
+// east-1). A client of east-2 reaches west's backend through its sibling,
+// which holds the link. When east-1 stops, west's link comes back through
+// the Service on east-2, with the link certificate east-1 issued (the
+// gateways share the site's ledger), and east-2's clients reach west
+// again.
+func TestSiblings(t *testing.T) {
+	eastDir := t.TempDir()
+	p1, p2 := tu.FreePort(t, "127.0.0.1"), tu.FreePort(t, "127.0.0.1")
+	siblings := []string{fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.1:%d", p2)}
+	l1, l2 := tu.FreePort(t, "127.0.0.1"), tu.FreePort(t, "127.0.0.1")
+	e1 := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkListen: siblings[0], siblings: siblings,
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: l1}}}})
+	e2 := startDrainNode(t, drainSiteConfig{site: "east", router: "east-2", dir: eastDir, linkAccess: true, linkListen: siblings[1], siblings: siblings,
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: l2}}}})
+	tu.Eventually(t, 15*time.Second, "east-1 and east-2 link as siblings", func() error {
+		for _, n := range []*drainNode{e1, e2} {
+			if got := n.r.View().Routers["east"]; !slices.Equal(got, []string{"east-1", "east-2"}) {
+				return fmt.Errorf("%s sees east's gateways %v", n.name, got)
+			}
+		}
+		return nil
+	})
+
+	svc := newSwitchProxy(t, e1.r.LinkAddr().String())
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, e1, eastDir, svc.addr())},
+		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
+	reach := func(port int) func() error {
+		return func() error {
+			e, name, err := dialEcho(fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return err
+			}
+			defer e.c.Close()
+			if name != "west-1" {
+				return fmt.Errorf("answered by %q", name)
+			}
+			return e.finish()
+		}
+	}
+	tu.Eventually(t, 15*time.Second, "a client of east-2 reaches west through east-1", reach(l2))
+	rt := e2.r.View().Routes["west"]
+	if rt.NextHop != "east/east-1" || rt.Cost != 1 {
+		t.Errorf("east-2's route to west = %+v, want through east/east-1 at cost 1", rt)
+	}
+
+	// east-1 goes; the Service sends west's next connection to east-2.
+	svc.switchTo(e2.r.LinkAddr().String())
+	e1.r.Drain() // no drain timeout: it stops at once
+	e1.waitStopped(t)
+	tu.Eventually(t, 15*time.Second, "after east-1 stopped, a client of east-2 reaches west over west's new link", reach(l2))
+	if rt := e2.r.View().Routes["west"]; rt.NextHop != "west/west-1" {
+		t.Errorf("east-2's route to west = %+v, want direct", rt)
+	}
+}
