@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -50,10 +51,11 @@ func run(args []string) error {
 		count := fs.Int("count", 1, "requests to send")
 		newConn := fs.Bool("new-conn", true, "a new connection per request (how TCP routing spreads load)")
 		timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		interval := fs.Duration("interval", 0, "start a request this often (a steady rate: 6ms is about 150/s) instead of one after another")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return get(*url, *count, *newConn, *timeout)
+		return get(*url, *count, *newConn, *timeout, *interval)
 	case "port":
 		fs := flag.NewFlagSet("port", flag.ContinueOnError)
 		host := fs.String("host", "127.0.0.1", "host to find a free TCP port on")
@@ -101,19 +103,55 @@ func serve(listen, name string) error {
 	return nil
 }
 
-func get(url string, count int, newConn bool, timeout time.Duration) error {
+// get sends count GETs to url and prints how many each name answered
+// (name=N), and error=N. With an interval the requests start at that pace,
+// each in its own goroutine (at most count of them, each bounded by
+// timeout), and the first and last failed request's start, in seconds
+// since the first request, are printed too (firstError=S lastError=S).
+func get(url string, count int, newConn bool, timeout, interval time.Duration) error {
 	tr := &http.Transport{DisableKeepAlives: newConn}
 	c := &http.Client{Transport: tr, Timeout: timeout}
 	counts := map[string]int{}
-	for range count {
+	var mu sync.Mutex
+	start := time.Now()
+	first, last := -1.0, -1.0
+	one := func(at time.Duration) {
 		resp, err := c.Get(url)
+		var name string
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			name = strings.TrimSpace(string(b))
+		}
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			counts["error"]++
-			continue
+			s := at.Seconds()
+			if first < 0 || s < first {
+				first = s
+			}
+			last = max(last, s)
+			return
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		counts[strings.TrimSpace(string(b))]++
+		counts[name]++
+	}
+	if interval <= 0 {
+		for range count {
+			one(time.Since(start))
+		}
+	} else {
+		var wg sync.WaitGroup
+		tick := time.NewTicker(interval)
+		for i := range count {
+			if i > 0 {
+				<-tick.C
+			}
+			at := time.Since(start)
+			wg.Go(func() { one(at) })
+		}
+		tick.Stop()
+		wg.Wait()
 	}
 	names := make([]string, 0, len(counts))
 	for n := range counts {
@@ -122,6 +160,9 @@ func get(url string, count int, newConn bool, timeout time.Duration) error {
 	sort.Strings(names)
 	for _, n := range names {
 		fmt.Printf("%s=%d ", n, counts[n])
+	}
+	if first >= 0 {
+		fmt.Printf("firstError=%.3f lastError=%.3f ", first, last)
 	}
 	fmt.Println()
 	return nil
