@@ -392,7 +392,9 @@ func TestDrainTimeoutResetsStreams(t *testing.T) {
 	}
 	p.east.r.Drain()
 	st := p.east.waitStopped(t)
-	if st.reason != drainTimeout || st.open != 1 || st.reset != 1 || st.finished != 0 {
+	// open may count the connection of newLinkPair's check too, if it had
+	// not quite ended: it finishes by itself.
+	if st.reason != drainTimeout || st.reset != 1 || st.finished != st.open-1 {
 		t.Errorf("drain: %+v, want ended by the timeout with the one stream reset", st)
 	}
 	e.c.SetReadDeadline(time.Now().Add(drainGuard))

@@ -466,8 +466,11 @@ func (r *Router) Run(ctx context.Context) error {
 		stats.reason, stats.open = r.drain(ctx, stopLinkAccess)
 	}
 	r.ready.Store(false)
-	cancel()
+	// Flows are reset before anything else closes: a link closed first
+	// would end its streams' client connections cleanly (FIN), and a
+	// client could take a cut answer for a whole one.
 	stats.finished, stats.reset = r.flows.stop()
+	cancel()
 	if drained {
 		r.log.Info("drain finished", "finished", stats.finished, "reset", stats.reset, "reason", stats.reason)
 		r.lastDrain.Store(&stats)
