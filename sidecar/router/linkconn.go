@@ -143,7 +143,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 		for i := 1; i < r.cfg.PoolSize; i++ {
 			go d.keepPoolConn(ctx, l, i)
 		}
-		switch r.watchLink(ctx, l) {
+		switch r.watchLink(ctx, l, replaceable(r, spec)) {
 		case linkStopped:
 			l.close(ctx.Err())
 			return
@@ -165,9 +165,9 @@ const (
 	linkPeerDraining                    // the peer sent GOAWAY
 )
 
-// watchLink waits until l closes, ctx ends, or the peer drains (while this
-// router is one that dials a replacement then).
-func (r *Router) watchLink(ctx context.Context, l *link) linkOutcome {
+// watchLink waits until l closes, ctx ends, or, when replace is true, the
+// peer drains (while this router is one that dials a replacement then).
+func (r *Router) watchLink(ctx context.Context, l *link, replace bool) linkOutcome {
 	t := time.NewTicker(goAwayPoll)
 	defer t.Stop()
 	for {
@@ -177,11 +177,19 @@ func (r *Router) watchLink(ctx context.Context, l *link) linkOutcome {
 		case <-ctx.Done():
 			return linkStopped
 		case <-t.C:
-			if l.peerDraining() && r.dialsWhileDraining() {
+			if replace && l.peerDraining() && r.dialsWhileDraining() {
 				return linkPeerDraining
 			}
 		}
 	}
+}
+
+// replaceable reports whether a link dialled with spec is replaced when
+// its peer drains: not a sibling's (another gateway of this site), whose
+// address is the draining gateway itself; the sibling loop lets it go
+// once that gateway is gone.
+func replaceable(r *Router, spec LinkSpec) bool {
+	return r.cfg.Role == RoleSidecar || spec.PeerSite != r.self
 }
 
 // dialsWhileDraining reports whether the router dials links now: always
