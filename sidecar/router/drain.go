@@ -129,6 +129,8 @@ func (r *Router) Readiness() (ready bool, reason string) {
 		return false, "starting"
 	case !r.redirectReady():
 		return false, "redirect not verified"
+	case len(r.cfg.Siblings) > 0 && !r.siblingsSettled.Load():
+		return false, "linking to the site's other gateways"
 	}
 	return true, ""
 }

@@ -302,6 +302,9 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 	defer cancel()
 	c, err := td.DialContext(dctx, "tcp", spec.Endpoint)
 	if err != nil {
+		if spec.onReply != nil {
+			spec.onReply(helloReply{Error: "unreachable"}) // no gateway answered there
+		}
 		return nil, helloReply{}, fmt.Errorf("dial %s: %w", spec.Endpoint, err)
 	}
 	conn := c.(*tls.Conn)

@@ -306,6 +306,12 @@ type Router struct {
 	// linkUp is closed, and replaced, each time a link comes up; a stream
 	// whose next hop has only draining links waits on it (linkToward).
 	linkUp chan struct{} // guarded by mu
+	// siblingKick wakes the sibling loop at once (a sibling that should
+	// dial this gateway dialled the other way); siblingsSettled is true
+	// once this gateway linked to every sibling it found, or gave up
+	// waiting (siblings.go); a gateway with siblings is ready only then.
+	siblingKick     chan struct{}
+	siblingsSettled atomic.Bool
 	// lastDrain is what the last drain did, for tests.
 	lastDrain atomic.Pointer[drainStats]
 	// redirectVerified: the last self-check came back (probe.go);
@@ -367,6 +373,7 @@ func New(cfg Config) (*Router, error) {
 		flows:       newFlowSet(),
 		life:        context.Background(),
 		linkUp:      make(chan struct{}),
+		siblingKick: make(chan struct{}, 1),
 	}
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux

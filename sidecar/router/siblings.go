@@ -21,10 +21,16 @@ import (
 // dial it.
 const siblingResolveEvery = 5 * time.Second
 
+// siblingSettleWait bounds how long a gateway with siblings stays unready
+// while it links to the siblings it found (one that cannot be reached
+// does not keep it unready longer).
+const siblingSettleWait = 10 * time.Second
+
 // siblingState is what the sibling loop knows of an address.
 type siblingState struct {
 	cancel context.CancelFunc // of its dial loop; nil when not dialled
 	router string             // the gateway there, once a reply said
+	absent bool               // the last dial found no gateway there
 }
 
 // siblingLoop keeps a link to every sibling until ctx ends.
@@ -35,9 +41,14 @@ func (r *Router) siblingLoop(ctx context.Context) {
 	addrs := map[string]*siblingState{}
 	t := time.NewTicker(siblingResolveEvery)
 	defer t.Stop()
+	settleBy := time.Now().Add(siblingSettleWait)
+	settleTimer := time.NewTimer(siblingSettleWait)
+	defer settleTimer.Stop()
 	logged := ""
+	resolved := false // once: a gateway that never resolved its siblings is not settled before settleBy
 	for {
 		found, err := r.resolveSiblings(ctx)
+		resolved = resolved || err == nil
 		if err != nil && err.Error() != logged {
 			r.log.Info("sibling gateways not resolved; keeping the known ones", "error", err.Error())
 		}
@@ -66,11 +77,12 @@ func (r *Router) siblingLoop(ctx context.Context) {
 			st.cancel = cancel
 			spec := LinkSpec{Name: "sibling " + a, Endpoint: a, TLS: r.cfg.SiblingTLS, Cost: 0, PeerSite: r.self, PeerKey: r.db.HolderOf(r.self)}
 			spec.onReply = func(reply helloReply) {
+				mu.Lock()
+				defer mu.Unlock()
+				st.absent = reply.Router == ""
 				if reply.Router == "" {
 					return
 				}
-				mu.Lock()
-				defer mu.Unlock()
 				st.router = reply.Router
 				if reply.Router == r.routerName || (reply.Error != "" && reply.Router < r.routerName) {
 					// This gateway itself, or a sibling that dials this one.
@@ -81,17 +93,67 @@ func (r *Router) siblingLoop(ctx context.Context) {
 			go func() { defer wg.Done(); r.dialLoop(dctx, spec) }()
 		}
 		mu.Unlock()
-		select {
-		case <-ctx.Done():
+		// Ready once every sibling found is linked (or is this gateway),
+		// or after siblingSettleWait; checked again as links come up.
+		for {
 			mu.Lock()
-			for _, st := range addrs {
-				st.cancel()
-			}
+			settled := r.siblingsSettled.Load() || !time.Now().Before(settleBy) || (resolved && r.siblingsLinked(addrs))
 			mu.Unlock()
-			return
-		case <-t.C:
+			if settled && !r.siblingsSettled.Swap(true) {
+				r.log.Info("linked to the site's other gateways", "gateways", len(addrs))
+			}
+			r.mu.Lock()
+			up := r.linkUp
+			r.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				mu.Lock()
+				for _, st := range addrs {
+					st.cancel()
+				}
+				mu.Unlock()
+				return
+			case <-t.C:
+			case <-r.siblingKick:
+			case <-settleTimer.C:
+				continue
+			case <-up:
+				continue
+			}
+			break
 		}
 	}
+}
+
+// siblingsLinked reports whether every address found is this gateway, a
+// sibling with a link up, or no gateway at all (its last dial found
+// nothing listening: one starting, or gone); the caller holds the loop's
+// lock.
+func (r *Router) siblingsLinked(addrs map[string]*siblingState) bool {
+	for _, st := range addrs {
+		if st.absent {
+			continue
+		}
+		if st.router == "" {
+			return false
+		}
+		if st.router != r.routerName && !r.linkedTo(st.router) {
+			return false
+		}
+	}
+	return true
+}
+
+// linkedTo reports whether a link to sibling router is up.
+func (r *Router) linkedTo(router string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.links {
+		if l.peer == r.self && l.router == router && l.role == roleGateway && l.isUp() {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveSiblings returns the addresses (ip:port) the sibling entries

@@ -267,22 +267,25 @@ func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
 // that is not (a replacement being dialled, or another replica's link)
 // rather than fail a connection that a moment's wait would carry.
 func (r *Router) linkToward(site string) (*link, error) {
-	match := func(l *link) bool { return l.peer == r.self } // a sidecar reaches everything through its gateway
-	next := site
-	if r.cfg.Role == RoleGateway {
-		nh, ok := r.db.View().NextHop(site)
-		if !ok {
-			return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
-		}
-		next = nh
-		if netview.SiteOf(nh) == site {
-			match = func(l *link) bool { return l.peer == site }
-		} else {
-			match = func(l *link) bool { return l.node() == nh }
-		}
-	}
 	var wait *time.Timer
 	for {
+		// The next hop is looked up again after every wait: the link
+		// that comes up may be to another gateway, and change the route.
+		match := func(l *link) bool { return l.peer == r.self } // a sidecar reaches everything through its gateway
+		next := site
+		if r.cfg.Role == RoleGateway {
+			nh, ok := r.db.View().NextHop(site)
+			if !ok {
+				return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
+			}
+			next = nh
+			if netview.SiteOf(nh) == site {
+				match = func(l *link) bool { return l.peer == site }
+			} else {
+				match = func(l *link) bool { return l.node() == nh }
+			}
+		}
+		changed := r.db.Changed()
 		best, draining, up := r.bestLink(match)
 		switch {
 		case best == nil:
@@ -296,6 +299,7 @@ func (r *Router) linkToward(site string) (*link, error) {
 		}
 		select {
 		case <-up:
+		case <-changed: // a new route, perhaps
 		case <-wait.C:
 			return nil, fmt.Errorf("every link to %s is draining: %w", next, errNoLink)
 		case <-r.life.Done():
