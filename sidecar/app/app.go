@@ -7,6 +7,7 @@ package app
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -76,6 +77,10 @@ type ServeOptions struct {
 	// before they are reset. 0 stops at once. The flag's default is
 	// router.DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// LinkCertValidity is how long the link certificates a gateway
+	// issues to linked sites last (0: a year). For tests: a short one
+	// makes renewal run.
+	LinkCertValidity time.Duration
 }
 
 // DefaultRedirectWait is --redirect-wait's default: long enough for a node
@@ -95,6 +100,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RedirectRecheck, "redirect-recheck", router.DefaultRedirectRecheck, "sidecar only: once verified, how often the redirect is checked again; three failures in a row log that it was lost and set skiff_sidecar_redirect_verified to 0 (readiness stays)")
 	fs.StringVar(&o.CredentialsDir, "credentials-dir", "", "sidecar only: directory with token.yaml, the site gateway's token, instead of a site file (needs --controller)")
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
+	fs.DurationVar(&o.LinkCertValidity, "link-cert-validity", 0, "for tests: how long the link certificates this gateway issues to linked sites last (default a year); they are renewed over the link when two thirds are over")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", router.DefaultDrainTimeout, "on SIGTERM: how long open streams may go on before they are reset; meanwhile /readyz fails and a gateway takes no new connections, while a sidecar goes on serving its pod; keep it below the pod's terminationGracePeriodSeconds. 0 stops at once; a second SIGTERM or SIGINT ends the drain")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
 }
@@ -121,6 +127,9 @@ func (o *ServeOptions) Validate() error {
 	}
 	if o.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--drain-timeout must be >= 0, got %s", o.DrainTimeout))
+	}
+	if o.LinkCertValidity < 0 || (o.LinkCertValidity > 0 && o.LinkCertValidity < 10*time.Second) {
+		errs = append(errs, fmt.Errorf("--link-cert-validity must be at least 10s, got %s", o.LinkCertValidity))
 	}
 	for flagName, v := range map[string]string{"--metrics-bind-address": o.MetricsBindAddress, "--health-probe-bind-address": o.HealthBindAddress} {
 		if v == "0" {
@@ -185,6 +194,9 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		return err
 	}
 	cfg.Metrics = router.NewMetrics(reg)
+	if a, ok := cfg.Admission.(*token.Admission); ok {
+		a.LinkValidity = o.LinkCertValidity
+	}
 	cfg.DrainTimeout = o.DrainTimeout
 	cfg.Name = o.Name
 	if cfg.Name == "" && os.Getenv(contract.EnvPodName) != "" {
@@ -402,6 +414,7 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 			return cfg, err
 		}
 		cfg.SiteKey = ca.Key
+		cfg.Certificates = append(cfg.Certificates, router.CertInfo{Kind: "ca", Name: site.Name, NotAfter: ca.Cert.NotAfter})
 		if site.LinkAccess != nil {
 			hosts := hostsOf(site.LinkAccess.Bind, site.LinkAccess.Advertise)
 			cert, err := ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
@@ -417,7 +430,9 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 			cfg.Siblings = site.Siblings
 			cfg.SiblingTLS = ca.SiblingTLS(site.Name)
 			cfg.LinkListen = site.LinkAccess.Bind
-			cfg.ServerTLS = pki.ServerTLS(ca, cert)
+			cfg.ServerTLS = pki.RenewingServerTLS(ca, cert, func() (tls.Certificate, error) {
+				return ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
+			})
 			cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: site.Name}
 		}
 	}

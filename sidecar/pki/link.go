@@ -51,7 +51,7 @@ func (ca *CA) IssueLink(site string, pub *ecdsa.PublicKey, tokenID string, valid
 			{Scheme: uriScheme, Host: "site", Path: "/" + site},
 			{Scheme: uriScheme, Host: "token", Path: "/" + tokenID},
 		},
-		NotBefore:   now.Add(-time.Hour),
+		NotBefore:   now.Add(-backdate(validity)),
 		NotAfter:    now.Add(validity),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

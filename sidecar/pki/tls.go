@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -77,4 +78,42 @@ func (ca *CA) SiblingTLS(site string) *tls.Config {
 			return &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: ca.Key}, nil
 		},
 	}
+}
+
+// RenewingServerTLS is ServerTLS for a serving certificate that is issued
+// again (by issue) once two thirds of its life are over, so that a
+// gateway that runs for longer than its certificate lasts keeps serving;
+// cert is the first one. A failed renewal keeps the certificate it has
+// and is tried again at the next handshake.
+func RenewingServerTLS(ca *CA, cert tls.Certificate, issue func() (tls.Certificate, error)) *tls.Config {
+	cfg := ServerTLS(ca, cert)
+	var mu sync.Mutex
+	cur := &cert
+	renewAt := renewTime(cur)
+	cfg.Certificates = nil
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !renewAt.IsZero() && time.Now().After(renewAt) {
+			if next, err := issue(); err == nil {
+				cur = &next
+				renewAt = renewTime(cur)
+			}
+		}
+		return cur, nil
+	}
+	return cfg
+}
+
+// renewTime is when two thirds of a certificate's life are over (zero if
+// it does not parse: never).
+func renewTime(c *tls.Certificate) time.Time {
+	if len(c.Certificate) == 0 {
+		return time.Time{}
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return time.Time{}
+	}
+	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
 }

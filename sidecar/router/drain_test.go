@@ -51,6 +51,8 @@ type drainSiteConfig struct {
 	// siblings are the site's gateways' link addresses (siblings.go).
 	linkListen string
 	siblings   []string
+	// linkValidity shortens the link certificates it issues (renew.go).
+	linkValidity time.Duration
 }
 
 func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
@@ -79,7 +81,7 @@ func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
 		}
 		cfg.LinkListen = cmp.Or(c.linkListen, "127.0.0.1:0")
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)
-		cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: c.site}
+		cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: c.site, LinkValidity: c.linkValidity}
 		cfg.Siblings, cfg.SiblingTLS = c.siblings, ca.SiblingTLS(c.site)
 	}
 	return runDrainNode(t, c.router, ca, cfg)

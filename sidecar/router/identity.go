@@ -51,6 +51,9 @@ type Admission interface {
 	// and key with token id: the token must still be in the ledger (a
 	// deleted ledger entry revokes its link certificates).
 	CheckLink(id, site, key string) error
+	// RenewLink issues a new link certificate (PEM) for site and key with
+	// token id, if CheckLink admits them.
+	RenewLink(id, site, key string) ([]byte, error)
 	// AdmitMember admits a sidecar of this site holding the token whose
 	// client certificate has serial id.
 	AdmitMember(id string, now time.Time) error
@@ -78,6 +81,9 @@ type peer struct {
 	// linkCert is a link certificate issued by this connection's
 	// redemption, for the hello reply.
 	linkCert []byte
+	// certLife is the validity of the link certificate the peer holds
+	// (presented, or just issued): when to renew it (renew.go).
+	certLife certLife
 	policy   policy.Policy // the link's (gateway peers)
 }
 
@@ -203,6 +209,7 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 			return peer{}, refuse("token", "%v", err)
 		}
 		p.key, p.tokenID = key, li.TokenID
+		p.certLife = certLife{cert.NotBefore, cert.NotAfter}
 	case strings.HasPrefix(cert.Subject.CommonName, token.MemberCommonName("")):
 		// A member token: a sidecar of this site, nothing else.
 		p.tokenID = cert.SerialNumber.Text(16)
@@ -248,6 +255,7 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 			return peer{}, refuse(reason, "%v", err)
 		}
 		p.key, p.linkCert = hl.Key, certPEM
+		p.certLife = lifeOf(certPEM)
 	default:
 		return peer{}, refuse("identity", "client certificate %q is neither a link certificate nor a token's", clipName(cert.Subject.CommonName))
 	}
@@ -262,8 +270,9 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 
 // linkClientCert checks a link certificate the peer issued to this site
 // (for this site and its key, from the peer's CA, valid for at least
-// another minute) and returns it, with the site key, as the client
-// certificate of the link's connections.
+// another minute, or a tenth of its life if that is shorter) and returns
+// it, with the site key, as the client certificate of the link's
+// connections.
 func (r *Router) linkClientCert(spec LinkSpec, certPEM []byte) (*tls.Certificate, error) {
 	block, _ := pem.Decode(certPEM)
 	if block == nil || block.Type != "CERTIFICATE" {
@@ -285,7 +294,7 @@ func (r *Router) linkClientCert(spec LinkSpec, certPEM []byte) (*tls.Certificate
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:       spec.TLS.RootCAs,
-		CurrentTime: time.Now().Add(time.Minute),
+		CurrentTime: time.Now().Add(min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)),
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return nil, fmt.Errorf("link certificate: %w", err)

@@ -54,6 +54,8 @@ func (d *dialer) load() {
 	if certPEM != nil {
 		if cert, err = d.r.linkClientCert(d.spec, certPEM); err != nil {
 			d.r.log.Info("stored link certificate not used; redeeming the token again", "link", d.spec.Name, "reason", err.Error())
+		} else {
+			d.r.certExpiry(d.spec.PeerSite, certPEM)
 		}
 	}
 	d.mu.Lock()
@@ -86,6 +88,7 @@ func (d *dialer) learn(certPEM string) error {
 	d.mu.Lock()
 	d.cert, d.loaded = cert, true
 	d.mu.Unlock()
+	d.r.certExpiry(d.spec.PeerSite, []byte(certPEM))
 	if d.spec.SaveLinkCert != nil {
 		if err := d.spec.SaveLinkCert([]byte(certPEM)); err != nil {
 			// The link works; the token is redeemed again after a restart.
@@ -273,6 +276,9 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 		}
 	}
 	l := newLink(r, id, p, d.spec.Cost, true, r.cfg.PoolSize)
+	if r.cfg.Role == RoleGateway && d.spec.PeerSite != r.self {
+		l.learn = d.learn
+	}
 	l.setSession(0, sess)
 	ctrl, err := sess.Open(ctx)
 	if err != nil {
@@ -392,7 +398,12 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	if err != nil {
 		handshakeDone()
 		r.refused(raw, hl, err)
-		_ = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Router: r.routerName, Error: err.Error()})
+		reason := "other"
+		var rf *refusal
+		if errors.As(err, &rf) {
+			reason = rf.reason
+		}
+		_ = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Router: r.routerName, Error: err.Error(), Reason: reason})
 		conn.Close()
 		return
 	}

@@ -30,9 +30,15 @@ type link struct {
 	role     string // the peer's role
 	identity string // what every pool connection must prove (peer.identity)
 	tokenID  string // the token the link rests on
-	policy   policy.Policy
-	cost     int
-	dialed   bool
+	key      string // the peer site's key (gateway peers)
+	certLife certLife
+	// learn takes a link certificate the peer sent (dialled links: the
+	// dialer's); renewTimer renews the peer's (accepted links: renew.go).
+	learn      func(certPEM string) error
+	renewTimer *time.Timer
+	policy     policy.Policy
+	cost       int
+	dialed     bool
 
 	mu       sync.Mutex
 	sessions []*mux.Session // by pool index; nil where down
@@ -41,10 +47,11 @@ type link struct {
 	closed   bool
 
 	// pending records to send, coalesced per node; kick wakes the writer.
-	pendMu  sync.Mutex
-	pending map[string]netview.Signed
-	kick    chan struct{}
-	done    chan struct{}
+	pendMu      sync.Mutex
+	pending     map[string]netview.Signed
+	pendingCert string // a renewed link certificate for the peer (renew.go)
+	kick        chan struct{}
+	done        chan struct{}
 }
 
 func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *link {
@@ -53,7 +60,7 @@ func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *lin
 		name = p.site
 	}
 	return &link{
-		r: r, id: id, peer: p.site, router: p.router, name: name, role: p.role, identity: p.identity(), tokenID: p.tokenID, policy: p.policy, cost: cost, dialed: dialed,
+		r: r, id: id, peer: p.site, router: p.router, name: name, role: p.role, identity: p.identity(), tokenID: p.tokenID, key: p.key, certLife: p.certLife, policy: p.policy, cost: cost, dialed: dialed,
 		sessions: make([]*mux.Session, pool),
 		pending:  map[string]netview.Signed{},
 		kick:     make(chan struct{}, 1),
@@ -207,6 +214,9 @@ func (l *link) close(cause error) {
 	l.closed = true
 	wasUp := l.up
 	l.up = false
+	if l.renewTimer != nil {
+		l.renewTimer.Stop()
+	}
 	sessions := append([]*mux.Session(nil), l.sessions...)
 	l.mu.Unlock()
 	close(l.done)
@@ -257,6 +267,7 @@ func (l *link) markUp(ctrl *mux.Stream) {
 		l.goAway()
 	}
 	r.log.Info("link up", "peerSite", l.peer, "peer", l.name, "peerRole", l.role, "cost", l.cost, "direction", l.direction(), "linkID", l.id)
+	l.scheduleRenewal(l.certLife)
 	r.linkMetrics(l.peer)
 	go l.writeLoop()
 	if r.cfg.Role == RoleGateway {
@@ -287,6 +298,9 @@ func (l *link) enqueue(recs []netview.Signed) {
 // controlMsg is what flows on a link's control stream.
 type controlMsg struct {
 	Records [][]byte `json:"records,omitempty"` // signed site records (netview wire form)
+	// LinkCert is a new link certificate (PEM) for the site that dialled
+	// the link, from the site that issued its token (renew.go).
+	LinkCert string `json:"linkCert,omitempty"`
 }
 
 // writeLoop sends pending records; a slow peer gets the newest record per
@@ -301,12 +315,13 @@ func (l *link) writeLoop() {
 		l.pendMu.Lock()
 		batch := l.pending
 		l.pending = map[string]netview.Signed{}
+		msg := controlMsg{LinkCert: l.pendingCert}
+		l.pendingCert = ""
 		l.pendMu.Unlock()
-		var msg controlMsg
 		for _, rec := range batch {
 			msg.Records = append(msg.Records, rec.Wire())
 		}
-		if len(msg.Records) == 0 {
+		if len(msg.Records) == 0 && msg.LinkCert == "" {
 			continue
 		}
 		l.mu.Lock()
@@ -328,6 +343,9 @@ func (l *link) readControl(br *bufio.Reader) {
 		if err := readMsg(br, &msg); err != nil {
 			l.close(fmt.Errorf("control stream: %w", err))
 			return
+		}
+		if msg.LinkCert != "" {
+			l.takeCert(msg.LinkCert)
 		}
 		var changed []netview.Signed
 		for _, b := range msg.Records {

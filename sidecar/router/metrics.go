@@ -34,6 +34,13 @@ type Metrics struct {
 	PolicyRefused *prometheus.CounterVec
 	// Draining is 1 while the router drains (drain.go), 0 otherwise.
 	Draining prometheus.Gauge
+	// CertExpiry is the expiry time of each certificate the router
+	// holds, by kind (link: one a peer issued to this site, by the peer
+	// site; ca, gateway: set by the app) and name.
+	CertExpiry *prometheus.GaugeVec
+	// LinkCertsRenewed counts link certificates this gateway issued anew
+	// to linked sites before theirs expired, by peer site.
+	LinkCertsRenewed *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -87,12 +94,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		RecordsReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_site_records_received_total", Help: "Site records received from peers (flooded link-state).",
 		}),
+		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_certificate_expiry_timestamp_seconds", Help: "When each certificate this router holds expires (unix seconds), by kind (link: the link certificate a peer site issued to this one, named by the peer site; gateway: the link port's serving certificate; ca: the site CA) and name.",
+		}, []string{"kind", "name"}),
+		LinkCertsRenewed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_link_certificates_renewed_total", Help: "Link certificates this gateway issued anew to a linked site over the link, before the one it had expired, by peer site.",
+		}, []string{"peer"}),
 		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "skiff_draining", Help: "1 while the router drains after SIGTERM (unready, no new connections or streams, open ones finishing), 0 otherwise.",
 		}),
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
 		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
-		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused, m.Draining)
+		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused, m.Draining, m.CertExpiry, m.LinkCertsRenewed)
 	return m
 }

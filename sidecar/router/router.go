@@ -109,6 +109,12 @@ type LinkSpec struct {
 	onReply func(helloReply)
 }
 
+// CertInfo names a certificate and when it expires.
+type CertInfo struct {
+	Kind, Name string
+	NotAfter   time.Time
+}
+
 // Config configures a Router.
 type Config struct {
 	Site string // this router's site
@@ -129,6 +135,11 @@ type Config struct {
 	// Gateways only.
 	Siblings   []string
 	SiblingTLS *tls.Config
+
+	// Certificates are the certificates the router was given (the site
+	// CA, the link port's serving certificate), for
+	// skiff_certificate_expiry_timestamp_seconds.
+	Certificates []CertInfo
 
 	// SidecarListen is where a sidecar accepts redirected connections.
 	SidecarListen string
@@ -386,6 +397,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.db = netview.NewDB(cfg.Site, cfg.Epoch, dbOptions(cfg, r.routerName)...)
 	r.services.Store(newServiceTable(cfg.Services))
+	for _, c := range cfg.Certificates {
+		r.m.CertExpiry.WithLabelValues(c.Kind, c.Name).Set(float64(c.NotAfter.Unix()))
+	}
 	return r, nil
 }
 
@@ -787,6 +801,7 @@ type Status struct {
 
 // LinkStatus describes one link.
 type LinkStatus struct {
+	ID          string
 	Peer        string
 	Role        string
 	Cost        int
@@ -804,7 +819,7 @@ func (r *Router) Status() Status {
 			continue
 		}
 		conns, streams := l.counts()
-		st.Links = append(st.Links, LinkStatus{Peer: l.peer, Role: l.role, Cost: l.cost, Dialed: l.dialed, Connections: conns, Streams: streams})
+		st.Links = append(st.Links, LinkStatus{ID: l.id, Peer: l.peer, Role: l.role, Cost: l.cost, Dialed: l.dialed, Connections: conns, Streams: streams})
 	}
 	r.mu.Unlock()
 	sort.Slice(st.Links, func(i, j int) bool { return st.Links[i].Peer < st.Links[j].Peer })

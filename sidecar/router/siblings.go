@@ -79,7 +79,10 @@ func (r *Router) siblingLoop(ctx context.Context) {
 			spec.onReply = func(reply helloReply) {
 				mu.Lock()
 				defer mu.Unlock()
-				st.absent = reply.Router == ""
+				// Nothing answered, or a gateway that takes no sibling link
+				// from here (it drains, say) and will not dial this one:
+				// no sibling to wait for.
+				st.absent = reply.Router == "" || (reply.Error != "" && reply.Reason != "sibling_order" && reply.Reason != "sibling_self")
 				if reply.Router == "" {
 					return
 				}

@@ -49,6 +49,9 @@ type helloReply struct {
 	// node the link ends at (a site may run several gateways).
 	Router string `json:"router,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Reason is a refusal's reason, as the metric labels it
+	// (sibling_order, draining, token, ...).
+	Reason string `json:"reason,omitempty"`
 	// LinkCert is the link certificate (PEM) issued when the hello
 	// redeemed a token.
 	LinkCert string `json:"linkCert,omitempty"`

@@ -35,12 +35,12 @@ type Site struct {
 	// Siblings are where the site's other gateways may be found
 	// (host:port, each resolved to every address it has): a gateway links
 	// to each of its siblings.
-	Siblings []string
-	LinkAccess  *LinkAccess // nil on a site that only dials out
-	Links       []Link
-	Listeners   []Listener
-	Connectors  []Connector
-	Routing     map[string]string // address -> balanced|closest; nil when the file has none
+	Siblings   []string
+	LinkAccess *LinkAccess // nil on a site that only dials out
+	Links      []Link
+	Listeners  []Listener
+	Connectors []Connector
+	Routing    map[string]string // address -> balanced|closest; nil when the file has none
 }
 
 // LinkAccess is where the site accepts links from other sites.

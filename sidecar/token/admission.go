@@ -16,6 +16,9 @@ type Admission struct {
 	Ledger *Ledger
 	CA     *pki.CA
 	Site   string
+	// LinkValidity is how long the link certificates it issues last; 0:
+	// CertValidity (a year). Shortened in tests, so that renewal runs.
+	LinkValidity time.Duration
 
 	mu      sync.Mutex
 	members map[string]time.Time // member token id -> admitted until
@@ -37,7 +40,27 @@ func (a *Admission) Redeem(id, site, key string, now time.Time) ([]byte, error) 
 	if err := a.Ledger.Redeem(id, site, key, now); err != nil {
 		return nil, err
 	}
-	return a.CA.IssueLink(site, pub, id, CertValidity)
+	return a.CA.IssueLink(site, pub, id, a.linkValidity())
+}
+
+// RenewLink issues a new link certificate for site and key, with token
+// id, to a site whose link certificate is still admitted (CheckLink).
+func (a *Admission) RenewLink(id, site, key string) ([]byte, error) {
+	pub, err := netview.ParseKeyID(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Ledger.Check(id, site, key); err != nil {
+		return nil, err
+	}
+	return a.CA.IssueLink(site, pub, id, a.linkValidity())
+}
+
+func (a *Admission) linkValidity() time.Duration {
+	if a.LinkValidity > 0 {
+		return a.LinkValidity
+	}
+	return CertValidity
 }
 
 // CheckLink admits a link certificate while its token is in the ledger

@@ -139,6 +139,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	id.warnExpiry(owner, ca)
 	endpoint, err := id.endpoint(ctx)
 	if err != nil {
 		id.Log.Info("link endpoint not known yet", "reason", err.Error())
@@ -298,6 +299,30 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 		return nil, err
 	}
 	return ca, nil
+}
+
+// CAExpiryWarning is how long before the site CA expires the controller
+// warns: the CA is not renewed (rotating it is planned; docs/security.md).
+const CAExpiryWarning = 30 * 24 * time.Hour
+
+// warnExpiry raises a Warning Event (CertificateExpiring) on the gateway
+// Service, and a log line, once a day while the site CA expires within
+// CAExpiryWarning.
+func (id *Identity) warnExpiry(owner []metav1.OwnerReference, ca *pki.CA) {
+	left := ca.Cert.NotAfter.Sub(id.Now())
+	if left > CAExpiryWarning || len(owner) == 0 {
+		return
+	}
+	key := "ca-expiry/" + id.Now().UTC().Format(time.DateOnly)
+	if _, seen := id.reported.LoadOrStore(key, true); seen {
+		return
+	}
+	msg := fmt.Sprintf("the site CA (Secret %s) expires at %s, in %s; it is not renewed: links and credentials it issued stop working then", CASecret, ca.Cert.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour))
+	id.Log.Info("Warning: site CA expiring", "expires", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	if id.Recorder != nil {
+		gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: owner[0].Name, Namespace: id.Namespace, UID: owner[0].UID}}
+		id.Recorder.Eventf(gw, nil, corev1.EventTypeWarning, "CertificateExpiring", "Certificate", "%s", msg)
+	}
 }
 
 // disown drops the owner references of a Secret the site keeps through

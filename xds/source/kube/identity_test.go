@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/skiff-io/skiff/sidecar/pki"
 )
 
 // vanishingService is a reader whose gateway Service is there for the
@@ -118,5 +122,58 @@ func TestIdentityDisownsKeptSecrets(t *testing.T) {
 		if name == CASecret && string(s.Data["ca.crt"]) != string(before.Data["ca.crt"]) {
 			t.Errorf("the CA changed")
 		}
+	}
+}
+
+type recordedEvent struct{ reason, note string }
+
+type recorder struct{ events []recordedEvent }
+
+func (r *recorder) Eventf(_ runtime.Object, _ runtime.Object, _, reason, _, note string, args ...any) {
+	r.events = append(r.events, recordedEvent{reason, fmt.Sprintf(note, args...)})
+}
+
+// Thirty days before the site CA expires, the controller raises a
+// Warning Event on the gateway Service, once a day.
+func TestIdentityWarnsOfCAExpiry(t *testing.T) {
+	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
+	cl := fake.NewClientBuilder().WithObjects(gw).Build()
+	rec := &recorder{}
+	now := time.Now()
+	id := &Identity{
+		Client: cl, Reader: cl,
+		Namespace: "east", Site: "east", GatewayService: gw.Name, LinkAdvertise: "10.0.0.1:55671",
+		GatewaySiteDir: GatewaySiteDir, GatewayDataDir: GatewayDataDir, LinkBind: ":55671",
+		Recorder: rec, Log: logr.Discard(), Now: func() time.Time { return now },
+	}
+	if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.events) != 0 {
+		t.Fatalf("a new CA raised %v", rec.events)
+	}
+	var s corev1.Secret
+	if err := cl.Get(context.Background(), client.ObjectKey{Namespace: "east", Name: CASecret}, &s); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.ParseCA(s.Data[pki.CACertFile], s.Data[pki.CAKeyFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = ca.Cert.NotAfter.Add(-29 * 24 * time.Hour)
+	for range 2 {
+		if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rec.events) != 1 || rec.events[0].reason != "CertificateExpiring" || !strings.Contains(rec.events[0].note, "expires") {
+		t.Fatalf("events %v, want one CertificateExpiring", rec.events)
+	}
+	now = now.Add(24 * time.Hour)
+	if _, err := id.Reconcile(context.Background(), reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.events) != 2 {
+		t.Errorf("the next day: %d events, want a second", len(rec.events))
 	}
 }

@@ -1,0 +1,124 @@
+package router
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	tu "github.com/skiff-io/skiff/test/testutil"
+)
+
+// Link certificates that last 6 s: east renews west's over the link,
+// twice while one stream stays open across the renewals and the link
+// stays up; west saves each new one and dials with it. The first one has
+// expired by then, so a west that dials again (a restart) gets in only
+// with the renewed one.
+func TestLinkCertRenewal(t *testing.T) {
+	eastDir := t.TempDir()
+	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 6 * time.Second,
+		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
+	var mu sync.Mutex
+	var saved [][]byte
+	spec := linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())
+	spec.LinkCert = func() ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(saved) == 0 {
+			return nil, nil
+		}
+		return saved[len(saved)-1], nil
+	}
+	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = append(saved, b); return nil }
+	port := tu.FreePort(t, "127.0.0.1")
+	westDir := t.TempDir()
+	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var e *echoConn
+	tu.Eventually(t, 10*time.Second, "west reaches east", func() error {
+		c, name, err := dialEcho(addr)
+		if err != nil {
+			return err
+		}
+		if name != "east-1" {
+			c.c.Close()
+			return fmt.Errorf("answered by %q", name)
+		}
+		e = c
+		return nil
+	})
+	defer e.c.Close()
+	linkID := func() string {
+		st := west.r.Status()
+		if len(st.Links) != 1 {
+			return fmt.Sprintf("%d links", len(st.Links))
+		}
+		return st.Links[0].ID
+	}
+	first := linkID()
+	tu.Eventually(t, 20*time.Second, "two renewals", func() error {
+		if err := e.roundTrip("across renewals"); err != nil {
+			t.Fatalf("the open stream: %v", err)
+		}
+		mu.Lock()
+		n := len(saved)
+		mu.Unlock()
+		if n < 3 {
+			return fmt.Errorf("%d certificates saved", n)
+		}
+		return nil
+	})
+	if got := linkID(); got != first {
+		t.Errorf("the link was replaced (%s, then %s): a renewal must not drop it", first, got)
+	}
+	mu.Lock()
+	serials := map[string]bool{}
+	var last *x509.Certificate
+	for _, b := range saved {
+		block, _ := pem.Decode(b)
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials[c.SerialNumber.String()] = true
+		last = c
+	}
+	mu.Unlock()
+	if len(serials) < 3 {
+		t.Errorf("%d distinct certificates among those saved", len(serials))
+	}
+	var m dto.Metric
+	west.r.m.CertExpiry.WithLabelValues("link", "east").Write(&m)
+	if got := m.GetGauge().GetValue(); got != float64(last.NotAfter.Unix()) {
+		t.Errorf("skiff_certificate_expiry_timestamp_seconds{kind=link,name=east} = %v, want the last certificate's %d", got, last.NotAfter.Unix())
+	}
+	east.r.m.LinkCertsRenewed.WithLabelValues("west").Write(&m)
+	if got := m.GetCounter().GetValue(); got < 2 {
+		t.Errorf("skiff_link_certificates_renewed_total{peer=west} = %v, want at least 2", got)
+	}
+
+	// A new west (a restart) with the last certificate: the first has
+	// expired, and the token is used up, so only the renewed one gets in.
+	e.c.Close()
+	west.r.Drain() // no drain timeout: it stops at once
+	west.waitStopped(t)
+	port2 := tu.FreePort(t, "127.0.0.1")
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-2", dir: westDir, links: []LinkSpec{spec},
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port2}}}})
+	tu.Eventually(t, 10*time.Second, "a restarted west dials with the renewed certificate", func() error {
+		c, name, err := dialEcho(fmt.Sprintf("127.0.0.1:%d", port2))
+		if err != nil {
+			return err
+		}
+		defer c.c.Close()
+		if name != "east-1" {
+			return fmt.Errorf("answered by %q", name)
+		}
+		return c.finish()
+	})
+}
