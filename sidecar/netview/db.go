@@ -102,6 +102,17 @@ type Option func(*DB)
 // to key's [KeyID].
 func WithKey(key *ecdsa.PrivateKey) Option { return func(db *DB) { db.key = key } }
 
+// WithSiteKeyID gives a DB that signs nothing (a sidecar's) the site's
+// key ([KeyID] form), so that it holds the records of its site's gateways
+// to it.
+func WithSiteKeyID(keyID string) Option {
+	return func(db *DB) {
+		if db.key == nil {
+			db.keyID = keyID
+		}
+	}
+}
+
 // WithRouter names the gateway in the local record (Record.Router).
 func WithRouter(name string) Option { return func(db *DB) { db.local.Router = name } }
 

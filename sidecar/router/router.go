@@ -836,6 +836,10 @@ func dbOptions(cfg Config, routerName string) []netview.Option {
 	opts := []netview.Option{netview.WithRouter(routerName)}
 	if cfg.SiteKey != nil {
 		opts = append(opts, netview.WithKey(cfg.SiteKey))
+	} else if len(cfg.Links) == 1 && cfg.Links[0].PeerKey != "" {
+		// A sidecar holds its site's records (its gateway's siblings')
+		// to the site's key, which its member token's CA names.
+		opts = append(opts, netview.WithSiteKeyID(cfg.Links[0].PeerKey))
 	}
 	return opts
 }

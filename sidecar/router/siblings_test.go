@@ -1,10 +1,20 @@
 package router
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/token"
 
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
@@ -51,6 +61,19 @@ func TestSiblings(t *testing.T) {
 		}
 	}
 	tu.Eventually(t, 15*time.Second, "a client of east-2 reaches west through east-1", reach(l2))
+	// A sidecar of east attached to east-2 reaches west too.
+	sidecar := startSiblingSidecar(t, e2, eastDir)
+	tu.Eventually(t, 15*time.Second, "a sidecar attached to east-2 reaches west", func() error {
+		e, name, err := dialEcho(sidecar)
+		if err != nil {
+			return err
+		}
+		defer e.c.Close()
+		if name != "west-1" {
+			return fmt.Errorf("answered by %q", name)
+		}
+		return e.finish()
+	})
 	rt := e2.r.View().Routes["west"]
 	if rt.NextHop != "east/east-1" || rt.Cost != 1 {
 		t.Errorf("east-2's route to west = %+v, want through east/east-1 at cost 1", rt)
@@ -64,4 +87,55 @@ func TestSiblings(t *testing.T) {
 	if rt := e2.r.View().Routes["west"]; rt.NextHop != "west/west-1" {
 		t.Errorf("east-2's route to west = %+v, want direct", rt)
 	}
+}
+
+// startSiblingSidecar starts a sidecar of gw's site attached to gw with a
+// member token, whose every connection is for backend (as if redirected
+// from its VIP); it returns the sidecar's outbound address.
+func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
+	t.Helper()
+	tok, err := token.IssueMember(gw.ca, gw.r.cfg.Site, gw.r.LinkAddr().String(), time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger, err := token.OpenLedger(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.Record(tok, policy.Policy{}); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := tok.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := netview.KeyID(&gw.ca.Key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Site: gw.r.cfg.Site, Role: RoleSidecar, Name: "shop/pod-1", SidecarListen: "127.0.0.1:0",
+		Links:    []LinkSpec{{Name: "gateway", Endpoint: tok.Endpoint, TLS: tlsCfg, Cost: 1, PeerSite: tok.Site, PeerKey: key}},
+		Services: Services{Listeners: []Listener{{Address: "backend", Host: "10.96.0.10", Port: 80}}},
+		Metrics:  NewMetrics(prometheus.NewRegistry()),
+		Log:      testr.NewWithOptions(t, testr.Options{LogTimestamp: true}).WithName("sidecar"),
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.originalDst = func(net.Conn) (*net.TCPAddr, error) {
+		return &net.TCPAddr{IP: net.IPv4(10, 96, 0, 10), Port: 80}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tu.Eventually(t, 10*time.Second, "sidecar ready", func() error {
+		if addr := r.SidecarAddr(); addr == nil || !r.Ready() {
+			return errors.New("not ready")
+		}
+		return nil
+	})
+	return r.SidecarAddr().String()
 }
