@@ -1,0 +1,164 @@
+package federation
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/skiff-io/skiff/sidecar/netview"
+)
+
+// Views of site east's gateway replicas: r1 has links to west and north,
+// r2 (started later, its link to north not up yet) reaches north only
+// through west, and sees south, which r1 has no path to.
+var (
+	r1 = netview.Document{
+		Version: "r1", Self: "east",
+		Sites: []netview.DocumentSite{
+			{Name: "east", Links: map[string]int{"west": 3, "north": 5}, Routers: []string{"east-gw-1"}},
+			{Name: "north", Cost: 5, Hops: 1, NextHop: "north", Links: map[string]int{"east": 5}, Routers: []string{"north-gw"}},
+			{Name: "west", Cost: 3, Hops: 1, NextHop: "west", Links: map[string]int{"east": 3}, Routers: []string{"west-gw"}},
+		},
+		Unreachable: []string{"south"},
+		Addresses: map[string][]netview.Target{
+			"echo:9000":    {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 2, Cost: 3}},
+			"backend:8080": {{Site: "north", Endpoints: 1, Cost: 5}},
+		},
+		Routing:   map[string]string{"backend:8080": "closest"},
+		Conflicts: []netview.Conflict{{Site: "west", Key: "k2", HeldBy: "k1"}},
+	}
+	r2 = netview.Document{
+		Version: "r2", Self: "east",
+		Sites: []netview.DocumentSite{
+			{Name: "east", Links: map[string]int{"west": 2}, Routers: []string{"east-gw-2"}},
+			{Name: "north", Cost: 6, Hops: 2, NextHop: "west", Links: map[string]int{"west": 4}, Routers: []string{"north-gw"}},
+			{Name: "south", Cost: 9, Hops: 2, NextHop: "west", Routers: []string{"south-gw"}},
+			{Name: "west", Cost: 2, Hops: 1, NextHop: "west", Links: map[string]int{"east": 2, "north": 4, "south": 7}, Routers: []string{"west-gw", "west-gw-b"}},
+		},
+		Addresses: map[string][]netview.Target{
+			"echo:9000":    {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}, {Site: "south", Endpoints: 4, Cost: 9}},
+			"backend:8080": {{Site: "north", Endpoints: 3, Cost: 6}},
+			"db:5432":      {{Site: "south", Endpoints: 1, Cost: 9}},
+		},
+		Routing:   map[string]string{"backend:8080": "balanced", "echo:9000": "closest"},
+		Conflicts: []netview.Conflict{{Site: "north", Key: "k9", HeldBy: "k8"}, {Site: "west", Key: "k2", HeldBy: "k1"}},
+	}
+)
+
+func TestMerge(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		docs []netview.Document
+		want netview.Document
+	}{
+		{
+			name: "none",
+			want: netview.Document{},
+		},
+		{
+			name: "one replica is its own view",
+			docs: []netview.Document{r1},
+			want: r1,
+		},
+		{
+			name: "partial views: the union, the lower cost wins, unreachable only when no replica reaches it",
+			docs: []netview.Document{r1, r2},
+			want: netview.Document{
+				Self: "east",
+				Sites: []netview.DocumentSite{
+					{Name: "east", Links: map[string]int{"west": 2, "north": 5}, Routers: []string{"east-gw-1", "east-gw-2"}},
+					{Name: "north", Cost: 5, Hops: 1, NextHop: "north", Links: map[string]int{"east": 5, "west": 4}, Routers: []string{"north-gw"}},
+					{Name: "south", Cost: 9, Hops: 2, NextHop: "west", Routers: []string{"south-gw"}},
+					{Name: "west", Cost: 2, Hops: 1, NextHop: "west", Links: map[string]int{"east": 2, "north": 4, "south": 7}, Routers: []string{"west-gw", "west-gw-b"}},
+				},
+				Addresses: map[string][]netview.Target{
+					// per site the lowest cost and the most endpoints, by cost then site
+					"echo:9000":    {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 2, Cost: 2}, {Site: "south", Endpoints: 4, Cost: 9}},
+					"backend:8080": {{Site: "north", Endpoints: 3, Cost: 5}},
+					"db:5432":      {{Site: "south", Endpoints: 1, Cost: 9}},
+				},
+				// backend: r1's nearest serving site (north at 5) is nearer than r2's (north at 6)
+				Routing:   map[string]string{"backend:8080": "closest", "echo:9000": "closest"},
+				Conflicts: []netview.Conflict{{Site: "north", Key: "k9", HeldBy: "k8"}, {Site: "west", Key: "k2", HeldBy: "k1"}},
+			},
+		},
+		{
+			name: "a site no replica reaches stays unreachable",
+			docs: []netview.Document{
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}, Unreachable: []string{"west"}},
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}, Unreachable: []string{"north", "west"}},
+			},
+			want: netview.Document{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}, Unreachable: []string{"north", "west"}},
+		},
+		{
+			name: "equal costs: fewer hops, then the lower next hop, whatever the order",
+			docs: []netview.Document{
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 4, Hops: 2, NextHop: "north"}}},
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 4, Hops: 1, NextHop: "west"}}},
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 4, Hops: 1, NextHop: "south"}}},
+			},
+			want: netview.Document{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 4, Hops: 1, NextHop: "south"}}},
+		},
+		{
+			name: "a document of another site is left out",
+			docs: []netview.Document{
+				{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}},
+				{Self: "west", Sites: []netview.DocumentSite{{Name: "west"}, {Name: "north", Cost: 1, Hops: 1, NextHop: "north"}}, Addresses: map[string][]netview.Target{"a:1": {{Site: "west", Endpoints: 1}}}},
+			},
+			want: netview.Document{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Merge(tc.docs)
+			if tc.want.Self != "" {
+				tc.want.Version = documentVersion(tc.want)
+			}
+			if diff := cmp.Diff(got, tc.want, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("Merge (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The merged version is a content hash: the same views in any order give
+// the same version, a change gives another, and the inputs are left as
+// they were.
+func TestMergeVersion(t *testing.T) {
+	a, b := Merge([]netview.Document{r1, r2}), Merge([]netview.Document{r2, r1})
+	if a.Version == "" || a.Version != b.Version {
+		t.Errorf("versions of one merge in two orders: %q, %q", a.Version, b.Version)
+	}
+	if diff := cmp.Diff(a, b); diff != "" {
+		t.Errorf("merge depends on the order (-r1,r2 +r2,r1):\n%s", diff)
+	}
+	changed := r2
+	changed.Addresses = map[string][]netview.Target{"db:5432": {{Site: "south", Endpoints: 2, Cost: 9}}}
+	if c := Merge([]netview.Document{r1, changed}); c.Version == a.Version {
+		t.Errorf("a change kept version %q", c.Version)
+	}
+	// The replica's own version plays no part: a replica that restarts
+	// with the same view changes nothing.
+	same := r2
+	same.Version = "other"
+	if c := Merge([]netview.Document{r1, same}); c.Version != a.Version {
+		t.Errorf("a replica's version changed the merge: %q, want %q", c.Version, a.Version)
+	}
+	if r1.Sites[0].Links["west"] != 3 || len(r1.Sites[0].Routers) != 1 || r2.Addresses["backend:8080"][0].Endpoints != 3 {
+		t.Error("Merge changed its input")
+	}
+}
+
+// One replica's document merges into itself, version included: the merge
+// normalizes and hashes as netview does.
+func TestMergeOneIsNetviewDocument(t *testing.T) {
+	db := netview.NewDB("east", 1)
+	db.SetLocal(nil, map[string]int{"echo:9000": 2, "backend:8080": 1})
+	db.SetLocalRouting(map[string]string{"echo:9000": "closest"})
+	db.SetLocalRouter("east-gw-0")
+	d := db.Document()
+	got := Merge([]netview.Document{d})
+	if diff := cmp.Diff(got, d, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("Merge of one netview document (-got +want):\n%s", diff)
+	}
+}
