@@ -50,7 +50,8 @@ type Options struct {
 	GatewayService string
 	// GatewayAdmin is the gateway's admin address (host:port), where it
 	// serves /view; default 127.0.0.1:15090 with a site file. In
-	// Kubernetes the controller finds the gateway pods itself.
+	// Kubernetes the controller follows every ready gateway pod itself
+	// unless it is set.
 	GatewayAdmin string
 	// LinkAdvertise is the link endpoint (host:port) other sites dial,
 	// written into the tokens this site issues (Kubernetes); default the
@@ -77,7 +78,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Site, "site", "", "site name (Kubernetes; a site file names its site)")
 	fs.StringVar(&o.Namespace, "namespace", "", "the site's namespace (Kubernetes)")
 	fs.StringVar(&o.GatewayService, "gateway-service", "skiff-gateway", "the gateway's Service (Kubernetes)")
-	fs.StringVar(&o.GatewayAdmin, "gateway-admin", "", "the gateway's admin address (host:port) serving /view; default 127.0.0.1:"+strconv.Itoa(contract.MetricsPort)+" with --site-file")
+	fs.StringVar(&o.GatewayAdmin, "gateway-admin", "", "the gateway's admin address (host:port) serving /view; default 127.0.0.1:"+strconv.Itoa(contract.MetricsPort)+" with --site-file, every ready gateway pod with --kube")
 	fs.StringVar(&o.LinkAdvertise, "link-advertise", "", "link endpoint (host:port) other sites dial, written into tokens (Kubernetes); default the gateway Service's load-balancer address, else its DNS name <service>.<namespace>.svc, and link port")
 	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server: TLS 1.3, clients must present a certificate of the site CA (docs/xds.md)")
 	fs.StringVar(&o.XDSPlaintextBindAddress, "xds-plaintext-bind-address", "", "also serve xDS in plaintext, without client authentication, on this loopback address (such as 127.0.0.1:15011), for proxyless gRPC clients on this host that have no certificate; off by default")
@@ -207,7 +208,7 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 
 	errc := make(chan error, 4)
 	var c *Controller
-	var gatewayAddr func() (string, error)
+	var gatewayAddrs func() ([]string, error)
 	var xdsTLS *serverTLS
 	if o.SiteFile != "" {
 		site, err := sitefile.Load(o.SiteFile)
@@ -235,17 +236,25 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		if admin == "" {
 			admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.MetricsPort))
 		}
-		gatewayAddr = func() (string, error) { return admin, nil }
+		gatewayAddrs = func() ([]string, error) { return []string{admin}, nil }
 	} else {
 		xdsTLS = newServerTLS(o.Site, certHosts(o), log.WithName("xds-tls"))
-		kc, addr, err := startKube(ctx, o, srv, xdsTLS, log, errc)
+		kc, addrs, err := startKube(ctx, o, srv, xdsTLS, log, errc)
 		if err != nil {
 			return err
 		}
-		c, gatewayAddr = kc, addr
+		c, gatewayAddrs = kc, addrs
 	}
-	w := &federation.ViewWatcher{Addr: gatewayAddr, OnChange: c.SetView, Log: log.WithName("view")}
-	go w.Run(ctx)
+	w := &federation.ViewWatcher{Addrs: gatewayAddrs, OnChange: c.SetView, Log: log.WithName("view")}
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		w.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-watched // Run returns once its poll loops have stopped
+	}()
 
 	lis, err := net.Listen("tcp", o.XDSBindAddress)
 	if err != nil {

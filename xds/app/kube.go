@@ -23,8 +23,9 @@ var KubeConfig *rest.Config
 // startKube starts the Kubernetes source: a manager scoped to the site's
 // namespace whose reconciler feeds the controller, and the watch of the
 // site CA that xdsTLS serves with. It returns the controller and how to
-// find the gateway's admin address.
-func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger, errc chan<- error) (*Controller, func() (string, error), error) {
+// find the admin addresses of the gateway's replicas (--gateway-admin
+// alone when given).
+func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger, errc chan<- error) (*Controller, func() ([]string, error), error) {
 	cfg := KubeConfig
 	if cfg == nil {
 		var err error
@@ -79,13 +80,13 @@ func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serve
 	}()
 	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.GatewayService, log)
 	go watchCA(ctx, mgr.GetAPIReader(), o.Namespace, xdsTLS, log.WithName("xds-tls"))
-	addr := func() (string, error) {
+	addrs := func() ([]string, error) {
 		if o.GatewayAdmin != "" {
-			return o.GatewayAdmin, nil
+			return []string{o.GatewayAdmin}, nil
 		}
-		return src.GatewayAdminAddr(ctx)
+		return src.GatewayAdminAddrs(ctx)
 	}
-	return c, addr, nil
+	return c, addrs, nil
 }
 
 // writeStatus keeps the status ConfigMap in line with the served table,

@@ -311,28 +311,36 @@ func (s *Source) report(svc *corev1.Service, reason string, err error) {
 	}
 }
 
-// GatewayAdminAddr returns the admin address (pod IP and the metrics
-// port) of a ready gateway pod selected by the gateway Service.
-func (s *Source) GatewayAdminAddr(ctx context.Context) (string, error) {
+// GatewayAdminAddrs returns the admin addresses (pod IP and the metrics
+// port), sorted, of every gateway replica: the pods the gateway Service
+// selects that are ready and not terminating. No such pod is an empty
+// list, not an error.
+func (s *Source) GatewayAdminAddrs(ctx context.Context) ([]string, error) {
 	var svc corev1.Service
 	if err := s.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.GatewayService}, &svc); err != nil {
-		return "", fmt.Errorf("get gateway service %s: %w", s.GatewayService, err)
+		return nil, fmt.Errorf("get gateway service %s: %w", s.GatewayService, err)
+	}
+	if len(svc.Spec.Selector) == 0 {
+		return nil, fmt.Errorf("gateway service %s has no pod selector", s.GatewayService)
 	}
 	var pods corev1.PodList
 	if err := s.Client.List(ctx, &pods, client.InNamespace(s.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
-		return "", fmt.Errorf("list gateway pods: %w", err)
+		return nil, fmt.Errorf("list gateway pods: %w", err)
 	}
+	addrs := []string{}
 	for _, p := range pods.Items {
 		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
 			continue
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(contract.MetricsPort)), nil
+				addrs = append(addrs, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(contract.MetricsPort)))
+				break
 			}
 		}
 	}
-	return "", fmt.Errorf("no ready gateway pod selected by service %s", s.GatewayService)
+	slices.Sort(addrs)
+	return slices.Compact(addrs), nil
 }
 
 // reportConflicts raises a Warning Event on the gateway Service for each
