@@ -36,6 +36,13 @@ const DefaultDrainTimeout = 25 * time.Second
 // default: how long it goes on serving its pod with no connection open.
 const DefaultSidecarDrainIdle = 2 * time.Second
 
+// gatewayDrainHold is how long a draining gateway keeps its links at
+// least, with no stream left: peers and sidecars look for its GOAWAY
+// every goAwayPoll and dial a replacement link (to another gateway of
+// the site, or this one's successor) while it holds, so that their new
+// streams never find no link at all. Bounded by DrainTimeout.
+const gatewayDrainHold = 3 * time.Second
+
 // Drain asks a running router to drain and stop; Run returns when the
 // drain is over. It returns at once and may be called more than once;
 // called before Run, the router drains as soon as it has started.
@@ -75,11 +82,15 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 	defer timeout.Stop()
 	idle := time.NewTimer(r.cfg.DrainIdle)
 	defer idle.Stop()
+	var hold time.Time // a gateway's links stay at least until then
+	if r.cfg.Role == RoleGateway {
+		hold = time.Now().Add(gatewayDrainHold)
+	}
 	for {
 		idle.Stop()
 		var idleC <-chan time.Time
 		if n, since := r.flows.idle(); n == 0 {
-			left := r.cfg.DrainIdle - time.Since(since)
+			left := max(r.cfg.DrainIdle-time.Since(since), time.Until(hold))
 			if left <= 0 {
 				if r.cfg.DrainIdle > 0 {
 					return drainIdle, open

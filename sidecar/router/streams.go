@@ -288,11 +288,13 @@ func (r *Router) linkToward(site string) (*link, error) {
 		changed := r.db.Changed()
 		best, draining, up := r.bestLink(match)
 		switch {
-		case best == nil:
+		case best == nil && r.cfg.Role == RoleGateway:
 			return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
-		case !draining:
+		case best != nil && !draining:
 			return best, nil
 		}
+		// A sidecar with no link to its gateway (it went away; the
+		// sidecar is dialling it, or its successor, again) waits too.
 		if wait == nil {
 			wait = time.NewTimer(drainingLinkWait)
 			defer wait.Stop()
@@ -301,6 +303,9 @@ func (r *Router) linkToward(site string) (*link, error) {
 		case <-up:
 		case <-changed: // a new route, perhaps
 		case <-wait.C:
+			if best == nil {
+				return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
+			}
 			return nil, fmt.Errorf("every link to %s is draining: %w", next, errNoLink)
 		case <-r.life.Done():
 			return nil, fmt.Errorf("router stopping: %w", errNoLink)
