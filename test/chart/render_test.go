@@ -79,6 +79,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"failure policy", map[string]any{"site": site, "injector": map[string]any{"failurePolicy": "Maybe"}}, []string{"at '/injector/failurePolicy'", "'Ignore'", "'Fail'"}},
 		{"gateway replicas 0", map[string]any{"site": site, "gateway": map[string]any{"replicas": 0}}, []string{"at '/gateway/replicas'", "minimum"}},
 		{"gateway grace period below the drain margin", map[string]any{"site": site, "gateway": map[string]any{"terminationGracePeriodSeconds": 4}}, []string{"at '/gateway/terminationGracePeriodSeconds'", "minimum"}},
+		{"link certificate validity not a duration", map[string]any{"site": site, "gateway": map[string]any{"linkCertificateValidity": "soon"}}, []string{"at '/gateway/linkCertificateValidity'"}},
 		{"injector replicas 0", map[string]any{"site": site, "injector": map[string]any{"replicas": 0}}, []string{"at '/injector/replicas'", "minimum"}},
 		{"timeout 31", map[string]any{"site": site, "injector": map[string]any{"timeoutSeconds": 31}}, []string{"at '/injector/timeoutSeconds'", "maximum"}},
 		{"unknown top-level key", map[string]any{"site": site, "gatway": map[string]any{}}, []string{"at ''", "'gatway'"}},
