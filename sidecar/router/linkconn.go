@@ -115,7 +115,7 @@ const (
 // it still serves its pod.
 func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 	log := r.log.WithValues("link", spec.Name, "endpoint", spec.Endpoint)
-	backoff := newBackoff(100*time.Millisecond, 15*time.Second)
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	d := r.newDialer(spec)
 	var draining []*link // links to a draining peer, kept until they close
 	defer func() {

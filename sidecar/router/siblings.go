@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"slices"
 	"sync"
@@ -171,6 +172,10 @@ func (r *Router) resolveSiblings(ctx context.Context) ([]string, error) {
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		ips, err := net.DefaultResolver.LookupHost(rctx, host)
 		cancel()
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+			continue // no gateway there (a headless Service with no pod yet)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -97,9 +97,11 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 
 	// 1. Two sites from the chart; every skiff pod Ready.
 	start := time.Now()
-	must(t, helm, "install", "skiff", "charts/skiff", "-n", "east", "--create-namespace", "--set", "site.name=east")
-	// One node agent per node: the west site leaves redirection to east's.
-	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--create-namespace", "--set", "site.name=west", "--set", "nodeAgent.enabled=false")
+	// East's link certificates last a minute, so that their renewal over
+	// the link runs during the scenario (checked in step 7).
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "east", "--create-namespace", "--set", "site.name=east", "--set", "gateway.linkCertificateValidity=60s")
+	// Both sites run their node agent on the node, side by side.
+	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--create-namespace", "--set", "site.name=west")
 	t.Cleanup(func() {
 		if os.Getenv("SKIFF_E2E_KEEP") != "" {
 			t.Log("SKIFF_E2E_KEEP set: leaving both sites installed")
@@ -113,7 +115,9 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 	for _, ns := range []string{"east", "west"} {
 		must(t, "kubectl", "-n", ns, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=120s")
 	}
-	must(t, "kubectl", "-n", "east", "rollout", "status", "ds/skiff-node-agent", "--timeout=120s")
+	for _, ns := range []string{"east", "west"} {
+		must(t, "kubectl", "-n", ns, "rollout", "status", "ds/skiff-node-agent", "--timeout=120s")
+	}
 	sum.add("1 helm install east and west; pods Ready", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
 
 	// 2. Link west to east with a token request. The token lasts 30 s:
@@ -228,6 +232,38 @@ spec:
 		return nil
 	})
 	sum.add("4 injected client -> west via sidecar; plain pod via gateway", "ok", fmt.Sprintf("sidecar %v; plain pod answered after %.0fs", got, time.Since(plainStart).Seconds()))
+
+	// 4b. An injected client in west too: with both sites' node agents on
+	// the node, each site's pods go through their own sidecars.
+	must(t, "kubectl", "label", "namespace", "west", "skiff.io/injection=enabled", "--overwrite")
+	westClient := filepath.Join(t.TempDir(), "west-client.yaml")
+	os.WriteFile(westClient, []byte(clientManifest), 0o600)
+	must(t, "kubectl", "-n", "west", "apply", "-f", westClient)
+	must(t, "kubectl", "-n", "west", "rollout", "status", "deploy/client", "--timeout=90s")
+	var westGot map[string]int
+	testutil.Eventually(t, 30*time.Second, "west's client reaches its backend", func() error {
+		if westGot = get(t, "west", "deploy/client", "app", 10); westGot["west"] != 10 {
+			return fmt.Errorf("answers %v", westGot)
+		}
+		return nil
+	})
+	for _, ns := range []string{"east", "west"} {
+		m := must(t, "kubectl", "-n", ns, "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://127.0.0.1:15090/metrics")
+		for _, want := range []string{`skiff_streams_opened_total{address="backend:8080",role="sidecar"}`, "skiff_sidecar_redirect_verified 1"} {
+			if !strings.Contains(m, want) {
+				t.Errorf("%s's client sidecar lacks %q: its traffic went around it", ns, want)
+			}
+		}
+	}
+	pins, _ := os.ReadDir("/sys/fs/bpf/skiff/sites")
+	var pinned []string
+	for _, p := range pins {
+		pinned = append(pinned, p.Name())
+	}
+	if !slices.Equal(pinned, []string{"east", "west"}) {
+		t.Errorf("node agents' pin dirs %v, want east and west", pinned)
+	}
+	sum.add("4b both sites' node agents: each client via its sidecar", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], fmt.Sprintf("west %v; pins %v", westGot, pinned))
 
 	// 5. Backends in both sites: balanced spreads, closest stays in east,
 	// fails over to west and comes back.
@@ -360,11 +396,77 @@ spec:
 	}
 	sum.add("6e redirect.mode=iptables: skiff-init + sidecar", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], fmt.Sprintf("%v; %.1fs", nft, time.Since(start).Seconds()))
 
+	// 6g. Two gateway replicas in east, the accepting side: they link to
+	// each other, and east's clients reach west whichever replica their
+	// connection lands on. One replica deleted under a steady load of
+	// about 150 requests/s, then a rolling helm upgrade of both.
+	must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "gateway.replicas=2", "--wait", "--timeout", "120s")
+	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
+	// gatewayPods returns east's running gateway pods that are not being
+	// deleted.
+	gatewayPods := func() []string {
+		out := must(t, "kubectl", "-n", "east", "get", "pod", "-l", "app.kubernetes.io/component=gateway", "--field-selector=status.phase=Running",
+			"-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
+		var pods []string
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 1 {
+				pods = append(pods, f[0])
+			}
+		}
+		return pods
+	}
+	testutil.Eventually(t, 60*time.Second, "east's two gateways link to each other", func() error {
+		pods := gatewayPods()
+		if len(pods) != 2 {
+			return fmt.Errorf("gateway pods %v", pods)
+		}
+		for _, p := range pods {
+			if out, _ := run(t, "kubectl", "-n", "east", "logs", p); !strings.Contains(out, `"peerSite":"east"`) || !strings.Contains(out, `"msg":"link up"`) {
+				return fmt.Errorf("%s has no sibling link yet", p)
+			}
+		}
+		return nil
+	})
+	testutil.Eventually(t, 60*time.Second, "east's client reaches west through two gateways", func() error {
+		if g := get(t, "east", "deploy/client-nft", "app", 20); g["west"] != 20 {
+			return fmt.Errorf("answers %v", g)
+		}
+		return nil
+	})
+	underLoad := func(step string, n int, act func()) {
+		t.Helper()
+		done := make(chan string)
+		go func() {
+			out, _ := run(t, "kubectl", "-n", "east", "exec", "deploy/client-nft", "-c", "app", "--", "/skiff-echo", "get",
+				"--url", "http://backend:8080/", "--count", fmt.Sprint(n), "--interval", "6600us", "--timeout", "5s")
+			done <- strings.TrimSpace(out)
+		}()
+		time.Sleep(2 * time.Second)
+		start := time.Now()
+		act()
+		out := <-done
+		failed := 0
+		for _, f := range strings.Fields(out) {
+			if v, ok := strings.CutPrefix(f, "error="); ok {
+				fmt.Sscan(v, &failed)
+			}
+		}
+		sum.add(step, "ok", fmt.Sprintf("%d of %d requests at ~150/s failed (%s); the fault came ~2 s in and took %.1fs", failed, n, out, time.Since(start).Seconds()))
+	}
+	underLoad("6g delete one of east's two gateways under load", 1500, func() {
+		must(t, "kubectl", "-n", "east", "delete", "pod", gatewayPods()[0], "--wait=false")
+	})
+	underLoad("6h helm upgrade rolls east's two gateways under load", 4500, func() {
+		must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "gateway.terminationGracePeriodSeconds=31", "--wait", "--timeout", "120s")
+	})
+
 	// 7. Every component logs JSON, and no error on this happy path.
 	logErrors := 0
 	for _, ns := range []string{"east", "west"} {
-		for _, w := range []string{"deploy/skiff-controller", "deploy/skiff-gateway", "deploy/skiff-injector"} {
-			out := must(t, "kubectl", "-n", ns, "logs", w)
+		for _, w := range []string{"controller", "gateway", "injector"} {
+			// Every pod of the component (the gateway may run two); the
+			// lines only, without kubectl's prefix.
+			out := must(t, "kubectl", "-n", ns, "logs", "-l", "app.kubernetes.io/component="+w, "--tail=-1", "--max-log-requests=10")
 			for _, line := range strings.Split(out, "\n") {
 				var v map[string]any
 				if err := json.Unmarshal([]byte(line), &v); err != nil {
@@ -380,6 +482,15 @@ spec:
 		}
 	}
 	sum.add("7 kubectl logs: JSON, no errors", map[bool]string{true: "FAIL", false: "ok"}[logErrors > 0], fmt.Sprintf("%d bad lines", logErrors))
+
+	// 7b. West's link certificate (a minute) was renewed by east over the
+	// link while the faults above ran, with the link up.
+	westLog := must(t, "kubectl", "-n", "west", "logs", "-l", "app.kubernetes.io/component=gateway", "--tail=-1")
+	renewals := strings.Count(westLog, `"msg":"link certificate renewed by the peer"`)
+	if renewals == 0 {
+		t.Errorf("west's gateway logged no link certificate renewal in a scenario longer than its certificate's 60 s")
+	}
+	sum.add("7b link certificate (60 s) renewed over the link", map[bool]string{true: "FAIL", false: "ok"}[renewals == 0], fmt.Sprintf("%d renewals in west's current gateway's log", renewals))
 
 	// 8. Uninstall and install again: the site keeps its identity and
 	// links (the CA, its state and the sidecars' credential stay; so do
@@ -411,8 +522,9 @@ spec:
 		}
 		return nil
 	})
-	must(t, helm, "install", "skiff", "charts/skiff", "-n", "east", "--set", "site.name=east")
-	must(t, helm, "install", "skiff", "charts/skiff", "-n", "west", "--set", "site.name=west", "--set", "nodeAgent.enabled=false")
+	for _, ns := range []string{"east", "west"} {
+		must(t, helm, "install", "skiff", "charts/skiff", "-n", ns, "--set", "site.name="+ns)
+	}
 	for _, ns := range []string{"east", "west"} {
 		must(t, "kubectl", "-n", ns, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=120s")
 	}
