@@ -1,8 +1,12 @@
 // Package xdsclient is the router's xDS client: it follows the controller's
 // ADS stream (incremental, "delta" xDS) for Listeners and
 // ClusterLoadAssignments, turns them into services, and hands every
-// accepted table to the router. An update the router cannot use is NACKed
-// with the reason and the last good table stays in force; while the
+// accepted table to the router. The first table is handed over only once
+// the first response of both types has been accepted, so that it is the
+// controller's whole table (an empty one included), never the listeners
+// without their assignments; from then on every accepted response is
+// handed over, across reconnects too. An update the router cannot use is
+// NACKed with the reason and the last good table stays in force; while the
 // controller is away the router keeps serving its last table, and on
 // reconnect the client presents the versions it holds so that only what
 // changed is sent again.
@@ -47,6 +51,9 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
+// types are the types the client subscribes to, in the order it does.
+var types = []string{ListenerType, EndpointType}
+
 // MaxResponseBytes bounds one xDS response the client accepts.
 const MaxResponseBytes = 256 << 20
 
@@ -56,7 +63,9 @@ type Options struct {
 	Addr string
 	// Node identifies this router; its site selects the local locality.
 	Node model.Node
-	// Apply receives every accepted set of services. An error NACKs the
+	// Apply receives every accepted set of services, the first time once
+	// a response of every type has been accepted (the whole table, which
+	// may have no services), then at every response. An error NACKs the
 	// update that produced it; the previous set stays in force.
 	Apply func(ctx context.Context, services []model.Service) error
 	Log   logr.Logger
@@ -80,6 +89,11 @@ type Client struct {
 	listeners map[string]*listenerv3.Listener
 	clas      map[string]*endpointv3.ClusterLoadAssignment
 	versions  map[string]map[string]string // type -> name -> version
+	// held says of which types a response was accepted; until every
+	// type is held, accepted responses are kept but Apply is not called.
+	// It is never cleared: a reconnect keeps what the client holds, as
+	// gRPC's xDS client keeps the resources it received.
+	held map[string]bool
 
 	connected atomic.Bool
 	applied   atomic.Int64 // accepted updates
@@ -103,13 +117,14 @@ func New(o Options) (*Client, error) {
 		listeners: map[string]*listenerv3.Listener{},
 		clas:      map[string]*endpointv3.ClusterLoadAssignment{},
 		versions:  map[string]map[string]string{ListenerType: {}, EndpointType: {}},
+		held:      map[string]bool{},
 	}, nil
 }
 
 // Stats says how the client is doing.
 type Stats struct {
 	Connected bool
-	Applied   int64 // updates accepted
+	Applied   int64 // updates accepted (ACKed), those kept before the first table included
 	Nacked    int64 // updates refused
 	Streams   int64 // ADS streams opened, reconnects included
 	Resources int   // listeners held
@@ -180,7 +195,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	c.mu.Lock()
 	initial := map[string]map[string]string{ListenerType: maps.Clone(c.versions[ListenerType]), EndpointType: maps.Clone(c.versions[EndpointType])}
 	c.mu.Unlock()
-	for _, typ := range []string{ListenerType, EndpointType} {
+	for _, typ := range types {
 		req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typ, InitialResourceVersions: initial[typ]}
 		if err := st.Send(req); err != nil {
 			return fmt.Errorf("subscribe %s: %w", typ, err)
@@ -201,7 +216,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 			first = false
 		}
 		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
-		if err := c.handle(ctx, resp); err != nil {
+		if err := c.handle(ctx, log, resp); err != nil {
 			c.nacked.Add(1)
 			log.Error(err, "update refused; keeping the last good table", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce())
 			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
@@ -215,8 +230,10 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 }
 
 // handle applies one response to a copy of the held resources and, if the
-// result converts and the router accepts it, commits it.
-func (c *Client) handle(ctx context.Context, resp *discoveryv3.DeltaDiscoveryResponse) error {
+// result converts and the router accepts it, commits it. Until a response
+// of every type is held, the router is not asked: the result is committed
+// if it converts.
+func (c *Client) handle(ctx context.Context, log logr.Logger, resp *discoveryv3.DeltaDiscoveryResponse) error {
 	typ := resp.GetTypeUrl()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -267,12 +284,44 @@ func (c *Client) handle(ctx context.Context, resp *discoveryv3.DeltaDiscoveryRes
 	if err != nil {
 		return err
 	}
+	first := false
+	if !c.holdsAll() {
+		if !c.holdsAllWith(typ) {
+			log.V(1).Info("waiting for every type before the first table", "type", typ, "resources", len(resp.GetResources()))
+			c.commit(typ, listeners, clas, versions)
+			return nil
+		}
+		first = true
+	}
 	if err := c.o.Apply(ctx, services); err != nil {
 		return fmt.Errorf("apply %d services: %w", len(services), err)
 	}
+	if first {
+		log.Info("first table applied: every type received", "services", len(services))
+	}
+	c.commit(typ, listeners, clas, versions)
+	return nil
+}
+
+// holdsAll says whether a response of every type is held.
+func (c *Client) holdsAll() bool { return c.holdsAllWith("") }
+
+// holdsAllWith says whether a response of every type would be held with
+// one of typ.
+func (c *Client) holdsAllWith(typ string) bool {
+	for _, t := range types {
+		if t != typ && !c.held[t] {
+			return false
+		}
+	}
+	return true
+}
+
+// commit makes the resources of a response of typ the held ones.
+func (c *Client) commit(typ string, listeners map[string]*listenerv3.Listener, clas map[string]*endpointv3.ClusterLoadAssignment, versions map[string]string) {
 	c.listeners, c.clas = listeners, clas
 	c.versions[typ] = versions
-	return nil
+	c.held[typ] = true
 }
 
 func unpack(a *anypb.Any, m proto.Message) error {
