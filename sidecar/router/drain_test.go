@@ -151,6 +151,15 @@ func linkSpecTo(t *testing.T, n *drainNode, dir, endpoint string) LinkSpec {
 	if err != nil {
 		t.Fatal(err)
 	}
+	spec := recordedSpec(t, n, dir, tok)
+	spec.Name = "token-" + tok.ID
+	return spec
+}
+
+// recordedSpec records tok in the ledger in dir and returns the link spec
+// of a link made with it to n.
+func recordedSpec(t *testing.T, n *drainNode, dir string, tok *token.Token) LinkSpec {
+	t.Helper()
 	ledger, err := token.OpenLedger(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +175,7 @@ func linkSpecTo(t *testing.T, n *drainNode, dir, endpoint string) LinkSpec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return LinkSpec{Name: "token-" + tok.ID, Endpoint: endpoint, TLS: tlsCfg, Cost: 1, PeerSite: tok.Site, PeerKey: key}
+	return LinkSpec{Endpoint: tok.Endpoint, TLS: tlsCfg, Cost: 1, PeerSite: tok.Site, PeerKey: key}
 }
 
 // echoService answers each connection with its name on a line, then

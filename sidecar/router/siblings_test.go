@@ -12,8 +12,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/token"
 
 	tu "github.com/skiff-io/skiff/test/testutil"
@@ -98,24 +96,11 @@ func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := token.OpenLedger(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ledger.Record(tok, policy.Policy{}); err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg, err := tok.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := netview.KeyID(&gw.ca.Key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := recordedSpec(t, gw, dir, tok)
+	spec.Name = "gateway"
 	cfg := Config{
 		Site: gw.r.cfg.Site, Role: RoleSidecar, Name: "shop/pod-1", SidecarListen: "127.0.0.1:0",
-		Links:    []LinkSpec{{Name: "gateway", Endpoint: tok.Endpoint, TLS: tlsCfg, Cost: 1, PeerSite: tok.Site, PeerKey: key}},
+		Links:    []LinkSpec{spec},
 		Services: Services{Listeners: []Listener{{Address: "backend", Host: "10.96.0.10", Port: 80}}},
 		Metrics:  NewMetrics(prometheus.NewRegistry()),
 		Log:      testr.NewWithOptions(t, testr.Options{LogTimestamp: true}).WithName("sidecar"),
