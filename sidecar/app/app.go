@@ -194,6 +194,9 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 		return err
 	}
 	cfg.Metrics = router.NewMetrics(reg)
+	if o.CredentialsDir != "" && len(cfg.Links) == 1 {
+		cfg.Links[0].ClientTLS = credentialReloader(site.Links[0].Token, log)
+	}
 	if a, ok := cfg.Admission.(*token.Admission); ok {
 		a.LinkValidity = o.LinkCertValidity
 	}

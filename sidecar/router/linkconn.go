@@ -29,6 +29,7 @@ type dialer struct {
 	mu     sync.Mutex
 	cert   *tls.Certificate // the link certificate; nil: the token's
 	loaded bool             // the stored link certificate was read
+	base   *tls.Config      // the token's, from spec.ClientTLS (nil: spec.TLS)
 }
 
 func (r *Router) newDialer(spec LinkSpec) *dialer {
@@ -68,7 +69,21 @@ func (d *dialer) load() {
 
 func (d *dialer) tlsConfig() *tls.Config {
 	d.load()
-	cfg := d.spec.TLS.Clone()
+	base := d.spec.TLS
+	if d.spec.ClientTLS != nil {
+		c, err := d.spec.ClientTLS()
+		d.mu.Lock()
+		if err != nil {
+			d.r.log.Info("credential not read again; dialling with the last one", "link", d.spec.Name, "reason", err.Error())
+		} else {
+			d.base = c
+		}
+		if d.base != nil {
+			base = d.base
+		}
+		d.mu.Unlock()
+	}
+	cfg := base.Clone()
 	d.mu.Lock()
 	cert := d.cert
 	d.mu.Unlock()

@@ -105,6 +105,10 @@ type LinkSpec struct {
 	// Policy is what the peer may advertise into this site and reach of
 	// it; the zero Policy allows everything.
 	Policy policy.Policy
+	// ClientTLS, if set, is asked before each dial for the TLS config to
+	// dial with (a sidecar's credential, which the controller renews on
+	// disk); an error keeps the last one. TLS is the first.
+	ClientTLS func() (*tls.Config, error)
 	// onReply, if set, sees every hello reply (siblings.go).
 	onReply func(helloReply)
 }

@@ -2,10 +2,12 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,8 +100,16 @@ func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
 	}
 	spec := recordedSpec(t, gw, dir, tok)
 	spec.Name = "gateway"
+	return startSidecar(t, gw.r.cfg.Site, spec)
+}
+
+// startSidecar starts a sidecar of site with its link to the gateway,
+// whose every connection is for backend (as if redirected from its VIP);
+// it returns the sidecar's outbound address.
+func startSidecar(t *testing.T, site string, spec LinkSpec) string {
+	t.Helper()
 	cfg := Config{
-		Site: gw.r.cfg.Site, Role: RoleSidecar, Name: "shop/pod-1", SidecarListen: "127.0.0.1:0",
+		Site: site, Role: RoleSidecar, Name: "shop/pod-1", SidecarListen: "127.0.0.1:0",
 		Links:    []LinkSpec{spec},
 		Services: Services{Listeners: []Listener{{Address: "backend", Host: "10.96.0.10", Port: 80}}},
 		Metrics:  NewMetrics(prometheus.NewRegistry()),
@@ -123,4 +133,58 @@ func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
 		return nil
 	})
 	return r.SidecarAddr().String()
+}
+
+// A sidecar asks its link's ClientTLS before every dial: after its
+// credential was renewed and the old one revoked, it reconnects to a
+// restarted gateway with the new one.
+func TestSidecarCredentialRenewed(t *testing.T) {
+	dir := t.TempDir()
+	linkAddr := fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1"))
+	gwCfg := drainSiteConfig{site: "east", router: "east-1", dir: dir, linkAccess: true, linkListen: linkAddr,
+		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}}
+	gw := startDrainNode(t, gwCfg)
+	member := func() (*token.Token, LinkSpec) {
+		tok, err := token.IssueMember(gw.ca, "east", linkAddr, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok, recordedSpec(t, gw, dir, tok)
+	}
+	oldTok, spec := member()
+	var mu sync.Mutex
+	current := spec.TLS
+	spec.ClientTLS = func() (*tls.Config, error) { mu.Lock(); defer mu.Unlock(); return current, nil }
+	addr := startSidecar(t, "east", spec)
+	reach := func() error {
+		e, name, err := dialEcho(addr)
+		if err != nil {
+			return err
+		}
+		defer e.c.Close()
+		if name != "east-1" {
+			return fmt.Errorf("answered by %q", name)
+		}
+		return e.finish()
+	}
+	tu.Eventually(t, 10*time.Second, "the sidecar reaches the gateway's backend", reach)
+
+	// Renewed: the sidecar's file now holds a new token; the old one is
+	// revoked, and the gateway restarts.
+	_, renewed := member()
+	mu.Lock()
+	current = renewed.TLS
+	mu.Unlock()
+	ledger, err := token.OpenLedger(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.Remove(oldTok.ID); err != nil {
+		t.Fatal(err)
+	}
+	gw.r.Drain()
+	gw.waitStopped(t)
+	gwCfg.router = "east-2"
+	startDrainNode(t, gwCfg)
+	tu.Eventually(t, 15*time.Second, "with the renewed credential, the sidecar reaches the restarted gateway", reach)
 }
