@@ -25,7 +25,7 @@ const siblingResolveEvery = 5 * time.Second
 // siblingSettleWait bounds how long a gateway with siblings stays unready
 // while it links to the siblings it found (one that cannot be reached
 // does not keep it unready longer).
-const siblingSettleWait = 10 * time.Second
+const siblingSettleWait = 3 * time.Second
 
 // siblingState is what the sibling loop knows of an address.
 type siblingState struct {
