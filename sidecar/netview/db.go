@@ -230,8 +230,9 @@ func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
 
 // SetLocalRouter renames the local node (Record.Router); a sidecar takes
 // the name of the gateway it is linked to, whose record is its local one.
-// A held record of the new node is dropped: it is the local record now.
-// It reports whether the name changed.
+// A held record of the new node becomes the local record's content (the
+// sidecar may have it from the gateway it was linked to before). It
+// reports whether the name changed.
 func (db *DB) SetLocalRouter(router string) bool {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -239,7 +240,12 @@ func (db *DB) SetLocalRouter(router string) bool {
 		return false
 	}
 	db.local.Router = router
-	delete(db.records, db.local.Node())
+	if h, ok := db.records[db.local.Node()]; ok {
+		db.local.Links, db.local.Addresses, db.local.Routing = cloneMap(h.Links), cloneMap(h.Addresses), cloneMap(h.Routing)
+		delete(db.records, db.local.Node())
+	} else {
+		db.local.Links, db.local.Addresses, db.local.Routing = nil, nil, nil
+	}
 	db.bumpLocked()
 	db.invalidate()
 	return true

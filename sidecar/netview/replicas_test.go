@@ -122,9 +122,8 @@ func TestSetLocalRouter(t *testing.T) {
 	if !db.SetLocalRouter("e1") || db.SetLocalRouter("e1") {
 		t.Fatal("SetLocalRouter should report one change")
 	}
-	for _, r := range db.Records() {
-		if r.Node() == "east/e1" && r.Addresses["x"] == 1 {
-			t.Errorf("the gateway's held record stayed beside the local one: %+v", db.Records())
-		}
+	recs := db.Records()
+	if len(recs) != 1 || recs[0].Node() != "east/e1" || recs[0].Addresses["x"] != 1 {
+		t.Errorf("records %+v, want the gateway's held record as the local one, alone", recs)
 	}
 }

@@ -355,7 +355,7 @@ func (l *link) readControl(br *bufio.Reader) {
 				continue
 			}
 			r.m.RecordsReceived.Inc()
-			if r.cfg.Role == RoleSidecar && rec.Node() == l.node() {
+			if r.cfg.Role == RoleSidecar && rec.Node() == l.node() && rec.Node() == r.db.Local().Node() {
 				// A sidecar's view is rooted at its gateway: the gateway's
 				// record is the sidecar's local one (its site's other
 				// gateways' records are held like any other).

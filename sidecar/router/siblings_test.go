@@ -188,3 +188,52 @@ func TestSidecarCredentialRenewed(t *testing.T) {
 	startDrainNode(t, gwCfg)
 	tu.Eventually(t, 15*time.Second, "with the renewed credential, the sidecar reaches the restarted gateway", reach)
 }
+
+// A sidecar whose gateway drains moves to the site's other gateway (its
+// Service sends the replacement link there) and keeps reaching west: its
+// view is rooted at the new gateway from then on, whatever the draining
+// one still sends (the e2e found a sidecar left with the old gateway's
+// links as its own, and no route).
+func TestSidecarMovesToSibling(t *testing.T) {
+	eastDir := t.TempDir()
+	p1, p2 := tu.FreePort(t, "127.0.0.1"), tu.FreePort(t, "127.0.0.1")
+	siblings := []string{fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.1:%d", p2)}
+	e1 := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkListen: siblings[0], siblings: siblings, drainTimeout: time.Minute})
+	e2 := startDrainNode(t, drainSiteConfig{site: "east", router: "east-2", dir: eastDir, linkAccess: true, linkListen: siblings[1], siblings: siblings})
+	westSvc := newSwitchProxy(t, e1.r.LinkAddr().String())
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, e1, eastDir, westSvc.addr())},
+		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
+	// The sidecar dials east's "Service", which sends it to east-1.
+	sidecarSvc := newSwitchProxy(t, e1.r.LinkAddr().String())
+	tok, err := token.IssueMember(e1.ca, "east", sidecarSvc.addr(), time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := recordedSpec(t, e1, eastDir, tok)
+	spec.Name = "gateway"
+	addr := startSidecar(t, "east", spec)
+	reach := func() error {
+		e, name, err := dialEcho(addr)
+		if err != nil {
+			return err
+		}
+		defer e.c.Close()
+		if name != "west-1" {
+			return fmt.Errorf("answered by %q", name)
+		}
+		return e.finish()
+	}
+	tu.Eventually(t, 15*time.Second, "the sidecar reaches west through east-1", reach)
+
+	// east-1 drains; both Services now send new connections to east-2.
+	westSvc.switchTo(e2.r.LinkAddr().String())
+	sidecarSvc.switchTo(e2.r.LinkAddr().String())
+	e1.r.Drain()
+	tu.Eventually(t, 15*time.Second, "the sidecar reaches west through east-2", reach)
+	e1.waitStopped(t)
+	for i := range 5 {
+		if err := reach(); err != nil {
+			t.Fatalf("connection %d after east-1 stopped: %v", i, err)
+		}
+	}
+}
