@@ -375,6 +375,9 @@ func (l *link) readControl(br *bufio.Reader) {
 			}
 			if ok {
 				changed = append(changed, rec)
+				if r.cfg.Role == RoleGateway {
+					r.siblingSeen(rec.Record)
+				}
 			}
 		}
 		if len(changed) > 0 {

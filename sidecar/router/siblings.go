@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/netview"
 )
 
 // Siblings are the other gateways of this site (replicas): every gateway
@@ -15,12 +17,13 @@ import (
 // streams reach whichever gateway holds the link they need. A gateway
 // finds its siblings by resolving Config.Siblings (host:port; in
 // Kubernetes a headless Service's name, which resolves to every gateway
-// pod) every siblingResolveEvery, and dials each address it finds with
+// pod) every siblingResolveEvery, and at once when a record of a sibling
+// it has no link to arrives (siblingSeen), and dials each address it finds with
 // Config.SiblingTLS. Of two siblings the one with the lower router name
 // dials (the other refuses, "sibling_order"); the reply names the gateway
 // at an address, so a gateway stops dialling itself and the siblings that
 // dial it.
-const siblingResolveEvery = 5 * time.Second
+const siblingResolveEvery = 2 * time.Second
 
 // siblingSettleWait bounds how long a gateway with siblings stays unready
 // while it links to the siblings it found (one that cannot be reached
@@ -126,6 +129,20 @@ func (r *Router) siblingLoop(ctx context.Context) {
 			}
 			break
 		}
+	}
+}
+
+// siblingSeen wakes the sibling loop when a record of another gateway of
+// this site arrives from a gateway it has no link to: a sibling that
+// started after the last resolution (a rolling upgrade), which it should
+// link to now rather than at the next tick.
+func (r *Router) siblingSeen(rec netview.Record) {
+	if len(r.cfg.Siblings) == 0 || rec.Site != r.self || rec.Router == "" || rec.Router == r.routerName || r.linkedTo(rec.Router) {
+		return
+	}
+	select {
+	case r.siblingKick <- struct{}{}:
+	default:
 	}
 }
 
