@@ -127,3 +127,25 @@ func TestSetLocalRouter(t *testing.T) {
 		t.Errorf("records %+v, want the gateway's held record as the local one, alone", recs)
 	}
 }
+
+// Two gateways of a site that both link to west, and to each other at
+// cost 0: each routes west over its own link, never through the other
+// (with the next hop ranked before the hop count, each picked its
+// sibling, a loop the e2e's rolling upgrade ran into).
+func TestSiblingsNoLoop(t *testing.T) {
+	e1 := routerRec("east", "e1", 1, map[string]int{"east/e2": 0, "west/w": 1}, nil)
+	e2 := routerRec("east", "e2", 1, map[string]int{"east/e1": 0, "west/w": 1}, nil)
+	w := routerRec("west", "w", 1, map[string]int{"east/e1": 1, "east/e2": 1}, map[string]int{"db:5432": 1})
+	for _, self := range []Record{e1, e2} {
+		db := newDB("east", 10, WithRouter(self.Router))
+		db.SetLocal(self.Links, self.Addresses)
+		for _, r := range []Record{e1, e2, w} {
+			if r.Node() != self.Node() {
+				apply(db, r)
+			}
+		}
+		if got := db.View().Routes["west"]; got.NextHop != "west/w" || got.Hops != 1 {
+			t.Errorf("%s's route to west = %+v, want its own link", self.Node(), got)
+		}
+	}
+}

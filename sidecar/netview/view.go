@@ -78,10 +78,14 @@ func (v *View) NextHopToNode(node string) (string, bool) {
 // Sites returns the reachable sites, Self included, sorted.
 func (v *View) Sites() []string { return slices.Clone(v.sites) }
 
-// label orders paths to one node: least cost, then lowest next hop (node
-// indexes follow node IDs), then fewest hops. Extending two paths by the
-// same link keeps their order, so Dijkstra over labels finds, for every
-// node, the least label of all paths to it, which makes ties deterministic.
+// label orders paths to one node: least cost, then fewest hops, then
+// lowest next hop (node indexes follow node IDs). Extending two paths by
+// the same link keeps their order, so Dijkstra over labels finds, for
+// every node, the least label of all paths to it, which makes ties
+// deterministic. Hops come before the next hop so that two gateways of one
+// site, linked at cost 0, never route a site through each other: each
+// prefers its own link to a path through its sibling of the same cost
+// (with the next hop first, both could pick the other, a loop).
 type label struct {
 	cost, nextHop, hops int
 }
@@ -90,10 +94,10 @@ func (a label) less(b label) bool {
 	if a.cost != b.cost {
 		return a.cost < b.cost
 	}
-	if a.nextHop != b.nextHop {
-		return a.nextHop < b.nextHop
+	if a.hops != b.hops {
+		return a.hops < b.hops
 	}
-	return a.hops < b.hops
+	return a.nextHop < b.nextHop
 }
 
 type edge struct{ to, cost int }

@@ -367,8 +367,8 @@ func randomNetwork(rng *rand.Rand, size, degree, maxCost int) map[string]site {
 }
 
 // reference computes routes with Floyd-Warshall over (cost, hops): a route's
-// next hop is the lowest-named neighbour on a least-cost path, its hops the
-// fewest among least-cost paths through that neighbour.
+// next hop is the lowest-named neighbour on a path with the least cost and,
+// among those, the fewest hops.
 func reference(self string, sites map[string]site) map[string]Route {
 	var names []string
 	for s := range sites {
@@ -412,8 +412,8 @@ func reference(self string, sites map[string]site) map[string]Route {
 			continue
 		}
 		for nh := range n { // in name order: the first that fits wins
-			if w[s][nh] < inf && w[s][nh]+dist[nh][t].cost == dist[s][t].cost {
-				routes[names[t]] = Route{Site: names[t], NextHop: names[nh], Cost: dist[s][t].cost, Hops: 1 + dist[nh][t].hops}
+			if w[s][nh] < inf && w[s][nh]+dist[nh][t].cost == dist[s][t].cost && 1+dist[nh][t].hops == dist[s][t].hops {
+				routes[names[t]] = Route{Site: names[t], NextHop: names[nh], Cost: dist[s][t].cost, Hops: dist[s][t].hops}
 				break
 			}
 		}
