@@ -450,11 +450,12 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	}
 	r.links[l.id] = l
 	r.mu.Unlock()
-	go func() {
-		<-sess.Done()
-		l.close(fmt.Errorf("primary connection: %w", sess.Err()))
-	}()
-	r.serveSession(l, sess)
+	if ctx.Err() != nil {
+		// Accepted as the router stopped, after it closed its links.
+		l.close(ctx.Err())
+	}
+	r.serveSession(l, sess) // until the session ends
+	l.close(fmt.Errorf("primary connection: %w", sess.Err()))
 }
 
 // acceptHello runs the TLS handshake and reads the hello, within

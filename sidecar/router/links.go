@@ -442,7 +442,9 @@ func (r *Router) acceptLinks(ctx context.Context, ln net.Listener) {
 			r.m.LinkRefused.WithLabelValues(refused).Inc()
 			return
 		}
+		r.conns.Add(1)
 		go func() {
+			defer r.conns.Done()
 			// handleLinkConn releases the slot once the hello is
 			// answered; this is for a path that forgets.
 			defer release()

@@ -342,6 +342,10 @@ type Router struct {
 
 	// workers runs the per-connection functions (workers.go).
 	workers *workers
+	// conns are the goroutines of accepted link connections; Run waits
+	// for them (bounded) after closing every link, so that nothing of a
+	// link outlives it.
+	conns sync.WaitGroup
 
 	listenMu  sync.Mutex
 	listenCtx context.Context           // Run's; nil before it
@@ -502,6 +506,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	r.shutdown()
 	r.flows.wait()
+	r.waitConns()
 	r.stopped.Store(true)
 	r.m.Draining.Set(0)
 	return nil
@@ -601,6 +606,22 @@ func linkKey(s LinkSpec) string {
 	}
 	return k
 }
+
+// waitConns waits for the goroutines of accepted link connections, whose
+// links shutdown closed (a handshake under way ends within
+// handshakeTimeout); it gives up after connsWait, and says so.
+func (r *Router) waitConns() {
+	done := make(chan struct{})
+	go func() { r.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(connsWait):
+		r.log.Info("link connections still closing after the router stopped", "waited", connsWait.String())
+	}
+}
+
+// connsWait bounds waitConns.
+const connsWait = handshakeTimeout + 5*time.Second
 
 // shutdown drains: peers are told to open no new streams, then links close.
 func (r *Router) shutdown() {
