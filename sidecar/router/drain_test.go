@@ -228,6 +228,22 @@ func dialEcho(addr string) (*echoConn, string, error) {
 	return e, strings.TrimSpace(name), nil
 }
 
+// reachEcho is a check (for tu.Eventually) that a connection to addr is
+// answered by the echoService named want, and finishes cleanly.
+func reachEcho(addr, want string) func() error {
+	return func() error {
+		e, name, err := dialEcho(addr)
+		if err != nil {
+			return err
+		}
+		defer e.c.Close()
+		if name != want {
+			return fmt.Errorf("answered by %q", name)
+		}
+		return e.finish()
+	}
+}
+
 // roundTrip sends a line and reads it back.
 func (e *echoConn) roundTrip(msg string) error {
 	e.c.SetDeadline(time.Now().Add(drainGuard))
@@ -278,17 +294,7 @@ func newLinkPair(t *testing.T, drainTimeout time.Duration) *linkPair {
 	spec := linkSpecTo(t, p.east, eastDir, p.east.r.LinkAddr().String())
 	p.west = startDrainNode(t, drainSiteConfig{site: "west", router: "west-gw-0", links: []LinkSpec{spec}, drainTimeout: drainTimeout,
 		svc: Services{Connectors: []Connector{echoService(t, "west")}}})
-	tu.Eventually(t, 10*time.Second, "east reaches west's backend", func() error {
-		e, name, err := dialEcho(p.eastLn)
-		if err != nil {
-			return err
-		}
-		defer e.c.Close()
-		if name != "west" {
-			return fmt.Errorf("answered by %q", name)
-		}
-		return e.finish()
-	})
+	tu.Eventually(t, 10*time.Second, "east reaches west's backend", reachEcho(p.eastLn, "west"))
 	return p
 }
 
@@ -499,19 +505,7 @@ func TestDrainPeerRedials(t *testing.T) {
 	eastLn := fmt.Sprintf("127.0.0.1:%d", port)
 	startDrainNode(t, drainSiteConfig{site: "east", router: "east-gw-0", links: []LinkSpec{linkSpecTo(t, w1, westDir, svc.addr())},
 		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
-	reach := func(want string) func() error {
-		return func() error {
-			e, name, err := dialEcho(eastLn)
-			if err != nil {
-				return err
-			}
-			defer e.c.Close()
-			if name != want {
-				return fmt.Errorf("answered by %q", name)
-			}
-			return e.finish()
-		}
-	}
+	reach := func(want string) func() error { return reachEcho(eastLn, want) }
 	tu.Eventually(t, 10*time.Second, "east reaches west-1", reach("west-1"))
 
 	e, name, err := dialEcho(eastLn)

@@ -47,33 +47,11 @@ func TestSiblings(t *testing.T) {
 	svc := newSwitchProxy(t, e1.r.LinkAddr().String())
 	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, e1, eastDir, svc.addr())},
 		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
-	reach := func(port int) func() error {
-		return func() error {
-			e, name, err := dialEcho(fmt.Sprintf("127.0.0.1:%d", port))
-			if err != nil {
-				return err
-			}
-			defer e.c.Close()
-			if name != "west-1" {
-				return fmt.Errorf("answered by %q", name)
-			}
-			return e.finish()
-		}
-	}
+	reach := func(port int) func() error { return reachEcho(fmt.Sprintf("127.0.0.1:%d", port), "west-1") }
 	tu.Eventually(t, 15*time.Second, "a client of east-2 reaches west through east-1", reach(l2))
 	// A sidecar of east attached to east-2 reaches west too.
 	sidecar := startSiblingSidecar(t, e2, eastDir)
-	tu.Eventually(t, 15*time.Second, "a sidecar attached to east-2 reaches west", func() error {
-		e, name, err := dialEcho(sidecar)
-		if err != nil {
-			return err
-		}
-		defer e.c.Close()
-		if name != "west-1" {
-			return fmt.Errorf("answered by %q", name)
-		}
-		return e.finish()
-	})
+	tu.Eventually(t, 15*time.Second, "a sidecar attached to east-2 reaches west", reachEcho(sidecar, "west-1"))
 	rt := e2.r.View().Routes["west"]
 	if rt.NextHop != "east/east-1" || rt.Cost != 1 {
 		t.Errorf("east-2's route to west = %+v, want through east/east-1 at cost 1", rt)
@@ -156,17 +134,7 @@ func TestSidecarCredentialRenewed(t *testing.T) {
 	current := spec.TLS
 	spec.ClientTLS = func() (*tls.Config, error) { mu.Lock(); defer mu.Unlock(); return current, nil }
 	addr := startSidecar(t, "east", spec)
-	reach := func() error {
-		e, name, err := dialEcho(addr)
-		if err != nil {
-			return err
-		}
-		defer e.c.Close()
-		if name != "east-1" {
-			return fmt.Errorf("answered by %q", name)
-		}
-		return e.finish()
-	}
+	reach := reachEcho(addr, "east-1")
 	tu.Eventually(t, 10*time.Second, "the sidecar reaches the gateway's backend", reach)
 
 	// Renewed: the sidecar's file now holds a new token; the old one is
@@ -212,17 +180,7 @@ func TestSidecarMovesToSibling(t *testing.T) {
 	spec := recordedSpec(t, e1, eastDir, tok)
 	spec.Name = "gateway"
 	addr := startSidecar(t, "east", spec)
-	reach := func() error {
-		e, name, err := dialEcho(addr)
-		if err != nil {
-			return err
-		}
-		defer e.c.Close()
-		if name != "west-1" {
-			return fmt.Errorf("answered by %q", name)
-		}
-		return e.finish()
-	}
+	reach := reachEcho(addr, "west-1")
 	tu.Eventually(t, 15*time.Second, "the sidecar reaches west through east-1", reach)
 
 	// east-1 drains; both Services now send new connections to east-2.
