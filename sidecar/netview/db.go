@@ -2,6 +2,7 @@ package netview
 
 import (
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"errors"
 	"fmt"
 	"maps"
@@ -48,13 +49,30 @@ var (
 // [ErrKeyConflict] and never replaces the holder. A binding ends
 // [BindingTTL] after the site was last seen, so a site that left for good
 // frees its name.
+//
+// A site replaces its key (a rotation of its CA) by rolling over: its
+// records signed by the new key carry the previous key's endorsement of it
+// (Record.Prev, see [Endorse]). A record whose endorsement is by the key
+// that holds the name moves the name to the new key; the previous key
+// still speaks for the site (its gateways that still sign with it, links
+// proved with it) until a record by the new key comes without an
+// endorsement: the rotation finished. The local site's names are held
+// the same way, except that the keys the DB was given (its signing key
+// and previous key, or a sidecar's [WithSiteKeyID]) always speak for it.
 type DB struct {
-	self  string
-	key   *ecdsa.PrivateKey // signs the local record; nil: it is never sent
-	keyID string
-	now   func() time.Time
+	self       string
+	now        func() time.Time
+	prevKey    *ecdsa.PrivateKey // WithPrevKey, for NewDB
+	siteKeyIDs []string          // WithSiteKeyID, for NewDB
 
-	mu          sync.Mutex
+	mu     sync.Mutex
+	key    *ecdsa.PrivateKey // signs the local record; nil: it is never sent
+	keyID  string            // key's KeyID, or the site's key given a DB without one
+	prevID string            // the site's previous key during a rotation, else ""
+	keyErr error             // why the local record cannot be signed, if it cannot
+	// own holds the local site's name: the keys above, moved on by the
+	// rollovers in the records of the site's other gateways.
+	own         binding
 	local       Record
 	localSigned *Signed          // local at its current Seq; nil until asked
 	records     map[string]*held // other nodes only, by node ID
@@ -88,10 +106,11 @@ type held struct {
 	at time.Time // when the newest record of the site arrived
 }
 
-// binding is the key that holds a site name.
+// binding is the key that holds a site name and, while the site rotates
+// its key, the previous key, which still speaks for the site.
 type binding struct {
-	key      string
-	lastSeen time.Time
+	key, prev string
+	lastSeen  time.Time
 }
 
 // Option configures a DB.
@@ -102,15 +121,20 @@ type Option func(*DB)
 // to key's [KeyID].
 func WithKey(key *ecdsa.PrivateKey) Option { return func(db *DB) { db.key = key } }
 
+// WithPrevKey tells a DB with [WithKey] that its site is rotating its key
+// from prev to the key it signs with: the local record carries prev's
+// endorsement of that key (Record.Prev), and records and links of the
+// site by prev are held as the site's. Without WithKey it does nothing.
+func WithPrevKey(prev *ecdsa.PrivateKey) Option { return func(db *DB) { db.prevKey = prev } }
+
 // WithSiteKeyID gives a DB that signs nothing (a sidecar's) the site's
 // key ([KeyID] form), so that it holds the records of its site's gateways
-// to it.
-func WithSiteKeyID(keyID string) Option {
-	return func(db *DB) {
-		if db.key == nil {
-			db.keyID = keyID
-		}
-	}
+// to it. During a rotation of the site's key, a second ID names the
+// previous key, whose gateways' records are held too. Empty and repeated
+// IDs and any after the second are ignored, and so is the option on a DB
+// with [WithKey].
+func WithSiteKeyID(keyIDs ...string) Option {
+	return func(db *DB) { db.siteKeyIDs = keyIDs }
 }
 
 // WithRouter names the gateway in the local record (Record.Router).
@@ -134,12 +158,73 @@ func NewDB(self string, epoch int64, opts ...Option) *DB {
 		o(db)
 	}
 	if db.key != nil {
-		// A P-256 key always encodes; keyID stays empty otherwise and
-		// LocalSigned reports the error.
-		db.keyID, _ = KeyID(&db.key.PublicKey)
+		// A P-256 key always encodes and endorses; otherwise LocalSigned
+		// reports the error.
+		db.keyID, db.prevID, db.local.Prev, db.keyErr = signingKeys(self, db.key, db.prevKey)
 		db.local.Key = db.keyID
+	} else {
+		var ids []string
+		for _, id := range db.siteKeyIDs {
+			if id != "" && !slices.Contains(ids, id) && len(ids) < 2 {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			db.keyID = ids[0]
+		}
+		if len(ids) > 1 {
+			db.prevID = ids[1]
+		}
 	}
+	db.prevKey, db.siteKeyIDs = nil, nil
+	db.own = binding{key: db.keyID, prev: db.prevID}
 	return db
+}
+
+// signingKeys returns the [KeyID]s of a signing key and of the previous
+// key (none when prev is nil or key itself), and prev's endorsement of
+// key for site.
+func signingKeys(site string, key, prev *ecdsa.PrivateKey) (keyID, prevID string, endorsement *Rollover, err error) {
+	if key.Curve != elliptic.P256() {
+		return "", "", nil, fmt.Errorf("site %s: signing key is not ECDSA P-256", site)
+	}
+	keyID, err = KeyID(&key.PublicKey)
+	if err != nil || prev == nil {
+		return keyID, "", nil, err
+	}
+	if prevID, err = KeyID(&prev.PublicKey); err != nil || prevID == keyID {
+		return keyID, "", nil, err
+	}
+	if endorsement, err = Endorse(site, keyID, prev); err != nil {
+		return keyID, "", nil, fmt.Errorf("site %s: %w", site, err)
+	}
+	return keyID, prevID, endorsement, nil
+}
+
+// SetKey replaces the key the DB signs its local record with: the site
+// started rotating its key from prev to key, or finished (prev nil). The
+// local record's Key and Prev (prev's endorsement of key) change, its Seq
+// is bumped and the view invalidated ([DB.Changed]); the caller floods
+// the record. From then on key and prev are the local site's keys: the
+// site's records and links by any other key are refused, unless a sibling
+// gateway rolls over to it with key's endorsement. A prev equal to key is
+// no previous key.
+func (db *DB) SetKey(key, prev *ecdsa.PrivateKey) error {
+	if key == nil {
+		return fmt.Errorf("set key of site %s: no key", db.self)
+	}
+	keyID, prevID, endorsement, err := signingKeys(db.self, key, prev)
+	if err != nil {
+		return fmt.Errorf("set key: %w", err)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.key, db.keyID, db.prevID, db.keyErr = key, keyID, prevID, nil
+	db.local.Key, db.local.Prev = keyID, endorsement
+	db.own = binding{key: keyID, prev: prevID, lastSeen: db.now()}
+	db.bumpLocked()
+	db.invalidate()
+	return nil
 }
 
 // invalidate drops the cached view and wakes the waiters of Changed; the
@@ -288,6 +373,9 @@ func (db *DB) localSignedLocked() (Signed, error) {
 	if db.key == nil {
 		return Signed{}, fmt.Errorf("site %s: no key to sign its record", db.self)
 	}
+	if db.keyErr != nil {
+		return Signed{}, db.keyErr
+	}
 	s, err := Sign(db.local, db.key)
 	if err != nil {
 		return Signed{}, err
@@ -297,52 +385,136 @@ func (db *DB) localSignedLocked() (Signed, error) {
 }
 
 // Bind records that site holds key, as a link to the site proved (its
-// certificate or its token's CA). It fails with [ErrKeyConflict] when
-// another key holds the name, and for the local site unless key is the
-// local key.
+// certificate or its token's CA). It fails with [ErrKeyConflict] unless
+// key speaks for the site: the key that holds the name (the first one
+// seen, or the one a rollover moved it to), the previous key while the
+// site rotates, or for the local site one of the keys the DB was given.
+// A link never moves a name to another key.
 func (db *DB) Bind(site, key string) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.bindLocked(site, key)
+	return db.bindLocked(site, key, nil)
 }
 
-// HolderOf returns the key that holds site's name ("" if none).
+// HolderOf returns the key that holds site's name ("" if none): for the
+// local site of a DB with a key, the key it signs with.
 func (db *DB) HolderOf(site string) string {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if site == db.self {
+	if site == db.self && db.key != nil {
 		return db.keyID
 	}
-	if b := db.keys[site]; b != nil {
+	if b := db.bindingLocked(site); b != nil {
 		return b.key
 	}
 	return ""
 }
 
-func (db *DB) bindLocked(site, key string) error {
+// KeysOf returns the keys that speak for site, the one [DB.HolderOf]
+// returns first, then the previous one while the site rotates its key
+// (for the local site, the keys the DB was given come on top of those of
+// its gateways' rollovers). It returns nil for a site it knows no key of.
+func (db *DB) KeysOf(site string) []string {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var keys []string
+	add := func(k string) {
+		if k != "" && !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	if site == db.self && db.key != nil {
+		add(db.keyID)
+	}
+	if b := db.bindingLocked(site); b != nil {
+		add(b.key)
+		add(b.prev)
+	}
+	if site == db.self {
+		add(db.keyID)
+		add(db.prevID)
+	}
+	return keys
+}
+
+// Superseded reports whether key was site's key and a rollover (a record
+// by another key that key endorsed) replaced it while the rotation is
+// not finished; it then returns the key that replaced it.
+func (db *DB) Superseded(site, key string) (string, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if b := db.bindingLocked(site); b != nil && key != "" && key == b.prev && b.key != key {
+		return b.key, true
+	}
+	return "", false
+}
+
+// bindingLocked returns the binding of site's name, nil if none: the
+// local site's is nil only in a DB given no key of its site.
+func (db *DB) bindingLocked(site string) *binding {
+	if site == db.self {
+		if db.own.key == "" {
+			return nil
+		}
+		return &db.own
+	}
+	return db.keys[site]
+}
+
+// ownKeyLocked reports whether key is one the DB was given for its site.
+func (db *DB) ownKeyLocked(site, key string) bool {
+	return site == db.self && key != "" && (key == db.keyID || key == db.prevID)
+}
+
+// bindLocked checks that key speaks for site, records that the site was
+// seen, and binds a name seen for the first time. r is the record signed
+// by key, nil for a link; its endorsement (verified by Open) may move the
+// name to key, and a record of the current key without one ends the
+// site's rotation. A move or an end changes the view: the router reacts.
+func (db *DB) bindLocked(site, key string, r *Record) error {
 	if key == "" {
 		return fmt.Errorf("site %s: no key: %w", site, ErrSignature)
 	}
-	if site == db.self {
-		if key != db.keyID {
-			db.conflictLocked(site, key, db.keyID, db.now())
-			return fmt.Errorf("key %s claims this site's own name %q (held by %s): %w", Fingerprint(key), site, Fingerprint(db.keyID), ErrKeyConflict)
-		}
-		return nil
-	}
 	now := db.now()
-	if b := db.keys[site]; b != nil {
-		if b.key != key {
-			db.conflictLocked(site, key, b.key, now)
-			return fmt.Errorf("key %s claims site %q, held by key %s: %w", Fingerprint(key), site, Fingerprint(b.key), ErrKeyConflict)
+	b := db.bindingLocked(site)
+	if b == nil {
+		if site == db.self {
+			db.conflictLocked(site, key, "", now)
+			return fmt.Errorf("key %s claims this site's own name %q (held by no key): %w", Fingerprint(key), site, ErrKeyConflict)
 		}
-		b.lastSeen = now
+		if len(db.keys) >= MaxSites {
+			return fmt.Errorf("site %q: this gateway knows %d sites already: %w", site, MaxSites, ErrTooManySites)
+		}
+		b = &binding{key: key, lastSeen: now}
+		if r != nil && r.Prev != nil {
+			// First seen while it rotates: its gateways that still
+			// sign with the previous key are the site's too.
+			b.prev = r.Prev.Key
+		}
+		db.keys[site] = b
 		return nil
 	}
-	if len(db.keys) >= MaxSites {
-		return fmt.Errorf("site %q: this gateway knows %d sites already: %w", site, MaxSites, ErrTooManySites)
+	switch {
+	case key == b.key:
+		if r != nil && r.Prev == nil && b.prev != "" && !db.ownKeyLocked(site, b.prev) {
+			// The rotation finished: the previous key no longer speaks
+			// for the site (for the local site, unless it is one of
+			// the DB's own keys: it ends with SetKey).
+			b.prev = ""
+			db.invalidate()
+		}
+	case key == b.prev, db.ownKeyLocked(site, key):
+	case r != nil && r.Prev != nil && r.Prev.Key == b.key:
+		b.key, b.prev = key, b.key
+		db.invalidate()
+	default:
+		db.conflictLocked(site, key, b.key, now)
+		if site == db.self {
+			return fmt.Errorf("key %s claims this site's own name %q (held by %s): %w", Fingerprint(key), site, Fingerprint(b.key), ErrKeyConflict)
+		}
+		return fmt.Errorf("key %s claims site %q, held by key %s: %w", Fingerprint(key), site, Fingerprint(b.key), ErrKeyConflict)
 	}
-	db.keys[site] = &binding{key: key, lastSeen: now}
+	b.lastSeen = now
 	return nil
 }
 
@@ -376,17 +548,19 @@ func (db *DB) Conflicts() []Conflict {
 // must come from [Open] (its signature checked).
 //
 // A record of a site whose name another key holds is refused with
-// [ErrKeyConflict], and the held record stays. The local node's own
-// records (flooded back around a loop) are ignored; the records of the
-// site's other gateways are held like any other; a record that claims
-// the local site with another key is an ErrKeyConflict.
+// [ErrKeyConflict], and the held record stays; one whose endorsement
+// (Prev) is by the key that holds the name moves the name to its key (see
+// [DB]). The local node's own records (flooded back around a loop) are
+// ignored; the records of the site's other gateways are held like any
+// other; a record that claims the local site with another key is an
+// ErrKeyConflict.
 func (db *DB) Apply(s Signed) (bool, error) {
 	if err := validate(s.Record); err != nil {
 		return false, err
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if err := db.bindLocked(s.Site, s.Key); err != nil {
+	if err := db.bindLocked(s.Site, s.Key, &s.Record); err != nil {
 		return false, err
 	}
 	node := s.Node()

@@ -14,7 +14,11 @@
 // gateways forward the signed bytes unchanged and every one verifies
 // them. The first key a site name is seen with holds the name: a record
 // or a link ([DB.Bind]) for that name with another key is refused with
-// [ErrKeyConflict].
+// [ErrKeyConflict]. A site replaces its key by rolling over: while it
+// rotates, its records signed by the new key carry the previous key's
+// endorsement of it ([Record.Prev], [Endorse]), which moves the name to
+// the new key; the previous key speaks for the site until the rotation
+// finishes ([DB.SetKey], [DB.KeysOf], [DB.Superseded]).
 //
 // A [DB] stores the newest record per site and computes a [View] from them:
 // least-cost routes (Dijkstra, deterministic tie-breaking) from the local

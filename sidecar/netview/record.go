@@ -1,6 +1,7 @@
 package netview
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,7 +72,21 @@ type Record struct {
 	// informs the controllers of other sites; routers route by their own
 	// configuration.
 	Routing map[string]string `json:"routing,omitempty"`
+	// Prev, while the site rotates its key, is the endorsement of Key by the
+	// key before it: records signed by Key are then accepted wherever the
+	// previous key holds the site's name.
+	Prev *Rollover `json:"prev,omitempty"`
 }
+
+// Rollover is a site's previous key endorsing its current one.
+type Rollover struct {
+	Key string `json:"key"` // the previous key, KeyID form
+	Sig []byte `json:"sig"` // ECDSA P-256 (ASN.1) by Key over SHA-256(rolloverContext + site + "\n" + new key ID)
+}
+
+// maxRolloverSig bounds an endorsement's signature (a P-256 ASN.1
+// signature is at most 72 bytes).
+const maxRolloverSig = 256
 
 // Newer reports whether r supersedes than: a later Epoch, or the same Epoch
 // and a higher Seq. It does not look at Site.
@@ -82,16 +97,21 @@ func (r Record) Newer(than Record) bool {
 	return r.Seq > than.Seq
 }
 
-// sameContent reports whether r and o describe the same links and addresses.
+// sameContent reports whether r and o describe the same links and
+// addresses. Prev is not content: the DB acts on it when it binds the
+// record's key.
 func (r Record) sameContent(o Record) bool {
 	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) && maps.Equal(r.Routing, o.Routing)
 }
 
-// clone returns r with maps of its own, empty ones as nil.
+// clone returns r with maps and a Prev of its own, empty maps as nil.
 func (r Record) clone() Record {
 	r.Links = cloneMap(r.Links)
 	r.Addresses = cloneMap(r.Addresses)
 	r.Routing = cloneMap(r.Routing)
+	if r.Prev != nil {
+		r.Prev = &Rollover{Key: r.Prev.Key, Sig: bytes.Clone(r.Prev.Sig)}
+	}
 	return r
 }
 
@@ -155,6 +175,16 @@ func validate(r Record) error {
 	}
 	if len(r.Key) > maxKeyID {
 		return bad("key of %d bytes", len(r.Key))
+	}
+	if p := r.Prev; p != nil {
+		switch {
+		case p.Key == "" || len(p.Key) > maxKeyID:
+			return bad("previous key of %d bytes", len(p.Key))
+		case len(p.Sig) > maxRolloverSig:
+			return bad("endorsement of %d bytes, at most %d", len(p.Sig), maxRolloverSig)
+		case p.Key == r.Key:
+			return bad("key endorses itself")
+		}
 	}
 	switch {
 	case r.Epoch < 1:

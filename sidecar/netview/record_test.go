@@ -1,6 +1,7 @@
 package netview
 
 import (
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -40,6 +41,10 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			Links:     map[string]int{"west": 1, "north": MaxCost},
 			Addresses: map[string]int{"backend": 3, "db:5432": 0},
 			Routing:   map[string]string{"backend": "closest"},
+		}},
+		{"rotating", Record{
+			Version: 2, Site: "east", Key: testKeyID("east2"), Epoch: 42, Seq: 7,
+			Prev: &Rollover{Key: testKeyID("east"), Sig: []byte{0x30, 1, 2}},
 		}},
 	}
 	for _, tt := range tests {
@@ -147,6 +152,15 @@ func TestDecode(t *testing.T) {
 		{name: "empty address", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"":1}}`, wantErr: ErrInvalidRecord},
 		{name: "address with a space", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x y":1}}`, wantErr: ErrInvalidRecord},
 		{name: "bad routing pattern", in: `{"v":2,"site":"a","epoch":1,"seq":1,"routing":{"x":"Closest!"}}`, wantErr: ErrInvalidRecord},
+		{
+			name: "endorsed key",
+			in:   `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`,
+			want: Record{Version: 2, Site: "a", Key: "k2", Epoch: 1, Seq: 1, Prev: &Rollover{Key: "k1", Sig: []byte{1, 2}}},
+		},
+		{name: "endorsement by no key", in: `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"sig":"AQI="}}`, wantErr: ErrInvalidRecord},
+		{name: "endorsement by a key too long", in: `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"` + strings.Repeat("k", maxKeyID+1) + `","sig":"AQI="}}`, wantErr: ErrInvalidRecord},
+		{name: "endorsement too long", in: `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"` + base64.StdEncoding.EncodeToString(make([]byte, maxRolloverSig+1)) + `"}}`, wantErr: ErrInvalidRecord},
+		{name: "key endorses itself", in: `{"v":2,"site":"a","key":"k1","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`, wantErr: ErrInvalidRecord},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,6 +195,8 @@ func FuzzDecode(f *testing.F) {
 		`{"v":1,"site":"a"}`,
 		`{"v":2,"site":"a","epoch":1,"seq":1,"links":{"b":0}}`,
 		`{"v":2,"site":"a","epoch":1,"seq":1,"links":{"a":1},"addresses":{"":1}}`,
+		`{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"prev":{"key":"","sig":null}}`,
 		`null`,
 	} {
 		f.Add([]byte(s))

@@ -35,6 +35,12 @@ var ErrSignature = errors.New("site record signature invalid")
 // signature made with the site's key (TLS handshakes, link hellos).
 const signContext = "skiff site record v2\n"
 
+// rolloverContext is prefixed to what a site's previous key signs when it
+// endorses the next one ([Endorse]), so that an endorsement can never be
+// taken for a record signature or any other signature, nor one for
+// another.
+const rolloverContext = "skiff site key rollover v1\n"
+
 // Signed is a record together with its wire form: the record's JSON
 // exactly as its site signed it and the signature. Transit gateways
 // forward the wire form unchanged, so every hop can check it.
@@ -122,8 +128,9 @@ func Sign(r Record, key *ecdsa.PrivateKey) (Signed, error) {
 
 // Open parses a signed record's wire form, checks the record's rules
 // ([Decode]) and its epoch against now ([MaxClockSkew]), and verifies the
-// signature against the key the record names ([ErrSignature]). Whether
-// that key may speak for the site is the [DB]'s to decide.
+// signature against the key the record names, and the endorsement of that
+// key (Prev) when the record carries one ([ErrSignature]). Whether the
+// keys may speak for the site is the [DB]'s to decide.
 func Open(b []byte, now time.Time) (Signed, error) {
 	if len(b) > MaxRecordBytes {
 		return Signed{}, fmt.Errorf("signed site record of %d bytes, at most %d: %w", len(b), MaxRecordBytes, ErrInvalidRecord)
@@ -156,6 +163,11 @@ func Open(b []byte, now time.Time) (Signed, error) {
 	if len(env.Sig) == 0 || !ecdsa.VerifyASN1(pub, digest(env.Record), env.Sig) {
 		return Signed{}, fmt.Errorf("site record from %q (key %s): %w", r.Site, Fingerprint(r.Key), ErrSignature)
 	}
+	if r.Prev != nil {
+		if err := r.Prev.Verify(r.Site, r.Key); err != nil {
+			return Signed{}, fmt.Errorf("site record from %q (key %s): %w", r.Site, Fingerprint(r.Key), err)
+		}
+	}
 	return Signed{Record: r, wire: append([]byte(nil), b...)}, nil
 }
 
@@ -163,5 +175,60 @@ func digest(body []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte(signContext))
 	h.Write(body)
+	return h.Sum(nil)
+}
+
+// Endorse returns prev's endorsement of the key newKeyID for site.
+func Endorse(site, newKeyID string, prev *ecdsa.PrivateKey) (*Rollover, error) {
+	if prev == nil {
+		return nil, errors.New("endorse site key: no previous key")
+	}
+	if prev.Curve != elliptic.P256() {
+		return nil, errors.New("endorse site key: previous key is not ECDSA P-256")
+	}
+	if newKeyID == "" || len(newKeyID) > maxKeyID {
+		return nil, fmt.Errorf("endorse site key: new key of %d bytes", len(newKeyID))
+	}
+	id, err := KeyID(&prev.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if id == newKeyID {
+		return nil, fmt.Errorf("endorse site key %s: it is the previous key", Fingerprint(id))
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, prev, rolloverDigest(site, newKeyID))
+	if err != nil {
+		return nil, fmt.Errorf("endorse site key: %w", err)
+	}
+	return &Rollover{Key: id, Sig: sig}, nil
+}
+
+// Verify checks that the endorsement's key signed newKeyID for site
+// ([ErrSignature] otherwise).
+func (e *Rollover) Verify(site, newKeyID string) error {
+	if e == nil {
+		return fmt.Errorf("no endorsement of key %s: %w", Fingerprint(newKeyID), ErrSignature)
+	}
+	if e.Key == newKeyID {
+		return fmt.Errorf("key %s endorses itself: %w", Fingerprint(newKeyID), ErrSignature)
+	}
+	pub, err := ParseKeyID(e.Key)
+	if err != nil {
+		return fmt.Errorf("endorsement: previous %w", err)
+	}
+	if len(e.Sig) == 0 || !ecdsa.VerifyASN1(pub, rolloverDigest(site, newKeyID), e.Sig) {
+		return fmt.Errorf("endorsement of key %s by %s: %w", Fingerprint(newKeyID), Fingerprint(e.Key), ErrSignature)
+	}
+	return nil
+}
+
+// rolloverDigest is what a previous key signs to endorse newKeyID for
+// site. A site name has no newline, so the two cannot run into each other.
+func rolloverDigest(site, newKeyID string) []byte {
+	h := sha256.New()
+	h.Write([]byte(rolloverContext))
+	h.Write([]byte(site))
+	h.Write([]byte("\n"))
+	h.Write([]byte(newKeyID))
 	return h.Sum(nil)
 }

@@ -222,6 +222,10 @@ func TestRefreshBumpsSeqOnly(t *testing.T) {
 func FuzzOpen(f *testing.F) {
 	s, _ := Sign(rec("west", now0.UnixNano(), 3, map[string]int{"east": 2}, map[string]int{"backend": 1}), testKey("west"))
 	f.Add(s.Wire())
+	rolled := rec("west", now0.UnixNano(), 4, map[string]int{"east": 2}, nil)
+	rolled.Prev, _ = Endorse("west", testKeyID("west2"), testKey("west"))
+	s, _ = Sign(rolled, testKey("west2"))
+	f.Add(s.Wire())
 	f.Add([]byte(`{"record":"e30=","sig":"AA=="}`))
 	f.Add([]byte(`{"v":1,"site":"a","epoch":7,"seq":3}`))
 	f.Add([]byte(strings.Repeat("[", 1000)))
