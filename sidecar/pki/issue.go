@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -23,7 +22,8 @@ func ServerName(siteName string) string {
 
 // IssueServer issues the gateway's serving certificate: DNS name
 // [ServerName](siteName), plus each of hosts as an IP or DNS name (empty
-// hosts and duplicates are skipped), for TLS server authentication.
+// hosts and duplicates are skipped), for TLS server authentication. Its
+// chain is [CA.Chain]'s: with the cross certificate during a rotation.
 func (ca *CA) IssueServer(siteName string, hosts []string, validity time.Duration) (tls.Certificate, error) {
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: ServerName(siteName)},
@@ -47,11 +47,13 @@ func (ca *CA) IssueServer(siteName string, hosts []string, validity time.Duratio
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue server certificate for %s: %w", siteName, err)
 	}
-	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+	return tls.Certificate{Certificate: ca.Chain(cert.Raw), PrivateKey: key, Leaf: cert}, nil
 }
 
 // IssueClient issues a client certificate for TLS client authentication and
-// returns it and its key as PEM, with its serial number.
+// returns it and its key as PEM, with its serial number. During a rotation
+// certPEM holds the cross certificate after the certificate ([CA.Chain]);
+// [tls.X509KeyPair] takes both.
 func (ca *CA) IssueClient(commonName string, validity time.Duration) (certPEM, keyPEM []byte, serial *big.Int, err error) {
 	if serial, err = NewSerial(); err != nil {
 		return nil, nil, nil, err
@@ -78,7 +80,7 @@ func (ca *CA) IssueClientSerial(serial *big.Int, commonName string, validity tim
 	if err != nil {
 		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), keyPEM, nil
+	return ca.chainPEM(cert.Raw), keyPEM, nil
 }
 
 // issue fills in the key, validity (backdated an hour for clock skew) and,

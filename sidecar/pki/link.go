@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -34,8 +33,18 @@ type LinkIdentity struct {
 
 // IssueLink issues a link certificate for site and its public key pub,
 // naming the token tokenID it redeemed, valid for validity. It returns the
-// certificate as PEM. The caller has validated site and tokenID.
+// certificate as PEM, followed during a rotation by the cross certificate
+// ([CA.Chain]). The caller has validated site and tokenID.
 func (ca *CA) IssueLink(site string, pub *ecdsa.PublicKey, tokenID string, validity time.Duration) ([]byte, error) {
+	der, err := ca.issueLink(site, pub, tokenID, validity)
+	if err != nil {
+		return nil, err
+	}
+	return ca.chainPEM(der), nil
+}
+
+// issueLink is IssueLink without the chain: the certificate in DER.
+func (ca *CA) issueLink(site string, pub *ecdsa.PublicKey, tokenID string, validity time.Duration) ([]byte, error) {
 	if validity <= 0 {
 		return nil, errors.New("issue link certificate: validity must be positive")
 	}
@@ -60,7 +69,7 @@ func (ca *CA) IssueLink(site string, pub *ecdsa.PublicKey, tokenID string, valid
 	if err != nil {
 		return nil, fmt.Errorf("issue link certificate for site %s: %w", site, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return der, nil
 }
 
 // ParseLinkIdentity reads the site and token a link certificate names. It

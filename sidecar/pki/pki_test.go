@@ -25,8 +25,8 @@ func TestLoadOrCreateCA(t *testing.T) {
 	if got, want := ca.Cert.Subject.CommonName, "skiff site east CA"; got != want {
 		t.Errorf("CN = %q, want %q", got, want)
 	}
-	if !ca.Cert.IsCA || !ca.Cert.MaxPathLenZero {
-		t.Errorf("IsCA = %v, MaxPathLenZero = %v; want a CA that signs leaves only", ca.Cert.IsCA, ca.Cert.MaxPathLenZero)
+	if !ca.Cert.IsCA || ca.Cert.MaxPathLen != 1 {
+		t.Errorf("IsCA = %v, MaxPathLen = %d; want a CA that signs leaves and its successor's cross certificate only", ca.Cert.IsCA, ca.Cert.MaxPathLen)
 	}
 	if life := ca.Cert.NotAfter.Sub(ca.Cert.NotBefore); life < CAValidity || life > CAValidity+2*time.Hour {
 		t.Errorf("CA valid for %s, want about %s", life, CAValidity)
