@@ -34,9 +34,9 @@ func isUnknownAuthority(err error) bool {
 	return errors.As(err, &uae)
 }
 
-// A rotating CA's server is verified by clients that trust only the
-// previous CA or only the new one, and accepts client certificates of
-// both; a server whose CA is still the previous one accepts client
+// A rotating CA's server (its certificate issued by the previous CA) is
+// verified by clients that trust only the previous CA or both, and
+// accepts client certificates of both; a server whose CA is still the previous one accepts client
 // certificates of the new CA. Once the rotation finished, the previous
 // CA is neither trusted nor able to verify the new CA's server.
 func TestHandshakeDuringRotation(t *testing.T) {
@@ -54,7 +54,7 @@ func TestHandshakeDuringRotation(t *testing.T) {
 		wantErr        bool
 	}{
 		{"client of the previous CA, rotating server", serve(r.cur), clientOf(t, r.old.CertPEM, r.old), false},
-		{"client of the new CA, rotating server", serve(r.cur), clientOf(t, r.cur.CertPEM, r.done), false},
+		{"client of the new CA only, rotating server", serve(r.cur), clientOf(t, r.cur.CertPEM, r.done), true},
 		{"client of the rotating CA, rotating server", serve(r.cur), clientOf(t, r.cur.BundlePEM(), r.cur), false},
 		{"client certificate of the rotating CA, server of the previous CA", serve(r.old), clientOf(t, r.old.CertPEM, r.cur), false},
 		{"client of the previous CA, finished server", serve(r.done), clientOf(t, r.old.CertPEM, r.done), true},
@@ -124,10 +124,10 @@ func TestAuthorityServerTLS(t *testing.T) {
 			refused:  map[string]*tls.Config{"client certificate of the next CA": clientOf(t, r.old.CertPEM, r.done)},
 		},
 		{
-			name: "rotation started", ca: r.cur, issuer: r.cur, chain: 2, wantIssued: 2,
+			name: "rotation started", ca: r.cur, issuer: r.old, chain: 1, wantIssued: 2,
 			accepted: map[string]*tls.Config{
-				"client of the previous CA": clientOf(t, r.old.CertPEM, r.old),
-				"client of the new CA":      clientOf(t, r.cur.CertPEM, r.done),
+				"client of the previous CA":       clientOf(t, r.old.CertPEM, r.old),
+				"client of both, new certificate": clientOf(t, r.cur.BundlePEM(), r.done),
 			},
 		},
 		{
@@ -153,7 +153,7 @@ func TestAuthorityServerTLS(t *testing.T) {
 			}
 			chain := served()
 			if len(chain) != st.chain || chain[0].CheckSignatureFrom(st.issuer.Cert) != nil {
-				t.Errorf("%s, %s: served a chain of %d not issued by the current CA, want %d from it", st.name, name, len(chain), st.chain)
+				t.Errorf("%s, %s: served a chain of %d not issued by the expected CA, want %d from it", st.name, name, len(chain), st.chain)
 			}
 		}
 		for name, client := range st.refused {

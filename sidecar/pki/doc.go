@@ -36,8 +36,12 @@
 //     new CA issues ([CA.Chain]), so that a peer that still trusts only
 //     the previous CA verifies them. New CAs have path length 1 for that
 //     ([NewCAPEM]); a CA made with path length 0, as they were before,
-//     cannot endorse its successor for Go's verifier, and its peers must
-//     learn the new CA from the bundle before they can verify it.
+//     cannot endorse its successor for Go's verifier. So serving
+//     certificates, the ones clients verify, come from the previous CA
+//     until the rotation is finished ([CA.IssueServer]): a client that
+//     was not given the new CA yet still verifies the gateway and the
+//     controller. Client certificates are verified by this site, which
+//     trusts both.
 //   - Finishing the rotation ([FinishCARotation], [FinishPEM]) removes
 //     the previous CA: what it issued is no longer trusted, and the new
 //     CA's certificates come without the cross certificate.

@@ -22,9 +22,18 @@ func ServerName(siteName string) string {
 
 // IssueServer issues the gateway's serving certificate: DNS name
 // [ServerName](siteName), plus each of hosts as an IP or DNS name (empty
-// hosts and duplicates are skipped), for TLS server authentication. Its
-// chain is [CA.Chain]'s: with the cross certificate during a rotation.
+// hosts and duplicates are skipped), for TLS server authentication.
+//
+// During a rotation the previous CA issues it: every client trusts that
+// one, whether it has been given the new CA yet or not. (A client that
+// knows only the previous CA could not follow the cross certificate to
+// the new one if the previous CA was made with path length 0, as every
+// site CA made before rotations existed was.) Once the rotation is
+// finished the new CA issues it.
 func (ca *CA) IssueServer(siteName string, hosts []string, validity time.Duration) (tls.Certificate, error) {
+	if ca.Prev != nil {
+		return ca.Prev.IssueServer(siteName, hosts, validity)
+	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: ServerName(siteName)},
 		DNSNames:    []string{ServerName(siteName)},

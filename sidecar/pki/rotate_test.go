@@ -436,6 +436,18 @@ func TestRotationVerifies(t *testing.T) {
 		}
 	}
 	for what, c := range chains(r.cur) {
+		if what == "server" {
+			// Issued by the previous CA, which every client trusts.
+			if len(c.chain) != 1 || c.chain[0].CheckSignatureFrom(r.old.Cert) != nil {
+				t.Errorf("server certificate of a rotating CA: chain of %d, want one certificate from the previous CA", len(c.chain))
+			}
+			for trust, roots := range map[string]*x509.CertPool{"previous CA only": poolOf(r.old.Cert), "Pool()": r.cur.Pool()} {
+				if err := verify(c.chain, roots, c.name, c.usage); err != nil {
+					t.Errorf("server certificate of a rotating CA, verified against the %s: %v", trust, err)
+				}
+			}
+			continue
+		}
 		if len(c.chain) != 2 || !c.chain[1].Equal(r.cur.Cross) {
 			t.Errorf("%s certificate of a rotating CA: chain of %d, want the certificate and the cross certificate", what, len(c.chain))
 		}
@@ -470,7 +482,9 @@ func TestRotationVerifies(t *testing.T) {
 // A CA of path length 0 (made before CAs could rotate) cannot endorse a
 // successor for Go's verifier, which counts the cross certificate as an
 // intermediate (RFC 5280 would not: it is self-issued). New CAs have path
-// length 1.
+// length 1, and a rotating CA's serving certificates come from the
+// previous CA (IssueServer), so no client depends on the cross
+// certificate to verify a server.
 func TestCrossNeedsPathLen(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -500,13 +514,13 @@ func TestCrossNeedsPathLen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.IssueServer("east", nil, time.Hour)
+	leafPEM, _, _, err := ca.IssueClient("link-token:1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain := []*x509.Certificate{leaf.Leaf, ca.Cross}
+	chain := parseChain(t, leafPEM)
 	var cie x509.CertificateInvalidError
-	if err := verify(chain, poolOf(ca.Prev.Cert), ServerName("east"), x509.ExtKeyUsageServerAuth); !errors.As(err, &cie) || cie.Reason != x509.TooManyIntermediates {
+	if err := verify(chain, poolOf(ca.Prev.Cert), "", x509.ExtKeyUsageClientAuth); !errors.As(err, &cie) || cie.Reason != x509.TooManyIntermediates {
 		t.Errorf("verified through a path length 0 CA: %v, want TooManyIntermediates", err)
 	}
 }
