@@ -15,7 +15,10 @@ import (
 type Admission struct {
 	Ledger *Ledger
 	CA     *pki.CA
-	Site   string
+	// Authority, when set, is the site CA of a running gateway, which a
+	// rotation replaces; it takes precedence over CA.
+	Authority *pki.Authority
+	Site      string
 	// LinkValidity is how long the link certificates it issues last; 0:
 	// CertValidity (a year). Shortened in tests, so that renewal runs.
 	LinkValidity time.Duration
@@ -40,7 +43,15 @@ func (a *Admission) Redeem(id, site, key string, now time.Time) ([]byte, error) 
 	if err := a.Ledger.Redeem(id, site, key, now); err != nil {
 		return nil, err
 	}
-	return a.CA.IssueLink(site, pub, id, a.linkValidity())
+	return a.ca().IssueLink(site, pub, id, a.linkValidity())
+}
+
+// ca is the CA that issues link certificates now.
+func (a *Admission) ca() *pki.CA {
+	if a.Authority != nil {
+		return a.Authority.CA()
+	}
+	return a.CA
 }
 
 // RenewLink issues a new link certificate for site and key, with token
@@ -53,7 +64,24 @@ func (a *Admission) RenewLink(id, site, key string) ([]byte, error) {
 	if err := a.Ledger.Check(id, site, key); err != nil {
 		return nil, err
 	}
-	return a.CA.IssueLink(site, pub, id, a.linkValidity())
+	return a.ca().IssueLink(site, pub, id, a.linkValidity())
+}
+
+// RekeyLink moves site from key old to key new in the ledger (site
+// rotated its key and endorsed new with old; the caller checked that) and
+// issues a link certificate for new with token id.
+func (a *Admission) RekeyLink(id, site, old, new string) ([]byte, error) {
+	pub, err := netview.ParseKeyID(new)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Ledger.Rekey(site, old, new); err != nil {
+		return nil, err
+	}
+	if err := a.Ledger.Check(id, site, new); err != nil {
+		return nil, err
+	}
+	return a.ca().IssueLink(site, pub, id, a.linkValidity())
 }
 
 func (a *Admission) linkValidity() time.Duration {

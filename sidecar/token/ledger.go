@@ -1,6 +1,7 @@
 package token
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -11,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/state"
@@ -114,8 +116,18 @@ type redemption struct {
 	Site string `yaml:"site"`
 	// Key is the redeeming site's public key (base64 PKIX, as in its
 	// site records): the site name stays with it.
-	Key string    `yaml:"key,omitempty"`
-	At  time.Time `yaml:"at"`
+	Key string `yaml:"key,omitempty"`
+	// Prev is the site's key before it rotated to Key (a rollover the
+	// site endorsed with Prev, see [Ledger.Rekey]): the link
+	// certificates issued for it are still honoured while the site
+	// moves its gateways to Key.
+	Prev string    `yaml:"prev,omitempty"`
+	At   time.Time `yaml:"at"`
+}
+
+// holds reports whether the redemption ties its site to key.
+func (r redemption) holds(key string) bool {
+	return r.Key == key || (r.Prev != "" && r.Prev == key)
 }
 
 // where names token id's entry in messages.
@@ -193,7 +205,7 @@ func (l *Ledger) Redeem(id, bySite, key string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if holder != "" && key != holder {
+	if holder.Key != "" && !holder.holds(key) {
 		return fmt.Errorf("token %s: site name %q was taken with token %s by another key; a site keeps its name with the key it first linked with: %w", id, bySite, tok, ErrNameTaken)
 	}
 	return l.store.Update(state.Tokens, EntryName(id), func(cur []byte) ([]byte, error) {
@@ -203,7 +215,7 @@ func (l *Ledger) Redeem(id, bySite, key string, now time.Time) error {
 		}
 		i := slices.IndexFunc(e.RedeemedBy, func(r redemption) bool { return r.Site == bySite })
 		switch {
-		case i >= 0 && e.RedeemedBy[i].Key == key:
+		case i >= 0 && e.RedeemedBy[i].holds(key):
 			return cur, nil
 		case i >= 0 && e.RedeemedBy[i].Key != "":
 			return nil, fmt.Errorf("token %s: site %q redeemed it with another key: %w", id, bySite, ErrNameTaken)
@@ -239,27 +251,28 @@ func (l *Ledger) Check(id, site, key string) error {
 	if _, err := l.parse(id, all[EntryName(id)]); err != nil {
 		return fmt.Errorf("link certificate of site %s: %w", site, err)
 	}
-	if holder, tok := holderIn(all, site); holder != "" && holder != key {
+	if holder, tok := holderIn(all, site); holder.Key != "" && !holder.holds(key) {
 		return fmt.Errorf("link certificate of site %s: the name was taken with token %s by another key: %w", site, tok, ErrNameTaken)
 	}
 	return nil
 }
 
-// holderOf returns the key with which site redeemed a token of this
-// ledger, and that token's id ("" if none did, or only before keys were
-// recorded).
-func (l *Ledger) holderOf(site string) (key, id string, err error) {
+// holderOf returns the redemption with which site redeemed a token of
+// this ledger (its key, and its previous one during a key rotation), and
+// that token's id (a zero redemption if none did, or only before keys
+// were recorded).
+func (l *Ledger) holderOf(site string) (redemption, string, error) {
 	all, err := l.store.List(state.Tokens)
 	if err != nil {
-		return "", "", fmt.Errorf("token ledger: %w", err)
+		return redemption{}, "", fmt.Errorf("token ledger: %w", err)
 	}
-	key, id = holderIn(all, site)
-	return key, id, nil
+	r, id := holderIn(all, site)
+	return r, id, nil
 }
 
 // holderIn is holderOf over the entries all. Entries that do not parse
 // are skipped: parse reports them when their token is used.
-func holderIn(all map[string][]byte, site string) (key, id string) {
+func holderIn(all map[string][]byte, site string) (redemption, string) {
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		tok, ok := strings.CutSuffix(name, ".yaml")
 		if !ok || !hexID.MatchString(tok) {
@@ -271,11 +284,66 @@ func holderIn(all map[string][]byte, site string) (key, id string) {
 		}
 		for _, r := range e.RedeemedBy {
 			if r.Site == site && r.Key != "" {
-				return r.Key, tok
+				return r, tok
 			}
 		}
 	}
-	return "", ""
+	return redemption{}, ""
+}
+
+// Rekey moves site's redemptions from key old to key new, after site
+// rotated its key and endorsed new with old (the caller checked the
+// endorsement: netview verifies it in the site's records). Old stays
+// honoured beside new (Prev), so that link certificates issued for old
+// keep working while the site moves its gateways to new. Entries where
+// site redeemed with another key are left alone; it is an error if none
+// held old.
+func (l *Ledger) Rekey(site, old, new string) error {
+	if site == "" || old == "" || new == "" {
+		return errors.New("rekey: site, old and new key are required")
+	}
+	all, err := l.store.List(state.Tokens)
+	if err != nil {
+		return fmt.Errorf("token ledger: %w", err)
+	}
+	moved := 0
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		id, ok := strings.CutSuffix(name, ".yaml")
+		if !ok || !hexID.MatchString(id) {
+			continue
+		}
+		err := l.store.Update(state.Tokens, name, func(cur []byte) ([]byte, error) {
+			e, err := l.parse(id, cur)
+			if err != nil {
+				return nil, err
+			}
+			changed := false
+			for i, r := range e.RedeemedBy {
+				if r.Site != site {
+					continue
+				}
+				switch {
+				case r.Key == new:
+					moved++ // done before (another gateway of this site)
+				case r.Key == old:
+					e.RedeemedBy[i].Key, e.RedeemedBy[i].Prev = new, old
+					changed = true
+					moved++
+				}
+			}
+			if !changed {
+				return cur, nil
+			}
+			return yaml.Marshal(e)
+		})
+		if err != nil && !errors.Is(err, ErrUnknown) {
+			return fmt.Errorf("rekey site %s: %w", site, err)
+		}
+	}
+	if moved == 0 {
+		return fmt.Errorf("rekey site %s: no token of this site was redeemed by it with key %s: %w", site, netview.Fingerprint(old), ErrNameTaken)
+	}
+	return nil
 }
 
 // Policy returns the policy of the links made with token id, as its

@@ -290,6 +290,66 @@ func TestLedgerNameStaysWithKey(t *testing.T) {
 	}
 }
 
+// A site that rotated its key (an endorsed rollover, checked by the
+// caller) is moved to the new key in every entry it redeemed: both keys
+// are honoured, the name stays with the site, and another key is still
+// refused. Rekeying from a key the site never held fails.
+func TestLedgerRekey(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	ca := newCA(t, "east")
+	l, err := OpenLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []*Token
+	for range 2 {
+		tok, err := Issue(ca, "east", "east.example:55671", time.Hour, 2, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Record(tok, policy.Policy{}); err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	for _, tok := range toks {
+		if err := l.Redeem(tok.ID, "west", "k1", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Redeem(toks[0].ID, "north", "n1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Rekey("west", "mallory", "k2"); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("Rekey from a key west never held: error = %v, want ErrNameTaken", err)
+	}
+	if err := l.Rekey("west", "k1", "k2"); err != nil {
+		t.Fatalf("Rekey() error = %v", err)
+	}
+	if err := l.Rekey("west", "k1", "k2"); err != nil {
+		t.Errorf("Rekey() again (another gateway of this site) error = %v", err)
+	}
+	for _, tok := range toks {
+		for _, key := range []string{"k1", "k2"} {
+			if err := l.Check(tok.ID, "west", key); err != nil {
+				t.Errorf("Check(%s, west, %s) after the rekey: %v", tok.ID, key, err)
+			}
+		}
+		if err := l.Check(tok.ID, "west", "mallory"); !errors.Is(err, ErrNameTaken) {
+			t.Errorf("Check(west, another key) = %v, want ErrNameTaken", err)
+		}
+	}
+	if err := l.Redeem(toks[1].ID, "west", "k2", now.Add(48*time.Hour)); err != nil {
+		t.Errorf("west redeeming again with its new key after expiry: %v", err)
+	}
+	if err := l.Check(toks[0].ID, "north", "n1"); err != nil {
+		t.Errorf("north, untouched by west's rekey: %v", err)
+	}
+	if err := l.Check(toks[0].ID, "north", "k2"); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("north with west's new key: %v, want ErrNameTaken", err)
+	}
+}
+
 // A token's policy is recorded in its ledger entry and read back by id;
 // entries without one (older ledgers) allow everything; a seed entry (the
 // controller's, kept current from annotations) wins over the ledger's copy

@@ -65,7 +65,7 @@ type Token struct {
 	Endpoint    string // host:port of the issuing site's link access
 	Expires     time.Time
 	Redemptions int    // how many distinct sites may redeem it
-	CA          string // PEM of the issuing site's CA certificate
+	CA          string // PEM of the issuing site's CA certificate; during a CA rotation the current one, then the previous one
 	Cert        string // PEM client certificate, CN "link-token:<id>"
 	Key         string // PEM key of Cert
 	Signature   string // base64 ECDSA (ASN.1) signature by the CA key, see signedBytes
@@ -123,7 +123,7 @@ func issueWith(ca *pki.CA, site, endpoint string, ttl time.Duration, redemptions
 		Endpoint:    endpoint,
 		Expires:     now.Add(ttl).UTC().Truncate(time.Second),
 		Redemptions: redemptions,
-		CA:          string(ca.CertPEM),
+		CA:          string(ca.BundlePEM()), // both CAs during a rotation
 		Cert:        string(certPEM),
 		Key:         string(keyPEM),
 	}
