@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -256,6 +258,9 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if o.SiteFile != "" {
 		wg.Go(func() { watchSiteFile(life, o.SiteFile, site, store, r, o.Controller == "", log) })
 	}
+	if cfg.Authority != nil {
+		wg.Go(func() { watchCA(life, site.CADir, site.Name, r, log) })
+	}
 	select {
 	case err = <-errc:
 	case err = <-ran:
@@ -416,12 +421,15 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 		if err != nil {
 			return cfg, err
 		}
-		cfg.SiteKey = ca.Key
+		auth := pki.NewAuthority(ca)
+		cfg.Authority = auth
 		cfg.Certificates = append(cfg.Certificates, router.CertInfo{Kind: "ca", Name: site.Name, NotAfter: ca.Cert.NotAfter})
 		if site.LinkAccess != nil {
 			hosts := hostsOf(site.LinkAccess.Bind, site.LinkAccess.Advertise)
-			cert, err := ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
-			if err != nil {
+			issue := func(ca *pki.CA) (tls.Certificate, error) {
+				return ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
+			}
+			if _, err := issue(ca); err != nil {
 				return cfg, fmt.Errorf("issue gateway certificate: %w", err)
 			}
 			ledger := token.NewLedger(store)
@@ -431,12 +439,10 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 				}
 			}
 			cfg.Siblings = site.Siblings
-			cfg.SiblingTLS = ca.SiblingTLS(site.Name)
+			cfg.SiblingTLS = auth.SiblingTLS(site.Name)
 			cfg.LinkListen = site.LinkAccess.Bind
-			cfg.ServerTLS = pki.RenewingServerTLS(ca, cert, func() (tls.Certificate, error) {
-				return ca.IssueServer(site.Name, hosts, 365*24*time.Hour)
-			})
-			cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: site.Name}
+			cfg.ServerTLS = auth.ServerTLS(issue)
+			cfg.Admission = &token.Admission{Ledger: ledger, Authority: auth, Site: site.Name}
 		}
 	}
 	specs, err := linkSpecs(site, store, log)
@@ -484,7 +490,7 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, store state.Store, now time.
 	if err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 	}
-	peerKey, err := caKeyID(tok)
+	peerKeys, err := caKeyIDs(tok)
 	if err != nil {
 		return router.LinkSpec{}, fmt.Errorf("%s:%d: link token %s: %w", site.Path, l.Line, l.Token, err)
 	}
@@ -494,27 +500,46 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, store state.Store, now time.
 		TLS:      tlsCfg,
 		Cost:     l.Cost,
 		PeerSite: tok.Site,
-		PeerKey:  peerKey,
+		PeerKey:  peerKeys[0],
+		PeerKeys: peerKeys[1:],
 		Policy:   l.Policy,
 	}
 	if store != nil {
 		spec.LinkCert, spec.SaveLinkCert = certs.load, certs.save
+		spec.PeerCA, spec.SavePeerCA = certs.loadCA, certs.saveCA
 	}
 	return spec, nil
 }
 
-// caKeyID returns the key of the token's CA, the issuing site's key, in
-// the form site records carry it.
-func caKeyID(tok *token.Token) (string, error) {
-	ca, err := pki.ParseCertificate([]byte(tok.CA))
-	if err != nil {
-		return "", fmt.Errorf("ca: %w", err)
+// caKeyIDs returns the keys of the token's CA, the issuing site's key,
+// in the form site records carry it: one, or, for a token issued during a
+// CA rotation, the current key and the previous one.
+func caKeyIDs(tok *token.Token) ([]string, error) {
+	var ids []string
+	for rest := []byte(tok.CA); ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		ca, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("ca key is %T, not ECDSA", ca.PublicKey)
+		}
+		id, err := netview.KeyID(pub)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
 	}
-	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return "", fmt.Errorf("ca key is %T, not ECDSA", ca.PublicKey)
+	if len(ids) == 0 {
+		return nil, errors.New("ca: no PEM certificate")
 	}
-	return netview.KeyID(pub)
+	return ids, nil
 }
 
 // hostsOf returns the hosts of host:port addresses, for certificate SANs.

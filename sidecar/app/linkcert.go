@@ -18,6 +18,25 @@ type linkCertStore struct {
 
 func (s linkCertStore) name() string { return s.tokenID + ".crt" }
 
+// loadCA returns the trust bundle the peer sent when it rotated its CA
+// (<token id>.ca beside the certificate), nil if there is none.
+func (s linkCertStore) loadCA() ([]byte, error) {
+	b, err := s.store.Get(state.Links, s.tokenID+".ca")
+	if err != nil {
+		return nil, fmt.Errorf("load the peer's CA bundle: %w", err)
+	}
+	return b, nil
+}
+
+// saveCA keeps the peer's trust bundle, replacing the one before.
+func (s linkCertStore) saveCA(bundle []byte) error {
+	err := s.store.Update(state.Links, s.tokenID+".ca", func([]byte) ([]byte, error) { return bundle, nil })
+	if err != nil {
+		return fmt.Errorf("save the peer's CA bundle: %w", err)
+	}
+	return nil
+}
+
 // load returns the stored certificate, nil if there is none.
 func (s linkCertStore) load() ([]byte, error) {
 	b, err := s.store.Get(state.Links, s.name())

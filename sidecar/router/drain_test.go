@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,9 @@ type drainSiteConfig struct {
 	siblings   []string
 	// linkValidity shortens the link certificates it issues (renew.go).
 	linkValidity time.Duration
+	// authority runs the gateway over a pki.Authority, as the app does,
+	// so that its CA can be rotated (SetCA).
+	authority bool
 }
 
 func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
@@ -70,6 +74,11 @@ func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
 		DrainTimeout: c.drainTimeout,
 		Log:          testr.NewWithOptions(t, testr.Options{LogTimestamp: true}).WithName(c.router),
 	}
+	var auth *pki.Authority
+	if c.authority {
+		auth = pki.NewAuthority(ca)
+		cfg.Authority, cfg.SiteKey = auth, nil
+	}
 	if c.linkAccess {
 		ledger, err := token.OpenLedger(c.dir)
 		if err != nil {
@@ -83,6 +92,13 @@ func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)
 		cfg.Admission = &token.Admission{Ledger: ledger, CA: ca, Site: c.site, LinkValidity: c.linkValidity}
 		cfg.Siblings, cfg.SiblingTLS = c.siblings, ca.SiblingTLS(c.site)
+		if auth != nil {
+			cfg.ServerTLS = auth.ServerTLS(func(ca *pki.CA) (tls.Certificate, error) {
+				return ca.IssueServer(c.site, []string{"127.0.0.1"}, time.Hour)
+			})
+			cfg.Admission = &token.Admission{Ledger: ledger, Authority: auth, Site: c.site, LinkValidity: c.linkValidity}
+			cfg.SiblingTLS = auth.SiblingTLS(c.site)
+		}
 	}
 	return runDrainNode(t, c.router, ca, cfg)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,10 @@ type Admission interface {
 	// RenewLink issues a new link certificate (PEM) for site and key with
 	// token id, if CheckLink admits them.
 	RenewLink(id, site, key string) ([]byte, error)
+	// RekeyLink moves site from key old to key new (site rotated its
+	// key, and the link-state database verified new's endorsement by
+	// old) and issues a link certificate (PEM) for new with token id.
+	RekeyLink(id, site, old, new string) ([]byte, error)
 	// AdmitMember admits a sidecar of this site holding the token whose
 	// client certificate has serial id.
 	AdmitMember(id string, now time.Time) error
@@ -152,17 +157,30 @@ func helloDigest(cs tls.ConnectionState, site, linkID string) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// prove fills in a gateway's hello key and proof.
-func (r *Router) prove(hl *hello, cs tls.ConnectionState) error {
+// prove fills in a gateway's hello key and proof, made with key: the
+// site key the connection's link certificate certifies (during a CA
+// rotation, the previous one until the peer issued a certificate for the
+// new one), or the current one.
+func (r *Router) prove(hl *hello, cs tls.ConnectionState, key *ecdsa.PrivateKey) error {
+	if key == nil {
+		key, _ = siteKeys(r.cfg)
+	}
+	if key == nil {
+		return errors.New("sign hello: no site key")
+	}
+	id, err := netview.KeyID(&key.PublicKey)
+	if err != nil {
+		return err
+	}
 	d, err := helloDigest(cs, hl.Site, hl.LinkID)
 	if err != nil {
 		return err
 	}
-	sig, err := ecdsa.SignASN1(rand.Reader, r.cfg.SiteKey, d)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, d)
 	if err != nil {
 		return fmt.Errorf("sign hello: %w", err)
 	}
-	hl.Key, hl.Proof = r.db.HolderOf(r.self), base64.StdEncoding.EncodeToString(sig)
+	hl.Key, hl.Proof = id, base64.StdEncoding.EncodeToString(sig)
 	return nil
 }
 
@@ -243,8 +261,8 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 		if err != nil || !ecdsa.VerifyASN1(pub, d, sig) {
 			return peer{}, refuse("identity", "hello proof does not verify: the peer does not hold the key it names")
 		}
-		if holder := r.db.HolderOf(hl.Site); holder != "" && holder != hl.Key {
-			return peer{}, refuse("name_taken", "site name %q is held in this network by key %s, not %s", hl.Site, netview.Fingerprint(holder), netview.Fingerprint(hl.Key))
+		if keys := r.db.KeysOf(hl.Site); len(keys) > 0 && !slices.Contains(keys, hl.Key) {
+			return peer{}, refuse("name_taken", "site name %q is held in this network by key %s, not %s", hl.Site, netview.Fingerprint(keys[0]), netview.Fingerprint(hl.Key))
 		}
 		certPEM, err := r.cfg.Admission.Redeem(p.tokenID, hl.Site, hl.Key, now)
 		if err != nil {
@@ -269,19 +287,32 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 }
 
 // linkClientCert checks a link certificate the peer issued to this site
-// (for this site and its key, from the peer's CA, valid for at least
-// another minute, or a tenth of its life if that is shorter) and returns
-// it, with the site key, as the client certificate of the link's
-// connections.
-func (r *Router) linkClientCert(spec LinkSpec, certPEM []byte) (*tls.Certificate, error) {
-	block, _ := pem.Decode(certPEM)
-	if block == nil || block.Type != "CERTIFICATE" {
+// (for this site and its key, or its previous key during a CA rotation,
+// from a CA of roots, valid for at least another minute, or a tenth of
+// its life if that is shorter) and returns it, with the site key it
+// certifies and the certificates after it (a rotating peer CA's cross
+// certificate), as the client certificate of the link's connections.
+func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Certificate, error) {
+	var chain []*x509.Certificate
+	for rest := certPEM; len(chain) < 1+maxBundle; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %q, want CERTIFICATE", clipName(block.Type))
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
 		return nil, errors.New("no PEM certificate")
 	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
+	cert := chain[0]
 	li, err := pki.ParseLinkIdentity(cert)
 	if err != nil {
 		return nil, err
@@ -289,17 +320,35 @@ func (r *Router) linkClientCert(spec LinkSpec, certPEM []byte) (*tls.Certificate
 	if li.Site != r.self {
 		return nil, fmt.Errorf("link certificate is for site %q, this is site %q", li.Site, r.self)
 	}
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&r.cfg.SiteKey.PublicKey) {
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("link certificate key is not ECDSA")
+	}
+	var key *ecdsa.PrivateKey
+	cur, prev := siteKeys(r.cfg)
+	switch {
+	case cur != nil && pub.Equal(&cur.PublicKey):
+		key = cur
+	case prev != nil && pub.Equal(&prev.PublicKey):
+		key = prev
+	default:
 		return nil, errors.New("link certificate is for another key than this site's")
 	}
+	inter := x509.NewCertPool()
+	der := [][]byte{cert.Raw}
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+		der = append(der, c.Raw)
+	}
 	if _, err := cert.Verify(x509.VerifyOptions{
-		Roots:       spec.TLS.RootCAs,
-		CurrentTime: time.Now().Add(min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)),
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   time.Now().Add(min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return nil, fmt.Errorf("link certificate: %w", err)
 	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: r.cfg.SiteKey, Leaf: cert}, nil
+	return &tls.Certificate{Certificate: der, PrivateKey: key, Leaf: cert}, nil
 }
 
 // clipName shortens a name from the network for a message.
@@ -318,7 +367,7 @@ func clipName(s string) string {
 // tells the dialler to stop.
 func (r *Router) sibling(hl hello, key string) (peer, error) {
 	switch {
-	case key != r.db.HolderOf(r.self):
+	case !slices.Contains(r.db.KeysOf(r.self), key):
 		return peer{}, refuse("identity", "a link certificate for this site (%s) with another key", r.self)
 	case hl.Role != roleGateway || hl.Router == "":
 		return peer{}, refuse("identity", "a gateway of this site must say it is a gateway and name its router")

@@ -2,8 +2,11 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -30,10 +33,88 @@ type dialer struct {
 	cert   *tls.Certificate // the link certificate; nil: the token's
 	loaded bool             // the stored link certificate was read
 	base   *tls.Config      // the token's, from spec.ClientTLS (nil: spec.TLS)
+	// bundle and roots are the trust bundle the peer sent when it rotated
+	// its CA (rotation.go) and its pool; nil: the token's CA.
+	bundle   []byte
+	roots    *x509.CertPool
+	caLoaded bool   // the stored bundle was read
+	peerKey  string // the peer's key, as the last handshake verified it
 }
 
 func (r *Router) newDialer(spec LinkSpec) *dialer {
-	return &dialer{r: r, spec: spec, loaded: r.cfg.Role != RoleGateway || spec.LinkCert == nil}
+	return &dialer{r: r, spec: spec, loaded: r.cfg.Role != RoleGateway || spec.LinkCert == nil,
+		caLoaded: r.cfg.Role != RoleGateway || spec.PeerCA == nil, peerKey: spec.PeerKey}
+}
+
+// loadCA reads the stored trust bundle of the peer, until a read
+// succeeds.
+func (d *dialer) loadCA() {
+	d.mu.Lock()
+	done := d.caLoaded
+	d.mu.Unlock()
+	if done {
+		return
+	}
+	bundle, err := d.spec.PeerCA()
+	if err != nil {
+		d.r.log.Info("stored CA bundle of the peer not read; verifying it with the token's CA, and reading again next time", "link", d.spec.Name, "reason", err.Error())
+		return
+	}
+	var pool *x509.CertPool
+	if bundle != nil {
+		if pool, err = parseBundle(d.spec.PeerSite, bundle); err != nil {
+			d.r.log.Info("stored CA bundle of the peer not used; verifying it with the token's CA", "link", d.spec.Name, "reason", err.Error())
+			bundle = nil
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.caLoaded && d.roots == nil && pool != nil {
+		d.bundle, d.roots = bundle, pool
+	}
+	d.caLoaded = true
+}
+
+// rootPool returns the roots the peer is verified with: its trust bundle,
+// or the token's CA.
+func (d *dialer) rootPool() *x509.CertPool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.roots != nil {
+		return d.roots
+	}
+	if d.base != nil {
+		return d.base.RootCAs
+	}
+	return d.spec.TLS.RootCAs
+}
+
+// learnCA takes the trust bundle the peer sent over the link: checked,
+// used for the next connections, and saved.
+func (d *dialer) learnCA(bundle []byte) error {
+	pool, err := parseBundle(d.spec.PeerSite, bundle)
+	if err != nil {
+		return err
+	}
+	base := d.rootPool()
+	d.mu.Lock()
+	// The bundle a peer that never rotated sends is its token's CA: nothing
+	// to keep.
+	same := bytes.Equal(d.bundle, bundle) || (d.bundle == nil && base != nil && base.Equal(pool))
+	if !same {
+		d.bundle, d.roots, d.caLoaded = bundle, pool, true
+	}
+	d.mu.Unlock()
+	if same {
+		return nil
+	}
+	d.r.log.Info("peer's CA bundle taken: the peer is verified with it from now on", "link", d.spec.Name, "peerSite", d.spec.PeerSite, "certificates", bytes.Count(bundle, []byte("BEGIN CERTIFICATE")))
+	if d.spec.SavePeerCA != nil {
+		if err := d.spec.SavePeerCA(bundle); err != nil {
+			d.r.log.Error(err, "save the peer's CA bundle", "link", d.spec.Name, "peerSite", d.spec.PeerSite)
+		}
+	}
+	return nil
 }
 
 // load reads the stored link certificate, until a read succeeds. One that
@@ -53,7 +134,8 @@ func (d *dialer) load() {
 	}
 	var cert *tls.Certificate
 	if certPEM != nil {
-		if cert, err = d.r.linkClientCert(d.spec, certPEM); err != nil {
+		d.loadCA()
+		if cert, err = d.r.linkClientCert(d.rootPool(), certPEM); err != nil {
 			d.r.log.Info("stored link certificate not used; redeeming the token again", "link", d.spec.Name, "reason", err.Error())
 		} else {
 			d.r.certExpiry(d.spec.PeerSite, certPEM)
@@ -67,8 +149,11 @@ func (d *dialer) load() {
 	d.loaded = true
 }
 
-func (d *dialer) tlsConfig() *tls.Config {
+// tlsConfig returns the TLS configuration of the next dial, and the link
+// certificate it presents (nil: the token's).
+func (d *dialer) tlsConfig() (*tls.Config, *tls.Certificate) {
 	d.load()
+	d.loadCA()
 	base := d.spec.TLS
 	if d.spec.ClientTLS != nil {
 		c, err := d.spec.ClientTLS()
@@ -85,18 +170,21 @@ func (d *dialer) tlsConfig() *tls.Config {
 	}
 	cfg := base.Clone()
 	d.mu.Lock()
-	cert := d.cert
+	cert, roots := d.cert, d.roots
 	d.mu.Unlock()
 	if cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
-	return cfg
+	if roots != nil {
+		cfg.RootCAs = roots
+	}
+	return cfg, cert
 }
 
 // learn takes the link certificate a redemption returned: checked, kept
 // for the next connections, and saved.
 func (d *dialer) learn(certPEM string) error {
-	cert, err := d.r.linkClientCert(d.spec, []byte(certPEM))
+	cert, err := d.r.linkClientCert(d.rootPool(), []byte(certPEM))
 	if err != nil {
 		return fmt.Errorf("link certificate from %s: %w", d.spec.PeerSite, err)
 	}
@@ -282,7 +370,10 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := peer{site: d.spec.PeerSite, router: reply.Router, role: roleGateway, key: d.spec.PeerKey, policy: d.spec.Policy}
+	d.mu.Lock()
+	peerKey := d.peerKey
+	d.mu.Unlock()
+	p := peer{site: d.spec.PeerSite, router: reply.Router, role: roleGateway, key: peerKey, policy: d.spec.Policy}
 	if r.cfg.Role == RoleSidecar {
 		p.site = r.self
 		// The gateway's record is this sidecar's local one.
@@ -292,7 +383,7 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 	}
 	l := newLink(r, id, p, d.spec.Cost, true, r.cfg.PoolSize)
 	if r.cfg.Role == RoleGateway && d.spec.PeerSite != r.self {
-		l.learn = d.learn
+		l.learn, l.learnCA = d.learn, d.learnCA
 	}
 	l.setSession(0, sess)
 	ctrl, err := sess.Open(ctx)
@@ -318,7 +409,8 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 // dialSession dials one TLS connection of a link and says hello.
 func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Session, helloReply, error) {
 	r, spec := d.r, d.spec
-	td := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 15 * time.Second}, Config: d.tlsConfig()}
+	cfg, cert := d.tlsConfig()
+	td := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout+2*time.Second)
 	defer cancel()
 	c, err := td.DialContext(dctx, "tcp", spec.Endpoint)
@@ -333,7 +425,7 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 	hl := hello{Version: LinkProtocolVersion, Site: r.self, Role: roleGateway, Cost: spec.Cost, LinkID: id, Index: index, Pool: r.cfg.PoolSize, Router: r.routerName}
 	if r.cfg.Role == RoleSidecar {
 		hl.Role = roleMember
-	} else if err := r.prove(&hl, conn.ConnectionState()); err != nil {
+	} else if err := r.prove(&hl, conn.ConnectionState(), certKey(cert)); err != nil {
 		conn.Close()
 		return nil, helloReply{}, err
 	}
@@ -353,7 +445,7 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 	if spec.onReply != nil {
 		spec.onReply(reply)
 	}
-	if err := d.checkReply(reply); err != nil {
+	if err := d.checkReply(reply, conn.ConnectionState()); err != nil {
 		conn.Close()
 		return nil, helloReply{}, err
 	}
@@ -362,8 +454,10 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 }
 
 // checkReply checks the accepting side's answer to a hello, and binds
-// the peer's name to its key.
-func (d *dialer) checkReply(reply helloReply) error {
+// the peer's name to its key: the key of the CA the handshake verified
+// the peer with (during the peer's CA rotation, either of its keys), or
+// the token's.
+func (d *dialer) checkReply(reply helloReply, cs tls.ConnectionState) error {
 	r, spec := d.r, d.spec
 	if reply.Error != "" {
 		return fmt.Errorf("peer %q refused the link: %s", clipName(reply.Site), clipName(reply.Error))
@@ -385,10 +479,41 @@ func (d *dialer) checkReply(reply helloReply) error {
 			return err
 		}
 	}
-	if err := r.db.Bind(spec.PeerSite, spec.PeerKey); err != nil {
+	key := spec.PeerKey
+	if k := rootKey(cs); k != "" {
+		key = k
+	}
+	if err := r.db.Bind(spec.PeerSite, key); err != nil {
 		return fmt.Errorf("link to %s: %w", spec.PeerSite, err)
 	}
+	d.mu.Lock()
+	d.peerKey = key
+	d.mu.Unlock()
 	return nil
+}
+
+// rootKey returns the key (netview.KeyID) of the root the handshake
+// verified the peer's certificate with, "" if there is none.
+func rootKey(cs tls.ConnectionState) string {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	chain := cs.VerifiedChains[0]
+	pub, ok := chain[len(chain)-1].PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return ""
+	}
+	id, _ := netview.KeyID(pub)
+	return id
+}
+
+// certKey returns the private key of a link certificate (nil: none).
+func certKey(c *tls.Certificate) *ecdsa.PrivateKey {
+	if c == nil {
+		return nil
+	}
+	k, _ := c.PrivateKey.(*ecdsa.PrivateKey)
+	return k
 }
 
 // handleLinkConn serves one connection to the link port: TLS, hello,
@@ -481,7 +606,7 @@ func (r *Router) checkPoolConn(hl hello, p peer) error {
 	r.mu.Lock()
 	l := r.links[hl.LinkID]
 	r.mu.Unlock()
-	if l == nil || l.identity != p.identity() || hl.Index >= len(l.sessions) {
+	if l == nil || !r.samePeer(l, p) || hl.Index >= len(l.sessions) {
 		return refuse("pool", "no such link (pool connection before its primary, or from another peer)")
 	}
 	return nil

@@ -30,11 +30,12 @@ type link struct {
 	role     string // the peer's role
 	identity string // what every pool connection must prove (peer.identity)
 	tokenID  string // the token the link rests on
-	key      string // the peer site's key (gateway peers)
+	key      string // the peer site's key (gateway peers); mu guards it once the link is up
 	certLife certLife
 	// learn takes a link certificate the peer sent (dialled links: the
 	// dialer's); renewTimer renews the peer's (accepted links: renew.go).
 	learn      func(certPEM string) error
+	learnCA    func(bundlePEM []byte) error // dialled links: the dialer's (rotation.go)
 	renewTimer *time.Timer
 	policy     policy.Policy
 	cost       int
@@ -50,6 +51,7 @@ type link struct {
 	pendMu      sync.Mutex
 	pending     map[string]netview.Signed
 	pendingCert string // a renewed link certificate for the peer (renew.go)
+	pendingCA   string // this site's trust bundle for the peer (rotation.go)
 	kick        chan struct{}
 	done        chan struct{}
 }
@@ -268,6 +270,9 @@ func (l *link) markUp(ctrl *mux.Stream) {
 	}
 	r.log.Info("link up", "peerSite", l.peer, "peer", l.name, "peerRole", l.role, "cost", l.cost, "direction", l.direction(), "linkID", l.id)
 	l.scheduleRenewal(l.certLife)
+	if !l.dialed && l.role == roleGateway && l.peer != r.self && l.tokenID != "" && r.cfg.Authority != nil {
+		l.sendCA(r.cfg.Authority.CA())
+	}
 	r.linkMetrics(l.peer)
 	go l.writeLoop()
 	if r.cfg.Role == RoleGateway {
@@ -301,6 +306,10 @@ type controlMsg struct {
 	// LinkCert is a new link certificate (PEM) for the site that dialled
 	// the link, from the site that issued its token (renew.go).
 	LinkCert string `json:"linkCert,omitempty"`
+	// CA is the trust bundle (PEM CA certificates) of the site that
+	// issued the dialling site's token: sent when the link comes up and
+	// when the site rotates its CA (rotation.go).
+	CA string `json:"ca,omitempty"`
 }
 
 // writeLoop sends pending records; a slow peer gets the newest record per
@@ -315,13 +324,13 @@ func (l *link) writeLoop() {
 		l.pendMu.Lock()
 		batch := l.pending
 		l.pending = map[string]netview.Signed{}
-		msg := controlMsg{LinkCert: l.pendingCert}
-		l.pendingCert = ""
+		msg := controlMsg{LinkCert: l.pendingCert, CA: l.pendingCA}
+		l.pendingCert, l.pendingCA = "", ""
 		l.pendMu.Unlock()
 		for _, rec := range batch {
 			msg.Records = append(msg.Records, rec.Wire())
 		}
-		if len(msg.Records) == 0 && msg.LinkCert == "" {
+		if len(msg.Records) == 0 && msg.LinkCert == "" && msg.CA == "" {
 			continue
 		}
 		l.mu.Lock()
@@ -343,6 +352,9 @@ func (l *link) readControl(br *bufio.Reader) {
 		if err := readMsg(br, &msg); err != nil {
 			l.close(fmt.Errorf("control stream: %w", err))
 			return
+		}
+		if msg.CA != "" {
+			l.takeCA(msg.CA) // before a link certificate from the CA it brings
 		}
 		if msg.LinkCert != "" {
 			l.takeCert(msg.LinkCert)
@@ -377,6 +389,7 @@ func (l *link) readControl(br *bufio.Reader) {
 				changed = append(changed, rec)
 				if r.cfg.Role == RoleGateway {
 					r.siblingSeen(rec.Record)
+					r.rolledOver(rec.Site)
 				}
 			}
 		}

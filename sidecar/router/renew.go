@@ -65,11 +65,24 @@ func (l *link) scheduleRenewal(life certLife) {
 // and the next connection with the old certificate is refused.
 func (l *link) renew() {
 	r := l.r
-	certPEM, err := r.cfg.Admission.RenewLink(l.tokenID, l.peer, l.key)
+	l.mu.Lock()
+	key := l.key
+	l.mu.Unlock()
+	certPEM, err := r.cfg.Admission.RenewLink(l.tokenID, l.peer, key)
 	if err != nil {
 		r.log.Info("link certificate not renewed", "peerSite", l.peer, "token", l.tokenID, "reason", err.Error())
 		return
 	}
+	l.queueCert(certPEM)
+	life := lifeOf(certPEM)
+	r.m.LinkCertsRenewed.WithLabelValues(l.peer).Inc()
+	r.log.Info("link certificate renewed", "peerSite", l.peer, "token", l.tokenID, "expires", life.notAfter.UTC().Format(time.RFC3339))
+	l.scheduleRenewal(life)
+}
+
+// queueCert queues a link certificate for the peer on the control
+// stream.
+func (l *link) queueCert(certPEM []byte) {
 	l.pendMu.Lock()
 	l.pendingCert = string(certPEM)
 	l.pendMu.Unlock()
@@ -77,10 +90,6 @@ func (l *link) renew() {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	life := lifeOf(certPEM)
-	r.m.LinkCertsRenewed.WithLabelValues(l.peer).Inc()
-	r.log.Info("link certificate renewed", "peerSite", l.peer, "token", l.tokenID, "expires", life.notAfter.UTC().Format(time.RFC3339))
-	l.scheduleRenewal(life)
 }
 
 // takeCert handles a link certificate the peer sent on the control

@@ -38,6 +38,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/routing"
 )
@@ -94,6 +95,9 @@ type LinkSpec struct {
 	// of its CA's key), as the token names them: the link binds the one to
 	// the other. Required for gateways.
 	PeerSite, PeerKey string
+	// PeerKeys are further keys of the peer, for a sidecar whose
+	// credential trusts its site's previous CA too during a rotation.
+	PeerKeys []string
 	// LinkCert returns the link certificate (PEM) the peer issued to this
 	// site when it redeemed the token, nil if there is none yet; the
 	// gateway then dials with it instead of the token's certificate. It
@@ -109,6 +113,12 @@ type LinkSpec struct {
 	// dial with (a sidecar's credential, which the controller renews on
 	// disk); an error keeps the last one. TLS is the first.
 	ClientTLS func() (*tls.Config, error)
+	// PeerCA returns the trust bundle (PEM CA certificates) the peer
+	// sent over the link when it rotated its CA (rotation.go), nil if it
+	// sent none; it then replaces the token's CA as the roots the peer is
+	// verified with. SavePeerCA keeps a new one. Both may be nil.
+	PeerCA     func() ([]byte, error)
+	SavePeerCA func(bundlePEM []byte) error
 	// onReply, if set, sees every hello reply (siblings.go).
 	onReply func(helloReply)
 }
@@ -170,8 +180,14 @@ type Config struct {
 	RecordRefresh, RecordMaxAge time.Duration
 	// SiteKey is the site's private key (its CA key): it signs the site
 	// record, and peers hold the site's name for it. Required for
-	// gateways.
+	// gateways, unless Authority is set.
 	SiteKey *ecdsa.PrivateKey
+	// Authority, if set, is the site CA of a gateway that can be rotated
+	// while it runs (SetCA, rotation.go): its key is the site key (and
+	// SiteKey is ignored), and during a rotation the previous CA's key
+	// is the site's previous key. The app builds ServerTLS and
+	// SiblingTLS over it, so that they follow a rotation too.
+	Authority *pki.Authority
 
 	// DrainTimeout bounds a drain (Drain, drain.go): how long open
 	// streams may go on before they are reset. 0: Drain stops the router
@@ -278,7 +294,7 @@ func (c *Config) Validate() error {
 	if err := c.Mux.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("mux: %w", err))
 	}
-	if c.Role == RoleGateway && c.SiteKey == nil {
+	if c.Role == RoleGateway && c.SiteKey == nil && c.Authority == nil {
 		errs = append(errs, errors.New("a gateway needs the site key to sign its site record"))
 	}
 	return errors.Join(errs...)
@@ -859,12 +875,16 @@ func (r *Router) Status() Status {
 
 func dbOptions(cfg Config, routerName string) []netview.Option {
 	opts := []netview.Option{netview.WithRouter(routerName)}
-	if cfg.SiteKey != nil {
-		opts = append(opts, netview.WithKey(cfg.SiteKey))
+	if cur, prev := siteKeys(cfg); cur != nil {
+		opts = append(opts, netview.WithKey(cur))
+		if prev != nil {
+			opts = append(opts, netview.WithPrevKey(prev))
+		}
 	} else if len(cfg.Links) == 1 && cfg.Links[0].PeerKey != "" {
 		// A sidecar holds its site's records (its gateway's siblings')
-		// to the site's key, which its member token's CA names.
-		opts = append(opts, netview.WithSiteKeyID(cfg.Links[0].PeerKey))
+		// to the site's key, which its member token's CA names (and,
+		// during a rotation, the previous key too: PeerKeys).
+		opts = append(opts, netview.WithSiteKeyID(append([]string{cfg.Links[0].PeerKey}, cfg.Links[0].PeerKeys...)...))
 	}
 	return opts
 }

@@ -1,11 +1,13 @@
 package xdsclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -62,14 +64,19 @@ const CACertValidity = 24 * time.Hour
 // certificate named commonName, valid for CACertValidity, from the CA in
 // caDir (created there if missing, as the gateway and the controller of a
 // Linux site do with pki.LoadOrCreateCA).
+//
+// A CA rotation (a changed ca.crt or ca-previous.crt) issues a new one at
+// the next connection, trusting both CAs while the rotation is under way.
 func CATLS(caDir, site, commonName string) TLSLoader {
 	var mu sync.Mutex
 	var cfg *tls.Config
 	var renew time.Time
+	var seen []byte // the CA certificates cfg was made from
 	return func() (*tls.Config, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if cfg != nil && time.Now().Before(renew) {
+		now := caCerts(caDir)
+		if cfg != nil && time.Now().Before(renew) && bytes.Equal(now, seen) {
 			return cfg, nil
 		}
 		ca, err := pki.LoadOrCreateCA(caDir, site)
@@ -80,13 +87,24 @@ func CATLS(caDir, site, commonName string) TLSLoader {
 		if err != nil {
 			return nil, fmt.Errorf("xds credentials: %w", err)
 		}
-		c, err := pki.ClientTLS(ca.CertPEM, certPEM, keyPEM, ServerName(site))
+		c, err := pki.ClientTLS(ca.BundlePEM(), certPEM, keyPEM, ServerName(site))
 		if err != nil {
 			return nil, fmt.Errorf("xds credentials %s: %w", filepath.Join(caDir, pki.CACertFile), err)
 		}
-		cfg, renew = c, time.Now().Add(CACertValidity/2)
+		cfg, renew, seen = c, time.Now().Add(CACertValidity/2), now
 		return cfg, nil
 	}
+}
+
+// caCerts returns the CA certificates in caDir, the current and the
+// previous one (nil parts for missing files), to notice a rotation.
+func caCerts(caDir string) []byte {
+	var b []byte
+	for _, f := range []string{pki.CACertFile, pki.CAPrevCertFile} {
+		data, _ := os.ReadFile(filepath.Join(caDir, f))
+		b = append(append(b, data...), 0)
+	}
+	return b
 }
 
 // loadingCreds are gRPC TLS credentials whose configuration is loaded for

@@ -57,7 +57,7 @@ func newServerTLS(site string, hosts []string, log logr.Logger) *serverTLS {
 func (s *serverTLS) setCA(ca *pki.CA) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ca != nil && bytes.Equal(s.ca.CertPEM, ca.CertPEM) {
+	if s.ca != nil && bytes.Equal(s.ca.BundlePEM(), ca.BundlePEM()) {
 		return false, nil
 	}
 	cfg, err := s.issue(ca)
@@ -211,7 +211,7 @@ func readCA(ctx context.Context, r client.Reader, namespace string) (*pki.CA, er
 	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: kube.CASecret}, &sec); err != nil {
 		return nil, fmt.Errorf("get secret %s: %w", kube.CASecret, err)
 	}
-	ca, err := pki.ParseCA(sec.Data[pki.CACertFile], sec.Data[pki.CAKeyFile])
+	ca, err := pki.ParseCAWithPrevious(sec.Data[pki.CACertFile], sec.Data[pki.CAKeyFile], sec.Data[pki.CAPrevCertFile], sec.Data[pki.CAPrevKeyFile])
 	if err != nil {
 		return nil, fmt.Errorf("secret %s: %w", kube.CASecret, err)
 	}

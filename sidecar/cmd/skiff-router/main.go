@@ -6,6 +6,8 @@
 //	skiff-router sidecar --site-file SITE.yaml
 //	skiff-router iptables-init [--outbound-port 15001] [--proxy-uid 1337] [--exclude-outbound-ports 53,5432] [--exclude-outbound-cidrs 10.0.0.0/8,fd00::/8] [--dry-run | --remove]
 //	skiff-router token issue --site-file SITE.yaml --out TOKEN.yaml [--expires 15m]
+//	skiff-router ca rotate --site-file SITE.yaml
+//	skiff-router ca finish --site-file SITE.yaml
 //
 // iptables-init installs, in the current network namespace, the nftables
 // table inet skiff that redirects the pod's outbound TCP connections to the
@@ -31,7 +33,9 @@ const usage = `usage:
   skiff-router gateway --site-file SITE.yaml [flags]
   skiff-router sidecar --site-file SITE.yaml [flags]
   skiff-router iptables-init [--exclude-outbound-ports PORTS] [--exclude-outbound-cidrs CIDRS] [--dry-run | --remove] [flags]
-  skiff-router token issue --site-file SITE.yaml --out TOKEN.yaml [--expires 15m]`
+  skiff-router token issue --site-file SITE.yaml --out TOKEN.yaml [--expires 15m]
+  skiff-router ca rotate --site-file SITE.yaml   (start a CA rotation: a new CA, the old one still trusted)
+  skiff-router ca finish --site-file SITE.yaml   (end it: the old CA no longer trusted)`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -81,6 +85,31 @@ func run(args []string) error {
 			return err
 		}
 		fmt.Printf("token %s for site %s written to %s, expires %s\n", tok.ID, tok.Site, o.Out, tok.Expires.Format(time.RFC3339))
+		return nil
+	case "ca":
+		if len(args) < 2 || (args[1] != "rotate" && args[1] != "finish") {
+			return fmt.Errorf("ca: want `ca rotate` or `ca finish`\n%s", usage)
+		}
+		fs := flag.NewFlagSet("ca "+args[1], flag.ContinueOnError)
+		siteFile := fs.String("site-file", "", "site file of the site whose CA rotates")
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		if *siteFile == "" {
+			return fmt.Errorf("ca %s: --site-file is required", args[1])
+		}
+		if args[1] == "finish" {
+			if err := app.FinishCARotation(*siteFile); err != nil {
+				return err
+			}
+			fmt.Println("CA rotation finished: the previous CA is no longer trusted")
+			return nil
+		}
+		ca, err := app.RotateCA(*siteFile)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("CA rotation started: new CA valid until %s; running gateways take it within seconds and send it to linked sites; run `skiff-router ca finish` once every linked site has it\n", ca.Cert.NotAfter.Format(time.RFC3339))
 		return nil
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
