@@ -57,6 +57,17 @@ const (
 	SidecarSecret = "skiff-sidecar"
 )
 
+// CA rotation, on the Secret skiff-site-ca: `kubectl annotate secret
+// skiff-site-ca skiff.io/ca-rotation=start` makes a new CA the site's,
+// the current one its previous one (both trusted); `...=finish --overwrite`
+// drops the previous one. The controller sets the annotation to
+// "started" or "finished" once done, and the time in
+// skiff.io/ca-rotation-at (docs/install.md, Rotating the site CA).
+const (
+	CARotationAnnotation   = "skiff.io/ca-rotation"
+	CARotationAtAnnotation = "skiff.io/ca-rotation-at"
+)
+
 // Token-request annotations (optional, on the request Secret).
 const (
 	ExpiresAnnotation     = "skiff.io/token-expires"     // duration, default 15m
@@ -154,7 +165,13 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	site[pki.CAKeyFile] = caSecret.Data[pki.CAKeyFile]
+	// The gateways' copy of the CA, with the previous one during a
+	// rotation: they take a change while they run.
+	for _, k := range []string{pki.CAKeyFile, pki.CAPrevCertFile, pki.CAPrevKeyFile} {
+		if v, ok := caSecret.Data[k]; ok {
+			site[k] = v
+		}
+	}
 	st, err := id.ensureState(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -291,18 +308,62 @@ func (id *Identity) ensureCA(ctx context.Context) (*pki.CA, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	ca, err := pki.ParseCA(s.Data[pki.CACertFile], s.Data[pki.CAKeyFile])
-	if err != nil {
-		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
-	}
 	if err := id.disown(ctx, s); err != nil {
 		return nil, err
+	}
+	if s, err = id.rotateCA(ctx, s); err != nil {
+		return nil, err
+	}
+	ca, err := pki.ParseCAWithPrevious(s.Data[pki.CACertFile], s.Data[pki.CAKeyFile], s.Data[pki.CAPrevCertFile], s.Data[pki.CAPrevKeyFile])
+	if err != nil {
+		return nil, fmt.Errorf("secret %s: %w", CASecret, err)
 	}
 	return ca, nil
 }
 
+// rotateCA carries out what the CA Secret's skiff.io/ca-rotation
+// annotation asks: "start" a rotation (a new CA; the current one becomes
+// the previous one, still trusted) or "finish" it (the previous one
+// dropped). Anything else is left alone. A start while a rotation is
+// under way is refused with a Warning Event and changes nothing.
+func (id *Identity) rotateCA(ctx context.Context, s *corev1.Secret) (*corev1.Secret, error) {
+	ask := s.Annotations[CARotationAnnotation]
+	var data map[string][]byte
+	var done string
+	switch ask {
+	case "start":
+		d, err := pki.RotatePEM(s.Data, id.Site)
+		if err != nil {
+			id.warn(s, "CARotationRefused", "CA rotation not started", err)
+			return s, nil
+		}
+		data, done = d, "started"
+	case "finish":
+		data, done = pki.FinishPEM(s.Data), "finished"
+	default:
+		return s, nil
+	}
+	next := s.DeepCopy()
+	next.Data = data
+	next.Annotations[CARotationAnnotation] = done
+	next.Annotations[CARotationAtAnnotation] = id.Now().UTC().Format(time.RFC3339)
+	if err := id.Client.Update(ctx, next); err != nil {
+		return nil, fmt.Errorf("%s the CA rotation in secret %s: %w", ask, CASecret, err)
+	}
+	msg := "site CA rotation started: a new CA signs from now on, the previous one stays trusted; gateways send it to linked sites over their links. Finish it (skiff.io/ca-rotation=finish) once every linked site has it"
+	if done == "finished" {
+		msg = "site CA rotation finished: the previous CA is no longer trusted"
+	}
+	id.Log.Info(msg, "secret", CASecret)
+	if id.Recorder != nil {
+		id.Recorder.Eventf(next, nil, corev1.EventTypeNormal, "CARotation", "Rotate", "%s", msg)
+	}
+	return next, nil
+}
+
 // CAExpiryWarning is how long before the site CA expires the controller
-// warns: the CA is not renewed (rotating it is planned; docs/security.md).
+// warns: the CA is not renewed by itself; it is rotated on demand
+// (CARotationAnnotation).
 const CAExpiryWarning = 30 * 24 * time.Hour
 
 // warnExpiry raises a Warning Event (CertificateExpiring) on the gateway
@@ -317,7 +378,7 @@ func (id *Identity) warnExpiry(owner []metav1.OwnerReference, ca *pki.CA) {
 	if _, seen := id.reported.LoadOrStore(key, true); seen {
 		return
 	}
-	msg := fmt.Sprintf("the site CA (Secret %s) expires at %s, in %s; it is not renewed: links and credentials it issued stop working then", CASecret, ca.Cert.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour))
+	msg := fmt.Sprintf("the site CA (Secret %s) expires at %s, in %s: links and credentials it issued stop working then; rotate it: kubectl annotate secret %s %s=start --overwrite (docs/install.md)", CASecret, ca.Cert.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour), CASecret, CARotationAnnotation)
 	id.Log.Info("Warning: site CA expiring", "expires", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
 	if id.Recorder != nil {
 		gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: owner[0].Name, Namespace: id.Namespace, UID: owner[0].UID}}
@@ -617,7 +678,7 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 		if err := id.disown(ctx, s); err != nil {
 			return nil, err
 		}
-		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.CertPEM) &&
+		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.BundlePEM()) &&
 			tok.IsMember() && tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
 			return tok, nil
 		}

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/token"
 )
 
 // vanishingService is a reader whose gateway Service is there for the
@@ -175,5 +177,108 @@ func TestIdentityWarnsOfCAExpiry(t *testing.T) {
 	}
 	if len(rec.events) != 2 {
 		t.Errorf("the next day: %d events, want a second", len(rec.events))
+	}
+}
+
+// The CA Secret's skiff.io/ca-rotation annotation rotates the CA: "start"
+// keeps the CA as the previous one beside a new one, copies both into the
+// gateways' site Secret and issues the sidecars a credential trusting
+// both; a second "start" during the rotation is refused and changes
+// nothing; "finish" drops the previous CA everywhere.
+func TestIdentityRotatesCA(t *testing.T) {
+	ctx := context.Background()
+	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
+	cl := fake.NewClientBuilder().WithObjects(gw).Build()
+	rec := &recorder{}
+	id := &Identity{
+		Client: cl, Reader: cl,
+		Namespace: "east", Site: "east", GatewayService: gw.Name, LinkAdvertise: "10.0.0.1:55671",
+		GatewaySiteDir: GatewaySiteDir, GatewayDataDir: GatewayDataDir, LinkBind: ":55671",
+		Recorder: rec, Log: logr.Discard(), Now: time.Now,
+	}
+	reconcileOnce := func() {
+		t.Helper()
+		if _, err := id.Reconcile(ctx, reconcile.Request{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := func(name string) *corev1.Secret {
+		t.Helper()
+		var s corev1.Secret
+		if err := cl.Get(ctx, client.ObjectKey{Namespace: "east", Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	annotate := func(v string) {
+		t.Helper()
+		s := secret(CASecret)
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[CARotationAnnotation] = v
+		if err := cl.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		reconcileOnce()
+	}
+	sidecarCA := func() string {
+		t.Helper()
+		tok, err := token.Parse(secret(SidecarSecret).Data[TokenKey])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.CA
+	}
+	reconcileOnce()
+	first := secret(CASecret).Data
+
+	annotate("start")
+	ca := secret(CASecret)
+	if got := ca.Annotations[CARotationAnnotation]; got != "started" || ca.Annotations[CARotationAtAnnotation] == "" {
+		t.Errorf("annotations after start: %v", ca.Annotations)
+	}
+	if !bytes.Equal(ca.Data[pki.CAPrevCertFile], first[pki.CACertFile]) || !bytes.Equal(ca.Data[pki.CAPrevKeyFile], first[pki.CAKeyFile]) {
+		t.Error("the CA before the rotation is not the previous one")
+	}
+	if bytes.Equal(ca.Data[pki.CACertFile], first[pki.CACertFile]) {
+		t.Error("no new CA")
+	}
+	rotating, err := pki.ParseCAWithPrevious(ca.Data[pki.CACertFile], ca.Data[pki.CAKeyFile], ca.Data[pki.CAPrevCertFile], ca.Data[pki.CAPrevKeyFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := secret(SiteSecret).Data
+	for _, k := range []string{pki.CACertFile, pki.CAKeyFile, pki.CAPrevCertFile, pki.CAPrevKeyFile} {
+		if !bytes.Equal(site[k], ca.Data[k]) {
+			t.Errorf("the gateways' site Secret has another %s than the CA Secret", k)
+		}
+	}
+	if got := sidecarCA(); got != string(rotating.BundlePEM()) {
+		t.Errorf("the sidecars' credential trusts %d bytes of CAs, want both CAs", len(got))
+	}
+
+	annotate("start")
+	if again := secret(CASecret); !bytes.Equal(again.Data[pki.CACertFile], ca.Data[pki.CACertFile]) || !bytes.Equal(again.Data[pki.CAPrevCertFile], ca.Data[pki.CAPrevCertFile]) {
+		t.Error("a second start during the rotation changed the CAs")
+	}
+	if n := len(rec.events); n == 0 || rec.events[n-1].reason != "CARotationRefused" {
+		t.Errorf("events %v, want a CARotationRefused last", rec.events)
+	}
+
+	annotate("finish")
+	done := secret(CASecret)
+	if got := done.Annotations[CARotationAnnotation]; got != "finished" {
+		t.Errorf("annotation after finish: %q", got)
+	}
+	if _, ok := done.Data[pki.CAPrevCertFile]; ok || !bytes.Equal(done.Data[pki.CACertFile], ca.Data[pki.CACertFile]) {
+		t.Error("finish did not keep the new CA alone")
+	}
+	site = secret(SiteSecret).Data
+	if _, ok := site[pki.CAPrevCertFile]; ok {
+		t.Error("the gateways' site Secret still has the previous CA")
+	}
+	if got := sidecarCA(); got != string(done.Data[pki.CACertFile]) {
+		t.Errorf("after finish the sidecars' credential trusts %d bytes of CAs, want the new CA alone", len(got))
 	}
 }
