@@ -460,6 +460,48 @@ spec:
 		must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "gateway.terminationGracePeriodSeconds=31", "--wait", "--timeout", "120s")
 	})
 
+	// 6i. Both sites rotate their CA under load (annotation on the CA
+	// Secret), then finish the rotation: every gateway takes the new CA
+	// while it runs, east sends west its new CA over the link, and each
+	// issues the other a link certificate for its new key. 6j then
+	// recreates every gateway pod: they link again with the new CAs
+	// alone (the previous ones are no longer trusted).
+	gatewayLog := func(ns string) string {
+		out, _ := run(t, "kubectl", "-n", ns, "logs", "-l", "app.kubernetes.io/component=gateway", "--tail=-1", "--max-log-requests=10")
+		return out
+	}
+	rotation := func(phase string, want int) {
+		for _, ns := range []string{"east", "west"} {
+			must(t, "kubectl", "-n", ns, "annotate", "secret", "skiff-site-ca", "skiff.io/ca-rotation="+phase, "--overwrite")
+		}
+		testutil.Eventually(t, 120*time.Second, "CA rotation "+phase+": every gateway and the linked site take it", func() error {
+			east, west := gatewayLog("east"), gatewayLog("west")
+			if n := strings.Count(east, `"msg":"site CA changed"`); n < 2*want {
+				return fmt.Errorf("east's gateways took the CA %d times, want %d", n, 2*want)
+			}
+			if n := strings.Count(west, `"msg":"site CA changed"`); n < want {
+				return fmt.Errorf("west's gateway took the CA %d times, want %d", n, want)
+			}
+			if n := strings.Count(west, `"msg":"peer's CA bundle taken: the peer is verified with it from now on"`); n < want {
+				return fmt.Errorf("west took east's CA bundle %d times, want %d", n, want)
+			}
+			if want == 1 && !strings.Contains(east, `"msg":"linked site rotated its key: link certificate issued for the new key"`) {
+				return fmt.Errorf("east issued west no link certificate for its new key yet")
+			}
+			return nil
+		})
+	}
+	rotationStart := time.Now()
+	underLoad("6i both sites rotate their CA under load, then finish", 9000, func() {
+		rotation("start", 1)
+		rotation("finish", 2)
+	})
+	sum.add("6i CA rotation (start + finish, both sites)", map[bool]string{true: "FAIL", false: "ok"}[t.Failed()], fmt.Sprintf("%.1fs from the first annotation to the last gateway taking the finished CA", time.Since(rotationStart).Seconds()))
+	fault("6j after the rotation, delete both sites' gateway pods", "both gateways", func() {
+		must(t, "kubectl", "-n", "west", "delete", "pod", "-l", "app.kubernetes.io/component=gateway", "--wait=false")
+		must(t, "kubectl", "-n", "east", "delete", "pod", "-l", "app.kubernetes.io/component=gateway", "--wait=false")
+	})
+
 	// 7. Every component logs JSON, and no error on this happy path.
 	logErrors := 0
 	for _, ns := range []string{"east", "west"} {
