@@ -206,7 +206,10 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 				id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; no token is issued until it is fixed", polErr))
 				continue
 			}
-			tok, err := id.tokenRequest(ctx, s, ca, endpoint)
+			tok, err := id.tokenRequest(ctx, s, ca, endpoint, func(tokID string) bool {
+				_, ok := st.Data[state.DataKey(state.Tokens, token.EntryName(tokID))]
+				return ok
+			})
 			if err != nil {
 				id.report(s, "InvalidTokenRequest", err)
 				continue
@@ -508,7 +511,7 @@ func (id *Identity) endpoint(ctx context.Context) (string, error) {
 // tokenRequest fills a token request with a token of this site, or, when
 // it holds another site's token (a request Secret copied here from the
 // issuing site), relabels it as a link and returns nil.
-func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.CA, endpoint string) (*token.Token, error) {
+func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.CA, endpoint string, recorded func(id string) bool) (*token.Token, error) {
 	if data := s.Data[TokenKey]; len(data) > 0 {
 		tok, err := token.Parse(data)
 		if err != nil {
@@ -523,7 +526,9 @@ func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.
 			id.Log.Info("token of another site became a link", "secret", s.Name, "peerSite", tok.Site)
 			return nil, nil
 		}
-		if !bytes.Equal([]byte(tok.CA), ca.CertPEM) {
+		// A token this site's ledger holds stays whichever CA issued it: a
+		// CA rotation must not revoke the links made with its tokens.
+		if !issuedBy(tok, ca) && !recorded(tok.ID) {
 			return nil, fmt.Errorf("token %s was issued by another CA of site %s", tok.ID, id.Site)
 		}
 		return tok, nil
@@ -566,6 +571,16 @@ func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.
 	}
 	id.Log.Info("token issued", "secret", s.Name, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339), "redemptions", redemptions)
 	return tok, nil
+}
+
+// issuedBy reports whether tok was issued by ca, or by the CA before it
+// during a rotation: the first certificate of its CA field is one of them.
+func issuedBy(tok *token.Token, ca *pki.CA) bool {
+	c, err := pki.ParseCertificate([]byte(tok.CA))
+	if err != nil {
+		return false
+	}
+	return c.Equal(ca.Cert) || (ca.Prev != nil && c.Equal(ca.Prev.Cert))
 }
 
 // allowAnnotations reads the policy annotations of a link or

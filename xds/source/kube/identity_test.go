@@ -17,7 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/state"
 	"github.com/skiff-io/skiff/sidecar/token"
 )
 
@@ -230,8 +232,25 @@ func TestIdentityRotatesCA(t *testing.T) {
 		}
 		return tok.CA
 	}
+	req := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "to-west", Namespace: "east", Labels: map[string]string{contract.TypeLabel: "token-request"}}}
+	if err := cl.Create(ctx, req); err != nil {
+		t.Fatal(err)
+	}
 	reconcileOnce()
 	first := secret(CASecret).Data
+	issued, err := token.Parse(secret("to-west").Data[TokenKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The token issued before the rotation keeps its ledger entry (a
+	// deleted entry revokes the links made with it) through the rotation.
+	entryKept := func(when string) {
+		t.Helper()
+		if _, ok := secret(StateSecret).Data[state.DataKey(state.Tokens, token.EntryName(issued.ID))]; !ok {
+			t.Errorf("%s: the ledger entry of the token issued before the rotation is gone", when)
+		}
+	}
+	entryKept("before")
 
 	annotate("start")
 	ca := secret(CASecret)
@@ -258,6 +277,7 @@ func TestIdentityRotatesCA(t *testing.T) {
 		t.Errorf("the sidecars' credential trusts %d bytes of CAs, want both CAs", len(got))
 	}
 
+	entryKept("after start")
 	annotate("start")
 	if again := secret(CASecret); !bytes.Equal(again.Data[pki.CACertFile], ca.Data[pki.CACertFile]) || !bytes.Equal(again.Data[pki.CAPrevCertFile], ca.Data[pki.CAPrevCertFile]) {
 		t.Error("a second start during the rotation changed the CAs")
@@ -267,6 +287,7 @@ func TestIdentityRotatesCA(t *testing.T) {
 	}
 
 	annotate("finish")
+	entryKept("after finish")
 	done := secret(CASecret)
 	if got := done.Annotations[CARotationAnnotation]; got != "finished" {
 		t.Errorf("annotation after finish: %q", got)
