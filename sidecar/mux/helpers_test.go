@@ -12,7 +12,6 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -147,19 +146,6 @@ func openPair(tb testing.TB, from, to *Session) (opened, accepted *Stream) {
 		tb.Fatalf("accepted stream %d, opened %d", accepted.ID(), opened.ID())
 	}
 	return opened, accepted
-}
-
-// waitFor polls cond until it holds, failing the test after guard.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-		runtime.Gosched()
-	}
 }
 
 // within runs f and fails the test if it does not return within guard.

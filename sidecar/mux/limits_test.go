@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 // TestMaxIncomingStreams: a peer that opens far more streams than
@@ -84,7 +86,7 @@ func TestMaxIncomingStreams(t *testing.T) {
 			total := func() int64 {
 				return accepted.Load() + refused[RefusedStreamLimit].Load() + refused[RefusedBacklog].Load()
 			}
-			waitFor(t, "every OPEN to be accepted or refused", func() bool {
+			testutil.Until(t, guard, "every OPEN to be accepted or refused", func() bool {
 				return total() >= int64(tc.opens) || s.Err() != nil
 			})
 			if err := s.Err(); err != nil {
@@ -102,7 +104,7 @@ func TestMaxIncomingStreams(t *testing.T) {
 			if n := refused[RefusedBacklog].Load() + refused[RefusedGoingAway].Load(); n != 0 {
 				t.Errorf("%d refusals for another reason", n)
 			}
-			waitFor(t, "a handler per accepted stream", func() bool { return live.Load() == int64(tc.limit) })
+			testutil.Until(t, guard, "a handler per accepted stream", func() bool { return live.Load() == int64(tc.limit) })
 			// The session's three, the raw peer's reader, the acceptor:
 			// the rest are the handlers, one per open stream.
 			if grown := runtime.NumGoroutine() - base; grown > tc.limit+8 {
@@ -116,12 +118,12 @@ func TestMaxIncomingStreams(t *testing.T) {
 			// peer may open another.
 			first := <-held
 			peer.send(frameBytes(frameRst, first.ID(), rstCancel, nil))
-			waitFor(t, "the reset stream's handler to end", func() bool { return live.Load() == int64(tc.limit)-1 })
-			waitFor(t, "the reset stream to be forgotten", func() bool { return s.NumStreams() == tc.limit-1 })
+			testutil.Until(t, guard, "the reset stream's handler to end", func() bool { return live.Load() == int64(tc.limit)-1 })
+			testutil.Until(t, guard, "the reset stream to be forgotten", func() bool { return s.NumStreams() == tc.limit-1 })
 			peer.send(frameBytes(frameOpen, uint32(2*tc.opens+1), 0, nil))
-			waitFor(t, "the next OPEN to be accepted", func() bool { return accepted.Load() == int64(tc.limit)+1 })
+			testutil.Until(t, guard, "the next OPEN to be accepted", func() bool { return accepted.Load() == int64(tc.limit)+1 })
 			peer.send(frameBytes(frameOpen, uint32(2*tc.opens+3), 0, nil))
-			waitFor(t, "the OPEN after it to be refused", func() bool {
+			testutil.Until(t, guard, "the OPEN after it to be refused", func() bool {
 				return refused[RefusedStreamLimit].Load() == int64(tc.opens-tc.limit+1)
 			})
 			if err := s.Err(); err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 func TestGoAway(t *testing.T) {
@@ -205,7 +207,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		within(t, "streams", wg.Wait)
 		server.Close()
 	}
-	waitFor(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
+	testutil.Until(t, guard, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // TestIdleStreamMemory: open streams that carried a little data and were
@@ -244,7 +246,7 @@ func TestIdleStreamMemory(t *testing.T) {
 func TestRTT(t *testing.T) {
 	cfg := Config{KeepAliveInterval: time.Millisecond, KeepAliveTimeout: guard}
 	client, _ := sessionPair(t, overTCP, cfg, cfg)
-	waitFor(t, "a PING to be answered", func() bool { return client.RTT() > 0 })
+	testutil.Until(t, guard, "a PING to be answered", func() bool { return client.RTT() > 0 })
 }
 
 // TestCloseSendsQueuedFrames: closing the session right after a stream

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 func TestOpenFromBothEnds(t *testing.T) {
@@ -66,7 +68,7 @@ func TestOpenFromBothEnds(t *testing.T) {
 			if diff := cmp.Diff(ids, want); diff != "" {
 				t.Errorf("stream IDs (-got +want):\n%s", diff)
 			}
-			waitFor(t, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+			testutil.Until(t, guard, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
 		})
 	}
 }
@@ -135,7 +137,7 @@ func TestConcurrentEcho(t *testing.T) {
 		})
 	}
 	within(t, "echo", wg.Wait)
-	waitFor(t, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	testutil.Until(t, guard, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
 }
 
 func sum(p []byte) []byte {
@@ -169,7 +171,7 @@ func TestHalfClose(t *testing.T) {
 		t.Errorf("reply (-got +want):\n%s", diff)
 	}
 	c.Close()
-	waitFor(t, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	testutil.Until(t, guard, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
 }
 
 func TestReset(t *testing.T) {
@@ -200,7 +202,7 @@ func TestReset(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrStreamReset) {
 		t.Errorf("own read: %v, want ErrStreamReset", err)
 	}
-	waitFor(t, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	testutil.Until(t, guard, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
 }
 
 // TestCloseWithUnreadData: closing before the peer finished discards what
@@ -228,7 +230,7 @@ func TestCloseWithUnreadData(t *testing.T) {
 		t.Errorf("read after close: %v, want net.ErrClosed", err)
 	}
 	c.Close()
-	waitFor(t, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
+	testutil.Until(t, guard, "streams to be freed", func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 })
 }
 
 func TestDeadlines(t *testing.T) {

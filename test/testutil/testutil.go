@@ -70,6 +70,20 @@ func Eventually(t testing.TB, bound time.Duration, what string, cond func() erro
 	}
 }
 
+// Until is Eventually for a condition without an error to report: it
+// polls cond (every millisecond, for conditions that settle fast) until it
+// holds, failing the test after bound.
+func Until(t testing.TB, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s", what, bound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // FreePort returns a TCP port that was free on host a moment ago.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
