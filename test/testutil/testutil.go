@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,17 @@ func Until(t testing.TB, bound time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// Percentile returns the p-th quantile (0 to 1) of d, nearest rank on a
+// sorted copy; 0 for no samples.
+func Percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, max(0, int(float64(len(s)-1)*p+0.5)))]
 }
 
 // FreePort returns a TCP port that was free on host a moment ago.

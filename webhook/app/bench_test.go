@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skiff-io/skiff/test/testutil"
 )
 
 // BenchmarkAdmissionLatency measures pod creation latency through the real
@@ -44,7 +46,7 @@ func BenchmarkAdmissionLatency(b *testing.B) {
 			lat, failed := load(b, e, s.ns, s.annotations, rate, seconds)
 			sum1, n1 := handlerTime(b, e)
 			slices.Sort(lat)
-			p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+			p50, p99 := testutil.Percentile(lat, 0.50), testutil.Percentile(lat, 0.99)
 			p50s[s.name], p99s[s.name] = p50, p99
 			mean := 0.0
 			if n1 > n0 {
@@ -123,13 +125,6 @@ func handlerTime(b *testing.B, e *testEnv) (sum, count float64) {
 		}
 	}
 	return sum, count
-}
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

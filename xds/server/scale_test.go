@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/model"
 )
 
@@ -274,13 +275,6 @@ func procStatus(t *testing.T, field string) float64 {
 	return 0
 }
 
-func percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(float64(len(s)-1)*p + 0.5)
-	return s[i]
-}
-
 func runScale(t *testing.T, p scaleParams) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -404,13 +398,13 @@ func runScale(t *testing.T, p scaleParams) {
 	fmt.Printf("  services %d, delta clients %d on %d gRPC connections, debounce %v\n", p.services, p.clients, p.conns, debounce)
 	fmt.Printf("  first push (translate + set)      %v\n", firstPush.Round(time.Millisecond))
 	fmt.Printf("  initial sync (batches of %d)      %v, CPU %v\n", p.batch, initial.Round(time.Millisecond), initialCPU.Round(time.Millisecond))
-	fmt.Printf("  change: Update -> last ACK   p50  %v  p99 %v  max %v\n", percentile(lat, 0.5).Round(time.Millisecond), percentile(lat, 0.99).Round(time.Millisecond), slices.Max(lat).Round(time.Millisecond))
-	fmt.Printf("  change: CPU time             p50  %v  p99 %v\n", percentile(cpu, 0.5).Round(time.Millisecond), percentile(cpu, 0.99).Round(time.Millisecond))
+	fmt.Printf("  change: Update -> last ACK   p50  %v  p99 %v  max %v\n", testutil.Percentile(lat, 0.5).Round(time.Millisecond), testutil.Percentile(lat, 0.99).Round(time.Millisecond), slices.Max(lat).Round(time.Millisecond))
+	fmt.Printf("  change: CPU time             p50  %v  p99 %v\n", testutil.Percentile(cpu, 0.5).Round(time.Millisecond), testutil.Percentile(cpu, 0.99).Round(time.Millisecond))
 	fmt.Printf("  RSS after changes                 %.0f MiB (max %.0f MiB), peak (VmHWM) %.0f MiB\n", rss[len(rss)-1], slices.Max(rss), procStatus(t, "VmHWM"))
 	fmt.Printf("  (%s)\n", goMem)
 	fmt.Printf("  full resync (restart, same table) %v, CPU %v\n", resync.Round(time.Millisecond), resyncCPU.Round(time.Millisecond))
 	fmt.Printf("RESULT engine=%s services=%d clients=%d change_p50_ms=%d change_p99_ms=%d change_cpu_p50_ms=%d rss_mib=%.0f peak_rss_mib=%.0f initial_s=%.1f resync_s=%.1f\n",
-		p.engine, p.services, p.clients, percentile(lat, 0.5).Milliseconds(), percentile(lat, 0.99).Milliseconds(), percentile(cpu, 0.5).Milliseconds(),
+		p.engine, p.services, p.clients, testutil.Percentile(lat, 0.5).Milliseconds(), testutil.Percentile(lat, 0.99).Milliseconds(), testutil.Percentile(cpu, 0.5).Milliseconds(),
 		rss[len(rss)-1], procStatus(t, "VmHWM"), initial.Seconds(), resync.Seconds())
 	t.Logf("change latencies: %v", lat)
 	fmt.Println()
