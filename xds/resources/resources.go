@@ -21,7 +21,6 @@ package resources
 
 import (
 	"fmt"
-	"strconv"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -56,10 +55,6 @@ const (
 	FieldCost      = "cost"      // number: the remote site's path cost (gateway endpoints only)
 	FieldEndpoints = "endpoints" // number: the remote site's ready endpoints (gateway endpoints only)
 )
-
-// Name returns the name of every xDS resource of the service
-// address:port.
-func Name(address string, port int) string { return address + ":" + strconv.Itoa(port) }
 
 // ServiceMetadata returns the metadata Struct of a Listener or Cluster
 // for s.
