@@ -18,19 +18,16 @@ const (
 
 // sidecarContainer is skiff-proxy. drain is its --drain-timeout
 // (sidecarDrainTimeout), within the pod's grace period.
-func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, ov Overrides, drain time.Duration) corev1.Container {
+func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, drain time.Duration) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: contract.EnvControllerAddr, Value: cfg.ControllerAddr},
 		{Name: contract.EnvPodName, ValueFrom: fieldRef("metadata.name")},
 		{Name: contract.EnvPodNamespace, ValueFrom: fieldRef("metadata.namespace")},
+		// The node agent reads the site here to redirect only its own
+		// site's pods (bpf/agent); the log level and the excluded
+		// ports and CIDRs are the sidecar's flags and the node agent's
+		// and skiff-init's own reading of the pod's annotations.
 		{Name: contract.EnvSite, Value: cfg.Site},
-		{Name: contract.EnvLogLevel, Value: logLevel},
-	}
-	if len(ov.ExcludeOutboundPorts) > 0 {
-		env = append(env, corev1.EnvVar{Name: contract.EnvExcludeOutboundPorts, Value: formatPorts(ov.ExcludeOutboundPorts)})
-	}
-	if len(ov.ExcludeOutboundCIDRs) > 0 {
-		env = append(env, corev1.EnvVar{Name: contract.EnvExcludeOutboundCIDRs, Value: formatCIDRs(ov.ExcludeOutboundCIDRs)})
 	}
 	return corev1.Container{
 		Name:            contract.SidecarContainerName,
