@@ -1,7 +1,8 @@
 package router
 
 import (
-	"sync/atomic"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -17,6 +18,26 @@ import (
 // (maxIdle) and in time (idleTimeout), so a burst of connections leaves no
 // goroutines behind; the garbage collector shrinks the stacks of those that
 // stay.
+//
+// An idle worker is parked on a list with its own hand-off channel: Go
+// takes the one parked last off the list and hands it the function, so a
+// worker counts as idle exactly while Go can give it work (with one
+// channel shared by every worker, a worker counted itself idle before it
+// waited on the channel, and Go, finding no receiver yet, started another
+// goroutine). The others time out, the longest idle first.
+type workers struct {
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu   sync.Mutex
+	idle []*worker // parked workers, the most recent last
+}
+
+// worker is a parked goroutine's hand-off. Its channel has room for one
+// function, and only the caller that took the worker off the idle list
+// sends on it, so a send never blocks.
+type worker struct{ work chan func() }
+
 // maxIdleWorkers and workerIdleTimeout bound the idle workers of a router:
 // a few hundred stacks of some tens of KiB for half a minute.
 const (
@@ -24,38 +45,39 @@ const (
 	workerIdleTimeout = 30 * time.Second
 )
 
-type workers struct {
-	work        chan func()
-	idle        atomic.Int32
-	maxIdle     int32
-	idleTimeout time.Duration
-}
-
 func newWorkers(maxIdle int, idleTimeout time.Duration) *workers {
-	return &workers{work: make(chan func()), maxIdle: int32(maxIdle), idleTimeout: idleTimeout}
+	return &workers{maxIdle: maxIdle, idleTimeout: idleTimeout}
 }
 
 // Go runs f on an idle worker, or on a new one if none is idle.
 func (w *workers) Go(f func()) {
-	select {
-	case w.work <- f:
-	default:
-		go w.run(f)
+	w.mu.Lock()
+	if n := len(w.idle); n > 0 {
+		wk := w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+		w.mu.Unlock()
+		wk.work <- f
+		return
 	}
+	w.mu.Unlock()
+	go w.run(f)
 }
 
+// run runs f, then the functions handed to it while it is parked, until it
+// has been idle for idleTimeout or finds maxIdle workers idle already.
 func (w *workers) run(f func()) {
+	wk := &worker{work: make(chan func(), 1)}
 	var t *time.Timer
 	defer func() {
 		if t != nil {
 			t.Stop()
 		}
 	}()
-	for {
+	for f != nil {
 		f()
 		f = nil
-		if w.idle.Add(1) > w.maxIdle {
-			w.idle.Add(-1)
+		if !w.park(wk) {
 			return
 		}
 		if t == nil {
@@ -64,11 +86,44 @@ func (w *workers) run(f func()) {
 			t.Reset(w.idleTimeout)
 		}
 		select {
-		case f = <-w.work:
-			w.idle.Add(-1)
+		case f = <-wk.work:
 		case <-t.C:
-			w.idle.Add(-1)
-			return
+			if w.unpark(wk) {
+				return
+			}
+			// Go took this worker off the list as the timer fired: its
+			// function is on the way.
+			f = <-wk.work
 		}
 	}
+}
+
+// park puts wk on the idle list, unless maxIdle workers are there.
+func (w *workers) park(wk *worker) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.idle) >= w.maxIdle {
+		return false
+	}
+	w.idle = append(w.idle, wk)
+	return true
+}
+
+// unpark takes wk off the idle list; false if Go took it first.
+func (w *workers) unpark(wk *worker) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	i := slices.Index(w.idle, wk)
+	if i < 0 {
+		return false
+	}
+	w.idle = slices.Delete(w.idle, i, i+1)
+	return true
+}
+
+// idleCount returns the number of parked workers.
+func (w *workers) idleCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.idle)
 }

@@ -38,15 +38,15 @@ func TestWorkersReuseAndBound(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	waitFor(t, "idle workers bounded", func() bool { return w.idle.Load() == 4 && runtime.NumGoroutine() <= base+4 })
+	waitFor(t, "idle workers bounded", func() bool { return w.idleCount() == 4 && runtime.NumGoroutine() <= base+4 })
 
 	// Idle workers leave after the timeout.
-	waitFor(t, "idle workers gone", func() bool { return w.idle.Load() == 0 && runtime.NumGoroutine() <= base })
+	waitFor(t, "idle workers gone", func() bool { return w.idleCount() == 0 && runtime.NumGoroutine() <= base })
 }
 
-func waitIdle(t *testing.T, w *workers, n int32) {
+func waitIdle(t *testing.T, w *workers, n int) {
 	t.Helper()
-	waitFor(t, "worker idle", func() bool { return w.idle.Load() == n })
+	waitFor(t, "worker idle", func() bool { return w.idleCount() == n })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
