@@ -38,13 +38,19 @@ func (r *Router) mayReach(l *link, address string) bool {
 }
 
 // advertised reports whether a stream for address may go out toward site
-// (through the link to the next hop), without counting a refusal.
+// (through the link to the next hop), without counting a refusal. It
+// asks the link linkToward would pick now, draining or not, and does not
+// wait for one.
 func (r *Router) advertised(site, address string) bool {
 	if r.cfg.Role != RoleGateway {
 		return true // a sidecar's gateway enforces its links' policies
 	}
-	l, err := r.linkToward(site)
-	return err != nil || l.policy.MayAdvertise(address)
+	_, match, err := r.nextHop(site)
+	if err != nil {
+		return true
+	}
+	l, _, _ := r.bestLink(match)
+	return l == nil || l.policy.MayAdvertise(address)
 }
 
 // policyRefused counts a refusal and logs it the first time.

@@ -271,21 +271,11 @@ func (r *Router) linkToward(site string) (*link, error) {
 	for {
 		// The next hop is looked up again after every wait: the link
 		// that comes up may be to another gateway, and change the route.
-		match := func(l *link) bool { return l.peer == r.self } // a sidecar reaches everything through its gateway
-		next := site
-		if r.cfg.Role == RoleGateway {
-			nh, ok := r.db.View().NextHop(site)
-			if !ok {
-				return nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
-			}
-			next = nh
-			if netview.SiteOf(nh) == site {
-				match = func(l *link) bool { return l.peer == site }
-			} else {
-				match = func(l *link) bool { return l.node() == nh }
-			}
-		}
 		changed := r.db.Changed()
+		next, match, err := r.nextHop(site)
+		if err != nil {
+			return nil, err
+		}
 		best, draining, up := r.bestLink(match)
 		switch {
 		case best == nil && r.cfg.Role == RoleGateway:
@@ -311,6 +301,23 @@ func (r *Router) linkToward(site string) (*link, error) {
 			return nil, fmt.Errorf("router stopping: %w", errNoLink)
 		}
 	}
+}
+
+// nextHop returns the next hop toward site (a node; a sidecar's is its
+// site) and which links lead there.
+func (r *Router) nextHop(site string) (next string, match func(*link) bool, err error) {
+	if r.cfg.Role != RoleGateway {
+		// A sidecar reaches everything through its gateway.
+		return site, func(l *link) bool { return l.peer == r.self }, nil
+	}
+	nh, ok := r.db.View().NextHop(site)
+	if !ok {
+		return "", nil, &statusError{Code: statusNoRoute, Msg: fmt.Sprintf("site %s has no route to site %s", r.self, site)}
+	}
+	if netview.SiteOf(nh) == site {
+		return nh, func(l *link) bool { return l.peer == site }, nil
+	}
+	return nh, func(l *link) bool { return l.node() == nh }, nil
 }
 
 // bestLink returns, of the up gateway links that match, the one whose
