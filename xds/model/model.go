@@ -4,6 +4,10 @@
 // links of the network. Sources (Kubernetes, a site file, the gateway's
 // link-state) fill a Table; translation turns it into xDS resources.
 //
+// It also holds the one definition of protocols and routing patterns, and
+// the one validator of what the data plane serves, [CheckRouting], which
+// every source and router calls (routing.go).
+//
 // The model imports neither Kubernetes nor Envoy packages, so that every
 // source and every consumer can be tested on its own.
 package model
@@ -18,56 +22,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 )
-
-// Protocol is how a service's connections are routed: whole TCP
-// connections, or HTTP/1.1 and HTTP/2 requests.
-type Protocol string
-
-// Protocols.
-const (
-	TCP   Protocol = "tcp"
-	HTTP  Protocol = "http"
-	HTTP2 Protocol = "http2"
-)
-
-// Pattern is a routing pattern.
-type Pattern string
-
-// Routing patterns.
-const (
-	// Balanced spreads connections (or requests) over every ready endpoint
-	// in every reachable site, weighted by endpoint count and path cost.
-	Balanced Pattern = "balanced"
-	// Closest sends everything to the lowest-cost site that has a ready
-	// endpoint, failing over to the next when it has none.
-	Closest Pattern = "closest"
-	// Multicast copies HTTP requests to every endpoint.
-	Multicast Pattern = "multicast"
-)
-
-// ParseProtocol parses a protocol name; "" is TCP.
-func ParseProtocol(s string) (Protocol, error) {
-	switch p := Protocol(strings.ToLower(strings.TrimSpace(s))); p {
-	case "":
-		return TCP, nil
-	case TCP, HTTP, HTTP2:
-		return p, nil
-	}
-	return "", fmt.Errorf("protocol %q: want tcp, http or http2", s)
-}
-
-// ParsePattern parses a routing pattern name; "" is Balanced.
-func ParsePattern(s string) (Pattern, error) {
-	switch p := Pattern(strings.ToLower(strings.TrimSpace(s))); p {
-	case "":
-		return Balanced, nil
-	case Balanced, Closest, Multicast:
-		return p, nil
-	}
-	return "", fmt.Errorf("routing %q: want balanced, closest or multicast", s)
-}
 
 // Table is the service table one site's controller serves.
 type Table struct {
@@ -233,7 +188,10 @@ func (t *Table) Clone() *Table {
 }
 
 // Validate reports every inconsistency in t: empty names, bad ports and
-// IPs, duplicate services, unknown protocols or patterns.
+// IPs, duplicate services, unknown protocols or patterns. Protocols and
+// patterns must be known names; whether the data plane serves them is
+// CheckRouting's decision, made by the sources and the routers, since one
+// service refused here would hold back the whole table.
 func (t *Table) Validate() error {
 	var errs []error
 	if t.Site == "" {
@@ -252,10 +210,10 @@ func (t *Table) Validate() error {
 		if s.Port < 1 || s.Port > 65535 {
 			errs = append(errs, fmt.Errorf("service %s: port %d out of range", key, s.Port))
 		}
-		if _, err := ParseProtocol(string(s.Protocol)); err != nil || s.Protocol == "" {
+		if !slices.Contains(protocols, s.Protocol) {
 			errs = append(errs, fmt.Errorf("service %s: unknown protocol %q", key, s.Protocol))
 		}
-		if _, err := ParsePattern(string(s.Routing)); err != nil || s.Routing == "" {
+		if !slices.Contains(patterns, s.Routing) {
 			errs = append(errs, fmt.Errorf("service %s: unknown routing %q", key, s.Routing))
 		}
 		for _, v := range s.VIPs {

@@ -72,6 +72,9 @@ func TestValidate(t *testing.T) {
 		{"duplicate", func(t *Table) { t.Services[1] = t.Services[0] }, []string{"web:80: listed twice"}},
 		{"protocol", func(t *Table) { t.Services[0].Protocol = "udp" }, []string{`unknown protocol "udp"`}},
 		{"routing", func(t *Table) { t.Services[0].Routing = "" }, []string{`unknown routing ""`}},
+		{"names as written", func(t *Table) { t.Services[0].Protocol, t.Services[0].Routing = "HTTP", "Closest" }, []string{`unknown protocol "HTTP"`, `unknown routing "Closest"`}},
+		// A peer may declare multicast: the table holds it, routers decide.
+		{"multicast", func(t *Table) { t.Services[1].Routing = Multicast }, nil},
 		{"vip", func(t *Table) { t.Services[0].VIPs = []string{"10.0.0"} }, []string{`virtual IP "10.0.0"`}},
 		{"endpoint", func(t *Table) { t.Services[0].Endpoints[0].IP = "pod" }, []string{`endpoint IP "pod"`}},
 		{"remote local", func(t *Table) { t.Services[0].Remote[0].Site = "east" }, []string{`remote site "east" is empty or local`}},
@@ -95,24 +98,6 @@ func TestValidate(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestParse(t *testing.T) {
-	if p, err := ParsePattern(" Closest "); err != nil || p != Closest {
-		t.Errorf("ParsePattern: %v %v", p, err)
-	}
-	if p, err := ParsePattern(""); err != nil || p != Balanced {
-		t.Errorf("ParsePattern empty: %v %v", p, err)
-	}
-	if _, err := ParsePattern("nearest"); err == nil || !strings.Contains(err.Error(), `"nearest"`) {
-		t.Errorf("ParsePattern nearest: %v", err)
-	}
-	if p, err := ParseProtocol("HTTP2"); err != nil || p != HTTP2 {
-		t.Errorf("ParseProtocol: %v %v", p, err)
-	}
-	if _, err := ParseProtocol("grpc"); err == nil {
-		t.Error("ParseProtocol grpc: no error")
 	}
 }
 
