@@ -4,7 +4,8 @@
 // returns the order in which to try them, first the chosen one and then the
 // failover order.
 //
-// Two patterns apply to connections (see package contract):
+// Two patterns apply to connections (package xds/model defines them, and
+// its CheckRouting decides which are served):
 //
 //   - balanced spreads new connections by weighted random choice, the
 //     weight of a candidate being its endpoint count, divided by one plus its
@@ -14,7 +15,8 @@
 //   - closest tries the lowest-cost tier first (balanced within the tier),
 //     then the next tier, and so on.
 //
-// multicast copies HTTP requests and has no meaning for a TCP connection.
+// multicast copies HTTP requests and has no meaning for a connection; Order
+// refuses it with model.CheckRouting's words.
 //
 // The package does no I/O; its only state is the Picker's random source.
 package routing

@@ -3,21 +3,19 @@ package routing
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/xds/model"
 )
 
 var (
 	// ErrNoEndpoint reports that no candidate is usable.
 	ErrNoEndpoint = errors.New("no usable endpoint")
-	// ErrMulticastTCP reports the multicast pattern asked of a connection.
-	ErrMulticastTCP = errors.New("multicast copies HTTP requests; tcp addresses support balanced and closest")
-	// ErrUnknownPattern reports a routing pattern this package does not know.
-	ErrUnknownPattern = errors.New("unknown routing pattern")
+	// ErrMulticastTCP is [model.ErrMulticast]: what Order returns for the
+	// multicast pattern wraps it.
+	ErrMulticastTCP = model.ErrMulticast
 )
 
 // Candidate is one place a connection can go.
@@ -64,8 +62,9 @@ type pick struct {
 // Order returns indexes into cands in the order to try them: the first is
 // the chosen one, the rest the failover order. Candidates with Weight <= 0
 // are left out; if none is left, Order returns [ErrNoEndpoint]. pattern is
-// "balanced" or "closest"; "multicast" returns [ErrMulticastTCP], anything
-// else [ErrUnknownPattern].
+// "balanced" ("" too) or "closest"; for any other, Order returns what
+// [model.CheckRouting] says of it for a connection: multicast wraps
+// [ErrMulticastTCP], an unknown pattern [model.ErrUnknownPattern].
 //
 // The balanced order is a weighted random draw without replacement: each
 // candidate i is drawn first with probability w_i/Σw, where w_i is
@@ -73,16 +72,11 @@ type pick struct {
 // same rule, and so on. The closest order sorts by Cost and draws within
 // each cost tier the same way.
 func (p *Picker) Order(pattern string, cands []Candidate) ([]int, error) {
-	var tiered bool
-	switch pattern {
-	case contract.RoutingBalanced:
-	case contract.RoutingClosest:
-		tiered = true
-	case contract.RoutingMulticast:
-		return nil, ErrMulticastTCP
-	default:
-		return nil, fmt.Errorf("routing pattern %q: %w", pattern, ErrUnknownPattern)
+	// A connection is routed as TCP whatever the address's protocol.
+	if err := model.CheckRouting(model.TCP, model.Pattern(pattern)); err != nil {
+		return nil, err
 	}
+	tiered := model.Pattern(pattern) == model.Closest
 
 	// Each usable candidate gets an exponential clock with rate w_i;
 	// sorting by the clocks is a weighted draw without replacement (the

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skiff-io/skiff/xds/model"
 )
 
 func TestOrder(t *testing.T) {
@@ -68,13 +70,19 @@ func TestOrder(t *testing.T) {
 			name:    "unknown pattern",
 			pattern: "roundrobin",
 			cands:   []Candidate{{Key: "a", Weight: 1}},
-			wantErr: ErrUnknownPattern,
+			wantErr: model.ErrUnknownPattern,
 		},
 		{
-			name:    "empty pattern",
+			name:    "names as written are not parsed",
+			pattern: "Closest",
+			cands:   []Candidate{{Key: "a", Weight: 1}},
+			wantErr: model.ErrUnknownPattern,
+		},
+		{
+			name:    "empty pattern is balanced",
 			pattern: "",
 			cands:   []Candidate{{Key: "a", Weight: 1}},
-			wantErr: ErrUnknownPattern,
+			want:    []int{0},
 		},
 	}
 	for _, tt := range tests {
@@ -90,15 +98,16 @@ func TestOrder(t *testing.T) {
 	}
 }
 
+// TestErrorMessages checks that Order refuses with the validator's words,
+// the ones the site file and the Kubernetes source use.
 func TestErrorMessages(t *testing.T) {
 	p := NewPicker(1)
-	_, err := p.Order("roundrobin", nil)
-	if got, want := err.Error(), `routing pattern "roundrobin": unknown routing pattern`; got != want {
-		t.Errorf("unknown pattern error = %q, want %q", got, want)
-	}
-	_, err = p.Order("multicast", nil)
-	if got, want := err.Error(), "multicast copies HTTP requests; tcp addresses support balanced and closest"; got != want {
-		t.Errorf("multicast error = %q, want %q", got, want)
+	for _, pattern := range []string{"roundrobin", "multicast"} {
+		_, err := p.Order(pattern, nil)
+		want := model.CheckRouting(model.TCP, model.Pattern(pattern))
+		if err == nil || want == nil || err.Error() != want.Error() {
+			t.Errorf("Order(%q) error = %v, want %v", pattern, err, want)
+		}
 	}
 }
 
