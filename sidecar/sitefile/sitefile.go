@@ -16,6 +16,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/xds/model"
 )
 
 // Site is a parsed and validated site file. Paths are absolute and
@@ -40,7 +41,10 @@ type Site struct {
 	Links      []Link
 	Listeners  []Listener
 	Connectors []Connector
-	Routing    map[string]string // address -> balanced|closest; nil when the file has none
+	// Routing maps an address to its pattern, by name (model.Pattern):
+	// the ones model.CheckRouting accepts for TCP, as model.ParsePattern
+	// returns them; nil when the file has none.
+	Routing map[string]string
 }
 
 // LinkAccess is where the site accepts links from other sites.
@@ -77,12 +81,12 @@ type Connector struct {
 }
 
 // RoutingFor returns the routing pattern of an address: the one the file
-// names, else "balanced".
-func (s *Site) RoutingFor(address string) string {
+// names, else balanced.
+func (s *Site) RoutingFor(address string) model.Pattern {
 	if p, ok := s.Routing[address]; ok {
-		return p
+		return model.Pattern(p)
 	}
-	return contract.RoutingBalanced
+	return model.Balanced
 }
 
 // Load reads and parses the site file at path.
@@ -430,14 +434,16 @@ func (p *parser) routing(n *yaml.Node) map[string]string {
 		if !ok {
 			continue
 		}
-		switch v {
-		case contract.RoutingBalanced, contract.RoutingClosest:
-			out[e.key] = v
-		case contract.RoutingMulticast:
-			p.errorf(e.value.Line, field, "multicast copies HTTP requests and is not available for tcp addresses; use balanced or closest")
-		default:
-			p.errorf(e.value.Line, field, "unknown routing pattern %q; use balanced or closest", v)
+		// A site file's addresses are TCP (it names no protocol).
+		pattern, err := model.ParsePattern(v)
+		if err == nil {
+			err = model.CheckRouting(model.TCP, pattern)
 		}
+		if err != nil {
+			p.errorf(e.value.Line, field, "%v", err)
+			continue
+		}
+		out[e.key] = string(pattern)
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/xds/model"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -51,7 +52,7 @@ func TestLoadGood(t *testing.T) {
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Load(testdata/good.yaml) (-got +want):\n%s", diff)
 	}
-	for addr, wantPattern := range map[string]string{"echo": "closest", "db.prod": "balanced", "other": "balanced"} {
+	for addr, wantPattern := range map[string]model.Pattern{"echo": model.Closest, "db.prod": model.Balanced, "other": model.Balanced} {
 		if p := got.RoutingFor(addr); p != wantPattern {
 			t.Errorf("RoutingFor(%q) = %q, want %q", addr, p, wantPattern)
 		}
@@ -104,6 +105,14 @@ func TestParseDefaults(t *testing.T) {
 					{Token: filepath.Join(dir, "b.yaml"), Cost: 1, Line: 5},
 					{Token: filepath.Join(dir, "c.yaml"), Cost: 1, Line: 7},
 				},
+			},
+		},
+		{
+			name: "routing patterns read by model.ParsePattern, kept by their names",
+			yaml: "name: west\nrouting:\n  echo: Closest\n  db: ''\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
+				Routing: map[string]string{"echo": "closest", "db": "balanced"},
 			},
 		},
 		{
@@ -176,6 +185,28 @@ func TestParseBad(t *testing.T) {
 			}
 			if diff := cmp.Diff(got, string(want)); diff != "" {
 				t.Errorf("Parse(%s) error (-got +want):\n%s", file, diff)
+			}
+		})
+	}
+}
+
+// TestRoutingRefusedWithValidatorWords checks that a routing pattern the
+// data plane cannot serve is refused with model.CheckRouting's words (a
+// site file's addresses are TCP), the ones every source uses.
+func TestRoutingRefusedWithValidatorWords(t *testing.T) {
+	for _, pattern := range []string{"multicast", "fastest"} {
+		t.Run(pattern, func(t *testing.T) {
+			_, err := Parse("east.yaml", []byte("name: east\nrouting:\n  echo: "+pattern+"\n"))
+			var se *Error
+			if !errors.As(err, &se) {
+				t.Fatalf("Parse() error = %v, want a *sitefile.Error", err)
+			}
+			want := model.CheckRouting(model.TCP, model.Pattern(pattern))
+			if want == nil {
+				t.Fatalf("model.CheckRouting(tcp, %s) = nil", pattern)
+			}
+			if got := (Error{File: "east.yaml", Line: 3, Field: "routing.echo", Msg: want.Error()}); *se != got {
+				t.Errorf("error %+v, want %+v", *se, got)
 			}
 		})
 	}

@@ -31,8 +31,9 @@ func Services(site *sitefile.Site) ([]model.Service, error) {
 	get := func(address string, port int) *model.Service {
 		s, ok := byName[address]
 		if !ok {
-			p, _ := model.ParsePattern(site.RoutingFor(address))
-			s = &model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: p, Network: address}
+			// sitefile refused the patterns model.CheckRouting refuses
+			// for TCP, so every service here can be served.
+			s = &model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: site.RoutingFor(address), Network: address}
 			if host, sport, err := net.SplitHostPort(address); err == nil {
 				if n, err := strconv.Atoi(sport); err == nil && host != "" {
 					// A name of the form address:port keeps its parts, so

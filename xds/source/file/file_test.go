@@ -1,11 +1,15 @@
 package file
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/sidecar/sitefile"
@@ -67,5 +71,69 @@ listeners:
 	_, err := Services(site)
 	if err == nil || !strings.Contains(err.Error(), `address "echo" has two listeners`) || !strings.Contains(err.Error(), "east.yaml:4") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestWatchKeepsLastGood checks that a site file changed to a routing
+// pattern the data plane cannot serve is refused with model.CheckRouting's
+// words, and that the last good services stay.
+func TestWatchKeepsLastGood(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "east.yaml")
+	write := func(body string, mod time.Time) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, mod, mod); err != nil { // a change Watch sees, however coarse the clock
+			t.Fatal(err)
+		}
+	}
+	const good = "name: east\nconnectors:\n  - {address: echo, host: 127.0.0.1, port: 9090}\nrouting:\n  echo: closest\n"
+	write(good, time.Now().Add(-time.Hour))
+
+	var mu sync.Mutex
+	var logged []string
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged = append(logged, args)
+	}, funcr.Options{})
+	updates := make(chan []model.Service, 4)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Watch(ctx, path, log, func(s []model.Service) { updates <- s })
+	}()
+	defer func() { cancel(); <-done }()
+
+	select {
+	case got := <-updates:
+		if len(got) != 1 || got[0].Routing != model.Closest {
+			t.Fatalf("first services %+v, want echo routed closest", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no services from the good file")
+	}
+
+	write(strings.Replace(good, "closest", "multicast", 1), time.Now())
+	words := model.CheckRouting(model.TCP, model.Multicast).Error()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		found := strings.Contains(strings.Join(logged, "\n"), words)
+		mu.Unlock()
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log with %q; logged:\n%s", words, strings.Join(logged, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case got := <-updates:
+		t.Errorf("services %+v from a refused file", got)
+	default:
 	}
 }
