@@ -46,8 +46,15 @@ const (
 // be transient are retried the same way, logged as errors: a listener
 // skiff owns is only closed by skiff.
 func acceptLoop(ctx context.Context, ln net.Listener, log logr.Logger, handle func(net.Conn)) {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
+	// The goroutine that closes ln when ctx ends is waited for, so that
+	// nothing of the loop outlives it.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { ln.Close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
 	limit := logging.NewLimiter(acceptLogBurst, acceptLogEvery)
 	var pause time.Duration
 	failed := 0 // accepts failed in a row

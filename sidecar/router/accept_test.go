@@ -301,7 +301,7 @@ func TestServeListenerSurvivesEMFILE(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.serveListener(ctx, &boundListener{ln: ln, address: "backend", port: 8080, cancel: cancel})
+		r.serveListener(ctx, &boundListener{ln: ln, address: "backend", port: 8080})
 	}()
 	defer func() { cancel(); <-done }()
 	for i := range 2 {

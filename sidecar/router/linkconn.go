@@ -247,7 +247,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 		}
 		backoff.reset()
 		for i := 1; i < r.cfg.PoolSize; i++ {
-			go d.keepPoolConn(ctx, l, i)
+			r.tasks.Go(func() { d.keepPoolConn(ctx, l, i) })
 		}
 		switch r.watchLink(ctx, l, replaceable(r, spec)) {
 		case linkStopped:
@@ -351,7 +351,7 @@ func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 			sess.Close()
 			return
 		}
-		go r.serveSession(l, sess)
+		r.tasks.Go(func() { r.serveSession(ctx, l, sess) })
 		select {
 		case <-sess.Done():
 			l.clearSession(i, sess)
@@ -396,13 +396,13 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 		sess.Close()
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
-	go r.serveSession(l, sess)
-	go func() {
+	r.tasks.Go(func() { r.serveSession(ctx, l, sess) })
+	r.tasks.Go(func() {
 		<-sess.Done()
 		l.close(fmt.Errorf("primary connection: %w", sess.Err()))
-	}()
+	})
 	l.markUp(ctrl)
-	go l.readControl(bufio.NewReader(ctrl))
+	r.tasks.Go(func() { l.readControl(bufio.NewReader(ctrl)) })
 	return l, nil
 }
 
@@ -518,6 +518,7 @@ func certKey(c *tls.Certificate) *ecdsa.PrivateKey {
 
 // handleLinkConn serves one connection to the link port: TLS, hello,
 // identity, then a mux session as a link's primary or pool connection.
+// ctx is Run's.
 func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone func()) {
 	conn, hl, err := r.acceptHello(ctx, raw)
 	if err != nil {
@@ -559,7 +560,7 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	conn.SetDeadline(time.Time{})
 	sess := mux.Server(conn, r.muxConfig)
 	if hl.Index > 0 {
-		r.attachPoolConn(hl, sess)
+		r.attachPoolConn(ctx, hl, sess)
 		return
 	}
 	l := newLink(r, hl.LinkID, p, hl.Cost, false, hl.Pool)
@@ -579,7 +580,7 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 		// Accepted as the router stopped, after it closed its links.
 		l.close(ctx.Err())
 	}
-	r.serveSession(l, sess) // until the session ends
+	r.serveSession(ctx, l, sess) // until the session ends
 	l.close(fmt.Errorf("primary connection: %w", sess.Err()))
 }
 
@@ -612,7 +613,7 @@ func (r *Router) checkPoolConn(hl hello, p peer) error {
 	return nil
 }
 
-func (r *Router) attachPoolConn(hl hello, sess *mux.Session) {
+func (r *Router) attachPoolConn(ctx context.Context, hl hello, sess *mux.Session) {
 	r.mu.Lock()
 	l := r.links[hl.LinkID]
 	r.mu.Unlock()
@@ -620,8 +621,8 @@ func (r *Router) attachPoolConn(hl hello, sess *mux.Session) {
 		sess.Close()
 		return
 	}
-	go func() { <-sess.Done(); l.clearSession(hl.Index, sess) }()
-	r.serveSession(l, sess)
+	r.tasks.Go(func() { <-sess.Done(); l.clearSession(hl.Index, sess) })
+	r.serveSession(ctx, l, sess)
 }
 
 // refused logs (rate-limited) and counts a refused link connection.

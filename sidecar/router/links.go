@@ -274,7 +274,7 @@ func (l *link) markUp(ctrl *mux.Stream) {
 		l.sendCA(r.cfg.Authority.CA())
 	}
 	r.linkMetrics(l.peer)
-	go l.writeLoop()
+	r.tasks.Go(l.writeLoop)
 	if r.cfg.Role == RoleGateway {
 		recs, err := r.db.Signed()
 		if err != nil {
@@ -446,7 +446,8 @@ func (r *Router) flood(recs []netview.Signed, except *link) {
 	}
 }
 
-// acceptLinks serves link access.
+// acceptLinks serves link access until ln is closed (a drain begins) or
+// ctx, Run's, ends; the connections it accepted go on with ctx.
 func (r *Router) acceptLinks(ctx context.Context, ln net.Listener) {
 	admission := newLinkAdmission(r.log)
 	acceptLoop(ctx, ln, r.log.WithValues("listener", "links", "bind", ln.Addr().String()), func(c net.Conn) {
@@ -455,19 +456,18 @@ func (r *Router) acceptLinks(ctx context.Context, ln net.Listener) {
 			r.m.LinkRefused.WithLabelValues(refused).Inc()
 			return
 		}
-		r.conns.Add(1)
-		go func() {
-			defer r.conns.Done()
+		r.tasks.Go(func() {
 			// handleLinkConn releases the slot once the hello is
 			// answered; this is for a path that forgets.
 			defer release()
 			r.handleLinkConn(ctx, c, release)
-		}()
+		})
 	})
 }
 
-// serveSession accepts streams the peer opens on one session.
-func (r *Router) serveSession(l *link, sess *mux.Session) {
+// serveSession accepts streams the peer opens on one session; ctx (Run's,
+// or a dial loop's) is the parent of their handlers'.
+func (r *Router) serveSession(ctx context.Context, l *link, sess *mux.Session) {
 	for {
 		st, err := sess.Accept()
 		if err != nil {
@@ -477,7 +477,7 @@ func (r *Router) serveSession(l *link, sess *mux.Session) {
 		if !ok {
 			continue // the router is stopping; begin reset the stream
 		}
-		r.workers.Go(func() { defer f.end(); r.handleStream(f, l, st) })
+		r.workers.Go(func() { defer f.end(); r.handleStream(ctx, f, l, st) })
 	}
 }
 

@@ -8,19 +8,19 @@ import (
 	"strconv"
 )
 
-// boundListener is a gateway listener serving one address.
+// boundListener is a gateway listener serving one address; closing ln
+// stops it.
 type boundListener struct {
 	ln      net.Listener
 	address string
 	port    int
-	cancel  context.CancelFunc
 }
 
 // syncListeners binds listeners that are new in the service table and
 // closes those that left it. Connections already accepted are not touched.
 // Listeners live as long as the router's Run (listenCtx), whoever asked
 // for them: a caller's context (an xDS stream's) may end long before.
-// Before Run, it does nothing: Run binds them.
+// Before Run, and once Run is over, it does nothing: Run binds them.
 func (r *Router) syncListeners() error {
 	t := r.services.Load()
 	r.listenMu.Lock()
@@ -35,7 +35,6 @@ func (r *Router) syncListeners() error {
 	}
 	for key, bl := range r.listeners {
 		if l, ok := want[key]; !ok || l.Address != bl.address {
-			bl.cancel()
 			bl.ln.Close()
 			delete(r.listeners, key)
 			r.log.Info("listener closed", "address", bl.address, "bind", key)
@@ -46,16 +45,18 @@ func (r *Router) syncListeners() error {
 		if _, ok := r.listeners[key]; ok {
 			continue
 		}
-		ln, err := listenProxy("tcp", key)
+		ln, err := listenProxy(ctx, "tcp", key)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("listen for address %q on %s: %w", l.Address, key, err))
 			continue
 		}
-		lctx, cancel := context.WithCancel(ctx)
-		bl := &boundListener{ln: ln, address: l.Address, port: l.Port, cancel: cancel}
+		bl := &boundListener{ln: ln, address: l.Address, port: l.Port}
+		if !r.tasks.tryGo(func() { r.serveListener(ctx, bl) }) {
+			ln.Close() // Run is over
+			continue
+		}
 		r.listeners[key] = bl
 		r.log.Info("listening", "address", l.Address, "bind", ln.Addr().String())
-		go r.serveListener(lctx, bl)
 	}
 	return errors.Join(errs...)
 }
@@ -73,19 +74,20 @@ func (r *Router) closeListeners() {
 	r.listenMu.Lock()
 	defer r.listenMu.Unlock()
 	for key, bl := range r.listeners {
-		bl.cancel()
 		bl.ln.Close()
 		delete(r.listeners, key)
 	}
 }
 
+// serveListener serves a gateway listener until bl.ln is closed or ctx,
+// Run's, ends; the connections it accepted go on with ctx.
 func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
 	acceptLoop(ctx, bl.ln, r.log.WithValues("address", bl.address, "bind", bl.ln.Addr().String()), func(c net.Conn) {
 		f, ok := r.flows.begin(c)
 		if !ok {
 			return
 		}
-		r.workers.Go(func() { defer f.end(); r.originate(f, c, bl.address, bl.port, "origin") })
+		r.workers.Go(func() { defer f.end(); r.originate(ctx, f, c, bl.address, bl.port, "origin") })
 	})
 }
 
@@ -97,11 +99,11 @@ func (r *Router) acceptRedirected(ctx context.Context, ln net.Listener) {
 		if !ok {
 			return
 		}
-		r.workers.Go(func() { defer f.end(); r.handleRedirected(f, c) })
+		r.workers.Go(func() { defer f.end(); r.handleRedirected(ctx, f, c) })
 	})
 }
 
-func (r *Router) handleRedirected(f *flow, c net.Conn) {
+func (r *Router) handleRedirected(ctx context.Context, f *flow, c net.Conn) {
 	dst, err := r.originalDst(c)
 	if err != nil {
 		r.log.Info("redirected connection closed: no original destination", "client", c.RemoteAddr().String(), "error", err.Error())
@@ -120,11 +122,11 @@ func (r *Router) handleRedirected(f *flow, c net.Conn) {
 	}
 	t := r.services.Load()
 	if address, ok := t.byVIP[dst.String()]; ok {
-		r.originate(f, c, address, dst.Port, "sidecar")
+		r.originate(ctx, f, c, address, dst.Port, "sidecar")
 		return
 	}
 	r.m.Passthrough.Inc()
-	out, err := r.dialEndpoint(dst.String())
+	out, err := r.dialEndpoint(ctx, dst.String())
 	if err != nil {
 		r.log.V(1).Info("passthrough dial failed", "destination", dst.String(), "error", err.Error())
 		c.Close()

@@ -41,7 +41,8 @@ func lifeOf(certPEM []byte) certLife {
 
 // scheduleRenewal arms the renewal of the peer's link certificate, on an
 // accepted link of another site that rests on one; the timer goes with
-// the link.
+// the link (close stops it), and a renewal it starts is one of the
+// router's tasks, which a stopped router does not run.
 func (l *link) scheduleRenewal(life certLife) {
 	r := l.r
 	if l.dialed || l.role != roleGateway || l.peer == r.self || l.tokenID == "" || life.zero() || r.cfg.Admission == nil {
@@ -57,7 +58,7 @@ func (l *link) scheduleRenewal(life certLife) {
 	}
 	// At least a second on: a certificate already due is renewed at
 	// once, but never in a loop.
-	l.renewTimer = time.AfterFunc(max(time.Until(life.renewAt()), time.Second), l.renew)
+	l.renewTimer = time.AfterFunc(max(time.Until(life.renewAt()), time.Second), func() { r.tasks.run(l.renew) })
 }
 
 // renew issues the peer a new link certificate and sends it on the

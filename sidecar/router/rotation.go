@@ -119,7 +119,7 @@ func (l *link) renewNow() {
 	closed := l.closed
 	l.mu.Unlock()
 	if !closed {
-		go l.renew()
+		l.r.tasks.tryGo(l.renew)
 	}
 }
 

@@ -331,9 +331,6 @@ type Router struct {
 	// flows are the connections and streams the router carries
 	// (flows.go); a drain waits for them.
 	flows *flowSet
-	// life is Run's context, ended when the router stops (Background
-	// before Run): dials and waits of the data path end with it.
-	life context.Context
 	// linkUp is closed, and replaced, each time a link comes up; a stream
 	// whose next hop has only draining links waits on it (linkToward).
 	linkUp chan struct{} // guarded by mu
@@ -356,22 +353,28 @@ type Router struct {
 	// OriginalDst (tests that run without a redirect replace it).
 	originalDst func(net.Conn) (*net.TCPAddr, error)
 
-	// workers runs the per-connection functions (workers.go).
+	// tasks are the goroutines the router started (tasks.go); Run
+	// returns once they all have.
+	tasks tasks
+	// workers runs the per-connection functions (workers.go), on
+	// goroutines of tasks.
 	workers *workers
-	// conns are the goroutines of accepted link connections; Run waits
-	// for them (bounded) after closing every link, so that nothing of a
-	// link outlives it.
-	conns sync.WaitGroup
 
-	listenMu  sync.Mutex
-	listenCtx context.Context           // Run's; nil before it
+	listenMu sync.Mutex
+	// listenCtx is Run's context while it serves (nil before and after):
+	// the parent of the listeners SetServices binds, since its caller's
+	// context (an xDS stream's) may end long before the router does. It
+	// is kept for that alone.
+	listenCtx context.Context
 	listeners map[string]*boundListener // by host:port
 	linkAddr  atomic.Value              // net.Addr of the link listener
 	sidecarLn atomic.Value              // net.Addr of the sidecar listener
 	dialMu    sync.Mutex
 	dialing   map[string]context.CancelFunc // by linkKey
-	runCtx    context.Context               // set by Run
-	runWG     *sync.WaitGroup
+	// runCtx is Run's context (nil before it): the parent of the dial
+	// loops SetLinks starts, for the same reason. It is kept for that
+	// alone.
+	runCtx context.Context
 
 	policyLog policyLog
 	// refusedLogs bounds the log lines of refused link connections.
@@ -401,15 +404,14 @@ func New(cfg Config) (*Router, error) {
 		unreachSeen: map[string]time.Time{},
 		lastSites:   map[string]bool{},
 		dialing:     map[string]context.CancelFunc{},
-		workers:     newWorkers(maxIdleWorkers, workerIdleTimeout),
 		probeAddr:   probeAddr,
 		originalDst: OriginalDst,
 		drainReq:    make(chan struct{}),
 		flows:       newFlowSet(),
-		life:        context.Background(),
 		linkUp:      make(chan struct{}),
 		siblingKick: make(chan struct{}, 1),
 	}
+	r.workers = newWorkers(maxIdleWorkers, workerIdleTimeout, r.tasks.Go)
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux
 	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {
@@ -429,17 +431,14 @@ func New(cfg Config) (*Router, error) {
 
 // Run serves until ctx is cancelled, or until a drain (Drain) is over;
 // then it resets the flows still open, closes every link and listener,
-// and returns once everything it started has stopped. It returns an error
-// only when it cannot start (a port in use, say).
+// and returns once every goroutine it started has returned (stop). It
+// returns an error only when it cannot start (a port in use, say).
 func (r *Router) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	r.life = ctx
+	defer r.stop(cancel)
 
 	// The link port closes when a drain begins; the rest when Run ends.
-	linkCtx, stopLinkAccess := context.WithCancel(ctx)
-	defer stopLinkAccess()
+	stopLinkAccess := func() {}
 	if r.cfg.LinkListen != "" {
 		ln, err := net.Listen("tcp", r.cfg.LinkListen)
 		if err != nil {
@@ -447,32 +446,29 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		r.linkAddr.Store(ln.Addr())
 		r.log.Info("accepting links", "bind", ln.Addr().String())
-		wg.Add(1)
-		go func() { defer wg.Done(); r.acceptLinks(linkCtx, ln) }()
+		stopLinkAccess = func() { ln.Close() }
+		r.tasks.Go(func() { r.acceptLinks(ctx, ln) })
 	}
 	if r.cfg.Role == RoleSidecar {
-		ln, err := listenProxy("tcp", r.cfg.SidecarListen)
+		ln, err := listenProxy(ctx, "tcp", r.cfg.SidecarListen)
 		if err != nil {
 			return fmt.Errorf("listen for redirected connections on %s: %w", r.cfg.SidecarListen, err)
 		}
 		r.sidecarLn.Store(ln.Addr())
 		r.log.Info("accepting redirected connections", "bind", ln.Addr().String())
-		wg.Add(1)
-		go func() { defer wg.Done(); r.acceptRedirected(ctx, ln) }()
+		r.tasks.Go(func() { r.acceptRedirected(ctx, ln) })
 		// eBPF sends IPv6 connects to [::1] on the same port; best effort,
 		// since a pod may have IPv6 disabled.
 		if host, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && host == "127.0.0.1" {
-			if ln6, err := listenProxy("tcp6", net.JoinHostPort("::1", port)); err != nil {
+			if ln6, err := listenProxy(ctx, "tcp6", net.JoinHostPort("::1", port)); err != nil {
 				r.log.Info("no IPv6 redirect listener", "bind", net.JoinHostPort("::1", port), "reason", err.Error())
 			} else {
 				r.log.Info("accepting redirected connections", "bind", ln6.Addr().String())
-				wg.Add(1)
-				go func() { defer wg.Done(); r.acceptRedirected(ctx, ln6) }()
+				r.tasks.Go(func() { r.acceptRedirected(ctx, ln6) })
 			}
 		}
 		if r.cfg.RedirectWait > 0 {
-			wg.Add(1)
-			go func() { defer wg.Done(); r.checkRedirect(ctx) }()
+			r.tasks.Go(func() { r.checkRedirect(ctx) })
 		}
 	} else {
 		r.listenMu.Lock()
@@ -481,24 +477,20 @@ func (r *Router) Run(ctx context.Context) error {
 		if err := r.syncListeners(); err != nil {
 			return err
 		}
-		defer r.closeListeners()
 		r.updateLocal()
 	}
 	r.dialMu.Lock()
-	r.runCtx, r.runWG = ctx, &wg
+	r.runCtx = ctx
 	r.dialMu.Unlock()
 	if err := r.SetLinks(r.cfg.Links); err != nil {
 		return err
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); r.gcLoop(ctx) }()
+	r.tasks.Go(func() { r.gcLoop(ctx) })
 	if r.cfg.Role == RoleGateway {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.refreshLoop(ctx) }()
+		r.tasks.Go(func() { r.refreshLoop(ctx) })
 	}
 	if len(r.cfg.Siblings) > 0 {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.siblingLoop(ctx) }()
+		r.tasks.Go(func() { r.siblingLoop(ctx) })
 	}
 
 	r.ready.Store(true)
@@ -515,17 +507,29 @@ func (r *Router) Run(ctx context.Context) error {
 	// would end its streams' client connections cleanly (FIN), and a
 	// client could take a cut answer for a whole one.
 	stats.finished, stats.reset = r.flows.stop()
-	cancel()
 	if drained {
 		r.log.Info("drain finished", "finished", stats.finished, "reset", stats.reset, "reason", stats.reason)
 		r.lastDrain.Store(&stats)
 	}
+	return nil
+}
+
+// stop ends what Run started, whether it served or failed to start:
+// flows reset (if Run has not done it), Run's context cancelled (the
+// accept, dial and sibling loops end, and dials and waits of the data
+// path), listeners and links closed, and then it waits for every
+// goroutine of the router.
+func (r *Router) stop(cancel context.CancelFunc) {
+	r.flows.stop()
+	cancel()
+	r.stopListeners()
 	r.shutdown()
 	r.flows.wait()
-	r.waitConns()
+	r.workers.stop()
+	r.waitTasks()
 	r.stopped.Store(true)
 	r.m.Draining.Set(0)
-	return nil
+	r.log.Info("stopped")
 }
 
 // Ready reports whether the router serves and takes new connections:
@@ -590,6 +594,7 @@ func (r *Router) SetLinks(specs []LinkSpec) error {
 		r.cfg.Links = specs
 		return nil
 	}
+	// After Run, runCtx has ended and tryGo starts nothing.
 	want := map[string]LinkSpec{}
 	for _, s := range specs {
 		want[linkKey(s)] = s
@@ -605,9 +610,11 @@ func (r *Router) SetLinks(specs []LinkSpec) error {
 			continue
 		}
 		ctx, cancel := context.WithCancel(r.runCtx)
+		if !r.tasks.tryGo(func() { r.dialLoop(ctx, spec) }) {
+			cancel()
+			continue
+		}
 		r.dialing[k] = cancel
-		r.runWG.Add(1)
-		go func() { defer r.runWG.Done(); r.dialLoop(ctx, spec) }()
 	}
 	return nil
 }
@@ -623,23 +630,33 @@ func linkKey(s LinkSpec) string {
 	return k
 }
 
-// waitConns waits for the goroutines of accepted link connections, whose
-// links shutdown closed (a handshake under way ends within
-// handshakeTimeout); it gives up after connsWait, and says so.
-func (r *Router) waitConns() {
+// waitTasks waits for every goroutine of the router. None should take
+// long once the links are closed and Run's context has ended (a link
+// handshake under way ends within handshakeTimeout); one that does is
+// logged, with how many are left, and waited for all the same.
+func (r *Router) waitTasks() {
 	done := make(chan struct{})
-	go func() { r.conns.Wait(); close(done) }()
+	go func() { r.tasks.wait(); close(done) }()
+	t := time.NewTimer(slowStop)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(connsWait):
-		r.log.Info("link connections still closing after the router stopped", "waited", connsWait.String())
+		return
+	case <-t.C:
+		r.log.Info("goroutines still running after the router stopped; waiting for them", "goroutines", r.tasks.running.Load(), "waited", slowStop.String())
 	}
+	<-done
 }
 
-// connsWait bounds waitConns.
-const connsWait = handshakeTimeout + 5*time.Second
+// slowStop is how long waitTasks waits before it says it is waiting.
+const slowStop = handshakeTimeout + 5*time.Second
 
-// shutdown drains: peers are told to open no new streams, then links close.
+// shutdown closes every link, once Run has reset the flows. It is no
+// drain: a drain (drain.go), if there was one, is over. The GOAWAY each
+// session sends first leaves in the same write as its close (mux's Close
+// sends queued frames), so that a peer which reads it takes the link for
+// a draining one (peerDraining) and opens no new stream on it in the
+// moment before it sees the connection end.
 func (r *Router) shutdown() {
 	r.mu.Lock()
 	links := make([]*link, 0, len(r.links))
@@ -653,7 +670,6 @@ func (r *Router) shutdown() {
 	for _, l := range links {
 		l.close(errors.New("router shutting down"))
 	}
-	r.log.Info("stopped")
 }
 
 // serviceTable is an immutable snapshot of Services with lookups.

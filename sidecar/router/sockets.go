@@ -17,13 +17,14 @@ import (
 var proxyListenConfig = net.ListenConfig{KeepAlive: -1}
 
 // listenProxy binds a client-facing TCP listener.
-func listenProxy(network, addr string) (net.Listener, error) {
-	return proxyListenConfig.Listen(context.Background(), network, addr)
+func listenProxy(ctx context.Context, network, addr string) (net.Listener, error) {
+	return proxyListenConfig.Listen(ctx, network, addr)
 }
 
 // dialEndpoint connects to a local endpoint (a connector, or a
-// passthrough destination). The dial ends when the router stops.
-func (r *Router) dialEndpoint(addr string) (net.Conn, error) {
+// passthrough destination). The dial ends with ctx, which ends when the
+// router stops.
+func (r *Router) dialEndpoint(ctx context.Context, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: -1}
-	return d.DialContext(r.life, "tcp", addr)
+	return d.DialContext(ctx, "tcp", addr)
 }

@@ -33,7 +33,8 @@ const maxAttempts = 3
 const drainingLinkWait = 3 * time.Second
 
 // handleStream serves a stream a peer opened on a link; f is its flow.
-func (r *Router) handleStream(f *flow, l *link, st *mux.Stream) {
+// Its dials and waits end with ctx.
+func (r *Router) handleStream(ctx context.Context, f *flow, l *link, st *mux.Stream) {
 	br := bufio.NewReaderSize(st, 1024)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	h, err := readHeader(br)
@@ -64,10 +65,10 @@ func (r *Router) handleStream(f *flow, l *link, st *mux.Stream) {
 	in := newStreamConn(st, br, l.peer, r.m)
 	in.node = l.node()
 	if h.Dest == "" || h.Dest == r.self {
-		r.deliver(f, h, in)
+		r.deliver(ctx, f, h, in)
 		return
 	}
-	r.transit(f, h, in)
+	r.transit(ctx, f, h, in)
 }
 
 // checkHeader validates a stream header from link l before anything in
@@ -122,7 +123,7 @@ func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answe
 
 // deliver connects a stream that reached its destination site to a local
 // connector.
-func (r *Router) deliver(f *flow, h header, in *streamConn) {
+func (r *Router) deliver(ctx context.Context, f *flow, h header, in *streamConn) {
 	t := r.services.Load()
 	conns := t.connectors[h.Address]
 	cands := make([]routing.Candidate, len(conns))
@@ -143,7 +144,7 @@ func (r *Router) deliver(f *flow, h header, in *streamConn) {
 			break
 		}
 		key := cands[i].Key
-		out, err := r.dialEndpoint(key)
+		out, err := r.dialEndpoint(ctx, key)
 		if err != nil {
 			lastErr = err
 			r.m.ConnectFailures.WithLabelValues(h.Address, "dial").Inc()
@@ -166,7 +167,7 @@ func (r *Router) deliver(f *flow, h header, in *streamConn) {
 }
 
 // transit forwards a stream toward its destination site.
-func (r *Router) transit(f *flow, h header, in *streamConn) {
+func (r *Router) transit(ctx context.Context, f *flow, h header, in *streamConn) {
 	if h.Hops <= 1 {
 		r.m.ConnectFailures.WithLabelValues(h.Address, "hop_limit").Inc()
 		_ = writeStatus(in, statusHopLimit, fmt.Sprintf("hop limit reached at site %s on the way to %s", r.self, h.Dest))
@@ -180,7 +181,7 @@ func (r *Router) transit(f *flow, h header, in *streamConn) {
 		in.Close()
 		return
 	}
-	out, err := r.openStream(h, nil)
+	out, err := r.openStream(ctx, h, nil)
 	if err != nil {
 		var se *statusError
 		if errors.As(err, &se) {
@@ -201,16 +202,16 @@ func (r *Router) transit(f *flow, h header, in *streamConn) {
 }
 
 // openStream opens a data stream toward h.Dest through the next hop and
-// waits for the far end's status. early, the client's first bytes if any,
-// travels in the same write as the header.
+// waits for the far end's status, at most until ctx ends. early, the
+// client's first bytes if any, travels in the same write as the header.
 //
 // A stream the peer refused because it is draining (it had sent GOAWAY,
 // which crossed the stream's OPEN) never reached its application, so it
 // is opened again, on a link that is not draining (linkToward), up to
 // goAwayRetries times.
-func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
+func (r *Router) openStream(ctx context.Context, h header, early []byte) (*streamConn, error) {
 	for retry := 0; ; retry++ {
-		st, err := r.openStreamOnce(h, early)
+		st, err := r.openStreamOnce(ctx, h, early)
 		if err == nil || !errors.Is(err, mux.ErrGoAway) || retry == goAwayRetries {
 			return st, err
 		}
@@ -221,8 +222,8 @@ func (r *Router) openStream(h header, early []byte) (*streamConn, error) {
 // draining peer refused.
 const goAwayRetries = 2
 
-func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
-	l, err := r.linkToward(h.Dest)
+func (r *Router) openStreamOnce(ctx context.Context, h header, early []byte) (*streamConn, error) {
+	l, err := r.linkToward(ctx, h.Dest)
 	if err != nil {
 		return nil, err
 	}
@@ -239,9 +240,9 @@ func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
 		return nil, err
 	}
 	b = append(b, early...)
-	ctx, cancel := context.WithTimeout(context.Background(), headerTimeout)
+	octx, cancel := context.WithTimeout(ctx, headerTimeout)
 	defer cancel()
-	st, err := sess.OpenWrite(ctx, b)
+	st, err := sess.OpenWrite(octx, b)
 	if err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", l.peer, err)
 	}
@@ -265,8 +266,9 @@ func (r *Router) openStreamOnce(h header, early []byte) (*streamConn, error) {
 // any of site's gateways delivers there as well, and is as good. When
 // every link there is draining it waits, up to drainingLinkWait, for one
 // that is not (a replacement being dialled, or another replica's link)
-// rather than fail a connection that a moment's wait would carry.
-func (r *Router) linkToward(site string) (*link, error) {
+// rather than fail a connection that a moment's wait would carry, or
+// until ctx ends.
+func (r *Router) linkToward(ctx context.Context, site string) (*link, error) {
 	var wait *time.Timer
 	for {
 		// The next hop is looked up again after every wait: the link
@@ -297,8 +299,8 @@ func (r *Router) linkToward(site string) (*link, error) {
 				return nil, fmt.Errorf("no link up to %s: %w", next, errNoLink)
 			}
 			return nil, fmt.Errorf("every link to %s is draining: %w", next, errNoLink)
-		case <-r.life.Done():
-			return nil, fmt.Errorf("router stopping: %w", errNoLink)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no link up to %s: %w: %w", next, errNoLink, ctx.Err())
 		}
 	}
 }
@@ -347,8 +349,8 @@ type candidate struct {
 
 // originate routes a client connection for address: it picks an endpoint
 // by the address's pattern, tries up to maxAttempts of them, then splices.
-// f is the connection's flow.
-func (r *Router) originate(f *flow, client net.Conn, address string, port int, role string) {
+// f is the connection's flow; its dials and waits end with ctx.
+func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string) {
 	t := r.services.Load()
 	pattern := t.pattern(address)
 	var cands []routing.Candidate
@@ -401,7 +403,7 @@ func (r *Router) originate(f *flow, client net.Conn, address string, port int, r
 		c := meta[i]
 		var out io.ReadWriteCloser
 		if c.site == "" {
-			conn, err := r.dialEndpoint(c.key)
+			conn, err := r.dialEndpoint(ctx, c.key)
 			if err == nil && len(early) > 0 {
 				if _, err = conn.Write(early); err != nil {
 					conn.Close()
@@ -414,7 +416,7 @@ func (r *Router) originate(f *flow, client net.Conn, address string, port int, r
 			}
 			out = conn
 		} else {
-			st, err := r.openStream(header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self}, early)
+			st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self}, early)
 			if err != nil {
 				r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
 				errs = append(errs, fmt.Errorf("site %s: %w", c.site, err))

@@ -25,12 +25,18 @@ import (
 // channel shared by every worker, a worker counted itself idle before it
 // waited on the channel, and Go, finding no receiver yet, started another
 // goroutine). The others time out, the longest idle first.
+//
+// The goroutines are the router's (start is its tasks.Go): Run waits for
+// them. stop sends the idle ones away when the router stops; a worker
+// that finishes its function after that leaves too.
 type workers struct {
 	maxIdle     int
 	idleTimeout time.Duration
+	start       func(func()) // starts a goroutine
 
-	mu   sync.Mutex
-	idle []*worker // parked workers, the most recent last
+	mu      sync.Mutex
+	idle    []*worker // parked workers, the most recent last
+	stopped bool
 }
 
 // worker is a parked goroutine's hand-off. Its channel has room for one
@@ -45,8 +51,8 @@ const (
 	workerIdleTimeout = 30 * time.Second
 )
 
-func newWorkers(maxIdle int, idleTimeout time.Duration) *workers {
-	return &workers{maxIdle: maxIdle, idleTimeout: idleTimeout}
+func newWorkers(maxIdle int, idleTimeout time.Duration, start func(func())) *workers {
+	return &workers{maxIdle: maxIdle, idleTimeout: idleTimeout, start: start}
 }
 
 // Go runs f on an idle worker, or on a new one if none is idle.
@@ -61,11 +67,12 @@ func (w *workers) Go(f func()) {
 		return
 	}
 	w.mu.Unlock()
-	go w.run(f)
+	w.start(func() { w.run(f) })
 }
 
 // run runs f, then the functions handed to it while it is parked, until it
-// has been idle for idleTimeout or finds maxIdle workers idle already.
+// has been idle for idleTimeout, finds maxIdle workers idle already, or
+// the workers are stopped (a nil function).
 func (w *workers) run(f func()) {
 	wk := &worker{work: make(chan func(), 1)}
 	var t *time.Timer
@@ -98,11 +105,12 @@ func (w *workers) run(f func()) {
 	}
 }
 
-// park puts wk on the idle list, unless maxIdle workers are there.
+// park puts wk on the idle list, unless maxIdle workers are there or the
+// workers are stopped.
 func (w *workers) park(wk *worker) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.idle) >= w.maxIdle {
+	if w.stopped || len(w.idle) >= w.maxIdle {
 		return false
 	}
 	w.idle = append(w.idle, wk)
@@ -119,6 +127,19 @@ func (w *workers) unpark(wk *worker) bool {
 	}
 	w.idle = slices.Delete(w.idle, i, i+1)
 	return true
+}
+
+// stop sends the idle workers away and parks none from now on. Go still
+// runs functions, each on a goroutine that leaves after it.
+func (w *workers) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	idle := w.idle
+	w.idle = nil
+	w.mu.Unlock()
+	for _, wk := range idle {
+		wk.work <- nil
+	}
 }
 
 // idleCount returns the number of parked workers.

@@ -8,7 +8,7 @@ import (
 )
 
 func TestWorkersReuseAndBound(t *testing.T) {
-	w := newWorkers(4, 200*time.Millisecond)
+	w := newWorkers(4, 200*time.Millisecond, func(f func()) { go f() })
 	base := runtime.NumGoroutine()
 
 	// One at a time: the first worker runs every function.
@@ -42,6 +42,37 @@ func TestWorkersReuseAndBound(t *testing.T) {
 
 	// Idle workers leave after the timeout.
 	waitFor(t, "idle workers gone", func() bool { return w.idleCount() == 0 && runtime.NumGoroutine() <= base })
+}
+
+// TestWorkersStop: stop sends the idle workers away at once (their
+// timeout is an hour), and a function Go runs after it runs on a
+// goroutine that leaves after it.
+func TestWorkersStop(t *testing.T) {
+	var wg sync.WaitGroup
+	w := newWorkers(4, time.Hour, wg.Go)
+	release := make(chan struct{})
+	ran := make(chan struct{}, 3)
+	for range 3 {
+		w.Go(func() { <-release; ran <- struct{}{} })
+	}
+	close(release)
+	for range 3 {
+		<-ran
+	}
+	waitIdle(t, w, 3)
+	w.stop()
+	w.Go(func() { ran <- struct{}{} })
+	<-ran
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("workers still running 5 s after stop")
+	}
+	if n := w.idleCount(); n != 0 {
+		t.Errorf("%d workers idle after stop, want 0", n)
+	}
 }
 
 func waitIdle(t *testing.T, w *workers, n int) {
