@@ -22,12 +22,18 @@ import (
 
 // AnnotationError is a bad skiff annotation on a Service.
 type AnnotationError struct {
-	Annotation, Value, Reason string
+	Annotation, Value string
+	// Err says why: for skiff.io/routing and skiff.io/protocol, the error
+	// of xds/model's ParsePattern, ParseProtocol or CheckRouting, in the
+	// words every source uses.
+	Err error
 }
 
 func (e *AnnotationError) Error() string {
-	return fmt.Sprintf("annotation %s: %q: %s", e.Annotation, e.Value, e.Reason)
+	return fmt.Sprintf("annotation %s: %q: %v", e.Annotation, e.Value, e.Err)
 }
+
+func (e *AnnotationError) Unwrap() error { return e.Err }
 
 // Exposed reports whether svc asks to be exposed to the network.
 func Exposed(svc *corev1.Service) bool {
@@ -37,28 +43,28 @@ func Exposed(svc *corev1.Service) bool {
 // ExposedServices returns the services one exposed Service contributes, one
 // per port, with the ready endpoints of its EndpointSlices. A bad
 // annotation is an *AnnotationError (wrapped); the Service then
-// contributes nothing.
+// contributes nothing. Protocols and routing patterns are decided by
+// xds/model alone: ParseProtocol and ParsePattern read the annotations
+// (empty is the same as absent), AppProtocol a port's appProtocol, and
+// CheckRouting refuses, for the whole Service, a pattern the data plane
+// cannot serve on any of its ports.
 func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
 	address := svc.Name
 	if a, ok := svc.Annotations[contract.AddressAnnotation]; ok {
 		if msgs := validation.IsDNS1123Label(a); len(msgs) > 0 {
-			return nil, &AnnotationError{contract.AddressAnnotation, a, strings.Join(msgs, "; ")}
+			return nil, &AnnotationError{contract.AddressAnnotation, a, errors.New(strings.Join(msgs, "; "))}
 		}
 		address = a
 	}
-	routing, err := model.ParsePattern(svc.Annotations[contract.RoutingAnnotation])
+	routingValue := svc.Annotations[contract.RoutingAnnotation]
+	routing, err := model.ParsePattern(routingValue)
 	if err != nil {
-		return nil, &AnnotationError{contract.RoutingAnnotation, svc.Annotations[contract.RoutingAnnotation], "want balanced, closest or multicast"}
+		return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
 	}
 	var protoOverride model.Protocol
-	if p, ok := svc.Annotations[contract.ProtocolAnnotation]; ok {
-		if protoOverride, err = model.ParseProtocol(p); err != nil || p == "" {
-			return nil, &AnnotationError{contract.ProtocolAnnotation, p, "want tcp, http or http2"}
-		}
-	}
-	if routing == model.Multicast {
-		if protoOverride == "" || protoOverride == model.TCP {
-			return nil, &AnnotationError{contract.RoutingAnnotation, string(routing), "multicast copies HTTP requests; set skiff.io/protocol to http or http2"}
+	if p := svc.Annotations[contract.ProtocolAnnotation]; p != "" {
+		if protoOverride, err = model.ParseProtocol(p); err != nil {
+			return nil, &AnnotationError{contract.ProtocolAnnotation, p, err}
 		}
 	}
 	var vips []string
@@ -76,7 +82,10 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 		}
 		proto := protoOverride
 		if proto == "" {
-			proto = appProtocol(sp.AppProtocol)
+			proto = model.AppProtocol(ptrString(sp.AppProtocol))
+		}
+		if err := model.CheckRouting(proto, routing); err != nil {
+			return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
 		}
 		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: routing, VIPs: slices.Clone(vips)}
 		s.Network = s.Key()
@@ -87,21 +96,6 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
 	}
 	return out, nil
-}
-
-// appProtocol maps a port's appProtocol to a protocol: http and h2c-style
-// names to HTTP/2 or HTTP, anything else to TCP.
-func appProtocol(p *string) model.Protocol {
-	if p == nil {
-		return model.TCP
-	}
-	switch strings.ToLower(*p) {
-	case "http", "kubernetes.io/http":
-		return model.HTTP
-	case "http2", "h2c", "grpc", "kubernetes.io/h2c":
-		return model.HTTP2
-	}
-	return model.TCP
 }
 
 // endpointsFor returns the endpoints of the EndpointSlices for one Service

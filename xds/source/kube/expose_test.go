@@ -5,12 +5,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/skiff-io/skiff/sidecar/sitefile"
 	"github.com/skiff-io/skiff/xds/model"
 )
 
@@ -65,10 +68,19 @@ func TestExposedServices(t *testing.T) {
 			want: []model.Service{{Address: "api", Port: 8080, Protocol: model.TCP, Routing: model.Closest, VIPs: []string{"10.0.0.5"}, Network: "api:8080",
 				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
 		},
-		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest"`},
-		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp"`},
+		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest": unknown routing "fastest"; use balanced or closest`},
+		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp": unknown protocol "udp"; use tcp, http or http2`},
+		{name: "appProtocol names are not protocol names", svc: svc(map[string]string{"skiff.io/protocol": "grpc"}, httpPort), wantErr: `annotation skiff.io/protocol: "grpc": unknown protocol`},
 		{name: "bad address", svc: svc(map[string]string{"skiff.io/address": "Api_1"}, httpPort), wantErr: `annotation skiff.io/address: "Api_1"`},
-		{name: "multicast needs http", svc: svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), wantErr: "set skiff.io/protocol to http"},
+		{
+			name: "empty annotations are absent",
+			svc:  svc(map[string]string{"skiff.io/routing": "", "skiff.io/protocol": ""}, httpPort),
+			want: []model.Service{{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
+				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
+		},
+		{name: "multicast, appProtocol http", svc: svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests`},
+		{name: "multicast, protocol http", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "http"}, httpPort), wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests`},
+		{name: "multicast, protocol http2", svc: svc(map[string]string{"skiff.io/routing": "Multicast", "skiff.io/protocol": "http2"}, grpcPort), wantErr: `annotation skiff.io/routing: "Multicast": multicast copies HTTP requests`},
 		{name: "udp only", svc: svc(nil, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}), wantErr: "only TCP ports"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +102,80 @@ func TestExposedServices(t *testing.T) {
 				t.Errorf("(-got +want):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRefusedLikeTheSiteFile checks that the Kubernetes source refuses a
+// routing pattern the data plane cannot serve with the words the site file
+// uses for it: model.CheckRouting's.
+func TestRefusedLikeTheSiteFile(t *testing.T) {
+	tcpPort := corev1.ServicePort{Name: "tcp", Port: 8080}
+	httpPort := corev1.ServicePort{Name: "http", Port: 8080, AppProtocol: ptr.To("http")}
+	for _, tc := range []struct {
+		name    string
+		svc     *corev1.Service
+		routing string // the site file's routing for the same address (TCP)
+	}{
+		{"multicast", svc(map[string]string{"skiff.io/routing": "multicast"}, tcpPort), "multicast"},
+		{"multicast, protocol http", svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "http"}, tcpPort), "multicast"},
+		{"multicast, appProtocol http", svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), "multicast"},
+		{"unknown pattern", svc(map[string]string{"skiff.io/routing": "fastest"}, tcpPort), "fastest"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ExposedServices(tc.svc, nil)
+			var ae *AnnotationError
+			if !errors.As(err, &ae) || ae.Annotation != "skiff.io/routing" {
+				t.Fatalf("ExposedServices error = %v, want an *AnnotationError on skiff.io/routing", err)
+			}
+			_, err = sitefile.Parse("east.yaml", []byte("name: east\nrouting:\n  backend: "+tc.routing+"\n"))
+			var se *sitefile.Error
+			if !errors.As(err, &se) {
+				t.Fatalf("sitefile.Parse error = %v, want a *sitefile.Error", err)
+			}
+			if ae.Err.Error() != se.Msg {
+				t.Errorf("Kubernetes source: %q\nsite file:         %q", ae.Err, se.Msg)
+			}
+			if !errors.Is(ae, model.ErrMulticast) && !errors.Is(ae, model.ErrUnknownPattern) {
+				t.Errorf("error %v wraps neither model.ErrMulticast nor model.ErrUnknownPattern", ae)
+			}
+		})
+	}
+}
+
+// TestReconcileRefusesUnservable checks what a Service the data plane
+// cannot serve gets: a Warning Event (once per distinct problem) and no
+// place in the site's services, also when it was exposed before (the
+// source keeps no last good state per Service).
+func TestReconcileRefusesUnservable(t *testing.T) {
+	backend := svc(map[string]string{"skiff.io/routing": "closest", "skiff.io/protocol": "http"}, corev1.ServicePort{Name: "http", Port: 8080})
+	cl := fake.NewClientBuilder().WithObjects(backend).Build()
+	var got events
+	var local []model.Service
+	s := &Source{Client: cl, Namespace: "west", GatewayService: "skiff-gateway", Recorder: &got, Log: testr.New(t),
+		OnLocal: func(l []model.Service) { local = l }}
+	reconcile := func() {
+		t.Helper()
+		if _, err := s.Reconcile(t.Context(), siteRequest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile()
+	if len(local) != 1 || local[0].Routing != model.Closest || len(got) != 0 {
+		t.Fatalf("good Service: local %+v, events %q", local, got)
+	}
+
+	backend.Annotations["skiff.io/routing"] = "multicast"
+	if err := cl.Update(t.Context(), backend); err != nil {
+		t.Fatal(err)
+	}
+	reconcile()
+	reconcile()
+	if len(local) != 0 {
+		t.Errorf("refused Service still exposed: %+v", local)
+	}
+	want := `backend Warning InvalidExposure Expose: annotation skiff.io/routing: "multicast": ` + model.CheckRouting(model.HTTP, model.Multicast).Error()
+	if diff := cmp.Diff([]string(got), []string{want}); diff != "" {
+		t.Errorf("events (-got +want):\n%s", diff)
 	}
 }
 
