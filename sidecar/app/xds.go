@@ -3,6 +3,8 @@ package app
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strconv"
 
@@ -28,13 +30,24 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 	if err != nil {
 		return nil, err
 	}
+	var refused string // what Apply last logged; the client calls Apply from one goroutine
 	c, err := xdsclient.New(xdsclient.Options{
 		Addr: addr,
 		Node: node,
 		TLS:  creds,
 		Log:  log.WithName("xds"),
 		Apply: func(ctx context.Context, services []model.Service) error {
-			return r.SetServices(ctx, RouterServices(role, services))
+			// The rest is served: refusing the update for the services
+			// left out would hold back every other one too.
+			rs, err := RouterServices(role, services)
+			switch {
+			case err == nil:
+				refused = ""
+			case err.Error() != refused: // once per distinct problem
+				refused = err.Error()
+				log.Error(err, "services left out: the router cannot serve them")
+			}
+			return r.SetServices(ctx, rs)
 		},
 	})
 	if err != nil {
@@ -51,10 +64,20 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 // services' virtual IPs; a gateway binds each service's gateway listener.
 // Both deliver to the ready local endpoints, and route by the service's
 // pattern; services are named by their network name.
-func RouterServices(role router.Role, services []model.Service) router.Services {
+//
+// A service whose protocol and pattern model.CheckRouting refuses (a
+// controller or a linked site of another version may send one) is left
+// out, and the error names it in the validator's words; the rest is
+// returned all the same.
+func RouterServices(role router.Role, services []model.Service) (router.Services, error) {
 	out := router.Services{Routing: map[string]string{}}
+	var errs []error
 	for _, s := range services {
 		name := s.NetworkName()
+		if err := model.CheckRouting(s.Protocol, s.Routing); err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", name, err))
+			continue
+		}
 		out.Routing[name] = string(s.Routing)
 		if role == router.RoleSidecar {
 			for _, vip := range s.VIPs {
@@ -73,5 +96,5 @@ func RouterServices(role router.Role, services []model.Service) router.Services 
 			}
 		}
 	}
-	return out
+	return out, errors.Join(errs...)
 }
