@@ -56,9 +56,12 @@ const (
 	ExposeAnnotation = "skiff.io/expose"
 	// AddressAnnotation overrides the network address (default: Service name).
 	AddressAnnotation = "skiff.io/address"
-	// RoutingAnnotation selects the routing pattern.
+	// RoutingAnnotation selects the routing pattern (xds/model's
+	// ParsePattern and CheckRouting decide its values).
 	RoutingAnnotation = "skiff.io/routing"
-	// ProtocolAnnotation selects tcp, http or http2.
+	// ProtocolAnnotation selects the protocol (xds/model's
+	// ParseProtocol decides its values); without it, the port's
+	// appProtocol (model.AppProtocol).
 	ProtocolAnnotation = "skiff.io/protocol"
 
 	// TypeLabel marks skiff Secrets: "token-request" or "link".
@@ -76,19 +79,10 @@ const (
 	AllowReachAnnotation = "skiff.io/allow-reach"
 )
 
-// Routing patterns.
-const (
-	RoutingBalanced  = "balanced"
-	RoutingClosest   = "closest"
-	RoutingMulticast = "multicast"
-)
-
-// Protocols.
-const (
-	ProtocolTCP   = "tcp"
-	ProtocolHTTP  = "http"
-	ProtocolHTTP2 = "http2"
-)
+// RoutingBalanced is model.Balanced as a string, kept only for
+// sidecar/router until it uses model.Balanced: protocols and routing
+// patterns are defined, and checked, in package xds/model alone.
+const RoutingBalanced = "balanced"
 
 // Environment variables the injector sets on the sidecar container.
 const (
