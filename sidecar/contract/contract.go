@@ -90,16 +90,6 @@ const (
 	EnvPodName        = "SKIFF_POD_NAME"
 	EnvPodNamespace   = "SKIFF_POD_NAMESPACE"
 	EnvSite           = "SKIFF_SITE"
-	EnvLogLevel       = "SKIFF_LOG_LEVEL"
-)
-
-// Environment variables the injector sets on the sidecar container when the
-// pod excludes outbound traffic from redirection. Values are comma-separated
-// lists in canonical form: ascending ports ("53,8125"), and masked CIDRs
-// ("10.0.0.0/8,fd00::/8").
-const (
-	EnvExcludeOutboundPorts = "SKIFF_EXCLUDE_OUTBOUND_PORTS"
-	EnvExcludeOutboundCIDRs = "SKIFF_EXCLUDE_OUTBOUND_CIDRS"
 )
 
 // Per-pod configuration annotations read by the injector (all under
