@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/skiff-io/skiff/sidecar/backoff"
 	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/resources"
 )
@@ -159,7 +159,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	log := c.o.Log.WithValues("controller", c.o.Addr)
-	backoff := c.o.MinBackoff
+	b := backoff.New(c.o.MinBackoff, c.o.MaxBackoff)
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := c.stream(ctx, ads, log)
@@ -168,16 +168,13 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(start) > 30*time.Second {
-			backoff = c.o.MinBackoff // the stream was healthy for a while
+			b.Reset() // the stream was healthy for a while
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := b.Next()
 		log.Info("controller stream ended; serving the last table", "error", err.Error(), "retryIn", wait.String())
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, c.o.MaxBackoff)
 	}
 	return nil
 }

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"time"
 
+	"github.com/skiff-io/skiff/sidecar/backoff"
 	"github.com/skiff-io/skiff/sidecar/netview"
 )
 
@@ -44,7 +44,7 @@ func (w *ViewWatcher) follow(ctx context.Context, l *replicaLoop, client *http.C
 		}
 	}
 	var version string
-	backoff := 100 * time.Millisecond
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	failing := false
 	for ctx.Err() == nil {
 		doc, err := poll(ctx, client, l.addr, version, wait)
@@ -59,12 +59,9 @@ func (w *ViewWatcher) follow(ctx context.Context, l *replicaLoop, client *http.C
 			if !send(replicaEvent{loop: l, err: err}) {
 				return
 			}
-			select {
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, b.Next()) {
 				return
-			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			version = ""
 			continue
 		}
@@ -72,7 +69,7 @@ func (w *ViewWatcher) follow(ctx context.Context, l *replicaLoop, client *http.C
 			w.Log.Info("gateway replica's view available again", "replica", l.addr)
 			failing = false
 		}
-		backoff = 100 * time.Millisecond
+		b.Reset()
 		if doc.Version != version {
 			version = doc.Version
 			if !send(replicaEvent{loop: l, doc: doc}) {
