@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
@@ -39,6 +40,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/sitefile"
 	"github.com/skiff-io/skiff/sidecar/state"
 	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/xdsclient"
 )
 
 // ServeOptions are the flags shared by the gateway and the sidecar.
@@ -227,48 +229,72 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err != nil {
 		return err
 	}
+	var xc *xdsclient.Client
+	if o.Controller != "" {
+		if xc, err = newXDSClient(o.Controller, role, site, cfg.Name, r, reg, log); err != nil {
+			return err
+		}
+	}
 	// Everything runs on life, not ctx: when ctx ends (SIGTERM) the router
-	// drains while health, metrics, the xDS client and the site file
-	// watch go on; life ends once the drain is over, or at once when the
-	// run fails.
+	// drains while health, metrics, the xDS client and the watchers go
+	// on. life ends once the router has stopped (the drain is over), at
+	// the first error of any of them, or at a second signal; run returns
+	// once every one of them has returned.
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	defer func() { stop(); wg.Wait() }()
-	errc := make(chan error, 3) // one per goroutine below but the router, so none blocks
+	defer stop()
+	var g errgroup.Group
+	var failed sync.Once
+	// spawn runs f on life; an error ends life for the others, and the
+	// first records whether the router was serving when the run failed.
+	spawn := func(f func(context.Context) error) {
+		g.Go(func() error {
+			err := f(life)
+			if err != nil {
+				failed.Do(func() { up = r.Ready() })
+				stop()
+			}
+			return err
+		})
+	}
+	g.Go(func() error {
+		defer stop() // the router has stopped: so does everything else
+		return r.Run(life)
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			drain(life, r, stop, log)
+		case <-life.Done():
+		}
+		return nil
+	})
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.Handle("/view", ViewHandler(r.Document))
-		wg.Go(func() { errc <- admin.Serve(life, "metrics", o.MetricsBindAddress, mux, log) })
+		mux.Handle("/view", viewHandler(life.Done(), r.Document))
+		spawn(func(ctx context.Context) error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
-		wg.Go(func() {
-			errc <- admin.Serve(life, "health", o.HealthBindAddress, healthHandler(r), log)
+		spawn(func(ctx context.Context) error {
+			return admin.Serve(ctx, "health", o.HealthBindAddress, healthHandler(r), log)
 		})
 	}
-	ran := make(chan error, 1)
-	wg.Go(func() { ran <- r.Run(life) })
-	if o.Controller != "" {
-		c, err := newXDSClient(o.Controller, role, site, cfg.Name, r, reg, log)
-		if err != nil {
-			return err
-		}
-		wg.Go(func() { errc <- c.Run(life) })
+	if xc != nil {
+		spawn(xc.Run)
 	}
 	if o.SiteFile != "" {
-		wg.Go(func() { watchSiteFile(life, o.SiteFile, site, store, r, o.Controller == "", log) })
+		spawn(func(ctx context.Context) error {
+			watchSiteFile(ctx, o.SiteFile, site, store, r, o.Controller == "", log)
+			return nil
+		})
 	}
 	if cfg.Authority != nil {
-		wg.Go(func() { watchCA(life, site.CADir, site.Name, r, log) })
+		spawn(func(ctx context.Context) error {
+			watchCA(ctx, site.CADir, site.Name, r, log)
+			return nil
+		})
 	}
-	select {
-	case err = <-errc:
-	case err = <-ran:
-	case <-ctx.Done():
-		return drain(r, ran, stop, log)
-	}
-	up = r.Ready()
-	return err
+	return g.Wait()
 }
 
 // watchSiteFile reloads the site file when it changes (checked every

@@ -13,22 +13,20 @@ import (
 	"github.com/skiff-io/skiff/sidecar/router"
 )
 
-// drain drains r, whose Run reports on ran, and returns Run's result once
-// the drain is over (router.Router.Drain). A second SIGTERM or SIGINT
-// meanwhile ends it at once: stop ends Run's context, and the streams
-// still open are reset.
-func drain(r *router.Router, ran <-chan error, stop context.CancelFunc, log logr.Logger) error {
+// drain drains r (router.Router.Drain) and returns once life ends, which
+// the router's Run ending does when the drain is over. A second SIGTERM
+// or SIGINT meanwhile ends it at once: stop ends life, so Run's context,
+// and the streams still open are reset.
+func drain(life context.Context, r *router.Router, stop context.CancelFunc, log logr.Logger) {
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(again)
 	r.Drain()
 	select {
-	case err := <-ran:
-		return err
+	case <-life.Done():
 	case sig := <-again:
 		log.Info("second signal: stopping without waiting for the drain", "signal", sig.String())
 		stop()
-		return <-ran
 	}
 }
 

@@ -17,6 +17,13 @@ const MaxViewWait = 30 * time.Second
 // after ?wait (default 20s, at most MaxViewWait), so a controller learns
 // of a change within milliseconds without polling.
 func ViewHandler(doc func() (netview.Document, <-chan struct{})) http.Handler {
+	return viewHandler(nil, doc)
+}
+
+// viewHandler is ViewHandler whose long polls answer at once, with the
+// view unchanged, when stop is closed: a gateway that stops holds no
+// request open.
+func viewHandler(stop <-chan struct{}, doc func() (netview.Document, <-chan struct{})) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodGet {
 			http.Error(w, "GET only", http.StatusMethodNotAllowed)
@@ -42,6 +49,8 @@ func ViewHandler(doc func() (netview.Document, <-chan struct{})) http.Handler {
 				case <-changed:
 					d, changed = doc()
 				case <-timer.C:
+					break loop
+				case <-stop:
 					break loop
 				case <-req.Context().Done():
 					return
