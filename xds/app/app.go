@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
@@ -195,21 +196,28 @@ func (c *Controller) rebuild() {
 	}
 }
 
-// Run runs the controller until ctx ends.
+// Run runs the controller until ctx ends, or until one of its parts
+// fails; the first failure stops the others. It returns once everything
+// it started has stopped: the xDS server (GracefulStop), the admin
+// endpoints, the site-file watch or the Kubernetes manager, the status
+// writer, the CA watch and the view watcher.
 func Run(ctx context.Context, o Options, log logr.Logger) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := server.New(server.Options{Log: log, Registry: reg})
 
-	errc := make(chan error, 4)
+	// Nothing runs until everything is built: a start that fails here
+	// has nothing to stop.
 	var c *Controller
 	var gatewayAddrs func() ([]string, error)
 	var xdsTLS *serverTLS
+	var parts []func(context.Context) error // the source's, which feed c
 	if o.SiteFile != "" {
 		site, err := sitefile.Load(o.SiteFile)
 		if err != nil {
@@ -231,7 +239,10 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		}
 		c = NewController(site.Name, srv, log)
 		c.SetLocal(local)
-		go file.Watch(ctx, o.SiteFile, log, c.SetLocal)
+		parts = append(parts, func(ctx context.Context) error {
+			file.Watch(ctx, o.SiteFile, log, c.SetLocal)
+			return nil
+		})
 		admin := o.GatewayAdmin
 		if admin == "" {
 			admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.MetricsPort))
@@ -239,22 +250,13 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		gatewayAddrs = func() ([]string, error) { return []string{admin}, nil }
 	} else {
 		xdsTLS = newServerTLS(o.Site, certHosts(o), log.WithName("xds-tls"))
-		kc, addrs, err := startKube(ctx, o, srv, xdsTLS, log, errc)
+		k, err := newKube(ctx, o, srv, xdsTLS, log)
 		if err != nil {
 			return err
 		}
-		c, gatewayAddrs = kc, addrs
+		c, gatewayAddrs, parts = k.controller, k.gatewayAddrs, k.parts
 	}
 	w := &federation.ViewWatcher{Addrs: gatewayAddrs, OnChange: c.SetView, Log: log.WithName("view")}
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		w.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-watched // Run returns once its poll loops have stopped
-	}()
 
 	lis, err := net.Listen("tcp", o.XDSBindAddress)
 	if err != nil {
@@ -271,23 +273,26 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		listeners = append(listeners, server.Listener{Listener: plain})
 	}
 	log.Info("serving xDS", "bind", lis.Addr().String(), "site", c.site, "serverName", xdsclient.ServerName(c.site))
-	go func() { errc <- srv.ServeListeners(ctx, listeners...) }()
+
+	for _, f := range parts {
+		g.Go(func() error { return f(ctx) })
+	}
+	g.Go(func() error {
+		w.Run(ctx) // returns once its poll loops have stopped
+		return nil
+	})
+	g.Go(func() error { return srv.ServeListeners(ctx, listeners...) })
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
-		go func() { errc <- admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) }()
+		g.Go(func() error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
 		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil && xdsTLS.ready() }
-		go func() {
-			errc <- admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet, or the site CA not known yet"), log)
-		}()
+		g.Go(func() error {
+			return admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet, or the site CA not known yet"), log)
+		})
 	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-	}
-	cancel()
-	return err
+	return g.Wait()
 }

@@ -20,17 +20,25 @@ import (
 // otherwise it comes from the cluster or $KUBECONFIG.
 var KubeConfig *rest.Config
 
-// startKube starts the Kubernetes source: a manager scoped to the site's
-// namespace whose reconciler feeds the controller, and the watch of the
-// site CA that xdsTLS serves with. It returns the controller and how to
-// find the admin addresses of the gateway's replicas (--gateway-admin
-// alone when given).
-func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger, errc chan<- error) (*Controller, func() ([]string, error), error) {
+// kubeSource is the Kubernetes source, built and not yet running.
+type kubeSource struct {
+	controller *Controller
+	// gatewayAddrs finds the admin addresses of the gateway's replicas
+	// (--gateway-admin alone when given).
+	gatewayAddrs func() ([]string, error)
+	// parts run until their context ends: the manager scoped to the
+	// site's namespace, whose reconcilers feed the controller; the status
+	// writer; the watch of the site CA that xdsTLS serves with.
+	parts []func(context.Context) error
+}
+
+// newKube builds the Kubernetes source; ctx bounds gatewayAddrs' reads.
+func newKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger) (*kubeSource, error) {
 	cfg := KubeConfig
 	if cfg == nil {
 		var err error
 		if cfg, err = ctrl.GetConfig(); err != nil {
-			return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
+			return nil, fmt.Errorf("kubernetes client config: %w", err)
 		}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -42,7 +50,7 @@ func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serve
 		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes manager: %w", err)
+		return nil, fmt.Errorf("kubernetes manager: %w", err)
 	}
 	c := NewController(o.Site, srv, log)
 	src := &kube.Source{
@@ -54,7 +62,7 @@ func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serve
 		Log:            log.WithName("site"),
 	}
 	if err := src.SetupWithManager(mgr); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	id := &kube.Identity{
 		Client:         mgr.GetClient(),
@@ -70,23 +78,33 @@ func startKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serve
 		Log:            log.WithName("identity"),
 	}
 	if err := id.SetupWithManager(mgr); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	c.onView = src.SetView
-	go func() {
-		if err := mgr.Start(ctx); err != nil {
-			errc <- fmt.Errorf("kubernetes manager: %w", err)
-		}
-	}()
-	go writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.GatewayService, log)
-	go watchCA(ctx, mgr.GetAPIReader(), o.Namespace, xdsTLS, log.WithName("xds-tls"))
 	addrs := func() ([]string, error) {
 		if o.GatewayAdmin != "" {
 			return []string{o.GatewayAdmin}, nil
 		}
 		return src.GatewayAdminAddrs(ctx)
 	}
-	return c, addrs, nil
+	k := &kubeSource{controller: c, gatewayAddrs: addrs}
+	k.parts = []func(context.Context) error{
+		func(ctx context.Context) error {
+			if err := mgr.Start(ctx); err != nil {
+				return fmt.Errorf("kubernetes manager: %w", err)
+			}
+			return nil
+		},
+		func(ctx context.Context) error {
+			writeStatus(ctx, c, mgr.GetAPIReader(), mgr.GetClient(), o.Namespace, o.GatewayService, log)
+			return nil
+		},
+		func(ctx context.Context) error {
+			watchCA(ctx, mgr.GetAPIReader(), o.Namespace, xdsTLS, log.WithName("xds-tls"))
+			return nil
+		},
+	}
+	return k, nil
 }
 
 // writeStatus keeps the status ConfigMap in line with the served table,
