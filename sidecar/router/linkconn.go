@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/skiff-io/skiff/sidecar/backoff"
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/names"
 	"github.com/skiff-io/skiff/sidecar/netview"
@@ -218,7 +219,7 @@ const (
 // it still serves its pod.
 func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 	log := r.log.WithValues("link", spec.Name, "endpoint", spec.Endpoint)
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	d := r.newDialer(spec)
 	var draining []*link // links to a draining peer, kept until they close
 	defer func() {
@@ -237,15 +238,15 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 			if ctx.Err() != nil {
 				return
 			}
-			wait := backoff.next()
+			wait := b.Next()
 			if len(draining) > 0 {
 				wait = min(wait, redialMaxPause)
 			}
 			log.Info("link dial failed, retrying", "error", err.Error(), "retryIn", wait.String())
-			sleepCtx(ctx, wait)
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		backoff.reset()
+		b.Reset()
 		for i := 1; i < r.cfg.PoolSize; i++ {
 			r.tasks.Go(func() { d.keepPoolConn(ctx, l, i) })
 		}
@@ -257,7 +258,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 			log.Info("peer is draining; dialling a replacement link", "peerSite", l.peer, "linkID", l.id)
 			draining = append(draining, l)
 		case linkEnded:
-			sleepCtx(ctx, backoff.next())
+			backoff.Sleep(ctx, b.Next())
 		}
 	}
 }
@@ -321,7 +322,7 @@ func stillOpen(ls []*link) []*link {
 // lives and its peer (and, for a gateway, this router) is not draining.
 func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 	r := d.r
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		select {
 		case <-l.done:
@@ -343,10 +344,10 @@ func (d *dialer) keepPoolConn(ctx context.Context, l *link, i int) {
 		}
 		if err != nil {
 			r.log.V(1).Info("link pool connection failed", "peerSite", l.peer, "index", i, "error", err.Error())
-			sleepCtx(ctx, backoff.next())
+			backoff.Sleep(ctx, b.Next())
 			continue
 		}
-		backoff.reset()
+		b.Reset()
 		if !l.setSession(i, sess) {
 			sess.Close()
 			return

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -492,35 +491,6 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// backoff is jittered exponential backoff.
-type backoff struct {
-	base, cap, cur time.Duration
-}
-
-func newBackoff(base, cap time.Duration) *backoff { return &backoff{base: base, cap: cap} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.base
-	} else {
-		b.cur = min(b.cur*2, b.cap)
-	}
-	// equal jitter: uniform over [cur/2, cur]
-	half := b.cur / 2
-	return half + time.Duration(mrand.Int64N(int64(half)+1))
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 var errNoLink = errors.New("no link")
