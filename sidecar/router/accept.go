@@ -169,7 +169,7 @@ func (a *linkAdmission) admit(c net.Conn) (release func(), refused string) {
 		refused = "pending_limit_ip"
 	}
 	if ok, suppressed := a.logs.Allow(refused); ok {
-		a.log.Info("link connection refused", "remote", c.RemoteAddr().String(), "reason", err.Error(), "suppressed", suppressed)
+		a.log.Info("link connection refused", "remote", c.RemoteAddr().String(), "error", err.Error(), "suppressed", suppressed)
 	}
 	return nil, refused
 }

@@ -58,13 +58,13 @@ func (d *dialer) loadCA() {
 	}
 	bundle, err := d.spec.PeerCA()
 	if err != nil {
-		d.r.log.Info("stored CA bundle of the peer not read; verifying it with the token's CA, and reading again next time", "link", d.spec.Name, "reason", err.Error())
+		d.r.log.Info("stored CA bundle of the peer not read; verifying it with the token's CA, and reading again next time", "link", d.spec.Name, "error", err.Error())
 		return
 	}
 	var pool *x509.CertPool
 	if bundle != nil {
 		if pool, err = parseBundle(d.spec.PeerSite, bundle); err != nil {
-			d.r.log.Info("stored CA bundle of the peer not used; verifying it with the token's CA", "link", d.spec.Name, "reason", err.Error())
+			d.r.log.Info("stored CA bundle of the peer not used; verifying it with the token's CA", "link", d.spec.Name, "error", err.Error())
 			bundle = nil
 		}
 	}
@@ -130,14 +130,14 @@ func (d *dialer) load() {
 	}
 	certPEM, err := d.spec.LinkCert()
 	if err != nil {
-		d.r.log.Info("stored link certificate not read; trying the token, and the store again next time", "link", d.spec.Name, "reason", err.Error())
+		d.r.log.Info("stored link certificate not read; trying the token, and the store again next time", "link", d.spec.Name, "error", err.Error())
 		return
 	}
 	var cert *tls.Certificate
 	if certPEM != nil {
 		d.loadCA()
 		if cert, err = d.r.linkClientCert(d.rootPool(), certPEM); err != nil {
-			d.r.log.Info("stored link certificate not used; redeeming the token again", "link", d.spec.Name, "reason", err.Error())
+			d.r.log.Info("stored link certificate not used; redeeming the token again", "link", d.spec.Name, "error", err.Error())
 		} else {
 			d.r.certExpiry(d.spec.PeerSite, certPEM)
 		}
@@ -160,7 +160,7 @@ func (d *dialer) tlsConfig() (*tls.Config, *tls.Certificate) {
 		c, err := d.spec.ClientTLS()
 		d.mu.Lock()
 		if err != nil {
-			d.r.log.Info("credential not read again; dialling with the last one", "link", d.spec.Name, "reason", err.Error())
+			d.r.log.Info("credential not read again; dialling with the last one", "link", d.spec.Name, "error", err.Error())
 		} else {
 			d.base = c
 		}
@@ -639,6 +639,6 @@ func (r *Router) refused(raw net.Conn, hl hello, err error) {
 		site = clipName(site)
 	}
 	if ok, suppressed := r.refusedLogs.Allow(reason); ok {
-		r.log.Info("link connection refused", "remote", raw.RemoteAddr().String(), "peerSite", site, "reason", err.Error(), "suppressed", suppressed)
+		r.log.Info("link connection refused", "remote", raw.RemoteAddr().String(), "peerSite", site, "error", err.Error(), "suppressed", suppressed)
 	}
 }

@@ -155,7 +155,7 @@ func (l *link) clearSession(i int, s *mux.Session) {
 	if err := s.Err(); err != nil && !closed {
 		// One line per pool connection that ended: a protocol error names
 		// the frame and what was wrong with it.
-		l.r.log.Info("link pool connection ended", "peerSite", l.peer, "index", i, "reason", err.Error())
+		l.r.log.Info("link pool connection ended", "peerSite", l.peer, "index", i, "error", err.Error())
 	}
 	l.r.linkMetrics(l.peer)
 }
@@ -234,7 +234,7 @@ func (l *link) close(cause error) {
 	r.mu.Unlock()
 	r.linkMetrics(l.peer)
 	if wasUp {
-		r.log.Info("link down", "peerSite", l.peer, "peer", l.name, "linkID", l.id, "reason", errString(cause))
+		r.log.Info("link down", "peerSite", l.peer, "peer", l.name, "linkID", l.id, "error", errString(cause))
 		r.updateLocal()
 		r.viewChanged()
 	}
@@ -422,10 +422,10 @@ func (r *Router) recordRefused(l *link, err error) {
 		return
 	}
 	if reason == "key_conflict" {
-		r.log.Info("Warning: site record refused: its site's name is held by another key", "peerSite", l.peer, "reason", err.Error(), "suppressed", suppressed)
+		r.log.Info("Warning: site record refused: its site's name is held by another key", "peerSite", l.peer, "error", err.Error(), "suppressed", suppressed)
 		return
 	}
-	r.log.Info("site record refused", "peerSite", l.peer, "reason", err.Error(), "suppressed", suppressed)
+	r.log.Info("site record refused", "peerSite", l.peer, "error", err.Error(), "suppressed", suppressed)
 }
 
 // flood sends records to every up link but except.

@@ -71,7 +71,7 @@ func (l *link) renew() {
 	l.mu.Unlock()
 	certPEM, err := r.cfg.Admission.RenewLink(l.tokenID, l.peer, key)
 	if err != nil {
-		r.log.Info("link certificate not renewed", "peerSite", l.peer, "token", l.tokenID, "reason", err.Error())
+		r.log.Info("link certificate not renewed", "peerSite", l.peer, "token", l.tokenID, "error", err.Error())
 		return
 	}
 	l.queueCert(certPEM)
@@ -103,7 +103,7 @@ func (l *link) takeCert(certPEM string) {
 		return
 	}
 	if err := l.learn(certPEM); err != nil {
-		r.log.Info("renewed link certificate refused; keeping the one before", "peerSite", l.peer, "reason", err.Error())
+		r.log.Info("renewed link certificate refused; keeping the one before", "peerSite", l.peer, "error", err.Error())
 		return
 	}
 	r.log.Info("link certificate renewed by the peer", "peerSite", l.peer, "expires", lifeOf([]byte(certPEM)).notAfter.UTC().Format(time.RFC3339))

@@ -140,7 +140,7 @@ func (r *Router) rolledOver(site string) {
 		}
 		certPEM, err := r.cfg.Admission.RekeyLink(l.tokenID, site, old, cur)
 		if err != nil {
-			r.log.Info("link certificate for a rotated site key not issued", "peerSite", site, "token", l.tokenID, "reason", err.Error())
+			r.log.Info("link certificate for a rotated site key not issued", "peerSite", site, "token", l.tokenID, "error", err.Error())
 			continue
 		}
 		l.mu.Lock()
@@ -161,7 +161,7 @@ func (l *link) takeCA(bundle string) {
 		return
 	}
 	if err := l.learnCA([]byte(bundle)); err != nil {
-		r.log.Info("CA bundle from the peer refused; keeping the roots before", "peerSite", l.peer, "reason", err.Error())
+		r.log.Info("CA bundle from the peer refused; keeping the roots before", "peerSite", l.peer, "error", err.Error())
 	}
 }
 

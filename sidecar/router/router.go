@@ -461,7 +461,7 @@ func (r *Router) Run(ctx context.Context) error {
 		// since a pod may have IPv6 disabled.
 		if host, port, err := net.SplitHostPort(ln.Addr().String()); err == nil && host == "127.0.0.1" {
 			if ln6, err := listenProxy(ctx, "tcp6", net.JoinHostPort("::1", port)); err != nil {
-				r.log.Info("no IPv6 redirect listener", "bind", net.JoinHostPort("::1", port), "reason", err.Error())
+				r.log.Info("no IPv6 redirect listener", "bind", net.JoinHostPort("::1", port), "error", err.Error())
 			} else {
 				r.log.Info("accepting redirected connections", "bind", ln6.Addr().String())
 				r.tasks.Go(func() { r.acceptRedirected(ctx, ln6) })

@@ -379,7 +379,7 @@ func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, addres
 			reason = "pattern"
 		}
 		r.m.ConnectFailures.WithLabelValues(address, reason).Inc()
-		r.log.Info("connection closed: no endpoint", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "reason", err.Error())
+		r.log.Info("connection closed: no endpoint", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "error", err.Error())
 		client.Close()
 		return
 	}

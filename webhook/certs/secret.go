@@ -149,7 +149,7 @@ func (m *SecretManager) Sync(ctx context.Context) error {
 	for range attempts {
 		err := m.syncOnce(ctx)
 		if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
-			log.FromContext(ctx).V(1).Info("another replica wrote the certificate secret first; reloading", "reason", err.Error())
+			log.FromContext(ctx).V(1).Info("another replica wrote the certificate secret first; reloading", "error", err.Error())
 			continue
 		}
 		return err
@@ -172,7 +172,7 @@ func (m *SecretManager) syncOnce(ctx context.Context) error {
 	if exists {
 		b, err := ParseBundle(sec.Data)
 		if err != nil {
-			lg.Info("certificate secret unusable; replacing it", "secret", key.String(), "reason", err.Error())
+			lg.Info("certificate secret unusable; replacing it", "secret", key.String(), "error", err.Error())
 		} else {
 			cur = b
 			m.publish(ctx, cur, now)

@@ -75,7 +75,7 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	switch {
 	case errors.As(err, &annErr):
 		deniedTotal.Inc()
-		lg.Info("denied pod", "reason", err.Error())
+		lg.Info("denied pod", "error", err.Error())
 		return admission.Denied(err.Error()), resultDenied
 	case err != nil:
 		lg.Error(err, "cannot inject pod")

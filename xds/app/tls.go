@@ -187,10 +187,10 @@ func watchCA(ctx context.Context, r client.Reader, namespace string, s *serverTL
 			}
 		case ctx.Err() != nil || err.Error() == reported:
 		case s.ready():
-			log.Info("site CA not readable; xDS keeps the CA it has", "secret", kube.CASecret, "reason", err.Error())
+			log.Info("site CA not readable; xDS keeps the CA it has", "secret", kube.CASecret, "error", err.Error())
 			reported = err.Error()
 		default:
-			log.Info("site CA not usable yet; xDS clients are refused until it is", "secret", kube.CASecret, "reason", err.Error())
+			log.Info("site CA not usable yet; xDS clients are refused until it is", "secret", kube.CASecret, "error", err.Error())
 			reported = err.Error()
 		}
 		wait := caPollKnown

@@ -193,7 +193,7 @@ func (r *registry) request(k streamKey, node *corev3.Node, typeURL, nonce, versi
 	if logNack {
 		r.srv.metrics.nacks.WithLabelValues(typeName(typeURL)).Inc()
 		r.srv.log.Info("client rejected a response", "node", nodeID, "type", typeURL,
-			"version", rejected, "nonce", nonce, "keeps", keeps, "reason", errDetail, "delta", k.delta)
+			"version", rejected, "nonce", nonce, "keeps", keeps, "error", errDetail, "delta", k.delta)
 	}
 	return rejected
 }

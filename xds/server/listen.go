@@ -90,5 +90,5 @@ func (s *Server) refused(remote net.Addr, err error) {
 	r.last, r.skipped = now, 0
 	r.mu.Unlock()
 	s.log.Info("xDS connection refused: TLS handshake failed (clients need a certificate of the site CA)",
-		"remote", remote.String(), "reason", err.Error(), "refusedSinceLastLine", skipped)
+		"remote", remote.String(), "error", err.Error(), "refusedSinceLastLine", skipped)
 }

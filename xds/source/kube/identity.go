@@ -153,7 +153,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	id.warnExpiry(owner, ca)
 	endpoint, err := id.endpoint(ctx)
 	if err != nil {
-		id.Log.Info("link endpoint not known yet", "reason", err.Error())
+		id.Log.Info("link endpoint not known yet", "error", err.Error())
 		return reconcile.Result{RequeueAfter: 5 * time.Second}, nil
 	}
 	var secrets corev1.SecretList
@@ -645,7 +645,7 @@ func (id *Identity) lastWritten(ctx context.Context) (*lastWritten, error) {
 	}
 	site, err := sitefile.Parse(filepath.Join(id.GatewaySiteDir, "site.yaml"), s.Data["site.yaml"])
 	if err != nil {
-		id.Log.Info("site file last written does not parse; no last good link policies", "secret", SiteSecret, "problem", err.Error())
+		id.Log.Info("site file last written does not parse; no last good link policies", "secret", SiteSecret, "error", err.Error())
 		return l, nil
 	}
 	for _, link := range site.Links {
@@ -781,7 +781,7 @@ func (id *Identity) warn(s *corev1.Secret, reason, msg string, err error) {
 	if _, seen := id.reported.LoadOrStore(key, true); seen {
 		return
 	}
-	id.Log.Info(msg, "secret", s.Name, "reason", reason, "problem", err.Error())
+	id.Log.Info(msg, "secret", s.Name, "reason", reason, "error", err.Error())
 	if id.Recorder != nil {
 		id.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Link", "%s", err.Error())
 	}

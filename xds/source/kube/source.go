@@ -305,7 +305,7 @@ func (s *Source) report(svc *corev1.Service, reason string, err error) {
 		return
 	}
 	s.reported.Store(svc.UID, msg)
-	s.Log.Info("service not exposed", "service", svc.Name, "reason", reason, "problem", msg)
+	s.Log.Info("service not exposed", "service", svc.Name, "reason", reason, "error", msg)
 	if s.Recorder != nil {
 		s.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, reason, "Expose", "%s", msg)
 	}
