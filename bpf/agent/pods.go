@@ -285,7 +285,7 @@ func (d *daemon) refuse(log logr.Logger, pod *corev1.Pod, reason, note string) {
 	}
 	d.refused[key] = note
 	d.m.failures.WithLabelValues(reason).Inc()
-	log.Info("pod not redirected", "reason", reason, "problem", note)
+	log.Info("pod not redirected", "reason", reason, "error", note)
 	if d.recorder != nil {
 		d.recorder.Eventf(pod, nil, corev1.EventTypeWarning, eventReasonRefused, "Redirect", "%s", note)
 	}

@@ -509,7 +509,7 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, store state.Store, now time.
 	if err := tok.Verify(now); err != nil && store != nil {
 		if cert, lerr := certs.load(); lerr != nil || cert == nil {
 			log.Info("link token expired and no link certificate kept for it; dialling anyway, the peer admits this site only if it redeemed the token before",
-				"link", l.Token, "peerSite", tok.Site, "reason", err.Error())
+				"link", l.Token, "peerSite", tok.Site, "error", err.Error())
 		}
 	}
 	tlsCfg, err := tok.ClientTLS()
