@@ -23,19 +23,37 @@ func Serve(ctx context.Context, name, addr string, h http.Handler, log logr.Logg
 	if err != nil {
 		return fmt.Errorf("listen for %s on %s: %w", name, addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// Serve returns as soon as a shutdown begins; Serve's caller gets
+	// control back only once it is over (open requests answered, or cut
+	// after shutdownWait), so nothing of the server outlives the call.
+	stopped := make(chan struct{})
+	served := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-served:
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownWait)
 		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			srv.Close() // requests still open at the deadline are cut
+		}
 	}()
 	log.Info("serving "+name, "bind", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Serve(ln)
+	close(served)
+	<-stopped
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", name, err)
 	}
 	return nil
 }
+
+// shutdownWait bounds how long Serve waits for open requests once its
+// context ended.
+const shutdownWait = 2 * time.Second
 
 // HealthHandler serves /healthz (the process is alive) and /readyz (ready
 // reports true); a component that is not ready answers 503 with notReady.

@@ -70,3 +70,65 @@ func TestSplitPort(t *testing.T) {
 		}
 	}
 }
+
+// Serve returns only once its shutdown is over: a request open when ctx
+// ends sees its context end (a long poll answers at once), and has
+// finished by the time Serve returns; one that ignores its context is cut
+// at the shutdown's deadline.
+func TestServeReturnsAfterShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		ignoreContext bool
+	}{{"request that follows its context", false}, {"request that ignores it", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			var open, finished atomic.Bool
+			release := make(chan struct{})
+			defer close(release)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				open.Store(true)
+				defer finished.Store(true)
+				if tc.ignoreContext {
+					select {
+					case <-release:
+					case <-time.After(10 * time.Second):
+					}
+					return
+				}
+				<-r.Context().Done()
+			})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- Serve(ctx, "test", addr, h, logr.Discard()) }()
+			go func() {
+				for range 100 {
+					if resp, err := http.Get("http://" + addr + "/"); err == nil {
+						resp.Body.Close()
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			for !open.Load() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(8 * time.Second):
+				t.Fatal("Serve did not return after its context ended")
+			}
+			if !tc.ignoreContext && !finished.Load() {
+				t.Error("Serve returned while a request it served was still running")
+			}
+		})
+	}
+}

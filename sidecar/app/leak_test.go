@@ -10,11 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,11 +49,11 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gateway := runOwned(t, "gateway", func(ctx context.Context) error {
+	gateway := testutil.RunOwned(t, "gateway", func(ctx context.Context) error {
 		return RunGateway(ctx, ServeOptions{SiteFile: siteFile, MetricsBindAddress: gwMetrics, HealthBindAddress: gwHealth, DrainTimeout: time.Minute}, testr.New(t))
 	})
 	scMetrics, scHealth := "127.0.0.1:"+port(), "127.0.0.1:"+port()
-	sidecar := runOwned(t, "sidecar", func(ctx context.Context) error {
+	sidecar := testutil.RunOwned(t, "sidecar", func(ctx context.Context) error {
 		return RunSidecar(ctx, ServeOptions{CredentialsDir: creds, Controller: "127.0.0.1:" + port(), Name: "east/client-1",
 			OutboundBindAddress: "127.0.0.1:" + port(), MetricsBindAddress: scMetrics, HealthBindAddress: scHealth}, testr.New(t))
 	})
@@ -133,7 +130,7 @@ func TestFailedRunLeavesNoGoroutine(t *testing.T) {
 	if err := os.WriteFile(siteFile, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	running, err := runLabelled(t.Context(), "gateway", func(ctx context.Context) error {
+	running, err := testutil.RunLabelled(t.Context(), "gateway", func(ctx context.Context) error {
 		return RunGateway(ctx, ServeOptions{SiteFile: siteFile, MetricsBindAddress: "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t, "127.0.0.1")),
 			HealthBindAddress: taken.Addr().String()}, testr.New(t))
 	})
@@ -179,99 +176,4 @@ func viewVersion(t *testing.T, client *http.Client, metrics string) string {
 		t.Fatal(err)
 	}
 	return d.Version
-}
-
-// runOwned runs f in the background until the returned stop, which ends
-// f's context, waits for f to return and fails the test with the
-// goroutines f had started still running at that moment (runLabelled):
-// f did not wait for them. goleak then finds what is left for good; this
-// finds what was only not waited for.
-func runOwned(t *testing.T, name string, f func(context.Context) error) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	type result struct {
-		running []string
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		running, err := runLabelled(ctx, name, f)
-		done <- result{running, err}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case r := <-done:
-				if r.err != nil {
-					t.Errorf("%s: %v", name, r.err)
-				}
-				for _, g := range r.running {
-					t.Errorf("%s returned with a goroutine it started still running:\n%s", name, g)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("%s still running 30 s after its context ended", name)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-// runLabelled runs f with the pprof label owner=name, which every
-// goroutine f starts inherits, and every one those start. It returns the
-// goroutines of the label still running when f returned, and f's error.
-func runLabelled(ctx context.Context, name string, f func(context.Context) error) (running []string, err error) {
-	pprof.Do(ctx, pprof.Labels("owner", name), func(ctx context.Context) {
-		err = f(ctx)
-		running = owned(name, notStopped)
-	})
-	return running, err
-}
-
-// owned returns the goroutines labelled owner=name, as pprof prints them
-// (identical ones once, with their number), but its caller and those
-// excused.
-func owned(name string, excused func(funcs []string) bool) []string {
-	var b strings.Builder
-	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
-	var out []string
-	for _, g := range strings.Split(b.String(), "\n\n") {
-		if !strings.Contains(g, fmt.Sprintf("# labels: {%q:%q}", "owner", name)) || strings.Contains(g, ".owned+") {
-			continue
-		}
-		var funcs []string // innermost first, package runtime left out
-		for _, l := range strings.Split(g, "\n") {
-			if f := strings.Fields(l); len(f) >= 3 && f[0] == "#" && strings.HasPrefix(f[1], "0x") && !strings.HasPrefix(f[2], "runtime.") {
-				fn, _, _ := strings.Cut(f[2], "+")
-				funcs = append(funcs, fn)
-			}
-		}
-		if len(funcs) > 0 && !excused(funcs) { // none: exiting
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
-// notStopped excuses goroutines that may be seen running when a
-// component's Run returns, by their functions (innermost first):
-//   - one that is exiting: only the closure of a Go method is left (an
-//     errgroup's, a WaitGroup's, the router's tasks'), its function has
-//     returned and the Done that Wait returned on is done;
-//   - a library's, none of whose functions is skiff's: grpc's,
-//     controller-runtime's and client-go's shutdown, the process's signal
-//     loop. Their libraries do not join them all;
-//   - admin.Serve's shutdown goroutine and the connections of its server:
-//     Serve returns once the server stops accepting, without waiting for
-//     Shutdown to finish (sidecar/admin, reported to its owners).
-//
-// goleak, which waits a little, finds any of these that does not end.
-func notStopped(funcs []string) bool {
-	skiff := func(f string) bool { return strings.HasPrefix(f, "github.com/skiff-io/skiff/") }
-	return (len(funcs) == 1 && strings.HasSuffix(funcs[0], ".Go.func1")) ||
-		!slices.ContainsFunc(funcs, skiff) ||
-		slices.Contains(funcs, "github.com/skiff-io/skiff/sidecar/admin.Serve.func1") ||
-		slices.Contains(funcs, "net/http.(*conn).serve")
 }
