@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -94,9 +95,11 @@ func Owned(name string, excused func(funcs []string) bool) []string {
 
 // NotStopped excuses goroutines that may be seen running when a
 // component's Run returns, by their functions (innermost first):
-//   - one that is exiting: only the closure of a Go method is left (an
-//     errgroup's, a WaitGroup's, the router's tasks'), its function has
-//     returned and the Done that Wait returned on is done;
+//   - one that is exiting: only a function literal's frame is left, as
+//     in the closure of a Go method (an errgroup's, a WaitGroup's, the
+//     router's tasks') once its function has returned and the Done that
+//     Wait returned on is done, or a goroutine that has signalled that it
+//     is done (closed or sent on a channel) and is returning;
 //   - a library's, none of whose functions is skiff's: grpc's,
 //     controller-runtime's and client-go's shutdown, the process's signal
 //     loop. Their libraries do not join them all;
@@ -107,7 +110,10 @@ func Owned(name string, excused func(funcs []string) bool) []string {
 // that does not end.
 func NotStopped(funcs []string) bool {
 	skiff := func(f string) bool { return strings.HasPrefix(f, "github.com/skiff-io/skiff/") }
-	return (len(funcs) == 1 && strings.HasSuffix(funcs[0], ".Go.func1")) ||
+	return (len(funcs) == 1 && closure.MatchString(funcs[0])) ||
 		!slices.ContainsFunc(funcs, skiff) ||
 		slices.Contains(funcs, "net/http.(*conn).serve")
 }
+
+// closure matches the name of a function literal's frame.
+var closure = regexp.MustCompile(`\.func\d+(\.\d+)*$`)
