@@ -27,7 +27,7 @@ import (
 // the gateway and a /view long poll open: once their contexts end and
 // Run has returned, not one goroutine they started is left.
 func TestRunLeavesNoGoroutine(t *testing.T) {
-	echo := echoServer(t) // the test's: before the snapshot
+	echo := testutil.EchoServer(t) // the test's: before the snapshot
 	ignore := goleak.IgnoreCurrent()
 
 	dir := t.TempDir()
@@ -141,26 +141,6 @@ func TestFailedRunLeavesNoGoroutine(t *testing.T) {
 		t.Errorf("RunGateway returned with a goroutine it started still running:\n%s", g)
 	}
 	goleak.VerifyNone(t, ignore)
-}
-
-// echoServer echoes every connection until the test ends.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // viewVersion returns the version of the gateway's view at metrics.

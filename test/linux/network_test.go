@@ -145,7 +145,7 @@ func TestDiamondClosestFailover(t *testing.T) {
 // A link cut mid-stream ends the streams on it cleanly (the client sees
 // the connection close, promptly) and new connections reroute.
 func TestLinkCutMidStream(t *testing.T) {
-	echo := tcpEcho(t)
+	echo := testutil.EchoServer(t)
 	// a dials b through a proxy that the test can cut, and c directly;
 	// c dials b: the other path a–c–b costs 2.
 	n := newNetwork(t,
@@ -246,26 +246,6 @@ func TestNoEndpointClosesPromptly(t *testing.T) {
 	}
 }
 
-// tcpEcho runs a line echo server on 127.0.0.1.
-func tcpEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // A client that speaks first: its first bytes travel with the stream
 // header, and when the cheapest endpoint fails they go to the next one
 // unharmed. b's connector points at a closed port, so every connection's
@@ -277,7 +257,7 @@ func TestEarlyBytesSurviveAFailedAttempt(t *testing.T) {
 		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"echo"}, routing: map[string]string{"echo": "closest"},
 			links: []linkTo{{site: "b", cost: 1}, {site: "c", cost: 2}}},
 		&siteSpec{name: "b", host: "127.0.0.2", accept: true, connectors: []string{"echo=" + deadAddr}},
-		&siteSpec{name: "c", host: "127.0.0.3", accept: true, connectors: []string{"echo=" + tcpEcho(t)}},
+		&siteSpec{name: "c", host: "127.0.0.3", accept: true, connectors: []string{"echo=" + testutil.EchoServer(t)}},
 	)
 	n.waitEndpoints("a", "echo", "b", "c")
 	msg := make([]byte, 12<<10) // most of one early read

@@ -93,6 +93,21 @@ func Owned(name string, excused func(funcs []string) bool) []string {
 	return out
 }
 
+// NoneLeft fails the test with the goroutines labelled owner=name (but
+// those excused) still there after up to bound: the second look, for
+// what a component's Run left running for good.
+func NoneLeft(t *testing.T, name string, bound time.Duration, excused func(funcs []string) bool) {
+	t.Helper()
+	left := Owned(name, excused)
+	for deadline := time.Now().Add(bound); len(left) > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		left = Owned(name, excused)
+	}
+	for _, g := range left {
+		t.Errorf("a goroutine %s started is left %s after it returned:\n%s", name, bound, g)
+	}
+}
+
 // NotStopped excuses goroutines that may be seen running when a
 // component's Run returns, by their functions (innermost first):
 //   - one that is exiting: only a function literal's frame is left, as

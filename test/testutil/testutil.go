@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -94,6 +95,27 @@ func Percentile(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[min(len(s)-1, max(0, int(float64(len(s)-1)*p+0.5)))]
+}
+
+// EchoServer runs a TCP server on 127.0.0.1 that echoes every
+// connection until the test ends, and returns its address.
+func EchoServer(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // FreePort returns a TCP port that was free on host a moment ago.

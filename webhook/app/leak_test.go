@@ -84,14 +84,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run still running 30 s after its context ended")
 	}
-	left := testutil.Owned("injector", restConnection)
-	for deadline := time.Now().Add(5 * time.Second); len(left) > 0 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		left = testutil.Owned("injector", restConnection)
-	}
-	for _, g := range left {
-		t.Errorf("a goroutine Run started is left 5 s after it returned:\n%s", g)
-	}
+	testutil.NoneLeft(t, "injector", 5*time.Second, restConnection)
 }
 
 // restConnection excuses the connections to the apiserver of client-go's
