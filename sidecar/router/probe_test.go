@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
 func TestIsProbe(t *testing.T) {
@@ -279,13 +280,13 @@ func TestRedirectRecheck(t *testing.T) {
 		return v
 	}
 
-	waitFor(t, "verified", func() bool { return r.Ready() && r.RedirectVerified() })
+	tu.Until(t, 5*time.Second, "verified", func() bool { return r.Ready() && r.RedirectVerified() })
 	if m := metric(); m != 1 {
 		t.Errorf("verified: metric %v, want 1", m)
 	}
 
 	ln.Close()
-	waitFor(t, "the loss to be noticed", func() bool { return !r.RedirectVerified() })
+	tu.Until(t, 5*time.Second, "the loss to be noticed", func() bool { return !r.RedirectVerified() })
 	if m := metric(); m != 0 {
 		t.Errorf("lost: metric %v, want 0", m)
 	}
@@ -299,7 +300,7 @@ func TestRedirectRecheck(t *testing.T) {
 
 	ln = listenAnswer(t, addr, answerProbe)
 	defer ln.Close()
-	waitFor(t, "the redirect to be restored", func() bool { return r.RedirectVerified() })
+	tu.Until(t, 5*time.Second, "the redirect to be restored", func() bool { return r.RedirectVerified() })
 	if m := metric(); m != 1 {
 		t.Errorf("restored: metric %v, want 1", m)
 	}

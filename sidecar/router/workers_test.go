@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
 func TestWorkersReuseAndBound(t *testing.T) {
@@ -38,10 +40,10 @@ func TestWorkersReuseAndBound(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	waitFor(t, "idle workers bounded", func() bool { return w.idleCount() == 4 && runtime.NumGoroutine() <= base+4 })
+	tu.Until(t, 5*time.Second, "idle workers bounded", func() bool { return w.idleCount() == 4 && runtime.NumGoroutine() <= base+4 })
 
 	// Idle workers leave after the timeout.
-	waitFor(t, "idle workers gone", func() bool { return w.idleCount() == 0 && runtime.NumGoroutine() <= base })
+	tu.Until(t, 5*time.Second, "idle workers gone", func() bool { return w.idleCount() == 0 && runtime.NumGoroutine() <= base })
 }
 
 // TestWorkersStop: stop sends the idle workers away at once (their
@@ -77,18 +79,7 @@ func TestWorkersStop(t *testing.T) {
 
 func waitIdle(t *testing.T, w *workers, n int) {
 	t.Helper()
-	waitFor(t, "worker idle", func() bool { return w.idleCount() == n })
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	tu.Until(t, 5*time.Second, "worker idle", func() bool { return w.idleCount() == n })
 }
 
 // goid returns the current goroutine's ID, from its stack trace header.
