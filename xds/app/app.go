@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/rest"
 
 	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/contract"
@@ -62,6 +63,9 @@ type Options struct {
 	// GatewaySiteDir, GatewayDataDir and LinkBind override what the
 	// controller writes into the gateway's site file (tests; not flags).
 	GatewaySiteDir, GatewayDataDir, LinkBind string
+	// KubeConfig is the REST config of the Kubernetes source (tests; not a
+	// flag); nil: the cluster's, or $KUBECONFIG's.
+	KubeConfig *rest.Config
 
 	XDSBindAddress string
 	// XDSPlaintextBindAddress, when set, serves the same xDS in

@@ -59,7 +59,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		sites[name] = s
 		createSite(t, c, name)
 		runBG(t, name+" controller", func(ctx context.Context) error {
-			return app.Run(ctx, app.Options{Kube: true, Site: name, Namespace: name, GatewayService: "skiff-gateway",
+			return app.Run(ctx, app.Options{Kube: true, KubeConfig: apiConfig, Site: name, Namespace: name, GatewayService: "skiff-gateway",
 				GatewayAdmin: addr(s.admin), LinkAdvertise: addr(s.link), LinkBind: addr(s.link),
 				GatewaySiteDir: s.siteDir, GatewayDataDir: s.dataDir,
 				XDSBindAddress: addr(s.xds), MetricsBindAddress: addr(s.ctlAdmin), HealthBindAddress: "0"}, testr.New(t).WithName(name+"-controller"))
@@ -245,7 +245,7 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 	siteDir := filepath.Join(dir, "site")
 	link := testutil.FreePort(t, "127.0.0.1")
 	runBG(t, "west controller", func(ctx context.Context) error {
-		return app.Run(ctx, app.Options{Kube: true, Site: "west", Namespace: "west", GatewayService: "skiff-gateway",
+		return app.Run(ctx, app.Options{Kube: true, KubeConfig: apiConfig, Site: "west", Namespace: "west", GatewayService: "skiff-gateway",
 			LinkAdvertise: addr(link), LinkBind: addr(link), GatewaySiteDir: siteDir, GatewayDataDir: filepath.Join(dir, "data"),
 			XDSBindAddress: addr(testutil.FreePort(t, "127.0.0.1")), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("west-controller"))
 	})
@@ -453,9 +453,9 @@ func status(t *testing.T, port int) string {
 // API server (a pod would use its service account).
 func stateKube(t *testing.T, ns string) *state.Kube {
 	t.Helper()
-	hc, err := rest.HTTPClientFor(app.KubeConfig)
+	hc, err := rest.HTTPClientFor(apiConfig)
 	must(t, err)
-	server := app.KubeConfig.Host
+	server := apiConfig.Host
 	if !strings.HasPrefix(server, "https://") && !strings.HasPrefix(server, "http://") {
 		server = "https://" + server
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,10 +14,6 @@ import (
 	"github.com/skiff-io/skiff/xds/server"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
-
-// KubeConfig is the REST config of the Kubernetes source; tests set it,
-// otherwise it comes from the cluster or $KUBECONFIG.
-var KubeConfig *rest.Config
 
 // kubeSource is the Kubernetes source, built and not yet running.
 type kubeSource struct {
@@ -34,7 +29,7 @@ type kubeSource struct {
 
 // newKube builds the Kubernetes source; ctx bounds gatewayAddrs' reads.
 func newKube(ctx context.Context, o Options, srv *server.Server, xdsTLS *serverTLS, log logr.Logger) (*kubeSource, error) {
-	cfg := KubeConfig
+	cfg := o.KubeConfig
 	if cfg == nil {
 		var err error
 		if cfg, err = ctrl.GetConfig(); err != nil {

@@ -28,6 +28,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -84,7 +85,7 @@ func TestKubernetesSites(t *testing.T) {
 				MetricsBindAddress: addr(admin), HealthBindAddress: "0", Name: site + "-gw"}, testr.New(t).WithName(site+"-gateway"))
 		})
 		runBG(t, site+" controller", func(ctx context.Context) error {
-			return app.Run(ctx, app.Options{Kube: true, Site: site, Namespace: site, GatewayService: "skiff-gateway", GatewayAdmin: addr(admin),
+			return app.Run(ctx, app.Options{Kube: true, KubeConfig: apiConfig, Site: site, Namespace: site, GatewayService: "skiff-gateway", GatewayAdmin: addr(admin),
 				XDSBindAddress: addr(xdsPort[site]), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName(site+"-controller"))
 		})
 	}
@@ -251,6 +252,10 @@ func TestKubernetesSites(t *testing.T) {
 	})
 }
 
+// apiConfig is the REST config of the test's apiserver (startAPIServer);
+// the tests pass it to the controllers they run (Options.KubeConfig).
+var apiConfig *rest.Config
+
 // startAPIServer starts a real apiserver (envtest) for the test, points
 // the controllers' Kubernetes source at it and returns a client.
 func startAPIServer(t *testing.T) client.Client {
@@ -262,7 +267,7 @@ func startAPIServer(t *testing.T) client.Client {
 		t.Fatalf("start envtest: %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	app.KubeConfig = cfg
+	apiConfig = cfg
 	c, err := client.New(cfg, client.Options{})
 	must(t, err)
 	return c

@@ -62,7 +62,7 @@ func TestKubernetesRunLeavesNoGoroutine(t *testing.T) {
 	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
 	health := addr(port())
 	stop := testutil.RunOwned(t, "controller", func(ctx context.Context) error {
-		return app.Run(ctx, app.Options{Kube: true, Site: "east", Namespace: "east", GatewayService: "skiff-gateway",
+		return app.Run(ctx, app.Options{Kube: true, KubeConfig: apiConfig, Site: "east", Namespace: "east", GatewayService: "skiff-gateway",
 			XDSBindAddress: addr(port()), MetricsBindAddress: "0", HealthBindAddress: health}, testr.New(t).WithName("controller"))
 	})
 	// Ready: the site's services read, the site CA made (the Secret
