@@ -79,18 +79,6 @@ func (l *link) isUp() bool {
 	return l.up && !l.closed
 }
 
-func (l *link) counts() (conns, streams int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, s := range l.sessions {
-		if s != nil {
-			conns++
-			streams += s.NumStreams()
-		}
-	}
-	return
-}
-
 // pick returns the live session with the fewest streams, leaving out
 // those whose peer sent GOAWAY (it takes no new streams there).
 func (l *link) pick() *mux.Session {

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -541,12 +540,6 @@ func (r *Router) Ready() bool {
 	return ok
 }
 
-// LinkAddr returns the bound link address once Run has started (nil before).
-func (r *Router) LinkAddr() net.Addr {
-	a, _ := r.linkAddr.Load().(net.Addr)
-	return a
-}
-
 // SidecarAddr returns the bound sidecar address once Run has started.
 func (r *Router) SidecarAddr() net.Addr {
 	a, _ := r.sidecarLn.Load().(net.Addr)
@@ -846,47 +839,6 @@ func (r *Router) gcLoop(ctx context.Context) {
 			r.unreachMu.Unlock()
 		}
 	}
-}
-
-// Status is a snapshot of the router for status output and tests.
-type Status struct {
-	Site      string
-	Links     []LinkStatus
-	Sites     []netview.Route
-	Addresses map[string][]netview.Target
-}
-
-// LinkStatus describes one link.
-type LinkStatus struct {
-	ID          string
-	Peer        string
-	Role        string
-	Cost        int
-	Dialed      bool
-	Connections int
-	Streams     int
-}
-
-// Status returns the router's links and view.
-func (r *Router) Status() Status {
-	st := Status{Site: r.self}
-	r.mu.Lock()
-	for _, l := range r.links {
-		if !l.isUp() {
-			continue
-		}
-		conns, streams := l.counts()
-		st.Links = append(st.Links, LinkStatus{ID: l.id, Peer: l.peer, Role: l.role, Cost: l.cost, Dialed: l.dialed, Connections: conns, Streams: streams})
-	}
-	r.mu.Unlock()
-	sort.Slice(st.Links, func(i, j int) bool { return st.Links[i].Peer < st.Links[j].Peer })
-	v := r.db.View()
-	for _, rt := range v.Routes {
-		st.Sites = append(st.Sites, rt)
-	}
-	sort.Slice(st.Sites, func(i, j int) bool { return st.Sites[i].Site < st.Sites[j].Site })
-	st.Addresses = v.Addresses
-	return st
 }
 
 func dbOptions(cfg Config, routerName string) []netview.Option {
