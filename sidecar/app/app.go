@@ -16,13 +16,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -304,59 +302,38 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 // no longer loads is reported and the running configuration kept; changes
 // to the name, data dir or link access need a restart and are reported.
 func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, store state.Store, r *router.Router, servicesFromFile bool, log logr.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	lastMod := modTime(path)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		case <-t.C:
-			if m := modTime(path); m.Equal(lastMod) {
-				continue
-			}
-		}
-		lastMod = modTime(path)
-		next, err := sitefile.Load(path)
-		if err != nil {
-			log.Error(err, "site file changed but does not load; keeping the running configuration", "siteFile", path)
-			continue
-		}
+	sitefile.Watch(ctx, path, sitefile.WatchOptions{Since: sitefile.ModTime(path), SIGHUP: true}, log, func(next *sitefile.Site, modified time.Time) {
 		if next.Name != current.Name || next.DataDir != current.DataDir || !reflect.DeepEqual(next.LinkAccess, current.LinkAccess) {
 			log.Info("site file changed name, dataDir or linkAccess; restart the gateway to apply those", "siteFile", path)
 		}
-		if !sameLinks(next.Links, current.Links) || linksTouched(next.Links, lastMod) {
+		if !sameLinks(next.Links, current.Links) || linksTouched(next.Links, modified) {
 			specs, err := linkSpecs(next, store, log)
 			if err != nil {
 				log.Error(err, "site file changed but its links are invalid; keeping the running links", "siteFile", path)
-				continue
+				return
 			}
 			if err := r.SetLinks(specs); err != nil {
 				log.Error(err, "apply reloaded links", "siteFile", path)
-				continue
+				return
 			}
 			log.Info("links reloaded", "siteFile", path, "links", len(specs))
 		}
 		if servicesFromFile {
 			if err := r.SetServices(ctx, servicesOf(next)); err != nil {
 				log.Error(err, "apply reloaded site file", "siteFile", path)
-				continue
+				return
 			}
 			log.Info("site file reloaded", "siteFile", path, "listeners", len(next.Listeners), "connectors", len(next.Connectors))
 		}
 		current = next
-	}
+	})
 }
 
 // linksTouched reports whether a token file changed no earlier than the
 // site file (a token replaced under the same name).
 func linksTouched(links []sitefile.Link, since time.Time) bool {
 	for _, l := range links {
-		if !modTime(l.Token).Before(since) {
+		if !sitefile.ModTime(l.Token).Before(since) {
 			return true
 		}
 	}
@@ -374,14 +351,6 @@ func linkSpecs(site *sitefile.Site, store state.Store, log logr.Logger) ([]route
 		specs = append(specs, spec)
 	}
 	return specs, nil
-}
-
-func modTime(path string) time.Time {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return time.Time{}
-	}
-	return fi.ModTime()
 }
 
 func sameLinks(a, b []sitefile.Link) bool {

@@ -88,32 +88,15 @@ func resolve(host string) ([]string, error) {
 
 // Watch calls update with the services of the site file at path whenever
 // the file changes (checked every second), until ctx ends. A file that no
-// longer loads is reported and the last good services stay.
+// longer loads, or whose services are invalid, is reported and the last
+// good services stay.
 func Watch(ctx context.Context, path string, log logr.Logger, update func([]model.Service)) {
-	var last time.Time
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fi, err := statMod(path)
-		if err != nil || fi.Equal(last) {
-			continue
-		}
-		last = fi
-		site, err := sitefile.Load(path)
-		if err != nil {
-			log.Error(err, "site file changed but does not load; keeping the last services", "siteFile", path)
-			continue
-		}
+	sitefile.Watch(ctx, path, sitefile.WatchOptions{}, log, func(site *sitefile.Site, _ time.Time) {
 		svcs, err := Services(site)
 		if err != nil {
 			log.Error(err, "site file changed but its services are invalid; keeping the last services", "siteFile", path)
-			continue
+			return
 		}
 		update(svcs)
-	}
+	})
 }
