@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,20 +209,6 @@ func (p *pod) startOrigDst(t testing.TB, listen string) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("origdst helper did not start")
 	}
-}
-
-// httpServer answers every request with name on addr, in the root netns.
-func httpServer(t testing.TB, addr, name string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, name)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 }
 
 func mustRun(t testing.TB, args ...string) {

@@ -47,7 +47,7 @@ func TestRedirectProbe(t *testing.T) {
 	r := e.load(t)
 	p := e.newPod(t, "probe", 3)
 	h4 := p.hostIP4
-	httpServer(t, h4+":8080", "direct")
+	testutil.HTTPNameServer(t, h4+":8080", "direct")
 	vip := "http://" + h4 + ":8080/"
 	if err := r.SetServices([]netip.AddrPort{netip.MustParseAddrPort(h4 + ":8080")}); err != nil {
 		t.Fatal(err)

@@ -86,12 +86,12 @@ func TestRedirect(t *testing.T) {
 	h4, h6 := p.hostIP4, p.hostIP6
 	// The VIP is a real address with a real server behind it, so that
 	// whatever is not redirected shows as "direct".
-	httpServer(t, h4+":8080", "direct")
-	httpServer(t, h4+":9090", "backend")
-	httpServer(t, "["+h6+"]:9090", "backend6")
-	httpServer(t, h4+":7070", "plain")
-	httpServer(t, "["+h6+"]:8080", "direct6")
-	httpServer(t, "["+h6+"]:7070", "plain6")
+	testutil.HTTPNameServer(t, h4+":8080", "direct")
+	testutil.HTTPNameServer(t, h4+":9090", "backend")
+	testutil.HTTPNameServer(t, "["+h6+"]:9090", "backend6")
+	testutil.HTTPNameServer(t, h4+":7070", "plain")
+	testutil.HTTPNameServer(t, "["+h6+"]:8080", "direct6")
+	testutil.HTTPNameServer(t, "["+h6+"]:7070", "plain6")
 	vip4 := "http://" + h4 + ":8080/"
 	vip6 := "http://[" + h6 + "]:8080/"
 	mapped := "http://[::ffff:" + h4 + "]:8080/"

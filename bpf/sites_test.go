@@ -73,8 +73,8 @@ func TestSitesSideBySide(t *testing.T) {
 	west := e.newPod(t, "west", 22)
 	host := east.hostIP4 // both pods reach it through their default route
 	eastSvc, westSvc := host+":8080", host+":9090"
-	httpServer(t, eastSvc, "direct-8080")
-	httpServer(t, westSvc, "direct-9090")
+	testutil.HTTPNameServer(t, eastSvc, "direct-8080")
+	testutil.HTTPNameServer(t, westSvc, "direct-9090")
 	const eastPort, westPort = 15001, 15006
 	re := loadSite(t, bpffs, "east", eastPort, eastSvc)
 	rw := loadSite(t, bpffs, "west", westPort, westSvc)

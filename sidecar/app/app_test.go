@@ -87,7 +87,7 @@ func TestIssueTokenNeedsLinkAccess(t *testing.T) {
 // The gateway reloads listeners when its site file changes; a file that
 // stops parsing is reported and the running listeners keep serving.
 func TestGatewayReloadsSiteFile(t *testing.T) {
-	backend := httpServer(t, "backend")
+	backend := testutil.HTTPNameServer(t, "127.0.0.1:0", "backend")
 	free := func() int {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -129,18 +129,6 @@ func TestGatewayReloadsSiteFile(t *testing.T) {
 	waitAnswer(t, p2, "backend")
 }
 
-func httpServer(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, name) })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
 func waitAnswer(t *testing.T, port int, want string) {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
@@ -150,7 +138,7 @@ func waitAnswer(t *testing.T, port int, want string) {
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if string(b) == want {
+			if strings.TrimSpace(string(b)) == want {
 				return
 			}
 			err = fmt.Errorf("answer %q", b)

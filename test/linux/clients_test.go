@@ -16,7 +16,7 @@ import (
 // curl, a client we did not write, reaches an HTTP server in another site.
 func TestCurlAcrossSites(t *testing.T) {
 	curl := testutil.RequireTool(t, "curl")[0]
-	west := echoServer(t, "west")
+	west := testutil.HTTPNameServer(t, "127.0.0.1:0", "west")
 	n := newNetwork(t,
 		&siteSpec{name: "east", host: "127.0.0.1", accept: true, listeners: []string{"web"}},
 		&siteSpec{name: "west", host: "127.0.0.2", links: []linkTo{{site: "east", cost: 1}}, connectors: []string{"web=" + west}},

@@ -237,30 +237,6 @@ func (n *network) addr(site, address string) string {
 
 func (n *network) url(site, address string) string { return "http://" + n.addr(site, address) + "/" }
 
-// echoServer runs an HTTP server on 127.0.0.1 that answers with name.
-func echoServer(t *testing.T, name string) string {
-	t.Helper()
-	return echoServerListen(t, "127.0.0.1:0", name)
-}
-
-func echoServerListen(t *testing.T, addr, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			io.Copy(w, r.Body)
-			return
-		}
-		fmt.Fprintln(w, name)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
 // get sends count requests, each on a new connection, and counts answers.
 func get(t *testing.T, url string, count int) map[string]int {
 	t.Helper()

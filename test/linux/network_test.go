@@ -19,7 +19,7 @@ import (
 
 // A–B–C: A has no link to C and reaches it through B.
 func TestChainMultiHop(t *testing.T) {
-	c := echoServer(t, "C")
+	c := testutil.HTTPNameServer(t, "127.0.0.1:0", "C")
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"echo"}, links: []linkTo{{site: "b", cost: 2}}},
 		&siteSpec{name: "b", host: "127.0.0.2", accept: true},
@@ -38,7 +38,7 @@ func TestChainMultiHop(t *testing.T) {
 
 // A site that only dials out still receives traffic over its link.
 func TestDialOutOnlySiteReceives(t *testing.T) {
-	a := echoServer(t, "A")
+	a := testutil.HTTPNameServer(t, "127.0.0.1:0", "A")
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", links: []linkTo{{site: "b", cost: 1}}, connectors: []string{"echo=" + a}},
 		&siteSpec{name: "b", host: "127.0.0.2", accept: true, listeners: []string{"echo"}},
@@ -51,7 +51,7 @@ func TestDialOutOnlySiteReceives(t *testing.T) {
 
 // balanced spreads new connections in proportion to endpoints.
 func TestBalancedProportionalToEndpoints(t *testing.T) {
-	b1, b2, c := echoServer(t, "B"), echoServer(t, "B"), echoServer(t, "C")
+	b1, b2, c := testutil.HTTPNameServer(t, "127.0.0.1:0", "B"), testutil.HTTPNameServer(t, "127.0.0.1:0", "B"), testutil.HTTPNameServer(t, "127.0.0.1:0", "C")
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", accept: true, listeners: []string{"echo"}},
 		&siteSpec{name: "b", host: "127.0.0.2", links: []linkTo{{site: "a", cost: 1}}, connectors: []string{"echo=" + b1, "echo=" + b2}},
@@ -74,7 +74,7 @@ func TestBalancedProportionalToEndpoints(t *testing.T) {
 // and c; "far" only at d. closest uses b, fails over to c when b's gateway
 // dies, and comes back when it returns; far reroutes through c.
 func TestDiamondClosestFailover(t *testing.T) {
-	nb, nc, fd := echoServer(t, "B"), echoServer(t, "C"), echoServer(t, "D")
+	nb, nc, fd := testutil.HTTPNameServer(t, "127.0.0.1:0", "B"), testutil.HTTPNameServer(t, "127.0.0.1:0", "C"), testutil.HTTPNameServer(t, "127.0.0.1:0", "D")
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"near", "far"}, routing: map[string]string{"near": "closest"},
 			links: []linkTo{{site: "b", cost: 1}, {site: "c", cost: 5}}},
@@ -201,7 +201,7 @@ func TestLinkCutMidStream(t *testing.T) {
 // the link keepalive and leaves the view within 10 s; its connections fail
 // over to what remains.
 func TestSilentPeerLeavesView(t *testing.T) {
-	b, c := echoServer(t, "B"), echoServer(t, "C")
+	b, c := testutil.HTTPNameServer(t, "127.0.0.1:0", "B"), testutil.HTTPNameServer(t, "127.0.0.1:0", "C")
 	n := newNetwork(t,
 		&siteSpec{name: "a", host: "127.0.0.1", listeners: []string{"echo"}, routing: map[string]string{"echo": "closest"},
 			links: []linkTo{{site: "b", cost: 1, via: "proxy"}, {site: "c", cost: 5}}},

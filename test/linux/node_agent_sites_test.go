@@ -98,8 +98,8 @@ func TestNodeAgentSites(t *testing.T) {
 		}
 	}
 	for _, s := range sites {
-		echoServerListen(t, s.vip, "direct-"+s.name)
-		echoServerListen(t, s.endpoint, "backend-"+s.name)
+		testutil.HTTPNameServer(t, s.vip, "direct-"+s.name)
+		testutil.HTTPNameServer(t, s.endpoint, "backend-"+s.name)
 	}
 	// inPod returns a command run in the pod's netns and its child cgroup
 	// sub, as uid when uid > 0 (it enters the cgroup before it execs).

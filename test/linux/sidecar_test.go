@@ -54,8 +54,8 @@ func TestSidecarRedirect(t *testing.T) {
 	// Servers that the sidecar would route as service VIPs (its site file
 	// below lists them), but that the redirect excludes.
 	excludedPort := testutil.FreePort(t, hostIP)
-	echoServerListen(t, fmt.Sprintf("%s:%d", hostIP, excludedPort), "excluded-port")
-	echoServerListen(t, excludedIP+":80", "excluded-cidr")
+	testutil.HTTPNameServer(t, fmt.Sprintf("%s:%d", hostIP, excludedPort), "excluded-port")
+	testutil.HTTPNameServer(t, excludedIP+":80", "excluded-cidr")
 
 	// The redirect, installed as the skiff-init container does: root with
 	// only NET_ADMIN and NET_RAW. Installing twice gives the same ruleset,
@@ -99,7 +99,7 @@ func TestSidecarRedirect(t *testing.T) {
 	}
 
 	// Sites east (the pod's) and west, in-process in the root netns.
-	eastEcho, westEcho := echoServer(t, "east"), echoServer(t, "west")
+	eastEcho, westEcho := testutil.HTTPNameServer(t, "127.0.0.1:0", "east"), testutil.HTTPNameServer(t, "127.0.0.1:0", "west")
 	n := newNetwork(t,
 		&siteSpec{name: "east", host: hostIP, accept: true, connectors: []string{"backend=" + eastEcho}},
 		&siteSpec{name: "west", host: "127.0.0.2", links: []linkTo{{site: "east", cost: 1}}, connectors: []string{"remote=" + westEcho}},
@@ -112,7 +112,7 @@ func TestSidecarRedirect(t *testing.T) {
 	}
 	plain := plainLn.Addr().String()
 	plainLn.Close()
-	echoServerListen(t, plain, "plain")
+	testutil.HTTPNameServer(t, plain, "plain")
 
 	// The sidecar's site file and token, readable by UID 1337.
 	dir := filepath.Join(n.dir, "pod")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,6 +116,27 @@ func EchoServer(t testing.TB) string {
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
+	return ln.Addr().String()
+}
+
+// HTTPNameServer runs an HTTP server on addr (host:0 for any port) until
+// the test ends: a GET is answered with name and a newline, a POST with
+// its own body. It returns the address it listens on.
+func HTTPNameServer(t testing.TB, addr, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			io.Copy(w, r.Body)
+			return
+		}
+		fmt.Fprintln(w, name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
 

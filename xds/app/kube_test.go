@@ -124,7 +124,8 @@ func TestKubernetesSites(t *testing.T) {
 	// EndpointSlices refuse loopback addresses: the backend listens on
 	// this machine's own (non-loopback) address.
 	hostIP := localIP(t)
-	echoPort := echoServer(t, hostIP, "west-backend")
+	_, echoPortS, _ := net.SplitHostPort(testutil.HTTPNameServer(t, net.JoinHostPort(hostIP, "0"), "west-backend"))
+	echoPort, _ := strconv.Atoi(echoPortS)
 	expose(t, c, "west", "backend", map[string]string{}, []int32{8080}, hostIP, int32(echoPort))
 	expose(t, c, "west", "frontend", map[string]string{}, []int32{80}, hostIP, int32(echoPort))
 
@@ -368,16 +369,6 @@ func localIP(t *testing.T) string {
 	}
 	testutil.Require(t, false, "no non-loopback IPv4 address on this machine for EndpointSlice endpoints")
 	return ""
-}
-
-func echoServer(t *testing.T, host, name string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	must(t, err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func httpGet(url string) (string, error) {
