@@ -116,7 +116,12 @@ func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answe
 		}
 	}
 	if answer {
+		// Close, not Reset: a reset discards what the peer has not read
+		// yet, the status with it. Close stops the peer's writes (RST
+		// STOP) and lets it read the status to the end.
 		_ = writeStatus(st, statusBadRequest, msg)
+		st.Close()
+		return
 	}
 	st.Reset()
 }
