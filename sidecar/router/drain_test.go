@@ -244,6 +244,26 @@ func dialEcho(addr string) (*echoConn, string, error) {
 	return e, strings.TrimSpace(name), nil
 }
 
+// echoAnsweredBy dials addr until a connection is answered by the
+// echoService named want (bounded), and returns it open.
+func echoAnsweredBy(t *testing.T, addr, want string) *echoConn {
+	t.Helper()
+	var e *echoConn
+	tu.Eventually(t, 10*time.Second, "a connection to "+addr+" answered by "+want, func() error {
+		c, name, err := dialEcho(addr)
+		if err != nil {
+			return err
+		}
+		if name != want {
+			c.c.Close()
+			return fmt.Errorf("answered by %q", name)
+		}
+		e = c
+		return nil
+	})
+	return e
+}
+
 // reachEcho is a check (for tu.Eventually) that a connection to addr is
 // answered by the echoService named want, and finishes cleanly.
 func reachEcho(addr, want string) func() error {

@@ -39,19 +39,7 @@ func TestLinkCertRenewal(t *testing.T) {
 	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
 		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	var e *echoConn
-	tu.Eventually(t, 10*time.Second, "west reaches east", func() error {
-		c, name, err := dialEcho(addr)
-		if err != nil {
-			return err
-		}
-		if name != "east-1" {
-			c.c.Close()
-			return fmt.Errorf("answered by %q", name)
-		}
-		e = c
-		return nil
-	})
+	e := echoAnsweredBy(t, addr, "east-1")
 	defer e.c.Close()
 	linkID := func() string {
 		st := west.r.Status()

@@ -94,6 +94,23 @@ func finish(t *testing.T, n *drainNode, dir string) *pki.CA {
 	return ca
 }
 
+// rotationSites starts east (link access, an echo service) and west,
+// which dials east with a token, keeps what east sends it in store, and
+// listens for the echo service on port; both run over a pki.Authority.
+func rotationSites(t *testing.T) (east, west *drainNode, eastDir, westDir string, spec LinkSpec, store *memStore, port int) {
+	t.Helper()
+	eastDir, westDir = t.TempDir(), t.TempDir()
+	east = startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, authority: true,
+		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
+	store = &memStore{}
+	spec = linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())
+	store.wire(&spec)
+	port = tu.FreePort(t, "127.0.0.1")
+	west = startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, authority: true, links: []LinkSpec{spec},
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
+	return east, west, eastDir, westDir, spec, store, port
+}
+
 // Both sites of a link rotate their CA, one after the other, then finish:
 // the link and a stream on it stay up throughout; east sends west its new
 // CA and a link certificate from it, west's key rollover gets west a link
@@ -101,29 +118,9 @@ func finish(t *testing.T, n *drainNode, dir string) *pki.CA {
 // again with what it was sent, and a west that has only the token's CA
 // (the old one) no longer can.
 func TestCARotation(t *testing.T) {
-	eastDir, westDir := t.TempDir(), t.TempDir()
-	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, authority: true,
-		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
-	store := &memStore{}
-	spec := linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())
-	store.wire(&spec)
-	port := tu.FreePort(t, "127.0.0.1")
-	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, authority: true, links: []LinkSpec{spec},
-		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
+	east, west, eastDir, westDir, spec, store, port := rotationSites(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	var e *echoConn
-	tu.Eventually(t, 10*time.Second, "west reaches east", func() error {
-		c, name, err := dialEcho(addr)
-		if err != nil {
-			return err
-		}
-		if name != "east-1" {
-			c.c.Close()
-			return fmt.Errorf("answered by %q", name)
-		}
-		e = c
-		return nil
-	})
+	e := echoAnsweredBy(t, addr, "east-1")
 	defer func() { e.c.Close() }()
 	linkID := func() string {
 		st := west.r.Status()
@@ -280,15 +277,7 @@ func TestParseBundle(t *testing.T) {
 // that key, is admitted, and the peer, seeing the endorsed new key in its
 // records, issues it a certificate for the new key.
 func TestCARotationWhileDown(t *testing.T) {
-	eastDir, westDir := t.TempDir(), t.TempDir()
-	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, authority: true,
-		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
-	store := &memStore{}
-	spec := linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())
-	store.wire(&spec)
-	port := tu.FreePort(t, "127.0.0.1")
-	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, authority: true, links: []LinkSpec{spec},
-		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
+	_, west, _, westDir, spec, store, port := rotationSites(t)
 	tu.Eventually(t, 10*time.Second, "west reaches east", reachEcho(fmt.Sprintf("127.0.0.1:%d", port), "east-1"))
 	west.r.Drain()
 	west.waitStopped(t)
