@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -97,13 +98,31 @@ func (s *Source) SetupWithManager(mgr manager.Manager) error {
 // Reconcile brings the proxy Services in line with the network and hands
 // the site's services to OnLocal.
 func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	byName, bySvc, err := s.list(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	local, selector := s.exposed(byName, bySvc)
+	wanted := s.wantedProxies(byName)
+	if selector == nil && len(wanted) > 0 {
+		s.Log.Info("gateway Service not found; proxy Services wait for it", "gatewayService", s.GatewayService)
+		wanted = nil
+	}
+	local, err = s.applyProxies(ctx, byName, wanted, selector, local)
+	s.OnLocal(local)
+	return reconcile.Result{}, err
+}
+
+// list reads the namespace's Services, by name, and their endpoint
+// slices, by Service name.
+func (s *Source) list(ctx context.Context) (map[string]*corev1.Service, map[string][]discoveryv1.EndpointSlice, error) {
 	var svcs corev1.ServiceList
 	if err := s.Client.List(ctx, &svcs, client.InNamespace(s.Namespace)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+		return nil, nil, fmt.Errorf("list services: %w", err)
 	}
 	var slices_ discoveryv1.EndpointSliceList
 	if err := s.Client.List(ctx, &slices_, client.InNamespace(s.Namespace)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list endpoint slices: %w", err)
+		return nil, nil, fmt.Errorf("list endpoint slices: %w", err)
 	}
 	bySvc := map[string][]discoveryv1.EndpointSlice{}
 	for _, es := range slices_.Items {
@@ -111,13 +130,19 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 			bySvc[n] = append(bySvc[n], es)
 		}
 	}
-
-	byName := map[string]*corev1.Service{}
-	var local []model.Service
-	var selector map[string]string
+	byName := make(map[string]*corev1.Service, len(svcs.Items))
 	for i := range svcs.Items {
-		svc := &svcs.Items[i]
-		byName[svc.Name] = svc
+		byName[svcs.Items[i].Name] = &svcs.Items[i]
+	}
+	return byName, bySvc, nil
+}
+
+// exposed returns the site's own network services (Services annotated
+// for exposure that the data plane can serve; a refused one gets a
+// Warning Event) and the gateway Service's selector (nil without it).
+func (s *Source) exposed(byName map[string]*corev1.Service, bySvc map[string][]discoveryv1.EndpointSlice) (local []model.Service, selector map[string]string) {
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		svc := byName[name]
 		if svc.Name == s.GatewayService {
 			selector = svc.Spec.Selector
 		}
@@ -133,32 +158,38 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 		s.reported.Delete(svc.UID)
 		local = append(local, got...)
 	}
+	return local, selector
+}
 
-	// Proxy Services: one per address that the network serves and this
-	// site does not expose.
-	wanted := map[string][]int{} // address -> ports
+// wantedProxies returns the proxy Services the site needs: the ports of
+// every address that the network serves and this site does not expose
+// itself. It also reports the view's name conflicts.
+func (s *Source) wantedProxies(byName map[string]*corev1.Service) map[string][]int {
 	s.viewMu.Lock()
 	view := s.view
 	s.viewMu.Unlock()
-	if view != nil {
-		s.reportConflicts(byName[s.GatewayService], view.Conflicts)
+	if view == nil {
+		return nil
 	}
-	if view != nil {
-		for name, targets := range view.Addresses {
-			address, port, ok := federation.SplitName(name)
-			if !ok || !served(targets) {
-				continue
-			}
-			if cur := byName[address]; cur != nil && !Owned(cur) && Exposed(cur) {
-				continue // the site's own Service of that name serves it
-			}
-			wanted[address] = append(wanted[address], port)
+	s.reportConflicts(byName[s.GatewayService], view.Conflicts)
+	wanted := map[string][]int{} // address -> ports
+	for name, targets := range view.Addresses {
+		address, port, ok := federation.SplitName(name)
+		if !ok || !served(targets) {
+			continue
 		}
+		if cur := byName[address]; cur != nil && !Owned(cur) && Exposed(cur) {
+			continue // the site's own Service of that name serves it
+		}
+		wanted[address] = append(wanted[address], port)
 	}
-	if selector == nil && len(wanted) > 0 {
-		s.Log.Info("gateway Service not found; proxy Services wait for it", "gatewayService", s.GatewayService)
-		wanted = nil
-	}
+	return wanted
+}
+
+// applyProxies creates, updates and deletes the proxy Services so that
+// there is one per wanted address, and adds their cluster IPs to local
+// (the site's services as the xDS table lists them).
+func (s *Source) applyProxies(ctx context.Context, byName map[string]*corev1.Service, wanted map[string][]int, selector map[string]string, local []model.Service) ([]model.Service, error) {
 	existing := map[string]int{} // address:port -> target port
 	for _, svc := range byName {
 		if !Owned(svc) {
@@ -176,15 +207,10 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 	}
 	alloc, err := AllocatePorts(keys, existing)
 	if err != nil {
-		return reconcile.Result{}, err
+		return local, err
 	}
-	addresses := make([]string, 0, len(wanted))
-	for a := range wanted {
-		addresses = append(addresses, a)
-	}
-	slices.Sort(addresses)
 	var errs []error
-	for _, address := range addresses {
+	for _, address := range slices.Sorted(maps.Keys(wanted)) {
 		var ports []ProxyPort
 		for _, p := range wanted[address] {
 			ports = append(ports, ProxyPort{Port: p, TargetPort: alloc[address+":"+strconv.Itoa(p)]})
@@ -229,11 +255,10 @@ func (s *Source) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.
 			s.Log.Info("proxy service deleted", "service", svc.Name)
 		}
 	}
-	s.OnLocal(local)
 	if len(errs) > 0 {
-		return reconcile.Result{}, fmt.Errorf("reconcile proxy services: %v", errs)
+		return local, fmt.Errorf("reconcile proxy services: %v", errs)
 	}
-	return reconcile.Result{}, nil
+	return local, nil
 }
 
 // proxyEntry is the local service of one proxy Service port: clients dial
