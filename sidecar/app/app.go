@@ -8,8 +8,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -510,17 +508,12 @@ func linkSpec(site *sitefile.Site, l sitefile.Link, store state.Store, now time.
 // in the form site records carry it: one, or, for a token issued during a
 // CA rotation, the current key and the previous one.
 func caKeyIDs(tok *token.Token) ([]string, error) {
-	var ids []string
-	for rest := []byte(tok.CA); ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		ca, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("ca: %w", err)
-		}
+	cas, err := pki.ParseCertificates([]byte(tok.CA), 4)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	ids := make([]string, 0, len(cas))
+	for _, ca := range cas {
 		pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
 		if !ok {
 			return nil, fmt.Errorf("ca key is %T, not ECDSA", ca.PublicKey)
@@ -530,9 +523,6 @@ func caKeyIDs(tok *token.Token) ([]string, error) {
 			return nil, err
 		}
 		ids = append(ids, id)
-	}
-	if len(ids) == 0 {
-		return nil, errors.New("ca: no PEM certificate")
 	}
 	return ids, nil
 }

@@ -352,6 +352,35 @@ func ParseCertificate(data []byte) (*x509.Certificate, error) {
 	return cert, nil
 }
 
+// ParseCertificates parses every PEM block of data, each of which must be
+// a "CERTIFICATE": a chain or a trust bundle, at most max of them (it is
+// checked before each is parsed). None is an error.
+func ParseCertificates(data []byte, max int) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if len(certs) == max {
+			return nil, fmt.Errorf("more than %d certificates", max)
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %.40q, want CERTIFICATE", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return certs, nil
+}
+
 // parseKey parses an ECDSA key in a PEM "PRIVATE KEY" (PKCS #8) or
 // "EC PRIVATE KEY" block.
 func parseKey(data []byte) (*ecdsa.PrivateKey, error) {

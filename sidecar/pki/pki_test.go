@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -424,6 +425,37 @@ func TestClientTLSErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := ClientTLS(tt.caPEM, tt.cert, tt.key, "east.skiff.local"); err == nil {
 				t.Error("ClientTLS() succeeded")
+			}
+		})
+	}
+}
+
+// ParseCertificates takes a chain or a bundle of up to max certificates
+// and refuses anything else in it.
+func TestParseCertificates(t *testing.T) {
+	ca := newCA(t, "east")
+	two := append(append([]byte{}, ca.CertPEM...), ca.CertPEM...)
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}})
+	tests := []struct {
+		name    string
+		data    []byte
+		max     int
+		want    int
+		wantErr bool
+	}{
+		{"one", ca.CertPEM, 4, 1, false},
+		{"two", two, 2, 2, false},
+		{"more than max", two, 1, 0, true},
+		{"nothing", nil, 4, 0, true},
+		{"not PEM", []byte("hello"), 4, 0, true},
+		{"a key after the certificate", append(append([]byte{}, ca.CertPEM...), key...), 4, 0, true},
+		{"a certificate that does not parse", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2}}), 4, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCertificates(tt.data, tt.max)
+			if (err != nil) != tt.wantErr || len(got) != tt.want {
+				t.Errorf("ParseCertificates() = %d certificates, error %v; want %d, error %v", len(got), err, tt.want, tt.wantErr)
 			}
 		})
 	}

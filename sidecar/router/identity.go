@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -293,24 +292,9 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 // certifies and the certificates after it (a rotating peer CA's cross
 // certificate), as the client certificate of the link's connections.
 func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Certificate, error) {
-	var chain []*x509.Certificate
-	for rest := certPEM; len(chain) < 1+maxBundle; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %q, want CERTIFICATE", clipName(block.Type))
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		chain = append(chain, c)
-	}
-	if len(chain) == 0 {
-		return nil, errors.New("no PEM certificate")
+	chain, err := pki.ParseCertificates(certPEM, 1+maxBundle)
+	if err != nil {
+		return nil, err
 	}
 	cert := chain[0]
 	li, err := pki.ParseLinkIdentity(cert)

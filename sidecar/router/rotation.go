@@ -3,7 +3,6 @@ package router
 import (
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -168,31 +167,16 @@ func (l *link) takeCA(bundle string) {
 // parseBundle checks a trust bundle from site: 1 to maxBundle CA
 // certificates, each of site ("skiff site <site> CA").
 func parseBundle(site string, bundle []byte) (*x509.CertPool, error) {
+	certs, err := pki.ParseCertificates(bundle, maxBundle)
+	if err != nil {
+		return nil, err
+	}
 	pool := x509.NewCertPool()
-	n := 0
-	for rest := bundle; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if n++; n > maxBundle {
-			return nil, fmt.Errorf("more than %d certificates", maxBundle)
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %q, want CERTIFICATE", clipName(block.Type))
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
+	for _, c := range certs {
 		if !c.IsCA || c.Subject.CommonName != fmt.Sprintf("skiff site %s CA", site) {
 			return nil, fmt.Errorf("certificate %q is not site %s's CA", clipName(c.Subject.CommonName), site)
 		}
 		pool.AddCert(c)
-	}
-	if n == 0 {
-		return nil, errors.New("no CA certificate")
 	}
 	return pool, nil
 }
