@@ -23,30 +23,15 @@ import (
 // The apiserver and the xDS server the agent talks to run in the test
 // process, so the check is not on every goroutine (goleak) but on those
 // RunDaemon started: they carry the pprof label it was started with
-// (testutil.RunLabelled), and so do the ones they start.
+// (testutil.RunOwned), and so do the ones they start.
 func TestDaemonLeavesNoGoroutine(t *testing.T) {
 	e := newAgentEnv(t)
 	e.opts.OwnerDaemonSet = e.ns + "/skiff-node-agent"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	type result struct {
-		running []string
-		err     error
-	}
-	done := make(chan result, 1)
 	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1}).WithName("node-agent")
-	go func() {
-		running, err := testutil.RunLabelled(ctx, "agent", func(ctx context.Context) error { return RunDaemon(ctx, e.opts, log) })
-		done <- result{running, err}
-	}()
+	stop := testutil.RunOwned(t, "agent", func(ctx context.Context) error { return RunDaemon(ctx, e.opts, log) })
 	// No keep-alive: the test's client leaves no connection behind.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	testutil.Eventually(t, 60*time.Second, "the agent ready", func() error {
-		select {
-		case r := <-done:
-			t.Fatalf("agent stopped: %v", r.err)
-		default:
-		}
 		resp, err := client.Get(e.readyz)
 		if err != nil {
 			return err
@@ -61,18 +46,7 @@ func TestDaemonLeavesNoGoroutine(t *testing.T) {
 	e.waitAttached(t, e.podCgroup(t, web), true)
 	e.waitServices(t, "10.96.77.10:80")
 
-	cancel()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.Errorf("RunDaemon: %v", r.err)
-		}
-		for _, g := range r.running {
-			t.Errorf("RunDaemon returned with a goroutine it started still running:\n%s", g)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("RunDaemon still running 30 s after its context ended")
-	}
+	stop()
 	testutil.NoneLeft(t, "agent", 5*time.Second, restConnection)
 }
 

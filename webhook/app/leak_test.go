@@ -24,7 +24,7 @@ import (
 // The package's tests share one apiserver and one injector, which run on
 // beside this one, so the check is not on every goroutine of the process
 // (goleak) but on those Run started: they carry the pprof label Run was
-// started with (testutil.RunLabelled), and so do the ones they start.
+// started with (testutil.RunOwned), and so do the ones they start.
 func TestRunLeavesNoGoroutine(t *testing.T) {
 	e := startEnv(t)
 	const ns = "leak"
@@ -39,25 +39,12 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = e.c.Delete(context.Background(), cfg) })
 
-	ctx, cancel := context.WithCancel(log.IntoContext(context.Background(), ctrl.Log.WithName(ns)))
-	defer cancel()
-	type result struct {
-		running []string
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		running, err := testutil.RunLabelled(ctx, "injector", func(ctx context.Context) error { return Run(ctx, o) })
-		done <- result{running, err}
-	}()
+	stop := testutil.RunOwned(t, "injector", func(ctx context.Context) error {
+		return Run(log.IntoContext(ctx, ctrl.Log.WithName(ns)), o)
+	})
 	// No keep-alive: the test's client leaves no connection behind.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	testutil.Eventually(t, 60*time.Second, "the injector ready", func() error {
-		select {
-		case r := <-done:
-			t.Fatalf("injector stopped: %v", r.err)
-		default:
-		}
 		resp, err := client.Get("http://" + o.HealthProbeBindAddress + "/readyz")
 		if err != nil {
 			return err
@@ -72,18 +59,7 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 		return createInjected(t.Context(), e, ns)
 	})
 
-	cancel()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.Errorf("Run: %v", r.err)
-		}
-		for _, g := range r.running {
-			t.Errorf("Run returned with a goroutine it started still running:\n%s", g)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run still running 30 s after its context ended")
-	}
+	stop()
 	testutil.NoneLeft(t, "injector", 5*time.Second, restConnection)
 }
 
