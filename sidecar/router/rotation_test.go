@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -300,4 +301,50 @@ func TestCARotationWhileDown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A linked site cannot push a trust bundle or a link certificate onto the
+// site it dialled: only the dialling side of a link takes them from its
+// issuer. Mallory, linked to east with east's token, sends east a CA of
+// its own named as east's and a link certificate; east ignores both and
+// goes on with the link (mallory's next record is applied).
+func TestLinkedSiteCannotPushCA(t *testing.T) {
+	p := newPair(t)
+	m := newMallory(t)
+	_, ctrl := m.link(p.east, p.east.issue(t, 1))
+	go func() { _, _ = io.Copy(io.Discard, ctrl) }()
+	fake, err := pki.LoadOrCreateCA(t.TempDir(), "east") // "skiff site east CA", mallory's
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkPEM, err := fake.IssueLink("mallory", &m.key.PublicKey, "00ff", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastKey := p.east.r.db.HolderOf("east")
+	rec, err := netview.Sign(netview.Record{Site: "mallory", Epoch: time.Now().UnixNano(), Seq: 7}, m.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := writeMsg(ctrl, controlMsg{CA: string(fake.CertPEM), LinkCert: string(linkPEM)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMsg(ctrl, controlMsg{Records: [][]byte{rec.Wire()}}); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, 10*time.Second, "east applies mallory's next record", func() error {
+		for _, r := range p.east.r.db.Records() {
+			if r.Site == "mallory" && r.Seq == 7 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no record of mallory at seq 7")
+	})
+	if got := p.east.r.db.HolderOf("east"); got != eastKey {
+		t.Errorf("east's own key changed to %s", netview.Fingerprint(got))
+	}
+	if keys := p.east.r.db.KeysOf("east"); len(keys) != 1 {
+		t.Errorf("east accepts %d keys for its own name, want its own alone", len(keys))
+	}
 }
