@@ -21,7 +21,7 @@ import (
 
 	"github.com/skiff-io/skiff/bpf"
 	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/webhook/inject"
+	"github.com/skiff-io/skiff/sidecar/shared/exclude"
 )
 
 type podKey = types.NamespacedName
@@ -129,21 +129,25 @@ func podSite(pod *corev1.Pod) string {
 }
 
 // podExclusions reads the pod's config.skiff.io/exclude-outbound-ports and
-// -cidrs annotations with the injector's parser (and so its rules); the
-// other config.skiff.io/ annotations are the injector's business and are
-// not looked at.
+// -cidrs annotations with the parser the injector uses (package exclude),
+// so a list means the same to both; the other config.skiff.io/ annotations
+// are the injector's business and are not looked at.
 func podExclusions(pod *corev1.Pod) (bpf.Exclusions, error) {
-	only := map[string]string{}
-	for _, k := range []string{contract.ConfigExcludeOutboundPortsAnnotation, contract.ConfigExcludeOutboundCIDRsAnnotation} {
-		if v, ok := pod.Annotations[k]; ok {
-			only[k] = v
-		}
+	var ex bpf.Exclusions
+	var errs []error
+	bad := func(key string, err error) {
+		errs = append(errs, fmt.Errorf("annotation %s: %q: %w", key, pod.Annotations[key], err))
 	}
-	ov, err := inject.ParseAnnotations(only)
-	if err != nil {
-		return bpf.Exclusions{}, err
+	var err error
+	if ex.Ports, err = exclude.ParsePorts(pod.Annotations[contract.ConfigExcludeOutboundPortsAnnotation]); err != nil {
+		bad(contract.ConfigExcludeOutboundPortsAnnotation, err)
 	}
-	ex := bpf.Exclusions{Ports: ov.ExcludeOutboundPorts, CIDRs: ov.ExcludeOutboundCIDRs}
+	if ex.CIDRs, err = exclude.ParseCIDRs(pod.Annotations[contract.ConfigExcludeOutboundCIDRsAnnotation]); err != nil {
+		bad(contract.ConfigExcludeOutboundCIDRsAnnotation, err)
+	}
+	if len(errs) > 0 {
+		return bpf.Exclusions{}, errors.Join(errs...)
+	}
 	return ex, ex.Validate()
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/contract"
 	"github.com/skiff-io/skiff/sidecar/redirect"
+	"github.com/skiff-io/skiff/sidecar/shared/exclude"
 )
 
 // IPTablesInitOptions are the flags of `skiff-router iptables-init`, the
@@ -36,12 +37,12 @@ func (o *IPTablesInitOptions) AddFlags(fs *flag.FlagSet) {
 		o.Rules.ProxyUID = uint32(uid)
 		return nil
 	})
-	fs.Func("exclude-outbound-ports", "comma-separated destination ports never redirected, e.g. 53,5432", func(s string) (err error) {
-		o.Rules.ExcludePorts, err = redirect.ParsePorts(s)
+	fs.Func("exclude-outbound-ports", "comma-separated destination ports never redirected, e.g. 53,5432 (the form of the config.skiff.io/exclude-outbound-ports annotation)", func(s string) (err error) {
+		o.Rules.ExcludePorts, err = exclude.ParsePorts(s)
 		return err
 	})
 	fs.Func("exclude-outbound-cidrs", "comma-separated destination CIDRs (IPv4 or IPv6) never redirected, e.g. 10.0.0.0/8,fd00::/8", func(s string) (err error) {
-		o.Rules.ExcludeCIDRs, err = redirect.ParseCIDRs(s)
+		o.Rules.ExcludeCIDRs, err = exclude.ParseCIDRs(s)
 		return err
 	})
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the nftables ruleset and install nothing")

@@ -1,33 +1,23 @@
 package redirect
 
 import (
-	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/skiff-io/skiff/sidecar/shared/exclude"
 )
 
-// FuzzParse: parsing never panics; what it accepts is exactly what the
-// injector writes (formatting the result gives the input back), and makes
-// valid rules whose listing has one line per rule.
-func FuzzParse(f *testing.F) {
+// FuzzRules: any exclusion lists the shared parser accepts (the injector's
+// annotations, iptables-init's flags) make valid rules whose listing has
+// one line per rule.
+func FuzzRules(f *testing.F) {
 	f.Add("53,5432", "10.96.0.0/12,fd00::/8")
 	f.Add("", "::ffff:10.0.0.1/128,0.0.0.0/0")
 	f.Add("0,65536", "10.0.0.1/8")
 	f.Add("080, 1", "FD00::/8,,fe80::%eth0/64")
 	f.Fuzz(func(t *testing.T, ports, cidrs string) {
-		ps, perr := ParsePorts(ports)
-		if perr == nil {
-			if got := formatPorts(ps); got != ports {
-				t.Errorf("ParsePorts(%q) = %v, formats as %q", ports, ps, got)
-			}
-		}
-		cs, cerr := ParseCIDRs(cidrs)
-		if cerr == nil {
-			if got := formatCIDRs(cs); got != cidrs {
-				t.Errorf("ParseCIDRs(%q) = %v, formats as %q", cidrs, cs, got)
-			}
-		}
+		ps, perr := exclude.ParsePorts(ports)
+		cs, cerr := exclude.ParseCIDRs(cidrs)
 		if perr != nil || cerr != nil {
 			return
 		}
@@ -40,22 +30,4 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("listing of %+v has %d rules, want %d", r, n, 6+len(ps)+len(cs))
 		}
 	})
-}
-
-// formatPorts writes ports as the injector does.
-func formatPorts(ports []uint16) string {
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
-// formatCIDRs writes prefixes as the injector does.
-func formatCIDRs(cidrs []netip.Prefix) string {
-	s := make([]string, len(cidrs))
-	for i, p := range cidrs {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
 }

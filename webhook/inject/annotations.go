@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/exclude"
 )
 
 // Overrides are the per-pod settings read from config.skiff.io/
@@ -74,9 +74,9 @@ func ParseAnnotations(annotations map[string]string) (Overrides, error) {
 			}
 			o.LogLevel = v
 		case contract.ConfigExcludeOutboundPortsAnnotation:
-			o.ExcludeOutboundPorts, err = parsePorts(v)
+			o.ExcludeOutboundPorts, err = exclude.ParsePorts(v)
 		case contract.ConfigExcludeOutboundCIDRsAnnotation:
-			o.ExcludeOutboundCIDRs, err = parseCIDRs(v)
+			o.ExcludeOutboundCIDRs, err = exclude.ParseCIDRs(v)
 		default:
 			err = ErrUnknownAnnotation
 		}
@@ -104,10 +104,10 @@ func (o Overrides) Annotations() map[string]string {
 		a[contract.ConfigLogLevelAnnotation] = o.LogLevel
 	}
 	if len(o.ExcludeOutboundPorts) > 0 {
-		a[contract.ConfigExcludeOutboundPortsAnnotation] = formatPorts(o.ExcludeOutboundPorts)
+		a[contract.ConfigExcludeOutboundPortsAnnotation] = exclude.FormatPorts(o.ExcludeOutboundPorts)
 	}
 	if len(o.ExcludeOutboundCIDRs) > 0 {
-		a[contract.ConfigExcludeOutboundCIDRsAnnotation] = formatCIDRs(o.ExcludeOutboundCIDRs)
+		a[contract.ConfigExcludeOutboundCIDRsAnnotation] = exclude.FormatCIDRs(o.ExcludeOutboundCIDRs)
 	}
 	return a
 }
@@ -121,82 +121,4 @@ func parseQuantity(v string) (*resource.Quantity, error) {
 		return nil, fmt.Errorf("want a positive quantity")
 	}
 	return &q, nil
-}
-
-// splitList splits a comma-separated list; spaces around items are allowed,
-// empty items are not.
-func splitList(v string) ([]string, error) {
-	items := strings.Split(v, ",")
-	for i, it := range items {
-		it = strings.TrimSpace(it)
-		if it == "" {
-			return nil, fmt.Errorf("empty item %d in comma-separated list", i+1)
-		}
-		items[i] = it
-	}
-	return items, nil
-}
-
-func parsePorts(v string) ([]uint16, error) {
-	items, err := splitList(v)
-	if err != nil {
-		return nil, err
-	}
-	ports := make([]uint16, 0, len(items))
-	for _, it := range items {
-		n, err := strconv.ParseUint(it, 10, 16)
-		if err != nil || n == 0 {
-			return nil, fmt.Errorf("port %q: want a number from 1 to 65535", it)
-		}
-		ports = append(ports, uint16(n))
-	}
-	slices.Sort(ports)
-	return slices.Compact(ports), nil
-}
-
-func formatPorts(ports []uint16) string {
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
-// parseCIDRs accepts IPv4 and IPv6 prefixes ("10.0.0.0/8", "fd00::/8") and
-// bare addresses (a single host); host bits are masked off.
-func parseCIDRs(v string) ([]netip.Prefix, error) {
-	items, err := splitList(v)
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Prefix
-	for _, it := range items {
-		var p netip.Prefix
-		if strings.Contains(it, "/") {
-			p, err = netip.ParsePrefix(it)
-		} else {
-			var a netip.Addr
-			a, err = netip.ParseAddr(it)
-			if err == nil && a.Zone() != "" {
-				err = fmt.Errorf("address %q: zones are not allowed", it)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		if err != nil {
-			return nil, err // netip's errors name the item
-		}
-		p = p.Masked()
-		if !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
-func formatCIDRs(cidrs []netip.Prefix) string {
-	s := make([]string, len(cidrs))
-	for i, p := range cidrs {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
 }

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/exclude"
 )
 
 // Container ports the sidecar declares.
@@ -98,10 +99,10 @@ func initContainer(cfg Config, res corev1.ResourceRequirements, ov Overrides) co
 		"--proxy-uid=" + strconv.Itoa(contract.SidecarUID),
 	}
 	if len(ov.ExcludeOutboundPorts) > 0 {
-		args = append(args, "--exclude-outbound-ports="+formatPorts(ov.ExcludeOutboundPorts))
+		args = append(args, "--exclude-outbound-ports="+exclude.FormatPorts(ov.ExcludeOutboundPorts))
 	}
 	if len(ov.ExcludeOutboundCIDRs) > 0 {
-		args = append(args, "--exclude-outbound-cidrs="+formatCIDRs(ov.ExcludeOutboundCIDRs))
+		args = append(args, "--exclude-outbound-cidrs="+exclude.FormatCIDRs(ov.ExcludeOutboundCIDRs))
 	}
 	return corev1.Container{
 		Name:            contract.InitContainerName,
