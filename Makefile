@@ -53,7 +53,7 @@ lint: ## gofmt, go vet, staticcheck (pinned in go.mod's tool block) and helm lin
 
 .PHONY: fuzz
 fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
-	@for spec in webhook/inject:FuzzParseAnnotations sidecar/sitefile:FuzzParse sidecar/policy:FuzzParse sidecar/token:FuzzParse sidecar/netview:FuzzDecode sidecar/netview:FuzzOpen sidecar/mux:FuzzSession sidecar/router:FuzzHeader sidecar/router:FuzzHello sidecar/router:FuzzControl sidecar/redirect:FuzzRules sidecar/shared/exclude:FuzzParse; do \
+	@for spec in webhook/inject:FuzzParseAnnotations sidecar/shared/sitefile:FuzzParse sidecar/shared/policy:FuzzParse sidecar/shared/token:FuzzParse sidecar/shared/netview:FuzzDecode sidecar/shared/netview:FuzzOpen sidecar/mux:FuzzSession sidecar/router:FuzzHeader sidecar/router:FuzzHello sidecar/router:FuzzControl sidecar/redirect:FuzzRules sidecar/shared/exclude:FuzzParse; do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
 		echo "== $$pkg $$fn"; $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $${FUZZTIME:-30s} || exit 1; \
 	done

@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"path/filepath"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 // DefaultBPFFS is where the bpf filesystem is mounted.

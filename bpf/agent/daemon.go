@@ -33,9 +33,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/skiff-io/skiff/bpf"
-	"github.com/skiff-io/skiff/sidecar/admin"
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/shared/admin"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 // DaemonOptions are the flags of `skiff-node-agent daemon`. The fields

@@ -29,9 +29,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/skiff-io/skiff/bpf"
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/test/testutil"
-	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/server"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

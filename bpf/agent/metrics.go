@@ -12,7 +12,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/skiff-io/skiff/bpf"
-	"github.com/skiff-io/skiff/sidecar/admin"
+	"github.com/skiff-io/skiff/sidecar/shared/admin"
 )
 
 // Reasons of skiff_node_agent_attach_failures_total: few and fixed.

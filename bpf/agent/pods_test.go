@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 func TestSkip(t *testing.T) {

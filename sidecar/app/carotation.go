@@ -11,9 +11,9 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
 )
 
 // caPoll is how often a running gateway reads its CA dir for a rotation

@@ -9,8 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // credentialsSite makes the site description of a sidecar that has no

@@ -9,8 +9,8 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // A sidecar reads its credential again when the file changes: the

@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // secureDataDir creates a site's data dir, or tightens it, to 0700

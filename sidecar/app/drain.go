@@ -9,8 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/admin"
 	"github.com/skiff-io/skiff/sidecar/router"
+	"github.com/skiff-io/skiff/sidecar/shared/admin"
 )
 
 // drain drains r (router.Router.Drain) and returns once life ends, which

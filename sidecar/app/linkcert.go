@@ -3,7 +3,7 @@ package app
 import (
 	"fmt"
 
-	"github.com/skiff-io/skiff/sidecar/state"
+	"github.com/skiff-io/skiff/sidecar/shared/state"
 )
 
 // linkCertStore keeps the link certificate a peer issued to this site for

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/skiff-io/skiff/sidecar/state"
+	"github.com/skiff-io/skiff/sidecar/shared/state"
 )
 
 func TestLinkCertStore(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // A gateway that cannot start (its link port is taken) leaves no data dir

@@ -12,10 +12,10 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // issuingSite writes the site file of a site that accepts links, with its

@@ -12,9 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/policy"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 func TestTokenPolicyFlags(t *testing.T) {

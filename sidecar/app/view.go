@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // MaxViewWait bounds how long GET /view?since=V waits for a change.

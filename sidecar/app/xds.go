@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 )
 
 // newXDSClient returns a client that follows the controller at addr over

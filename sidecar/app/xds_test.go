@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 func TestRouterServices(t *testing.T) {

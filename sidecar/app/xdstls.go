@@ -4,9 +4,9 @@ import (
 	"fmt"
 
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/sidecar/token"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 )
 
 // xdsTLS returns how a router proves to its site's controller that it

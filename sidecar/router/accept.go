@@ -11,7 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
 )
 
 // What hostile or unlucky input must not do to a listener: stop it. Every

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // frame length-prefixes b as readMsg expects.

@@ -24,10 +24,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/skiff-io/skiff/sidecar/mux"
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/policy"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
 

@@ -13,10 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/backoff"
 	"github.com/skiff-io/skiff/sidecar/mux"
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/backoff"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // handshakeTimeout bounds a link connection's TLS handshake and hello, on

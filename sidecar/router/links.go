@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/skiff-io/skiff/sidecar/mux"
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
 )
 
 // link is one logical link to a peer: a pool of mux sessions over mTLS

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // Link policies (package policy) are enforced here, on gateways:

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
 )
 
 // The redirect self-check. Both redirect modes send a connect to

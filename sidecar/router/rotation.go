@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // A site rotates its CA, and with it its site key, without dropping a

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
 

@@ -32,14 +32,14 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/sidecar/logging"
 	"github.com/skiff-io/skiff/sidecar/mux"
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/policy"
 	"github.com/skiff-io/skiff/sidecar/routing"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
 )
 
 // Role says what a Router is.

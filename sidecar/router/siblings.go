@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // Siblings are the other gateways of this site (replicas): every gateway

@@ -14,7 +14,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 
 	tu "github.com/skiff-io/skiff/test/testutil"
 )

@@ -4,7 +4,7 @@ import (
 	"net"
 	"sort"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // What the tests read of a running router: its links with their

@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/mux"
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/netview"
 	"github.com/skiff-io/skiff/sidecar/routing"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // headerTimeout bounds how long a peer may take to send a stream header

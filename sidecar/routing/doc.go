@@ -4,7 +4,7 @@
 // returns the order in which to try them, first the chosen one and then the
 // failover order.
 //
-// Two patterns apply to connections (package xds/model defines them, and
+// Two patterns apply to connections (package sidecar/shared/model defines them, and
 // its CheckRouting decides which are served):
 //
 //   - balanced spreads new connections by weighted random choice, the

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 var (

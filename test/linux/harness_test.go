@@ -19,7 +19,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/router"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

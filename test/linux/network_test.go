@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/skiff-io/skiff/bpf"
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

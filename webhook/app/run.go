@@ -24,7 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/skiff-io/skiff/sidecar/admin"
+	"github.com/skiff-io/skiff/sidecar/shared/admin"
 	"github.com/skiff-io/skiff/webhook/certs"
 	"github.com/skiff-io/skiff/webhook/inject"
 	"github.com/skiff-io/skiff/webhook/server"

@@ -5,7 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
 )
 
 // Reasons a pod is not injected. They are few and fixed, so they can label a

@@ -34,11 +34,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/app"
-	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
 

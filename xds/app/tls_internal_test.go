@@ -15,9 +15,9 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/token"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 )
 
 // The xDS listener refuses every handshake until the site CA is known,

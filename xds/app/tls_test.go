@@ -20,11 +20,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
 	"github.com/skiff-io/skiff/xds/app"
-	"github.com/skiff-io/skiff/xds/model"
 )
 
 func TestValidatePlaintextBindAddress(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // Build returns the table of site: its local services, each with the

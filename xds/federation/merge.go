@@ -9,7 +9,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // Merge joins the views of a site's gateway replicas into one document.

@@ -6,7 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // Views of site east's gateway replicas: r1 has links to west and north,

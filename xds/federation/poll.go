@@ -10,8 +10,8 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/backoff"
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/backoff"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // replicaLoop is the long-poll loop that follows one replica's view; its

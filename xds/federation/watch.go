@@ -10,7 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // ViewWatcher follows the views of every replica of a site's gateway, by

@@ -18,7 +18,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 

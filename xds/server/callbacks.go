@@ -12,7 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // NodeStatus is what the server knows of one connected node.

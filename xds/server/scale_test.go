@@ -27,8 +27,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/test/testutil"
-	"github.com/skiff-io/skiff/xds/model"
 )
 
 // TestScale is the scale benchmark (hack/bench/xds.sh runs it): one

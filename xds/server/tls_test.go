@@ -19,9 +19,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/test/testutil"
-	"github.com/skiff-io/skiff/xds/model"
 )
 
 // sitePKI is a site's CA, a serving certificate for 127.0.0.1 and a

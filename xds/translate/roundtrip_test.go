@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/skiff-io/skiff/xds/model"
-	"github.com/skiff-io/skiff/xds/resources"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/resources"
 )
 
 // typed returns the snapshot's resources of one type, as a client holds

@@ -51,8 +51,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/skiff-io/skiff/xds/model"
-	"github.com/skiff-io/skiff/xds/resources"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/resources"
 )
 
 // ConnectTimeout is every Cluster's connect_timeout.

@@ -30,7 +30,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/skiff-io/skiff/bpf/agent"
-	"github.com/skiff-io/skiff/sidecar/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
 )
 
 const usage = `usage: skiff-node-agent daemon|attach|services|detach|status|uninstall [flags]; -h after a command lists its flags`

@@ -26,7 +26,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/skiff-io/skiff/sidecar/app"
-	"github.com/skiff-io/skiff/sidecar/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
 )
 
 const usage = `usage:

@@ -14,7 +14,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/skiff-io/skiff/sidecar/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
 	"github.com/skiff-io/skiff/webhook/app"
 )
 

@@ -21,7 +21,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/skiff-io/skiff/sidecar/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/logging"
 	"github.com/skiff-io/skiff/xds/app"
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
 )
 
 func load(t *testing.T, body string) *sitefile.Site {

@@ -16,15 +16,15 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // AnnotationError is a bad skiff annotation on a Service.
 type AnnotationError struct {
 	Annotation, Value string
 	// Err says why: for skiff.io/routing and skiff.io/protocol, the error
-	// of xds/model's ParsePattern, ParseProtocol or CheckRouting, in the
+	// of sidecar/shared/model's ParsePattern, ParseProtocol or CheckRouting, in the
 	// words every source uses.
 	Err error
 }
@@ -44,7 +44,7 @@ func Exposed(svc *corev1.Service) bool {
 // per port, with the ready endpoints of its EndpointSlices. A bad
 // annotation is an *AnnotationError (wrapped); the Service then
 // contributes nothing. Protocols and routing patterns are decided by
-// xds/model alone: ParseProtocol and ParsePattern read the annotations
+// sidecar/shared/model alone: ParseProtocol and ParsePattern read the annotations
 // (empty is the same as absent), AppProtocol a port's appProtocol, and
 // CheckRouting refuses, for the whole Service, a pattern the data plane
 // cannot serve on any of its ports.

@@ -27,12 +27,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/policy"
-	"github.com/skiff-io/skiff/sidecar/sitefile"
-	"github.com/skiff-io/skiff/sidecar/state"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
+	"github.com/skiff-io/skiff/sidecar/shared/state"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // Secrets the controller keeps in the site's namespace. The CA, the

@@ -17,10 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/skiff-io/skiff/sidecar/contract"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/state"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/state"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // vanishingService is a reader whose gateway Service is there for the

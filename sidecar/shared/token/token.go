@@ -19,8 +19,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/skiff-io/skiff/sidecar/names"
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // What a token file says it is.

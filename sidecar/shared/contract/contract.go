@@ -56,10 +56,10 @@ const (
 	ExposeAnnotation = "skiff.io/expose"
 	// AddressAnnotation overrides the network address (default: Service name).
 	AddressAnnotation = "skiff.io/address"
-	// RoutingAnnotation selects the routing pattern (xds/model's
+	// RoutingAnnotation selects the routing pattern (sidecar/shared/model's
 	// ParsePattern and CheckRouting decide its values).
 	RoutingAnnotation = "skiff.io/routing"
-	// ProtocolAnnotation selects the protocol (xds/model's
+	// ProtocolAnnotation selects the protocol (sidecar/shared/model's
 	// ParseProtocol decides its values); without it, the port's
 	// appProtocol (model.AppProtocol).
 	ProtocolAnnotation = "skiff.io/protocol"
@@ -70,7 +70,7 @@ const (
 	CostAnnotation = "skiff.io/cost"
 	// AllowAdvertiseAnnotation on a link Secret lists the addresses the
 	// peer may advertise into this site, as comma-separated patterns
-	// (package sidecar/policy: backend, backend:8080, db-*, *); on a
+	// (package sidecar/shared/policy: backend, backend:8080, db-*, *); on a
 	// token-request Secret, the same for the links made with its token.
 	// Without it, every address.
 	AllowAdvertiseAnnotation = "skiff.io/allow-advertise"
@@ -81,7 +81,7 @@ const (
 
 // RoutingBalanced is model.Balanced as a string, kept only for
 // sidecar/router until it uses model.Balanced: protocols and routing
-// patterns are defined, and checked, in package xds/model alone.
+// patterns are defined, and checked, in package sidecar/shared/model alone.
 const RoutingBalanced = "balanced"
 
 // Environment variables the injector sets on the sidecar container.

@@ -14,8 +14,8 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/token"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // ServerName is the name a site's controller certificate is issued for

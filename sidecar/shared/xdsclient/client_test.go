@@ -14,9 +14,9 @@ import (
 	"github.com/go-logr/logr/testr"
 	"google.golang.org/grpc"
 
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
-	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/server"
 )
 

@@ -21,7 +21,7 @@
 // token-request Secrets; every source checks them with [CheckPattern] or
 // [Parse], so all refuse the same patterns with the same words.
 //
-// The package imports nothing of skiff's but sidecar/names.
+// The package imports nothing of skiff's but sidecar/shared/names.
 package policy
 
 import (
@@ -31,7 +31,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 // Policy is the policy of one link. The zero Policy allows everything.

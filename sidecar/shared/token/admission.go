@@ -4,9 +4,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/netview"
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
 )
 
 // Admission admits link peers over a site's ledger and CA: it is what a

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 func TestCheckPattern(t *testing.T) {

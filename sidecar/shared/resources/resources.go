@@ -24,7 +24,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // MetadataKey is the filter_metadata key of skiff's metadata on

@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/skiff-io/skiff/sidecar/policy"
-	"github.com/skiff-io/skiff/xds/model"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/policy"
+	"github.com/skiff-io/skiff/sidecar/shared/policy"
 )
 
 // A member token once admitted is admitted again without reading the

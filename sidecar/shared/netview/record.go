@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"maps"
 
-	"github.com/skiff-io/skiff/sidecar/names"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 // RecordVersion is the wire format version of [Record] that this package

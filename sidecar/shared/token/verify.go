@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // VerifyIntegrity checks that the token is as its site issued it: the ca

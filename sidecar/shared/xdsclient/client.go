@@ -40,9 +40,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/skiff-io/skiff/sidecar/backoff"
-	"github.com/skiff-io/skiff/xds/model"
-	"github.com/skiff-io/skiff/xds/resources"
+	"github.com/skiff-io/skiff/sidecar/shared/backoff"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/resources"
 )
 
 // Type URLs of the resources the client follows.

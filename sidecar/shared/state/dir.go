@@ -10,7 +10,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
 // Dir is a [Store] in a directory: dir/<bucket>/<name>, files 0600 in

@@ -13,11 +13,11 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"github.com/skiff-io/skiff/sidecar/pki"
-	"github.com/skiff-io/skiff/sidecar/token"
-	"github.com/skiff-io/skiff/sidecar/xdsclient"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
+	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
-	"github.com/skiff-io/skiff/xds/model"
 	"github.com/skiff-io/skiff/xds/server"
 )
 
