@@ -36,6 +36,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/routing"
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/logging"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
@@ -706,7 +707,7 @@ func (t *serviceTable) addressCounts() map[string]int {
 func (t *serviceTable) declaredRouting() map[string]string {
 	out := map[string]string{}
 	for a := range t.connectors {
-		if p := t.Routing[a]; p != "" && p != contract.RoutingBalanced {
+		if p := t.Routing[a]; p != "" && p != string(model.Balanced) {
 			out[a] = p
 		}
 	}

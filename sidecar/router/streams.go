@@ -15,6 +15,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/routing"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
@@ -380,7 +381,7 @@ func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, addres
 	order, err := r.picker.Order(pattern, cands)
 	if err != nil {
 		reason := "no_endpoint"
-		if errors.Is(err, routing.ErrMulticastTCP) {
+		if errors.Is(err, model.ErrMulticast) {
 			reason = "pattern"
 		}
 		r.m.ConnectFailures.WithLabelValues(address, reason).Inc()

@@ -10,13 +10,8 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
-var (
-	// ErrNoEndpoint reports that no candidate is usable.
-	ErrNoEndpoint = errors.New("no usable endpoint")
-	// ErrMulticastTCP is [model.ErrMulticast]: what Order returns for the
-	// multicast pattern wraps it.
-	ErrMulticastTCP = model.ErrMulticast
-)
+// ErrNoEndpoint reports that no candidate is usable.
+var ErrNoEndpoint = errors.New("no usable endpoint")
 
 // Candidate is one place a connection can go.
 type Candidate struct {
@@ -64,7 +59,7 @@ type pick struct {
 // are left out; if none is left, Order returns [ErrNoEndpoint]. pattern is
 // "balanced" ("" too) or "closest"; for any other, Order returns what
 // [model.CheckRouting] says of it for a connection: multicast wraps
-// [ErrMulticastTCP], an unknown pattern [model.ErrUnknownPattern].
+// [model.ErrMulticast], an unknown pattern [model.ErrUnknownPattern].
 //
 // The balanced order is a weighted random draw without replacement: each
 // candidate i is drawn first with probability w_i/Σw, where w_i is

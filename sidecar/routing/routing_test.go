@@ -59,12 +59,12 @@ func TestOrder(t *testing.T) {
 			name:    "multicast",
 			pattern: "multicast",
 			cands:   []Candidate{{Key: "a", Weight: 1}},
-			wantErr: ErrMulticastTCP,
+			wantErr: model.ErrMulticast,
 		},
 		{
 			name:    "multicast is refused even without candidates",
 			pattern: "multicast",
-			wantErr: ErrMulticastTCP,
+			wantErr: model.ErrMulticast,
 		},
 		{
 			name:    "unknown pattern",

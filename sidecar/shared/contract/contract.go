@@ -79,10 +79,6 @@ const (
 	AllowReachAnnotation = "skiff.io/allow-reach"
 )
 
-// RoutingBalanced is model.Balanced as a string, kept only for
-// sidecar/router until it uses model.Balanced: protocols and routing
-// patterns are defined, and checked, in package sidecar/shared/model alone.
-const RoutingBalanced = "balanced"
 
 // Environment variables the injector sets on the sidecar container.
 const (
