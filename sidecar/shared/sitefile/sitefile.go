@@ -136,7 +136,41 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 		line = root.Line
 		f = p.fields(root, "", "name", "dataDir", "caDir", "stateSecret", "siblings", "linkAccess", "links", "listeners", "connectors", "routing")
 	}
+	p.name(f, root, line, s)
+	p.dirs(f, dir, s)
+	if e, ok := f["stateSecret"]; ok && !isNull(e.value) {
+		if v, ok := p.str(e.value, "stateSecret"); ok {
+			if !names.IsSubdomain(v) {
+				p.errorf(e.value.Line, "stateSecret", "must be a Secret name (a DNS-1123 subdomain), got %q", v)
+			}
+			s.StateSecret = v
+		}
+	}
+	if e, ok := f["siblings"]; ok && !isNull(e.value) {
+		s.Siblings = p.siblings(e.value)
+	}
+	if e, ok := f["linkAccess"]; ok && !isNull(e.value) {
+		s.LinkAccess = p.linkAccess(e.value)
+	}
+	if e, ok := f["siblings"]; ok && len(s.Siblings) > 0 && s.LinkAccess == nil {
+		p.errorf(e.line, "siblings", "needs linkAccess: the gateways of a site link to each other on their link ports")
+	}
+	if e, ok := f["links"]; ok && !isNull(e.value) {
+		s.Links = p.links(e.value, dir)
+	}
+	if e, ok := f["listeners"]; ok && !isNull(e.value) {
+		s.Listeners = p.listeners(e.value)
+	}
+	if e, ok := f["connectors"]; ok && !isNull(e.value) {
+		s.Connectors = p.connectors(e.value)
+	}
+	if e, ok := f["routing"]; ok && !isNull(e.value) {
+		s.Routing = p.routing(e.value)
+	}
+}
 
+// name reads the site's required name; line is where the mapping starts.
+func (p *parser) name(f map[string]entry, root *yaml.Node, line int, s *Site) {
 	if e, ok := f["name"]; ok && !isNull(e.value) {
 		if name, ok := p.str(e.value, "name"); ok {
 			if msg := checkLabel(name); msg != "" {
@@ -147,7 +181,11 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 	} else if root == nil || root.Kind == yaml.MappingNode {
 		p.errorf(line, "name", "required: the site's name, unique in the network")
 	}
+}
 
+// dirs reads dataDir (default <name>-data) and caDir (default dataDir),
+// both relative to the site file's directory dir.
+func (p *parser) dirs(f map[string]entry, dir string, s *Site) {
 	s.DataDir = s.Name + "-data"
 	if e, ok := f["dataDir"]; ok && !isNull(e.value) {
 		if d, ok := p.str(e.value, "dataDir"); ok {
@@ -167,48 +205,24 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 			s.CADir = resolvePath(dir, d)
 		}
 	}
+}
 
-	if e, ok := f["stateSecret"]; ok && !isNull(e.value) {
-		if v, ok := p.str(e.value, "stateSecret"); ok {
-			if !names.IsSubdomain(v) {
-				p.errorf(e.value.Line, "stateSecret", "must be a Secret name (a DNS-1123 subdomain), got %q", v)
-			}
-			s.StateSecret = v
+// siblings reads the host:port link addresses of the site's other
+// gateways.
+func (p *parser) siblings(n *yaml.Node) []string {
+	var out []string
+	for i, item := range p.items(n, "siblings") {
+		v, ok := p.str(item, index("siblings", i))
+		if !ok {
+			continue
 		}
-	}
-
-	if e, ok := f["siblings"]; ok && !isNull(e.value) {
-		for i, item := range p.items(e.value, "siblings") {
-			v, ok := p.str(item, index("siblings", i))
-			if !ok {
-				continue
-			}
-			if msg := checkHostPort(v, false); msg != "" {
-				p.errorf(item.Line, index("siblings", i), "%s", msg)
-				continue
-			}
-			s.Siblings = append(s.Siblings, v)
+		if msg := checkHostPort(v, false); msg != "" {
+			p.errorf(item.Line, index("siblings", i), "%s", msg)
+			continue
 		}
+		out = append(out, v)
 	}
-
-	if e, ok := f["linkAccess"]; ok && !isNull(e.value) {
-		s.LinkAccess = p.linkAccess(e.value)
-	}
-	if e, ok := f["siblings"]; ok && len(s.Siblings) > 0 && s.LinkAccess == nil {
-		p.errorf(e.line, "siblings", "needs linkAccess: the gateways of a site link to each other on their link ports")
-	}
-	if e, ok := f["links"]; ok && !isNull(e.value) {
-		s.Links = p.links(e.value, dir)
-	}
-	if e, ok := f["listeners"]; ok && !isNull(e.value) {
-		s.Listeners = p.listeners(e.value)
-	}
-	if e, ok := f["connectors"]; ok && !isNull(e.value) {
-		s.Connectors = p.connectors(e.value)
-	}
-	if e, ok := f["routing"]; ok && !isNull(e.value) {
-		s.Routing = p.routing(e.value)
-	}
+	return out
 }
 
 func (p *parser) linkAccess(n *yaml.Node) *LinkAccess {
