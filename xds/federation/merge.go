@@ -42,128 +42,216 @@ func Merge(docs []netview.Document) netview.Document {
 	if len(docs) == 0 {
 		return netview.Document{}
 	}
-	self := docs[0].Self
-	out := netview.Document{Self: self}
-	sites := map[string]*netview.DocumentSite{}
-	// routers collects each site's routers across replicas.
-	routers := map[string]map[string]bool{}
-	targets := map[string]map[string]netview.Target{}
-	type routingChoice struct {
-		cost    int
-		site    string
-		pattern string
-	}
-	routing := map[string]routingChoice{}
-	unreachable := map[string]bool{}
-	conflicts := map[netview.Conflict]bool{}
+	m := newMerger(docs[0].Self)
 	for _, d := range docs {
-		if d.Self != self {
+		if d.Self != m.self {
 			continue
 		}
-		for _, s := range d.Sites {
-			cur, ok := sites[s.Name]
-			if !ok {
-				cur = &netview.DocumentSite{Name: s.Name, Cost: s.Cost, Hops: s.Hops, NextHop: s.NextHop}
-				sites[s.Name] = cur
-			} else if better(s, *cur) {
-				cur.Cost, cur.Hops, cur.NextHop = s.Cost, s.Hops, s.NextHop
-			}
-			for peer, cost := range s.Links {
-				if cur.Links == nil {
-					cur.Links = map[string]int{}
-				}
-				if c, ok := cur.Links[peer]; !ok || cost < c {
-					cur.Links[peer] = cost
-				}
-			}
-			for _, r := range s.Routers {
-				if routers[s.Name] == nil {
-					routers[s.Name] = map[string]bool{}
-				}
-				routers[s.Name][r] = true
-			}
-		}
-		for addr, ts := range d.Addresses {
-			for _, t := range ts {
-				if targets[addr] == nil {
-					targets[addr] = map[string]netview.Target{}
-				}
-				cur, ok := targets[addr][t.Site]
-				if !ok {
-					targets[addr][t.Site] = t
-					continue
-				}
-				cur.Cost = min(cur.Cost, t.Cost)
-				cur.Endpoints = max(cur.Endpoints, t.Endpoints)
-				targets[addr][t.Site] = cur
-			}
-		}
-		for addr, p := range d.Routing {
-			if p == "" {
-				continue
-			}
-			c := routingChoice{cost: math.MaxInt, pattern: p}
-			if ts := d.Addresses[addr]; len(ts) > 0 {
-				// netview sorts targets by cost, then site.
-				c.cost, c.site = ts[0].Cost, ts[0].Site
-			}
-			if cur, ok := routing[addr]; !ok || cmp.Or(cmp.Compare(c.cost, cur.cost), cmp.Compare(c.site, cur.site), cmp.Compare(c.pattern, cur.pattern)) < 0 {
-				routing[addr] = c
-			}
-		}
+		m.addSites(d.Sites)
+		m.addAddresses(d.Addresses)
+		m.addRouting(d)
 		for _, s := range d.Unreachable {
-			unreachable[s] = true
+			m.unreachable[s] = true
 		}
 		for _, c := range d.Conflicts {
-			conflicts[netview.Conflict{Site: c.Site, Key: c.Key, HeldBy: c.HeldBy}] = true
+			m.conflicts[netview.Conflict{Site: c.Site, Key: c.Key, HeldBy: c.HeldBy}] = true
 		}
 	}
+	return m.document()
+}
 
-	for _, name := range slices.Sorted(maps.Keys(sites)) {
-		s := sites[name]
-		if rs := routers[name]; len(rs) > 0 {
+// merger collects what the documents Merge joins say, per site, address
+// and so on, to be written out by [merger.document].
+type merger struct {
+	self  string
+	sites map[string]*netview.DocumentSite
+	// routers collects each site's routers across replicas.
+	routers     map[string]map[string]bool
+	targets     map[string]map[string]netview.Target // by address, then site
+	routing     map[string]routingChoice             // by address
+	unreachable map[string]bool
+	conflicts   map[netview.Conflict]bool
+}
+
+// routingChoice is the pattern one document declares for an address, with
+// the cost and site of its cheapest site serving the address (cost
+// math.MaxInt when it has none).
+type routingChoice struct {
+	cost    int
+	site    string
+	pattern string
+}
+
+// newMerger returns an empty merger for the documents of site self.
+func newMerger(self string) *merger {
+	return &merger{
+		self:        self,
+		sites:       map[string]*netview.DocumentSite{},
+		routers:     map[string]map[string]bool{},
+		targets:     map[string]map[string]netview.Target{},
+		routing:     map[string]routingChoice{},
+		unreachable: map[string]bool{},
+		conflicts:   map[netview.Conflict]bool{},
+	}
+}
+
+// addSites merges one document's sites: the better route, the union of
+// links at the lower cost, and the union of routers.
+func (m *merger) addSites(sites []netview.DocumentSite) {
+	for _, s := range sites {
+		cur, ok := m.sites[s.Name]
+		if !ok {
+			cur = &netview.DocumentSite{Name: s.Name, Cost: s.Cost, Hops: s.Hops, NextHop: s.NextHop}
+			m.sites[s.Name] = cur
+		} else if better(s, *cur) {
+			cur.Cost, cur.Hops, cur.NextHop = s.Cost, s.Hops, s.NextHop
+		}
+		for peer, cost := range s.Links {
+			if cur.Links == nil {
+				cur.Links = map[string]int{}
+			}
+			if c, ok := cur.Links[peer]; !ok || cost < c {
+				cur.Links[peer] = cost
+			}
+		}
+		for _, r := range s.Routers {
+			if m.routers[s.Name] == nil {
+				m.routers[s.Name] = map[string]bool{}
+			}
+			m.routers[s.Name][r] = true
+		}
+	}
+}
+
+// addAddresses merges one document's targets: per address and site the
+// lowest cost and the most endpoints.
+func (m *merger) addAddresses(addresses map[string][]netview.Target) {
+	for addr, ts := range addresses {
+		for _, t := range ts {
+			if m.targets[addr] == nil {
+				m.targets[addr] = map[string]netview.Target{}
+			}
+			cur, ok := m.targets[addr][t.Site]
+			if !ok {
+				m.targets[addr][t.Site] = t
+				continue
+			}
+			cur.Cost = min(cur.Cost, t.Cost)
+			cur.Endpoints = max(cur.Endpoints, t.Endpoints)
+			m.targets[addr][t.Site] = cur
+		}
+	}
+}
+
+// addRouting merges d's routing patterns: per address it keeps the choice
+// whose cheapest serving site is the cheapest (by cost, then site, then
+// pattern).
+func (m *merger) addRouting(d netview.Document) {
+	for addr, p := range d.Routing {
+		if p == "" {
+			continue
+		}
+		c := routingChoice{cost: math.MaxInt, pattern: p}
+		if ts := d.Addresses[addr]; len(ts) > 0 {
+			// netview sorts targets by cost, then site.
+			c.cost, c.site = ts[0].Cost, ts[0].Site
+		}
+		if cur, ok := m.routing[addr]; !ok || cmp.Or(cmp.Compare(c.cost, cur.cost), cmp.Compare(c.site, cur.site), cmp.Compare(c.pattern, cur.pattern)) < 0 {
+			m.routing[addr] = c
+		}
+	}
+}
+
+// document writes out the merged document, versioned.
+func (m *merger) document() netview.Document {
+	out := netview.Document{
+		Self:        m.self,
+		Sites:       m.mergedSites(),
+		Unreachable: m.mergedUnreachable(),
+		Addresses:   m.mergedAddresses(),
+		Routing:     m.mergedRouting(),
+		Conflicts:   m.mergedConflicts(),
+	}
+	out.Version = documentVersion(out)
+	return out
+}
+
+// mergedSites returns the merged sites, each with its routers sorted: Self
+// first, then the sites by name.
+func (m *merger) mergedSites() []netview.DocumentSite {
+	var out []netview.DocumentSite
+	for _, name := range slices.Sorted(maps.Keys(m.sites)) {
+		s := m.sites[name]
+		if rs := m.routers[name]; len(rs) > 0 {
 			s.Routers = slices.Sorted(maps.Keys(rs))
 		}
-		out.Sites = append(out.Sites, *s)
+		out = append(out, *s)
 	}
-	slices.SortStableFunc(out.Sites, func(a, b netview.DocumentSite) int {
+	slices.SortStableFunc(out, func(a, b netview.DocumentSite) int {
 		switch {
-		case a.Name == self:
+		case a.Name == m.self:
 			return -1
-		case b.Name == self:
+		case b.Name == m.self:
 			return 1
 		}
 		return 0
 	})
-	for s := range unreachable {
-		if sites[s] == nil && s != self {
-			out.Unreachable = append(out.Unreachable, s)
+	return out
+}
+
+// mergedUnreachable returns the sites some document lists as unreachable
+// and none reaches, sorted.
+func (m *merger) mergedUnreachable() []string {
+	var out []string
+	for s := range m.unreachable {
+		if m.sites[s] == nil && s != m.self {
+			out = append(out, s)
 		}
 	}
-	slices.Sort(out.Unreachable)
-	for addr, bySite := range targets {
-		if out.Addresses == nil {
-			out.Addresses = map[string][]netview.Target{}
+	slices.Sort(out)
+	return out
+}
+
+// mergedAddresses returns every address's merged targets, sorted by cost,
+// then site; nil when there are none.
+func (m *merger) mergedAddresses() map[string][]netview.Target {
+	var out map[string][]netview.Target
+	for addr, bySite := range m.targets {
+		if out == nil {
+			out = map[string][]netview.Target{}
 		}
 		ts := slices.Collect(maps.Values(bySite))
 		slices.SortFunc(ts, func(a, b netview.Target) int {
 			return cmp.Or(cmp.Compare(a.Cost, b.Cost), cmp.Compare(a.Site, b.Site))
 		})
-		out.Addresses[addr] = ts
+		out[addr] = ts
 	}
-	for addr, c := range routing {
-		if out.Routing == nil {
-			out.Routing = map[string]string{}
+	return out
+}
+
+// mergedRouting returns the chosen pattern of every address; nil when
+// there are none.
+func (m *merger) mergedRouting() map[string]string {
+	var out map[string]string
+	for addr, c := range m.routing {
+		if out == nil {
+			out = map[string]string{}
 		}
-		out.Routing[addr] = c.pattern
+		out[addr] = c.pattern
 	}
-	for c := range conflicts {
-		out.Conflicts = append(out.Conflicts, c)
+	return out
+}
+
+// mergedConflicts returns the union of the conflicts, sorted by site, key
+// and holder.
+func (m *merger) mergedConflicts() []netview.Conflict {
+	var out []netview.Conflict
+	for c := range m.conflicts {
+		out = append(out, c)
 	}
-	slices.SortFunc(out.Conflicts, func(a, b netview.Conflict) int {
+	slices.SortFunc(out, func(a, b netview.Conflict) int {
 		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Key, b.Key), cmp.Compare(a.HeldBy, b.HeldBy))
 	})
-	out.Version = documentVersion(out)
 	return out
 }
 

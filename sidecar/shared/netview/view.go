@@ -105,6 +105,47 @@ type edge struct{ to, cost int }
 // compute builds the view rooted at local from the other nodes' records
 // (by node ID).
 func compute(local Record, records map[string]Record) *View {
+	g := newGraph(local, records)
+	g.shortestPaths()
+	v := &View{
+		Self:      local.Site,
+		Node:      local.Node(),
+		Routes:    map[string]Route{},
+		Addresses: map[string][]Target{},
+		Routers:   map[string][]string{},
+		hops:      map[string]string{},
+	}
+	sites := v.addNodes(g)
+	v.addUnreachableSites(g, sites.reachable)
+	v.addSites(g, sites)
+	v.sortLists()
+	v.chooseRouting(sites.routing)
+	return v
+}
+
+// graph is the network compute works on: every node with its record and
+// its two-way links, and, once [graph.shortestPaths] ran, the least label
+// of the paths from the local node to each node.
+type graph struct {
+	ids   []string       // sorted: a node's index is its ID's rank
+	recs  []Record       // by node index
+	index map[string]int // node ID to node index
+	self  int            // the local node's index
+	// edges holds every node's edges, node i's in edges[start[i]:start[i+1]].
+	edges []edge
+	start []int
+
+	best []label // by node index; cost unset for nodes not reached
+	done []bool  // by node index: whether the node is reachable
+}
+
+// unset is the cost of a label no path has set yet, and the next hop of
+// the local node's own label.
+const unset = -1
+
+// newGraph indexes the local record and the other nodes' records (by node
+// ID) and links them.
+func newGraph(local Record, records map[string]Record) *graph {
 	// Nodes are indexed in node-ID order, so comparing indexes compares
 	// IDs.
 	localNode := local.Node()
@@ -114,141 +155,188 @@ func compute(local Record, records map[string]Record) *View {
 		ids = append(ids, node)
 	}
 	slices.Sort(ids)
-	recs := make([]Record, len(ids))
-	index := make(map[string]int, len(ids))
+	g := &graph{ids: ids, recs: make([]Record, len(ids)), index: make(map[string]int, len(ids))}
 	for i, node := range ids {
 		if node == localNode {
-			recs[i] = local
+			g.recs[i] = local
 		} else {
-			recs[i] = records[node]
+			g.recs[i] = records[node]
 		}
-		index[node] = i
+		g.index[node] = i
 	}
-	self := index[localNode]
+	g.self = g.index[localNode]
+	g.link()
+	return g
+}
 
+// link sets the graph's edges from the records' links.
+func (g *graph) link() {
 	// Two-way check: an edge counts only when both ends list each other;
 	// its cost is the higher of the two claims. Every node's edges end up
 	// in one slice, edges[start[i]:start[i+1]].
-	var edges []edge
-	start := make([]int, len(recs)+1)
-	for i, r := range recs {
+	g.start = make([]int, len(g.recs)+1)
+	for i, r := range g.recs {
 		for peer, cost := range r.Links {
-			j, ok := index[peer]
+			j, ok := g.index[peer]
 			if !ok {
 				continue
 			}
-			if back, ok := recs[j].Links[ids[i]]; ok {
-				edges = append(edges, edge{to: j, cost: max(cost, back)})
+			if back, ok := g.recs[j].Links[g.ids[i]]; ok {
+				g.edges = append(g.edges, edge{to: j, cost: max(cost, back)})
 			}
 		}
-		start[i+1] = len(edges)
+		g.start[i+1] = len(g.edges)
 	}
+}
 
-	const unset = -1
-	best := make([]label, len(recs))
-	for i := range best {
-		best[i] = label{cost: unset}
+// shortestPaths runs Dijkstra over labels from the local node, setting
+// best and done.
+func (g *graph) shortestPaths() {
+	g.best = make([]label, len(g.recs))
+	for i := range g.best {
+		g.best[i] = label{cost: unset}
 	}
-	done := make([]bool, len(recs))
-	best[self] = label{nextHop: unset}
-	h := make(labelHeap, 1, len(recs))
-	h[0] = heapItem{label: best[self], node: self}
+	g.done = make([]bool, len(g.recs))
+	g.best[g.self] = label{nextHop: unset}
+	h := make(labelHeap, 1, len(g.recs))
+	h[0] = heapItem{label: g.best[g.self], node: g.self}
 	for len(h) > 0 {
 		it := h.pop()
-		if done[it.node] || best[it.node] != it.label {
+		if g.done[it.node] || g.best[it.node] != it.label {
 			continue
 		}
-		done[it.node] = true
-		for _, e := range edges[start[it.node]:start[it.node+1]] {
-			if done[e.to] {
+		g.done[it.node] = true
+		for _, e := range g.edges[g.start[it.node]:g.start[it.node+1]] {
+			if g.done[e.to] {
 				continue
 			}
 			next := label{cost: it.cost + e.cost, nextHop: it.nextHop, hops: it.hops + 1}
-			if it.node == self {
+			if it.node == g.self {
 				next.nextHop = e.to
 			}
-			if best[e.to].cost == unset || next.less(best[e.to]) {
-				best[e.to] = next
+			if g.best[e.to].cost == unset || next.less(g.best[e.to]) {
+				g.best[e.to] = next
 				h.push(heapItem{label: next, node: e.to})
 			}
 		}
 	}
+}
 
-	v := &View{
-		Self:      local.Site,
-		Node:      localNode,
-		Routes:    map[string]Route{},
-		Addresses: map[string][]Target{},
-		Routers:   map[string][]string{},
-		hops:      map[string]string{},
-	}
+// siteNodes is what compute gathers per site from its reachable nodes.
+type siteNodes struct {
+	// nearest maps a site to the node index of its nearest reachable
+	// gateway.
+	nearest map[string]int
+	// endpoints maps a site to the endpoints it serves per address.
+	endpoints map[string]map[string]int
+	// routing maps a site to the routing pattern it declares per address.
+	routing map[string]map[string]string
+	// reachable holds the sites with a reachable gateway.
+	reachable map[string]bool
+}
+
+// addNodes sets the view's unreachable nodes, routers and hops, and
+// gathers what the reachable nodes tell of their sites.
+func (v *View) addNodes(g *graph) siteNodes {
 	// Per site: the nearest reachable gateway (the least label; ties go
 	// to the lowest node ID, as nodes are visited in ID order), and its
 	// addresses: a site's gateways front the same endpoints, so a site
 	// serves an address with the most endpoints any of its reachable
 	// gateways reports.
-	nearest := map[string]int{}
-	endpoints := map[string]map[string]int{}
-	routing := map[string]map[string]string{}
-	reachable := map[string]bool{}
-	for i, r := range recs {
-		if !done[i] {
-			v.UnreachableNodes = append(v.UnreachableNodes, ids[i])
+	s := siteNodes{
+		nearest:   map[string]int{},
+		endpoints: map[string]map[string]int{},
+		routing:   map[string]map[string]string{},
+		reachable: map[string]bool{},
+	}
+	for i, r := range g.recs {
+		if !g.done[i] {
+			v.UnreachableNodes = append(v.UnreachableNodes, g.ids[i])
 			continue
 		}
-		reachable[r.Site] = true
+		s.reachable[r.Site] = true
 		if r.Router != "" {
 			v.Routers[r.Site] = append(v.Routers[r.Site], r.Router)
 		}
-		if i != self {
-			v.hops[ids[i]] = ids[best[i].nextHop]
+		if i != g.self {
+			v.hops[g.ids[i]] = g.ids[g.best[i].nextHop]
 		}
-		if n, ok := nearest[r.Site]; !ok || best[i].less(best[n]) {
-			nearest[r.Site] = i
+		if n, ok := s.nearest[r.Site]; !ok || g.best[i].less(g.best[n]) {
+			s.nearest[r.Site] = i
 		}
-		if endpoints[r.Site] == nil {
-			endpoints[r.Site] = map[string]int{}
+		s.addNode(r, i == g.self, v.Self)
+	}
+	return s
+}
+
+// addNode adds the addresses and routing patterns of the reachable node
+// whose record r is (the local node's when local) to its site's.
+func (s siteNodes) addNode(r Record, local bool, self string) {
+	if s.endpoints[r.Site] == nil {
+		s.endpoints[r.Site] = map[string]int{}
+	}
+	for addr, n := range r.Addresses {
+		s.endpoints[r.Site][addr] = max(s.endpoints[r.Site][addr], n)
+	}
+	for addr, p := range r.Routing {
+		if s.routing[r.Site] == nil {
+			s.routing[r.Site] = map[string]string{}
 		}
-		for addr, n := range r.Addresses {
-			endpoints[r.Site][addr] = max(endpoints[r.Site][addr], n)
-		}
-		for addr, p := range r.Routing {
-			if routing[r.Site] == nil {
-				routing[r.Site] = map[string]string{}
-			}
-			if _, ok := routing[r.Site][addr]; !ok || r.Site == local.Site && i == self {
-				routing[r.Site][addr] = p
-			}
+		if _, ok := s.routing[r.Site][addr]; !ok || r.Site == self && local {
+			s.routing[r.Site][addr] = p
 		}
 	}
-	for i, r := range recs {
-		if !done[i] && !reachable[r.Site] && !slices.Contains(v.Unreachable, r.Site) {
+}
+
+// addUnreachableSites sets the view's unreachable sites: those of the
+// unreachable nodes that have no reachable gateway.
+func (v *View) addUnreachableSites(g *graph, reachable map[string]bool) {
+	for i, r := range g.recs {
+		if !g.done[i] && !reachable[r.Site] && !slices.Contains(v.Unreachable, r.Site) {
 			v.Unreachable = append(v.Unreachable, r.Site)
 		}
 	}
 	slices.Sort(v.Unreachable)
-	for site, i := range nearest {
+}
+
+// addSites sets the view's reachable sites, the route to each but Self,
+// and the targets of the addresses they serve.
+func (v *View) addSites(g *graph, s siteNodes) {
+	for site, i := range s.nearest {
 		v.sites = append(v.sites, site)
-		cost := best[i].cost
-		if site == local.Site {
+		cost := g.best[i].cost
+		if site == v.Self {
 			cost = 0 // the local site is served here
 		} else {
-			v.Routes[site] = Route{Site: site, NextHop: ids[best[i].nextHop], Router: recs[i].Router, Cost: cost, Hops: best[i].hops}
+			v.Routes[site] = Route{Site: site, NextHop: g.ids[g.best[i].nextHop], Router: g.recs[i].Router, Cost: cost, Hops: g.best[i].hops}
 		}
-		for addr, n := range endpoints[site] {
+		for addr, n := range s.endpoints[site] {
 			if n > 0 {
 				v.Addresses[addr] = append(v.Addresses[addr], Target{Site: site, Endpoints: n, Cost: cost})
 			}
 		}
 	}
+}
+
+// sortLists sorts the view's sites, each site's routers, and each
+// address's targets (by cost, then site).
+func (v *View) sortLists() {
 	slices.Sort(v.sites)
 	for _, rs := range v.Routers {
 		slices.Sort(rs)
 	}
-	for addr, ts := range v.Addresses {
+	for _, ts := range v.Addresses {
 		slices.SortFunc(ts, func(a, b Target) int {
 			return cmp.Or(cmp.Compare(a.Cost, b.Cost), cmp.Compare(a.Site, b.Site))
 		})
+	}
+}
+
+// chooseRouting sets the view's routing: per address, the pattern of the
+// first of its sorted targets that declares one (routing holds the
+// patterns per site).
+func (v *View) chooseRouting(routing map[string]map[string]string) {
+	for addr, ts := range v.Addresses {
 		for _, t := range ts {
 			if p := routing[t.Site][addr]; p != "" {
 				if v.Routing == nil {
@@ -259,7 +347,6 @@ func compute(local Record, records map[string]Record) *View {
 			}
 		}
 	}
-	return v
 }
 
 // heapItem is a tentative label for a node.
