@@ -155,18 +155,7 @@ func RunSidecar(ctx context.Context, o ServeOptions, log logr.Logger) error {
 }
 
 func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger) (err error) {
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	if o.CredentialsDir != "" && role != router.RoleSidecar {
-		return errors.New("--credentials-dir is for sidecars; a gateway needs a site file")
-	}
-	var site *sitefile.Site
-	if o.CredentialsDir != "" {
-		site, err = credentialsSite(o.CredentialsDir)
-	} else {
-		site, err = sitefile.Load(o.SiteFile)
-	}
+	site, err := loadSite(o, role)
 	if err != nil {
 		return err
 	}
@@ -189,37 +178,9 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err != nil {
 		return err
 	}
-	cfg, err := Config(site, role, store, log)
+	cfg, err := serveConfig(o, site, role, store, reg, log)
 	if err != nil {
 		return err
-	}
-	cfg.Metrics = router.NewMetrics(reg)
-	if o.CredentialsDir != "" && len(cfg.Links) == 1 {
-		cfg.Links[0].ClientTLS = credentialReloader(site.Links[0].Token, log)
-	}
-	if a, ok := cfg.Admission.(*token.Admission); ok {
-		a.LinkValidity = o.LinkCertValidity
-	}
-	cfg.DrainTimeout = o.DrainTimeout
-	cfg.Name = o.Name
-	if cfg.Name == "" && os.Getenv(contract.EnvPodName) != "" {
-		cfg.Name = os.Getenv(contract.EnvPodNamespace) + "/" + os.Getenv(contract.EnvPodName)
-	}
-	if cfg.Name == "" {
-		cfg.Name, _ = os.Hostname()
-	}
-	if role == router.RoleSidecar {
-		if o.OutboundBindAddress != "" {
-			cfg.SidecarListen = o.OutboundBindAddress
-		}
-		cfg.RedirectWait = o.RedirectWait
-		cfg.RedirectRecheck = o.RedirectRecheck
-	}
-	if o.Controller != "" {
-		if len(site.Listeners)+len(site.Connectors) > 0 {
-			log.Info("services come from the controller; the site file's listeners and connectors are ignored", "controller", o.Controller)
-		}
-		cfg.Services = router.Services{}
 	}
 	r, err := router.New(cfg)
 	if err != nil {
@@ -238,60 +199,151 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	// once every one of them has returned.
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
-	var g errgroup.Group
-	var failed sync.Once
-	// spawn runs f on life; an error ends life for the others, and the
-	// first records whether the router was serving when the run failed.
-	spawn := func(f func(context.Context) error) {
-		g.Go(func() error {
-			err := f(life)
-			if err != nil {
-				failed.Do(func() { up = r.Ready() })
-				stop()
-			}
-			return err
-		})
+	g := &runGroup{life: life, stop: stop, r: r, up: &up}
+	g.runRouter(ctx, log)
+	g.serveAdmin(o, reg, log)
+	if xc != nil {
+		g.spawn(xc.Run)
 	}
-	g.Go(func() error {
-		defer stop() // the router has stopped: so does everything else
-		return r.Run(life)
+	g.watch(o, site, store, cfg.Authority != nil, log)
+	return g.wait()
+}
+
+// loadSite checks the options and loads the site: from the site file, or
+// for a sidecar from its credentials dir.
+func loadSite(o ServeOptions, role router.Role) (*sitefile.Site, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.CredentialsDir != "" && role != router.RoleSidecar {
+		return nil, errors.New("--credentials-dir is for sidecars; a gateway needs a site file")
+	}
+	if o.CredentialsDir != "" {
+		return credentialsSite(o.CredentialsDir)
+	}
+	return sitefile.Load(o.SiteFile)
+}
+
+// serveConfig returns the router's configuration: the site's (Config),
+// with the metrics registered in reg and what the options set.
+func serveConfig(o ServeOptions, site *sitefile.Site, role router.Role, store state.Store, reg *prometheus.Registry, log logr.Logger) (router.Config, error) {
+	cfg, err := Config(site, role, store, log)
+	if err != nil {
+		return router.Config{}, err
+	}
+	cfg.Metrics = router.NewMetrics(reg)
+	if o.CredentialsDir != "" && len(cfg.Links) == 1 {
+		cfg.Links[0].ClientTLS = credentialReloader(site.Links[0].Token, log)
+	}
+	if a, ok := cfg.Admission.(*token.Admission); ok {
+		a.LinkValidity = o.LinkCertValidity
+	}
+	cfg.DrainTimeout = o.DrainTimeout
+	cfg.Name = routerName(o.Name)
+	if role == router.RoleSidecar {
+		if o.OutboundBindAddress != "" {
+			cfg.SidecarListen = o.OutboundBindAddress
+		}
+		cfg.RedirectWait = o.RedirectWait
+		cfg.RedirectRecheck = o.RedirectRecheck
+	}
+	if o.Controller != "" {
+		if len(site.Listeners)+len(site.Connectors) > 0 {
+			log.Info("services come from the controller; the site file's listeners and connectors are ignored", "controller", o.Controller)
+		}
+		cfg.Services = router.Services{}
+	}
+	return cfg, nil
+}
+
+// routerName returns the router's name: name (--name) if set, else
+// namespace/pod in Kubernetes, else the host name.
+func routerName(name string) string {
+	if name == "" && os.Getenv(contract.EnvPodName) != "" {
+		name = os.Getenv(contract.EnvPodNamespace) + "/" + os.Getenv(contract.EnvPodName)
+	}
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	return name
+}
+
+// runGroup runs the router and everything that goes with it on life, and
+// waits for every one of them.
+type runGroup struct {
+	g      errgroup.Group
+	life   context.Context
+	stop   context.CancelFunc // ends life
+	r      *router.Router
+	failed sync.Once
+	up     *bool // run's: whether the router was serving when the run failed
+}
+
+// spawn runs f on life; an error ends life for the others, and the
+// first records whether the router was serving when the run failed.
+func (g *runGroup) spawn(f func(context.Context) error) {
+	g.g.Go(func() error {
+		err := f(g.life)
+		if err != nil {
+			g.failed.Do(func() { *g.up = g.r.Ready() })
+			g.stop()
+		}
+		return err
 	})
-	g.Go(func() error {
+}
+
+// runRouter runs the router on life, and drains it when ctx ends first.
+func (g *runGroup) runRouter(ctx context.Context, log logr.Logger) {
+	g.g.Go(func() error {
+		defer g.stop() // the router has stopped: so does everything else
+		return g.r.Run(g.life)
+	})
+	g.g.Go(func() error {
 		select {
 		case <-ctx.Done():
-			drain(life, r, stop, log)
-		case <-life.Done():
+			drain(g.life, g.r, g.stop, log)
+		case <-g.life.Done():
 		}
 		return nil
 	})
+}
+
+// serveAdmin serves the metrics (with a gateway's /view) and health
+// endpoints the options do not disable.
+func (g *runGroup) serveAdmin(o ServeOptions, reg *prometheus.Registry, log logr.Logger) {
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.Handle("/view", viewHandler(life.Done(), r.Document))
-		spawn(func(ctx context.Context) error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
+		mux.Handle("/view", viewHandler(g.life.Done(), g.r.Document))
+		g.spawn(func(ctx context.Context) error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
-		spawn(func(ctx context.Context) error {
-			return admin.Serve(ctx, "health", o.HealthBindAddress, healthHandler(r), log)
+		g.spawn(func(ctx context.Context) error {
+			return admin.Serve(ctx, "health", o.HealthBindAddress, healthHandler(g.r), log)
 		})
 	}
-	if xc != nil {
-		spawn(xc.Run)
-	}
-	if o.SiteFile != "" {
-		spawn(func(ctx context.Context) error {
-			watchSiteFile(ctx, o.SiteFile, site, store, r, o.Controller == "", log)
-			return nil
-		})
-	}
-	if cfg.Authority != nil {
-		spawn(func(ctx context.Context) error {
-			watchCA(ctx, site.CADir, site.Name, r, log)
-			return nil
-		})
-	}
-	return g.Wait()
 }
+
+// watch starts the watchers: of the site file, if there is one, and of
+// the site's CA dir if this gateway holds the site CA (authority).
+func (g *runGroup) watch(o ServeOptions, site *sitefile.Site, store state.Store, authority bool, log logr.Logger) {
+	if o.SiteFile != "" {
+		g.spawn(func(ctx context.Context) error {
+			watchSiteFile(ctx, o.SiteFile, site, store, g.r, o.Controller == "", log)
+			return nil
+		})
+	}
+	if authority {
+		g.spawn(func(ctx context.Context) error {
+			watchCA(ctx, site.CADir, site.Name, g.r, log)
+			return nil
+		})
+	}
+}
+
+// wait waits for everything the group started and returns the first
+// error of any.
+func (g *runGroup) wait() error { return g.g.Wait() }
 
 // watchSiteFile reloads the site file when it changes (checked every
 // second, or at once on SIGHUP): links are added, removed or replaced

@@ -199,86 +199,134 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 	switch {
 	case err == nil:
 		// A link certificate: the name is the certificate's.
-		if hl.Role != roleGateway {
-			return peer{}, refuse("identity", "a link certificate is for gateways, not a %s", hl.Role)
-		}
-		if li.Site != hl.Site {
-			return peer{}, refuse("identity", "hello says site %q, its link certificate is for site %q", hl.Site, li.Site)
-		}
-		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-		if !ok {
-			return peer{}, refuse("identity", "link certificate key is %T, not ECDSA", cert.PublicKey)
-		}
-		key, err := netview.KeyID(pub)
-		if err != nil {
-			return peer{}, refuse("identity", "link certificate key: %v", err)
-		}
-		if hl.Key != "" && hl.Key != key {
-			return peer{}, refuse("identity", "hello key differs from the link certificate's")
-		}
-		if li.Site == r.self {
-			return r.sibling(hl, key)
-		}
-		if hl.Cost < 1 {
-			return peer{}, refuse("bad_hello", "hello: cost %d, want 1..%d", hl.Cost, netview.MaxCost)
-		}
-		if err := r.cfg.Admission.CheckLink(li.TokenID, li.Site, key); err != nil {
-			return peer{}, refuse("token", "%v", err)
-		}
-		p.key, p.tokenID = key, li.TokenID
-		p.certLife = certLife{cert.NotBefore, cert.NotAfter}
+		return r.identifyLinkCert(p, hl, li, cert)
 	case strings.HasPrefix(cert.Subject.CommonName, token.MemberCommonName("")):
 		// A member token: a sidecar of this site, nothing else.
-		p.tokenID = cert.SerialNumber.Text(16)
-		if hl.Role != roleMember {
-			return peer{}, refuse("identity", "a member token is for this site's sidecars, not a %s", hl.Role)
-		}
-		if hl.Site != r.self {
-			return peer{}, refuse("identity", "member of site %q, this is site %q", hl.Site, r.self)
-		}
-		if err := r.cfg.Admission.AdmitMember(p.tokenID, now); err != nil {
-			return peer{}, refuse("token", "%v", err)
-		}
-		return p, nil
+		return r.identifyMember(p, hl, cert, now)
 	case strings.HasPrefix(cert.Subject.CommonName, token.CommonName("")):
-		p.tokenID = cert.SerialNumber.Text(16)
-		if hl.Role == roleMember {
-			return peer{}, refuse("identity", "a link token is for other sites; a sidecar needs a member token (token issue --member)")
-		}
-		if hl.Site == r.self {
-			return peer{}, refuse("identity", "peer claims this site's own name %q", r.self)
-		}
-		pub, err := netview.ParseKeyID(hl.Key)
-		if err != nil {
-			return peer{}, refuse("identity", "hello: %v", err)
-		}
-		sig, err := base64.StdEncoding.DecodeString(hl.Proof)
-		if err != nil {
-			return peer{}, refuse("identity", "hello proof is not base64")
-		}
-		d, err := helloDigest(cs, hl.Site, hl.LinkID)
-		if err != nil || !ecdsa.VerifyASN1(pub, d, sig) {
-			return peer{}, refuse("identity", "hello proof does not verify: the peer does not hold the key it names")
-		}
-		if keys := r.db.KeysOf(hl.Site); len(keys) > 0 && !slices.Contains(keys, hl.Key) {
-			return peer{}, refuse("name_taken", "site name %q is held in this network by key %s, not %s", hl.Site, netview.Fingerprint(keys[0]), netview.Fingerprint(hl.Key))
-		}
-		certPEM, err := r.cfg.Admission.Redeem(p.tokenID, hl.Site, hl.Key, now)
-		if err != nil {
-			reason := "token"
-			if errors.Is(err, token.ErrNameTaken) {
-				reason = "name_taken"
-			}
-			return peer{}, refuse(reason, "%v", err)
-		}
-		p.key, p.linkCert = hl.Key, certPEM
-		p.certLife = lifeOf(certPEM)
+		return r.identifyRedeemer(p, cs, hl, cert, now)
 	default:
 		return peer{}, refuse("identity", "client certificate %q is neither a link certificate nor a token's", clipName(cert.Subject.CommonName))
 	}
+}
+
+// identifyLinkCert identifies p, which presented a link certificate with
+// identity li: a sibling (a gateway of this site), or a gateway of a
+// linked site whose link certificate this site issued and still admits.
+func (r *Router) identifyLinkCert(p peer, hl hello, li pki.LinkIdentity, cert *x509.Certificate) (peer, error) {
+	key, err := linkCertKey(hl, li, cert)
+	if err != nil {
+		return peer{}, err
+	}
+	if li.Site == r.self {
+		return r.sibling(hl, key)
+	}
+	if hl.Cost < 1 {
+		return peer{}, refuse("bad_hello", "hello: cost %d, want 1..%d", hl.Cost, netview.MaxCost)
+	}
+	if err := r.cfg.Admission.CheckLink(li.TokenID, li.Site, key); err != nil {
+		return peer{}, refuse("token", "%v", err)
+	}
+	p.key, p.tokenID = key, li.TokenID
+	p.certLife = certLife{cert.NotBefore, cert.NotAfter}
+	return r.bindGateway(p)
+}
+
+// linkCertKey checks that a link certificate with identity li matches
+// the hello (a gateway of the certificate's site, naming its key if it
+// names one) and returns the site key it certifies (netview.KeyID form).
+func linkCertKey(hl hello, li pki.LinkIdentity, cert *x509.Certificate) (string, error) {
+	if hl.Role != roleGateway {
+		return "", refuse("identity", "a link certificate is for gateways, not a %s", hl.Role)
+	}
+	if li.Site != hl.Site {
+		return "", refuse("identity", "hello says site %q, its link certificate is for site %q", hl.Site, li.Site)
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return "", refuse("identity", "link certificate key is %T, not ECDSA", cert.PublicKey)
+	}
+	key, err := netview.KeyID(pub)
+	if err != nil {
+		return "", refuse("identity", "link certificate key: %v", err)
+	}
+	if hl.Key != "" && hl.Key != key {
+		return "", refuse("identity", "hello key differs from the link certificate's")
+	}
+	return key, nil
+}
+
+// identifyMember identifies p, which presented a member token: a sidecar
+// of this site, admitted with the token whose client certificate is cert.
+func (r *Router) identifyMember(p peer, hl hello, cert *x509.Certificate, now time.Time) (peer, error) {
+	p.tokenID = cert.SerialNumber.Text(16)
+	if hl.Role != roleMember {
+		return peer{}, refuse("identity", "a member token is for this site's sidecars, not a %s", hl.Role)
+	}
+	if hl.Site != r.self {
+		return peer{}, refuse("identity", "member of site %q, this is site %q", hl.Site, r.self)
+	}
+	if err := r.cfg.Admission.AdmitMember(p.tokenID, now); err != nil {
+		return peer{}, refuse("token", "%v", err)
+	}
+	return p, nil
+}
+
+// identifyRedeemer identifies p, which presented a link token's client
+// certificate: a gateway of another site that proves it holds the key its
+// hello names and redeems the token for a link certificate.
+func (r *Router) identifyRedeemer(p peer, cs tls.ConnectionState, hl hello, cert *x509.Certificate, now time.Time) (peer, error) {
+	p.tokenID = cert.SerialNumber.Text(16)
+	if hl.Role == roleMember {
+		return peer{}, refuse("identity", "a link token is for other sites; a sidecar needs a member token (token issue --member)")
+	}
+	if hl.Site == r.self {
+		return peer{}, refuse("identity", "peer claims this site's own name %q", r.self)
+	}
+	if err := checkHelloProof(cs, hl); err != nil {
+		return peer{}, err
+	}
+	if keys := r.db.KeysOf(hl.Site); len(keys) > 0 && !slices.Contains(keys, hl.Key) {
+		return peer{}, refuse("name_taken", "site name %q is held in this network by key %s, not %s", hl.Site, netview.Fingerprint(keys[0]), netview.Fingerprint(hl.Key))
+	}
+	certPEM, err := r.cfg.Admission.Redeem(p.tokenID, hl.Site, hl.Key, now)
+	if err != nil {
+		reason := "token"
+		if errors.Is(err, token.ErrNameTaken) {
+			reason = "name_taken"
+		}
+		return peer{}, refuse(reason, "%v", err)
+	}
+	p.key, p.linkCert = hl.Key, certPEM
+	p.certLife = lifeOf(certPEM)
+	return r.bindGateway(p)
+}
+
+// checkHelloProof checks that a hello's proof is a signature, by the key
+// the hello names, over this connection's helloDigest.
+func checkHelloProof(cs tls.ConnectionState, hl hello) error {
+	pub, err := netview.ParseKeyID(hl.Key)
+	if err != nil {
+		return refuse("identity", "hello: %v", err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(hl.Proof)
+	if err != nil {
+		return refuse("identity", "hello proof is not base64")
+	}
+	d, err := helloDigest(cs, hl.Site, hl.LinkID)
+	if err != nil || !ecdsa.VerifyASN1(pub, d, sig) {
+		return refuse("identity", "hello proof does not verify: the peer does not hold the key it names")
+	}
+	return nil
+}
+
+// bindGateway binds a gateway peer's site name to its key in the
+// link-state database and completes p with its link's policy.
+func (r *Router) bindGateway(p peer) (peer, error) {
 	if err := r.db.Bind(p.site, p.key); err != nil {
 		return peer{}, refuse("name_taken", "%v", err)
 	}
+	var err error
 	if p.policy, err = r.cfg.Admission.Policy(p.tokenID); err != nil {
 		return peer{}, refuse("token", "%v", err)
 	}

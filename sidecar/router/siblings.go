@@ -37,12 +37,18 @@ type siblingState struct {
 	absent bool               // the last dial found no gateway there
 }
 
+// siblingSet is what the sibling loop keeps: the addresses it found and
+// the dial loops it runs to them.
+type siblingSet struct {
+	wg    sync.WaitGroup // the dial loops, which siblingLoop waits for
+	mu    sync.Mutex     // guards addrs and the siblingStates in it
+	addrs map[string]*siblingState
+}
+
 // siblingLoop keeps a link to every sibling until ctx ends.
 func (r *Router) siblingLoop(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	var mu sync.Mutex
-	addrs := map[string]*siblingState{}
+	s := &siblingSet{addrs: map[string]*siblingState{}}
+	defer s.wg.Wait()
 	t := time.NewTicker(siblingResolveEvery)
 	defer t.Stop()
 	settleBy := time.Now().Add(siblingSettleWait)
@@ -60,75 +66,108 @@ func (r *Router) siblingLoop(ctx context.Context) {
 		if err != nil {
 			logged = err.Error()
 		}
-		mu.Lock()
-		if err == nil {
-			for a, st := range addrs {
-				if !slices.Contains(found, a) {
-					if st.cancel != nil {
-						st.cancel()
-					}
-					delete(addrs, a)
-				}
-			}
+		r.updateSiblings(ctx, s, found, err == nil)
+		if !r.awaitSiblings(ctx, s, t.C, settleTimer.C, settleBy, resolved) {
+			return
 		}
-		for _, a := range found {
-			if _, ok := addrs[a]; ok {
-				continue
-			}
-			st := &siblingState{}
-			addrs[a] = st
-			dctx, cancel := context.WithCancel(ctx)
-			st.cancel = cancel
-			spec := LinkSpec{Name: "sibling " + a, Endpoint: a, TLS: r.cfg.SiblingTLS, Cost: 0, PeerSite: r.self, PeerKey: r.db.HolderOf(r.self)}
-			spec.onReply = func(reply helloReply) {
-				mu.Lock()
-				defer mu.Unlock()
-				// Nothing answered, or a gateway that takes no sibling link
-				// from here (it drains, say) and will not dial this one:
-				// no sibling to wait for.
-				st.absent = reply.Router == "" || (reply.Error != "" && reply.Reason != "sibling_order" && reply.Reason != "sibling_self")
-				if reply.Router == "" {
-					return
-				}
-				st.router = reply.Router
-				if reply.Router == r.routerName || (reply.Error != "" && reply.Router < r.routerName) {
-					// This gateway itself, or a sibling that dials this one.
-					cancel()
-				}
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); r.dialLoop(dctx, spec) }()
-		}
-		mu.Unlock()
-		// Ready once every sibling found is linked (or is this gateway),
-		// or after siblingSettleWait; checked again as links come up.
-		for {
-			mu.Lock()
-			settled := r.siblingsSettled.Load() || !time.Now().Before(settleBy) || (resolved && r.siblingsLinked(addrs))
-			mu.Unlock()
-			if settled && !r.siblingsSettled.Swap(true) {
-				r.log.Info("linked to the site's other gateways", "gateways", len(addrs))
-			}
-			r.mu.Lock()
-			up := r.linkUp
-			r.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				mu.Lock()
-				for _, st := range addrs {
+	}
+}
+
+// updateSiblings dials every address found that s does not have yet and,
+// if found is complete (the resolution succeeded), forgets the addresses
+// it lacks, ending their dial loops.
+func (r *Router) updateSiblings(ctx context.Context, s *siblingSet, found []string, complete bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if complete {
+		for a, st := range s.addrs {
+			if !slices.Contains(found, a) {
+				if st.cancel != nil {
 					st.cancel()
 				}
-				mu.Unlock()
-				return
-			case <-t.C:
-			case <-r.siblingKick:
-			case <-settleTimer.C:
-				continue
-			case <-up:
-				continue
+				delete(s.addrs, a)
 			}
-			break
 		}
+	}
+	for _, a := range found {
+		if _, ok := s.addrs[a]; ok {
+			continue
+		}
+		r.dialSibling(ctx, s, a)
+	}
+}
+
+// dialSibling adds address a to s and starts a dial loop to it, a task of
+// the router that s also waits for; the caller holds s.mu.
+func (r *Router) dialSibling(ctx context.Context, s *siblingSet, a string) {
+	st := &siblingState{}
+	s.addrs[a] = st
+	dctx, cancel := context.WithCancel(ctx)
+	st.cancel = cancel
+	spec := LinkSpec{Name: "sibling " + a, Endpoint: a, TLS: r.cfg.SiblingTLS, Cost: 0, PeerSite: r.self, PeerKey: r.db.HolderOf(r.self)}
+	spec.onReply = func(reply helloReply) { r.siblingReplied(s, st, cancel, reply) }
+	s.wg.Add(1)
+	r.tasks.Go(func() { defer s.wg.Done(); r.dialLoop(dctx, spec) })
+}
+
+// siblingReplied records in st what a hello reply from its address said,
+// and ends its dial loop (cancel) if the gateway there is this one or a
+// sibling that dials this one.
+func (r *Router) siblingReplied(s *siblingSet, st *siblingState, cancel context.CancelFunc, reply helloReply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Nothing answered, or a gateway that takes no sibling link
+	// from here (it drains, say) and will not dial this one:
+	// no sibling to wait for.
+	st.absent = reply.Router == "" || (reply.Error != "" && reply.Reason != "sibling_order" && reply.Reason != "sibling_self")
+	if reply.Router == "" {
+		return
+	}
+	st.router = reply.Router
+	if reply.Router == r.routerName || (reply.Error != "" && reply.Router < r.routerName) {
+		// This gateway itself, or a sibling that dials this one.
+		cancel()
+	}
+}
+
+// awaitSiblings waits for the next resolution (a tick of tick, or a kick),
+// marking the siblings settled meanwhile once they are (checkSettled). It
+// reports false, having ended every dial loop, when ctx ends.
+func (r *Router) awaitSiblings(ctx context.Context, s *siblingSet, tick, settle <-chan time.Time, settleBy time.Time, resolved bool) bool {
+	for {
+		r.checkSettled(s, settleBy, resolved)
+		r.mu.Lock()
+		up := r.linkUp
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for _, st := range s.addrs {
+				st.cancel()
+			}
+			s.mu.Unlock()
+			return false
+		case <-tick:
+		case <-r.siblingKick:
+		case <-settle:
+			continue
+		case <-up:
+			continue
+		}
+		return true
+	}
+}
+
+// checkSettled marks the siblings settled, and logs it the first time.
+// Ready once every sibling found is linked (or is this gateway), or
+// after siblingSettleWait (settleBy); awaitSiblings checks again as links
+// come up.
+func (r *Router) checkSettled(s *siblingSet, settleBy time.Time, resolved bool) {
+	s.mu.Lock()
+	settled := r.siblingsSettled.Load() || !time.Now().Before(settleBy) || (resolved && r.siblingsLinked(s.addrs))
+	s.mu.Unlock()
+	if settled && !r.siblingsSettled.Swap(true) {
+		r.log.Info("linked to the site's other gateways", "gateways", len(s.addrs))
 	}
 }
 

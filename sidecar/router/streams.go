@@ -359,34 +359,10 @@ type candidate struct {
 func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string) {
 	t := r.services.Load()
 	pattern := t.pattern(address)
-	var cands []routing.Candidate
-	var meta []candidate
-	local := t.connectors[address]
-	for _, c := range local {
-		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
-		cands = append(cands, routing.Candidate{Key: key, Cost: 0, Weight: 1, Outstanding: int(r.counter(key).Load())})
-		meta = append(meta, candidate{key: key})
-	}
-	for _, tg := range r.db.View().Addresses[address] {
-		if tg.Site == r.self && (r.cfg.Role == RoleGateway || len(local) > 0) {
-			continue // our own connectors are listed above
-		}
-		if tg.Site != r.self && !r.advertised(tg.Site, address) {
-			continue // the link's policy refuses it; openStream would too
-		}
-		key := "site:" + tg.Site
-		cands = append(cands, routing.Candidate{Key: key, Cost: tg.Cost, Weight: tg.Endpoints, Outstanding: int(r.counter(key).Load())})
-		meta = append(meta, candidate{site: tg.Site, key: key})
-	}
+	cands, meta := r.candidates(t, address)
 	order, err := r.picker.Order(pattern, cands)
 	if err != nil {
-		reason := "no_endpoint"
-		if errors.Is(err, model.ErrMulticast) {
-			reason = "pattern"
-		}
-		r.m.ConnectFailures.WithLabelValues(address, reason).Inc()
-		r.log.Info("connection closed: no endpoint", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "error", err.Error())
-		client.Close()
+		r.noEndpoint(client, address, pattern, err)
 		return
 	}
 	// The client's first bytes, if they are there already, go with the
@@ -407,28 +383,10 @@ func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, addres
 			break
 		}
 		c := meta[i]
-		var out io.ReadWriteCloser
-		if c.site == "" {
-			conn, err := r.dialEndpoint(ctx, c.key)
-			if err == nil && len(early) > 0 {
-				if _, err = conn.Write(early); err != nil {
-					conn.Close()
-				}
-			}
-			if err != nil {
-				r.m.ConnectFailures.WithLabelValues(address, "dial").Inc()
-				errs = append(errs, fmt.Errorf("local endpoint %s: %w", c.key, err))
-				continue
-			}
-			out = conn
-		} else {
-			st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self}, early)
-			if err != nil {
-				r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
-				errs = append(errs, fmt.Errorf("site %s: %w", c.site, err))
-				continue
-			}
-			out = st
+		out, err := r.connect(ctx, c, address, port, early)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		site := c.site
 		if site == "" {
@@ -438,14 +396,81 @@ func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, addres
 		// The splice counts what it copies; the early bytes went before it.
 		r.m.AddressBytes.WithLabelValues(address, "in").Add(float64(len(early)))
 		release()
-		ctr := r.counter(c.key)
-		ctr.Add(1)
-		r.track(address, role, func() { r.splice(f, address, client, out) })
-		ctr.Add(-1)
+		r.relay(f, client, out, c.key, address, role)
 		return
 	}
 	r.log.Info("connection closed: every endpoint failed", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "error", errors.Join(errs...).Error())
 	client.Close()
+}
+
+// candidates lists where a connection for address may go, for the
+// picker (cands) and for originate (meta, in the same order): this
+// router's connectors for it, then the sites that advertise it.
+func (r *Router) candidates(t *serviceTable, address string) (cands []routing.Candidate, meta []candidate) {
+	local := t.connectors[address]
+	for _, c := range local {
+		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+		cands = append(cands, routing.Candidate{Key: key, Cost: 0, Weight: 1, Outstanding: int(r.counter(key).Load())})
+		meta = append(meta, candidate{key: key})
+	}
+	for _, tg := range r.db.View().Addresses[address] {
+		if tg.Site == r.self && (r.cfg.Role == RoleGateway || len(local) > 0) {
+			continue // our own connectors are listed above
+		}
+		if tg.Site != r.self && !r.advertised(tg.Site, address) {
+			continue // the link's policy refuses it; openStream would too
+		}
+		key := "site:" + tg.Site
+		cands = append(cands, routing.Candidate{Key: key, Cost: tg.Cost, Weight: tg.Endpoints, Outstanding: int(r.counter(key).Load())})
+		meta = append(meta, candidate{site: tg.Site, key: key})
+	}
+	return cands, meta
+}
+
+// noEndpoint closes a client connection for address for which the
+// picker found no endpoint (err), counting and logging why.
+func (r *Router) noEndpoint(client net.Conn, address, pattern string, err error) {
+	reason := "no_endpoint"
+	if errors.Is(err, model.ErrMulticast) {
+		reason = "pattern"
+	}
+	r.m.ConnectFailures.WithLabelValues(address, reason).Inc()
+	r.log.Info("connection closed: no endpoint", "address", address, "pattern", pattern, "client", client.RemoteAddr().String(), "error", err.Error())
+	client.Close()
+}
+
+// connect opens a connection for address to candidate c, a local
+// endpoint (dialled) or a site (a stream), sending early first; a failure
+// is counted and returned with the candidate it was for.
+func (r *Router) connect(ctx context.Context, c candidate, address string, port int, early []byte) (io.ReadWriteCloser, error) {
+	if c.site == "" {
+		conn, err := r.dialEndpoint(ctx, c.key)
+		if err == nil && len(early) > 0 {
+			if _, err = conn.Write(early); err != nil {
+				conn.Close()
+			}
+		}
+		if err != nil {
+			r.m.ConnectFailures.WithLabelValues(address, "dial").Inc()
+			return nil, fmt.Errorf("local endpoint %s: %w", c.key, err)
+		}
+		return conn, nil
+	}
+	st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: protoTCP, Port: uint16(port), Address: address, Dest: c.site, Origin: r.self}, early)
+	if err != nil {
+		r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
+		return nil, fmt.Errorf("site %s: %w", c.site, err)
+	}
+	return st, nil
+}
+
+// relay splices client with out, its connection to the endpoint key,
+// which counts as outstanding for the picker meanwhile.
+func (r *Router) relay(f *flow, client net.Conn, out io.ReadWriteCloser, key, address, role string) {
+	ctr := r.counter(key)
+	ctr.Add(1)
+	r.track(address, role, func() { r.splice(f, address, client, out) })
+	ctr.Add(-1)
 }
 
 func (r *Router) track(address, role string, f func()) {

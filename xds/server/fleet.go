@@ -539,59 +539,13 @@ func (e *fleetEngine) tryDelta(w *deltaWatch) bool {
 	if e.cur == nil || w.typ < 0 || (w.hold != "" && w.hold == e.cur.version) {
 		return false
 	}
-	ft := e.cur.types[w.typ]
-	var resources []*discoveryv3.Resource
-	var removed []string
 	next := map[string]string{}
 	if w.wildcard {
 		next[stateKey] = e.cur.version
 	} else {
 		next[namedKey] = e.cur.version
 	}
-	switch {
-	case w.byVersion:
-		if len(w.overrides) == 0 {
-			sd := e.sharedSince(w.typ, w.seq)
-			resources, removed = sd.resources, sd.removed
-		} else {
-			names := append(slices.Clone(e.namesSince(w.typ, w.seq)), w.overrides...)
-			slices.Sort(names)
-			resources, removed = pick(ft, slices.Compact(names))
-		}
-		next[prevKey] = w.asOf
-	case w.wildcard:
-		if len(w.known) == 0 {
-			resources = ft.all
-		} else {
-			for _, r := range ft.all {
-				if w.known[r.GetName()] != r.GetVersion() {
-					resources = append(resources, r)
-				}
-			}
-			for n := range w.known {
-				if _, ok := ft.res[n]; !ok && n != stateKey && !strings.HasPrefix(n, "\x00") {
-					removed = append(removed, n)
-				}
-			}
-			slices.Sort(removed)
-		}
-	default:
-		for _, n := range slices.Sorted(maps.Keys(w.subscribed)) {
-			r, ok := ft.res[n]
-			v, had := w.known[n]
-			switch {
-			case ok:
-				next[n] = r.version
-				if !had || v != r.version {
-					resources = append(resources, r.delta)
-					next[namedPrefix+n] = v
-				}
-			case had:
-				removed = append(removed, n)
-				next[namedPrefix+n] = v
-			}
-		}
-	}
+	resources, removed := e.deltaChanges(w, next)
 	if len(resources) == 0 && len(removed) == 0 && !(w.first && w.wildcard) {
 		// Nothing new: the client holds the current version.
 		if w.byVersion {
@@ -599,18 +553,105 @@ func (e *fleetEngine) tryDelta(w *deltaWatch) bool {
 		}
 		return false
 	}
-	if len(resources) >= fullThreshold {
-		tok, ok := e.acquire()
-		if !ok {
-			if !w.queued {
-				w.queued = true
-				e.queue = append(e.queue, w)
-			}
-			return false
-		}
-		next[tokenKey] = tok
+	if len(resources) >= fullThreshold && !e.takeToken(w, next) {
+		return false
 	}
 	w.queued = false
+	return e.sendDelta(w, next, resources, removed)
+}
+
+// deltaChanges returns what w's client lacks of the current snapshot:
+// the resources to send and the names removed. It adds to next, the
+// returned-resources map the client will hold, what that needs besides
+// the version.
+func (e *fleetEngine) deltaChanges(w *deltaWatch, next map[string]string) ([]*discoveryv3.Resource, []string) {
+	ft := e.cur.types[w.typ]
+	switch {
+	case w.byVersion:
+		next[prevKey] = w.asOf
+		return e.changesSinceVersion(w, ft)
+	case w.wildcard:
+		return wildcardChanges(w, ft)
+	default:
+		return namedChanges(w, ft, next)
+	}
+}
+
+// changesSinceVersion returns the changes for a wildcard client known by
+// version: those since its state, shared with every client at that
+// state, unless it must also be told about overrides.
+func (e *fleetEngine) changesSinceVersion(w *deltaWatch, ft *fleetType) ([]*discoveryv3.Resource, []string) {
+	if len(w.overrides) == 0 {
+		sd := e.sharedSince(w.typ, w.seq)
+		return sd.resources, sd.removed
+	}
+	names := append(slices.Clone(e.namesSince(w.typ, w.seq)), w.overrides...)
+	slices.Sort(names)
+	return pick(ft, slices.Compact(names))
+}
+
+// wildcardChanges returns the changes for a wildcard subscription not
+// known by version (a new one): every resource whose version differs from the one its client holds (all
+// of them if it holds none), and the names it holds that are gone.
+func wildcardChanges(w *deltaWatch, ft *fleetType) (resources []*discoveryv3.Resource, removed []string) {
+	if len(w.known) == 0 {
+		return ft.all, nil
+	}
+	for _, r := range ft.all {
+		if w.known[r.GetName()] != r.GetVersion() {
+			resources = append(resources, r)
+		}
+	}
+	for n := range w.known {
+		if _, ok := ft.res[n]; !ok && n != stateKey && !strings.HasPrefix(n, "\x00") {
+			removed = append(removed, n)
+		}
+	}
+	slices.Sort(removed)
+	return resources, removed
+}
+
+// namedChanges returns the changes for a named subscription, comparing
+// every subscribed name, and records in next the version of each current
+// one and, for each it sends or removes, the version the client held.
+func namedChanges(w *deltaWatch, ft *fleetType, next map[string]string) (resources []*discoveryv3.Resource, removed []string) {
+	for _, n := range slices.Sorted(maps.Keys(w.subscribed)) {
+		r, ok := ft.res[n]
+		v, had := w.known[n]
+		switch {
+		case ok:
+			next[n] = r.version
+			if !had || v != r.version {
+				resources = append(resources, r.delta)
+				next[namedPrefix+n] = v
+			}
+		case had:
+			removed = append(removed, n)
+			next[namedPrefix+n] = v
+		}
+	}
+	return resources, removed
+}
+
+// takeToken takes a throttle token for a response to w and records it in
+// next, or queues w for one (once) and reports false.
+func (e *fleetEngine) takeToken(w *deltaWatch, next map[string]string) bool {
+	tok, ok := e.acquire()
+	if !ok {
+		if !w.queued {
+			w.queued = true
+			e.queue = append(e.queue, w)
+		}
+		return false
+	}
+	next[tokenKey] = tok
+	return true
+}
+
+// sendDelta sends w's client the resources and removed names of the
+// current snapshot, next being its returned-resources map afterwards, and
+// reports whether it did.
+func (e *fleetEngine) sendDelta(w *deltaWatch, next map[string]string, resources []*discoveryv3.Resource, removed []string) bool {
 	resp := &cache.DeltaPassthroughResponse{
 		DeltaRequest:   w.req,
 		NextVersionMap: next,
