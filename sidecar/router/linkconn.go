@@ -537,6 +537,16 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 		// was under way gets no link either.
 		err = refuse("draining", "site %s's gateway is draining", r.self)
 	}
+	var l *link
+	if err == nil && hl.Index == 0 {
+		// Registered before the reply, so that a pool connection the
+		// peer dials as soon as it has the reply finds its link; it
+		// counts as up only once markUp runs.
+		l = newLink(r, hl.LinkID, p, hl.Cost, false, hl.Pool)
+		if !r.registerLink(l) {
+			err = refuse("link_id", "a link with id %q exists", hl.LinkID)
+		}
+	}
 	if err != nil {
 		handshakeDone()
 		r.refused(raw, hl, err)
@@ -552,6 +562,9 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 	err = writeMsg(conn, helloReply{Version: LinkProtocolVersion, Site: r.self, Router: r.routerName, LinkCert: string(p.linkCert)})
 	handshakeDone()
 	if err != nil {
+		if l != nil {
+			l.close(fmt.Errorf("hello reply: %w", err))
+		}
 		conn.Close()
 		return
 	}
@@ -564,25 +577,28 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 		r.attachPoolConn(ctx, hl, sess)
 		return
 	}
-	l := newLink(r, hl.LinkID, p, hl.Cost, false, hl.Pool)
-	l.setSession(0, sess)
-	// Registered before the control stream arrives so pool connections
-	// can attach; it counts as up only once markUp runs.
-	r.mu.Lock()
-	if old := r.links[l.id]; old != nil {
-		r.mu.Unlock()
-		sess.Close()
-		r.log.Info("link connection refused", "peerSite", p.site, "reason", "a link with this id exists")
+	if !l.setSession(0, sess) {
+		sess.Close() // closed meanwhile: the router stopped
 		return
 	}
-	r.links[l.id] = l
-	r.mu.Unlock()
 	if ctx.Err() != nil {
 		// Accepted as the router stopped, after it closed its links.
 		l.close(ctx.Err())
 	}
 	r.serveSession(ctx, l, sess) // until the session ends
 	l.close(fmt.Errorf("primary connection: %w", sess.Err()))
+}
+
+// registerLink adds l to the router's links, unless one with its id is
+// there.
+func (r *Router) registerLink(l *link) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.links[l.id] != nil {
+		return false
+	}
+	r.links[l.id] = l
+	return true
 }
 
 // acceptHello runs the TLS handshake and reads the hello, within

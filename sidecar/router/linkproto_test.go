@@ -314,8 +314,19 @@ func TestLinkPoolConnRefusals(t *testing.T) {
 	if reply := s.say(t, s.dial(t, withLinkCert), primary, false, nil); reply.Error != "" {
 		t.Fatalf("mallory's primary refused: %s", reply.Error)
 	}
-	// East writes the reply before it registers the link.
-	tu.Until(t, 5*time.Second, "mallory's link registered", func() bool { return s.east.r.linkByID(primary.LinkID) != nil })
+	// East registers the link before it replies, so a pool connection
+	// dialled the moment the reply arrives finds it.
+	if s.east.r.linkByID(primary.LinkID) == nil {
+		t.Fatal("east replied to mallory's primary before it registered the link")
+	}
+	// A second primary with the link's id is refused; the first stays.
+	before := counts(t, s.east.reg, linkRefusedMetric)
+	if reply := s.say(t, s.dial(t, withLinkCert), primary, false, nil); reply.Reason != "link_id" || reply.Error != fmt.Sprintf("a link with id %q exists", primary.LinkID) {
+		t.Errorf("second primary with id %s: reply error %q, reason %q", primary.LinkID, reply.Error, reply.Reason)
+	}
+	if diff := cmp.Diff(increase(before, counts(t, s.east.reg, linkRefusedMetric)), map[string]float64{"link_id": 1}); diff != "" {
+		t.Errorf("%s (-got +want):\n%s", linkRefusedMetric, diff)
+	}
 	var westLink string
 	s.east.r.mu.Lock()
 	for id, l := range s.east.r.links {
