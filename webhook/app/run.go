@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"net"
 	"time"
 
+	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -43,12 +44,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	lg := log.FromContext(ctx).WithName("injector")
 	ctx = log.IntoContext(ctx, lg)
-	cfg := o.RESTConfig
-	if cfg == nil {
-		var err error
-		if cfg, err = ctrl.GetConfig(); err != nil {
-			return fmt.Errorf("kubernetes client config: %w", err)
-		}
+	cfg, err := restConfig(o)
+	if err != nil {
+		return err
 	}
 	native, serverVersion, err := nativeSidecar(o.NativeSidecar, cfg)
 	if err != nil {
@@ -58,15 +56,62 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("build scheme: %w", err)
+	scheme, err := newScheme()
+	if err != nil {
+		return err
 	}
 	src, kick, err := newCertSource(ctx, o, cfg, scheme)
 	if err != nil {
 		return err
 	}
+	mgr, err := newManager(o, cfg, scheme, src, lg)
+	if err != nil {
+		return err
+	}
+	if err := addCertSource(ctx, mgr, src, kick); err != nil {
+		return err
+	}
+	if err := addWebhook(mgr, icfg, scheme); err != nil {
+		return err
+	}
 
+	lg.Info("starting injector", "site", o.Site, "namespace", o.Namespace, "webhook", o.WebhookBindAddress+server.Path,
+		"selfManagedCerts", o.SelfManagedCerts(), "nativeSidecar", native, "apiserverVersion", serverVersion,
+		"redirectMode", o.RedirectMode, "sidecarImage", o.SidecarImage)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// restConfig returns the Kubernetes client configuration: o.RESTConfig,
+// else the cluster's or $KUBECONFIG's.
+func restConfig(o Options) (*rest.Config, error) {
+	if o.RESTConfig != nil {
+		return o.RESTConfig, nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	return cfg, nil
+}
+
+// newScheme returns the scheme of the injector's clients: the built-in
+// Kubernetes types.
+func newScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("build scheme: %w", err)
+	}
+	return scheme, nil
+}
+
+// newManager builds the manager that runs the injector: its webhook
+// server serves src's certificate on o.WebhookBindAddress, with its
+// metrics and health endpoints, and a cache of the certificate Secret
+// alone.
+func newManager(o Options, cfg *rest.Config, scheme *runtime.Scheme, src certSource, lg logr.Logger) (manager.Manager, error) {
 	host, _, _ := net.SplitHostPort(o.WebhookBindAddress) // checked by Validate
 	port, _ := admin.SplitPort(o.WebhookBindAddress)
 	whServer := webhook.NewServer(webhook.Options{
@@ -93,29 +138,41 @@ func Run(ctx context.Context, o Options) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("build manager: %w", err)
+		return nil, fmt.Errorf("build manager: %w", err)
 	}
+	return mgr, nil
+}
+
+// addCertSource adds src to mgr's runnables and, when kick is not nil,
+// kicks it on every change of the certificate Secret in mgr's cache.
+func addCertSource(ctx context.Context, mgr manager.Manager, src certSource, kick func()) error {
 	if err := mgr.Add(src); err != nil {
 		return fmt.Errorf("add certificate source: %w", err)
 	}
-	if kick != nil {
-		// Another replica's rotation reaches this one at once, not only at
-		// the next periodic check.
-		inf, err := mgr.GetCache().GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
-		if err != nil {
-			return fmt.Errorf("watch certificate secret: %w", err)
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { kick() },
-			UpdateFunc: func(_, _ any) { kick() },
-			DeleteFunc: func(any) { kick() },
-		}); err != nil {
-			return fmt.Errorf("watch certificate secret: %w", err)
-		}
+	if kick == nil {
+		return nil
 	}
+	// Another replica's rotation reaches this one at once, not only at
+	// the next periodic check.
+	inf, err := mgr.GetCache().GetInformer(ctx, &corev1.Secret{}, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("watch certificate secret: %w", err)
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { kick() },
+		UpdateFunc: func(_, _ any) { kick() },
+		DeleteFunc: func(any) { kick() },
+	}); err != nil {
+		return fmt.Errorf("watch certificate secret: %w", err)
+	}
+	return nil
+}
 
+// addWebhook registers the injection handler on mgr's webhook server,
+// and the health and readiness checks.
+func addWebhook(mgr manager.Manager, icfg inject.Config, scheme *runtime.Scheme) error {
 	handler := server.NewHandler(icfg, scheme, mgr.GetEventRecorder("skiff-injector"))
-	// GetWebhookServer (not whServer) adds the server to the manager's runnables.
+	// GetWebhookServer (not newManager's whServer) adds the server to the manager's runnables.
 	mgr.GetWebhookServer().Register(server.Path, &webhook.Admission{Handler: handler})
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
@@ -124,13 +181,6 @@ func Run(ctx context.Context, o Options) error {
 	// and has a certificate.
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("add readiness check: %w", err)
-	}
-
-	lg.Info("starting injector", "site", o.Site, "namespace", o.Namespace, "webhook", o.WebhookBindAddress+server.Path,
-		"selfManagedCerts", o.SelfManagedCerts(), "nativeSidecar", native, "apiserverVersion", serverVersion,
-		"redirectMode", o.RedirectMode, "sidecarImage", o.SidecarImage)
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
 }

@@ -212,73 +212,24 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	srv := server.New(server.Options{Log: log, Registry: reg})
 
 	// Nothing runs until everything is built: a start that fails here
 	// has nothing to stop.
-	var c *Controller
-	var gatewayAddrs func() ([]string, error)
-	var xdsTLS *serverTLS
-	var parts []func(context.Context) error // the source's, which feed c
-	if o.SiteFile != "" {
-		site, err := sitefile.Load(o.SiteFile)
-		if err != nil {
-			return err
-		}
-		local, err := file.Services(site)
-		if err != nil {
-			return err
-		}
-		// The site's CA, as its gateway keeps it (created by whichever
-		// starts first).
-		ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
-		if err != nil {
-			return err
-		}
-		xdsTLS = newServerTLS(site.Name, certHosts(o), log.WithName("xds-tls"))
-		if _, err := xdsTLS.setCA(ca); err != nil {
-			return err
-		}
-		c = NewController(site.Name, srv, log)
-		c.SetLocal(local)
-		parts = append(parts, func(ctx context.Context) error {
-			file.Watch(ctx, o.SiteFile, log, c.SetLocal)
-			return nil
-		})
-		admin := o.GatewayAdmin
-		if admin == "" {
-			admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.MetricsPort))
-		}
-		gatewayAddrs = func() ([]string, error) { return []string{admin}, nil }
-	} else {
-		xdsTLS = newServerTLS(o.Site, certHosts(o), log.WithName("xds-tls"))
-		k, err := newKube(ctx, o, srv, xdsTLS, log)
-		if err != nil {
-			return err
-		}
-		c, gatewayAddrs, parts = k.controller, k.gatewayAddrs, k.parts
-	}
-	w := &federation.ViewWatcher{Addrs: gatewayAddrs, OnChange: c.SetView, Log: log.WithName("view")}
-
-	lis, err := net.Listen("tcp", o.XDSBindAddress)
+	src, err := newSource(ctx, o, srv, log)
 	if err != nil {
-		return fmt.Errorf("listen for xDS on %s: %w", o.XDSBindAddress, err)
+		return err
 	}
-	listeners := []server.Listener{{Listener: lis, TLS: xdsTLS.config()}}
-	if o.XDSPlaintextBindAddress != "" {
-		plain, err := net.Listen("tcp", o.XDSPlaintextBindAddress)
-		if err != nil {
-			lis.Close()
-			return fmt.Errorf("listen for plaintext xDS on %s: %w", o.XDSPlaintextBindAddress, err)
-		}
-		log.Info("serving xDS in plaintext on loopback too: local clients are not authenticated", "bind", plain.Addr().String())
-		listeners = append(listeners, server.Listener{Listener: plain})
+	c := src.controller
+	w := &federation.ViewWatcher{Addrs: src.gatewayAddrs, OnChange: c.SetView, Log: log.WithName("view")}
+	listeners, err := listenXDS(o, src.xdsTLS, log)
+	if err != nil {
+		return err
 	}
-	log.Info("serving xDS", "bind", lis.Addr().String(), "site", c.site, "serverName", xdsclient.ServerName(c.site))
+	log.Info("serving xDS", "bind", listeners[0].Addr().String(), "site", c.site, "serverName", xdsclient.ServerName(c.site))
 
-	for _, f := range parts {
+	for _, f := range src.parts {
 		g.Go(func() error { return f(ctx) })
 	}
 	g.Go(func() error {
@@ -286,6 +237,106 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		return nil
 	})
 	g.Go(func() error { return srv.ServeListeners(ctx, listeners...) })
+	serveAdmin(ctx, g, o, reg, srv, src, log)
+	return g.Wait()
+}
+
+// newRegistry returns the registry of the controller's metrics, with the
+// Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// siteSource is the source of the site's services, built and not yet
+// running: a site file or the Kubernetes API.
+type siteSource struct {
+	controller *Controller
+	// gatewayAddrs finds the admin addresses of the gateway's replicas.
+	gatewayAddrs func() ([]string, error)
+	// xdsTLS is the xDS server's TLS, from the site CA.
+	xdsTLS *serverTLS
+	parts  []func(context.Context) error // the source's, which feed controller
+}
+
+// newSource builds the source the options select, and the controller it
+// feeds; ctx bounds the Kubernetes source's gatewayAddrs reads.
+func newSource(ctx context.Context, o Options, srv *server.Server, log logr.Logger) (*siteSource, error) {
+	if o.SiteFile != "" {
+		return newFileSource(o, srv, log)
+	}
+	xdsTLS := newServerTLS(o.Site, certHosts(o), log.WithName("xds-tls"))
+	k, err := newKube(ctx, o, srv, xdsTLS, log)
+	if err != nil {
+		return nil, err
+	}
+	return &siteSource{controller: k.controller, gatewayAddrs: k.gatewayAddrs, xdsTLS: xdsTLS, parts: k.parts}, nil
+}
+
+// newFileSource builds the site-file source: the site's services from
+// the site file, which it watches, the xDS server's TLS from the site's
+// CA, and the gateway's admin address (--gateway-admin, default the
+// local gateway's).
+func newFileSource(o Options, srv *server.Server, log logr.Logger) (*siteSource, error) {
+	site, err := sitefile.Load(o.SiteFile)
+	if err != nil {
+		return nil, err
+	}
+	local, err := file.Services(site)
+	if err != nil {
+		return nil, err
+	}
+	// The site's CA, as its gateway keeps it (created by whichever
+	// starts first).
+	ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
+	if err != nil {
+		return nil, err
+	}
+	xdsTLS := newServerTLS(site.Name, certHosts(o), log.WithName("xds-tls"))
+	if _, err := xdsTLS.setCA(ca); err != nil {
+		return nil, err
+	}
+	c := NewController(site.Name, srv, log)
+	c.SetLocal(local)
+	watch := func(ctx context.Context) error {
+		file.Watch(ctx, o.SiteFile, log, c.SetLocal)
+		return nil
+	}
+	admin := o.GatewayAdmin
+	if admin == "" {
+		admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(contract.MetricsPort))
+	}
+	gatewayAddrs := func() ([]string, error) { return []string{admin}, nil }
+	return &siteSource{controller: c, gatewayAddrs: gatewayAddrs, xdsTLS: xdsTLS, parts: []func(context.Context) error{watch}}, nil
+}
+
+// listenXDS opens the xDS listeners: TLS on --xds-bind-address, and
+// plaintext on --xds-plaintext-bind-address when set. On failure none is
+// left open.
+func listenXDS(o Options, xdsTLS *serverTLS, log logr.Logger) ([]server.Listener, error) {
+	lis, err := net.Listen("tcp", o.XDSBindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen for xDS on %s: %w", o.XDSBindAddress, err)
+	}
+	listeners := []server.Listener{{Listener: lis, TLS: xdsTLS.config()}}
+	if o.XDSPlaintextBindAddress != "" {
+		plain, err := net.Listen("tcp", o.XDSPlaintextBindAddress)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("listen for plaintext xDS on %s: %w", o.XDSPlaintextBindAddress, err)
+		}
+		log.Info("serving xDS in plaintext on loopback too: local clients are not authenticated", "bind", plain.Addr().String())
+		listeners = append(listeners, server.Listener{Listener: plain})
+	}
+	return listeners, nil
+}
+
+// serveAdmin starts in g the admin endpoints the options do not disable:
+// /metrics and /status, and /healthz and /readyz. They stop when ctx
+// ends.
+func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *prometheus.Registry, srv *server.Server, src *siteSource, log logr.Logger) {
+	c := src.controller
 	if o.MetricsBindAddress != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -293,10 +344,9 @@ func Run(ctx context.Context, o Options, log logr.Logger) error {
 		g.Go(func() error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {
-		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil && xdsTLS.ready() }
+		ready := func() bool { return c.haveLocal.Load() && c.Table() != nil && src.xdsTLS.ready() }
 		g.Go(func() error {
 			return admin.Serve(ctx, "health", o.HealthBindAddress, admin.HealthHandler(ready, "not ready: no service table yet, or the site CA not known yet"), log)
 		})
 	}
-	return g.Wait()
 }

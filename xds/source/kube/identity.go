@@ -160,10 +160,66 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 	if err := id.Client.List(ctx, &secrets, client.InNamespace(id.Namespace), client.HasLabels{contract.TypeLabel}); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list skiff secrets: %w", err)
 	}
+	site, err := id.siteCA(ctx, ca)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	st, err := id.ensureState(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	w := &siteWant{site: site, st: st, ledger: map[string]ledgerEntry{}}
+	if err := id.readSecrets(ctx, w, secrets.Items, ca, endpoint); err != nil {
+		return reconcile.Result{}, err
+	}
+	member, err := id.ensureSidecarCredential(ctx, ca, endpoint)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	w.ledger[member.ID] = ledgerEntry{tok: member}
+	if err := id.applyLedger(ctx, st, w.ledger); err != nil {
+		return reconcile.Result{}, err
+	}
+	site["site.yaml"] = id.siteFile(endpoint, w.links)
+	if err := id.applySecret(ctx, SiteSecret, site, owner); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: time.Hour}, nil // renew the sidecar credential in time
+}
+
+// siteWant is what one reconcile gathers from the site's Secrets for the
+// gateway's site Secret and for the ledger.
+type siteWant struct {
+	site map[string][]byte // the site Secret's data
+	st   *corev1.Secret    // the state Secret, as read
+	// The ledger as it should be: entries of the tokens in use, by id
+	// (kept: entries left as they are, their request's policy refused).
+	ledger map[string]ledgerEntry
+	links  []linkEntry
+	last   *lastWritten // read when a policy annotation is refused
+}
+
+// linkEntry is a link as the gateway's site file lists it.
+type linkEntry struct {
+	file   string
+	cost   int
+	policy policy.Policy
+}
+
+// recorded reports whether the state Secret holds a ledger entry of the
+// token tokID.
+func (w *siteWant) recorded(tokID string) bool {
+	_, ok := w.st.Data[state.DataKey(state.Tokens, token.EntryName(tokID))]
+	return ok
+}
+
+// siteCA starts the site Secret's data with the site CA: its certificate,
+// and the rest of the CA Secret.
+func (id *Identity) siteCA(ctx context.Context, ca *pki.CA) (map[string][]byte, error) {
 	site := map[string][]byte{pki.CACertFile: ca.CertPEM}
 	caSecret, err := id.getSecret(ctx, CASecret)
 	if err != nil {
-		return reconcile.Result{}, err
+		return nil, err
 	}
 	// The gateways' copy of the CA, with the previous one during a
 	// rotation: they take a change while they run.
@@ -172,96 +228,105 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			site[k] = v
 		}
 	}
-	st, err := id.ensureState(ctx)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	// The ledger as it should be: entries of the tokens in use, by id
-	// (kept: entries left as they are, their request's policy refused).
-	ledger := map[string]ledgerEntry{}
+	return site, nil
+}
 
-	type linkEntry struct {
-		file   string
-		cost   int
-		policy policy.Policy
-	}
-	var links []linkEntry
-	var last *lastWritten // read when a policy annotation is refused
-	lastGood := func() (*lastWritten, error) {
-		if last == nil {
-			l, err := id.lastWritten(ctx)
-			if err != nil {
-				return nil, err
-			}
-			last = l
-		}
-		return last, nil
-	}
-	for i := range secrets.Items {
-		s := &secrets.Items[i]
+// readSecrets gathers into w what the site's token-request and link
+// Secrets ask for, in the order listed. It fails only when the site
+// Secret last written cannot be read; a Secret with a problem is
+// reported and left out.
+func (id *Identity) readSecrets(ctx context.Context, w *siteWant, secrets []corev1.Secret, ca *pki.CA, endpoint string) error {
+	for i := range secrets {
+		s := &secrets[i]
 		switch s.Labels[contract.TypeLabel] {
 		case "token-request":
-			pol, polErr := allowAnnotations(s)
-			if polErr != nil && len(s.Data[TokenKey]) == 0 {
-				id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; no token is issued until it is fixed", polErr))
-				continue
-			}
-			tok, err := id.tokenRequest(ctx, s, ca, endpoint, func(tokID string) bool {
-				_, ok := st.Data[state.DataKey(state.Tokens, token.EntryName(tokID))]
-				return ok
-			})
-			if err != nil {
-				id.report(s, "InvalidTokenRequest", err)
-				continue
-			}
-			if tok == nil {
-				continue // relabelled as a link; the next reconcile reads it
-			}
-			if polErr != nil {
-				// Issued before: its links keep the entry last written.
-				if _, ok := st.Data[state.DataKey(state.Tokens, token.EntryName(tok.ID))]; ok {
-					id.warn(s, "InvalidTokenRequest", "token policy refused; its last good policy is kept", fmt.Errorf("%w; links made with token %s keep their last good policy", polErr, tok.ID))
-					ledger[tok.ID] = ledgerEntry{keep: true}
-				} else {
-					id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; links made with token %s are refused until it is fixed", polErr, tok.ID))
-				}
-				continue
-			}
-			ledger[tok.ID] = ledgerEntry{tok: tok, policy: pol}
+			id.readTokenRequest(ctx, w, s, ca, endpoint)
 		case "link":
-			_, cost, err := parseLink(s, id.Site)
-			if err != nil {
-				id.report(s, "InvalidLink", err)
-				continue
+			if err := id.readLink(ctx, w, s); err != nil {
+				return err
 			}
-			file := "link-" + s.Name + ".yaml"
-			pol, err := allowAnnotations(s)
-			if err != nil {
-				l, lerr := lastGood()
-				if lerr != nil {
-					return reconcile.Result{}, lerr
-				}
-				prev, ok := l.links[file]
-				if !ok {
-					id.report(s, "InvalidLink", fmt.Errorf("%w; the link is not made until it is fixed", err))
-					continue
-				}
-				id.warn(s, "InvalidLink", "link policy refused; its last good policy is kept", fmt.Errorf("%w; the link keeps its last good policy (%v)", err, prev))
-				pol = prev
-			}
-			site[file] = s.Data[TokenKey]
-			links = append(links, linkEntry{file, cost, pol})
 		}
 	}
-	member, err := id.ensureSidecarCredential(ctx, ca, endpoint)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	ledger[member.ID] = ledgerEntry{tok: member}
-	if err := id.applyLedger(ctx, st, ledger); err != nil {
-		return reconcile.Result{}, err
-	}
+	return nil
+}
 
+// readTokenRequest fills the token request s (tokenRequest) and adds its
+// token's ledger entry to w, with the request's policy. With a policy
+// annotation refused, a request without a token gets none, and a token
+// issued before keeps the entry last written.
+func (id *Identity) readTokenRequest(ctx context.Context, w *siteWant, s *corev1.Secret, ca *pki.CA, endpoint string) {
+	pol, polErr := allowAnnotations(s)
+	if polErr != nil && len(s.Data[TokenKey]) == 0 {
+		id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; no token is issued until it is fixed", polErr))
+		return
+	}
+	tok, err := id.tokenRequest(ctx, s, ca, endpoint, w.recorded)
+	if err != nil {
+		id.report(s, "InvalidTokenRequest", err)
+		return
+	}
+	if tok == nil {
+		return // relabelled as a link; the next reconcile reads it
+	}
+	if polErr != nil {
+		// Issued before: its links keep the entry last written.
+		if w.recorded(tok.ID) {
+			id.warn(s, "InvalidTokenRequest", "token policy refused; its last good policy is kept", fmt.Errorf("%w; links made with token %s keep their last good policy", polErr, tok.ID))
+			w.ledger[tok.ID] = ledgerEntry{keep: true}
+		} else {
+			id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; links made with token %s are refused until it is fixed", polErr, tok.ID))
+		}
+		return
+	}
+	w.ledger[tok.ID] = ledgerEntry{tok: tok, policy: pol}
+}
+
+// readLink adds the link Secret s to w: its token to the site Secret's
+// data, and its entry to the links. With its policy annotation refused,
+// the link keeps its last good policy, or is not made without one. It
+// fails only when the site Secret last written cannot be read.
+func (id *Identity) readLink(ctx context.Context, w *siteWant, s *corev1.Secret) error {
+	_, cost, err := parseLink(s, id.Site)
+	if err != nil {
+		id.report(s, "InvalidLink", err)
+		return nil
+	}
+	file := "link-" + s.Name + ".yaml"
+	pol, err := allowAnnotations(s)
+	if err != nil {
+		l, lerr := id.lastGood(ctx, w)
+		if lerr != nil {
+			return lerr
+		}
+		prev, ok := l.links[file]
+		if !ok {
+			id.report(s, "InvalidLink", fmt.Errorf("%w; the link is not made until it is fixed", err))
+			return nil
+		}
+		id.warn(s, "InvalidLink", "link policy refused; its last good policy is kept", fmt.Errorf("%w; the link keeps its last good policy (%v)", err, prev))
+		pol = prev
+	}
+	w.site[file] = s.Data[TokenKey]
+	w.links = append(w.links, linkEntry{file, cost, pol})
+	return nil
+}
+
+// lastGood returns the site Secret as last written (lastWritten), reading
+// it on the first call of a reconcile only.
+func (id *Identity) lastGood(ctx context.Context, w *siteWant) (*lastWritten, error) {
+	if w.last == nil {
+		l, err := id.lastWritten(ctx)
+		if err != nil {
+			return nil, err
+		}
+		w.last = l
+	}
+	return w.last, nil
+}
+
+// siteFile is the gateway's site.yaml: the site, its paths, its link
+// endpoint and its links, sorted by token file. It sorts links.
+func (id *Identity) siteFile(endpoint string, links []linkEntry) []byte {
 	slices.SortFunc(links, func(a, b linkEntry) int { return strings.Compare(a.file, b.file) })
 	var b strings.Builder
 	// The gateway's replicas find each other through the chart's headless
@@ -277,11 +342,7 @@ func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconci
 			writeAllow(&b, l.policy)
 		}
 	}
-	site["site.yaml"] = []byte(b.String())
-	if err := id.applySecret(ctx, SiteSecret, site, owner); err != nil {
-		return reconcile.Result{}, err
-	}
-	return reconcile.Result{RequeueAfter: time.Hour}, nil // renew the sidecar credential in time
+	return []byte(b.String())
 }
 
 // ensureCA loads the site CA from its Secret, creating both when missing.
