@@ -358,7 +358,8 @@ func TestEnvtestDeploymentTemplate(t *testing.T) {
 	e := startEnv(t)
 	labels := map[string]string{"app": "api"}
 	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: siteNS},
+		// A name of its own per run: the envtest is shared by -count runs.
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "api-", Namespace: siteNS},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
@@ -500,6 +501,11 @@ func selfManaged(t *testing.T, e *testEnv, ns string, mod func(*Options)) (Optio
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.c.Delete(context.Background(), cfg) })
+	// The next run (-count) starts without a certificate, as this one did;
+	// deleted after the injector stopped (cleanups run last first).
+	t.Cleanup(func() {
+		_ = e.c.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: o.CertSecret}})
+	})
 	stop, err := runInjector(o)
 	if err != nil {
 		t.Fatal(err)
