@@ -31,7 +31,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
@@ -261,13 +260,7 @@ var apiConfig *rest.Config
 // the controllers' Kubernetes source at it and returns a client.
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
-	testutil.RequireEnvtest(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg := testutil.StartEnvtest(t)
 	apiConfig = cfg
 	c, err := client.New(cfg, client.Options{})
 	must(t, err)

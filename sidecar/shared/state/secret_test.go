@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/skiff-io/skiff/test/testutil"
 )
@@ -23,13 +22,7 @@ import (
 // with a service account token and a Role that allows get and update on
 // its one Secret, and nothing else.
 func TestSecret(t *testing.T) {
-	testutil.RequireEnvtest(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg := testutil.StartEnvtest(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := t.Context()
 	const ns, name = "east", "skiff-site-state"
