@@ -499,7 +499,8 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 	return cfg, nil
 }
 
-// servicesOf returns the listeners, connectors and routing of a site file.
+// servicesOf returns the listeners, connectors, routing and protocols of
+// a site file.
 func servicesOf(site *sitefile.Site) router.Services {
 	var svc router.Services
 	for _, l := range site.Listeners {
@@ -509,6 +510,7 @@ func servicesOf(site *sitefile.Site) router.Services {
 		svc.Connectors = append(svc.Connectors, router.Connector{Address: c.Address, Host: c.Host, Port: c.Port})
 	}
 	svc.Routing = site.Routing
+	svc.Protocols = site.Protocols
 	return svc
 }
 

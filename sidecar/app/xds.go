@@ -63,14 +63,15 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 // the given role serves. A sidecar matches redirected connections on the
 // services' virtual IPs; a gateway binds each service's gateway listener.
 // Both deliver to the ready local endpoints, and route by the service's
-// pattern; services are named by their network name.
+// pattern, per request for HTTP protocols; services are named by their
+// network name.
 //
 // A service whose protocol and pattern model.CheckRouting refuses (a
 // controller or a linked site of another version may send one) is left
 // out, and the error names it in the validator's words; the rest is
 // returned all the same.
 func RouterServices(role router.Role, services []model.Service) (router.Services, error) {
-	out := router.Services{Routing: map[string]string{}}
+	out := router.Services{Routing: map[string]string{}, Protocols: map[string]model.Protocol{}}
 	var errs []error
 	for _, s := range services {
 		name := s.NetworkName()
@@ -79,6 +80,9 @@ func RouterServices(role router.Role, services []model.Service) (router.Services
 			continue
 		}
 		out.Routing[name] = string(s.Routing)
+		if s.Protocol.IsHTTP() {
+			out.Protocols[name] = s.Protocol
+		}
 		if role == router.RoleSidecar {
 			for _, vip := range s.VIPs {
 				out.Listeners = append(out.Listeners, router.Listener{Address: name, Host: vip, Port: s.Port})

@@ -75,6 +75,9 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 	stopLinkAccess()
 	r.stopListeners()
 	r.goAwayAll()
+	// HTTP clients' idle keep-alive connections close and HTTP/2 ones get
+	// GOAWAY; requests under way finish.
+	r.tasks.Go(func() { _ = r.http.Shutdown(ctx) })
 	open = r.flows.startDrain()
 	r.log.Info("drain started", "openStreams", open, "timeout", r.cfg.DrainTimeout.String())
 

@@ -2,6 +2,8 @@ package router
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiff-io/skiff/sidecar/l7"
 )
 
 // Metrics are the router's Prometheus metrics. Label cardinality is bounded
@@ -41,11 +43,14 @@ type Metrics struct {
 	// LinkCertsRenewed counts link certificates this gateway issued anew
 	// to linked sites before theirs expired, by peer site.
 	LinkCertsRenewed *prometheus.CounterVec
+	// HTTP are the metrics of the requests of HTTP addresses (package l7).
+	HTTP *l7.Metrics
 }
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		HTTP: l7.NewMetrics(reg),
 		LinkRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_link_connections_refused_total", Help: "Connections to the link port refused before they joined a link, by reason.",
 		}, []string{"reason"}),

@@ -32,6 +32,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/skiff-io/skiff/sidecar/l7"
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/routing"
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
@@ -83,6 +84,10 @@ type Services struct {
 	Listeners  []Listener
 	Connectors []Connector
 	Routing    map[string]string // address -> pattern; default balanced
+	// Protocols maps an address to what its endpoints speak; default
+	// TCP. The requests of HTTP addresses (model.Protocol.IsHTTP) are
+	// routed one by one (package l7), the rest as connections.
+	Protocols map[string]model.Protocol
 }
 
 // LinkSpec is a link this router dials.
@@ -382,6 +387,9 @@ type Router struct {
 	// muxConfig is cfg.Mux with the stream-refusal counter.
 	muxConfig mux.Config
 
+	// http routes the requests of HTTP addresses.
+	http *l7.Engine
+
 	unreachMu   sync.Mutex
 	unreachSeen map[string]time.Time
 	lastSites   map[string]bool
@@ -412,6 +420,7 @@ func New(cfg Config) (*Router, error) {
 		siblingKick: make(chan struct{}, 1),
 	}
 	r.workers = newWorkers(maxIdleWorkers, workerIdleTimeout, r.tasks.Go)
+	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http")})
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux
 	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {
@@ -486,6 +495,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return err
 	}
 	r.tasks.Go(func() { r.gcLoop(ctx) })
+	r.tasks.Go(func() { r.http.Run(ctx) })
 	if r.cfg.Role == RoleGateway {
 		r.tasks.Go(func() { r.refreshLoop(ctx) })
 	}

@@ -130,6 +130,16 @@ func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answe
 // deliver connects a stream that reached its destination site to a local
 // connector.
 func (r *Router) deliver(ctx context.Context, f *flow, h header, in *streamConn) {
+	if h.Proto == protoHTTP2 {
+		// An HTTP/2 connection of another site's requests for the
+		// address: each goes to a local endpoint (package l7).
+		if err := writeStatus(in, statusOK, ""); err != nil {
+			in.Close()
+			return
+		}
+		r.track(h.Address, "delivery", func() { r.http.ServeSite(ctx, in, h.Address) })
+		return
+	}
 	t := r.services.Load()
 	conns := t.connectors[h.Address]
 	cands := make([]routing.Candidate, len(conns))
@@ -358,6 +368,11 @@ type candidate struct {
 // f is the connection's flow; its dials and waits end with ctx.
 func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string) {
 	t := r.services.Load()
+	if t.protocol(address).IsHTTP() {
+		// Routed per request, until the client closes the connection.
+		r.track(address, role, func() { r.http.ServeConn(ctx, client, address) })
+		return
+	}
 	pattern := t.pattern(address)
 	cands, meta := r.candidates(t, address)
 	order, err := r.picker.Order(pattern, cands)

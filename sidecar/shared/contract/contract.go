@@ -79,7 +79,6 @@ const (
 	AllowReachAnnotation = "skiff.io/allow-reach"
 )
 
-
 // Environment variables the injector sets on the sidecar container.
 const (
 	EnvControllerAddr = "SKIFF_CONTROLLER"

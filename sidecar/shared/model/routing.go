@@ -15,16 +15,23 @@ import (
 // written, with the same words everywhere. Widening what is served (HTTP
 // routing) changes this file only.
 
-// Protocol is how a service's connections are routed: whole TCP
-// connections, or HTTP/1.1 and HTTP/2 requests.
+// Protocol is what a service's endpoints speak, and so how its
+// connections are routed: whole TCP connections, or HTTP requests.
 type Protocol string
 
 // Protocols.
 const (
-	TCP   Protocol = "tcp"
-	HTTP  Protocol = "http"
+	TCP Protocol = "tcp"
+	// HTTP is HTTP/1.1; clients may speak cleartext HTTP/2 to skiff.
+	HTTP Protocol = "http"
+	// HTTP2 is cleartext HTTP/2 (prior knowledge).
 	HTTP2 Protocol = "http2"
+	// GRPC is gRPC: cleartext HTTP/2 with trailers.
+	GRPC Protocol = "grpc"
 )
+
+// IsHTTP reports a protocol whose requests skiff routes one by one.
+func (p Protocol) IsHTTP() bool { return p == HTTP || p == HTTP2 || p == GRPC }
 
 // Pattern is a routing pattern.
 type Pattern string
@@ -42,13 +49,13 @@ const (
 )
 
 var (
-	protocols = []Protocol{TCP, HTTP, HTTP2}
+	protocols = []Protocol{TCP, HTTP, HTTP2, GRPC}
 	patterns  = []Pattern{Balanced, Closest, Multicast}
 )
 
 // What the errors suggest instead.
 const (
-	useProtocols = "use tcp, http or http2"
+	useProtocols = "use tcp, http, http2 or grpc"
 	// usePatterns are the patterns CheckRouting accepts for every
 	// protocol.
 	usePatterns = "use balanced or closest"
@@ -64,7 +71,7 @@ var (
 )
 
 // ParseProtocol parses a protocol as a user writes it (skiff.io/protocol):
-// tcp, http or http2, in any case; "" is TCP. It knows names only:
+// tcp, http, http2 or grpc, in any case; "" is TCP. It knows names only:
 // whether a pattern can be served with the protocol is CheckRouting's
 // decision.
 func ParseProtocol(s string) (Protocol, error) {
@@ -95,14 +102,14 @@ func ParsePattern(s string) (Pattern, error) {
 
 // AppProtocol returns the protocol of a Kubernetes Service port's
 // appProtocol: the names ParseProtocol accepts, kubernetes.io/http for
-// HTTP, and h2c, grpc and kubernetes.io/h2c for HTTP/2. Anything else
+// HTTP, h2c and kubernetes.io/h2c for HTTP/2, grpc for gRPC. Anything else
 // (https, a database's name, none) is TCP: appProtocol describes the
 // application, and skiff carries what it does not route by as TCP.
 func AppProtocol(s string) Protocol {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "kubernetes.io/http":
 		return HTTP
-	case "h2c", "grpc", "kubernetes.io/h2c":
+	case "h2c", "kubernetes.io/h2c":
 		return HTTP2
 	}
 	if p, err := ParseProtocol(s); err == nil {
@@ -118,8 +125,9 @@ func AppProtocol(s string) Protocol {
 // must be the names of the constants (ParseProtocol and ParsePattern
 // return them).
 //
-// Today every address is routed per connection, whatever its protocol, so
-// balanced and closest are served and multicast is refused for all.
+// Balanced and closest are served for every protocol: per connection for
+// TCP, per request for HTTP protocols (Protocol.IsHTTP). Multicast is
+// refused for all until the routers fan requests out.
 func CheckRouting(p Protocol, r Pattern) error {
 	if p != "" && !slices.Contains(protocols, p) {
 		return fmt.Errorf("%w %q; %s", ErrUnknownProtocol, p, useProtocols)
@@ -128,7 +136,7 @@ func CheckRouting(p Protocol, r Pattern) error {
 	case "", Balanced, Closest:
 		return nil
 	case Multicast:
-		return fmt.Errorf("%w, which skiff does not route yet (every address is routed per connection); %s", ErrMulticast, usePatterns)
+		return fmt.Errorf("%w, which skiff does not fan out yet; %s", ErrMulticast, usePatterns)
 	}
 	return fmt.Errorf("%w %q; %s", ErrUnknownPattern, r, usePatterns)
 }

@@ -16,9 +16,9 @@ func TestParseProtocol(t *testing.T) {
 		{in: "http", want: HTTP},
 		{in: "http2", want: HTTP2},
 		{in: " HTTP2 ", want: HTTP2},
-		{in: "udp", wantErr: `unknown protocol "udp"; use tcp, http or http2`},
-		{in: "grpc", wantErr: `unknown protocol "grpc"; use tcp, http or http2`},
-		{in: "h2c", wantErr: `unknown protocol "h2c"; use tcp, http or http2`},
+		{in: "udp", wantErr: `unknown protocol "udp"; use tcp, http, http2 or grpc`},
+		{in: "grpc", want: GRPC},
+		{in: "h2c", wantErr: `unknown protocol "h2c"; use tcp, http, http2 or grpc`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseProtocol(tc.in)
@@ -64,7 +64,7 @@ func TestAppProtocol(t *testing.T) {
 		"kubernetes.io/http": HTTP,
 		"http2":              HTTP2,
 		"h2c":                HTTP2,
-		"grpc":               HTTP2,
+		"grpc":               GRPC,
 		"kubernetes.io/h2c":  HTTP2,
 		"https":              TCP,
 		"kubernetes.io/ws":   TCP,
@@ -77,7 +77,7 @@ func TestAppProtocol(t *testing.T) {
 }
 
 func TestCheckRouting(t *testing.T) {
-	const multicast = "multicast copies HTTP requests, which skiff does not route yet (every address is routed per connection); use balanced or closest"
+	const multicast = "multicast copies HTTP requests, which skiff does not fan out yet; use balanced or closest"
 	for _, tc := range []struct {
 		protocol Protocol
 		pattern  Pattern
@@ -98,8 +98,8 @@ func TestCheckRouting(t *testing.T) {
 		{protocol: HTTP, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
 		{protocol: HTTP2, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
 		// Values that did not come from ParseProtocol or ParsePattern.
-		{protocol: "udp", pattern: Balanced, wantErr: `unknown protocol "udp"; use tcp, http or http2`, is: ErrUnknownProtocol},
-		{protocol: "HTTP", pattern: Balanced, wantErr: `unknown protocol "HTTP"; use tcp, http or http2`, is: ErrUnknownProtocol},
+		{protocol: "udp", pattern: Balanced, wantErr: `unknown protocol "udp"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
+		{protocol: "HTTP", pattern: Balanced, wantErr: `unknown protocol "HTTP"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
 		{protocol: TCP, pattern: "fastest", wantErr: `unknown routing "fastest"; use balanced or closest`, is: ErrUnknownPattern},
 		{protocol: TCP, pattern: "Closest", wantErr: `unknown routing "Closest"; use balanced or closest`, is: ErrUnknownPattern},
 	} {

@@ -42,9 +42,13 @@ type Site struct {
 	Listeners  []Listener
 	Connectors []Connector
 	// Routing maps an address to its pattern, by name (model.Pattern):
-	// the ones model.CheckRouting accepts for TCP, as model.ParsePattern
-	// returns them; nil when the file has none.
+	// the ones model.CheckRouting accepts for the address's protocol, as
+	// model.ParsePattern returns them; nil when the file has none.
 	Routing map[string]string
+	// Protocols maps an address to the protocol its listeners and
+	// connectors name (model.ParseProtocol); an address none names is
+	// TCP. nil when the file names none.
+	Protocols map[string]model.Protocol
 }
 
 // LinkAccess is where the site accepts links from other sites.
@@ -69,7 +73,10 @@ type Listener struct {
 	Address string
 	Host    string
 	Port    int
-	Line    int
+	// Protocol is the one the entry names, "" if none (Site.Protocols
+	// has the address's).
+	Protocol model.Protocol
+	Line     int
 }
 
 // Connector is a local target for a network address.
@@ -77,7 +84,10 @@ type Connector struct {
 	Address string
 	Host    string
 	Port    int
-	Line    int
+	// Protocol is the one the entry names, "" if none (Site.Protocols
+	// has the address's).
+	Protocol model.Protocol
+	Line     int
 }
 
 // RoutingFor returns the routing pattern of an address: the one the file
@@ -87,6 +97,15 @@ func (s *Site) RoutingFor(address string) model.Pattern {
 		return model.Pattern(p)
 	}
 	return model.Balanced
+}
+
+// ProtocolFor returns the protocol of an address: the one its listeners
+// and connectors name, else TCP.
+func (s *Site) ProtocolFor(address string) model.Protocol {
+	if p, ok := s.Protocols[address]; ok {
+		return p
+	}
+	return model.TCP
 }
 
 // Load reads and parses the site file at path.
@@ -164,8 +183,9 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 	if e, ok := f["connectors"]; ok && !isNull(e.value) {
 		s.Connectors = p.connectors(e.value)
 	}
+	s.Protocols = p.protocols(s)
 	if e, ok := f["routing"]; ok && !isNull(e.value) {
-		s.Routing = p.routing(e.value)
+		s.Routing = p.routing(e.value, s)
 	}
 }
 
@@ -342,12 +362,13 @@ func (p *parser) patterns(e entry, field string) []string {
 type endpoint struct {
 	address, host string
 	port          int
+	protocol      model.Protocol // "" if the entry names none
 	line          int
 	ok            bool // every field present and valid
 }
 
 func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
-	f := p.fields(item, field, "address", "host", "port")
+	f := p.fields(item, field, "address", "host", "port", "protocol")
 	ep := endpoint{line: item.Line, ok: item.Kind == yaml.MappingNode}
 	if !ep.ok {
 		return ep
@@ -368,6 +389,15 @@ func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
 			ep.ok = false
 		}
 		ep.port = v
+	}
+	if e, has := f["protocol"]; has && !isNull(e.value) {
+		if v, good := p.str(e.value, field+".protocol"); good {
+			proto, err := model.ParseProtocol(v)
+			if err != nil {
+				p.errorf(e.value.Line, field+".protocol", "%v", err)
+			}
+			ep.protocol = proto
+		}
 	}
 	return ep
 }
@@ -409,7 +439,7 @@ func (p *parser) listeners(n *yaml.Node) []Listener {
 				seen[key] = len(out)
 			}
 		}
-		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Line: ep.line})
+		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, Line: ep.line})
 	}
 	return out
 }
@@ -431,12 +461,52 @@ func (p *parser) connectors(n *yaml.Node) []Connector {
 				seen[key] = len(out)
 			}
 		}
-		out = append(out, Connector{Address: ep.address, Host: ep.host, Port: ep.port, Line: ep.line})
+		out = append(out, Connector{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, Line: ep.line})
 	}
 	return out
 }
 
-func (p *parser) routing(n *yaml.Node) map[string]string {
+// protocols returns the protocol of every address whose listeners or
+// connectors name one; entries of one address that name two protocols
+// are an error.
+func (p *parser) protocols(s *Site) map[string]model.Protocol {
+	type named struct {
+		protocol model.Protocol
+		field    string
+		line     int
+	}
+	first := map[string]named{}
+	check := func(address string, proto model.Protocol, field string, line int) {
+		if proto == "" {
+			return
+		}
+		if was, ok := first[address]; ok {
+			if was.protocol != proto {
+				p.errorf(line, field+".protocol", "address %s is %s here and %s in %s (line %d): one address, one protocol", address, proto, was.protocol, was.field, was.line)
+			}
+			return
+		}
+		first[address] = named{proto, field, line}
+	}
+	for i, l := range s.Listeners {
+		check(l.Address, l.Protocol, index("listeners", i), l.Line)
+	}
+	for i, c := range s.Connectors {
+		check(c.Address, c.Protocol, index("connectors", i), c.Line)
+	}
+	if len(first) == 0 {
+		return nil
+	}
+	out := make(map[string]model.Protocol, len(first))
+	for a, n := range first {
+		out[a] = n.protocol
+	}
+	return out
+}
+
+// routing reads the routing patterns, each checked against the protocol
+// of its address (s.Protocols, read before).
+func (p *parser) routing(n *yaml.Node, s *Site) map[string]string {
 	out := map[string]string{}
 	for _, e := range p.entries(n, "routing") {
 		field := "routing." + e.key
@@ -448,10 +518,9 @@ func (p *parser) routing(n *yaml.Node) map[string]string {
 		if !ok {
 			continue
 		}
-		// A site file's addresses are TCP (it names no protocol).
 		pattern, err := model.ParsePattern(v)
 		if err == nil {
-			err = model.CheckRouting(model.TCP, pattern)
+			err = model.CheckRouting(s.ProtocolFor(e.key), pattern)
 		}
 		if err != nil {
 			p.errorf(e.value.Line, field, "%v", err)

@@ -310,3 +310,33 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// An address's protocol is the one any of its listeners and connectors
+// names; routing is checked against it; an address none names is TCP.
+func TestProtocols(t *testing.T) {
+	s, err := Parse("/sites/east.yaml", []byte(`name: east
+listeners:
+  - {address: web, host: 127.0.0.1, port: 8080}
+  - {address: api, host: 127.0.0.1, port: 9000, protocol: GRPC}
+connectors:
+  - {address: web, host: 10.0.0.1, port: 80, protocol: http}
+  - {address: db, host: 10.0.0.2, port: 5432}
+routing:
+  web: closest
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]model.Protocol{"web": model.HTTP, "api": model.GRPC}
+	if diff := cmp.Diff(s.Protocols, want); diff != "" {
+		t.Errorf("Protocols (-got +want):\n%s", diff)
+	}
+	for address, p := range map[string]model.Protocol{"web": model.HTTP, "api": model.GRPC, "db": model.TCP, "none": model.TCP} {
+		if got := s.ProtocolFor(address); got != p {
+			t.Errorf("ProtocolFor(%s) = %s, want %s", address, got, p)
+		}
+	}
+	if s.Listeners[0].Protocol != "" || s.Connectors[0].Protocol != model.HTTP {
+		t.Errorf("entries' own protocols: listener %q, connector %q", s.Listeners[0].Protocol, s.Connectors[0].Protocol)
+	}
+}

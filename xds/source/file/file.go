@@ -32,8 +32,9 @@ func Services(site *sitefile.Site) ([]model.Service, error) {
 		s, ok := byName[address]
 		if !ok {
 			// sitefile refused the patterns model.CheckRouting refuses
-			// for TCP, so every service here can be served.
-			s = &model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: site.RoutingFor(address), Network: address}
+			// for the address's protocol, so every service here can be
+			// served.
+			s = &model.Service{Address: address, Port: port, Protocol: site.ProtocolFor(address), Routing: site.RoutingFor(address), Network: address}
 			if host, sport, err := net.SplitHostPort(address); err == nil {
 				if n, err := strconv.Atoi(sport); err == nil && host != "" {
 					// A name of the form address:port keeps its parts, so

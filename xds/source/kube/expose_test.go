@@ -58,7 +58,7 @@ func TestExposedServices(t *testing.T) {
 			want: []model.Service{
 				{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
 					Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}},
-				{Address: "backend", Port: 9090, Protocol: model.HTTP2, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:9090",
+				{Address: "backend", Port: 9090, Protocol: model.GRPC, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:9090",
 					Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 90, Name: "b-2"}, {IP: "10.1.0.2", Port: 90, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 90, Ready: true, Name: "b-3"}}},
 			},
 		},
@@ -69,8 +69,8 @@ func TestExposedServices(t *testing.T) {
 				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
 		},
 		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest": unknown routing "fastest"; use balanced or closest`},
-		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp": unknown protocol "udp"; use tcp, http or http2`},
-		{name: "appProtocol names are not protocol names", svc: svc(map[string]string{"skiff.io/protocol": "grpc"}, httpPort), wantErr: `annotation skiff.io/protocol: "grpc": unknown protocol`},
+		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp": unknown protocol "udp"; use tcp, http, http2 or grpc`},
+		{name: "appProtocol names are not protocol names", svc: svc(map[string]string{"skiff.io/protocol": "h2c"}, httpPort), wantErr: `annotation skiff.io/protocol: "h2c": unknown protocol`},
 		{name: "bad address", svc: svc(map[string]string{"skiff.io/address": "Api_1"}, httpPort), wantErr: `annotation skiff.io/address: "Api_1"`},
 		{
 			name: "empty annotations are absent",

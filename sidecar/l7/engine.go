@@ -1,0 +1,304 @@
+// Package l7 routes HTTP requests: the router hands it the client
+// connections of addresses whose protocol is http, http2 or grpc, and it
+// serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on them with
+// net/http, picking an endpoint for every request rather than for the
+// connection: a local endpoint, or another site, reached over one HTTP/2
+// connection per address and site carried in a link stream. The far
+// site's gateway hands that stream back to the engine (ServeSite), which
+// delivers each request to one of its own endpoints.
+//
+// A request that reached no endpoint (its dial failed, or the far site
+// answered that it had none to give it) is sent to the next candidate;
+// its body is kept until then, up to MaxReplay bytes. The engine knows
+// nothing of links and routes: Upstreams, the router, gives it the
+// candidates in order and the connections.
+package l7
+
+import (
+	"context"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+)
+
+// Target is one place a request can go.
+type Target struct {
+	// Key names the target for the router's outstanding counts (Track):
+	// a local endpoint's host:port, or "site:<name>".
+	Key string
+	// Site is the site to send the request to; "" for a local endpoint.
+	Site string
+	// Endpoint is a local endpoint's host:port.
+	Endpoint string
+	// Protocol is what a local endpoint speaks: HTTP/1.1 (model.HTTP),
+	// or cleartext HTTP/2 (model.HTTP2, model.GRPC).
+	Protocol model.Protocol
+}
+
+// Upstreams is what the router gives the engine.
+type Upstreams interface {
+	// Targets returns where a request for address may go, in the order
+	// to try them (the address's pattern decides it), and the pattern.
+	Targets(address string) ([]Target, model.Pattern, error)
+	// LocalTargets returns this site's endpoints of address, in the
+	// order to try them, for a request another site sent here.
+	LocalTargets(address string) ([]Target, error)
+	// Track counts a request outstanding at key until the returned
+	// function is called.
+	Track(key string) (done func())
+	// DialEndpoint connects to a local endpoint.
+	DialEndpoint(ctx context.Context, hostport string) (net.Conn, error)
+	// DialSite opens a link stream to site that carries one HTTP/2
+	// connection of address's requests, for ServeSite there.
+	DialSite(ctx context.Context, address, site string) (net.Conn, error)
+	// DialPinned opens a byte stream to the target, for a request that
+	// upgrades its connection (WebSocket): it is pinned to one endpoint.
+	DialPinned(ctx context.Context, address string, t Target) (net.Conn, error)
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Upstreams is the router. Required.
+	Upstreams Upstreams
+	// Self is this site's name, for metrics and the answers it writes.
+	Self string
+	// Metrics, if nil, are created unregistered.
+	Metrics *Metrics
+	// Log gets one line per request that failed at every candidate
+	// (rate-limited by the caller's logger, if at all).
+	Log logr.Logger
+	// MaxAttempts bounds the candidates a request is sent to; default 3.
+	MaxAttempts int
+	// MaxReplay bounds the body kept to send a request again; default
+	// 64 KiB. A request whose body was sent further than that is not
+	// sent again.
+	MaxReplay int
+	// MaxHeaderBytes bounds a request's header; more is answered 431.
+	// Default 64 KiB.
+	MaxHeaderBytes int
+	// IdleTimeout closes a client's keep-alive connection idle that
+	// long; default 5 minutes.
+	IdleTimeout time.Duration
+}
+
+// Engine serves HTTP on the connections it is handed. Run serves; the
+// connections handed to it before Run, or after it ended, are closed.
+type Engine struct {
+	o      Options
+	up     Upstreams
+	m      *Metrics
+	log    logr.Logger
+	srv    *http.Server
+	ln     *connListener
+	proxy  *httputil.ReverseProxy
+	local1 *http.Transport // HTTP/1.1 to local endpoints
+	local2 *http.Transport // cleartext HTTP/2 to local endpoints
+
+	mu    sync.Mutex
+	sites map[siteKey]*http.Transport // HTTP/2 over link streams
+}
+
+type siteKey struct{ address, site string }
+
+// New returns an engine; Run serves it.
+func New(o Options) *Engine {
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 3
+	}
+	if o.MaxReplay <= 0 {
+		o.MaxReplay = 64 << 10
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 64 << 10
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 5 * time.Minute
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}}
+	e.local1 = e.newTransport(false, func(ctx context.Context, addr string) (net.Conn, error) {
+		return e.up.DialEndpoint(ctx, addr)
+	})
+	e.local2 = e.newTransport(true, func(ctx context.Context, addr string) (net.Conn, error) {
+		return e.up.DialEndpoint(ctx, addr)
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	e.srv = &http.Server{
+		Handler:           http.HandlerFunc(e.serveHTTP),
+		ConnContext:       withConnInfo,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
+		ReadHeaderTimeout: time.Minute,
+		IdleTimeout:       o.IdleTimeout,
+		Protocols:         &protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		ErrorLog:          log.New(logWriter{o.Log}, "", 0),
+	}
+	e.proxy = &httputil.ReverseProxy{
+		Rewrite:        func(*httputil.ProxyRequest) {}, // the transport picks the host
+		Transport:      e,
+		ModifyResponse: e.modifyResponse,
+		ErrorHandler:   e.proxyError,
+		ErrorLog:       log.New(logWriter{o.Log}, "", 0),
+		BufferPool:     bufferPool{},
+	}
+	return e
+}
+
+// newTransport returns a transport that dials with dial; h2 makes it
+// speak cleartext HTTP/2 (prior knowledge), else HTTP/1.1. A dial that
+// fails is marked undelivered: the request may go elsewhere.
+func (e *Engine) newTransport(h2 bool, dial func(ctx context.Context, addr string) (net.Conn, error)) *http.Transport {
+	var p http.Protocols
+	if h2 {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{
+		Proxy: nil, // never the environment's proxy
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			c, err := dial(ctx, addr)
+			if err != nil {
+				return nil, &undeliveredError{reason: "dial", err: err}
+			}
+			return c, nil
+		},
+		Protocols:             &p,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // bodies pass as the endpoint sent them
+		HTTP2:                 &http.HTTP2Config{MaxConcurrentStreams: 1000},
+	}
+}
+
+// siteTransport returns the HTTP/2 transport of address's requests to
+// site: its connections are link streams (DialSite).
+func (e *Engine) siteTransport(address, site string) *http.Transport {
+	k := siteKey{address, site}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.sites[k]
+	if t == nil {
+		t = e.newTransport(true, func(ctx context.Context, _ string) (net.Conn, error) {
+			return e.up.DialSite(ctx, address, site)
+		})
+		e.sites[k] = t
+	}
+	return t
+}
+
+// ServeConn serves HTTP on a client connection to address, until the
+// connection closes or ctx ends.
+func (e *Engine) ServeConn(ctx context.Context, c net.Conn, address string) {
+	e.serve(ctx, c, connInfo{address: address})
+}
+
+// ServeSite serves the HTTP/2 connection another site opened in a link
+// stream for address's requests (DialSite there), delivering each to a
+// local endpoint, until the stream closes or ctx ends.
+func (e *Engine) ServeSite(ctx context.Context, c net.Conn, address string) {
+	e.serve(ctx, c, connInfo{address: address, fromSite: true})
+}
+
+func (e *Engine) serve(ctx context.Context, c net.Conn, info connInfo) {
+	tc := &trackedConn{Conn: c, info: info, done: make(chan struct{})}
+	if !e.ln.push(ctx, tc) {
+		c.Close()
+		return
+	}
+	select {
+	case <-tc.done:
+	case <-ctx.Done():
+		tc.Close()
+	}
+}
+
+// Run serves the connections handed to the engine until ctx ends, then
+// closes them all.
+func (e *Engine) Run(ctx context.Context) {
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = e.srv.Serve(e.ln)
+	}()
+	<-ctx.Done()
+	e.ln.Close()
+	e.srv.Close()
+	<-served
+	e.closeTransports()
+}
+
+// Shutdown stops taking requests gracefully: idle client connections
+// close, HTTP/2 clients get GOAWAY, and requests under way finish, until
+// ctx ends.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	return e.srv.Shutdown(ctx)
+}
+
+func (e *Engine) closeTransports() {
+	e.local1.CloseIdleConnections()
+	e.local2.CloseIdleConnections()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, t := range e.sites {
+		t.CloseIdleConnections()
+		delete(e.sites, k)
+	}
+}
+
+// CloseIdle closes the idle connections to endpoints and sites, after a
+// change of the service table or the routes.
+func (e *Engine) CloseIdle() {
+	e.local1.CloseIdleConnections()
+	e.local2.CloseIdleConnections()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range e.sites {
+		t.CloseIdleConnections()
+	}
+}
+
+// undeliveredError is a request that reached no endpoint: it may be sent
+// to another.
+type undeliveredError struct {
+	reason string
+	err    error
+}
+
+func (e *undeliveredError) Error() string { return e.err.Error() }
+func (e *undeliveredError) Unwrap() error { return e.err }
+
+func isUndelivered(err error) bool {
+	var u *undeliveredError
+	return errors.As(err, &u)
+}
+
+// logWriter sends net/http's log lines (a malformed request, a panic)
+// to the engine's logger.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(1).Info("http", "message", string(p))
+	return len(p), nil
+}
+
+// bufferPool lends the proxy its copy buffers.
+type bufferPool struct{}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBufs.Put(&b) }

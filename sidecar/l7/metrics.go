@@ -1,0 +1,62 @@
+package l7
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the engine's Prometheus metrics, by address and by the site
+// that answered ("none" for a request skiff answered itself). Label sets
+// are bounded: no path, method or endpoint address.
+type Metrics struct {
+	// Requests counts requests by status class (2xx, ..., 5xx; 499 when
+	// the client went away first).
+	Requests *prometheus.CounterVec
+	// Duration is the time from the request to its answer's header.
+	Duration *prometheus.HistogramVec
+	// Retries counts requests sent to another candidate because the one
+	// before did not reach an endpoint.
+	Retries *prometheus.CounterVec
+	// Pinned counts requests that upgraded their connection (WebSocket)
+	// and were carried as a connection to one endpoint.
+	Pinned *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg, if not nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_http_requests_total", Help: "HTTP requests routed, by address, answering site and status class.",
+		}, []string{"address", "site", "class"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "skiff_http_request_duration_seconds", Help: "Time from an HTTP request to the header of its answer, by address and answering site.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"address", "site"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_http_retries_total", Help: "HTTP requests sent to another endpoint or site because the one before did not reach an endpoint, by address.",
+		}, []string{"address"}),
+		Pinned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_http_upgrades_total", Help: "HTTP requests that upgraded their connection (WebSocket), carried as a connection to one endpoint, by address.",
+		}, []string{"address"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.Duration, m.Retries, m.Pinned)
+	}
+	return m
+}
+
+// observe counts a request of plan p answered with code.
+func (m *Metrics) observe(p *plan, code int) {
+	site := p.site
+	if site == "" {
+		site = "none"
+	}
+	class := "499"
+	if code != 499 {
+		class = strconv.Itoa(code/100) + "xx"
+	}
+	m.Requests.WithLabelValues(p.address, site, class).Inc()
+	m.Duration.WithLabelValues(p.address, site).Observe(time.Since(p.start).Seconds())
+}

@@ -1,0 +1,104 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/skiff-io/skiff/sidecar/l7"
+	"github.com/skiff-io/skiff/sidecar/routing"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+)
+
+// upstreams is what the router gives its HTTP engine (package l7): the
+// candidates of a request, in the order of the address's pattern, and the
+// connections to them.
+type upstreams struct{ r *Router }
+
+var _ l7.Upstreams = upstreams{}
+
+// protocol returns the protocol of address in the service table.
+func (t *serviceTable) protocol(address string) model.Protocol {
+	if p := t.Protocols[address]; p != "" {
+		return p
+	}
+	return model.TCP
+}
+
+func (u upstreams) Targets(address string) ([]l7.Target, model.Pattern, error) {
+	r := u.r
+	t := r.services.Load()
+	pattern := t.pattern(address)
+	cands, meta := r.candidates(t, address)
+	order, err := r.picker.Order(pattern, cands)
+	if err != nil {
+		return nil, model.Pattern(pattern), err
+	}
+	return u.targets(t, address, order, meta), model.Pattern(pattern), nil
+}
+
+func (u upstreams) LocalTargets(address string) ([]l7.Target, error) {
+	r := u.r
+	t := r.services.Load()
+	conns := t.connectors[address]
+	cands := make([]routing.Candidate, len(conns))
+	meta := make([]candidate, len(conns))
+	for i, c := range conns {
+		key := net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+		cands[i] = routing.Candidate{Key: key, Weight: 1, Outstanding: int(r.counter(key).Load())}
+		meta[i] = candidate{key: key}
+	}
+	order, err := r.picker.Order(string(model.Balanced), cands)
+	if err != nil {
+		return nil, fmt.Errorf("site %s has no endpoint for %q: %w", r.self, address, err)
+	}
+	return u.targets(t, address, order, meta), nil
+}
+
+// targets turns the picker's order of meta into the engine's targets.
+func (u upstreams) targets(t *serviceTable, address string, order []int, meta []candidate) []l7.Target {
+	out := make([]l7.Target, len(order))
+	proto := t.protocol(address)
+	for n, i := range order {
+		c := meta[i]
+		out[n] = l7.Target{Key: c.key, Site: c.site, Protocol: proto}
+		if c.site == "" {
+			out[n].Endpoint = c.key
+		}
+	}
+	return out
+}
+
+func (u upstreams) Track(key string) func() {
+	c := u.r.counter(key)
+	c.Add(1)
+	return func() { c.Add(-1) }
+}
+
+func (u upstreams) DialEndpoint(ctx context.Context, hostport string) (net.Conn, error) {
+	return u.r.dialEndpoint(ctx, hostport)
+}
+
+func (u upstreams) DialSite(ctx context.Context, address, site string) (net.Conn, error) {
+	r := u.r
+	st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: protoHTTP2, Address: address, Dest: site, Origin: r.self}, nil)
+	if err != nil {
+		r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (u upstreams) DialPinned(ctx context.Context, address string, t l7.Target) (net.Conn, error) {
+	c, err := u.r.connect(ctx, candidate{site: t.Site, key: t.Key}, address, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	conn, ok := c.(net.Conn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("not a connection")
+	}
+	return conn, nil
+}
