@@ -41,6 +41,11 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "skiff: connection of unknown origin", http.StatusInternalServerError)
 		return
 	}
+	// A proxy reads the body while the answer comes back (an endpoint
+	// may answer before the upload ends); without this net/http's
+	// HTTP/1 server would throw the rest of the body away once the
+	// answer starts.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	p := &plan{address: ci.address, fromSite: ci.fromSite, start: time.Now()}
 	var err error
 	if ci.fromSite {
@@ -72,10 +77,12 @@ func (e *Engine) RoundTrip(out *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, errors.New("skiff: request without a plan")
 	}
+	// The client's body is not closed here: the attempt that got through
+	// may still be sending it when RoundTrip returns (its answer can come
+	// first), and the server closes it when the handler is done.
 	var body *replayBody
 	if out.Body != nil && out.Body != http.NoBody {
 		body = newReplayBody(out.Body, e.o.MaxReplay)
-		defer out.Body.Close()
 	}
 	var errs []error
 	for i, t := range p.targets {

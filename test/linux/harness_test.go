@@ -33,6 +33,7 @@ type siteSpec struct {
 	listeners  []string          // addresses with a listener on host (port chosen)
 	connectors []string          // "address=host:port"
 	routing    map[string]string // address -> pattern
+	protocols  map[string]string // address -> protocol, on its listeners and connectors
 }
 
 type linkTo struct {
@@ -107,6 +108,15 @@ func newNetwork(t *testing.T, specs ...*siteSpec) *network {
 	return n
 }
 
+// protocolField is the ", protocol: X" of an entry for address, if s names
+// one.
+func protocolField(s *siteSpec, address string) string {
+	if p := s.protocols[address]; p != "" {
+		return ", protocol: " + p
+	}
+	return ""
+}
+
 func (n *network) siteFile(name string) string { return filepath.Join(n.dir, name+".yaml") }
 
 func (n *network) writeSiteFile(s *siteSpec, tokens []string) {
@@ -126,7 +136,7 @@ func (n *network) writeSiteFile(s *siteSpec, tokens []string) {
 	if len(s.listeners) > 0 {
 		b.WriteString("listeners:\n")
 		for _, a := range s.listeners {
-			fmt.Fprintf(&b, "  - {address: %s, host: %s, port: %d}\n", a, s.host, n.ports[s.name+"/"+a])
+			fmt.Fprintf(&b, "  - {address: %s, host: %s, port: %d%s}\n", a, s.host, n.ports[s.name+"/"+a], protocolField(s, a))
 		}
 	}
 	if len(s.connectors) > 0 {
@@ -134,7 +144,7 @@ func (n *network) writeSiteFile(s *siteSpec, tokens []string) {
 		for _, c := range s.connectors {
 			addr, hp, _ := strings.Cut(c, "=")
 			h, p, _ := net.SplitHostPort(hp)
-			fmt.Fprintf(&b, "  - {address: %s, host: %s, port: %s}\n", addr, h, p)
+			fmt.Fprintf(&b, "  - {address: %s, host: %s, port: %s%s}\n", addr, h, p, protocolField(s, addr))
 		}
 	}
 	if len(s.routing) > 0 {
