@@ -80,9 +80,9 @@ func RouterServices(role router.Role, services []model.Service) (router.Services
 			continue
 		}
 		out.Routing[name] = string(s.Routing)
-		if s.Protocol.IsHTTP() {
-			out.Protocols[name] = s.Protocol
-		}
+		// Every protocol, tcp too: the controller's word for the address
+		// wins over what other sites' records declare.
+		out.Protocols[name] = cmp.Or(s.Protocol, model.TCP)
 		if role == router.RoleSidecar {
 			for _, vip := range s.VIPs {
 				out.Listeners = append(out.Listeners, router.Listener{Address: name, Host: vip, Port: s.Port})

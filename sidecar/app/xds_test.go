@@ -24,7 +24,7 @@ func TestRouterServices(t *testing.T) {
 		Listeners:  []router.Listener{{Address: "backend:8080", Host: "10.96.0.7", Port: 8080}, {Address: "echo", Host: "127.0.0.1", Port: 18080}},
 		Connectors: []router.Connector{{Address: "backend:8080", Host: "10.1.0.2", Port: 80}},
 		Routing:    map[string]string{"backend:8080": "closest", "echo": "balanced"},
-		Protocols:  map[string]model.Protocol{"echo": model.HTTP},
+		Protocols:  map[string]model.Protocol{"backend:8080": model.TCP, "echo": model.HTTP},
 	}); diff != "" {
 		t.Errorf("sidecar (-got +want):\n%s", diff)
 	}

@@ -89,3 +89,23 @@ func TestIsUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// An offer to upgrade to h2c is taken out of the request; other
+// Connection options stay.
+func TestDropH2CUpgrade(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://web/", nil)
+	req.Header.Set("Connection", "Upgrade, HTTP2-Settings, keep-alive")
+	req.Header.Set("Upgrade", "h2c")
+	req.Header.Set("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+	dropH2CUpgrade(req)
+	if isUpgrade(req) || req.Header.Get("Upgrade") != "" || req.Header.Get("Http2-Settings") != "" || req.Header.Get("Connection") != "keep-alive" {
+		t.Errorf("after dropH2CUpgrade: %v", req.Header)
+	}
+	ws, _ := http.NewRequest("GET", "http://web/", nil)
+	ws.Header.Set("Connection", "Upgrade")
+	ws.Header.Set("Upgrade", "websocket")
+	dropH2CUpgrade(ws)
+	if !isUpgrade(ws) {
+		t.Errorf("a WebSocket upgrade was dropped: %v", ws.Header)
+	}
+}

@@ -52,6 +52,7 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		p.targets, err = e.up.LocalTargets(ci.address)
 		p.pattern = model.Balanced
 	} else {
+		dropH2CUpgrade(req)
 		if isUpgrade(req) {
 			e.pin(w, req, ci.address)
 			return
@@ -229,6 +230,30 @@ func (b *doneBody) Close() error {
 		b.done = nil
 	}
 	return err
+}
+
+// dropH2CUpgrade removes a request's offer to upgrade to cleartext
+// HTTP/2 (RFC 7540's h2c upgrade, which RFC 9113 deprecated): it is
+// answered in HTTP/1.1, as any server that does not take the offer does,
+// rather than pinned to an endpoint like an upgrade it cannot refuse.
+func dropH2CUpgrade(req *http.Request) {
+	if !strings.EqualFold(strings.TrimSpace(req.Header.Get("Upgrade")), "h2c") {
+		return
+	}
+	req.Header.Del("Upgrade")
+	req.Header.Del("Http2-Settings")
+	var keep []string
+	for _, v := range req.Header.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !strings.EqualFold(t, "upgrade") && !strings.EqualFold(t, "http2-settings") {
+				keep = append(keep, t)
+			}
+		}
+	}
+	req.Header.Del("Connection")
+	if len(keep) > 0 {
+		req.Header.Set("Connection", strings.Join(keep, ", "))
+	}
 }
 
 // isUpgrade reports an HTTP/1.1 request that asks to switch protocols

@@ -18,10 +18,19 @@ type upstreams struct{ r *Router }
 
 var _ l7.Upstreams = upstreams{}
 
-// protocol returns the protocol of address in the service table.
-func (t *serviceTable) protocol(address string) model.Protocol {
+// protocol returns the protocol of address: the one the service table t
+// names for it, else the one the sites serving it declare in their site
+// records (the view's; one this router does not know is tcp), else tcp.
+// The local configuration wins, so that a client site can always decide
+// how its connections are carried.
+func (r *Router) protocol(t *serviceTable, address string) model.Protocol {
 	if p := t.Protocols[address]; p != "" {
 		return p
+	}
+	if d := r.db.View().Protocols[address]; d != "" {
+		if p, err := model.ParseProtocol(d); err == nil {
+			return p
+		}
 	}
 	return model.TCP
 }
@@ -59,7 +68,7 @@ func (u upstreams) LocalTargets(address string) ([]l7.Target, error) {
 // targets turns the picker's order of meta into the engine's targets.
 func (u upstreams) targets(t *serviceTable, address string, order []int, meta []candidate) []l7.Target {
 	out := make([]l7.Target, len(order))
-	proto := t.protocol(address)
+	proto := u.r.protocol(t, address)
 	for n, i := range order {
 		c := meta[i]
 		out[n] = l7.Target{Key: c.key, Site: c.site, Protocol: proto}

@@ -359,7 +359,8 @@ func (l *link) readControl(br *bufio.Reader) {
 				// record is the sidecar's local one (its site's other
 				// gateways' records are held like any other).
 				_, ch1 := r.db.SetLocal(rec.Links, rec.Addresses)
-				if _, ch2 := r.db.SetLocalRouting(rec.Routing); ch1 || ch2 {
+				_, ch2 := r.db.SetLocalRouting(rec.Routing)
+				if _, ch3 := r.db.SetLocalProtocols(rec.Protocols); ch1 || ch2 || ch3 {
 					changed = append(changed, rec)
 				}
 				continue

@@ -724,6 +724,19 @@ func (t *serviceTable) declaredRouting() map[string]string {
 	return out
 }
 
+// declaredProtocols is the protocols this gateway declares in its site
+// record: those of the addresses it has connectors for that are routed
+// per request (model.Protocol.IsHTTP); the rest are tcp.
+func (t *serviceTable) declaredProtocols() map[string]string {
+	out := map[string]string{}
+	for a := range t.connectors {
+		if p := t.Protocols[a]; p.IsHTTP() {
+			out[a] = string(p)
+		}
+	}
+	return out
+}
+
 func (r *Router) counter(key string) *atomic.Int64 {
 	if v, ok := r.outstanding.Load(key); ok {
 		return v.(*atomic.Int64)
@@ -751,8 +764,9 @@ func (r *Router) updateLocal() {
 	r.mu.Unlock()
 	st := r.services.Load()
 	_, routingChanged := r.db.SetLocalRouting(st.declaredRouting())
+	_, protocolsChanged := r.db.SetLocalProtocols(st.declaredProtocols())
 	rec, changed := r.db.SetLocal(links, st.addressCounts())
-	if changed || routingChanged {
+	if changed || routingChanged || protocolsChanged {
 		r.log.V(1).Info("site record changed", "seq", rec.Seq, "links", len(rec.Links), "addresses", len(rec.Addresses))
 		r.floodLocal()
 		r.viewChanged()

@@ -368,7 +368,7 @@ type candidate struct {
 // f is the connection's flow; its dials and waits end with ctx.
 func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string) {
 	t := r.services.Load()
-	if t.protocol(address).IsHTTP() {
+	if r.protocol(t, address).IsHTTP() {
 		// Routed per request, until the client closes the connection.
 		r.track(address, role, func() { r.http.ServeConn(ctx, client, address) })
 		return

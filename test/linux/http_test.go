@@ -123,6 +123,16 @@ func TestCurlKeepAlivePerRequest(t *testing.T) {
 			t.Fatalf("curl --http2-prior-knowledge: %v\n%s", err, out)
 		}
 	}
+	// curl --http2 offers the h2c upgrade on every request: it is
+	// answered in HTTP/1.1, per request, on one connection.
+	args = []string{"-sS", "--max-time", "30", "--http2", "-w", "code=%{http_code} proto=%{http_version}\n"}
+	for i := range 20 {
+		args = append(args, url+"/h2c/"+strconv.Itoa(i))
+	}
+	out, err = exec.Command(curl, args...).CombinedOutput()
+	if err != nil || strings.Count(string(out), "code=200 proto=1.1") != 20 {
+		t.Fatalf("curl --http2 (h2c upgrade offered): %v\n%s", err, out)
+	}
 
 	// A chunked upload of 2 MiB, echoed back byte for byte by the far
 	// endpoint.

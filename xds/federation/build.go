@@ -19,14 +19,20 @@ import (
 //
 // The routing of a service is the local one when the site declares it
 // (local non-default patterns win), else the one the network declares,
-// else balanced. doc may be nil (no view yet): the table then holds the
-// local services only.
+// else balanced. The protocol of a local service is its own (tcp when it
+// names none); that of a remote service is the one the network declares
+// (Document.Protocols), tcp when it declares none or one this controller
+// does not know. A remote service is given the declared pattern and
+// protocol as they are, even a pair the data plane cannot serve (a
+// multicast pattern): the routers refuse it, whatever its protocol, in
+// model.CheckRouting's words. doc may be nil (no view yet): the table then
+// holds the local services only.
 func Build(site string, local []model.Service, doc *netview.Document) *model.Table {
 	t := &model.Table{Site: site}
 	var addrs map[string][]netview.Target
-	var routing map[string]string
+	var routing, protocols map[string]string
 	if doc != nil {
-		addrs, routing = doc.Addresses, doc.Routing
+		addrs, routing, protocols = doc.Addresses, doc.Routing, doc.Protocols
 		for _, s := range doc.Sites {
 			ms := model.Site{Name: s.Name, Cost: s.Cost}
 			for peer, cost := range s.Links {
@@ -73,7 +79,11 @@ func Build(site string, local []model.Service, doc *netview.Document) *model.Tab
 		if err != nil {
 			p = model.Balanced
 		}
-		t.Services = append(t.Services, model.Service{Address: address, Port: port, Protocol: model.TCP, Routing: p, Remote: rs})
+		proto, err := model.ParseProtocol(protocols[name])
+		if err != nil {
+			proto = model.TCP
+		}
+		t.Services = append(t.Services, model.Service{Address: address, Port: port, Protocol: proto, Routing: p, Remote: rs})
 	}
 	t.Normalize()
 	return t

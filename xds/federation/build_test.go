@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -59,5 +60,73 @@ func TestSplitName(t *testing.T) {
 		if _, _, ok := SplitName(name); ok != want {
 			t.Errorf("SplitName(%q) ok=%v, want %v", name, ok, want)
 		}
+	}
+}
+
+// A remote service takes the protocol the network declares for it (tcp
+// when none, or one this controller does not know); a local service keeps
+// its own.
+func TestBuildProtocols(t *testing.T) {
+	doc := &netview.Document{
+		Version: "v1", Self: "east",
+		Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 2, Hops: 1, NextHop: "west"}},
+		Addresses: map[string][]netview.Target{
+			"web:80":       {{Site: "west", Endpoints: 2, Cost: 2}},
+			"api:8080":     {{Site: "west", Endpoints: 1, Cost: 2}},
+			"rpc:9000":     {{Site: "west", Endpoints: 1, Cost: 2}},
+			"db:5432":      {{Site: "west", Endpoints: 1, Cost: 2}},
+			"future:7000":  {{Site: "west", Endpoints: 1, Cost: 2}},
+			"fanout:6000":  {{Site: "west", Endpoints: 1, Cost: 2}},
+			"echo:9001":    {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}},
+			"metrics:9100": {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}},
+		},
+		Routing: map[string]string{"fanout:6000": "multicast"},
+		Protocols: map[string]string{
+			"web:80": "http", "api:8080": "http2", "rpc:9000": "grpc", "future:7000": "h3", "fanout:6000": "http",
+			"echo:9001": "http", "metrics:9100": "grpc",
+		},
+	}
+	local := []model.Service{
+		{Address: "echo", Port: 9001, Endpoints: []model.Endpoint{{IP: "10.0.0.1", Port: 9001, Ready: true}}},
+		{Address: "metrics", Port: 9100, Protocol: model.HTTP, Endpoints: []model.Endpoint{{IP: "10.0.0.2", Port: 9100, Ready: true}}},
+	}
+	got := Build("east", local, doc)
+	if err := got.Validate(); err != nil {
+		t.Fatalf("built table invalid: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		address string
+		port    int
+		want    model.Protocol
+		routing model.Pattern
+	}{
+		{"remote http", "web", 80, model.HTTP, model.Balanced},
+		{"remote http2", "api", 8080, model.HTTP2, model.Balanced},
+		{"remote grpc", "rpc", 9000, model.GRPC, model.Balanced},
+		{"remote, none declared", "db", 5432, model.TCP, model.Balanced},
+		{"remote, a protocol this controller does not know", "future", 7000, model.TCP, model.Balanced},
+		{"remote multicast: the pair as declared", "fanout", 6000, model.HTTP, model.Multicast},
+		{"local, naming none: its own", "echo", 9001, model.TCP, model.Balanced},
+		{"local, naming one: its own", "metrics", 9100, model.HTTP, model.Balanced},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := got.Service(tc.address, tc.port)
+			if s == nil {
+				t.Fatalf("no service %s:%d in %+v", tc.address, tc.port, got.Services)
+			}
+			if s.Protocol != tc.want || s.Routing != tc.routing {
+				t.Errorf("service %s:%d is %s/%s, want %s/%s", tc.address, tc.port, s.Protocol, s.Routing, tc.want, tc.routing)
+			}
+		})
+	}
+	// A remote multicast address is refused by the routers, whatever its
+	// protocol, as before the network declared protocols.
+	fanout := got.Service("fanout", 6000)
+	if err := model.CheckRouting(fanout.Protocol, fanout.Routing); !errors.Is(err, model.ErrMulticast) {
+		t.Errorf("CheckRouting(%s, %s) = %v, want %v", fanout.Protocol, fanout.Routing, err, model.ErrMulticast)
+	}
+	if err := model.CheckRouting(model.TCP, fanout.Routing); !errors.Is(err, model.ErrMulticast) {
+		t.Errorf("CheckRouting(tcp, %s) = %v, want %v", fanout.Routing, err, model.ErrMulticast)
 	}
 }

@@ -31,6 +31,8 @@ import (
 //     lowest-cost declaring site chose but not that site, so this is the
 //     nearest to "the pattern of the lowest-cost site declaring it" a
 //     merge of documents can get.
+//   - Protocols: per address the protocol of the replica chosen as for
+//     Routing (among equals the lowest protocol name).
 //   - Unreachable: the sites some replica has a record of and no replica
 //     reaches, sorted.
 //   - Conflicts: the union, sorted by site, key and holder.
@@ -49,7 +51,8 @@ func Merge(docs []netview.Document) netview.Document {
 		}
 		m.addSites(d.Sites)
 		m.addAddresses(d.Addresses)
-		m.addRouting(d)
+		addDeclared(m.routing, d.Routing, d.Addresses)
+		addDeclared(m.protocols, d.Protocols, d.Addresses)
 		for _, s := range d.Unreachable {
 			m.unreachable[s] = true
 		}
@@ -68,18 +71,19 @@ type merger struct {
 	// routers collects each site's routers across replicas.
 	routers     map[string]map[string]bool
 	targets     map[string]map[string]netview.Target // by address, then site
-	routing     map[string]routingChoice             // by address
+	routing     map[string]declChoice                // by address
+	protocols   map[string]declChoice                // by address
 	unreachable map[string]bool
 	conflicts   map[netview.Conflict]bool
 }
 
-// routingChoice is the pattern one document declares for an address, with
-// the cost and site of its cheapest site serving the address (cost
-// math.MaxInt when it has none).
-type routingChoice struct {
-	cost    int
-	site    string
-	pattern string
+// declChoice is what one document declares for an address (a routing
+// pattern, a protocol), with the cost and site of its cheapest site
+// serving the address (cost math.MaxInt when it has none).
+type declChoice struct {
+	cost  int
+	site  string
+	value string
 }
 
 // newMerger returns an empty merger for the documents of site self.
@@ -89,7 +93,8 @@ func newMerger(self string) *merger {
 		sites:       map[string]*netview.DocumentSite{},
 		routers:     map[string]map[string]bool{},
 		targets:     map[string]map[string]netview.Target{},
-		routing:     map[string]routingChoice{},
+		routing:     map[string]declChoice{},
+		protocols:   map[string]declChoice{},
 		unreachable: map[string]bool{},
 		conflicts:   map[netview.Conflict]bool{},
 	}
@@ -143,21 +148,22 @@ func (m *merger) addAddresses(addresses map[string][]netview.Target) {
 	}
 }
 
-// addRouting merges d's routing patterns: per address it keeps the choice
-// whose cheapest serving site is the cheapest (by cost, then site, then
-// pattern).
-func (m *merger) addRouting(d netview.Document) {
-	for addr, p := range d.Routing {
-		if p == "" {
+// addDeclared merges what one document declares per address (its
+// routing patterns or its protocols, decl) into chosen: per address it
+// keeps the choice whose cheapest serving site (in addresses, the
+// document's targets) is the cheapest, by cost, then site, then value.
+func addDeclared(chosen map[string]declChoice, decl map[string]string, addresses map[string][]netview.Target) {
+	for addr, v := range decl {
+		if v == "" {
 			continue
 		}
-		c := routingChoice{cost: math.MaxInt, pattern: p}
-		if ts := d.Addresses[addr]; len(ts) > 0 {
+		c := declChoice{cost: math.MaxInt, value: v}
+		if ts := addresses[addr]; len(ts) > 0 {
 			// netview sorts targets by cost, then site.
 			c.cost, c.site = ts[0].Cost, ts[0].Site
 		}
-		if cur, ok := m.routing[addr]; !ok || cmp.Or(cmp.Compare(c.cost, cur.cost), cmp.Compare(c.site, cur.site), cmp.Compare(c.pattern, cur.pattern)) < 0 {
-			m.routing[addr] = c
+		if cur, ok := chosen[addr]; !ok || cmp.Or(cmp.Compare(c.cost, cur.cost), cmp.Compare(c.site, cur.site), cmp.Compare(c.value, cur.value)) < 0 {
+			chosen[addr] = c
 		}
 	}
 }
@@ -169,7 +175,8 @@ func (m *merger) document() netview.Document {
 		Sites:       m.mergedSites(),
 		Unreachable: m.mergedUnreachable(),
 		Addresses:   m.mergedAddresses(),
-		Routing:     m.mergedRouting(),
+		Routing:     merged(m.routing),
+		Protocols:   merged(m.protocols),
 		Conflicts:   m.mergedConflicts(),
 	}
 	out.Version = documentVersion(out)
@@ -229,15 +236,15 @@ func (m *merger) mergedAddresses() map[string][]netview.Target {
 	return out
 }
 
-// mergedRouting returns the chosen pattern of every address; nil when
-// there are none.
-func (m *merger) mergedRouting() map[string]string {
+// merged returns the chosen value (pattern or protocol) of every address;
+// nil when there are none.
+func merged(chosen map[string]declChoice) map[string]string {
 	var out map[string]string
-	for addr, c := range m.routing {
+	for addr, c := range chosen {
 		if out == nil {
 			out = map[string]string{}
 		}
-		out[addr] = c.pattern
+		out[addr] = c.value
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -155,10 +156,89 @@ func TestMergeOneIsNetviewDocument(t *testing.T) {
 	db := netview.NewDB("east", 1)
 	db.SetLocal(nil, map[string]int{"echo:9000": 2, "backend:8080": 1})
 	db.SetLocalRouting(map[string]string{"echo:9000": "closest"})
+	db.SetLocalProtocols(map[string]string{"echo:9000": "http"})
 	db.SetLocalRouter("east-gw-0")
 	d := db.Document()
 	got := Merge([]netview.Document{d})
 	if diff := cmp.Diff(got, d, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("Merge of one netview document (-got +want):\n%s", diff)
+	}
+}
+
+// Protocols merge as routing patterns do: per address the protocol of
+// the replica whose cheapest site serving the address is the cheapest.
+func TestMergeProtocols(t *testing.T) {
+	doc := func(addresses map[string][]netview.Target, protocols map[string]string) netview.Document {
+		return netview.Document{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}, Addresses: addresses, Protocols: protocols}
+	}
+	west := func(cost int) []netview.Target { return []netview.Target{{Site: "west", Endpoints: 1, Cost: cost}} }
+	north := func(cost int) []netview.Target { return []netview.Target{{Site: "north", Endpoints: 1, Cost: cost}} }
+	for _, tc := range []struct {
+		name string
+		docs []netview.Document
+		want map[string]string
+	}{
+		{
+			name: "none declared",
+			docs: []netview.Document{doc(map[string][]netview.Target{"web:80": west(2)}, nil)},
+		},
+		{
+			name: "one replica declares: it counts",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"web:80": west(2)}, nil),
+				doc(map[string][]netview.Target{"web:80": west(2)}, map[string]string{"web:80": "http"}),
+			},
+			want: map[string]string{"web:80": "http"},
+		},
+		{
+			name: "the replica with the cheaper serving site wins",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"web:80": west(4)}, map[string]string{"web:80": "grpc"}),
+				doc(map[string][]netview.Target{"web:80": north(3)}, map[string]string{"web:80": "http2"}),
+			},
+			want: map[string]string{"web:80": "http2"},
+		},
+		{
+			name: "equal costs: the lower site, then the lower protocol",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"web:80": west(3), "rpc:90": west(3)}, map[string]string{"web:80": "http", "rpc:90": "http2"}),
+				doc(map[string][]netview.Target{"web:80": north(3), "rpc:90": west(3)}, map[string]string{"web:80": "grpc", "rpc:90": "grpc"}),
+			},
+			want: map[string]string{"web:80": "grpc", "rpc:90": "grpc"},
+		},
+		{
+			name: "a replica that sees no serving site loses to one that does",
+			docs: []netview.Document{
+				doc(nil, map[string]string{"web:80": "grpc"}),
+				doc(map[string][]netview.Target{"web:80": west(9)}, map[string]string{"web:80": "http"}),
+			},
+			want: map[string]string{"web:80": "http"},
+		},
+		{
+			name: "routing and protocols are chosen apart",
+			docs: []netview.Document{
+				{Self: "east", Addresses: map[string][]netview.Target{"web:80": west(2)}, Routing: map[string]string{"web:80": "closest"}},
+				{Self: "east", Addresses: map[string][]netview.Target{"web:80": west(5)}, Protocols: map[string]string{"web:80": "http"}},
+			},
+			want: map[string]string{"web:80": "http"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backward := slices.Clone(tc.docs)
+			slices.Reverse(backward)
+			for _, docs := range [][]netview.Document{tc.docs, backward} {
+				got := Merge(docs)
+				if diff := cmp.Diff(got.Protocols, tc.want); diff != "" {
+					t.Errorf("merged protocols (-got +want):\n%s", diff)
+				}
+			}
+		})
+	}
+	// The protocols are part of the merged version.
+	without := Merge([]netview.Document{r1})
+	declared := r1
+	declared.Protocols = map[string]string{"echo:9000": "http"}
+	if with := Merge([]netview.Document{declared}); with.Version == without.Version {
+		t.Errorf("declaring a protocol kept version %q", with.Version)
 	}
 }

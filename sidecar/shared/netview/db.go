@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // Ages of records and of the keys that hold site names.
@@ -282,7 +284,7 @@ func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	next.Routing = db.local.Routing
+	next.Routing, next.Protocols = db.local.Routing, db.local.Protocols
 	if db.local.sameContent(next) {
 		return db.local.clone(), false
 	}
@@ -313,6 +315,31 @@ func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
 	return db.local.clone(), true
 }
 
+// SetLocalProtocols replaces the protocols the local record declares
+// (address -> protocol). Protocols are written in their canonical form
+// ([model.ParseProtocol]'s); tcp, which goes without saying, and names
+// ParseProtocol does not know are dropped, and so are empty addresses.
+// Like SetLocal it bumps Seq only on a change and returns the record and
+// whether it changed.
+func (db *DB) SetLocalProtocols(protocols map[string]string) (Record, bool) {
+	next := map[string]string{}
+	for addr, p := range protocols {
+		parsed, err := model.ParseProtocol(p)
+		if addr != "" && err == nil && parsed != model.TCP {
+			next[addr] = string(parsed)
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if maps.Equal(db.local.Protocols, cloneMap(next)) {
+		return db.local.clone(), false
+	}
+	db.local.Protocols = cloneMap(next)
+	db.bumpLocked()
+	db.invalidate()
+	return db.local.clone(), true
+}
+
 // SetLocalRouter renames the local node (Record.Router); a sidecar takes
 // the name of the gateway it is linked to, whose record is its local one.
 // A held record of the new node becomes the local record's content (the
@@ -326,10 +353,11 @@ func (db *DB) SetLocalRouter(router string) bool {
 	}
 	db.local.Router = router
 	if h, ok := db.records[db.local.Node()]; ok {
-		db.local.Links, db.local.Addresses, db.local.Routing = cloneMap(h.Links), cloneMap(h.Addresses), cloneMap(h.Routing)
+		db.local.Links, db.local.Addresses = cloneMap(h.Links), cloneMap(h.Addresses)
+		db.local.Routing, db.local.Protocols = cloneMap(h.Routing), cloneMap(h.Protocols)
 		delete(db.records, db.local.Node())
 	} else {
-		db.local.Links, db.local.Addresses, db.local.Routing = nil, nil, nil
+		db.local.Links, db.local.Addresses, db.local.Routing, db.local.Protocols = nil, nil, nil, nil
 	}
 	db.bumpLocked()
 	db.invalidate()

@@ -20,6 +20,9 @@ type Document struct {
 	Unreachable []string            `json:"unreachable,omitempty"`
 	Addresses   map[string][]Target `json:"addresses,omitempty"`
 	Routing     map[string]string   `json:"routing,omitempty"`
+	// Protocols are the protocols declared per address (View.Protocols):
+	// addresses not listed are tcp.
+	Protocols map[string]string `json:"protocols,omitempty"`
 	// Conflicts are the latest records and links refused because another
 	// key holds their site's name (without Count and Last, so that the
 	// Version changes only with a new conflict).
@@ -43,7 +46,7 @@ type DocumentSite struct {
 func (db *DB) Document() Document {
 	v := db.View()
 	recs := db.Records()
-	d := Document{Self: v.Self, Unreachable: v.Unreachable, Addresses: v.Addresses, Routing: v.Routing}
+	d := Document{Self: v.Self, Unreachable: v.Unreachable, Addresses: v.Addresses, Routing: v.Routing, Protocols: v.Protocols}
 	for _, c := range db.Conflicts() {
 		d.Conflicts = append(d.Conflicts, Conflict{Site: c.Site, Key: c.Key, HeldBy: c.HeldBy})
 	}

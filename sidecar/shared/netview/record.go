@@ -72,6 +72,12 @@ type Record struct {
 	// informs the controllers of other sites; routers route by their own
 	// configuration.
 	Routing map[string]string `json:"routing,omitempty"`
+	// Protocols maps an address this site has endpoints for to the
+	// protocol they speak (a model.Protocol other than tcp: http, http2
+	// or grpc), so that other sites route its requests one by one when
+	// their own configuration names no protocol for it. Addresses that
+	// are not listed are tcp, and so are names a reader does not know.
+	Protocols map[string]string `json:"protocols,omitempty"`
 	// Prev, while the site rotates its key, is the endorsement of Key by the
 	// key before it: records signed by Key are then accepted wherever the
 	// previous key holds the site's name.
@@ -97,11 +103,12 @@ func (r Record) Newer(than Record) bool {
 	return r.Seq > than.Seq
 }
 
-// sameContent reports whether r and o describe the same links and
-// addresses. Prev is not content: the DB acts on it when it binds the
-// record's key.
+// sameContent reports whether r and o describe the same links,
+// addresses, routing patterns and protocols. Prev is not content: the DB
+// acts on it when it binds the record's key.
 func (r Record) sameContent(o Record) bool {
-	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) && maps.Equal(r.Routing, o.Routing)
+	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) &&
+		maps.Equal(r.Routing, o.Routing) && maps.Equal(r.Protocols, o.Protocols)
 }
 
 // clone returns r with maps and a Prev of its own, empty maps as nil.
@@ -109,6 +116,7 @@ func (r Record) clone() Record {
 	r.Links = cloneMap(r.Links)
 	r.Addresses = cloneMap(r.Addresses)
 	r.Routing = cloneMap(r.Routing)
+	r.Protocols = cloneMap(r.Protocols)
 	if r.Prev != nil {
 		r.Prev = &Rollover{Key: r.Prev.Key, Sig: bytes.Clone(r.Prev.Sig)}
 	}
@@ -197,6 +205,8 @@ func validate(r Record) error {
 		return bad("%d addresses, at most %d", len(r.Addresses), MaxAddresses)
 	case len(r.Routing) > MaxAddresses:
 		return bad("%d routing entries, at most %d", len(r.Routing), MaxAddresses)
+	case len(r.Protocols) > MaxAddresses:
+		return bad("%d protocol entries, at most %d", len(r.Protocols), MaxAddresses)
 	}
 	self := r.Node()
 	for peer, cost := range r.Links {
@@ -230,6 +240,17 @@ func validate(r Record) error {
 		}
 		if len(p) > 32 || !names.IsLabel(p) {
 			return bad("bad routing %q for address %q", clip(p), addr)
+		}
+	}
+	for addr, p := range r.Protocols {
+		if err := names.CheckAddress(addr); err != nil {
+			return bad("protocols: %v", err)
+		}
+		// A name, like routing's: one this version does not know (a
+		// newer site's) is read as tcp by the consumers
+		// (model.ParseProtocol), not a reason to refuse the whole record.
+		if len(p) > 32 || !names.IsLabel(p) {
+			return bad("bad protocol %q for address %q", clip(p), addr)
 		}
 	}
 	return nil

@@ -41,6 +41,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			Links:     map[string]int{"west": 1, "north": MaxCost},
 			Addresses: map[string]int{"backend": 3, "db:5432": 0},
 			Routing:   map[string]string{"backend": "closest"},
+			Protocols: map[string]string{"backend": "grpc"},
 		}},
 		{"rotating", Record{
 			Version: 2, Site: "east", Key: testKeyID("east2"), Epoch: 42, Seq: 7,
@@ -153,6 +154,24 @@ func TestDecode(t *testing.T) {
 		{name: "address with a space", in: `{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"x y":1}}`, wantErr: ErrInvalidRecord},
 		{name: "bad routing pattern", in: `{"v":2,"site":"a","epoch":1,"seq":1,"routing":{"x":"Closest!"}}`, wantErr: ErrInvalidRecord},
 		{
+			name: "protocols",
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x":"http","y":"http2","z":"grpc"}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Protocols: map[string]string{"x": "http", "y": "http2", "z": "grpc"}},
+		},
+		{
+			name: "a protocol this version does not know",
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x":"h3"}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Protocols: map[string]string{"x": "h3"}},
+		},
+		{
+			name:    "protocol not a name",
+			in:      `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x":"h t t p"}}`,
+			wantErr: ErrInvalidRecord,
+			wantMsg: `site record from "a": bad protocol "h t t p" for address "x": invalid site record`,
+		},
+		{name: "protocol not canonical", in: `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x":"Http"}}`, wantErr: ErrInvalidRecord},
+		{name: "protocol of a bad address", in: `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x y":"http"}}`, wantErr: ErrInvalidRecord},
+		{
 			name: "endorsed key",
 			in:   `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`,
 			want: Record{Version: 2, Site: "a", Key: "k2", Epoch: 1, Seq: 1, Prev: &Rollover{Key: "k1", Sig: []byte{1, 2}}},
@@ -197,6 +216,9 @@ func FuzzDecode(f *testing.F) {
 		`{"v":2,"site":"a","epoch":1,"seq":1,"links":{"a":1},"addresses":{"":1}}`,
 		`{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`,
 		`{"v":2,"site":"a","epoch":1,"seq":1,"prev":{"key":"","sig":null}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"web":1},"routing":{"web":"closest"},"protocols":{"web":"http","rpc:9000":"grpc"}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"web":"tcp"}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"web":"HTTP2","":"http"}}`,
 		`null`,
 	} {
 		f.Add([]byte(s))

@@ -226,6 +226,11 @@ func FuzzOpen(f *testing.F) {
 	rolled.Prev, _ = Endorse("west", testKeyID("west2"), testKey("west"))
 	s, _ = Sign(rolled, testKey("west2"))
 	f.Add(s.Wire())
+	declared := rec("west", now0.UnixNano(), 5, map[string]int{"east": 2}, map[string]int{"web": 1})
+	declared.Routing = map[string]string{"web": "closest"}
+	declared.Protocols = map[string]string{"web": "http2"}
+	s, _ = Sign(declared, testKey("west"))
+	f.Add(s.Wire())
 	f.Add([]byte(`{"record":"e30=","sig":"AA=="}`))
 	f.Add([]byte(`{"v":1,"site":"a","epoch":7,"seq":3}`))
 	f.Add([]byte(strings.Repeat("[", 1000)))

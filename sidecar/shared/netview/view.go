@@ -24,6 +24,11 @@ type View struct {
 	// lowest-cost site that declares one (by name among equals); addresses
 	// no reachable site declares a pattern for are absent.
 	Routing map[string]string
+	// Protocols maps an address to the protocol declared for it
+	// (Record.Protocols), chosen as Routing is: by the lowest-cost site
+	// that declares one (by name among equals). Addresses no reachable
+	// site declares a protocol for (tcp ones) are absent.
+	Protocols map[string]string
 	// Unreachable lists the sites the DB holds a record for but has no path
 	// to any of their gateways, sorted.
 	Unreachable []string
@@ -119,7 +124,8 @@ func compute(local Record, records map[string]Record) *View {
 	v.addUnreachableSites(g, sites.reachable)
 	v.addSites(g, sites)
 	v.sortLists()
-	v.chooseRouting(sites.routing)
+	v.Routing = v.choose(sites.routing)
+	v.Protocols = v.choose(sites.protocols)
 	return v
 }
 
@@ -231,6 +237,8 @@ type siteNodes struct {
 	endpoints map[string]map[string]int
 	// routing maps a site to the routing pattern it declares per address.
 	routing map[string]map[string]string
+	// protocols maps a site to the protocol it declares per address.
+	protocols map[string]map[string]string
 	// reachable holds the sites with a reachable gateway.
 	reachable map[string]bool
 }
@@ -247,6 +255,7 @@ func (v *View) addNodes(g *graph) siteNodes {
 		nearest:   map[string]int{},
 		endpoints: map[string]map[string]int{},
 		routing:   map[string]map[string]string{},
+		protocols: map[string]map[string]string{},
 		reachable: map[string]bool{},
 	}
 	for i, r := range g.recs {
@@ -269,8 +278,9 @@ func (v *View) addNodes(g *graph) siteNodes {
 	return s
 }
 
-// addNode adds the addresses and routing patterns of the reachable node
-// whose record r is (the local node's when local) to its site's.
+// addNode adds the addresses, routing patterns and protocols of the
+// reachable node whose record r is (the local node's when local) to its
+// site's.
 func (s siteNodes) addNode(r Record, local bool, self string) {
 	if s.endpoints[r.Site] == nil {
 		s.endpoints[r.Site] = map[string]int{}
@@ -278,12 +288,22 @@ func (s siteNodes) addNode(r Record, local bool, self string) {
 	for addr, n := range r.Addresses {
 		s.endpoints[r.Site][addr] = max(s.endpoints[r.Site][addr], n)
 	}
-	for addr, p := range r.Routing {
-		if s.routing[r.Site] == nil {
-			s.routing[r.Site] = map[string]string{}
+	override := r.Site == self && local
+	declare(s.routing, r.Site, r.Routing, override)
+	declare(s.protocols, r.Site, r.Protocols, override)
+}
+
+// declare adds what one gateway of site declares per address (decl) to
+// the site's declarations in bySite: the first gateway to declare an
+// address holds it (gateways are added in node order), unless override
+// (the local gateway, whose own configuration wins in its site).
+func declare(bySite map[string]map[string]string, site string, decl map[string]string, override bool) {
+	for addr, v := range decl {
+		if bySite[site] == nil {
+			bySite[site] = map[string]string{}
 		}
-		if _, ok := s.routing[r.Site][addr]; !ok || r.Site == self && local {
-			s.routing[r.Site][addr] = p
+		if _, ok := bySite[site][addr]; !ok || override {
+			bySite[site][addr] = v
 		}
 	}
 }
@@ -332,21 +352,24 @@ func (v *View) sortLists() {
 	}
 }
 
-// chooseRouting sets the view's routing: per address, the pattern of the
-// first of its sorted targets that declares one (routing holds the
-// patterns per site).
-func (v *View) chooseRouting(routing map[string]map[string]string) {
+// choose returns what the view's sites declare per address (a routing
+// pattern, a protocol; bySite holds the declarations per site): for each
+// address, the declaration of the first of its sorted targets that
+// declares one. It returns nil when no target declares anything.
+func (v *View) choose(bySite map[string]map[string]string) map[string]string {
+	var out map[string]string
 	for addr, ts := range v.Addresses {
 		for _, t := range ts {
-			if p := routing[t.Site][addr]; p != "" {
-				if v.Routing == nil {
-					v.Routing = map[string]string{}
+			if d := bySite[t.Site][addr]; d != "" {
+				if out == nil {
+					out = map[string]string{}
 				}
-				v.Routing[addr] = p
+				out[addr] = d
 				break
 			}
 		}
 	}
+	return out
 }
 
 // heapItem is a tentative label for a node.
