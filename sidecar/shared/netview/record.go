@@ -208,6 +208,30 @@ func validate(r Record) error {
 	case len(r.Protocols) > MaxAddresses:
 		return bad("%d protocol entries, at most %d", len(r.Protocols), MaxAddresses)
 	}
+	if err := validateLinks(r, bad); err != nil {
+		return err
+	}
+	for addr, n := range r.Addresses {
+		if err := names.CheckAddress(addr); err != nil {
+			return bad("%v", err)
+		}
+		if n < 0 || n > MaxEndpoints {
+			return bad("address %q has %d endpoints, want 0..%d", addr, n, MaxEndpoints)
+		}
+	}
+	// Routing patterns and protocols are names: one this version does
+	// not know (a newer site's) is read as the default by the consumers
+	// (model.ParsePattern, model.ParseProtocol), not a reason to refuse
+	// the whole record.
+	if err := validateNames(r.Routing, "routing", "routing", bad); err != nil {
+		return err
+	}
+	return validateNames(r.Protocols, "protocols", "protocol", bad)
+}
+
+// validateLinks checks the record's links: to sites and routers by
+// name, not to itself, at a cost in range (0 for a sibling).
+func validateLinks(r Record, bad func(string, ...any) error) error {
 	self := r.Node()
 	for peer, cost := range r.Links {
 		site, router := SplitNode(peer)
@@ -226,31 +250,19 @@ func validate(r Record) error {
 			return bad("link to %q has cost %d, want %d..%d", peer, cost, minCost, MaxCost)
 		}
 	}
-	for addr, n := range r.Addresses {
+	return nil
+}
+
+// validateNames checks the record's field of address to a name (a
+// routing pattern, a protocol: what): addresses as the site file would
+// accept them, names short labels.
+func validateNames(m map[string]string, field, what string, bad func(string, ...any) error) error {
+	for addr, v := range m {
 		if err := names.CheckAddress(addr); err != nil {
-			return bad("%v", err)
+			return bad("%s: %v", field, err)
 		}
-		if n < 0 || n > MaxEndpoints {
-			return bad("address %q has %d endpoints, want 0..%d", addr, n, MaxEndpoints)
-		}
-	}
-	for addr, p := range r.Routing {
-		if err := names.CheckAddress(addr); err != nil {
-			return bad("routing: %v", err)
-		}
-		if len(p) > 32 || !names.IsLabel(p) {
-			return bad("bad routing %q for address %q", clip(p), addr)
-		}
-	}
-	for addr, p := range r.Protocols {
-		if err := names.CheckAddress(addr); err != nil {
-			return bad("protocols: %v", err)
-		}
-		// A name, like routing's: one this version does not know (a
-		// newer site's) is read as tcp by the consumers
-		// (model.ParseProtocol), not a reason to refuse the whole record.
-		if len(p) > 32 || !names.IsLabel(p) {
-			return bad("bad protocol %q for address %q", clip(p), addr)
+		if len(v) > 32 || !names.IsLabel(v) {
+			return bad("bad %s %q for address %q", what, clip(v), addr)
 		}
 	}
 	return nil
