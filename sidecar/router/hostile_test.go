@@ -47,7 +47,7 @@ type testSite struct {
 	stop   func()
 }
 
-func startSite(t *testing.T, name string, linkAccess bool, links []LinkSpec, svc Services) *testSite {
+func startSite(t testing.TB, name string, linkAccess bool, links []LinkSpec, svc Services) *testSite {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(dir, name)
@@ -58,7 +58,7 @@ func startSite(t *testing.T, name string, linkAccess bool, links []LinkSpec, svc
 	cfg := Config{
 		Site: name, Role: RoleGateway, Name: name + "-gw-0", SiteKey: ca.Key,
 		Links: links, Services: svc, Metrics: NewMetrics(s.reg),
-		Log: testr.NewWithOptions(t, testr.Options{LogTimestamp: true}).WithName(name),
+		Log: testr.NewWithInterface(t, testr.Options{LogTimestamp: true}).WithName(name),
 	}
 	if linkAccess {
 		s.ledger, err = token.OpenLedger(dir)
@@ -92,7 +92,7 @@ func startSite(t *testing.T, name string, linkAccess bool, links []LinkSpec, svc
 }
 
 // issue makes a token of s for redemptions sites.
-func (s *testSite) issue(t *testing.T, redemptions int) *token.Token {
+func (s *testSite) issue(t testing.TB, redemptions int) *token.Token {
 	t.Helper()
 	tok, err := token.Issue(s.ca, s.name, s.r.LinkAddr().String(), time.Hour, redemptions, time.Now())
 	if err != nil {
@@ -104,7 +104,7 @@ func (s *testSite) issue(t *testing.T, redemptions int) *token.Token {
 	return tok
 }
 
-func specFor(t *testing.T, tok *token.Token) LinkSpec {
+func specFor(t testing.TB, tok *token.Token) LinkSpec {
 	t.Helper()
 	tlsCfg, err := tok.ClientTLS()
 	if err != nil {

@@ -27,7 +27,7 @@ type webServer struct {
 	hits atomic.Int64
 }
 
-func startWeb(t *testing.T, name string, h2 bool) *webServer {
+func startWeb(t testing.TB, name string, h2 bool) *webServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

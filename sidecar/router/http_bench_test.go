@@ -1,0 +1,45 @@
+package router
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/skiff-io/skiff/sidecar/shared/model"
+	tu "github.com/skiff-io/skiff/test/testutil"
+)
+
+// BenchmarkHTTPAcrossSites: keep-alive GETs through east's listener to an
+// endpoint in west, HTTP/1.1 on both ends, in parallel; b.N requests.
+// Read with -cpuprofile to see where a request's time goes.
+func BenchmarkHTTPAcrossSites(b *testing.B) {
+	web := map[string]model.Protocol{"web": model.HTTP}
+	ws := startWeb(b, "west", false)
+	port := tu.FreePort(b, "127.0.0.1")
+	east := startSite(b, "east", true, nil, Services{Listeners: []Listener{{Address: "web", Host: "127.0.0.1", Port: port}}, Protocols: web})
+	startSite(b, "west", false, []LinkSpec{specFor(b, east.issue(b, 1))}, Services{Connectors: []Connector{ws.connector()}, Protocols: web})
+	tu.Eventually(b, 10*time.Second, "east sees web in west", func() error {
+		if remoteSites(east, "web") != 1 {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
