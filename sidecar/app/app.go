@@ -81,6 +81,12 @@ type ServeOptions struct {
 	// issues to linked sites last (0: a year). For tests: a short one
 	// makes renewal run.
 	LinkCertValidity time.Duration
+	// AccessLog (--access-log) makes a sidecar log every HTTP request of
+	// its pod (router.Config.SidecarAccessLog). A gateway's site file
+	// listeners choose for themselves (accessLog); the flag is for
+	// sidecars. The access log goes to stdout; the logger writes to
+	// stderr.
+	AccessLog bool
 }
 
 // DefaultRedirectWait is --redirect-wait's default: long enough for a node
@@ -102,6 +108,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
 	fs.DurationVar(&o.LinkCertValidity, "link-cert-validity", 0, "for tests: how long the link certificates this gateway issues to linked sites last (default a year); they are renewed over the link when two thirds are over")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", router.DefaultDrainTimeout, "on SIGTERM: how long open streams may go on before they are reset; meanwhile /readyz fails and a gateway takes no new connections, while a sidecar goes on serving its pod; keep it below the pod's terminationGracePeriodSeconds. 0 stops at once; a second SIGTERM or SIGINT ends the drain")
+	fs.BoolVar(&o.AccessLog, "access-log", false, "sidecar only: write a JSON line to stdout for every HTTP request of the pod (docs/http.md, \"Access log\"); a gateway logs the requests of the site file's listeners with accessLog: true")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
 }
 
@@ -240,12 +247,22 @@ func serveConfig(o ServeOptions, site *sitefile.Site, role router.Role, store st
 	}
 	cfg.DrainTimeout = o.DrainTimeout
 	cfg.Name = routerName(o.Name)
+	// The access log goes to stdout, apart from the log (stderr). A
+	// gateway always has it: a reloaded site file may turn a listener's
+	// on.
+	cfg.AccessLog = os.Stdout
 	if role == router.RoleSidecar {
 		if o.OutboundBindAddress != "" {
 			cfg.SidecarListen = o.OutboundBindAddress
 		}
 		cfg.RedirectWait = o.RedirectWait
 		cfg.RedirectRecheck = o.RedirectRecheck
+		cfg.SidecarAccessLog = o.AccessLog
+		if !o.AccessLog {
+			cfg.AccessLog = nil
+		}
+	} else if o.AccessLog {
+		log.Info("--access-log is for sidecars and ignored: a gateway logs the requests of the site file's listeners with accessLog: true")
 	}
 	if o.Controller != "" {
 		if len(site.Listeners)+len(site.Connectors) > 0 {
@@ -504,7 +521,7 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 func servicesOf(site *sitefile.Site) router.Services {
 	var svc router.Services
 	for _, l := range site.Listeners {
-		svc.Listeners = append(svc.Listeners, router.Listener{Address: l.Address, Host: l.Host, Port: l.Port})
+		svc.Listeners = append(svc.Listeners, router.Listener{Address: l.Address, Host: l.Host, Port: l.Port, AccessLog: l.AccessLog})
 	}
 	for _, c := range site.Connectors {
 		svc.Connectors = append(svc.Connectors, router.Connector{Address: c.Address, Host: c.Host, Port: c.Port})

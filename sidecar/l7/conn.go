@@ -10,6 +10,7 @@ import (
 type connInfo struct {
 	address  string
 	fromSite bool // a link stream of another site's requests (ServeSite)
+	logged   bool // its requests go to the access log
 }
 
 type connInfoKey struct{}

@@ -17,6 +17,7 @@ package l7
 import (
 	"context"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -87,6 +88,12 @@ type Options struct {
 	// IdleTimeout closes a client's keep-alive connection idle that
 	// long; default 5 minutes.
 	IdleTimeout time.Duration
+	// AccessLog, if not nil, gets a line (AccessLine, JSON) for every
+	// request of the connections handed to ServeConn with accessLog
+	// true, written once its answer ended; nil logs none. Lines are
+	// written one at a time, one Write each; a failed Write is counted
+	// (Metrics.AccessLogErrors) and fails no request.
+	AccessLog io.Writer
 }
 
 // Engine serves HTTP on the connections it is handed. Run serves; the
@@ -101,6 +108,7 @@ type Engine struct {
 	proxy  *httputil.ReverseProxy
 	local1 *http.Transport // HTTP/1.1 to local endpoints
 	local2 *http.Transport // cleartext HTTP/2 to local endpoints
+	alog   *accessLog      // nil: no access log
 
 	mu    sync.Mutex
 	sites map[siteKey]*http.Transport // HTTP/2 over link streams
@@ -126,6 +134,9 @@ func New(o Options) *Engine {
 		o.Metrics = NewMetrics(nil)
 	}
 	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}}
+	if o.AccessLog != nil {
+		e.alog = newAccessLog(o.AccessLog, o.Metrics.AccessLogErrors)
+	}
 	e.local1 = e.newTransport(false, func(ctx context.Context, addr string) (net.Conn, error) {
 		return e.up.DialEndpoint(ctx, addr)
 	})
@@ -201,9 +212,10 @@ func (e *Engine) siteTransport(address, site string) *http.Transport {
 }
 
 // ServeConn serves HTTP on a client connection to address, until the
-// connection closes or ctx ends.
-func (e *Engine) ServeConn(ctx context.Context, c net.Conn, address string) {
-	e.serve(ctx, c, connInfo{address: address})
+// connection closes or ctx ends. With accessLog, each of its requests
+// gets a line in the access log (Options.AccessLog), if there is one.
+func (e *Engine) ServeConn(ctx context.Context, c net.Conn, address string, accessLog bool) {
+	e.serve(ctx, c, connInfo{address: address, logged: accessLog && e.alog != nil})
 }
 
 // ServeSite serves the HTTP/2 connection another site opened in a link

@@ -22,6 +22,9 @@ type Metrics struct {
 	// Pinned counts requests that upgraded their connection (WebSocket)
 	// and were carried as a connection to one endpoint.
 	Pinned *prometheus.CounterVec
+	// AccessLogErrors counts access-log lines that could not be
+	// written (Options.AccessLog).
+	AccessLogErrors prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg, if not nil.
@@ -40,9 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Pinned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_http_upgrades_total", Help: "HTTP requests that upgraded their connection (WebSocket), carried as a connection to one endpoint, by address.",
 		}, []string{"address"}),
+		AccessLogErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skiff_http_access_log_errors_total", Help: "HTTP access-log lines that could not be written.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration, m.Retries, m.Pinned)
+		reg.MustRegister(m.Requests, m.Duration, m.Retries, m.Pinned, m.AccessLogErrors)
 	}
 	return m
 }

@@ -29,6 +29,8 @@ type plan struct {
 	site string
 	// undelivered is why the last attempt reached no endpoint.
 	undelivered string
+	// retries counts the targets tried after the first.
+	retries int
 }
 
 type planKey struct{}
@@ -47,6 +49,12 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	// answer starts.
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	p := &plan{address: ci.address, fromSite: ci.fromSite, start: time.Now()}
+	var rec *record
+	if ci.logged {
+		rec, req = track(w, req)
+		w = rec
+		defer e.logRequest(p, rec, req) // a panic (ErrAbortHandler) too
+	}
 	var err error
 	if ci.fromSite {
 		p.targets, err = e.up.LocalTargets(ci.address)
@@ -54,7 +62,7 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	} else {
 		dropH2CUpgrade(req)
 		if isUpgrade(req) {
-			e.pin(w, req, ci.address)
+			e.pin(w, req, p, rec)
 			return
 		}
 		p.targets, p.pattern, err = e.up.Targets(ci.address)
@@ -95,6 +103,7 @@ func (e *Engine) RoundTrip(out *http.Request) (*http.Response, error) {
 				break
 			}
 			e.m.Retries.WithLabelValues(p.address).Inc()
+			p.retries++
 		}
 		resp, err := e.try(out, p, t, body)
 		if err == nil {

@@ -12,9 +12,10 @@ import (
 // pin carries a request that upgrades its connection (WebSocket) as a
 // connection to one endpoint: the first target that connects gets the
 // request as the client sent it, and from then on the bytes of both
-// sides, until either closes.
-func (e *Engine) pin(w http.ResponseWriter, req *http.Request, address string) {
-	p := &plan{address: address}
+// sides, until either closes. rec, if not nil, is the request's access
+// log record: it gets the bytes carried each way.
+func (e *Engine) pin(w http.ResponseWriter, req *http.Request, p *plan, rec *record) {
+	address := p.address
 	targets, _, err := e.up.Targets(address)
 	if err != nil || len(targets) == 0 {
 		e.refuse(w, req, p, "no_endpoint", fmt.Sprintf("skiff: site %s has no endpoint for %q", e.o.Self, address))
@@ -26,6 +27,9 @@ func (e *Engine) pin(w http.ResponseWriter, req *http.Request, address string) {
 		if i == e.o.MaxAttempts {
 			break
 		}
+		if i > 0 {
+			p.retries++
+		}
 		c, err := e.up.DialPinned(req.Context(), address, t)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", describe(t), err))
@@ -33,6 +37,9 @@ func (e *Engine) pin(w http.ResponseWriter, req *http.Request, address string) {
 		}
 		up = c
 		p.site = t.Site
+		if p.site == "" {
+			p.site = e.o.Self
+		}
 		break
 	}
 	if up == nil {
@@ -54,22 +61,33 @@ func (e *Engine) pin(w http.ResponseWriter, req *http.Request, address string) {
 	}
 	defer client.Close()
 	e.m.Pinned.WithLabelValues(address).Inc()
+	if rec != nil {
+		rec.pinned = true // whatever the endpoint answers, passes as bytes
+	}
+	var early int64
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		if _, err := up.Write(b); err != nil {
 			return
 		}
+		early = int64(n)
 	}
-	splice(client, up)
+	in, out := splice(client, up)
+	if rec != nil {
+		rec.bytesIn.Add(early + in)
+		rec.out += out
+	}
 }
 
 // splice copies both ways until both directions ended, passing a
-// half-close on where the connection can.
-func splice(a, b net.Conn) {
+// half-close on where the connection can, and returns the bytes it
+// copied from a to b and from b to a.
+func splice(a, b net.Conn) (aToB, bToA int64) {
 	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
+	cp := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
-		if _, err := io.Copy(dst, src); err != nil {
+		var err error
+		if *n, err = io.Copy(dst, src); err != nil {
 			a.Close()
 			b.Close()
 			return
@@ -81,7 +99,8 @@ func splice(a, b net.Conn) {
 		b.Close()
 	}
 	wg.Add(2)
-	go cp(b, a)
-	cp(a, b)
+	go cp(b, a, &aToB)
+	cp(a, b, &bToA)
 	wg.Wait()
+	return aToB, bToA
 }

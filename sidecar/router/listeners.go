@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 )
 
 // boundListener is a gateway listener serving one address; closing ln
@@ -14,6 +15,9 @@ type boundListener struct {
 	ln      net.Listener
 	address string
 	port    int
+	// accessLog is the listener's Listener.AccessLog, which a new
+	// service table may change while it stays bound.
+	accessLog atomic.Bool
 }
 
 // syncListeners binds listeners that are new in the service table and
@@ -42,7 +46,8 @@ func (r *Router) syncListeners() error {
 	}
 	var errs []error
 	for key, l := range want {
-		if _, ok := r.listeners[key]; ok {
+		if bl, ok := r.listeners[key]; ok {
+			bl.accessLog.Store(l.AccessLog)
 			continue
 		}
 		ln, err := listenProxy(ctx, "tcp", key)
@@ -51,6 +56,7 @@ func (r *Router) syncListeners() error {
 			continue
 		}
 		bl := &boundListener{ln: ln, address: l.Address, port: l.Port}
+		bl.accessLog.Store(l.AccessLog)
 		if !r.tasks.tryGo(func() { r.serveListener(ctx, bl) }) {
 			ln.Close() // Run is over
 			continue
@@ -87,7 +93,8 @@ func (r *Router) serveListener(ctx context.Context, bl *boundListener) {
 		if !ok {
 			return
 		}
-		r.workers.Go(func() { defer f.end(); r.originate(ctx, f, c, bl.address, bl.port, "origin") })
+		logged := bl.accessLog.Load()
+		r.workers.Go(func() { defer f.end(); r.originate(ctx, f, c, bl.address, bl.port, "origin", logged) })
 	})
 }
 
@@ -122,7 +129,7 @@ func (r *Router) handleRedirected(ctx context.Context, f *flow, c net.Conn) {
 	}
 	t := r.services.Load()
 	if address, ok := t.byVIP[dst.String()]; ok {
-		r.originate(ctx, f, c, address, dst.Port, "sidecar")
+		r.originate(ctx, f, c, address, dst.Port, "sidecar", r.cfg.SidecarAccessLog)
 		return
 	}
 	r.m.Passthrough.Inc()

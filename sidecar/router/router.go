@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -70,6 +71,11 @@ type Listener struct {
 	Address string
 	Host    string
 	Port    int
+	// AccessLog makes a gateway write a line to Config.AccessLog for
+	// every HTTP request of the connections this listener accepts (its
+	// address routed per request; docs/http.md, "Access log"). A
+	// sidecar ignores it: Config.SidecarAccessLog decides.
+	AccessLog bool
 }
 
 // Connector is a local target for a network address.
@@ -193,6 +199,16 @@ type Config struct {
 	// is the site's previous key. The app builds ServerTLS and
 	// SiblingTLS over it, so that they follow a rotation too.
 	Authority *pki.Authority
+
+	// AccessLog is where the HTTP access log goes (package l7's
+	// AccessLine, one JSON object a line): a gateway writes the requests
+	// of its listeners with Listener.AccessLog, a sidecar with
+	// SidecarAccessLog every request of its pod. nil: no access log.
+	AccessLog io.Writer
+	// SidecarAccessLog makes a sidecar log every HTTP request of its
+	// pod (its redirected connections to HTTP addresses) to AccessLog.
+	// Gateways ignore it.
+	SidecarAccessLog bool
 
 	// DrainTimeout bounds a drain (Drain, drain.go): how long open
 	// streams may go on before they are reset. 0: Drain stops the router
@@ -420,7 +436,7 @@ func New(cfg Config) (*Router, error) {
 		siblingKick: make(chan struct{}, 1),
 	}
 	r.workers = newWorkers(maxIdleWorkers, workerIdleTimeout, r.tasks.Go)
-	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http")})
+	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http"), AccessLog: cfg.AccessLog})
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux
 	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {

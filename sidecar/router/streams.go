@@ -365,12 +365,13 @@ type candidate struct {
 
 // originate routes a client connection for address: it picks an endpoint
 // by the address's pattern, tries up to maxAttempts of them, then splices.
-// f is the connection's flow; its dials and waits end with ctx.
-func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string) {
+// f is the connection's flow; its dials and waits end with ctx. With
+// accessLog, the requests of an HTTP address go to the access log.
+func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, address string, port int, role string, accessLog bool) {
 	t := r.services.Load()
 	if r.protocol(t, address).IsHTTP() {
 		// Routed per request, until the client closes the connection.
-		r.track(address, role, func() { r.http.ServeConn(ctx, client, address) })
+		r.track(address, role, func() { r.http.ServeConn(ctx, client, address, accessLog) })
 		return
 	}
 	pattern := t.pattern(address)

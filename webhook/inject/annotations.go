@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -29,6 +30,9 @@ type Overrides struct {
 	// ExcludeOutboundCIDRs are destination prefixes never redirected, masked,
 	// in the order given, without duplicates.
 	ExcludeOutboundCIDRs []netip.Prefix
+	// AccessLog turns the sidecar's HTTP access log on (--access-log) or
+	// off; nil: off.
+	AccessLog *bool
 }
 
 // AnnotationError is a config.skiff.io/ annotation the injector cannot use.
@@ -77,6 +81,8 @@ func ParseAnnotations(annotations map[string]string) (Overrides, error) {
 			o.ExcludeOutboundPorts, err = exclude.ParsePorts(v)
 		case contract.ConfigExcludeOutboundCIDRsAnnotation:
 			o.ExcludeOutboundCIDRs, err = exclude.ParseCIDRs(v)
+		case contract.ConfigAccessLogAnnotation:
+			o.AccessLog, err = parseBool(v)
 		default:
 			err = ErrUnknownAnnotation
 		}
@@ -109,7 +115,21 @@ func (o Overrides) Annotations() map[string]string {
 	if len(o.ExcludeOutboundCIDRs) > 0 {
 		a[contract.ConfigExcludeOutboundCIDRsAnnotation] = exclude.FormatCIDRs(o.ExcludeOutboundCIDRs)
 	}
+	if o.AccessLog != nil {
+		a[contract.ConfigAccessLogAnnotation] = strconv.FormatBool(*o.AccessLog)
+	}
 	return a
+}
+
+// parseBool reads "true" or "false", nothing else.
+func parseBool(v string) (*bool, error) {
+	switch v {
+	case "true":
+		return ptr(true), nil
+	case "false":
+		return ptr(false), nil
+	}
+	return nil, errors.New(`want "true" or "false"`)
 }
 
 func parseQuantity(v string) (*resource.Quantity, error) {

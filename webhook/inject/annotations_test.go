@@ -26,13 +26,22 @@ func TestParseAnnotations(t *testing.T) {
 			contract.ConfigLogLevelAnnotation:             "error",
 			contract.ConfigExcludeOutboundPortsAnnotation: " 443 ,80,443",
 			contract.ConfigExcludeOutboundCIDRsAnnotation: "10.1.2.3/8, 2001:db8::1, 10.0.0.0/8",
+			contract.ConfigAccessLogAnnotation:            "true",
 		}, want: Overrides{
 			ProxyCPU:             q("500m"),
 			ProxyMemory:          q("1Gi"),
 			LogLevel:             "error",
 			ExcludeOutboundPorts: []uint16{80, 443},
 			ExcludeOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128")},
+			AccessLog:            ptr(true),
 		}},
+		{name: "access log off", in: map[string]string{contract.ConfigAccessLogAnnotation: "false"}, want: Overrides{AccessLog: ptr(false)}},
+		{name: "access log yes", in: map[string]string{contract.ConfigAccessLogAnnotation: "yes"},
+			wantErr: `annotation config.skiff.io/access-log: "yes": want "true" or "false"`},
+		{name: "access log True", in: map[string]string{contract.ConfigAccessLogAnnotation: "True"},
+			wantErr: `annotation config.skiff.io/access-log: "True": want "true" or "false"`},
+		{name: "access log empty", in: map[string]string{contract.ConfigAccessLogAnnotation: ""},
+			wantErr: `annotation config.skiff.io/access-log: "": want "true" or "false"`},
 		{name: "cpu words", in: map[string]string{contract.ConfigProxyCPUAnnotation: "two"},
 			wantErr: `annotation config.skiff.io/proxy-cpu: "two": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'`},
 		{name: "memory zero", in: map[string]string{contract.ConfigProxyMemoryAnnotation: "0"},
@@ -84,11 +93,11 @@ var cmpOverrides = cmp.Options{
 // FuzzParseAnnotations: parsing never panics, and any accepted set of
 // values round-trips through Overrides.Annotations unchanged.
 func FuzzParseAnnotations(f *testing.F) {
-	f.Add("100m", "64Mi", "info", "80,443", "10.0.0.0/8,fd00::/8")
-	f.Add("1e3", "1.5Gi", "debug", " 53 , 53", "::ffff:10.0.0.1")
-	f.Add("two", "", "warn", "0", "10.0.0.0/33")
-	f.Add("+.5", "-1", "error", "65535,1", "fe80::1%eth0/64")
-	f.Fuzz(func(t *testing.T, cpu, mem, level, ports, cidrs string) {
+	f.Add("100m", "64Mi", "info", "80,443", "10.0.0.0/8,fd00::/8", "true")
+	f.Add("1e3", "1.5Gi", "debug", " 53 , 53", "::ffff:10.0.0.1", "false")
+	f.Add("two", "", "warn", "0", "10.0.0.0/33", "yes")
+	f.Add("+.5", "-1", "error", "65535,1", "fe80::1%eth0/64", "")
+	f.Fuzz(func(t *testing.T, cpu, mem, level, ports, cidrs, accessLog string) {
 		in := map[string]string{}
 		for k, v := range map[string]string{
 			contract.ConfigProxyCPUAnnotation:             cpu,
@@ -96,6 +105,7 @@ func FuzzParseAnnotations(f *testing.F) {
 			contract.ConfigLogLevelAnnotation:             level,
 			contract.ConfigExcludeOutboundPortsAnnotation: ports,
 			contract.ConfigExcludeOutboundCIDRsAnnotation: cidrs,
+			contract.ConfigAccessLogAnnotation:            accessLog,
 		} {
 			if v != "" {
 				in[k] = v

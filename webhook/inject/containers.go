@@ -18,8 +18,9 @@ const (
 )
 
 // sidecarContainer is skiff-proxy. drain is its --drain-timeout
-// (sidecarDrainTimeout), within the pod's grace period.
-func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, drain time.Duration) corev1.Container {
+// (sidecarDrainTimeout), within the pod's grace period; accessLog gives
+// it --access-log.
+func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel string, drain time.Duration, accessLog bool) corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: contract.EnvControllerAddr, Value: cfg.ControllerAddr},
 		{Name: contract.EnvPodName, ValueFrom: fieldRef("metadata.name")},
@@ -30,20 +31,24 @@ func sidecarContainer(cfg Config, res corev1.ResourceRequirements, logLevel stri
 		// and skiff-init's own reading of the pod's annotations.
 		{Name: contract.EnvSite, Value: cfg.Site},
 	}
+	args := []string{
+		"sidecar",
+		"--controller=$(" + contract.EnvControllerAddr + ")",
+		"--credentials-dir=" + contract.CredentialsDir,
+		"--log-level=" + logLevel,
+		"--metrics-bind-address=:" + strconv.Itoa(contract.MetricsPort),
+		"--health-probe-bind-address=:" + strconv.Itoa(contract.HealthPort),
+		"--drain-timeout=" + drain.String(),
+	}
+	if accessLog {
+		args = append(args, "--access-log")
+	}
 	return corev1.Container{
 		Name:            contract.SidecarContainerName,
 		Image:           cfg.SidecarImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Args: []string{
-			"sidecar",
-			"--controller=$(" + contract.EnvControllerAddr + ")",
-			"--credentials-dir=" + contract.CredentialsDir,
-			"--log-level=" + logLevel,
-			"--metrics-bind-address=:" + strconv.Itoa(contract.MetricsPort),
-			"--health-probe-bind-address=:" + strconv.Itoa(contract.HealthPort),
-			"--drain-timeout=" + drain.String(),
-		},
-		Env: env,
+		Args:            args,
+		Env:             env,
 		Ports: []corev1.ContainerPort{
 			{Name: HealthPortName, ContainerPort: contract.HealthPort, Protocol: corev1.ProtocolTCP},
 			{Name: MetricsPortName, ContainerPort: contract.MetricsPort, Protocol: corev1.ProtocolTCP},

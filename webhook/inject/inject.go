@@ -82,7 +82,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, Report, error) {
 		inits = append(inits, initContainer(cfg, res, ov))
 		st.InitContainers = append(st.InitContainers, contract.InitContainerName)
 	}
-	proxy := sidecarContainer(cfg, res, logLevel, sidecarDrainTimeout(pod))
+	proxy := sidecarContainer(cfg, res, logLevel, sidecarDrainTimeout(pod), ov.AccessLog != nil && *ov.AccessLog)
 	if cfg.NativeSidecar {
 		always := corev1.ContainerRestartPolicyAlways
 		proxy.RestartPolicy = &always

@@ -112,6 +112,9 @@ var goldenCases = []struct {
 	{"excludes", testPod(annotate(
 		contract.ConfigExcludeOutboundPortsAnnotation, "8125",
 		contract.ConfigExcludeOutboundCIDRsAnnotation, "169.254.169.254")), testConfig()},
+	{"access-log", testPod(annotate(contract.ConfigAccessLogAnnotation, "true")), testConfig()},
+	{"access-log-off", testPod(annotate(contract.ConfigAccessLogAnnotation, "false")), testConfig()},
+	{"bad-access-log", testPod(annotate(contract.ConfigAccessLogAnnotation, "on")), testConfig()},
 	{"grace-period-60", testPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr(int64(60)) }), testConfig()},
 	{"grace-period-6-regular", testPod(func(p *corev1.Pod) { p.Spec.TerminationGracePeriodSeconds = ptr(int64(6)) }),
 		withConfig(func(c *Config) { c.NativeSidecar = false })},

@@ -102,6 +102,10 @@ const (
 	// ConfigExcludeOutboundCIDRsAnnotation lists destination CIDRs (IPv4 or
 	// IPv6) that are never redirected to the sidecar.
 	ConfigExcludeOutboundCIDRsAnnotation = ConfigAnnotationPrefix + "exclude-outbound-cidrs"
+	// ConfigAccessLogAnnotation, "true" or "false", turns the sidecar's
+	// HTTP access log on or off (its --access-log): a JSON line on stdout
+	// for every HTTP request of the pod. Default off.
+	ConfigAccessLogAnnotation = ConfigAnnotationPrefix + "access-log"
 )
 
 // What the injector adds to a pod.

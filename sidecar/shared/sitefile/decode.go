@@ -198,6 +198,18 @@ func (p *parser) integer(n *yaml.Node, field string) (int, bool) {
 	return v, true
 }
 
+// boolean returns a boolean scalar: true or false (YAML 1.2: yes, no,
+// on and off are strings, and refused).
+func (p *parser) boolean(n *yaml.Node, field string) (bool, bool) {
+	n = resolve(n)
+	var v bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&v) != nil {
+		p.errorf(n.Line, field, "must be true or false, got %s", kindOf(n))
+		return false, false
+	}
+	return v, true
+}
+
 func join(field, key string) string {
 	if field == "" {
 		return key

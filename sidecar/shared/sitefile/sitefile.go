@@ -76,7 +76,12 @@ type Listener struct {
 	// Protocol is the one the entry names, "" if none (Site.Protocols
 	// has the address's).
 	Protocol model.Protocol
-	Line     int
+	// AccessLog makes the gateway log every HTTP request of the
+	// connections this listener accepts (field accessLog; default
+	// false). Only requests of an HTTP address (one routed per request)
+	// are logged.
+	AccessLog bool
+	Line      int
 }
 
 // Connector is a local target for a network address.
@@ -363,12 +368,19 @@ type endpoint struct {
 	address, host string
 	port          int
 	protocol      model.Protocol // "" if the entry names none
+	accessLog     bool           // listeners only
 	line          int
 	ok            bool // every field present and valid
 }
 
-func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
-	f := p.fields(item, field, "address", "host", "port", "protocol")
+// endpoint reads a listener (listener true: it may have accessLog) or a
+// connector.
+func (p *parser) endpoint(item *yaml.Node, field, hostWhat string, listener bool) endpoint {
+	known := []string{"address", "host", "port", "protocol"}
+	if listener {
+		known = append(known, "accessLog")
+	}
+	f := p.fields(item, field, known...)
 	ep := endpoint{line: item.Line, ok: item.Kind == yaml.MappingNode}
 	if !ep.ok {
 		return ep
@@ -399,6 +411,9 @@ func (p *parser) endpoint(item *yaml.Node, field, hostWhat string) endpoint {
 			ep.protocol = proto
 		}
 	}
+	if e, has := f["accessLog"]; has && !isNull(e.value) {
+		ep.accessLog, _ = p.boolean(e.value, field+".accessLog")
+	}
 	return ep
 }
 
@@ -427,7 +442,7 @@ func (p *parser) listeners(n *yaml.Node) []Listener {
 	seen := map[string]int{} // host:port -> index
 	for i, item := range p.items(n, "listeners") {
 		field := index("listeners", i)
-		ep := p.endpoint(item, field, "the local IP or host name to listen on")
+		ep := p.endpoint(item, field, "the local IP or host name to listen on", true)
 		if item.Kind != yaml.MappingNode {
 			continue
 		}
@@ -439,7 +454,7 @@ func (p *parser) listeners(n *yaml.Node) []Listener {
 				seen[key] = len(out)
 			}
 		}
-		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, Line: ep.line})
+		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, AccessLog: ep.accessLog, Line: ep.line})
 	}
 	return out
 }
@@ -449,7 +464,7 @@ func (p *parser) connectors(n *yaml.Node) []Connector {
 	seen := map[string]int{} // address host:port -> index
 	for i, item := range p.items(n, "connectors") {
 		field := index("connectors", i)
-		ep := p.endpoint(item, field, "the IP or host name of the local target")
+		ep := p.endpoint(item, field, "the IP or host name of the local target", false)
 		if item.Kind != yaml.MappingNode {
 			continue
 		}

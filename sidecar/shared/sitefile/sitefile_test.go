@@ -39,7 +39,7 @@ func TestLoadGood(t *testing.T) {
 			{Token: filepath.Join(dir, "tokens", "south-token.yaml"), Cost: 1, Line: 16},
 		},
 		Listeners: []Listener{
-			{Address: "echo", Host: "127.0.0.1", Port: 18080, Line: 18},
+			{Address: "echo", Host: "127.0.0.1", Port: 18080, AccessLog: true, Line: 18},
 			{Address: "db.prod", Host: "::1", Port: 5432, Line: 19},
 		},
 		Connectors: []Connector{
@@ -113,6 +113,23 @@ func TestParseDefaults(t *testing.T) {
 			want: &Site{
 				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
 				Routing: map[string]string{"echo": "closest", "db": "balanced"},
+			},
+		},
+		{
+			name: "listeners' accessLog: true, false, null, absent (false)",
+			yaml: "name: west\nlisteners:\n  - {address: web, host: 127.0.0.1, port: 80, protocol: http, accessLog: true}\n" +
+				"  - {address: web, host: 127.0.0.1, port: 81, accessLog: false}\n  - {address: web, host: 127.0.0.1, port: 82, accessLog: True}\n" +
+				"  - {address: web, host: 127.0.0.1, port: 83, accessLog: null}\n  - {address: web, host: 127.0.0.1, port: 84}\n",
+			want: &Site{
+				Path: path, Name: "west", DataDir: filepath.Join(dir, "west-data"), CADir: filepath.Join(dir, "west-data"),
+				Listeners: []Listener{
+					{Address: "web", Host: "127.0.0.1", Port: 80, Protocol: model.HTTP, AccessLog: true, Line: 3},
+					{Address: "web", Host: "127.0.0.1", Port: 81, Line: 4},
+					{Address: "web", Host: "127.0.0.1", Port: 82, AccessLog: true, Line: 5},
+					{Address: "web", Host: "127.0.0.1", Port: 83, Line: 6},
+					{Address: "web", Host: "127.0.0.1", Port: 84, Line: 7},
+				},
+				Protocols: map[string]model.Protocol{"web": model.HTTP},
 			},
 		},
 		{
