@@ -298,6 +298,46 @@ spec:
 	})
 	sum.add("5b closest: east, failover to west, back", "ok", "")
 
+	// 5c. HTTP per request: with skiff.io/protocol=http on both sites'
+	// Services and balanced routing, one keep-alive connection's requests
+	// reach both sites (east's sidecar picks per request; west's gateway
+	// declared the protocol in its site record). Then back to TCP and
+	// closest for the steps after, which count connections.
+	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=balanced", "skiff.io/protocol=http", "--overwrite")
+	must(t, "kubectl", "-n", "west", "annotate", "svc", "backend", "skiff.io/protocol=http", "--overwrite")
+	var keepAlive map[string]int
+	testutil.Eventually(t, 60*time.Second, "one keep-alive connection's requests reach both sites", func() error {
+		out, err := run(t, "kubectl", "-n", "east", "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", "200", "--new-conn=false", "--timeout", "5s")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		keepAlive = map[string]int{}
+		for _, f := range strings.Fields(out) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				var c int
+				fmt.Sscan(v, &c)
+				keepAlive[k] += c
+			}
+		}
+		if keepAlive["east"]+keepAlive["west"] != 200 || keepAlive["east"] < 20 || keepAlive["west"] < 20 {
+			return fmt.Errorf("answers %v", keepAlive)
+		}
+		return nil
+	})
+	httpMetrics := must(t, "kubectl", "-n", "east", "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://127.0.0.1:15090/metrics")
+	if !strings.Contains(httpMetrics, `skiff_http_requests_total{address="backend:8080",class="2xx",site="west"}`) {
+		t.Errorf("east's client sidecar counted no HTTP request answered by west")
+	}
+	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=closest", "skiff.io/protocol-", "--overwrite")
+	must(t, "kubectl", "-n", "west", "annotate", "svc", "backend", "skiff.io/protocol-")
+	testutil.Eventually(t, 30*time.Second, "back to closest per connection", func() error {
+		if got = get(t, "east", "deploy/client", "app", 20); got["east"] != 20 {
+			return fmt.Errorf("answers %v", got)
+		}
+		return nil
+	})
+	sum.add("5c http: one keep-alive connection over both sites", "ok", fmt.Sprintf("%v", keepAlive))
+
 	// 6. Faults with traffic running; the loss is measured. East's backend
 	// goes away so that traffic crosses to west.
 	must(t, "kubectl", "-n", "east", "scale", "deploy/backend", "--replicas=0")
