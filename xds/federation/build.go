@@ -17,9 +17,9 @@ import (
 // have (a Kubernetes service of another site; names without a port can
 // only be reached through a local listener, so they need a local entry).
 //
-// The routing of a service is the local one when the site declares it
-// (local non-default patterns win), else the one the network declares,
-// else balanced. The protocol of a local service is its own (tcp when it
+// The routing of a service the site serves (one with local endpoints) is
+// the site's own; that of one it only reaches is its own non-default
+// pattern, else the one the network declares, else balanced. The protocol of a local service is its own (tcp when it
 // names none); that of a remote service is the one the network declares
 // (Document.Protocols), tcp when it declares none or one this controller
 // does not know. A remote service is given the declared pattern and
@@ -50,7 +50,12 @@ func Build(site string, local []model.Service, doc *netview.Document) *model.Tab
 		name := s.NetworkName()
 		seen[name] = true
 		s.Remote = remotes(site, addrs[name])
-		if s.Routing == "" || s.Routing == model.Balanced {
+		// A service the site serves itself is routed as the site says:
+		// the pattern the network declares for it is this site's own
+		// gateway's (from this table), or a stale one of its, and must
+		// not feed back. One it only reaches (a listener, a virtual IP)
+		// takes the serving sites' pattern when it names none.
+		if len(s.Endpoints) == 0 && (s.Routing == "" || s.Routing == model.Balanced) {
 			if p, err := model.ParsePattern(routing[name]); err == nil && routing[name] != "" {
 				s.Routing = p
 			}

@@ -29,7 +29,7 @@ func TestBuild(t *testing.T) {
 		Site: "east",
 		Services: []model.Service{
 			{Address: "backend", Port: 8080, Protocol: model.TCP, Routing: model.Closest, Remote: []model.RemoteSite{{Site: "west", Cost: 2, Endpoints: 2}}},
-			{Address: "echo", Port: 9000, Network: "echo", Protocol: model.TCP, Routing: model.Closest, Gateway: "127.0.0.1:9000",
+			{Address: "echo", Port: 9000, Network: "echo", Protocol: model.TCP, Routing: model.Balanced, Gateway: "127.0.0.1:9000",
 				Endpoints: []model.Endpoint{{IP: "127.0.0.1", Port: 9090, Ready: true}}, Remote: []model.RemoteSite{{Site: "west", Cost: 2, Endpoints: 3}}},
 		},
 		Sites: []model.Site{{Name: "east", Links: []model.Link{{Peer: "west", Cost: 2}}}, {Name: "west", Cost: 2, Links: []model.Link{{Peer: "east", Cost: 2}}}},
@@ -44,6 +44,18 @@ func TestBuild(t *testing.T) {
 	local[0].Routing = model.Multicast
 	if p := Build("east", local, doc).Service("echo", 9000).Routing; p != model.Multicast {
 		t.Errorf("local routing lost: %s", p)
+	}
+	// A service the site only reaches (a listener, no endpoint of its
+	// own) takes the network's pattern; one it serves keeps its own
+	// balanced, whatever its own gateway declared before (the e2e found
+	// a site stuck on closest after its Service went back to balanced).
+	listenerOnly := []model.Service{{Address: "echo", Port: 9000, Network: "echo", Gateway: "127.0.0.1:9000"}}
+	if p := Build("east", listenerOnly, doc).Service("echo", 9000).Routing; p != model.Closest {
+		t.Errorf("listener-only echo routed %s, want the network's closest", p)
+	}
+	local[0].Routing = model.Balanced
+	if p := Build("east", local, doc).Service("echo", 9000).Routing; p != model.Balanced {
+		t.Errorf("served echo routed %s, want its own balanced", p)
 	}
 	// Without a view: the local services only, the site alone.
 	alone := Build("east", local, nil)
