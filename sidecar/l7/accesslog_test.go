@@ -45,7 +45,7 @@ func (fakeUpstreams) DialEndpoint(ctx context.Context, hostport string) (net.Con
 	return (&net.Dialer{}).DialContext(ctx, "tcp", hostport)
 }
 
-func (fakeUpstreams) DialSite(context.Context, string, string) (net.Conn, error) {
+func (fakeUpstreams) DialSite(context.Context, string, string, bool) (net.Conn, error) {
 	return nil, errors.New("no sites here")
 }
 

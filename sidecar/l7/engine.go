@@ -2,9 +2,10 @@
 // connections of addresses whose protocol is http, http2 or grpc, and it
 // serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on them with
 // net/http, picking an endpoint for every request rather than for the
-// connection: a local endpoint, or another site, reached over one HTTP/2
-// connection per address and site carried in a link stream. The far
-// site's gateway hands that stream back to the engine (ServeSite), which
+// connection: a local endpoint, or another site, reached over
+// connections carried in link streams (HTTP/1.1 kept alive for http
+// addresses, one HTTP/2 connection for http2 and grpc ones). The far
+// site's gateway hands each stream back to the engine (ServeSite), which
 // delivers each request to one of its own endpoints.
 //
 // A request that reached no endpoint (its dial failed, or the far site
@@ -57,9 +58,10 @@ type Upstreams interface {
 	Track(key string) (done func())
 	// DialEndpoint connects to a local endpoint.
 	DialEndpoint(ctx context.Context, hostport string) (net.Conn, error)
-	// DialSite opens a link stream to site that carries one HTTP/2
-	// connection of address's requests, for ServeSite there.
-	DialSite(ctx context.Context, address, site string) (net.Conn, error)
+	// DialSite opens a link stream to site that carries a connection of
+	// address's requests, for ServeSite there: HTTP/2 (h2, many requests
+	// at once) or HTTP/1.1 (one at a time, kept alive).
+	DialSite(ctx context.Context, address, site string, h2 bool) (net.Conn, error)
 	// DialPinned opens a byte stream to the target, for a request that
 	// upgrades its connection (WebSocket): it is pinned to one endpoint.
 	DialPinned(ctx context.Context, address string, t Target) (net.Conn, error)
@@ -111,10 +113,13 @@ type Engine struct {
 	alog   *accessLog      // nil: no access log
 
 	mu    sync.Mutex
-	sites map[siteKey]*http.Transport // HTTP/2 over link streams
+	sites map[siteKey]*http.Transport // over link streams
 }
 
-type siteKey struct{ address, site string }
+type siteKey struct {
+	address, site string
+	h2            bool
+}
 
 // New returns an engine; Run serves it.
 func New(o Options) *Engine {
@@ -195,16 +200,20 @@ func (e *Engine) newTransport(h2 bool, dial func(ctx context.Context, addr strin
 	}
 }
 
-// siteTransport returns the HTTP/2 transport of address's requests to
-// site: its connections are link streams (DialSite).
-func (e *Engine) siteTransport(address, site string) *http.Transport {
-	k := siteKey{address, site}
+// siteTransport returns the transport of address's requests to site: its
+// connections are link streams (DialSite), each carrying HTTP/2 (h2) or
+// HTTP/1.1. HTTP/1.1 costs less per request (net/http's HTTP/2 does more
+// work per stream than the link's own multiplexer, which carries many
+// HTTP/1.1 connections at once); HTTP/2 carries what HTTP/1.1 cannot,
+// gRPC's bidirectional streams.
+func (e *Engine) siteTransport(address, site string, h2 bool) *http.Transport {
+	k := siteKey{address, site, h2}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.sites[k]
 	if t == nil {
-		t = e.newTransport(true, func(ctx context.Context, _ string) (net.Conn, error) {
-			return e.up.DialSite(ctx, address, site)
+		t = e.newTransport(h2, func(ctx context.Context, _ string) (net.Conn, error) {
+			return e.up.DialSite(ctx, address, site, h2)
 		})
 		e.sites[k] = t
 	}

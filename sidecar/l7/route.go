@@ -130,7 +130,7 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 	switch {
 	case t.Site != "":
 		u.Host = t.Site
-		tr = e.siteTransport(p.address, t.Site)
+		tr = e.siteTransport(p.address, t.Site, t.Protocol == model.HTTP2 || t.Protocol == model.GRPC)
 	case t.Protocol == model.HTTP2 || t.Protocol == model.GRPC:
 		u.Host = t.Endpoint
 		tr = e.local2

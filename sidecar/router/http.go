@@ -89,9 +89,13 @@ func (u upstreams) DialEndpoint(ctx context.Context, hostport string) (net.Conn,
 	return u.r.dialEndpoint(ctx, hostport)
 }
 
-func (u upstreams) DialSite(ctx context.Context, address, site string) (net.Conn, error) {
+func (u upstreams) DialSite(ctx context.Context, address, site string, h2 bool) (net.Conn, error) {
 	r := u.r
-	st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: protoHTTP2, Address: address, Dest: site, Origin: r.self}, nil)
+	proto := uint8(protoHTTP)
+	if h2 {
+		proto = protoHTTP2
+	}
+	st, err := r.openStream(ctx, header{Kind: kindData, Hops: defaultHops, Proto: proto, Address: address, Dest: site, Origin: r.self}, nil)
 	if err != nil {
 		r.m.ConnectFailures.WithLabelValues(address, "remote").Inc()
 		return nil, err

@@ -130,9 +130,9 @@ func (r *Router) refuseStream(l *link, st *mux.Stream, reason, msg string, answe
 // deliver connects a stream that reached its destination site to a local
 // connector.
 func (r *Router) deliver(ctx context.Context, f *flow, h header, in *streamConn) {
-	if h.Proto == protoHTTP2 {
-		// An HTTP/2 connection of another site's requests for the
-		// address: each goes to a local endpoint (package l7).
+	if h.Proto == protoHTTP || h.Proto == protoHTTP2 {
+		// A connection (HTTP/1.1 or HTTP/2) of another site's requests
+		// for the address: each goes to a local endpoint (package l7).
 		if err := writeStatus(in, statusOK, ""); err != nil {
 			in.Close()
 			return
