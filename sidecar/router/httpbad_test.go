@@ -65,7 +65,7 @@ func TestHTTPBadInput(t *testing.T) {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		var b bytes.Buffer
 		b.WriteString("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-		b.Write(h2frame(0x4, 0, 0, nil))             // SETTINGS
+		b.Write(h2frame(0x4, 0, 0, nil))            // SETTINGS
 		b.Write(h2frame(0x0, 0, 0, []byte("oops"))) // DATA on stream 0
 		if _, err := c.Write(b.Bytes()); err != nil {
 			t.Fatal(err)
