@@ -269,6 +269,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	return e.srv.Shutdown(ctx)
 }
 
+// StopKeepAlives keeps serving but ends every connection after its
+// request under way: idle keep-alive connections close now, and answers
+// say Connection: close.
+func (e *Engine) StopKeepAlives() {
+	e.srv.SetKeepAlivesEnabled(false)
+}
+
 func (e *Engine) closeTransports() {
 	e.local1.CloseIdleConnections()
 	e.local2.CloseIdleConnections()

@@ -147,7 +147,6 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 		done()
 		if u, ok := errors.AsType[*undeliveredError](err); ok {
 			p.undelivered = u.reason
-			return nil, fmt.Errorf("%s: %w", describe(t), err)
 		}
 		return nil, fmt.Errorf("%s: %w", describe(t), err)
 	}

@@ -75,9 +75,16 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 	stopLinkAccess()
 	r.stopListeners()
 	r.goAwayAll()
-	// HTTP clients' idle keep-alive connections close and HTTP/2 ones get
-	// GOAWAY; requests under way finish.
-	r.tasks.Go(func() { _ = r.http.Shutdown(ctx) })
+	if r.cfg.Role == RoleGateway {
+		// HTTP clients' idle keep-alive connections close and HTTP/2
+		// ones get GOAWAY; requests under way finish.
+		r.tasks.Go(func() { _ = r.http.Shutdown(ctx) })
+	} else {
+		// A draining sidecar keeps serving its pod: new connections
+		// still get their request answered, but none is kept alive, so
+		// that the drain sees the pod go idle.
+		r.http.StopKeepAlives()
+	}
 	open = r.flows.startDrain()
 	r.log.Info("drain started", "openStreams", open, "timeout", r.cfg.DrainTimeout.String())
 
