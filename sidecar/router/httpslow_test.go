@@ -97,5 +97,3 @@ func TestHTTPSlowReaderBoundedMemory(t *testing.T) {
 		t.Errorf("the endpoint's write did not fail within 20 s of the client going away")
 	}
 }
-
-
