@@ -57,47 +57,10 @@ for b in skiff-router skiff-echo skiff-loadgen; do
 	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make bench does)" >&2; exit 1; }
 done
 
-HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
-HALT_POLL_OLD=
-if [ -n "${BENCH_HALT_POLL_NS:-}" ]; then
-	[[ $BENCH_HALT_POLL_NS =~ ^[0-9]+$ ]] || { echo "BENCH_HALT_POLL_NS must be a whole number of nanoseconds, got $BENCH_HALT_POLL_NS" >&2; exit 2; }
-	[ -w "$HALT_POLL" ] || { echo "BENCH_HALT_POLL_NS: $HALT_POLL is not writable (needs root and the haltpoll cpuidle driver)" >&2; exit 2; }
-	HALT_POLL_OLD=$(<"$HALT_POLL")
-fi
-# idle_setup: the cpuidle driver and the guest halt polling in force.
-idle_setup() {
-	local d
-	d=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)
-	if [ -r "$HALT_POLL" ]; then
-		echo "cpuidle driver $d, guest_halt_poll_ns $(<"$HALT_POLL")"
-	else
-		echo "cpuidle driver $d"
-	fi
-}
+BENCH_NAME=skiff-bench
+# shellcheck source=hack/bench/lib.sh
+source "$PWD/hack/bench/lib.sh"
 
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench.XXXXXX")
-PIDS=()
-cleanup() {
-	[ -n "$HALT_POLL_OLD" ] && echo "$HALT_POLL_OLD" >"$HALT_POLL"
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	[ -n "${BENCH_KEEP:-}" ] && echo "kept $DIR" >&2 || rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-cd "$DIR"
-[ -n "$HALT_POLL_OLD" ] && echo "$BENCH_HALT_POLL_NS" >"$HALT_POLL"
-
-log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
-free_port() { "$BIN/skiff-echo" port --host 127.0.0.1; }
-wait_listen() { # port: until something listens on 127.0.0.1:port
-	for _ in $(seq 1 100); do
-		[ -n "$(ss -Hltn "sport = :$1")" ] && return 0
-		sleep 0.1
-	done
-	die "nothing listens on port $1"
-}
 wait_path() { # name http-port echo-port redis-port: until all three answer end to end
 	for _ in $(seq 1 150); do
 		if [ "$("$BIN/skiff-echo" get --url "http://127.0.0.1:$2/" --count 1 --timeout 1s 2>/dev/null | tr -d ' ')" = bench=1 ] &&
@@ -109,10 +72,6 @@ wait_path() { # name http-port echo-port redis-port: until all three answer end 
 	done
 	die "$1 path does not answer end to end"
 }
-cpu_ticks() { local s; s=$(<"/proc/$1/stat"); s=${s##*) }; awk '{print $12 + $13}' <<<"$s"; } # utime+stime of all threads
-machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; } # busy (not idle, iowait, steal), all CPUs
-HZ=$(getconf CLK_TCK)
-now_us() { echo "${EPOCHREALTIME/./}"; }
 
 m0=$(machine_ticks); sleep 1; idle_busy=$(awk -v a="$m0" -v b="$(machine_ticks)" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')
 if awk -v b="$idle_busy" 'BEGIN {exit !(b > 0.25)}'; then
@@ -134,18 +93,7 @@ for w in "${WORKLOADS[@]}"; do wait_listen "${SRV[$w]}"; done
 
 # --- haproxy A -> mTLS -> haproxy B --------------------------------------------
 log "certificates (openssl: ECDSA P-256 CA, server and client) and haproxy A -> mTLS 1.3 -> haproxy B"
-{
-	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
-	openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=skiff bench CA" \
-		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -out ca.pem
-	for n in server client; do
-		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$n.key"
-		openssl req -new -key "$n.key" -subj "/CN=bench-$n" -out "$n.csr"
-		printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=%sAuth\n' "$n" >"$n.ext"
-		openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 -extfile "$n.ext" -out "$n.crt"
-		cat "$n.crt" "$n.key" >"$n.pem"
-	done
-} >openssl.log 2>&1 || { cat openssl.log >&2; die "openssl failed"; }
+certificates
 
 haproxy_cfg() { # A|B
 	cat <<CFG
