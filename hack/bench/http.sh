@@ -150,20 +150,7 @@ printf 'name: east\ndataDir: east-data\nlinkAccess:\n  bind: 127.0.0.1:%s\nliste
 "$BIN/skiff-router" token issue --site-file east.yaml --out west-token.yaml --expires 15m >/dev/null
 printf 'name: west\ndataDir: west-data\nlinks:\n  - {token: west-token.yaml, cost: 1}\nconnectors:\n  - {address: web, host: 127.0.0.1, port: %s, protocol: http}\n  - {address: web-tcp, host: 127.0.0.1, port: %s}\n' \
 	"$SRV" "$SRV" >west.yaml
-declare -A MPORT # gateway -> its /metrics port
-for s in east west; do
-	MPORT[$s]=$(free_port)
-	"$BIN/skiff-router" gateway --site-file $s.yaml \
-		--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 \
-		--max-procs "${BENCH_MAX_PROCS:-0}" 2>$s.log &
-	PIDS+=($!)
-	eval "${s^^}_PID=$!"
-done
-
-sleep 0.5
-for x in haproxy-a:$HA_PID haproxy-b:$HB_PID east:$EAST_PID west:$WEST_PID; do
-	kill -0 "${x#*:}" 2>/dev/null || { tail -n 5 "${x%%:*}.log" >&2; die "${x%%:*} exited"; }
-done
+start_gateways
 wait_path haproxy "${HA[h1]}" "${HA[h2]}"
 wait_path skiff-http "$SKH" "$SKH"
 wait_path skiff-tcp "$SKT"

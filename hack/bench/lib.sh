@@ -70,3 +70,23 @@ certificates() {
 		done
 	} >openssl.log 2>&1 || { cat openssl.log >&2; die "openssl failed"; }
 }
+
+# start_gateways runs the east and west gateways from east.yaml and
+# west.yaml (MPORT: each one's /metrics port; EAST_PID, WEST_PID), then
+# checks that they and the haproxy pair (HA_PID, HB_PID) still run.
+start_gateways() {
+	declare -gA MPORT
+	local s x
+	for s in east west; do
+		MPORT[$s]=$(free_port)
+		"$BIN/skiff-router" gateway --site-file $s.yaml \
+			--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 \
+			--max-procs "${BENCH_MAX_PROCS:-0}" 2>$s.log &
+		PIDS+=($!)
+		eval "${s^^}_PID=$!"
+	done
+	sleep 0.5
+	for x in haproxy-a:$HA_PID haproxy-b:$HB_PID east:$EAST_PID west:$WEST_PID; do
+		kill -0 "${x#*:}" 2>/dev/null || { tail -n 5 "${x%%:*}.log" >&2; die "${x%%:*} exited"; }
+	done
+}

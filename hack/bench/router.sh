@@ -135,20 +135,7 @@ log "skiff: east (listeners) <- mTLS link dialled by west (connectors)"
 	printf 'name: west\ndataDir: west-data\nlinks:\n  - {token: west-token.yaml, cost: 1}\nconnectors:\n'
 	for w in "${WORKLOADS[@]}"; do printf '  - {address: %s, host: 127.0.0.1, port: %s}\n' "$w" "${SRV[$w]}"; done
 } >west.yaml
-declare -A MPORT # gateway -> its /metrics port
-for s in east west; do
-	MPORT[$s]=$(free_port)
-	"$BIN/skiff-router" gateway --site-file $s.yaml \
-		--metrics-bind-address "127.0.0.1:${MPORT[$s]}" --health-probe-bind-address 0 \
-		--max-procs "${BENCH_MAX_PROCS:-0}" 2>$s.log &
-	PIDS+=($!)
-	eval "${s^^}_PID=$!"
-done
-
-sleep 0.5
-for x in haproxy-a:$HA_PID haproxy-b:$HB_PID east:$EAST_PID west:$WEST_PID; do
-	kill -0 "${x#*:}" 2>/dev/null || { tail -n 5 "${x%%:*}.log" >&2; die "${x%%:*} exited"; }
-done
+start_gateways
 wait_path haproxy "${HA[http]}" "${HA[echo]}" "${HA[redis]}"
 wait_path skiff "${SK[http]}" "${SK[echo]}" "${SK[redis]}"
 
