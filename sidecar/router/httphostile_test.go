@@ -47,4 +47,3 @@ func TestHTTPEndpointCannotForgeUndelivered(t *testing.T) {
 		t.Errorf("west got %d, north %d, west's answers reached the client %d times; want every request at exactly one endpoint, none sent again", hostile.Load(), north, forged)
 	}
 }
-
