@@ -94,6 +94,9 @@ type Services struct {
 	// TCP. The requests of HTTP addresses (model.Protocol.IsHTTP) are
 	// routed one by one (package l7), the rest as connections.
 	Protocols map[string]model.Protocol
+	// Multicast maps a multicast address to how it answers its clients;
+	// one missing is the defaults (model.MulticastSpec's zero value).
+	Multicast map[string]model.MulticastSpec
 }
 
 // LinkSpec is a link this router dials.

@@ -42,6 +42,9 @@ type Service struct {
 	Port     int      `json:"port"`
 	Protocol Protocol `json:"protocol"`
 	Routing  Pattern  `json:"routing"`
+	// Multicast is how a multicast address answers (Routing Multicast);
+	// the zero value is the defaults.
+	Multicast MulticastSpec `json:"multicast,omitzero"`
 	// VIPs are the local virtual IPs that clients dial for this service
 	// (the ClusterIP of the Service named Address in this site); sidecars
 	// match redirected connections' original destinations against

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,9 +57,11 @@ var (
 // What the errors suggest instead.
 const (
 	useProtocols = "use tcp, http, http2 or grpc"
-	// usePatterns are the patterns CheckRouting accepts for every
+	// usePatterns are the patterns; multicast for HTTP protocols only.
+	usePatterns = "use balanced, closest or multicast"
+	// useUnicast are the patterns CheckRouting accepts for every
 	// protocol.
-	usePatterns = "use balanced or closest"
+	useUnicast = "use balanced or closest"
 )
 
 // Errors of ParseProtocol, ParsePattern and CheckRouting, for errors.Is;
@@ -126,8 +129,8 @@ func AppProtocol(s string) Protocol {
 // return them).
 //
 // Balanced and closest are served for every protocol: per connection for
-// TCP, per request for HTTP protocols (Protocol.IsHTTP). Multicast is
-// refused for all until the routers fan requests out.
+// TCP, per request for HTTP protocols (Protocol.IsHTTP). Multicast copies
+// requests, so it is served for HTTP protocols only.
 func CheckRouting(p Protocol, r Pattern) error {
 	if p != "" && !slices.Contains(protocols, p) {
 		return fmt.Errorf("%w %q; %s", ErrUnknownProtocol, p, useProtocols)
@@ -136,7 +139,10 @@ func CheckRouting(p Protocol, r Pattern) error {
 	case "", Balanced, Closest:
 		return nil
 	case Multicast:
-		return fmt.Errorf("%w, which skiff does not fan out yet; %s", ErrMulticast, usePatterns)
+		if p.IsHTTP() {
+			return nil
+		}
+		return fmt.Errorf("%w, not %s connections; set the protocol to http, http2 or grpc, or %s", ErrMulticast, cmp.Or(p, TCP), useUnicast)
 	}
 	return fmt.Errorf("%w %q; %s", ErrUnknownPattern, r, usePatterns)
 }

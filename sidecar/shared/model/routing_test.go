@@ -42,8 +42,8 @@ func TestParsePattern(t *testing.T) {
 		{in: " Closest ", want: Closest},
 		// A name, known; whether it is served is CheckRouting's call.
 		{in: "multicast", want: Multicast},
-		{in: "fastest", wantErr: `unknown routing "fastest"; use balanced or closest`},
-		{in: "round-robin", wantErr: `unknown routing "round-robin"; use balanced or closest`},
+		{in: "fastest", wantErr: `unknown routing "fastest"; use balanced, closest or multicast`},
+		{in: "round-robin", wantErr: `unknown routing "round-robin"; use balanced, closest or multicast`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParsePattern(tc.in)
@@ -77,7 +77,7 @@ func TestAppProtocol(t *testing.T) {
 }
 
 func TestCheckRouting(t *testing.T) {
-	const multicast = "multicast copies HTTP requests, which skiff does not fan out yet; use balanced or closest"
+	const multicast = "multicast copies HTTP requests, not tcp connections; set the protocol to http, http2 or grpc, or use balanced or closest"
 	for _, tc := range []struct {
 		protocol Protocol
 		pattern  Pattern
@@ -91,17 +91,18 @@ func TestCheckRouting(t *testing.T) {
 		{protocol: HTTP, pattern: Closest},
 		{protocol: HTTP2, pattern: Balanced},
 		{protocol: HTTP2, pattern: Closest},
-		// Every address is routed per connection today: multicast is
-		// refused whatever the protocol, with the same words.
+		// Multicast copies requests: HTTP protocols only, and the
+		// same words for a connection whatever the source.
 		{protocol: "", pattern: Multicast, wantErr: multicast, is: ErrMulticast},
 		{protocol: TCP, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
-		{protocol: HTTP, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
-		{protocol: HTTP2, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
+		{protocol: HTTP, pattern: Multicast},
+		{protocol: HTTP2, pattern: Multicast},
+		{protocol: GRPC, pattern: Multicast},
 		// Values that did not come from ParseProtocol or ParsePattern.
 		{protocol: "udp", pattern: Balanced, wantErr: `unknown protocol "udp"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
 		{protocol: "HTTP", pattern: Balanced, wantErr: `unknown protocol "HTTP"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
-		{protocol: TCP, pattern: "fastest", wantErr: `unknown routing "fastest"; use balanced or closest`, is: ErrUnknownPattern},
-		{protocol: TCP, pattern: "Closest", wantErr: `unknown routing "Closest"; use balanced or closest`, is: ErrUnknownPattern},
+		{protocol: TCP, pattern: "fastest", wantErr: `unknown routing "fastest"; use balanced, closest or multicast`, is: ErrUnknownPattern},
+		{protocol: TCP, pattern: "Closest", wantErr: `unknown routing "Closest"; use balanced, closest or multicast`, is: ErrUnknownPattern},
 	} {
 		t.Run(string(tc.protocol)+"/"+string(tc.pattern), func(t *testing.T) {
 			checkErr(t, CheckRouting(tc.protocol, tc.pattern), tc.wantErr, tc.is)
