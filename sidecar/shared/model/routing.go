@@ -130,7 +130,8 @@ func AppProtocol(s string) Protocol {
 //
 // Balanced and closest are served for every protocol: per connection for
 // TCP, per request for HTTP protocols (Protocol.IsHTTP). Multicast copies
-// requests, so it is served for HTTP protocols only.
+// requests and answers with skiff's own document (a JSON list of the
+// answers, or 202 Accepted), so it is served for http and http2 only.
 func CheckRouting(p Protocol, r Pattern) error {
 	if p != "" && !slices.Contains(protocols, p) {
 		return fmt.Errorf("%w %q; %s", ErrUnknownProtocol, p, useProtocols)
@@ -139,8 +140,11 @@ func CheckRouting(p Protocol, r Pattern) error {
 	case "", Balanced, Closest:
 		return nil
 	case Multicast:
-		if p.IsHTTP() {
+		switch p {
+		case HTTP, HTTP2:
 			return nil
+		case GRPC:
+			return fmt.Errorf("%w and answers with skiff's own document, which a gRPC client cannot read; %s for grpc", ErrMulticast, useUnicast)
 		}
 		return fmt.Errorf("%w, not %s connections; set the protocol to http, http2 or grpc, or %s", ErrMulticast, cmp.Or(p, TCP), useUnicast)
 	}

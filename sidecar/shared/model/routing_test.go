@@ -97,7 +97,7 @@ func TestCheckRouting(t *testing.T) {
 		{protocol: TCP, pattern: Multicast, wantErr: multicast, is: ErrMulticast},
 		{protocol: HTTP, pattern: Multicast},
 		{protocol: HTTP2, pattern: Multicast},
-		{protocol: GRPC, pattern: Multicast},
+		{protocol: GRPC, pattern: Multicast, wantErr: "multicast copies HTTP requests and answers with skiff's own document, which a gRPC client cannot read; use balanced or closest for grpc", is: ErrMulticast},
 		// Values that did not come from ParseProtocol or ParsePattern.
 		{protocol: "udp", pattern: Balanced, wantErr: `unknown protocol "udp"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
 		{protocol: "HTTP", pattern: Balanced, wantErr: `unknown protocol "HTTP"; use tcp, http, http2 or grpc`, is: ErrUnknownProtocol},
