@@ -41,6 +41,8 @@ func (f fakeUpstreams) LocalTargets(address string) ([]Target, error) {
 
 func (fakeUpstreams) Track(string) func() { return func() {} }
 
+func (fakeUpstreams) Multicast(string) model.MulticastSpec { return model.MulticastSpec{} }
+
 func (fakeUpstreams) DialEndpoint(ctx context.Context, hostport string) (net.Conn, error) {
 	return (&net.Dialer{}).DialContext(ctx, "tcp", hostport)
 }

@@ -62,6 +62,8 @@ type Upstreams interface {
 	// address's requests, for ServeSite there: HTTP/2 (h2, many requests
 	// at once) or HTTP/1.1 (one at a time, kept alive).
 	DialSite(ctx context.Context, address, site string, h2 bool) (net.Conn, error)
+	// Multicast returns how a multicast address answers.
+	Multicast(address string) model.MulticastSpec
 	// DialPinned opens a byte stream to the target, for a request that
 	// upgrades its connection (WebSocket): it is pinned to one endpoint.
 	DialPinned(ctx context.Context, address string, t Target) (net.Conn, error)
@@ -84,6 +86,13 @@ type Options struct {
 	// 64 KiB. A request whose body was sent further than that is not
 	// sent again.
 	MaxReplay int
+	// MaxMulticastBody bounds the body of a multicast request, which is
+	// read whole to be copied; more is answered 413. Default 1 MiB.
+	MaxMulticastBody int
+	// MaxMulticastAnswer bounds the body of an endpoint's answer that a
+	// multicast request of aggregate mode lists; more is cut (Answer's
+	// Truncated). Default 64 KiB.
+	MaxMulticastAnswer int
 	// MaxHeaderBytes bounds a request's header; more is answered 431.
 	// Default 64 KiB.
 	MaxHeaderBytes int
@@ -128,6 +137,12 @@ func New(o Options) *Engine {
 	}
 	if o.MaxReplay <= 0 {
 		o.MaxReplay = 64 << 10
+	}
+	if o.MaxMulticastBody <= 0 {
+		o.MaxMulticastBody = 1 << 20
+	}
+	if o.MaxMulticastAnswer <= 0 {
+		o.MaxMulticastAnswer = 64 << 10
 	}
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = 64 << 10

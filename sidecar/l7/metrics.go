@@ -22,6 +22,13 @@ type Metrics struct {
 	// Pinned counts requests that upgraded their connection (WebSocket)
 	// and were carried as a connection to one endpoint.
 	Pinned *prometheus.CounterVec
+	// Copies counts the copies of multicast requests this site sent, by
+	// the site of the endpoint and result: delivered (answered 2xx) or
+	// failed.
+	Copies *prometheus.CounterVec
+	// SiteCopies counts the multicast requests other sites sent here to
+	// copy to this site's endpoints: one per request and site.
+	SiteCopies *prometheus.CounterVec
 	// AccessLogErrors counts access-log lines that could not be
 	// written (Options.AccessLog).
 	AccessLogErrors prometheus.Counter
@@ -43,12 +50,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Pinned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_http_upgrades_total", Help: "HTTP requests that upgraded their connection (WebSocket), carried as a connection to one endpoint, by address.",
 		}, []string{"address"}),
+		Copies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_http_multicast_copies_total", Help: "Copies of multicast requests this site sent, by address, the endpoint's site and result (delivered: answered 2xx; failed).",
+		}, []string{"address", "site", "result"}),
+		SiteCopies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_http_multicast_site_copies_total", Help: "Multicast requests another site sent here to copy to this site's endpoints, by address.",
+		}, []string{"address"}),
 		AccessLogErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skiff_http_access_log_errors_total", Help: "HTTP access-log lines that could not be written.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration, m.Retries, m.Pinned, m.AccessLogErrors)
+		reg.MustRegister(m.Requests, m.Duration, m.Retries, m.Pinned, m.Copies, m.SiteCopies, m.AccessLogErrors)
 	}
 	return m
 }

@@ -56,22 +56,37 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		defer e.logRequest(p, rec, req) // a panic (ErrAbortHandler) too
 	}
 	var err error
+	multicastHere := false
 	if ci.fromSite {
 		p.targets, err = e.up.LocalTargets(ci.address)
 		p.pattern = model.Balanced
+		if multicastHere = req.Header.Get(multicastHeader) != ""; multicastHere {
+			p.pattern = model.Multicast
+		}
 	} else {
+		// A client's request carries none of skiff's own fields: they
+		// would make another site copy it to every endpoint.
+		dropSkiffHeaders(req.Header)
 		dropH2CUpgrade(req)
-		if isUpgrade(req) {
+		p.targets, p.pattern, err = e.up.Targets(ci.address)
+		if err == nil && p.pattern != model.Multicast && isUpgrade(req) {
 			e.pin(w, req, p, rec)
 			return
 		}
-		p.targets, p.pattern, err = e.up.Targets(ci.address)
 	}
 	if err != nil || len(p.targets) == 0 {
 		if err == nil {
 			err = errors.New("no endpoint")
 		}
 		e.refuse(w, req, p, "no_endpoint", fmt.Sprintf("skiff: site %s has no endpoint for %q: %v", e.o.Self, ci.address, err))
+		return
+	}
+	switch {
+	case multicastHere:
+		e.multicastHere(w, req, p)
+		return
+	case p.pattern == model.Multicast:
+		e.multicast(w, req, p)
 		return
 	}
 	e.proxy.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), planKey{}, p)))

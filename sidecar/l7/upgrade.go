@@ -15,12 +15,7 @@ import (
 // sides, until either closes. rec, if not nil, is the request's access
 // log record: it gets the bytes carried each way.
 func (e *Engine) pin(w http.ResponseWriter, req *http.Request, p *plan, rec *record) {
-	address := p.address
-	targets, _, err := e.up.Targets(address)
-	if err != nil || len(targets) == 0 {
-		e.refuse(w, req, p, "no_endpoint", fmt.Sprintf("skiff: site %s has no endpoint for %q", e.o.Self, address))
-		return
-	}
+	address, targets := p.address, p.targets
 	var up net.Conn
 	var errs []error
 	for i, t := range targets {

@@ -40,6 +40,15 @@ func (u upstreams) Targets(address string) ([]l7.Target, model.Pattern, error) {
 	t := r.services.Load()
 	pattern := t.pattern(address)
 	cands, meta := r.candidates(t, address)
+	if model.Pattern(pattern) == model.Multicast {
+		// A copy to each: every local endpoint, and each other site once
+		// (it copies the request to its own endpoints).
+		all := make([]int, len(meta))
+		for i := range all {
+			all[i] = i
+		}
+		return u.targets(t, address, all, meta), model.Multicast, nil
+	}
 	order, err := r.picker.Order(pattern, cands)
 	if err != nil {
 		return nil, model.Pattern(pattern), err
@@ -77,6 +86,22 @@ func (u upstreams) targets(t *serviceTable, address string, order []int, meta []
 		}
 	}
 	return out
+}
+
+// Multicast returns how a multicast address answers: as the service
+// table says, else as the sites serving it declare (the view's), else
+// the defaults.
+func (u upstreams) Multicast(address string) model.MulticastSpec {
+	r := u.r
+	if m, ok := r.services.Load().Multicast[address]; ok {
+		return m
+	}
+	if d := r.db.View().Multicast[address]; d != "" {
+		if m, err := model.ParseMulticastText(d); err == nil {
+			return m
+		}
+	}
+	return model.MulticastSpec{}
 }
 
 func (u upstreams) Track(key string) func() {

@@ -25,6 +25,8 @@ type webServer struct {
 	srv  *http.Server
 	ln   net.Listener
 	hits atomic.Int64
+	// stall makes it answer nothing until the request is cancelled.
+	stall atomic.Bool
 }
 
 func startWeb(t testing.TB, name string, h2 bool) *webServer {
@@ -39,6 +41,10 @@ func startWeb(t testing.TB, name string, h2 bool) *webServer {
 	p.SetUnencryptedHTTP2(h2)
 	w.srv = &http.Server{Protocols: &p, Handler: http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		w.hits.Add(1)
+		if w.stall.Load() {
+			<-req.Context().Done()
+			return
+		}
 		if req.Header.Get("Upgrade") == "echo" {
 			c, brw, err := http.NewResponseController(rw).Hijack()
 			if err != nil {

@@ -360,7 +360,8 @@ func (l *link) readControl(br *bufio.Reader) {
 				// gateways' records are held like any other).
 				_, ch1 := r.db.SetLocal(rec.Links, rec.Addresses)
 				_, ch2 := r.db.SetLocalRouting(rec.Routing)
-				if _, ch3 := r.db.SetLocalProtocols(rec.Protocols); ch1 || ch2 || ch3 {
+				_, ch3 := r.db.SetLocalProtocols(rec.Protocols)
+				if _, ch4 := r.db.SetLocalMulticast(rec.Multicast); ch1 || ch2 || ch3 || ch4 {
 					changed = append(changed, rec)
 				}
 				continue

@@ -756,6 +756,19 @@ func (t *serviceTable) declaredProtocols() map[string]string {
 	return out
 }
 
+// declaredMulticast is how this gateway's multicast addresses answer, as
+// it declares them in its site record (model.MulticastSpec.Text), for
+// the addresses it has connectors for.
+func (t *serviceTable) declaredMulticast() map[string]string {
+	out := map[string]string{}
+	for a := range t.connectors {
+		if t.Routing[a] == string(model.Multicast) {
+			out[a] = t.Multicast[a].Text()
+		}
+	}
+	return out
+}
+
 func (r *Router) counter(key string) *atomic.Int64 {
 	if v, ok := r.outstanding.Load(key); ok {
 		return v.(*atomic.Int64)
@@ -784,8 +797,9 @@ func (r *Router) updateLocal() {
 	st := r.services.Load()
 	_, routingChanged := r.db.SetLocalRouting(st.declaredRouting())
 	_, protocolsChanged := r.db.SetLocalProtocols(st.declaredProtocols())
+	_, multicastChanged := r.db.SetLocalMulticast(st.declaredMulticast())
 	rec, changed := r.db.SetLocal(links, st.addressCounts())
-	if changed || routingChanged || protocolsChanged {
+	if changed || routingChanged || protocolsChanged || multicastChanged {
 		r.log.V(1).Info("site record changed", "seq", rec.Seq, "links", len(rec.Links), "addresses", len(rec.Addresses))
 		r.floodLocal()
 		r.viewChanged()

@@ -19,20 +19,25 @@ import (
 //
 // The routing of a service the site serves (one with local endpoints) is
 // the site's own; that of one it only reaches is its own non-default
-// pattern, else the one the network declares, else balanced. The protocol of a local service is its own (tcp when it
-// names none); that of a remote service is the one the network declares
-// (Document.Protocols), tcp when it declares none or one this controller
-// does not know. A remote service is given the declared pattern and
-// protocol as they are, even a pair the data plane cannot serve (a
-// multicast pattern): the routers refuse it, whatever its protocol, in
+// pattern, else the one the network declares, else balanced. The
+// multicast mode goes with the pattern: a service routed by the site's
+// own pattern keeps its own mode, one that takes the network's multicast
+// pattern takes the mode the network declares (Document.Multicast), the
+// defaults (the zero model.MulticastSpec) when it declares none or one
+// this controller cannot parse. The protocol of a local service is its own
+// (tcp when it names none); that of a remote service is the one the
+// network declares (Document.Protocols), tcp when it declares none or one
+// this controller does not know. A remote service is given the declared
+// pattern and protocol as they are, even a pair the data plane cannot
+// serve (multicast of tcp connections): the routers refuse it in
 // model.CheckRouting's words. doc may be nil (no view yet): the table then
 // holds the local services only.
 func Build(site string, local []model.Service, doc *netview.Document) *model.Table {
 	t := &model.Table{Site: site}
 	var addrs map[string][]netview.Target
-	var routing, protocols map[string]string
+	var routing, protocols, multicast map[string]string
 	if doc != nil {
-		addrs, routing, protocols = doc.Addresses, doc.Routing, doc.Protocols
+		addrs, routing, protocols, multicast = doc.Addresses, doc.Routing, doc.Protocols, doc.Multicast
 		for _, s := range doc.Sites {
 			ms := model.Site{Name: s.Name, Cost: s.Cost}
 			for peer, cost := range s.Links {
@@ -54,10 +59,14 @@ func Build(site string, local []model.Service, doc *netview.Document) *model.Tab
 		// the pattern the network declares for it is this site's own
 		// gateway's (from this table), or a stale one of its, and must
 		// not feed back. One it only reaches (a listener, a virtual IP)
-		// takes the serving sites' pattern when it names none.
+		// takes the serving sites' pattern when it names none, and with
+		// a multicast pattern their mode.
 		if len(s.Endpoints) == 0 && (s.Routing == "" || s.Routing == model.Balanced) {
 			if p, err := model.ParsePattern(routing[name]); err == nil && routing[name] != "" {
 				s.Routing = p
+				if p == model.Multicast {
+					s.Multicast = declaredMulticast(multicast[name])
+				}
 			}
 		}
 		if s.Routing == "" {
@@ -88,10 +97,25 @@ func Build(site string, local []model.Service, doc *netview.Document) *model.Tab
 		if err != nil {
 			proto = model.TCP
 		}
-		t.Services = append(t.Services, model.Service{Address: address, Port: port, Protocol: proto, Routing: p, Remote: rs})
+		var mc model.MulticastSpec
+		if p == model.Multicast {
+			mc = declaredMulticast(multicast[name])
+		}
+		t.Services = append(t.Services, model.Service{Address: address, Port: port, Protocol: proto, Routing: p, Multicast: mc, Remote: rs})
 	}
 	t.Normalize()
 	return t
+}
+
+// declaredMulticast returns the multicast mode a document declares (its
+// Text form); the zero value, the defaults, for none or one this
+// controller cannot parse (a newer site's).
+func declaredMulticast(text string) model.MulticastSpec {
+	m, err := model.ParseMulticastText(text)
+	if err != nil {
+		return model.MulticastSpec{}
+	}
+	return m
 }
 
 // SplitName splits a network name of the form address:port.

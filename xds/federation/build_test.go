@@ -3,6 +3,7 @@ package federation
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -132,13 +133,95 @@ func TestBuildProtocols(t *testing.T) {
 			}
 		})
 	}
-	// A remote multicast address is refused by the routers, whatever its
-	// protocol, as before the network declared protocols.
+	// A remote multicast address declared http is served by the routers;
+	// had the network declared no protocol for it (tcp), they would refuse
+	// it.
 	fanout := got.Service("fanout", 6000)
-	if err := model.CheckRouting(fanout.Protocol, fanout.Routing); !errors.Is(err, model.ErrMulticast) {
-		t.Errorf("CheckRouting(%s, %s) = %v, want %v", fanout.Protocol, fanout.Routing, err, model.ErrMulticast)
+	if err := model.CheckRouting(fanout.Protocol, fanout.Routing); err != nil {
+		t.Errorf("CheckRouting(%s, %s) = %v, want nil", fanout.Protocol, fanout.Routing, err)
 	}
 	if err := model.CheckRouting(model.TCP, fanout.Routing); !errors.Is(err, model.ErrMulticast) {
 		t.Errorf("CheckRouting(tcp, %s) = %v, want %v", fanout.Routing, err, model.ErrMulticast)
+	}
+}
+
+// A multicast address takes the mode the network declares for it (the
+// defaults when none, or one this controller cannot parse) wherever it
+// takes the network's pattern; a service routed by the site's own pattern
+// keeps its own mode, as it keeps its own routing.
+func TestBuildMulticast(t *testing.T) {
+	remote := func(cost int) []netview.Target { return []netview.Target{{Site: "west", Endpoints: 1, Cost: cost}} }
+	both := []netview.Target{{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}}
+	doc := &netview.Document{
+		Version: "v1", Self: "east",
+		Sites: []netview.DocumentSite{{Name: "east"}, {Name: "west", Cost: 2, Hops: 1, NextHop: "west"}},
+		Addresses: map[string][]netview.Target{
+			"fan:80":       remote(2),
+			"agg:81":       remote(2),
+			"future:82":    remote(2),
+			"long:83":      remote(2),
+			"plain:84":     remote(2),
+			"served:85":    both,
+			"servedbal:86": both,
+			"listen:87":    remote(2),
+			"listenown:88": remote(2),
+			"listencl:89":  remote(2),
+		},
+		Routing: map[string]string{
+			"fan:80": "multicast", "agg:81": "multicast", "future:82": "multicast", "long:83": "multicast", "plain:84": "closest",
+			"served:85": "multicast", "servedbal:86": "multicast", "listen:87": "multicast", "listenown:88": "multicast", "listencl:89": "multicast",
+		},
+		Protocols: map[string]string{"fan:80": "http", "agg:81": "http", "future:82": "http", "long:83": "grpc", "plain:84": "http"},
+		Multicast: map[string]string{
+			"fan:80": "events-250ms", "future:82": "quorum-5000ms", "long:83": "aggregate-900000ms", "plain:84": "events-250ms",
+			"served:85": "events-250ms", "servedbal:86": "events-250ms", "listen:87": "events-100ms", "listenown:88": "events-100ms", "listencl:89": "events-100ms",
+		},
+	}
+	ep := []model.Endpoint{{IP: "10.0.0.1", Port: 8000, Ready: true}}
+	own := model.MulticastSpec{Mode: model.Aggregate, Timeout: 2 * time.Second}
+	local := []model.Service{
+		{Address: "served", Port: 85, Protocol: model.HTTP, Routing: model.Multicast, Multicast: own, Endpoints: ep},
+		{Address: "servedbal", Port: 86, Protocol: model.HTTP, Endpoints: ep},
+		{Address: "listen", Port: 87, Protocol: model.HTTP},
+		{Address: "listenown", Port: 88, Protocol: model.HTTP, Routing: model.Multicast, Multicast: own},
+		{Address: "listencl", Port: 89, Protocol: model.HTTP, Routing: model.Closest},
+	}
+	got := Build("east", local, doc)
+	if err := got.Validate(); err != nil {
+		t.Fatalf("built table invalid: %v", err)
+	}
+	for _, tc := range []struct {
+		name      string
+		address   string
+		port      int
+		routing   model.Pattern
+		multicast model.MulticastSpec
+	}{
+		{"remote: the declared mode", "fan", 80, model.Multicast, model.MulticastSpec{Mode: model.Events, Timeout: 250 * time.Millisecond}},
+		{"remote, none declared: the defaults", "agg", 81, model.Multicast, model.MulticastSpec{}},
+		{"remote, a mode this controller does not know: the defaults", "future", 82, model.Multicast, model.MulticastSpec{}},
+		{"remote, a deadline this controller refuses: the defaults", "long", 83, model.Multicast, model.MulticastSpec{}},
+		{"remote, not multicast: no mode", "plain", 84, model.Closest, model.MulticastSpec{}},
+		{"served, multicast of its own: its own mode", "served", 85, model.Multicast, own},
+		{"served, balanced of its own: no mode", "servedbal", 86, model.Balanced, model.MulticastSpec{}},
+		{"listener only, naming no pattern: the network's pattern and mode", "listen", 87, model.Multicast, model.MulticastSpec{Mode: model.Events, Timeout: 100 * time.Millisecond}},
+		{"listener only, multicast of its own: its own mode", "listenown", 88, model.Multicast, own},
+		{"listener only, closest of its own: no mode", "listencl", 89, model.Closest, model.MulticastSpec{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := got.Service(tc.address, tc.port)
+			if s == nil {
+				t.Fatalf("no service %s:%d in %+v", tc.address, tc.port, got.Services)
+			}
+			if s.Routing != tc.routing {
+				t.Errorf("service %s:%d routed %s, want %s", tc.address, tc.port, s.Routing, tc.routing)
+			}
+			if diff := cmp.Diff(s.Multicast, tc.multicast); diff != "" {
+				t.Errorf("service %s:%d multicast (-got +want):\n%s", tc.address, tc.port, diff)
+			}
+		})
+	}
+	if local[2].Multicast != (model.MulticastSpec{}) {
+		t.Error("Build changed its input")
 	}
 }

@@ -33,6 +33,8 @@ import (
 //     merge of documents can get.
 //   - Protocols: per address the protocol of the replica chosen as for
 //     Routing (among equals the lowest protocol name).
+//   - Multicast: per address the multicast mode of the replica chosen as
+//     for Routing (among equals the lowest text).
 //   - Unreachable: the sites some replica has a record of and no replica
 //     reaches, sorted.
 //   - Conflicts: the union, sorted by site, key and holder.
@@ -53,6 +55,7 @@ func Merge(docs []netview.Document) netview.Document {
 		m.addAddresses(d.Addresses)
 		addDeclared(m.routing, d.Routing, d.Addresses)
 		addDeclared(m.protocols, d.Protocols, d.Addresses)
+		addDeclared(m.multicast, d.Multicast, d.Addresses)
 		for _, s := range d.Unreachable {
 			m.unreachable[s] = true
 		}
@@ -73,12 +76,13 @@ type merger struct {
 	targets     map[string]map[string]netview.Target // by address, then site
 	routing     map[string]declChoice                // by address
 	protocols   map[string]declChoice                // by address
+	multicast   map[string]declChoice                // by address
 	unreachable map[string]bool
 	conflicts   map[netview.Conflict]bool
 }
 
 // declChoice is what one document declares for an address (a routing
-// pattern, a protocol), with the cost and site of its cheapest site
+// pattern, a protocol, a multicast mode), with the cost and site of its cheapest site
 // serving the address (cost math.MaxInt when it has none).
 type declChoice struct {
 	cost  int
@@ -95,6 +99,7 @@ func newMerger(self string) *merger {
 		targets:     map[string]map[string]netview.Target{},
 		routing:     map[string]declChoice{},
 		protocols:   map[string]declChoice{},
+		multicast:   map[string]declChoice{},
 		unreachable: map[string]bool{},
 		conflicts:   map[netview.Conflict]bool{},
 	}
@@ -149,9 +154,10 @@ func (m *merger) addAddresses(addresses map[string][]netview.Target) {
 }
 
 // addDeclared merges what one document declares per address (its
-// routing patterns or its protocols, decl) into chosen: per address it
-// keeps the choice whose cheapest serving site (in addresses, the
-// document's targets) is the cheapest, by cost, then site, then value.
+// routing patterns, its protocols or its multicast modes, decl) into
+// chosen: per address it keeps the choice whose cheapest serving site (in
+// addresses, the document's targets) is the cheapest, by cost, then site,
+// then value.
 func addDeclared(chosen map[string]declChoice, decl map[string]string, addresses map[string][]netview.Target) {
 	for addr, v := range decl {
 		if v == "" {
@@ -177,6 +183,7 @@ func (m *merger) document() netview.Document {
 		Addresses:   m.mergedAddresses(),
 		Routing:     merged(m.routing),
 		Protocols:   merged(m.protocols),
+		Multicast:   merged(m.multicast),
 		Conflicts:   m.mergedConflicts(),
 	}
 	out.Version = documentVersion(out)
@@ -236,8 +243,8 @@ func (m *merger) mergedAddresses() map[string][]netview.Target {
 	return out
 }
 
-// merged returns the chosen value (pattern or protocol) of every address;
-// nil when there are none.
+// merged returns the chosen value (pattern, protocol or multicast mode)
+// of every address; nil when there are none.
 func merged(chosen map[string]declChoice) map[string]string {
 	var out map[string]string
 	for addr, c := range chosen {

@@ -157,6 +157,7 @@ func TestMergeOneIsNetviewDocument(t *testing.T) {
 	db.SetLocal(nil, map[string]int{"echo:9000": 2, "backend:8080": 1})
 	db.SetLocalRouting(map[string]string{"echo:9000": "closest"})
 	db.SetLocalProtocols(map[string]string{"echo:9000": "http"})
+	db.SetLocalMulticast(map[string]string{"backend:8080": "events-250ms"})
 	db.SetLocalRouter("east-gw-0")
 	d := db.Document()
 	got := Merge([]netview.Document{d})
@@ -240,5 +241,88 @@ func TestMergeProtocols(t *testing.T) {
 	declared.Protocols = map[string]string{"echo:9000": "http"}
 	if with := Merge([]netview.Document{declared}); with.Version == without.Version {
 		t.Errorf("declaring a protocol kept version %q", with.Version)
+	}
+}
+
+// Multicast modes merge as routing patterns do: per address the mode of
+// the replica whose cheapest site serving the address is the cheapest.
+func TestMergeMulticast(t *testing.T) {
+	doc := func(addresses map[string][]netview.Target, multicast map[string]string) netview.Document {
+		return netview.Document{Self: "east", Sites: []netview.DocumentSite{{Name: "east"}}, Addresses: addresses, Multicast: multicast}
+	}
+	west := func(cost int) []netview.Target { return []netview.Target{{Site: "west", Endpoints: 1, Cost: cost}} }
+	north := func(cost int) []netview.Target { return []netview.Target{{Site: "north", Endpoints: 1, Cost: cost}} }
+	for _, tc := range []struct {
+		name string
+		docs []netview.Document
+		want map[string]string
+	}{
+		{
+			name: "none declared",
+			docs: []netview.Document{doc(map[string][]netview.Target{"fan:80": west(2)}, nil)},
+		},
+		{
+			name: "one replica declares: it counts",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"fan:80": west(2)}, nil),
+				doc(map[string][]netview.Target{"fan:80": west(2)}, map[string]string{"fan:80": "events-250ms"}),
+			},
+			want: map[string]string{"fan:80": "events-250ms"},
+		},
+		{
+			name: "the replica with the cheaper serving site wins",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"fan:80": west(4)}, map[string]string{"fan:80": "aggregate-5000ms"}),
+				doc(map[string][]netview.Target{"fan:80": north(3)}, map[string]string{"fan:80": "events-250ms"}),
+			},
+			want: map[string]string{"fan:80": "events-250ms"},
+		},
+		{
+			name: "equal costs: the lower site, then the lower text",
+			docs: []netview.Document{
+				doc(map[string][]netview.Target{"fan:80": west(3), "hook:90": west(3)}, map[string]string{"fan:80": "events-1ms", "hook:90": "events-1ms"}),
+				doc(map[string][]netview.Target{"fan:80": north(3), "hook:90": west(3)}, map[string]string{"fan:80": "events-9ms", "hook:90": "aggregate-5000ms"}),
+			},
+			want: map[string]string{"fan:80": "events-9ms", "hook:90": "aggregate-5000ms"},
+		},
+		{
+			name: "a replica that sees no serving site loses to one that does",
+			docs: []netview.Document{
+				doc(nil, map[string]string{"fan:80": "aggregate-5000ms"}),
+				doc(map[string][]netview.Target{"fan:80": west(9)}, map[string]string{"fan:80": "events-250ms"}),
+			},
+			want: map[string]string{"fan:80": "events-250ms"},
+		},
+		{
+			name: "a mode this controller cannot parse is merged as declared",
+			docs: []netview.Document{doc(map[string][]netview.Target{"fan:80": west(2)}, map[string]string{"fan:80": "quorum-5000ms"})},
+			want: map[string]string{"fan:80": "quorum-5000ms"},
+		},
+		{
+			name: "routing, protocols and multicast are chosen apart",
+			docs: []netview.Document{
+				{Self: "east", Addresses: map[string][]netview.Target{"fan:80": west(2)}, Routing: map[string]string{"fan:80": "multicast"}, Protocols: map[string]string{"fan:80": "http"}},
+				{Self: "east", Addresses: map[string][]netview.Target{"fan:80": west(5)}, Multicast: map[string]string{"fan:80": "events-250ms"}},
+			},
+			want: map[string]string{"fan:80": "events-250ms"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backward := slices.Clone(tc.docs)
+			slices.Reverse(backward)
+			for _, docs := range [][]netview.Document{tc.docs, backward} {
+				got := Merge(docs)
+				if diff := cmp.Diff(got.Multicast, tc.want); diff != "" {
+					t.Errorf("merged multicast (-got +want):\n%s", diff)
+				}
+			}
+		})
+	}
+	// The multicast modes are part of the merged version.
+	without := Merge([]netview.Document{r1})
+	declared := r1
+	declared.Multicast = map[string]string{"echo:9000": "events-250ms"}
+	if with := Merge([]netview.Document{declared}); with.Version == without.Version {
+		t.Errorf("declaring a multicast mode kept version %q", with.Version)
 	}
 }

@@ -284,7 +284,7 @@ func (db *DB) SetLocal(links, addresses map[string]int) (Record, bool) {
 
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	next.Routing, next.Protocols = db.local.Routing, db.local.Protocols
+	next.Routing, next.Protocols, next.Multicast = db.local.Routing, db.local.Protocols, db.local.Multicast
 	if db.local.sameContent(next) {
 		return db.local.clone(), false
 	}
@@ -340,6 +340,33 @@ func (db *DB) SetLocalProtocols(protocols map[string]string) (Record, bool) {
 	return db.local.clone(), true
 }
 
+// SetLocalMulticast replaces the multicast modes the local record
+// declares (address -> [model.MulticastSpec.Text]). They are written in
+// their canonical form (the Text of what [model.ParseMulticastText]
+// reads); values it cannot parse, and empty addresses, are dropped.
+// Defaults (aggregate-5000ms) are kept: a site that declares them holds
+// its address's mode against farther sites declaring another. Like
+// SetLocal it bumps Seq only on a change and returns the record and
+// whether it changed.
+func (db *DB) SetLocalMulticast(multicast map[string]string) (Record, bool) {
+	next := map[string]string{}
+	for addr, m := range multicast {
+		parsed, err := model.ParseMulticastText(m)
+		if addr != "" && err == nil {
+			next[addr] = parsed.Text()
+		}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if maps.Equal(db.local.Multicast, cloneMap(next)) {
+		return db.local.clone(), false
+	}
+	db.local.Multicast = cloneMap(next)
+	db.bumpLocked()
+	db.invalidate()
+	return db.local.clone(), true
+}
+
 // SetLocalRouter renames the local node (Record.Router); a sidecar takes
 // the name of the gateway it is linked to, whose record is its local one.
 // A held record of the new node becomes the local record's content (the
@@ -355,9 +382,11 @@ func (db *DB) SetLocalRouter(router string) bool {
 	if h, ok := db.records[db.local.Node()]; ok {
 		db.local.Links, db.local.Addresses = cloneMap(h.Links), cloneMap(h.Addresses)
 		db.local.Routing, db.local.Protocols = cloneMap(h.Routing), cloneMap(h.Protocols)
+		db.local.Multicast = cloneMap(h.Multicast)
 		delete(db.records, db.local.Node())
 	} else {
 		db.local.Links, db.local.Addresses, db.local.Routing, db.local.Protocols = nil, nil, nil, nil
+		db.local.Multicast = nil
 	}
 	db.bumpLocked()
 	db.invalidate()

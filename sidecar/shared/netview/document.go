@@ -23,6 +23,10 @@ type Document struct {
 	// Protocols are the protocols declared per address (View.Protocols):
 	// addresses not listed are tcp.
 	Protocols map[string]string `json:"protocols,omitempty"`
+	// Multicast are the multicast modes declared per address
+	// (View.Multicast), model.MulticastSpec's Text form; a reader takes
+	// one it cannot parse, or none, as the defaults.
+	Multicast map[string]string `json:"multicast,omitempty"`
 	// Conflicts are the latest records and links refused because another
 	// key holds their site's name (without Count and Last, so that the
 	// Version changes only with a new conflict).
@@ -46,7 +50,7 @@ type DocumentSite struct {
 func (db *DB) Document() Document {
 	v := db.View()
 	recs := db.Records()
-	d := Document{Self: v.Self, Unreachable: v.Unreachable, Addresses: v.Addresses, Routing: v.Routing, Protocols: v.Protocols}
+	d := Document{Self: v.Self, Unreachable: v.Unreachable, Addresses: v.Addresses, Routing: v.Routing, Protocols: v.Protocols, Multicast: v.Multicast}
 	for _, c := range db.Conflicts() {
 		d.Conflicts = append(d.Conflicts, Conflict{Site: c.Site, Key: c.Key, HeldBy: c.HeldBy})
 	}

@@ -78,6 +78,13 @@ type Record struct {
 	// their own configuration names no protocol for it. Addresses that
 	// are not listed are tcp, and so are names a reader does not know.
 	Protocols map[string]string `json:"protocols,omitempty"`
+	// Multicast maps a multicast address this site has endpoints for to
+	// how it answers the client whose request it copied: a
+	// model.MulticastSpec in its Text form, such as aggregate-5000ms.
+	// Defaults are declared too, so that the lowest-cost declaring site's
+	// choice holds. A value this version cannot parse (a newer site's
+	// mode) is read as the default (model.MulticastSpec's zero value).
+	Multicast map[string]string `json:"multicast,omitempty"`
 	// Prev, while the site rotates its key, is the endorsement of Key by the
 	// key before it: records signed by Key are then accepted wherever the
 	// previous key holds the site's name.
@@ -104,11 +111,12 @@ func (r Record) Newer(than Record) bool {
 }
 
 // sameContent reports whether r and o describe the same links,
-// addresses, routing patterns and protocols. Prev is not content: the DB
-// acts on it when it binds the record's key.
+// addresses, routing patterns, protocols and multicast modes. Prev is
+// not content: the DB acts on it when it binds the record's key.
 func (r Record) sameContent(o Record) bool {
 	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) &&
-		maps.Equal(r.Routing, o.Routing) && maps.Equal(r.Protocols, o.Protocols)
+		maps.Equal(r.Routing, o.Routing) && maps.Equal(r.Protocols, o.Protocols) &&
+		maps.Equal(r.Multicast, o.Multicast)
 }
 
 // clone returns r with maps and a Prev of its own, empty maps as nil.
@@ -117,6 +125,7 @@ func (r Record) clone() Record {
 	r.Addresses = cloneMap(r.Addresses)
 	r.Routing = cloneMap(r.Routing)
 	r.Protocols = cloneMap(r.Protocols)
+	r.Multicast = cloneMap(r.Multicast)
 	if r.Prev != nil {
 		r.Prev = &Rollover{Key: r.Prev.Key, Sig: bytes.Clone(r.Prev.Sig)}
 	}
@@ -207,6 +216,8 @@ func validate(r Record) error {
 		return bad("%d routing entries, at most %d", len(r.Routing), MaxAddresses)
 	case len(r.Protocols) > MaxAddresses:
 		return bad("%d protocol entries, at most %d", len(r.Protocols), MaxAddresses)
+	case len(r.Multicast) > MaxAddresses:
+		return bad("%d multicast entries, at most %d", len(r.Multicast), MaxAddresses)
 	}
 	if err := validateLinks(r, bad); err != nil {
 		return err
@@ -219,14 +230,17 @@ func validate(r Record) error {
 			return bad("address %q has %d endpoints, want 0..%d", addr, n, MaxEndpoints)
 		}
 	}
-	// Routing patterns and protocols are names: one this version does
-	// not know (a newer site's) is read as the default by the consumers
-	// (model.ParsePattern, model.ParseProtocol), not a reason to refuse
-	// the whole record.
+	// Routing patterns, protocols and multicast modes are names: one
+	// this version does not know (a newer site's) is read as the default
+	// by the consumers (model.ParsePattern, model.ParseProtocol,
+	// model.ParseMulticastText), not a reason to refuse the whole record.
 	if err := validateNames(r.Routing, "routing", "routing", bad); err != nil {
 		return err
 	}
-	return validateNames(r.Protocols, "protocols", "protocol", bad)
+	if err := validateNames(r.Protocols, "protocols", "protocol", bad); err != nil {
+		return err
+	}
+	return validateNames(r.Multicast, "multicast", "multicast", bad)
 }
 
 // validateLinks checks the record's links: to sites and routers by
@@ -254,8 +268,8 @@ func validateLinks(r Record, bad func(string, ...any) error) error {
 }
 
 // validateNames checks the record's field of address to a name (a
-// routing pattern, a protocol: what): addresses as the site file would
-// accept them, names short labels.
+// routing pattern, a protocol, a multicast mode: what): addresses as the
+// site file would accept them, names short labels.
 func validateNames(m map[string]string, field, what string, bad func(string, ...any) error) error {
 	for addr, v := range m {
 		if err := names.CheckAddress(addr); err != nil {

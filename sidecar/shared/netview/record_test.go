@@ -42,6 +42,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			Addresses: map[string]int{"backend": 3, "db:5432": 0},
 			Routing:   map[string]string{"backend": "closest"},
 			Protocols: map[string]string{"backend": "grpc"},
+			Multicast: map[string]string{"backend": "events-250ms"},
 		}},
 		{"rotating", Record{
 			Version: 2, Site: "east", Key: testKeyID("east2"), Epoch: 42, Seq: 7,
@@ -172,6 +173,23 @@ func TestDecode(t *testing.T) {
 		{name: "protocol not canonical", in: `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x":"Http"}}`, wantErr: ErrInvalidRecord},
 		{name: "protocol of a bad address", in: `{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"x y":"http"}}`, wantErr: ErrInvalidRecord},
 		{
+			name: "multicast",
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"multicast":{"x":"aggregate-5000ms","y":"events-1ms"}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Multicast: map[string]string{"x": "aggregate-5000ms", "y": "events-1ms"}},
+		},
+		{
+			name: "a multicast mode this version cannot parse",
+			in:   `{"v":2,"site":"a","epoch":1,"seq":1,"multicast":{"x":"quorum-5000ms"}}`,
+			want: Record{Version: 2, Site: "a", Epoch: 1, Seq: 1, Multicast: map[string]string{"x": "quorum-5000ms"}},
+		},
+		{
+			name:    "multicast not a name",
+			in:      `{"v":2,"site":"a","epoch":1,"seq":1,"multicast":{"x":"events 5s"}}`,
+			wantErr: ErrInvalidRecord,
+			wantMsg: `site record from "a": bad multicast "events 5s" for address "x": invalid site record`,
+		},
+		{name: "multicast of a bad address", in: `{"v":2,"site":"a","epoch":1,"seq":1,"multicast":{"x y":"events-5000ms"}}`, wantErr: ErrInvalidRecord},
+		{
 			name: "endorsed key",
 			in:   `{"v":2,"site":"a","key":"k2","epoch":1,"seq":1,"prev":{"key":"k1","sig":"AQI="}}`,
 			want: Record{Version: 2, Site: "a", Key: "k2", Epoch: 1, Seq: 1, Prev: &Rollover{Key: "k1", Sig: []byte{1, 2}}},
@@ -219,6 +237,8 @@ func FuzzDecode(f *testing.F) {
 		`{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"web":1},"routing":{"web":"closest"},"protocols":{"web":"http","rpc:9000":"grpc"}}`,
 		`{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"web":"tcp"}}`,
 		`{"v":2,"site":"a","epoch":1,"seq":1,"protocols":{"web":"HTTP2","":"http"}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"addresses":{"web":1},"routing":{"web":"multicast"},"protocols":{"web":"http"},"multicast":{"web":"events-250ms","hook:80":"quorum-1ms"}}`,
+		`{"v":2,"site":"a","epoch":1,"seq":1,"multicast":{"web":"Aggregate-5000ms","":"events-1ms"}}`,
 		`null`,
 	} {
 		f.Add([]byte(s))

@@ -231,6 +231,11 @@ func FuzzOpen(f *testing.F) {
 	declared.Protocols = map[string]string{"web": "http2"}
 	s, _ = Sign(declared, testKey("west"))
 	f.Add(s.Wire())
+	declared.Seq++
+	declared.Routing = map[string]string{"web": "multicast"}
+	declared.Multicast = map[string]string{"web": "events-250ms"}
+	s, _ = Sign(declared, testKey("west"))
+	f.Add(s.Wire())
 	f.Add([]byte(`{"record":"e30=","sig":"AA=="}`))
 	f.Add([]byte(`{"v":1,"site":"a","epoch":7,"seq":3}`))
 	f.Add([]byte(strings.Repeat("[", 1000)))

@@ -29,6 +29,11 @@ type View struct {
 	// that declares one (by name among equals). Addresses no reachable
 	// site declares a protocol for (tcp ones) are absent.
 	Protocols map[string]string
+	// Multicast maps a multicast address to how it answers
+	// (Record.Multicast, a model.MulticastSpec's Text), chosen as Routing
+	// is: by the lowest-cost site that declares one (by name among
+	// equals). Addresses no reachable site declares it for are absent.
+	Multicast map[string]string
 	// Unreachable lists the sites the DB holds a record for but has no path
 	// to any of their gateways, sorted.
 	Unreachable []string
@@ -126,6 +131,7 @@ func compute(local Record, records map[string]Record) *View {
 	v.sortLists()
 	v.Routing = v.choose(sites.routing)
 	v.Protocols = v.choose(sites.protocols)
+	v.Multicast = v.choose(sites.multicast)
 	return v
 }
 
@@ -239,6 +245,8 @@ type siteNodes struct {
 	routing map[string]map[string]string
 	// protocols maps a site to the protocol it declares per address.
 	protocols map[string]map[string]string
+	// multicast maps a site to the multicast mode it declares per address.
+	multicast map[string]map[string]string
 	// reachable holds the sites with a reachable gateway.
 	reachable map[string]bool
 }
@@ -256,6 +264,7 @@ func (v *View) addNodes(g *graph) siteNodes {
 		endpoints: map[string]map[string]int{},
 		routing:   map[string]map[string]string{},
 		protocols: map[string]map[string]string{},
+		multicast: map[string]map[string]string{},
 		reachable: map[string]bool{},
 	}
 	for i, r := range g.recs {
@@ -278,9 +287,9 @@ func (v *View) addNodes(g *graph) siteNodes {
 	return s
 }
 
-// addNode adds the addresses, routing patterns and protocols of the
-// reachable node whose record r is (the local node's when local) to its
-// site's.
+// addNode adds the addresses, routing patterns, protocols and multicast
+// modes of the reachable node whose record r is (the local node's when
+// local) to its site's.
 func (s siteNodes) addNode(r Record, local bool, self string) {
 	if s.endpoints[r.Site] == nil {
 		s.endpoints[r.Site] = map[string]int{}
@@ -291,6 +300,7 @@ func (s siteNodes) addNode(r Record, local bool, self string) {
 	override := r.Site == self && local
 	declare(s.routing, r.Site, r.Routing, override)
 	declare(s.protocols, r.Site, r.Protocols, override)
+	declare(s.multicast, r.Site, r.Multicast, override)
 }
 
 // declare adds what one gateway of site declares per address (decl) to
@@ -353,7 +363,7 @@ func (v *View) sortLists() {
 }
 
 // choose returns what the view's sites declare per address (a routing
-// pattern, a protocol; bySite holds the declarations per site): for each
+// pattern, a protocol, a multicast mode; bySite holds the declarations per site): for each
 // address, the declaration of the first of its sorted targets that
 // declares one. It returns nil when no target declares anything.
 func (v *View) choose(bySite map[string]map[string]string) map[string]string {
