@@ -146,7 +146,7 @@ func CheckRouting(p Protocol, r Pattern) error {
 		case GRPC:
 			return fmt.Errorf("%w and answers with skiff's own document, which a gRPC client cannot read; %s for grpc", ErrMulticast, useUnicast)
 		}
-		return fmt.Errorf("%w, not %s connections; set the protocol to http, http2 or grpc, or %s", ErrMulticast, cmp.Or(p, TCP), useUnicast)
+		return fmt.Errorf("%w, not %s connections; set the protocol to http or http2, or %s", ErrMulticast, cmp.Or(p, TCP), useUnicast)
 	}
 	return fmt.Errorf("%w %q; %s", ErrUnknownPattern, r, usePatterns)
 }

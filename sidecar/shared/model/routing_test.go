@@ -77,7 +77,7 @@ func TestAppProtocol(t *testing.T) {
 }
 
 func TestCheckRouting(t *testing.T) {
-	const multicast = "multicast copies HTTP requests, not tcp connections; set the protocol to http, http2 or grpc, or use balanced or closest"
+	const multicast = "multicast copies HTTP requests, not tcp connections; set the protocol to http or http2, or use balanced or closest"
 	for _, tc := range []struct {
 		protocol Protocol
 		pattern  Pattern
