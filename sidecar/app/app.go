@@ -516,8 +516,8 @@ func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.L
 	return cfg, nil
 }
 
-// servicesOf returns the listeners, connectors, routing and protocols of
-// a site file.
+// servicesOf returns the listeners, connectors, routing, protocols and
+// multicast modes of a site file.
 func servicesOf(site *sitefile.Site) router.Services {
 	var svc router.Services
 	for _, l := range site.Listeners {
@@ -528,6 +528,7 @@ func servicesOf(site *sitefile.Site) router.Services {
 	}
 	svc.Routing = site.Routing
 	svc.Protocols = site.Protocols
+	svc.Multicast = site.Multicast
 	return svc
 }
 

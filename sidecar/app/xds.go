@@ -63,15 +63,16 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 // the given role serves. A sidecar matches redirected connections on the
 // services' virtual IPs; a gateway binds each service's gateway listener.
 // Both deliver to the ready local endpoints, and route by the service's
-// pattern, per request for HTTP protocols; services are named by their
-// network name.
+// pattern, per request for HTTP protocols, a multicast service answering
+// by its multicast mode and deadline; services are named by their network
+// name.
 //
 // A service whose protocol and pattern model.CheckRouting refuses (a
 // controller or a linked site of another version may send one) is left
 // out, and the error names it in the validator's words; the rest is
 // returned all the same.
 func RouterServices(role router.Role, services []model.Service) (router.Services, error) {
-	out := router.Services{Routing: map[string]string{}, Protocols: map[string]model.Protocol{}}
+	out := router.Services{Routing: map[string]string{}, Protocols: map[string]model.Protocol{}, Multicast: map[string]model.MulticastSpec{}}
 	var errs []error
 	for _, s := range services {
 		name := s.NetworkName()
@@ -83,6 +84,9 @@ func RouterServices(role router.Role, services []model.Service) (router.Services
 		// Every protocol, tcp too: the controller's word for the address
 		// wins over what other sites' records declare.
 		out.Protocols[name] = cmp.Or(s.Protocol, model.TCP)
+		if s.Routing == model.Multicast {
+			out.Multicast[name] = s.Multicast
+		}
 		if role == router.RoleSidecar {
 			for _, vip := range s.VIPs {
 				out.Listeners = append(out.Listeners, router.Listener{Address: name, Host: vip, Port: s.Port})

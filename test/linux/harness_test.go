@@ -34,6 +34,7 @@ type siteSpec struct {
 	connectors []string          // "address=host:port"
 	routing    map[string]string // address -> pattern
 	protocols  map[string]string // address -> protocol, on its listeners and connectors
+	multicast  map[string]string // address -> multicast mode, on its listeners and connectors
 }
 
 type linkTo struct {
@@ -108,13 +109,17 @@ func newNetwork(t *testing.T, specs ...*siteSpec) *network {
 	return n
 }
 
-// protocolField is the ", protocol: X" of an entry for address, if s names
-// one.
+// protocolField is the ", protocol: X" and ", multicast: Y" of an entry
+// for address, those s names.
 func protocolField(s *siteSpec, address string) string {
+	f := ""
 	if p := s.protocols[address]; p != "" {
-		return ", protocol: " + p
+		f += ", protocol: " + p
 	}
-	return ""
+	if m := s.multicast[address]; m != "" {
+		f += ", multicast: " + m
+	}
+	return f
 }
 
 func (n *network) siteFile(name string) string { return filepath.Join(n.dir, name+".yaml") }

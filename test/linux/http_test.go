@@ -21,6 +21,7 @@ import (
 type countingServer struct {
 	addr string
 	hits atomic.Int64
+	srv  *http.Server
 }
 
 func startCounting(t *testing.T, name string) *countingServer {
@@ -42,6 +43,7 @@ func startCounting(t *testing.T, name string) *countingServer {
 		}
 		fmt.Fprintln(w, name)
 	})}
+	c.srv = srv
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return c

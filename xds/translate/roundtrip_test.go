@@ -55,11 +55,15 @@ func TestServicesFromResourcesRoundTrip(t *testing.T) {
 				t.Fatalf("ServicesFromResources: %v", err)
 			}
 			// What the resources carry: remote sites only through a
-			// gateway and only with ready endpoints.
+			// gateway and only with ready endpoints, and a multicast
+			// service's mode and deadline with the defaults filled in.
 			want := tc.table.Clone()
 			want.Normalize()
 			for i := range want.Services {
 				s := &want.Services[i]
+				if s.Routing == model.Multicast {
+					s.Multicast = model.MulticastSpec{Mode: s.Multicast.ModeOrDefault(), Timeout: s.Multicast.Deadline()}
+				}
 				var remote []model.RemoteSite
 				for _, r := range s.Remote {
 					if s.Gateway != "" && r.Endpoints > 0 {

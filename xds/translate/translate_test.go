@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -75,7 +76,8 @@ var tables = []struct {
 	}}}},
 	{"http", model.Table{Site: "east", Services: []model.Service{{
 		Address: "web", Port: 80, Protocol: model.HTTP, Routing: model.Multicast,
-		VIPs: []string{"10.96.0.20", "fd00::20"}, Gateway: "10.96.0.2:80", GatewayListen: ":8080", Network: "web.shop:80",
+		Multicast: model.MulticastSpec{Mode: model.Events, Timeout: 2 * time.Second},
+		VIPs:      []string{"10.96.0.20", "fd00::20"}, Gateway: "10.96.0.2:80", GatewayListen: ":8080", Network: "web.shop:80",
 		Endpoints: []model.Endpoint{{IP: "10.244.1.3", Port: 8080, Ready: true, Name: "web-0"}},
 		Remote:    []model.RemoteSite{{Site: "west", Cost: 1, Endpoints: 1}},
 	}}}},

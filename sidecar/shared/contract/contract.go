@@ -63,6 +63,14 @@ const (
 	// ParseProtocol decides its values); without it, the port's
 	// appProtocol (model.AppProtocol).
 	ProtocolAnnotation = "skiff.io/protocol"
+	// MulticastAnnotation selects how an address routed multicast
+	// answers its clients, aggregate or events (sidecar/shared/model's
+	// ParseMulticast decides its values); without it, aggregate.
+	MulticastAnnotation = "skiff.io/multicast"
+	// MulticastTimeoutAnnotation bounds the wait for a multicast
+	// request's copies, a Go duration (sidecar/shared/model's
+	// ParseMulticast decides its values); without it, 5s.
+	MulticastTimeoutAnnotation = "skiff.io/multicast-timeout"
 
 	// TypeLabel marks skiff Secrets: "token-request" or "link".
 	TypeLabel = "skiff.io/type"

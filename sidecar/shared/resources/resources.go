@@ -45,6 +45,13 @@ const (
 	// FieldNetwork is the service's name in the routers' stream headers
 	// and site records when it is not address:port; absent when empty.
 	FieldNetwork = "network"
+	// FieldMulticastMode and FieldMulticastTimeout are how a multicast
+	// service answers (model.MulticastSpec): its mode, aggregate or
+	// events, and the deadline of a request's copies, a Go duration such
+	// as "5s". Written for the routing multicast only, defaults filled
+	// in; read with model.ParseMulticast (absent is its default).
+	FieldMulticastMode    = "multicastMode"
+	FieldMulticastTimeout = "multicastTimeout"
 )
 
 // Endpoint metadata fields (lb_endpoint).
@@ -74,6 +81,10 @@ func ServiceMetadata(s *model.Service) *structpb.Struct {
 		if v != "" {
 			f[k] = structpb.NewStringValue(v)
 		}
+	}
+	if s.Routing == model.Multicast {
+		f[FieldMulticastMode] = structpb.NewStringValue(string(s.Multicast.ModeOrDefault()))
+		f[FieldMulticastTimeout] = structpb.NewStringValue(s.Multicast.Deadline().String())
 	}
 	return &structpb.Struct{Fields: f}
 }
@@ -111,6 +122,13 @@ func serviceFromMetadata(md *structpb.Struct) (model.Service, error) {
 	}
 	if s.Routing, err = model.ParsePattern(r.str(FieldRouting, false)); err != nil {
 		r.fail(err)
+	}
+	// The multicast fields are checked whatever the routing, and kept for
+	// the routing multicast only.
+	if m, err := model.ParseMulticast(r.str(FieldMulticastMode, false), r.str(FieldMulticastTimeout, false)); err != nil {
+		r.fail(err)
+	} else if s.Routing == model.Multicast {
+		s.Multicast = m
 	}
 	s.VIPs = r.strings(FieldVIPs)
 	s.Gateway = r.str(FieldGateway, false)

@@ -3,6 +3,7 @@ package resources
 import (
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -45,6 +46,9 @@ func TestServicesFromResourcesErrors(t *testing.T) {
 		{"port as string", with("port", "80"), `"port": want an integer`},
 		{"fractional port", with("port", 80.5), `"port": want an integer`},
 		{"bad routing", with("routing", "random"), `routing "random"`},
+		{"bad multicast mode", with("multicastMode", "broadcast"), `bad multicast mode "broadcast"`},
+		{"bad multicast timeout", with("multicastTimeout", "1h"), `bad multicast timeout "1h"`},
+		{"multicast timeout as number", with("multicastTimeout", 5), `"multicastTimeout": want a string`},
 		{"vips not strings", with("vips", []any{1.0}), `"vips": want a list of strings`},
 		{"other name", with("address", "b"), "metadata names service b:80"},
 	} {
@@ -92,5 +96,62 @@ func TestServicesFromResourcesEndpoints(t *testing.T) {
 	}
 	if diff := cmp.Diff(got, []model.Service{want}, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("services (-got +want):\n%s", diff)
+	}
+}
+
+// TestServiceMetadataMulticast checks the multicast fields: written for
+// the routing multicast only, with the defaults filled in, and read back
+// by model.ParseMulticast.
+func TestServiceMetadataMulticast(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		in                 model.Service
+		wantMode, wantTime string // "" absent
+		want               model.MulticastSpec
+	}{
+		{"balanced", model.Service{Address: "a", Port: 80, Protocol: model.HTTP, Routing: model.Balanced,
+			Multicast: model.MulticastSpec{Mode: model.Events}}, "", "", model.MulticastSpec{}},
+		{"multicast, the defaults", model.Service{Address: "a", Port: 80, Protocol: model.HTTP, Routing: model.Multicast},
+			"aggregate", "5s", model.MulticastSpec{Mode: model.Aggregate, Timeout: 5 * time.Second}},
+		{"multicast, events in 1.5s", model.Service{Address: "a", Port: 80, Protocol: model.HTTP2, Routing: model.Multicast,
+			Multicast: model.MulticastSpec{Mode: model.Events, Timeout: 1500 * time.Millisecond}},
+			"events", "1.5s", model.MulticastSpec{Mode: model.Events, Timeout: 1500 * time.Millisecond}},
+		{"multicast, 2m", model.Service{Address: "a", Port: 80, Protocol: model.HTTP, Routing: model.Multicast,
+			Multicast: model.MulticastSpec{Timeout: 2 * time.Minute}},
+			"aggregate", "2m0s", model.MulticastSpec{Mode: model.Aggregate, Timeout: 2 * time.Minute}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			md := ServiceMetadata(&tc.in)
+			for field, want := range map[string]string{FieldMulticastMode: tc.wantMode, FieldMulticastTimeout: tc.wantTime} {
+				v, ok := md.GetFields()[field]
+				switch {
+				case want == "" && ok:
+					t.Errorf("field %s = %v, want none", field, v)
+				case want != "" && v.GetStringValue() != want:
+					t.Errorf("field %s = %v, want %q", field, v, want)
+				}
+			}
+			l := &listenerv3.Listener{Name: "a:80", Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: md}}}
+			got, err := ServicesFromResources(map[string]*listenerv3.Listener{"a:80": l}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Multicast != tc.want || got[0].Routing != tc.in.Routing {
+				t.Errorf("read back %+v, want multicast %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMulticastFieldsAbsent checks a multicast service from a controller
+// that writes no multicast fields: the defaults.
+func TestMulticastFieldsAbsent(t *testing.T) {
+	ls := map[string]*listenerv3.Listener{"a:80": listenerWith("a:80", map[string]any{"address": "a", "port": 80, "protocol": "http", "routing": "multicast"})}
+	got, err := ServicesFromResources(ls, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (model.MulticastSpec{Mode: model.Aggregate, Timeout: model.DefaultMulticastTimeout}); len(got) != 1 || got[0].Multicast != want {
+		t.Errorf("services %+v, want one with multicast %+v", got, want)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -49,6 +50,12 @@ type Site struct {
 	// connectors name (model.ParseProtocol); an address none names is
 	// TCP. nil when the file names none.
 	Protocols map[string]model.Protocol
+	// Multicast maps an address routed multicast to the mode and deadline
+	// its listeners and connectors name (multicast, multicastTimeout;
+	// model.ParseMulticast), the defaults filled in for the one they leave
+	// out. An address none names is not in it (the defaults); nil when
+	// the file names none.
+	Multicast map[string]model.MulticastSpec
 }
 
 // LinkAccess is where the site accepts links from other sites.
@@ -76,6 +83,11 @@ type Listener struct {
 	// Protocol is the one the entry names, "" if none (Site.Protocols
 	// has the address's).
 	Protocol model.Protocol
+	// Multicast and MulticastTimeout are the multicast mode and deadline
+	// the entry names, "" and 0 if none (Site.Multicast has the
+	// address's).
+	Multicast        model.MulticastMode
+	MulticastTimeout time.Duration
 	// AccessLog makes the gateway log every HTTP request of the
 	// connections this listener accepts (field accessLog; default
 	// false). Only requests of an HTTP address (one routed per request)
@@ -92,7 +104,12 @@ type Connector struct {
 	// Protocol is the one the entry names, "" if none (Site.Protocols
 	// has the address's).
 	Protocol model.Protocol
-	Line     int
+	// Multicast and MulticastTimeout are the multicast mode and deadline
+	// the entry names, "" and 0 if none (Site.Multicast has the
+	// address's).
+	Multicast        model.MulticastMode
+	MulticastTimeout time.Duration
+	Line             int
 }
 
 // RoutingFor returns the routing pattern of an address: the one the file
@@ -111,6 +128,13 @@ func (s *Site) ProtocolFor(address string) model.Protocol {
 		return p
 	}
 	return model.TCP
+}
+
+// MulticastFor returns how an address routed multicast answers: the mode
+// and deadline its listeners and connectors name, the zero value (the
+// defaults) when they name none.
+func (s *Site) MulticastFor(address string) model.MulticastSpec {
+	return s.Multicast[address]
 }
 
 // Load reads and parses the site file at path.
@@ -189,9 +213,11 @@ func (p *parser) site(root *yaml.Node, s *Site) {
 		s.Connectors = p.connectors(e.value)
 	}
 	s.Protocols = p.protocols(s)
+	var refused map[string]bool
 	if e, ok := f["routing"]; ok && !isNull(e.value) {
-		s.Routing = p.routing(e.value, s)
+		s.Routing, refused = p.routing(e.value, s)
 	}
+	s.Multicast = p.multicast(s, refused)
 }
 
 // name reads the site's required name; line is where the mapping starts.
@@ -368,15 +394,19 @@ type endpoint struct {
 	address, host string
 	port          int
 	protocol      model.Protocol // "" if the entry names none
-	accessLog     bool           // listeners only
-	line          int
-	ok            bool // every field present and valid
+	// multicast and multicastTimeout are "" and 0 if the entry names
+	// none.
+	multicast        model.MulticastMode
+	multicastTimeout time.Duration
+	accessLog        bool // listeners only
+	line             int
+	ok               bool // every field present and valid
 }
 
 // endpoint reads a listener (listener true: it may have accessLog) or a
 // connector.
 func (p *parser) endpoint(item *yaml.Node, field, hostWhat string, listener bool) endpoint {
-	known := []string{"address", "host", "port", "protocol"}
+	known := []string{"address", "host", "port", "protocol", "multicast", "multicastTimeout"}
 	if listener {
 		known = append(known, "accessLog")
 	}
@@ -409,6 +439,24 @@ func (p *parser) endpoint(item *yaml.Node, field, hostWhat string, listener bool
 				p.errorf(e.value.Line, field+".protocol", "%v", err)
 			}
 			ep.protocol = proto
+		}
+	}
+	if e, has := f["multicast"]; has && !isNull(e.value) {
+		if v, good := p.str(e.value, field+".multicast"); good {
+			if m, err := model.ParseMulticast(v, ""); err != nil {
+				p.errorf(e.value.Line, field+".multicast", "%v", err)
+			} else {
+				ep.multicast = m.Mode
+			}
+		}
+	}
+	if e, has := f["multicastTimeout"]; has && !isNull(e.value) {
+		if v, good := p.str(e.value, field+".multicastTimeout"); good {
+			if m, err := model.ParseMulticast("", v); err != nil {
+				p.errorf(e.value.Line, field+".multicastTimeout", "%v", err)
+			} else {
+				ep.multicastTimeout = m.Timeout
+			}
 		}
 	}
 	if e, has := f["accessLog"]; has && !isNull(e.value) {
@@ -454,7 +502,8 @@ func (p *parser) listeners(n *yaml.Node) []Listener {
 				seen[key] = len(out)
 			}
 		}
-		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, AccessLog: ep.accessLog, Line: ep.line})
+		out = append(out, Listener{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol,
+			Multicast: ep.multicast, MulticastTimeout: ep.multicastTimeout, AccessLog: ep.accessLog, Line: ep.line})
 	}
 	return out
 }
@@ -476,7 +525,8 @@ func (p *parser) connectors(n *yaml.Node) []Connector {
 				seen[key] = len(out)
 			}
 		}
-		out = append(out, Connector{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol, Line: ep.line})
+		out = append(out, Connector{Address: ep.address, Host: ep.host, Port: ep.port, Protocol: ep.protocol,
+			Multicast: ep.multicast, MulticastTimeout: ep.multicastTimeout, Line: ep.line})
 	}
 	return out
 }
@@ -520,9 +570,11 @@ func (p *parser) protocols(s *Site) map[string]model.Protocol {
 }
 
 // routing reads the routing patterns, each checked against the protocol
-// of its address (s.Protocols, read before).
-func (p *parser) routing(n *yaml.Node, s *Site) map[string]string {
+// of its address (s.Protocols, read before). It returns them and the
+// addresses whose pattern it refused.
+func (p *parser) routing(n *yaml.Node, s *Site) (map[string]string, map[string]bool) {
 	out := map[string]string{}
+	refused := map[string]bool{}
 	for _, e := range p.entries(n, "routing") {
 		field := "routing." + e.key
 		if msg := checkAddress(e.key); msg != "" {
@@ -531,6 +583,7 @@ func (p *parser) routing(n *yaml.Node, s *Site) map[string]string {
 		}
 		v, ok := p.str(e.value, field)
 		if !ok {
+			refused[e.key] = true
 			continue
 		}
 		pattern, err := model.ParsePattern(v)
@@ -539,9 +592,72 @@ func (p *parser) routing(n *yaml.Node, s *Site) map[string]string {
 		}
 		if err != nil {
 			p.errorf(e.value.Line, field, "%v", err)
+			refused[e.key] = true
 			continue
 		}
 		out[e.key] = string(pattern)
+	}
+	return out, refused
+}
+
+// multicast returns the multicast mode and deadline of every address
+// routed multicast whose listeners or connectors name one (s.Routing,
+// read before). Entries of one address that name two modes, or two
+// deadlines, are an error, and so is either named for an address routed
+// otherwise (refused holds the addresses whose routing was refused: their
+// error is that one).
+func (p *parser) multicast(s *Site, refused map[string]bool) map[string]model.MulticastSpec {
+	type named struct {
+		value string              // as messages write it
+		spec  model.MulticastSpec // the mode or the deadline
+		field string
+		line  int
+	}
+	modes, timeouts := map[string]named{}, map[string]named{}
+	// check records n, the entry's key (what it names), for address.
+	check := func(first map[string]named, address string, n named, key, what string) {
+		if r := s.RoutingFor(address); r != model.Multicast {
+			if !refused[address] {
+				p.errorf(n.line, n.field+"."+key, "multicast applies to routing multicast; address %s is routed %s: set routing.%s to multicast, or leave %s out", address, r, address, key)
+			}
+			return
+		}
+		if was, ok := first[address]; ok {
+			if was.value != n.value {
+				p.errorf(n.line, n.field+"."+key, "address %s has %s %s here and %s in %s (line %d): one address, one %s", address, key, n.value, was.value, was.field, was.line, what)
+			}
+			return
+		}
+		first[address] = n
+	}
+	entry := func(address string, mode model.MulticastMode, timeout time.Duration, field string, line int) {
+		if mode != "" {
+			check(modes, address, named{string(mode), model.MulticastSpec{Mode: mode}, field, line}, "multicast", "multicast mode")
+		}
+		if timeout > 0 {
+			check(timeouts, address, named{timeout.String(), model.MulticastSpec{Timeout: timeout}, field, line}, "multicastTimeout", "multicast timeout")
+		}
+	}
+	for i, l := range s.Listeners {
+		entry(l.Address, l.Multicast, l.MulticastTimeout, index("listeners", i), l.Line)
+	}
+	for i, c := range s.Connectors {
+		entry(c.Address, c.Multicast, c.MulticastTimeout, index("connectors", i), c.Line)
+	}
+	if len(modes) == 0 && len(timeouts) == 0 {
+		return nil
+	}
+	out := map[string]model.MulticastSpec{}
+	for a, n := range modes {
+		out[a] = n.spec
+	}
+	for a, n := range timeouts {
+		m := out[a]
+		m.Timeout = n.spec.Timeout
+		out[a] = m
+	}
+	for a, m := range out {
+		out[a] = model.MulticastSpec{Mode: m.ModeOrDefault(), Timeout: m.Deadline()}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -321,8 +322,13 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for a, p := range site.Routing {
-			if p != "balanced" && p != "closest" {
-				t.Errorf("accepted routing %s: %s", a, p)
+			if err := model.CheckRouting(site.ProtocolFor(a), model.Pattern(p)); err != nil || p == "" {
+				t.Errorf("accepted routing %s: %q (%s): %v", a, p, site.ProtocolFor(a), err)
+			}
+		}
+		for a, m := range site.Multicast {
+			if site.RoutingFor(a) != model.Multicast || m.Mode == "" || m.Timeout < time.Millisecond || m.Timeout > model.MaxMulticastTimeout {
+				t.Errorf("accepted multicast %s: %+v, routed %s", a, m, site.RoutingFor(a))
 			}
 		}
 	})
@@ -355,5 +361,46 @@ routing:
 	}
 	if s.Listeners[0].Protocol != "" || s.Connectors[0].Protocol != model.HTTP {
 		t.Errorf("entries' own protocols: listener %q, connector %q", s.Listeners[0].Protocol, s.Connectors[0].Protocol)
+	}
+}
+
+// An address routed multicast takes the multicast mode and deadline its
+// listeners and connectors name (one entry naming each is enough), the
+// defaults for the one they leave out; one they name neither of is not
+// in Site.Multicast, and MulticastFor gives it the zero value.
+func TestMulticast(t *testing.T) {
+	s, err := Parse("/sites/east.yaml", []byte(`name: east
+listeners:
+  - {address: web, host: 127.0.0.1, port: 8080, protocol: http, multicast: Events}
+  - {address: feed, host: 127.0.0.1, port: 8081, protocol: http2, multicastTimeout: 1m30s}
+  - {address: news, host: 127.0.0.1, port: 8082, protocol: http, multicast: null, multicastTimeout: null}
+connectors:
+  - {address: web, host: 10.0.0.1, port: 80, multicastTimeout: 2s}
+  - {address: web, host: 10.0.0.2, port: 80, multicast: events, multicastTimeout: 2000ms}
+routing:
+  web: multicast
+  feed: Multicast
+  news: multicast
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]model.MulticastSpec{
+		"web":  {Mode: model.Events, Timeout: 2 * time.Second},
+		"feed": {Mode: model.Aggregate, Timeout: 90 * time.Second},
+	}
+	if diff := cmp.Diff(s.Multicast, want); diff != "" {
+		t.Errorf("Multicast (-got +want):\n%s", diff)
+	}
+	for address, m := range map[string]model.MulticastSpec{"web": want["web"], "feed": want["feed"], "news": {}, "none": {}} {
+		if got := s.MulticastFor(address); got != m {
+			t.Errorf("MulticastFor(%s) = %+v, want %+v", address, got, m)
+		}
+	}
+	if diff := cmp.Diff(s.Routing, map[string]string{"web": "multicast", "feed": "multicast", "news": "multicast"}); diff != "" {
+		t.Errorf("Routing (-got +want):\n%s", diff)
+	}
+	if l, c := s.Listeners[0], s.Connectors[0]; l.Multicast != model.Events || l.MulticastTimeout != 0 || c.Multicast != "" || c.MulticastTimeout != 2*time.Second {
+		t.Errorf("entries' own multicast: listener %q %v, connector %q %v", l.Multicast, l.MulticastTimeout, c.Multicast, c.MulticastTimeout)
 	}
 }

@@ -24,7 +24,10 @@ import (
 //     first connector's;
 //   - a listener is the gateway's entry point (Gateway) and, when its host
 //     is an IP, the virtual IP sidecars match;
-//   - connectors are its ready local endpoints (host names are resolved).
+//   - connectors are its ready local endpoints (host names are resolved);
+//   - an address routed multicast has the multicast mode and deadline its
+//     entries name (sitefile.Site.MulticastFor; the zero value, the
+//     defaults, when they name none).
 func Services(site *sitefile.Site) ([]model.Service, error) {
 	byName := map[string]*model.Service{}
 	var order []string
@@ -34,7 +37,8 @@ func Services(site *sitefile.Site) ([]model.Service, error) {
 			// sitefile refused the patterns model.CheckRouting refuses
 			// for the address's protocol, so every service here can be
 			// served.
-			s = &model.Service{Address: address, Port: port, Protocol: site.ProtocolFor(address), Routing: site.RoutingFor(address), Network: address}
+			s = &model.Service{Address: address, Port: port, Protocol: site.ProtocolFor(address), Routing: site.RoutingFor(address),
+				Multicast: site.MulticastFor(address), Network: address}
 			if host, sport, err := net.SplitHostPort(address); err == nil {
 				if n, err := strconv.Atoi(sport); err == nil && host != "" {
 					// A name of the form address:port keeps its parts, so

@@ -62,6 +62,35 @@ routing:
 	}
 }
 
+// TestServicesMulticast checks that an address routed multicast carries
+// the mode and deadline its entries name, and one that names none the
+// zero value (the defaults).
+func TestServicesMulticast(t *testing.T) {
+	site := load(t, `name: east
+listeners:
+  - {address: web, host: 127.0.0.1, port: 18080, protocol: http, multicast: events}
+  - {address: feed, host: 127.0.0.1, port: 18081, protocol: http2}
+connectors:
+  - {address: web, host: 127.0.0.1, port: 9090, multicastTimeout: 2s}
+routing:
+  web: multicast
+  feed: multicast
+`)
+	got, err := Services(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []model.Service{
+		{Address: "web", Port: 18080, Network: "web", Protocol: model.HTTP, Routing: model.Multicast,
+			Multicast: model.MulticastSpec{Mode: model.Events, Timeout: 2 * time.Second}, Gateway: "127.0.0.1:18080", VIPs: []string{"127.0.0.1"},
+			Endpoints: []model.Endpoint{{IP: "127.0.0.1", Port: 9090, Ready: true, Name: "127.0.0.1:9090"}}},
+		{Address: "feed", Port: 18081, Network: "feed", Protocol: model.HTTP2, Routing: model.Multicast, Gateway: "127.0.0.1:18081", VIPs: []string{"127.0.0.1"}},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("Services (-got +want):\n%s", diff)
+	}
+}
+
 func TestServicesTwoListeners(t *testing.T) {
 	site := load(t, `name: east
 listeners:

@@ -24,8 +24,9 @@ import (
 type AnnotationError struct {
 	Annotation, Value string
 	// Err says why: for skiff.io/routing and skiff.io/protocol, the error
-	// of sidecar/shared/model's ParsePattern, ParseProtocol or CheckRouting, in the
-	// words every source uses.
+	// of sidecar/shared/model's ParsePattern, ParseProtocol or CheckRouting,
+	// for skiff.io/multicast and skiff.io/multicast-timeout that of
+	// ParseMulticast, in the words every source uses.
 	Err error
 }
 
@@ -47,7 +48,10 @@ func Exposed(svc *corev1.Service) bool {
 // sidecar/shared/model alone: ParseProtocol and ParsePattern read the annotations
 // (empty is the same as absent), AppProtocol a port's appProtocol, and
 // CheckRouting refuses, for the whole Service, a pattern the data plane
-// cannot serve on any of its ports.
+// cannot serve on any of its ports. ParseMulticast reads the multicast
+// mode and deadline; bad values are refused whatever the routing, and
+// the services of a multicast Service carry them (those of another
+// pattern carry none).
 func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
 	address := svc.Name
 	if a, ok := svc.Annotations[contract.AddressAnnotation]; ok {
@@ -60,6 +64,13 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 	routing, err := model.ParsePattern(routingValue)
 	if err != nil {
 		return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
+	}
+	multicast, err := exposedMulticast(svc.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	if routing != model.Multicast {
+		multicast = model.MulticastSpec{}
 	}
 	var protoOverride model.Protocol
 	if p := svc.Annotations[contract.ProtocolAnnotation]; p != "" {
@@ -87,7 +98,7 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 		if err := model.CheckRouting(proto, routing); err != nil {
 			return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
 		}
-		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: routing, VIPs: slices.Clone(vips)}
+		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: routing, Multicast: multicast, VIPs: slices.Clone(vips)}
 		s.Network = s.Key()
 		s.Endpoints = endpointsFor(sp, eps)
 		out = append(out, s)
@@ -96,6 +107,21 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
 	}
 	return out, nil
+}
+
+// exposedMulticast reads skiff.io/multicast and skiff.io/multicast-timeout
+// with model.ParseMulticast (empty is the same as absent); a bad one is an
+// *AnnotationError naming it.
+func exposedMulticast(ann map[string]string) (model.MulticastSpec, error) {
+	mode, timeout := ann[contract.MulticastAnnotation], ann[contract.MulticastTimeoutAnnotation]
+	if _, err := model.ParseMulticast(mode, ""); err != nil {
+		return model.MulticastSpec{}, &AnnotationError{contract.MulticastAnnotation, mode, err}
+	}
+	m, err := model.ParseMulticast(mode, timeout)
+	if err != nil {
+		return model.MulticastSpec{}, &AnnotationError{contract.MulticastTimeoutAnnotation, timeout, err}
+	}
+	return m, nil
 }
 
 // endpointsFor returns the endpoints of the EndpointSlices for one Service

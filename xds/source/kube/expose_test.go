@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
@@ -41,6 +42,7 @@ func ep(ip string, ready bool, pod string) discoveryv1.Endpoint {
 
 func TestExposedServices(t *testing.T) {
 	httpPort := corev1.ServicePort{Name: "http", Port: 8080, AppProtocol: ptr.To("http")}
+	tcpPort := corev1.ServicePort{Name: "http", Port: 8080}
 	grpcPort := corev1.ServicePort{Name: "grpc", Port: 9090, AppProtocol: ptr.To("grpc")}
 	slices := []discoveryv1.EndpointSlice{
 		slice(map[string]int32{"http": 80, "grpc": 90}, ep("10.1.0.2", true, "b-1"), ep("10.1.0.1", false, "b-2")),
@@ -68,7 +70,7 @@ func TestExposedServices(t *testing.T) {
 			want: []model.Service{{Address: "api", Port: 8080, Protocol: model.TCP, Routing: model.Closest, VIPs: []string{"10.0.0.5"}, Network: "api:8080",
 				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
 		},
-		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest": unknown routing "fastest"; use balanced or closest`},
+		{name: "bad routing", svc: svc(map[string]string{"skiff.io/routing": "fastest"}, httpPort), wantErr: `annotation skiff.io/routing: "fastest": unknown routing "fastest"; use balanced, closest or multicast`},
 		{name: "bad protocol", svc: svc(map[string]string{"skiff.io/protocol": "udp"}, httpPort), wantErr: `annotation skiff.io/protocol: "udp": unknown protocol "udp"; use tcp, http, http2 or grpc`},
 		{name: "appProtocol names are not protocol names", svc: svc(map[string]string{"skiff.io/protocol": "h2c"}, httpPort), wantErr: `annotation skiff.io/protocol: "h2c": unknown protocol`},
 		{name: "bad address", svc: svc(map[string]string{"skiff.io/address": "Api_1"}, httpPort), wantErr: `annotation skiff.io/address: "Api_1"`},
@@ -78,9 +80,41 @@ func TestExposedServices(t *testing.T) {
 			want: []model.Service{{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Balanced, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
 				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
 		},
-		{name: "multicast, appProtocol http", svc: svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests`},
-		{name: "multicast, protocol http", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "http"}, httpPort), wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests`},
-		{name: "multicast, protocol http2", svc: svc(map[string]string{"skiff.io/routing": "Multicast", "skiff.io/protocol": "http2"}, grpcPort), wantErr: `annotation skiff.io/routing: "Multicast": multicast copies HTTP requests`},
+		{
+			name: "multicast, appProtocol http: the defaults",
+			svc:  svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort),
+			want: []model.Service{{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Multicast,
+				Multicast: model.MulticastSpec{Mode: model.Aggregate, Timeout: 5 * time.Second}, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
+				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
+		},
+		{
+			name: "multicast, protocol http, events, timeout 2s",
+			svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "http",
+				"skiff.io/multicast": "Events", "skiff.io/multicast-timeout": "2s"}, tcpPort),
+			want: []model.Service{{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Multicast,
+				Multicast: model.MulticastSpec{Mode: model.Events, Timeout: 2 * time.Second}, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
+				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
+		},
+		{
+			name: "multicast annotations of another pattern are checked, not carried",
+			svc:  svc(map[string]string{"skiff.io/routing": "closest", "skiff.io/multicast": "events", "skiff.io/multicast-timeout": "2s"}, httpPort),
+			want: []model.Service{{Address: "backend", Port: 8080, Protocol: model.HTTP, Routing: model.Closest, VIPs: []string{"10.0.0.5"}, Network: "backend:8080",
+				Endpoints: []model.Endpoint{{IP: "10.1.0.1", Port: 80, Name: "b-2"}, {IP: "10.1.0.2", Port: 80, Ready: true, Name: "b-1"}, {IP: "10.1.0.3", Port: 80, Ready: true, Name: "b-3"}}}},
+		},
+		{name: "multicast, tcp port", svc: svc(map[string]string{"skiff.io/routing": "multicast"}, tcpPort),
+			wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests, not tcp connections; set the protocol to http or http2, or use balanced or closest`},
+		{name: "multicast, protocol tcp over appProtocol http", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "tcp"}, httpPort),
+			wantErr: `annotation skiff.io/routing: "multicast": multicast copies HTTP requests, not tcp connections`},
+		{name: "multicast, one port grpc", svc: svc(map[string]string{"skiff.io/routing": "Multicast"}, httpPort, grpcPort),
+			wantErr: `annotation skiff.io/routing: "Multicast": ` + model.CheckRouting(model.GRPC, model.Multicast).Error()},
+		{name: "bad multicast mode", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/multicast": "broadcast"}, httpPort),
+			wantErr: `annotation skiff.io/multicast: "broadcast": bad multicast mode "broadcast"; use aggregate or events`},
+		{name: "bad multicast timeout", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/multicast-timeout": "10m"}, httpPort),
+			wantErr: `annotation skiff.io/multicast-timeout: "10m": bad multicast timeout "10m"; use a duration from 1ms to 5m, like 5s`},
+		{name: "multicast timeout without a unit", svc: svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/multicast-timeout": "5"}, httpPort),
+			wantErr: `annotation skiff.io/multicast-timeout: "5": bad multicast timeout`},
+		{name: "bad multicast mode of another pattern", svc: svc(map[string]string{"skiff.io/multicast": "all"}, httpPort),
+			wantErr: `annotation skiff.io/multicast: "all": bad multicast mode`},
 		{name: "udp only", svc: svc(nil, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}), wantErr: "only TCP ports"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,28 +140,40 @@ func TestExposedServices(t *testing.T) {
 }
 
 // TestRefusedLikeTheSiteFile checks that the Kubernetes source refuses a
-// routing pattern the data plane cannot serve with the words the site file
-// uses for it: model.CheckRouting's.
+// routing pattern the data plane cannot serve, and a bad multicast mode or
+// deadline, with the words the site file uses for it: model.CheckRouting's
+// and model.ParseMulticast's.
 func TestRefusedLikeTheSiteFile(t *testing.T) {
 	tcpPort := corev1.ServicePort{Name: "tcp", Port: 8080}
 	httpPort := corev1.ServicePort{Name: "http", Port: 8080, AppProtocol: ptr.To("http")}
+	grpcPort := corev1.ServicePort{Name: "grpc", Port: 8080, AppProtocol: ptr.To("grpc")}
 	for _, tc := range []struct {
-		name    string
-		svc     *corev1.Service
-		routing string // the site file's routing for the same address (TCP)
+		name       string
+		svc        *corev1.Service
+		annotation string
+		site       string // the site file's entries for the same address
+		is         error
 	}{
-		{"multicast", svc(map[string]string{"skiff.io/routing": "multicast"}, tcpPort), "multicast"},
-		{"multicast, protocol http", svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "http"}, tcpPort), "multicast"},
-		{"multicast, appProtocol http", svc(map[string]string{"skiff.io/routing": "multicast"}, httpPort), "multicast"},
-		{"unknown pattern", svc(map[string]string{"skiff.io/routing": "fastest"}, tcpPort), "fastest"},
+		{"multicast", svc(map[string]string{"skiff.io/routing": "multicast"}, tcpPort), "skiff.io/routing",
+			"routing:\n  backend: multicast\n", model.ErrMulticast},
+		{"multicast, protocol tcp", svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/protocol": "tcp"}, httpPort), "skiff.io/routing",
+			"connectors:\n  - {address: backend, host: 10.0.0.1, port: 80, protocol: tcp}\nrouting:\n  backend: multicast\n", model.ErrMulticast},
+		{"multicast, appProtocol grpc", svc(map[string]string{"skiff.io/routing": "multicast"}, grpcPort), "skiff.io/routing",
+			"connectors:\n  - {address: backend, host: 10.0.0.1, port: 80, protocol: grpc}\nrouting:\n  backend: multicast\n", model.ErrMulticast},
+		{"unknown pattern", svc(map[string]string{"skiff.io/routing": "fastest"}, tcpPort), "skiff.io/routing",
+			"routing:\n  backend: fastest\n", model.ErrUnknownPattern},
+		{"bad multicast mode", svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/multicast": "all"}, httpPort), "skiff.io/multicast",
+			"connectors:\n  - {address: backend, host: 10.0.0.1, port: 80, protocol: http, multicast: all}\nrouting:\n  backend: multicast\n", model.ErrMulticastMode},
+		{"bad multicast timeout", svc(map[string]string{"skiff.io/routing": "multicast", "skiff.io/multicast-timeout": "0s"}, httpPort), "skiff.io/multicast-timeout",
+			"connectors:\n  - {address: backend, host: 10.0.0.1, port: 80, protocol: http, multicastTimeout: 0s}\nrouting:\n  backend: multicast\n", model.ErrMulticastMode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ExposedServices(tc.svc, nil)
 			var ae *AnnotationError
-			if !errors.As(err, &ae) || ae.Annotation != "skiff.io/routing" {
-				t.Fatalf("ExposedServices error = %v, want an *AnnotationError on skiff.io/routing", err)
+			if !errors.As(err, &ae) || ae.Annotation != tc.annotation {
+				t.Fatalf("ExposedServices error = %v, want an *AnnotationError on %s", err, tc.annotation)
 			}
-			_, err = sitefile.Parse("east.yaml", []byte("name: east\nrouting:\n  backend: "+tc.routing+"\n"))
+			_, err = sitefile.Parse("east.yaml", []byte("name: east\n"+tc.site))
 			var se *sitefile.Error
 			if !errors.As(err, &se) {
 				t.Fatalf("sitefile.Parse error = %v, want a *sitefile.Error", err)
@@ -135,8 +181,8 @@ func TestRefusedLikeTheSiteFile(t *testing.T) {
 			if ae.Err.Error() != se.Msg {
 				t.Errorf("Kubernetes source: %q\nsite file:         %q", ae.Err, se.Msg)
 			}
-			if !errors.Is(ae, model.ErrMulticast) && !errors.Is(ae, model.ErrUnknownPattern) {
-				t.Errorf("error %v wraps neither model.ErrMulticast nor model.ErrUnknownPattern", ae)
+			if !errors.Is(ae, tc.is) {
+				t.Errorf("error %v does not wrap %v", ae, tc.is)
 			}
 		})
 	}
@@ -165,6 +211,7 @@ func TestReconcileRefusesUnservable(t *testing.T) {
 	}
 
 	backend.Annotations["skiff.io/routing"] = "multicast"
+	backend.Annotations["skiff.io/protocol"] = "tcp"
 	if err := cl.Update(t.Context(), backend); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +220,7 @@ func TestReconcileRefusesUnservable(t *testing.T) {
 	if len(local) != 0 {
 		t.Errorf("refused Service still exposed: %+v", local)
 	}
-	want := `backend Warning InvalidExposure Expose: annotation skiff.io/routing: "multicast": ` + model.CheckRouting(model.HTTP, model.Multicast).Error()
+	want := `backend Warning InvalidExposure Expose: annotation skiff.io/routing: "multicast": ` + model.CheckRouting(model.TCP, model.Multicast).Error()
 	if diff := cmp.Diff([]string(got), []string{want}); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
 	}
