@@ -71,9 +71,10 @@ demo: build ## Run a local three-site network (east, west, north) on loopback; n
 	bash hack/demo.sh
 
 .PHONY: bench
-bench: build ## Benchmarks: data plane vs direct loopback and haproxy, HTTP per request vs haproxy mode http, eBPF, xDS at 10k services x 1k clients, admission latency; see docs/.
+bench: build ## Benchmarks: data plane vs direct loopback and haproxy, HTTP per request vs haproxy mode http, HTTP multicast, eBPF, xDS at 10k services x 1k clients, admission latency; see docs/.
 	bash hack/bench/router.sh
 	bash hack/bench/http.sh
+	bash hack/bench/multicast.sh
 	@if [ "$$(id -u)" = 0 ]; then bash hack/bench/ebpf.sh; else echo "skipping hack/bench/ebpf.sh: needs root"; fi
 	bash hack/bench/xds.sh
 	SKIFF_BENCH=1 KUBEBUILDER_ASSETS=$$(bash hack/envtest-assets.sh) $(GO) test -run '^$$' -bench AdmissionLatency -benchtime 1x ./webhook/app
@@ -81,6 +82,10 @@ bench: build ## Benchmarks: data plane vs direct loopback and haproxy, HTTP per 
 .PHONY: bench-http
 bench-http: build ## HTTP per request (wrk 1 and 64 connections, h2load 16x10 streams): skiff-http vs direct, haproxy mode http and skiff-tcp; req/s, p50/p99, CPU and allocations per request.
 	bash hack/bench/http.sh
+
+.PHONY: bench-multicast
+bench-multicast: build ## HTTP multicast to 6 endpoints in 3 sites (wrk POST, 1 and 16 connections): events and aggregate vs unicast (balanced) through the same gateways; req/s, p50/p99, CPU per request, copy counts.
+	bash hack/bench/multicast.sh
 
 .PHONY: bench-ebpf
 bench-ebpf: ## eBPF redirect vs iptables REDIRECT vs direct: connect+first byte, conn/s, hook cost (root).

@@ -127,13 +127,12 @@ func (e *Engine) multicast(w http.ResponseWriter, req *http.Request, p *plan) {
 		e.answerPlain(w, p, status, "skiff: "+err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), spec.Deadline())
+	// The copies are not called back when the client goes away: some
+	// may have been delivered already, and an event reaches every
+	// endpoint or says which it did not.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), spec.Deadline())
 	defer cancel()
 	answers := e.fanOut(ctx, copyJob{address: p.address, mode: mode, in: req, body: body}, p.targets)
-	if req.Context().Err() != nil {
-		e.m.observe(p, 499) // the client went away: nobody reads the answer
-		return
-	}
 	res := Result{Address: p.address, Mode: mode, Answers: answers}
 	for _, a := range answers {
 		if a.delivered() {
@@ -142,6 +141,10 @@ func (e *Engine) multicast(w http.ResponseWriter, req *http.Request, p *plan) {
 			res.Failed++
 		}
 		e.m.Copies.WithLabelValues(p.address, siteLabel(a.Site), result(a)).Inc()
+	}
+	if req.Context().Err() != nil {
+		e.m.observe(p, 499) // the client went away: nobody reads the answer
+		return
 	}
 	code := http.StatusOK
 	switch {
@@ -191,7 +194,8 @@ func (e *Engine) multicastHere(w http.ResponseWriter, req *http.Request, p *plan
 		return
 	}
 	e.m.SiteCopies.WithLabelValues(p.address).Inc()
-	ctx, cancel := context.WithTimeout(req.Context(), deadline)
+	// As at the origin, the copies run to their end or the deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), deadline)
 	defer cancel()
 	answers := e.fanOut(ctx, copyJob{address: p.address, mode: mode, in: req, body: body}, p.targets)
 	for i := range answers {

@@ -27,6 +27,9 @@ type webServer struct {
 	hits atomic.Int64
 	// stall makes it answer nothing until the request is cancelled.
 	stall atomic.Bool
+	// delay, if set, is a wait before each answer (cut short when the
+	// request is cancelled).
+	delay atomic.Int64
 }
 
 func startWeb(t testing.TB, name string, h2 bool) *webServer {
@@ -44,6 +47,13 @@ func startWeb(t testing.TB, name string, h2 bool) *webServer {
 		if w.stall.Load() {
 			<-req.Context().Done()
 			return
+		}
+		if d := time.Duration(w.delay.Load()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-req.Context().Done():
+				return
+			}
 		}
 		if req.Header.Get("Upgrade") == "echo" {
 			c, brw, err := http.NewResponseController(rw).Hijack()

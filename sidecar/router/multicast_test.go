@@ -232,3 +232,32 @@ func TestHTTPClientCannotMulticast(t *testing.T) {
 		t.Errorf("%d requests reached %d endpoints, %v copies fanned out by other sites; want %d and 0", requests, total, west+north, requests)
 	}
 }
+
+// TestHTTPMulticastClientGone: a client that goes away before the answer
+// does not call its copies back: every endpoint still gets and answers
+// its copy, and the copies are counted delivered.
+func TestHTTPMulticastClientGone(t *testing.T) {
+	n := newMulticastNet(t, model.MulticastSpec{Mode: model.Events})
+	for _, ws := range n.webs {
+		for _, w := range ws {
+			w.delay.Store(int64(300 * time.Millisecond))
+		}
+	}
+	c := &http.Client{Timeout: 50 * time.Millisecond}
+	if resp, err := c.Post(n.url, "text/plain", strings.NewReader("gone")); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the client got %s before its timeout; the endpoints answer after 300ms", resp.Status)
+	}
+	copies := n.east.r.m.HTTP.Copies
+	tu.Eventually(t, 10*time.Second, "every copy delivered", func() error {
+		var delivered, failed float64
+		for _, site := range []string{"east", "west", "north"} {
+			delivered += counterValue(copies.WithLabelValues("web", site, "delivered"))
+			failed += counterValue(copies.WithLabelValues("web", site, "failed"))
+		}
+		if delivered != 6 || failed != 0 {
+			return fmt.Errorf("%v delivered, %v failed; want 6 and 0", delivered, failed)
+		}
+		return nil
+	})
+}
