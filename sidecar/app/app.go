@@ -82,10 +82,11 @@ type ServeOptions struct {
 	// makes renewal run.
 	LinkCertValidity time.Duration
 	// AccessLog (--access-log) makes a sidecar log every HTTP request of
-	// its pod (router.Config.SidecarAccessLog). A gateway's site file
-	// listeners choose for themselves (accessLog); the flag is for
-	// sidecars. The access log goes to stdout; the logger writes to
-	// stderr.
+	// its pod (router.Config.SidecarAccessLog), and a gateway those of
+	// the listeners its controller gives it (Kubernetes; the chart's
+	// gateway.accessLog). A gateway's site file listeners choose for
+	// themselves (accessLog). The access log goes to stdout; the logger
+	// writes to stderr.
 	AccessLog bool
 }
 
@@ -108,7 +109,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Controller, "controller", "", "xDS address (host:port) of the site's skiff-controller; services then come from it instead of the site file")
 	fs.DurationVar(&o.LinkCertValidity, "link-cert-validity", 0, "for tests: how long the link certificates this gateway issues to linked sites last (default a year); they are renewed over the link when two thirds are over")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", router.DefaultDrainTimeout, "on SIGTERM: how long open streams may go on before they are reset; meanwhile /readyz fails and a gateway takes no new connections, while a sidecar goes on serving its pod; keep it below the pod's terminationGracePeriodSeconds. 0 stops at once; a second SIGTERM or SIGINT ends the drain")
-	fs.BoolVar(&o.AccessLog, "access-log", false, "sidecar only: write a JSON line to stdout for every HTTP request of the pod (docs/http.md, \"Access log\"); a gateway logs the requests of the site file's listeners with accessLog: true")
+	fs.BoolVar(&o.AccessLog, "access-log", false, "write a JSON line to stdout for every HTTP request (docs/http.md, \"Access log\"): a sidecar's, of its pod; a gateway's, of the listeners its controller gives it (the site file's listeners log with accessLog: true)")
 	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
 }
 
@@ -195,7 +196,7 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	}
 	var xc *xdsclient.Client
 	if o.Controller != "" {
-		if xc, err = newXDSClient(o.Controller, role, site, cfg.Name, r, reg, log); err != nil {
+		if xc, err = newXDSClient(o.Controller, role, site, cfg.Name, o.AccessLog, r, reg, log); err != nil {
 			return err
 		}
 	}
@@ -261,8 +262,8 @@ func serveConfig(o ServeOptions, site *sitefile.Site, role router.Role, store st
 		if !o.AccessLog {
 			cfg.AccessLog = nil
 		}
-	} else if o.AccessLog {
-		log.Info("--access-log is for sidecars and ignored: a gateway logs the requests of the site file's listeners with accessLog: true")
+	} else if o.AccessLog && o.Controller == "" {
+		log.Info("--access-log logs the requests of the listeners a controller gives a gateway; without --controller it does nothing: the site file's listeners log with accessLog: true")
 	}
 	if o.Controller != "" {
 		if len(site.Listeners)+len(site.Connectors) > 0 {

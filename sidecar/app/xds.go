@@ -19,8 +19,9 @@ import (
 
 // newXDSClient returns a client that follows the controller at addr over
 // mutual TLS (xdsTLS) and applies what it learns to r, with its counters
-// registered on reg.
-func newXDSClient(addr string, role router.Role, site *sitefile.Site, name string, r *router.Router, reg prometheus.Registerer, log logr.Logger) (*xdsclient.Client, error) {
+// registered on reg. With accessLog, a gateway logs the requests of every
+// listener the controller gives it (--access-log).
+func newXDSClient(addr string, role router.Role, site *sitefile.Site, name string, accessLog bool, r *router.Router, reg prometheus.Registerer, log logr.Logger) (*xdsclient.Client, error) {
 	kind := model.KindGateway
 	if role == router.RoleSidecar {
 		kind = model.KindSidecar
@@ -40,6 +41,11 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 			// The rest is served: refusing the update for the services
 			// left out would hold back every other one too.
 			rs, err := RouterServices(role, services)
+			if role == router.RoleGateway && accessLog {
+				for i := range rs.Listeners {
+					rs.Listeners[i].AccessLog = true
+				}
+			}
 			switch {
 			case err == nil:
 				refused = ""

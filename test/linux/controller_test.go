@@ -1,6 +1,7 @@
 package linux_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,10 +64,10 @@ dataDir: ./east-data
 linkAccess:
   bind: 127.0.0.1:%d
 listeners:
-  - {address: echo, host: 127.0.0.1, port: %d}
+  - {address: echo, host: 127.0.0.1, port: %d, protocol: http}
   - {address: hello, host: 127.0.0.1, port: %d}
 connectors:
-  - {address: echo, host: 127.0.0.1, port: %d}
+  - {address: echo, host: 127.0.0.1, port: %d, protocol: http}
 routing:
   echo: %s
 `, linkPort, echoListen, helloListen, eastEcho, routing)
@@ -79,12 +81,17 @@ dataDir: ./west-data
 links:
   - token: west-token.yaml
 connectors:
-  - {address: echo, host: 127.0.0.1, port: %d}
+  - {address: echo, host: 127.0.0.1, port: %d, protocol: http}
   - {address: hello, host: 127.0.0.1, port: %d}
 `, westEcho, lis.Addr().(*net.TCPAddr).Port))
 
-	gw := start(t, bin, "gateway", "--site-file", eastFile, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", gwAdmin), "--health-probe-bind-address", "0")
+	// --access-log: the gateway logs the requests of the listeners the
+	// controller gives it (as the chart's gateway.accessLog does).
+	var accessLog syncBuffer
+	gwCmd := exec.Command(bin, "gateway", "--site-file", eastFile, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", gwAdmin), "--health-probe-bind-address", "0", "--access-log")
+	gwCmd.Stdout = &accessLog
+	gw := testutil.Start(t, gwCmd)
 	ctlArgs := []string{"--site-file", eastFile, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", gwAdmin),
 		"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--xds-plaintext-bind-address", fmt.Sprintf("127.0.0.1:%d", plainXDS),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ctlAdmin), "--health-probe-bind-address", "0"}
@@ -209,6 +216,25 @@ connectors:
 	if got := tally(echoURL, 20); got["east"] != 20 {
 		t.Errorf("after the restart closest answers %v", got)
 	}
+	// The echo listener's HTTP requests, answered in both sites, are in
+	// the gateway's access log on stdout.
+	lines := map[string]int{}
+	for _, l := range strings.Split(accessLog.String(), "\n") {
+		if l == "" {
+			continue
+		}
+		var line struct {
+			Address string `json:"address"`
+			Site    string `json:"site"`
+		}
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		lines[line.Address+"@"+line.Site]++
+	}
+	if lines["echo@east"] == 0 || lines["echo@west"] == 0 {
+		t.Errorf("access log lines by address@site %v; want echo answered by east and by west", lines)
+	}
 	for name, p := range map[string]*proc{"gateway": gw, "sidecar": sidecar} {
 		if strings.Contains(p.Output(), `"level":"error"`) {
 			t.Errorf("%s logged errors:\n%s", name, p.Output())
@@ -268,4 +294,22 @@ func metric(t *testing.T, port int, name string) float64 {
 	}
 	t.Fatalf("metric %s not found", name)
 	return 0
+}
+
+// syncBuffer is a bytes.Buffer a process writes to while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
