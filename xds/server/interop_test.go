@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds" // registers the xds:/// resolver and balancers
 
 	"github.com/skiff-io/skiff/sidecar/shared/model"
@@ -23,7 +25,9 @@ import (
 type backend struct {
 	port  int
 	calls atomic.Int64
-	stop  func()
+	// unavailable makes it fail every call UNAVAILABLE.
+	unavailable atomic.Bool
+	stop        func()
 }
 
 func startBackend(t *testing.T) *backend {
@@ -35,6 +39,9 @@ func startBackend(t *testing.T) *backend {
 	b := &backend{port: lis.Addr().(*net.TCPAddr).Port}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		b.calls.Add(1)
+		if b.unavailable.Load() {
+			return nil, status.Error(codes.Unavailable, "backend unavailable")
+		}
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(gs, health.NewServer()) // "" is SERVING
@@ -180,5 +187,55 @@ func TestGRPCPriorities(t *testing.T) {
 	}
 	if g := gateway.calls.Load() - before; g != 10 {
 		t.Errorf("gateway answered %d of 10 calls after the local endpoint stopped", g)
+	}
+}
+
+// The route of an HTTP address carries a retry policy: grpc-go sends a
+// call that one endpoint failed UNAVAILABLE to another pick, so that no
+// call of 40 fails while one of two endpoints fails every call it gets.
+// The same endpoints behind a tcp address, whose route has no policy,
+// fail some calls.
+func TestGRPCRetryUnavailable(t *testing.T) {
+	ctx := t.Context()
+	ts := startServer(t, Options{})
+	for i, proto := range []model.Protocol{model.GRPC, model.TCP} {
+		good, bad := startBackend(t), startBackend(t)
+		bad.unavailable.Store(true)
+		port := 7100 + i
+		tab := &model.Table{Site: "east", Services: []model.Service{{
+			Address: "retry", Port: port, Protocol: proto, Routing: model.Balanced,
+			Endpoints: []model.Endpoint{{IP: "127.0.0.1", Port: good.port, Ready: true}, {IP: "127.0.0.1", Port: bad.port, Ready: true}},
+		}}}
+		ts.Update(tab)
+		ts.waitVersion(t, tab.Hash())
+		c := xdsClient(t, ts.addr, fmt.Sprintf("retry:%d", port), nil)
+		// Until both subchannels are ready, round robin picks the one
+		// that is: warm up until each endpoint got a call.
+		for i := 0; good.calls.Load() == 0 || bad.calls.Load() == 0; i++ {
+			if i == 100 {
+				t.Fatalf("%s: 100 calls did not reach both endpoints", proto)
+			}
+			_ = check(ctx, c)
+		}
+		bad.calls.Store(0)
+		failed := 0
+		for range 40 {
+			if err := check(ctx, c); err != nil {
+				if status.Code(err) != codes.Unavailable {
+					t.Fatalf("%s: %v", proto, err)
+				}
+				failed++
+			}
+		}
+		t.Logf("%s: %d of 40 calls failed; the failing endpoint got %d", proto, failed, bad.calls.Load())
+		if bad.calls.Load() == 0 {
+			t.Fatalf("%s: the failing endpoint got no call; the test proves nothing", proto)
+		}
+		if proto == model.GRPC && failed > 0 {
+			t.Errorf("grpc address: %d of 40 calls failed; the retry policy should have sent them to the other endpoint", failed)
+		}
+		if proto == model.TCP && failed == 0 {
+			t.Errorf("tcp address: no call failed, so the test cannot tell the retry policy's effect")
+		}
 	}
 }

@@ -222,7 +222,7 @@ func Service(site string, s *model.Service) (Resources, error) {
 	}
 	return Resources{
 		Listener:  listener(name, md),
-		Route:     route(name, s.Address),
+		Route:     route(name, s),
 		Cluster:   cluster(name, md),
 		Endpoints: cla,
 	}, nil
@@ -272,18 +272,32 @@ func listener(name string, md *structpb.Struct) *listenerv3.Listener {
 	}
 }
 
-func route(name, address string) *routev3.RouteConfiguration {
-	return &routev3.RouteConfiguration{
-		Name: name,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
-			Domains: []string{name, address},
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}},
-			}},
+// RetryAttempts is how many times a proxyless client sends an RPC of an
+// HTTP address again when it failed UNAVAILABLE: as a router does with a
+// request that reached no endpoint (package sidecar/l7 tries three
+// candidates).
+const RetryAttempts = 2
+
+// route is a service's RouteConfiguration: every request to its cluster.
+// Proxyless gRPC clients pick an endpoint of the cluster per RPC (round
+// robin in a locality, localities by weight and priority); for an HTTP
+// address (protocol http, http2 or grpc, routed per request) the virtual
+// host also carries a retry policy, so that an RPC the gateway or an
+// endpoint answered UNAVAILABLE (a gateway answers so for a request no
+// endpoint took) is sent to another pick, RetryAttempts times at most.
+func route(name string, s *model.Service) *routev3.RouteConfiguration {
+	vh := &routev3.VirtualHost{
+		Name:    name,
+		Domains: []string{name, s.Address},
+		Routes: []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: ""}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}},
 		}},
 	}
+	if s.Protocol.IsHTTP() {
+		vh.RetryPolicy = &routev3.RetryPolicy{RetryOn: "unavailable", NumRetries: wrapperspb.UInt32(RetryAttempts)}
+	}
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
 }
 
 func cluster(name string, md *structpb.Struct) *clusterv3.Cluster {
