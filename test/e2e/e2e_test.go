@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-io/skiff/sidecar/l7"
 	"github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -328,15 +329,47 @@ spec:
 	if !strings.Contains(httpMetrics, `skiff_http_requests_total{address="backend:8080",class="2xx",site="west"}`) {
 		t.Errorf("east's client sidecar counted no HTTP request answered by west")
 	}
+	sum.add("5c http: one keep-alive connection over both sites", "ok", fmt.Sprintf("%v", keepAlive))
+
+	// 5d. Multicast: both sites' Services routed multicast (aggregate):
+	// one GET from the injected client is copied to the backend of each
+	// site (west's copy crosses the link once and is fanned out there),
+	// and the answer lists both.
+	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=multicast", "--overwrite")
+	must(t, "kubectl", "-n", "west", "annotate", "svc", "backend", "skiff.io/routing=multicast", "--overwrite")
+	var mc l7.Result
+	testutil.Eventually(t, 60*time.Second, "a multicast GET reaches the backend of both sites", func() error {
+		out, err := run(t, "kubectl", "-n", "east", "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://backend:8080/", "--count", "1", "--timeout", "10s")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		doc, ok := strings.CutSuffix(strings.TrimSpace(out), "=1")
+		if !ok {
+			return fmt.Errorf("answer %q", out)
+		}
+		mc = l7.Result{}
+		if err := json.Unmarshal([]byte(doc), &mc); err != nil {
+			return fmt.Errorf("answer %q: %v", doc, err)
+		}
+		bodies := map[string]string{}
+		for _, a := range mc.Answers {
+			bodies[a.Site] = strings.TrimSpace(a.Body)
+		}
+		if mc.Delivered != 2 || mc.Failed != 0 || bodies["east"] != "east" || bodies["west"] != "west" {
+			return fmt.Errorf("answer %s", doc)
+		}
+		return nil
+	})
+	sum.add("5d multicast: one GET copied to both sites", "ok", fmt.Sprintf("delivered %d, failed %d", mc.Delivered, mc.Failed))
+
 	must(t, "kubectl", "-n", "east", "annotate", "svc", "backend-east", "skiff.io/routing=closest", "skiff.io/protocol-", "--overwrite")
-	must(t, "kubectl", "-n", "west", "annotate", "svc", "backend", "skiff.io/protocol-")
+	must(t, "kubectl", "-n", "west", "annotate", "svc", "backend", "skiff.io/protocol-", "skiff.io/routing-")
 	testutil.Eventually(t, 30*time.Second, "back to closest per connection", func() error {
 		if got = get(t, "east", "deploy/client", "app", 20); got["east"] != 20 {
 			return fmt.Errorf("answers %v", got)
 		}
 		return nil
 	})
-	sum.add("5c http: one keep-alive connection over both sites", "ok", fmt.Sprintf("%v", keepAlive))
 
 	// 6. Faults with traffic running; the loss is measured. East's backend
 	// goes away so that traffic crosses to west.
