@@ -119,10 +119,12 @@ type Engine struct {
 	proxy  *httputil.ReverseProxy
 	local1 *http.Transport // HTTP/1.1 to local endpoints
 	local2 *http.Transport // cleartext HTTP/2 to local endpoints
+	h1     *h1Pool         // HTTP/1.1 requests without a body to local endpoints
 	alog   *accessLog      // nil: no access log
 
-	mu    sync.Mutex
-	sites map[siteKey]*http.Transport // over link streams
+	mu      sync.Mutex
+	sites   map[siteKey]*http.Transport // over link streams
+	h1Sites map[siteKey]*h1Pool         // HTTP/1.1 requests without a body, over link streams
 }
 
 type siteKey struct {
@@ -153,7 +155,7 @@ func New(o Options) *Engine {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}}
+	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}, h1Sites: map[siteKey]*h1Pool{}}
 	if o.AccessLog != nil {
 		e.alog = newAccessLog(o.AccessLog, o.Metrics.AccessLogErrors)
 	}
@@ -163,6 +165,9 @@ func New(o Options) *Engine {
 	e.local2 = e.newTransport(true, func(ctx context.Context, addr string) (net.Conn, error) {
 		return e.up.DialEndpoint(ctx, addr)
 	})
+	e.h1 = newH1Pool(undeliveredDial(func(ctx context.Context, addr string) (net.Conn, error) {
+		return e.up.DialEndpoint(ctx, addr)
+	}))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -197,14 +202,11 @@ func (e *Engine) newTransport(h2 bool, dial func(ctx context.Context, addr strin
 	} else {
 		p.SetHTTP1(true)
 	}
+	undelivered := undeliveredDial(dial)
 	return &http.Transport{
 		Proxy: nil, // never the environment's proxy
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			c, err := dial(ctx, addr)
-			if err != nil {
-				return nil, &undeliveredError{reason: "dial", err: err}
-			}
-			return c, nil
+			return undelivered(ctx, addr)
 		},
 		Protocols:             &p,
 		MaxIdleConnsPerHost:   256,
@@ -233,6 +235,34 @@ func (e *Engine) siteTransport(address, site string, h2 bool) *http.Transport {
 		e.sites[k] = t
 	}
 	return t
+}
+
+// siteH1 returns the pool of address's HTTP/1.1 requests without a body
+// to site (siteTransport's, for those).
+func (e *Engine) siteH1(address, site string) *h1Pool {
+	k := siteKey{address, site, false}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.h1Sites[k]
+	if p == nil {
+		p = newH1Pool(undeliveredDial(func(ctx context.Context, _ string) (net.Conn, error) {
+			return e.up.DialSite(ctx, address, site, false)
+		}))
+		e.h1Sites[k] = p
+	}
+	return p
+}
+
+// undeliveredDial marks dial's failures undelivered: the request may go
+// elsewhere.
+func undeliveredDial(dial func(ctx context.Context, addr string) (net.Conn, error)) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := dial(ctx, addr)
+		if err != nil {
+			return nil, &undeliveredError{reason: "dial", err: err}
+		}
+		return c, nil
+	}
 }
 
 // ServeConn serves HTTP on a client connection to address, until the
@@ -294,11 +324,16 @@ func (e *Engine) StopKeepAlives() {
 func (e *Engine) closeTransports() {
 	e.local1.CloseIdleConnections()
 	e.local2.CloseIdleConnections()
+	e.h1.CloseIdleConnections()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k, t := range e.sites {
 		t.CloseIdleConnections()
 		delete(e.sites, k)
+	}
+	for k, p := range e.h1Sites {
+		p.CloseIdleConnections()
+		delete(e.h1Sites, k)
 	}
 }
 
@@ -307,10 +342,14 @@ func (e *Engine) closeTransports() {
 func (e *Engine) CloseIdle() {
 	e.local1.CloseIdleConnections()
 	e.local2.CloseIdleConnections()
+	e.h1.CloseIdleConnections()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, t := range e.sites {
 		t.CloseIdleConnections()
+	}
+	for _, p := range e.h1Sites {
+		p.CloseIdleConnections()
 	}
 }
 

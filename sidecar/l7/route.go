@@ -141,14 +141,21 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 	u := *out.URL
 	req.URL = &u
 	u.Scheme = "http"
-	tr := e.local1
+	h2 := t.Protocol == model.HTTP2 || t.Protocol == model.GRPC
+	var tr http.RoundTripper = e.local1
 	switch {
+	case t.Site != "" && !h2 && body == nil:
+		u.Host = t.Site
+		tr = e.siteH1(p.address, t.Site)
 	case t.Site != "":
 		u.Host = t.Site
-		tr = e.siteTransport(p.address, t.Site, t.Protocol == model.HTTP2 || t.Protocol == model.GRPC)
-	case t.Protocol == model.HTTP2 || t.Protocol == model.GRPC:
+		tr = e.siteTransport(p.address, t.Site, h2)
+	case h2:
 		u.Host = t.Endpoint
 		tr = e.local2
+	case body == nil:
+		u.Host = t.Endpoint
+		tr = e.h1
 	default:
 		u.Host = t.Endpoint
 	}
