@@ -11,6 +11,8 @@ type connInfo struct {
 	address  string
 	fromSite bool // a link stream of another site's requests (ServeSite)
 	logged   bool // its requests go to the access log
+	// framing is the guard of its HTTP/1 request framing (framing.go).
+	framing *framing
 }
 
 type connInfoKey struct{}
@@ -19,7 +21,9 @@ type connInfoKey struct{}
 // every request's context.
 func withConnInfo(ctx context.Context, c net.Conn) context.Context {
 	if tc, ok := c.(*trackedConn); ok {
-		return context.WithValue(ctx, connInfoKey{}, tc.info)
+		info := tc.info
+		info.framing = &tc.framing
+		return context.WithValue(ctx, connInfoKey{}, info)
 	}
 	return ctx
 }
@@ -30,12 +34,20 @@ func infoOf(ctx context.Context) (connInfo, bool) {
 }
 
 // trackedConn is a connection handed to the engine; done is closed when
-// it closes, which ends ServeConn.
+// it closes, which ends ServeConn. What it reads passes its framing guard.
 type trackedConn struct {
 	net.Conn
-	info connInfo
-	once sync.Once
-	done chan struct{}
+	info    connInfo
+	once    sync.Once
+	done    chan struct{}
+	framing framing
+}
+
+// Read reads from the connection; the framing guard follows the bytes.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.framing.scan(p[:n])
+	return n, err
 }
 
 func (c *trackedConn) Close() error {

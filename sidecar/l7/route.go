@@ -55,6 +55,10 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		w = rec
 		defer e.logRequest(p, rec, req) // a panic (ErrAbortHandler) too
 	}
+	if msg := ci.framing.refusal(); msg != "" {
+		e.refuseAmbiguous(w, req, p, msg) // its framing is ambiguous (framing.go)
+		return
+	}
 	var err error
 	multicastHere := false
 	if ci.fromSite {
