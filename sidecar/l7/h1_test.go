@@ -18,6 +18,7 @@ type h1Server struct {
 	addr  string
 	srv   *http.Server
 	conns atomic.Int64
+	idle  chan net.Conn // the server's end of each connection that went idle
 }
 
 func startH1Server(t *testing.T, h http.HandlerFunc) *h1Server {
@@ -26,10 +27,16 @@ func startH1Server(t *testing.T, h http.HandlerFunc) *h1Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &h1Server{addr: ln.Addr().String()}
-	s.srv = &http.Server{Handler: h, ConnState: func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
+	s := &h1Server{addr: ln.Addr().String(), idle: make(chan net.Conn, 100)}
+	s.srv = &http.Server{Handler: h, ConnState: func(c net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
 			s.conns.Add(1)
+		case http.StateIdle:
+			select {
+			case s.idle <- c:
+			default:
+			}
 		}
 	}}
 	go func() { _ = s.srv.Serve(ln) }()
@@ -119,11 +126,15 @@ func TestH1PoolStaleConnection(t *testing.T) {
 		if _, _, err := h1Get(t, p, t.Context(), http.MethodGet, "http://"+s.addr+"/"); err != nil {
 			t.Fatal(err)
 		}
-		// The server drops its idle connections (as on its keep-alive
-		// timeout); the pool still holds its end.
-		s.srv.SetKeepAlivesEnabled(false)
-		s.srv.SetKeepAlivesEnabled(true)
-		time.Sleep(50 * time.Millisecond)
+		// The server drops the connection once idle (as on its
+		// keep-alive timeout); the pool still holds its end.
+		select {
+		case c := <-s.idle:
+			c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server's connection did not go idle")
+		}
+		time.Sleep(50 * time.Millisecond) // the FIN reaches the pool's end
 		_, body, err := h1Get(t, p, t.Context(), tc.method, "http://"+s.addr+"/")
 		if tc.wantErr != (err != nil) || (err == nil && body != "ok") {
 			t.Errorf("%s after the server closed the idle connection: %q, %v; want an error %v", tc.method, body, err, tc.wantErr)
