@@ -44,22 +44,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
-T=${BENCH_TIME:-5}
-[[ $T =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_TIME must be a whole number of seconds, got $T" >&2; exit 2; }
-
-missing=()
-for t in haproxy wrk h2load openssl curl ss timeout; do
-	command -v "$t" >/dev/null || missing+=("$t")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "missing tools: ${missing[*]}; install them with hack/install-deps.sh (as root)" >&2
-	exit 1
-fi
-for b in skiff-router skiff-echo; do
-	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make bench-http does)" >&2; exit 1; }
-done
-
 BENCH_NAME=skiff-bench-http
+# shellcheck disable=SC2034 # read by lib.sh
+BENCH_TOOLS=(haproxy wrk h2load openssl curl ss timeout)
+# shellcheck disable=SC2034
+BENCH_BINS=(skiff-router skiff-echo)
+# shellcheck disable=SC2034
+BENCH_MAKE=bench-http
 # shellcheck source=hack/bench/lib.sh
 source "$PWD/hack/bench/lib.sh"
 

@@ -1,10 +1,27 @@
 # shellcheck shell=bash
-# Shared by hack/bench/router.sh and hack/bench/http.sh (sourced, not run):
-# the guest halt-polling switch, the work directory and its cleanup, logging,
-# ports, waits, CPU accounting, and the openssl certificates of the haproxy
-# pair. The sourcing script sets BIN (the built binaries) and BENCH_NAME (the
-# work directory's prefix) first; PIDS collects the background processes that
-# cleanup kills.
+# Shared by hack/bench/router.sh, http.sh and multicast.sh (sourced, not
+# run): the checks of what a run needs, the guest halt-polling switch, the
+# work directory and its cleanup, logging, ports, waits, CPU accounting, and
+# the openssl certificates of the haproxy pair. The sourcing script sets
+# first BIN (the built binaries), BENCH_NAME (the work directory's prefix),
+# BENCH_TOOLS (the commands it runs), BENCH_BINS (the binaries of BIN it
+# runs) and BENCH_MAKE (the make target that builds and runs it); PIDS
+# collects the background processes that cleanup kills. T is BENCH_TIME,
+# the seconds per run (default 5).
+
+T=${BENCH_TIME:-5}
+[[ $T =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_TIME must be a whole number of seconds, got $T" >&2; exit 2; }
+missing=()
+for t in "${BENCH_TOOLS[@]}"; do
+	command -v "$t" >/dev/null || missing+=("$t")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "missing tools: ${missing[*]}; install them with hack/install-deps.sh (as root)" >&2
+	exit 1
+fi
+for b in "${BENCH_BINS[@]}"; do
+	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make $BENCH_MAKE does)" >&2; exit 1; }
+done
 
 HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 HALT_POLL_OLD=

@@ -38,26 +38,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=$PWD/bin
-T=${BENCH_TIME:-5}
 HOLD_CONNS=${BENCH_CONNS:-1000}
 SETTLE=${BENCH_SETTLE:-0}
-[[ $T =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_TIME must be a whole number of seconds, got $T" >&2; exit 2; }
 [[ $HOLD_CONNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_CONNS must be a positive integer, got $HOLD_CONNS" >&2; exit 2; }
 [[ $SETTLE =~ ^[0-9]+$ ]] || { echo "BENCH_SETTLE must be a whole number of seconds, got $SETTLE" >&2; exit 2; }
 
-missing=()
-for t in iperf3 haproxy wrk redis-server redis-benchmark redis-cli openssl curl ss timeout; do
-	command -v "$t" >/dev/null || missing+=("$t")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "missing tools: ${missing[*]}; install them with hack/install-deps.sh (as root)" >&2
-	exit 1
-fi
-for b in skiff-router skiff-echo skiff-loadgen; do
-	[ -x "$BIN/$b" ] || { echo "missing $BIN/$b; run make build (make bench does)" >&2; exit 1; }
-done
-
 BENCH_NAME=skiff-bench
+# shellcheck disable=SC2034 # read by lib.sh
+BENCH_TOOLS=(iperf3 haproxy wrk redis-server redis-benchmark redis-cli openssl curl ss timeout)
+# shellcheck disable=SC2034
+BENCH_BINS=(skiff-router skiff-echo skiff-loadgen)
+# shellcheck disable=SC2034
+BENCH_MAKE=bench
 # shellcheck source=hack/bench/lib.sh
 source "$PWD/hack/bench/lib.sh"
 

@@ -304,15 +304,7 @@ func (db *DB) SetLocalRouting(routing map[string]string) (Record, bool) {
 			next[addr] = p
 		}
 	}
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if maps.Equal(db.local.Routing, cloneMap(next)) {
-		return db.local.clone(), false
-	}
-	db.local.Routing = cloneMap(next)
-	db.bumpLocked()
-	db.invalidate()
-	return db.local.clone(), true
+	return db.setDeclared(&db.local.Routing, next)
 }
 
 // SetLocalProtocols replaces the protocols the local record declares
@@ -329,15 +321,7 @@ func (db *DB) SetLocalProtocols(protocols map[string]string) (Record, bool) {
 			next[addr] = string(parsed)
 		}
 	}
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if maps.Equal(db.local.Protocols, cloneMap(next)) {
-		return db.local.clone(), false
-	}
-	db.local.Protocols = cloneMap(next)
-	db.bumpLocked()
-	db.invalidate()
-	return db.local.clone(), true
+	return db.setDeclared(&db.local.Protocols, next)
 }
 
 // SetLocalMulticast replaces the multicast modes the local record
@@ -356,12 +340,19 @@ func (db *DB) SetLocalMulticast(multicast map[string]string) (Record, bool) {
 			next[addr] = parsed.Text()
 		}
 	}
+	return db.setDeclared(&db.local.Multicast, next)
+}
+
+// setDeclared replaces one of the local record's declarations (*field,
+// under db.mu) with next, bumping Seq only on a change; it returns the
+// record and whether it changed.
+func (db *DB) setDeclared(field *map[string]string, next map[string]string) (Record, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if maps.Equal(db.local.Multicast, cloneMap(next)) {
+	if maps.Equal(*field, next) {
 		return db.local.clone(), false
 	}
-	db.local.Multicast = cloneMap(next)
+	*field = cloneMap(next)
 	db.bumpLocked()
 	db.invalidate()
 	return db.local.clone(), true
