@@ -150,7 +150,7 @@ func (p *h1Pool) put(c *h1Conn) {
 	c.idleSince = time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle[c.addr]) >= p.maxIdle || p.idle == nil {
+	if len(p.idle[c.addr]) >= p.maxIdle {
 		c.conn.Close()
 		return
 	}

@@ -68,14 +68,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // observe counts a request of plan p answered with code.
 func (m *Metrics) observe(p *plan, code int) {
-	site := p.site
-	if site == "" {
-		site = "none"
-	}
+	site := siteLabel(p.site)
 	class := "499"
 	if code != 499 {
 		class = strconv.Itoa(code/100) + "xx"
 	}
 	m.Requests.WithLabelValues(p.address, site, class).Inc()
 	m.Duration.WithLabelValues(p.address, site).Observe(time.Since(p.start).Seconds())
+}
+
+// siteLabel is a metric's site label: "none" for what skiff answered
+// itself.
+func siteLabel(site string) string {
+	if site == "" {
+		return "none"
+	}
+	return site
 }

@@ -161,13 +161,6 @@ func (e *Engine) multicast(w http.ResponseWriter, req *http.Request, p *plan) {
 	e.writeJSON(w, p, code, res)
 }
 
-func siteLabel(site string) string {
-	if site == "" {
-		return "none"
-	}
-	return site
-}
-
 func result(a Answer) string {
 	if a.delivered() {
 		return "delivered"
@@ -269,13 +262,10 @@ func newCopy(ctx context.Context, job copyJob, host string) *http.Request {
 // copyToEndpoint sends a copy to a local endpoint.
 func (e *Engine) copyToEndpoint(ctx context.Context, job copyJob, t Target) Answer {
 	a := Answer{Site: e.o.Self, Endpoint: t.Endpoint}
-	tr := e.local1
-	if t.Protocol == model.HTTP2 || t.Protocol == model.GRPC {
-		tr = e.local2
-	}
+	tr, host := e.roundTripper(job.address, t, len(job.body) > 0)
 	done := e.up.Track(t.Key)
 	defer done()
-	resp, err := tr.RoundTrip(newCopy(ctx, job, t.Endpoint))
+	resp, err := tr.RoundTrip(newCopy(ctx, job, host))
 	if err != nil {
 		a.Error = copyError(ctx, err)
 		return a
@@ -319,7 +309,8 @@ func (e *Engine) copyToSite(ctx context.Context, job copyJob, t Target) []Answer
 	fail := func(format string, args ...any) []Answer {
 		return []Answer{{Site: t.Site, Error: fmt.Sprintf(format, args...)}}
 	}
-	out := newCopy(ctx, job, t.Site)
+	tr, host := e.roundTripper(job.address, t, len(job.body) > 0)
+	out := newCopy(ctx, job, host)
 	out.Header.Set(multicastHeader, string(job.mode))
 	if dl, ok := ctx.Deadline(); ok {
 		ms := max(int64(float64(time.Until(dl))*siteMargin/float64(time.Millisecond)), 1)
@@ -327,7 +318,7 @@ func (e *Engine) copyToSite(ctx context.Context, job copyJob, t Target) []Answer
 	}
 	done := e.up.Track(t.Key)
 	defer done()
-	resp, err := e.siteTransport(job.address, t.Site, t.Protocol == model.HTTP2 || t.Protocol == model.GRPC).RoundTrip(out)
+	resp, err := tr.RoundTrip(out)
 	if err != nil {
 		return fail("site %s: %s", t.Site, copyError(ctx, err))
 	}

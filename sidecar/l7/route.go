@@ -145,24 +145,8 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 	u := *out.URL
 	req.URL = &u
 	u.Scheme = "http"
-	h2 := t.Protocol == model.HTTP2 || t.Protocol == model.GRPC
-	var tr http.RoundTripper = e.local1
-	switch {
-	case t.Site != "" && !h2 && body == nil:
-		u.Host = t.Site
-		tr = e.siteH1(p.address, t.Site)
-	case t.Site != "":
-		u.Host = t.Site
-		tr = e.siteTransport(p.address, t.Site, h2)
-	case h2:
-		u.Host = t.Endpoint
-		tr = e.local2
-	case body == nil:
-		u.Host = t.Endpoint
-		tr = e.h1
-	default:
-		u.Host = t.Endpoint
-	}
+	tr, host := e.roundTripper(p.address, t, body != nil)
+	u.Host = host
 	if body != nil {
 		req.Body = body.attempt()
 		req.GetBody = body.getBody
@@ -190,6 +174,26 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 	}
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 	return resp, nil
+}
+
+// roundTripper returns how a request of address goes to t, and the host
+// its URL names: to a site over link streams, to a local endpoint
+// directly; HTTP/2 for endpoints that speak it; a request without a body
+// over HTTP/1.1 on the caller's goroutine (h1Pool), one with a body
+// through net/http's Transport.
+func (e *Engine) roundTripper(address string, t Target, hasBody bool) (http.RoundTripper, string) {
+	h2 := t.Protocol == model.HTTP2 || t.Protocol == model.GRPC
+	switch {
+	case t.Site != "" && !h2 && !hasBody:
+		return e.siteH1(address, t.Site), t.Site
+	case t.Site != "":
+		return e.siteTransport(address, t.Site, h2), t.Site
+	case h2:
+		return e.local2, t.Endpoint
+	case !hasBody:
+		return e.h1, t.Endpoint
+	}
+	return e.local1, t.Endpoint
 }
 
 func describe(t Target) string {
