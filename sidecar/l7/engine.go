@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -121,6 +122,10 @@ type Engine struct {
 	local2 *http.Transport // cleartext HTTP/2 to local endpoints
 	h1     *h1Pool         // HTTP/1.1 requests without a body to local endpoints
 	alog   *accessLog      // nil: no access log
+	fast   fastConns       // the connections the fast path serves (fast.go)
+	// fastStop ends the fast path's connections after their request
+	// under way (StopKeepAlives, Shutdown).
+	fastStop atomic.Bool
 
 	mu      sync.Mutex
 	sites   map[siteKey]*http.Transport // over link streams
@@ -131,6 +136,10 @@ type siteKey struct {
 	address, site string
 	h2            bool
 }
+
+// readHeaderTimeout bounds the time from a request's first byte to its
+// head's end.
+const readHeaderTimeout = time.Minute
 
 // New returns an engine; Run serves it.
 func New(o Options) *Engine {
@@ -175,7 +184,7 @@ func New(o Options) *Engine {
 		Handler:           http.HandlerFunc(e.serveHTTP),
 		ConnContext:       withConnInfo,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ReadHeaderTimeout: time.Minute,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		Protocols:         &protocols,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 1000},
@@ -280,6 +289,10 @@ func (e *Engine) ServeSite(ctx context.Context, c net.Conn, address string) {
 }
 
 func (e *Engine) serve(ctx context.Context, c net.Conn, info connInfo) {
+	c, handOff := e.serveFast(ctx, c, info)
+	if !handOff {
+		return
+	}
 	tc := &trackedConn{Conn: c, info: info, done: make(chan struct{})}
 	if !e.ln.push(ctx, tc) {
 		c.Close()
@@ -311,13 +324,31 @@ func (e *Engine) Run(ctx context.Context) {
 // close, HTTP/2 clients get GOAWAY, and requests under way finish, until
 // ctx ends.
 func (e *Engine) Shutdown(ctx context.Context) error {
-	return e.srv.Shutdown(ctx)
+	e.fastStop.Store(true)
+	slow := make(chan error, 1)
+	go func() { slow <- e.srv.Shutdown(ctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	// A connection that has sent no request yet gets what net/http's
+	// Shutdown gives one: 5 s, for the request on its way.
+	newUntil := time.Now().Add(5 * time.Second)
+	for e.closeIdleFast(time.Now().After(newUntil)) > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			<-slow
+			return ctx.Err()
+		}
+	}
+	return <-slow
 }
 
 // StopKeepAlives keeps serving but ends every connection after its
 // request under way: idle keep-alive connections close now, and answers
 // say Connection: close.
 func (e *Engine) StopKeepAlives() {
+	e.fastStop.Store(true)
+	e.closeIdleFast(false)
 	e.srv.SetKeepAlivesEnabled(false)
 }
 

@@ -38,6 +38,7 @@ type h1Conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	addr      string
+	pool      *h1Pool
 	idleSince time.Time
 }
 
@@ -139,7 +140,7 @@ func (p *h1Pool) get(ctx context.Context, addr string) (c *h1Conn, reused bool, 
 	if err != nil {
 		return nil, false, err
 	}
-	c = &h1Conn{conn: conn, addr: addr}
+	c = &h1Conn{conn: conn, addr: addr, pool: p}
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c, false, nil

@@ -15,6 +15,11 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect",
 }
 
+// forwardedHeaders are a client's forwarding fields, which net/http's
+// ReverseProxy (with Rewrite) removes and the fast path removes too:
+// skiff does not vouch for them.
+var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
 // skiffHeaders are skiff's own fields between sites: a client's or an
 // endpoint's are never passed on.
 var skiffHeaders = []string{multicastHeader, multicastDeadlineHeader, multicastResultHeader, UndeliveredHeader}

@@ -82,7 +82,7 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		if err == nil {
 			err = errors.New("no endpoint")
 		}
-		e.refuse(w, req, p, "no_endpoint", fmt.Sprintf("skiff: site %s has no endpoint for %q: %v", e.o.Self, ci.address, err))
+		e.refuse(w, req, p, "no_endpoint", noEndpointMessage(e.o.Self, ci.address, err))
 		return
 	}
 	switch {
@@ -231,7 +231,7 @@ func (e *Engine) proxyError(w http.ResponseWriter, req *http.Request, err error)
 		if reason == "" {
 			reason = "dial"
 		}
-		e.refuse(w, req, p, reason, fmt.Sprintf("skiff: no endpoint of %q took the request: %v", p.address, err))
+		e.refuse(w, req, p, reason, undeliveredMessage(p.address, err))
 		return
 	}
 	if req.Context().Err() != nil {
@@ -242,6 +242,17 @@ func (e *Engine) proxyError(w http.ResponseWriter, req *http.Request, err error)
 	e.log.Info("request failed", "address", p.address, "method", req.Method, "error", err.Error())
 	e.m.observe(p, http.StatusBadGateway)
 	http.Error(w, "skiff: "+err.Error(), http.StatusBadGateway)
+}
+
+// noEndpointMessage is the answer to a request for an address that has
+// no endpoint.
+func noEndpointMessage(self, address string, err error) string {
+	return fmt.Sprintf("skiff: site %s has no endpoint for %q: %v", self, address, err)
+}
+
+// undeliveredMessage is the answer to a request that no endpoint took.
+func undeliveredMessage(address string, err error) string {
+	return fmt.Sprintf("skiff: no endpoint of %q took the request: %v", address, err)
 }
 
 // refuse answers a request that reached no endpoint.

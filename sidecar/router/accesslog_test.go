@@ -51,6 +51,20 @@ func (b *accessLogBuffer) lines(t *testing.T) []l7.AccessLine {
 	return out
 }
 
+// wait returns the lines once there are at least n: a line is written
+// once its answer ended, which may be just after the client read it.
+func (b *accessLogBuffer) wait(t *testing.T, n int) []l7.AccessLine {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines := b.lines(t)
+		if len(lines) >= n || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // startLoggingGateway starts gateway east, whose access log is w, with
 // the links and services given (it dials out; it takes no links).
 func startLoggingGateway(t *testing.T, w io.Writer, links []LinkSpec, svc Services) *testSite {
@@ -134,7 +148,7 @@ func TestAccessLogGatewayListeners(t *testing.T) {
 			}
 			by[site]++
 			sent++
-			lines := alog.lines(t)
+			lines := alog.wait(t, sent)
 			if len(lines) != sent {
 				t.Fatalf("after %d requests, %d lines", sent, len(lines))
 			}
@@ -157,7 +171,7 @@ func TestAccessLogGatewayListeners(t *testing.T) {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	lines := alog.lines(t)
+	lines := alog.wait(t, sent+1)
 	if l := lines[len(lines)-1]; resp.StatusCode != 503 || l.Status != 503 || l.Site != "none" || l.Address != "gone" {
 		t.Errorf("a request for gone: %s, line %+v; want 503 from skiff (site none)", resp.Status, l)
 	}
@@ -173,7 +187,7 @@ func TestAccessLogGatewayListeners(t *testing.T) {
 	if _, err := get(c, fmt.Sprintf("http://127.0.0.1:%d/now-logged", quiet)); err != nil {
 		t.Fatal(err)
 	}
-	if lines := alog.lines(t); len(lines) != before+1 || lines[before].Path != "/now-logged" {
+	if lines := alog.wait(t, before+1); len(lines) != before+1 || lines[before].Path != "/now-logged" {
 		t.Errorf("after AccessLog was turned on: %d new lines", len(lines)-before)
 	}
 }
@@ -219,6 +233,9 @@ func TestAccessLogSidecar(t *testing.T) {
 				}
 			}
 			lines := alog.lines(t)
+			if on {
+				lines = alog.wait(t, 10)
+			}
 			if !on {
 				if len(lines) != 0 {
 					t.Errorf("%d lines without SidecarAccessLog", len(lines))
