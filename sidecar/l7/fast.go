@@ -65,6 +65,8 @@ type fastConn struct {
 	// cur is the endpoint connection of the request under way, closed
 	// with the client's when the engine stops.
 	cur atomic.Pointer[h1Conn]
+	// series are the metrics of the last answering site.
+	series series
 	// sent counts the answer body bytes written to the client, for the
 	// access log (a chunked body's data, as net/http counts it).
 	sent int64
@@ -328,7 +330,7 @@ func (fc *fastConn) exchange(p *plan, t Target, uc *h1Conn) (fastVerdict, error)
 	if p.site == "" {
 		p.site = fc.e.o.Self
 	}
-	fc.e.m.observe(p, h.status)
+	fc.e.m.observeIn(&fc.series, p, h.status)
 	return fc.passAnswer(uc)
 }
 
@@ -573,7 +575,7 @@ func (fc *fastConn) refuse(p *plan, reason, msg string) fastVerdict {
 		e.log.Info("request not delivered", "address", p.address, "method", string(fc.req.method), "reason", reason, "error", msg)
 	}
 	p.site = ""
-	e.m.observe(p, http.StatusServiceUnavailable)
+	e.m.observeIn(&fc.series, p, http.StatusServiceUnavailable)
 	return fc.logged(fc.writeError(http.StatusServiceUnavailable, reason, msg), http.StatusServiceUnavailable)
 }
 
@@ -582,7 +584,7 @@ func (fc *fastConn) refuse(p *plan, reason, msg string) fastVerdict {
 func (fc *fastConn) fail(p *plan, err error) fastVerdict {
 	e := fc.e
 	e.log.Info("request failed", "address", p.address, "method", string(fc.req.method), "error", err.Error())
-	e.m.observe(p, http.StatusBadGateway)
+	e.m.observeIn(&fc.series, p, http.StatusBadGateway)
 	return fc.logged(fc.writeError(http.StatusBadGateway, "", "skiff: "+err.Error()), http.StatusBadGateway)
 }
 

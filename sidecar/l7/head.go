@@ -287,13 +287,24 @@ func parseField(line []byte, f *headField) bool {
 	if colon <= 0 || !isToken(line[:colon]) {
 		return false
 	}
-	v := bytes.Trim(line[colon+1:], " \t")
+	v := trimOWS(line[colon+1:])
 	if !httpguts.ValidHeaderFieldValue(string(v)) {
 		return false
 	}
 	f.name, f.value = line[:colon], v
 	f.line = line[:len(line)+2] // with its CRLF, which follows in the head
 	return true
+}
+
+// trimOWS cuts the spaces and tabs around b.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // markDropped marks the fields a proxy does not pass on: the hop's own
@@ -304,10 +315,17 @@ func parseField(line []byte, f *headField) bool {
 // unchanged, chunks and trailer with it. It returns how many it marked.
 func markDropped(fields []headField, request bool) int {
 	n := 0
+	connection := false
+	for _, f := range fields {
+		connection = connection || fieldIs(f.name, "Connection")
+	}
 	for i := range fields {
 		f := &fields[i]
 		name := f.name
 		switch {
+		case len(name) >= len(droppedLengths) || !droppedLengths[len(name)]:
+			// No list has a name this long: only Connection may name it.
+			f.drop = connection && named(fields, name)
 		case !request && (fieldIs(name, "Transfer-Encoding") || fieldIs(name, "Trailer")):
 		case fieldIs(name, "Content-Length"), fieldIs(name, "Host"):
 			// Framing and the target's host pass whatever Connection
@@ -316,12 +334,7 @@ func markDropped(fields []headField, request bool) int {
 		case oneOf(name, hopHeaders), oneOf(name, skiffHeaders), request && oneOf(name, forwardedHeaders):
 			f.drop = true
 		default:
-			for _, c := range fields {
-				if fieldIs(c.name, "Connection") && hasToken(c.value, string(name)) {
-					f.drop = true
-					break
-				}
-			}
+			f.drop = connection && named(fields, name)
 		}
 		if f.drop {
 			n++
@@ -329,6 +342,28 @@ func markDropped(fields []headField, request bool) int {
 	}
 	return n
 }
+
+// named reports whether a Connection field names name.
+func named(fields []headField, name []byte) bool {
+	for _, c := range fields {
+		if fieldIs(c.name, "Connection") && hasToken(c.value, string(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// droppedLengths are the lengths of the names markDropped looks up (and
+// of Content-Length and Host, which it keeps): a field of another length
+// is none of them.
+var droppedLengths = func() (l [32]bool) {
+	for _, list := range [][]string{hopHeaders, skiffHeaders, forwardedHeaders, {"Content-Length", "Host"}} {
+		for _, k := range list {
+			l[len(k)] = true
+		}
+	}
+	return l
+}()
 
 func oneOf(name []byte, list []string) bool {
 	for _, k := range list {
@@ -369,7 +404,7 @@ func hasToken(v []byte, t string) bool {
 		} else {
 			item, v = v, nil
 		}
-		if fieldIs(bytes.Trim(item, " \t"), t) {
+		if fieldIs(trimOWS(item), t) {
 			return true
 		}
 	}

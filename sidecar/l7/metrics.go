@@ -68,13 +68,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // observe counts a request of plan p answered with code.
 func (m *Metrics) observe(p *plan, code int) {
+	var c series
+	m.observeIn(&c, p, code)
+}
+
+// series are the metrics of one address and answering site, looked up
+// once for the requests of a connection (the fast path's).
+type series struct {
+	address, site string // "" until looked up
+	duration      prometheus.Observer
+	byClass       [10]prometheus.Counter // by code/100; 0 for 499
+}
+
+// observeIn is observe with c keeping the series looked up last.
+func (m *Metrics) observeIn(c *series, p *plan, code int) {
 	site := siteLabel(p.site)
-	class := "499"
-	if code != 499 {
-		class = strconv.Itoa(code/100) + "xx"
+	if c.address != p.address || c.site != site {
+		*c = series{address: p.address, site: site}
+		c.duration = m.Duration.WithLabelValues(p.address, site)
 	}
-	m.Requests.WithLabelValues(p.address, site, class).Inc()
-	m.Duration.WithLabelValues(p.address, site).Observe(time.Since(p.start).Seconds())
+	i := code / 100
+	if code == 499 || i < 1 || i > 9 {
+		i = 0
+	}
+	if c.byClass[i] == nil {
+		class := "499"
+		if i > 0 {
+			class = strconv.Itoa(i) + "xx"
+		}
+		c.byClass[i] = m.Requests.WithLabelValues(p.address, site, class)
+	}
+	c.byClass[i].Inc()
+	c.duration.Observe(time.Since(p.start).Seconds())
 }
 
 // siteLabel is a metric's site label: "none" for what skiff answered
