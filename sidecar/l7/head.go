@@ -76,8 +76,10 @@ var crlf2 = []byte("\r\n\r\n")
 func parseRequestHead(b []byte, h *reqHead) int {
 	end := bytes.Index(b, crlf2)
 	if end < 0 {
-		if bareLF(b) {
-			return headHandOff // net/http reads such lines; it decides
+		if bareLF(b) || !linesSoFar(b) {
+			// net/http reads such lines, or answers them now (400);
+			// it decides.
+			return headHandOff
 		}
 		return headMore
 	}
@@ -124,6 +126,24 @@ func parseRequestHead(b []byte, h *reqHead) int {
 	}
 	h.dropped = markDropped(h.fields, true)
 	return headTake
+}
+
+// linesSoFar reports whether the complete lines of a head not yet ended
+// are ones the fast path takes: a client that sent a bad line is told
+// so without waiting for the rest.
+func linesSoFar(b []byte) bool {
+	var h reqHead
+	for first := true; ; first = false {
+		i := bytes.Index(b, []byte("\r\n"))
+		if i < 0 {
+			return true
+		}
+		var f headField
+		if first && !h.requestLine(b[:i]) || !first && !parseField(b[:i], &f) {
+			return false
+		}
+		b = b[i+2:]
+	}
 }
 
 // bareLF reports an LF that no CR precedes.

@@ -168,6 +168,9 @@ var headVerdicts = []struct {
 	{"request line only", "GET / HTTP/1.1\r\n", headMore},
 	{"no empty line yet", "GET / HTTP/1.1\r\n" + hostX, headMore},
 	{"last LF missing", "GET / HTTP/1.1\r\n" + hostX + "\r", headMore},
+	{"a bad request line, head not ended", "GET /a b HTTP/1.1\r\n", headHandOff},
+	{"a bad field, head not ended", "GET / HTTP/1.1\r\nHost x\r\n", headHandOff},
+	{"a line not ended yet", "GET / HTTP/1.1\r\nHo", headMore},
 }
 
 // TestParseRequestHeadVerdict checks the heads handed off to net/http,
