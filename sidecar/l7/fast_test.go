@@ -857,20 +857,30 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-// StopKeepAlives closes an idle fast connection; a request under way is
-// answered with Connection: close, then its connection closes, and its
-// endpoint connection is not kept.
-func TestFastStopKeepAlives(t *testing.T) {
-	got, release := make(chan struct{}, 1), make(chan struct{})
-	defer close(release)
-	ep := startRawEndpoint(t, held(got, release))
+// idleAndBusy starts an engine whose endpoint holds its requests until
+// released, and two client connections: idle, whose request was
+// answered, and busy, whose request waits at the endpoint.
+func idleAndBusy(t *testing.T) (a *accessEngine, ep *rawEndpoint, idle, busy *rawClient, release chan<- struct{}) {
+	t.Helper()
+	got, rel := make(chan struct{}, 1), make(chan struct{})
+	t.Cleanup(func() { close(rel) })
+	ep = startRawEndpoint(t, held(got, rel))
 	a, url := fastWeb(t, ep.addr)
-	idle, busy := dialRaw(t, url), dialRaw(t, url)
+	idle, busy = dialRaw(t, url), dialRaw(t, url)
 	idle.send(get("/a"))
 	idle.expect(okAnswer("GET /a 0"))
 	busy.send(get("/slow"))
 	waitFor(t, got, "request at the endpoint")
-	time.Sleep(20 * time.Millisecond) // idle's goroutine waits for its next request
+	return a, ep, idle, busy, rel
+}
+
+// StopKeepAlives closes an idle fast connection; a request under way is
+// answered with Connection: close, then its connection closes, and its
+// endpoint connection is not kept.
+func TestFastStopKeepAlives(t *testing.T) {
+	// Called at once: idle's goroutine may not wait for its next request
+	// yet, and must close the connection all the same.
+	a, ep, idle, busy, release := idleAndBusy(t)
 	a.e.StopKeepAlives()
 	if !idle.closed() {
 		t.Error("StopKeepAlives left an idle connection open")
@@ -890,15 +900,7 @@ func TestFastStopKeepAlives(t *testing.T) {
 // slow endpoint (its answer arrives, saying Connection: close), and
 // returns nil.
 func TestFastShutdown(t *testing.T) {
-	got, release := make(chan struct{}, 1), make(chan struct{})
-	defer close(release)
-	ep := startRawEndpoint(t, held(got, release))
-	a, url := fastWeb(t, ep.addr)
-	idle, busy := dialRaw(t, url), dialRaw(t, url)
-	idle.send(get("/a"))
-	idle.expect(okAnswer("GET /a 0"))
-	busy.send(get("/slow"))
-	waitFor(t, got, "request at the endpoint")
+	a, _, idle, busy, release := idleAndBusy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*fastWait)
 	defer cancel()
 	done := make(chan error, 1)
