@@ -42,43 +42,26 @@ var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 // Bounds net/http's HTTP/1 server reads with; the guard refuses beyond
 // them as net/http does.
 const (
-	// maxChunkLine bounds a chunk-size line, CRLF included: net/http
-	// reads it whole into its 4 KiB buffer.
-	maxChunkLine = 4096
-	// maxTrailer bounds the trailer section, its last CRLF included:
-	// net/http looks that far ahead for its end.
-	maxTrailer = 4096
-	// maxChunkExcess bounds the bytes of chunk-size lines beyond 16 per
-	// chunk and twice its data, as net/http's chunked reader does.
-	maxChunkExcess = 16 << 10
 	// maxContentLength is the largest Content-Length net/http takes.
 	maxContentLength = 1<<63 - 1
 )
 
 // The guard's states. The zero one is a connection's start.
 const (
-	stPreface      uint8 = iota // the first bytes, matched to h2Preface
-	stStart                     // before a request (CR and LF skipped)
-	stMethod                    // the request line's method
-	stTarget                    // its target
-	stVersion                   // its version, to the LF
-	stLine                      // the start of a header line
-	stLineCR                    // after a CR that starts a header line
-	stName                      // a field name
-	stSkip                      // a value framing ignores, to its LF
-	stCL                        // a Content-Length value
-	stTE                        // a Transfer-Encoding value
-	stBody                      // a Content-Length body
-	stChunkSize                 // a chunk-size line
-	stChunkData                 // chunk data
-	stChunkCR                   // the CR after chunk data
-	stChunkLF                   // the LF after chunk data
-	stTrailer                   // the start of a trailer line
-	stTrailerCR                 // after a CR that starts a trailer line
-	stTrailerName               // a trailer field's name
-	stTrailerValue              // a trailer field's value
-	stTrailerLF                 // the LF that ends a trailer field
-	stOff                       // not followed: h2c, or past an ambiguous request
+	stPreface uint8 = iota // the first bytes, matched to h2Preface
+	stStart                // before a request (CR and LF skipped)
+	stMethod               // the request line's method
+	stTarget               // its target
+	stVersion              // its version, to the LF
+	stLine                 // the start of a header line
+	stLineCR               // after a CR that starts a header line
+	stName                 // a field name
+	stSkip                 // a value framing ignores, to its LF
+	stCL                   // a Content-Length value
+	stTE                   // a Transfer-Encoding value
+	stBody                 // a Content-Length body
+	stChunked              // a chunked body and its trailer (chunkScanner)
+	stOff                  // not followed: h2c, or past an ambiguous request
 )
 
 // Why a request is ambiguous; badReasons says it.
@@ -124,14 +107,6 @@ const (
 	nameTE = "transfer-encoding"
 )
 
-// Steps of a chunk-size line.
-const (
-	chunkDigits = iota // chunk-size
-	chunkSpace         // whitespace after it
-	chunkExt           // extensions, after ';'
-	chunkCR            // the CR before the LF
-)
-
 // framing is a connection's framing guard. Its zero value is ready for a
 // connection's first byte. One goroutine at a time reads the connection
 // (net/http makes sure of it), and only scan changes the reader's side;
@@ -173,7 +148,7 @@ type request struct {
 	framing bool  // the last field line was Content-Length or Transfer-Encoding
 	cand    uint8 // candCL | candTE still possible for the field name
 	nameLen int
-	sub     uint8 // step within a value or chunk-size line
+	sub     uint8 // step within a value
 	pos     int   // bytes of "chunked" matched
 	v       uint64
 	digits  int64
@@ -182,10 +157,7 @@ type request struct {
 	clLen   int64  // its digits (leading zeros too, as net/http compares strings)
 	te      bool
 
-	lineLen int // bytes of the chunk-size line, or of the trailer section
-	size    uint64
-	sizeLen int
-	excess  int64
+	chunks chunkScanner // its chunked body
 }
 
 // scan follows p, the bytes a Read of the connection returned.
@@ -234,7 +206,7 @@ func (g *framing) run(p []byte, base int64) {
 		switch g.st {
 		case stOff:
 			return
-		case stBody, stChunkData:
+		case stBody:
 			// Skipped by count: no work per byte.
 			if k := uint64(len(p) - i); g.left > k {
 				g.left -= k
@@ -242,9 +214,17 @@ func (g *framing) run(p []byte, base int64) {
 			}
 			i += int(g.left)
 			g.left = 0
-			if g.st == stChunkData {
-				g.st = stChunkCR
-			} else {
+			g.end(base + int64(i))
+		case stChunked:
+			c := &g.r.chunks
+			n, done, bad := c.scan(p[i:])
+			i += n
+			switch {
+			case bad && c.trailer:
+				g.fail(badTrailer)
+			case bad:
+				g.fail(badChunk)
+			case done:
 				g.end(base + int64(i))
 			}
 		case stSkip:
@@ -287,10 +267,6 @@ func (g *framing) step(c byte) bool {
 		g.contentLength(c)
 	case stTE:
 		g.transferEncoding(c)
-	case stChunkSize, stChunkCR, stChunkLF:
-		g.chunkLine(c)
-	default:
-		return g.trailer(c)
 	}
 	return false
 }
@@ -595,136 +571,13 @@ func (g *framing) headerEnd() bool {
 	}
 	switch {
 	case r.te:
-		r.sub = chunkDigits
-		g.st = stChunkSize
+		r.chunks = chunkScanner{}
+		g.st = stChunked
 	case r.hasCL && r.cl > 0:
 		g.left = r.cl
 		g.st = stBody
 	default:
 		return true
-	}
-	return false
-}
-
-// chunkLine follows a chunk-size line and the CRLF after chunk data.
-func (g *framing) chunkLine(c byte) {
-	r := &g.r
-	switch g.st {
-	case stChunkCR:
-		if c != '\r' {
-			g.fail(badChunk)
-			return
-		}
-		g.st = stChunkLF
-		return
-	case stChunkLF:
-		if c != '\n' {
-			g.fail(badChunk)
-			return
-		}
-		g.st = stChunkSize
-		return
-	}
-	if r.lineLen++; r.lineLen > maxChunkLine {
-		g.fail(badChunk)
-		return
-	}
-	g.chunkSize(c)
-}
-
-// chunkSize follows a byte of a chunk-size line as net/http reads it: 1
-// to 16 hex digits, then whitespace, or ';' and extensions it ignores;
-// CRLF, and no other CR or LF.
-func (g *framing) chunkSize(c byte) {
-	r := &g.r
-	switch {
-	case r.sub == chunkCR:
-		if c != '\n' {
-			g.fail(badChunk)
-			return
-		}
-		g.chunkSizeEnd()
-	case c == '\r' && r.sizeLen > 0:
-		r.sub = chunkCR
-	case r.sub == chunkExt && c != '\r' && c != '\n':
-	case c == ';' && r.sub == chunkDigits && r.sizeLen > 0:
-		r.sub = chunkExt
-	case (c == ' ' || c == '\t') && r.sizeLen > 0 && r.sub != chunkExt:
-		r.sub = chunkSpace
-	case r.sub == chunkDigits && r.sizeLen < 16 && hexValue[c] >= 0:
-		r.size = r.size<<4 | uint64(hexValue[c])
-		r.sizeLen++
-	default:
-		g.fail(badChunk)
-	}
-}
-
-// chunkSizeEnd ends a chunk-size line: chunk data follows, or after the
-// last chunk the trailer section.
-func (g *framing) chunkSizeEnd() {
-	r := &g.r
-	// net/http's bound on overhead, in its words.
-	r.excess += int64(r.lineLen-2) + 2
-	r.excess -= 16 + (2 * int64(r.size))
-	r.excess = max(r.excess, 0)
-	if r.excess > maxChunkExcess {
-		g.fail(badChunk)
-		return
-	}
-	size := r.size
-	r.lineLen, r.sub, r.size, r.sizeLen = 0, chunkDigits, 0, 0
-	if size == 0 {
-		g.st = stTrailer
-		return
-	}
-	g.left = size
-	g.st = stChunkData
-}
-
-// trailer follows the trailer section after the last chunk, more
-// strictly than net/http: field lines of a token, a colon and a value,
-// each ending in CRLF, none folded, all within the 4 KiB net/http looks
-// ahead for its end. True when it (and the request) ended.
-func (g *framing) trailer(c byte) bool {
-	r := &g.r
-	if r.lineLen++; r.lineLen > maxTrailer {
-		g.fail(badTrailer)
-		return false
-	}
-	ok := true
-	switch g.st {
-	case stTrailer:
-		switch {
-		case c == '\r':
-			g.st = stTrailerCR
-		case tokenByte[c]:
-			g.st = stTrailerName
-		default:
-			ok = false
-		}
-	case stTrailerCR:
-		if c == '\n' {
-			return true
-		}
-		ok = false
-	case stTrailerName:
-		if c == ':' {
-			g.st = stTrailerValue
-		} else {
-			ok = tokenByte[c]
-		}
-	case stTrailerValue:
-		if c == '\r' {
-			g.st = stTrailerLF
-		} else {
-			ok = valueByte[c]
-		}
-	default:
-		ok = c == '\n'
-		g.st = stTrailer
-	}
-	if !ok {
-		g.fail(badTrailer)
 	}
 	return false
 }

@@ -408,8 +408,8 @@ type chunkCase struct {
 }
 
 var (
-	longExt      = "1;" + strings.Repeat("e", maxChunkLineBytes-4) + "\r\n"      // 4096 bytes, CRLF included
-	longTrailer  = "X: " + strings.Repeat("v", maxChunkLineBytes-7) + "\r\n\r\n" // 4096 bytes, both CRLFs included
+	longExt      = "1;" + strings.Repeat("e", maxChunkLine-4) + "\r\n"      // 4096 bytes, CRLF included
+	longTrailer  = "X: " + strings.Repeat("v", maxChunkLine-7) + "\r\n\r\n" // 4096 bytes, both CRLFs included
 	trailerLines = "A: " + strings.Repeat("a", 2100) + "\r\nB: " + strings.Repeat("b", 2100) + "\r\n\r\n"
 )
 
@@ -447,8 +447,8 @@ var chunkCases = []chunkCase{
 	{"final CR without LF", "0\r\n\rX", 0, true},
 	{"CR CR after size", "0\r\r\n\r\n", 0, true},
 	{"CR without LF after size", "1\rXx\r\n0\r\n\r\n", 0, true},
-	{"size line over 4096 bytes", "1;" + strings.Repeat("e", maxChunkLineBytes-3) + "\r\nx\r\n0\r\n\r\n", 0, true},
-	{"trailer line over 4096 bytes", "0\r\nX: " + strings.Repeat("v", maxChunkLineBytes) + "\r\n\r\n", 0, true},
+	{"size line over 4096 bytes", "1;" + strings.Repeat("e", maxChunkLine-3) + "\r\nx\r\n0\r\n\r\n", 0, true},
+	{"trailer line over 4096 bytes", "0\r\nX: " + strings.Repeat("v", maxChunkLine) + "\r\n\r\n", 0, true},
 	{"trailer over 4096 bytes", "0\r\nX" + longTrailer, 0, true},
 	{"trailer lines over 4096 bytes", "0\r\n" + trailerLines, 0, true},
 	{"trailer line without colon", "0\r\nfoo\r\n\r\n", 0, true},
