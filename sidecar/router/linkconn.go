@@ -411,17 +411,15 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Session, helloReply, error) {
 	r, spec := d.r, d.spec
 	cfg, cert := d.tlsConfig()
-	td := &tls.Dialer{NetDialer: &net.Dialer{Timeout: r.cfg.DialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout+2*time.Second)
 	defer cancel()
-	c, err := td.DialContext(dctx, "tcp", spec.Endpoint)
+	conn, err := dialTLS(dctx, r.cfg.DialTimeout, spec.Endpoint, cfg)
 	if err != nil {
 		if spec.onReply != nil {
 			spec.onReply(helloReply{Error: "unreachable"}) // no gateway answered there
 		}
 		return nil, helloReply{}, fmt.Errorf("dial %s: %w", spec.Endpoint, err)
 	}
-	conn := c.(*tls.Conn)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	hl := hello{Version: LinkProtocolVersion, Site: r.self, Role: roleGateway, Cost: spec.Cost, LinkID: id, Index: index, Pool: r.cfg.PoolSize, Router: r.routerName}
 	if r.cfg.Role == RoleSidecar {
@@ -451,7 +449,7 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 		return nil, helloReply{}, err
 	}
 	conn.SetDeadline(time.Time{})
-	return mux.Client(conn, r.muxConfig), reply, nil
+	return mux.Client(corked(conn), r.muxConfig), reply, nil
 }
 
 // checkReply checks the accepting side's answer to a hello, and binds
@@ -572,7 +570,7 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 		r.log.Info("token redeemed", "peerSite", p.site, "token", p.tokenID, "peerKey", netview.Fingerprint(p.key))
 	}
 	conn.SetDeadline(time.Time{})
-	sess := mux.Server(conn, r.muxConfig)
+	sess := mux.Server(corked(conn), r.muxConfig)
 	if hl.Index > 0 {
 		r.attachPoolConn(ctx, hl, sess)
 		return
@@ -601,10 +599,30 @@ func (r *Router) registerLink(l *link) bool {
 	return true
 }
 
+// dialTLS dials endpoint and runs the TLS handshake, as tls.Dialer does,
+// over a corkConn (cork.go).
+func dialTLS(ctx context.Context, timeout time.Duration, endpoint string, cfg *tls.Config) (*tls.Conn, error) {
+	raw, err := (&net.Dialer{Timeout: timeout, KeepAlive: 15 * time.Second}).DialContext(ctx, "tcp", endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		host, _, _ := net.SplitHostPort(endpoint)
+		cfg.ServerName = host
+	}
+	conn := tls.Client(&corkConn{Conn: raw}, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // acceptHello runs the TLS handshake and reads the hello, within
 // handshakeTimeout.
 func (r *Router) acceptHello(ctx context.Context, raw net.Conn) (*tls.Conn, hello, error) {
-	conn := tls.Server(raw, r.cfg.ServerTLS)
+	conn := tls.Server(&corkConn{Conn: raw}, r.cfg.ServerTLS)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
