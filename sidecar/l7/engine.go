@@ -94,6 +94,14 @@ type Options struct {
 	// multicast request of aggregate mode lists; more is cut (Answer's
 	// Truncated). Default 64 KiB.
 	MaxMulticastAnswer int
+	// MaxSiteMulticast bounds the multicast requests of other sites that
+	// this site copies to its endpoints at once: each holds a connection
+	// to every local endpoint until they answer or its deadline (up to
+	// 5 minutes) passes, so a linked site could otherwise hold that many
+	// times the streams it may open. More are answered 503 with
+	// UndeliveredHeader multicast_busy, which the origin reports as
+	// that site's failed copy. Default 256.
+	MaxSiteMulticast int
 	// MaxHeaderBytes bounds a request's header; more is answered 431.
 	// Default 64 KiB.
 	MaxHeaderBytes int
@@ -123,6 +131,9 @@ type Engine struct {
 	h1     *h1Pool         // HTTP/1.1 requests without a body to local endpoints
 	alog   *accessLog      // nil: no access log
 	fast   fastConns       // the connections the fast path serves (fast.go)
+	// siteFanOuts holds a token per multicast request of another site
+	// being copied here (Options.MaxSiteMulticast).
+	siteFanOuts chan struct{}
 	// fastStop ends the fast path's connections after their request
 	// under way (StopKeepAlives, Shutdown).
 	fastStop atomic.Bool
@@ -155,6 +166,9 @@ func New(o Options) *Engine {
 	if o.MaxMulticastAnswer <= 0 {
 		o.MaxMulticastAnswer = 64 << 10
 	}
+	if o.MaxSiteMulticast <= 0 {
+		o.MaxSiteMulticast = 256
+	}
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = 64 << 10
 	}
@@ -164,7 +178,8 @@ func New(o Options) *Engine {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}, h1Sites: map[siteKey]*h1Pool{}}
+	e := &Engine{o: o, up: o.Upstreams, m: o.Metrics, log: o.Log, ln: newConnListener(), sites: map[siteKey]*http.Transport{}, h1Sites: map[siteKey]*h1Pool{},
+		siteFanOuts: make(chan struct{}, o.MaxSiteMulticast)}
 	if o.AccessLog != nil {
 		e.alog = newAccessLog(o.AccessLog, o.Metrics.AccessLogErrors)
 	}

@@ -177,6 +177,14 @@ func (e *Engine) multicastHere(w http.ResponseWriter, req *http.Request, p *plan
 		e.answerPlain(w, p, http.StatusBadRequest, fmt.Sprintf("skiff: unknown multicast mode %q", clip(string(mode), 32)))
 		return
 	}
+	select {
+	case e.siteFanOuts <- struct{}{}:
+		defer func() { <-e.siteFanOuts }()
+	default:
+		w.Header().Set(UndeliveredHeader, "multicast_busy")
+		e.answerPlain(w, p, http.StatusServiceUnavailable, fmt.Sprintf("skiff: site %s is copying %d multicast requests of other sites already", e.o.Self, cap(e.siteFanOuts)))
+		return
+	}
 	deadline := model.DefaultMulticastTimeout
 	if ms, err := strconv.ParseInt(req.Header.Get(multicastDeadlineHeader), 10, 64); err == nil && ms > 0 {
 		deadline = min(time.Duration(ms)*time.Millisecond, model.MaxMulticastTimeout)

@@ -2,8 +2,13 @@ package l7
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // TestParseSiteResult: a site's multicast document came from the
@@ -78,4 +83,49 @@ func FuzzParseSiteResult(f *testing.F) {
 			t.Fatalf("re-encoded %s: %v", again, err)
 		}
 	})
+}
+
+// A site copies at most MaxSiteMulticast multicast requests of other
+// sites at once: one more, while the first waits at its endpoint, is
+// answered 503 with Skiff-Undelivered multicast_busy, and once the first
+// is answered the next is copied again.
+func TestSiteMulticastBound(t *testing.T) {
+	got, release := make(chan struct{}, 4), make(chan struct{})
+	ep := startRawEndpoint(t, func(c net.Conn, r rawRequest) bool {
+		if strings.Contains(r.head, "/held") {
+			got <- struct{}{}
+			<-release
+		}
+		_, err := c.Write([]byte(okAnswer("copied")))
+		return err == nil
+	})
+	a, _ := startFastEngine(t, Options{MaxSiteMulticast: 1, Upstreams: fakeUpstreams{map[string][]Target{"mc": httpTargets(ep.addr)}}})
+	url := a.listen(t, "mc", false, true)
+	post := func(path string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, url+path, strings.NewReader("x"))
+		req.Header.Set(multicastHeader, string(model.Events))
+		req.Header.Set(multicastDeadlineHeader, "5000")
+		resp, err := client(false).Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	first := make(chan *http.Response, 1)
+	go func() { first <- post("/held") }()
+	waitFor(t, got, "the first copy at the endpoint")
+	busy := post("/busy")
+	if busy.StatusCode != http.StatusServiceUnavailable || busy.Header.Get(UndeliveredHeader) != "multicast_busy" {
+		t.Errorf("a second site multicast while one is copied: %s, %s %q; want 503, multicast_busy",
+			busy.Status, UndeliveredHeader, busy.Header.Get(UndeliveredHeader))
+	}
+	close(release)
+	if r := <-first; r.StatusCode != http.StatusOK || r.Header.Get(multicastResultHeader) != multicastResultV1 {
+		t.Errorf("the first: %s, result %q; want 200 with a site result", r.Status, r.Header.Get(multicastResultHeader))
+	}
+	if r := post("/after"); r.StatusCode != http.StatusOK {
+		t.Errorf("after the first was answered: %s, want 200", r.Status)
+	}
 }
