@@ -205,17 +205,14 @@ func (fc *fastConn) serveRequest(ctx context.Context) fastVerdict {
 	if err != nil {
 		return fc.refuse(p, "no_endpoint", noEndpointMessage(e.o.Self, addr, err))
 	}
-	if p.targets[0].Protocol != model.HTTP {
-		return fastHandOff // its endpoints speak HTTP/2
-	}
 	var errs []error
 	for i, t := range p.targets {
 		if i == e.o.MaxAttempts {
 			break
 		}
 		if t.Protocol != model.HTTP {
-			// The next candidate speaks HTTP/2: net/http serves the
-			// request, from the first candidate again.
+			// The candidate speaks HTTP/2: net/http serves the request,
+			// from the first candidate.
 			return fastHandOff
 		}
 		if i > 0 {
@@ -243,10 +240,7 @@ func (fc *fastConn) serveRequest(ctx context.Context) fastVerdict {
 // take it), or failed; anything written to the client is an answer.
 func (fc *fastConn) try(ctx context.Context, p *plan, t Target) (fastVerdict, error) {
 	e := fc.e
-	pool, host := e.h1, t.Endpoint
-	if t.Site != "" {
-		pool, host = e.siteH1(p.address, t.Site), t.Site
-	}
+	pool, host := e.h1For(p.address, t)
 	done := e.up.Track(t.Key)
 	defer done()
 	for attempt := 0; ; attempt++ {
@@ -268,11 +262,9 @@ func (fc *fastConn) try(ctx context.Context, p *plan, t Target) (fastVerdict, er
 		if err == nil || !errors.Is(err, errStale) {
 			return v, err
 		}
-		if !reused || attempt > 0 || !idempotent(string(fc.req.method)) {
+		if !sendAgain(ctx, reused, attempt, string(fc.req.method)) {
 			return 0, fmt.Errorf("%s: %w", describe(t), err)
 		}
-		// A kept-alive connection the endpoint closed before answering:
-		// once more on a new one.
 	}
 }
 

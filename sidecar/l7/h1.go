@@ -69,10 +69,19 @@ func (p *h1Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.conn.Close()
-		if !reused || c.read > 0 || attempt > 0 || !idempotent(req.Method) || req.Context().Err() != nil {
+		if c.read > 0 || !sendAgain(req.Context(), reused, attempt, req.Method) {
 			return nil, err
 		}
 	}
+}
+
+// sendAgain reports whether a request whose connection failed before
+// any byte of an answer came back goes once more, on a new connection:
+// the connection was a kept-alive one (the peer closed it while idle),
+// this was the first attempt, the method may be sent twice, and the
+// request is still wanted.
+func sendAgain(ctx context.Context, reused bool, attempt int, method string) bool {
+	return reused && attempt == 0 && idempotent(method) && ctx.Err() == nil
 }
 
 // exchange writes req on c and reads its answer's header. While the

@@ -203,9 +203,10 @@ func validTarget(t []byte) bool {
 // "HTTP/1.1" or "HTTP/1.0", a three-digit status, a reason of text,
 // CRLF line ends, fields as parseRequestHead takes them. Content-Length
 // must be digits, repeated only with the same text; Transfer-Encoding,
-// if any, exactly "chunked", once, without Content-Length, in HTTP/1.1. Anything else is
-// false: the answer cannot be passed on unambiguously. headMore is not
-// told apart: the caller reads the head to its end first.
+// if any, exactly "chunked", once, without Content-Length, in HTTP/1.1.
+// Anything else is false: the answer cannot be passed on unambiguously.
+// headMore is not told apart: the caller reads the head to its end
+// first.
 func parseResponseHead(b []byte, h *respHead) bool {
 	end := bytes.Index(b, crlf2)
 	if end < 0 {

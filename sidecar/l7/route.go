@@ -184,16 +184,24 @@ func (e *Engine) try(out *http.Request, p *plan, t Target, body *replayBody) (*h
 func (e *Engine) roundTripper(address string, t Target, hasBody bool) (http.RoundTripper, string) {
 	h2 := t.Protocol == model.HTTP2 || t.Protocol == model.GRPC
 	switch {
-	case t.Site != "" && !h2 && !hasBody:
-		return e.siteH1(address, t.Site), t.Site
+	case !h2 && !hasBody:
+		return e.h1For(address, t)
 	case t.Site != "":
 		return e.siteTransport(address, t.Site, h2), t.Site
 	case h2:
 		return e.local2, t.Endpoint
-	case !hasBody:
-		return e.h1, t.Endpoint
 	}
 	return e.local1, t.Endpoint
+}
+
+// h1For returns the pool of kept-alive HTTP/1.1 connections to t, and
+// the host its requests name: a site's link streams for address, or a
+// local endpoint.
+func (e *Engine) h1For(address string, t Target) (*h1Pool, string) {
+	if t.Site != "" {
+		return e.siteH1(address, t.Site), t.Site
+	}
+	return e.h1, t.Endpoint
 }
 
 func describe(t Target) string {
