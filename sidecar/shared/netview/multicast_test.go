@@ -1,8 +1,6 @@
 package netview
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -51,33 +49,7 @@ func TestRecordMulticast(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := withMulticast(base, tt.multicast)
-			err := validate(r)
-			if tt.wantMsg == "" {
-				if err != nil {
-					t.Fatalf("validate() error = %v, want none", err)
-				}
-				b, err := Encode(r)
-				if err != nil {
-					t.Fatalf("Encode() error = %v", err)
-				}
-				got, err := Decode(b)
-				if err != nil {
-					t.Fatalf("Decode(%s) error = %v", b, err)
-				}
-				if diff := cmp.Diff(got, r); diff != "" {
-					t.Errorf("round trip of %s (-got +want):\n%s", b, diff)
-				}
-				return
-			}
-			if !errors.Is(err, ErrInvalidRecord) {
-				t.Fatalf("validate() error = %v, want %v", err, ErrInvalidRecord)
-			}
-			if !strings.Contains(err.Error(), tt.wantMsg) || !strings.HasPrefix(err.Error(), `site record from "west": `) {
-				t.Errorf("validate() error = %q, want one from west containing %q", err, tt.wantMsg)
-			}
-			if _, err := Encode(r); !errors.Is(err, ErrInvalidRecord) {
-				t.Errorf("Encode() error = %v, want %v", err, ErrInvalidRecord)
-			}
+			checkValidation(t, r, tt.wantMsg)
 		})
 	}
 }
@@ -85,34 +57,10 @@ func TestRecordMulticast(t *testing.T) {
 // The record's signature covers its multicast modes: a transit gateway
 // (or anyone on the way) cannot add, change or drop one.
 func TestSignatureCoversMulticast(t *testing.T) {
-	signed := func(r Record) []byte {
-		t.Helper()
-		s, err := Sign(r, testKey("west"))
-		if err != nil {
-			t.Fatalf("Sign() error = %v", err)
-		}
-		return s.Wire()
-	}
+	signed := func(r Record) []byte { return signedWire(t, r) }
+	edit := func(wire []byte, old, new string) []byte { return editSigned(t, wire, old, new) }
 	plain := rec("west", now0.UnixNano(), 3, map[string]int{"east": 2}, map[string]int{"web": 1, "api": 1})
 	declared := withMulticast(plain, map[string]string{"web": "aggregate-5000ms"})
-	// edit replaces old by new in the signed record's body, keeping the
-	// signature.
-	edit := func(wire []byte, old, new string) []byte {
-		t.Helper()
-		var env envelope
-		if err := json.Unmarshal(wire, &env); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Contains(env.Record, []byte(old)) {
-			t.Fatalf("record %s has no %s", env.Record, old)
-		}
-		env.Record = bytes.Replace(env.Record, []byte(old), []byte(new), 1)
-		b, err := json.Marshal(env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	tests := []struct {
 		name string
 		wire []byte
