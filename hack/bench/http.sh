@@ -218,14 +218,6 @@ run() {
 	return 0
 }
 
-wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
-wrk_reqs() { awk '/ requests in / {print $1; exit}' "$1"; }
-wrk_ms() { # file percentile: latency in ms
-	awk -v p="$2%" '$1 == p {v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
-		m = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : -1
-		printf "%.3f", m}' "$1"
-}
-wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
 h2load_rps() { awk '$1 == "finished" && $2 == "in" {sub(/,$/, "", $4); printf "%.0f", $4; exit}' "$1"; }
 h2load_field() { # file word: the count before word on the "requests:" line (total, done, succeeded, failed, ...)
 	awk -v w="$2" '$1 == "requests:" {for (i = 2; i < NF; i++) {x = $(i + 1); sub(/,$/, "", x); if (x == w) {print $i; exit}}}' "$1"

@@ -68,6 +68,18 @@ cpu_ticks() { local s; s=$(<"/proc/$1/stat"); s=${s##*) }; awk '{print $12 + $13
 machine_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; } # busy (not idle, iowait, steal), all CPUs
 # shellcheck disable=SC2034 # used by the sourcing scripts
 HZ=$(getconf CLK_TCK)
+
+# wrk's output (file): requests/s, requests, latency at a percentile in
+# ms, and its error lines.
+wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
+wrk_reqs() { awk '/ requests in / {print $1; exit}' "$1"; }
+wrk_ms() { # file percentile: latency in ms
+	awk -v p="$2%" '$1 == p {v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
+		m = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : -1
+		printf "%.3f", m}' "$1"
+}
+wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
+
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
 # certificates: an ECDSA P-256 CA, and a server and a client certificate

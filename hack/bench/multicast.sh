@@ -196,14 +196,6 @@ fail() { # run address file message
 	[ -z "$3" ] || tail -n 8 "$3" >&2
 	FAILED+=("$1 via $2")
 }
-wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
-wrk_reqs() { awk '/ requests in / {print $1; exit}' "$1"; }
-wrk_ms() { # file percentile: latency in ms
-	awk -v p="$2%" '$1 == p {v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
-		m = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : -1
-		printf "%.3f", m}' "$1"
-}
-wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
 
 # run RUN ADDRESS CONNECTIONS: one wrk run, the gateways' CPU meanwhile,
 # and for a multicast address the copies east counted meanwhile.

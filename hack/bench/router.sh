@@ -170,13 +170,6 @@ run() {
 iperf_gbps() { # iperf3 -J output: receiver's total
 	awk '/"sum_received"/ {f = 1} f && /"bits_per_second"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.2f", $2 / 1e9; exit}' "$1"
 }
-wrk_rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
-wrk_ms() { # file percentile: latency in ms
-	awk -v p="$2%" '$1 == p {v = $2; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v)
-		m = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : -1
-		printf "%.3f", m}' "$1"
-}
-wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
 redis_rps() { tr '\r' '\n' <"$1" | awk -v t="$2:" '$1 == t && /requests per second/ {printf "%.0f", $2}' | tail -n 1; }
 
 log "iperf3: 1 and 8 streams, ${T}s each after a 1s omit (-O 1)"
