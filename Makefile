@@ -73,11 +73,12 @@ demo: build ## Run a local three-site network (east, west, north) on loopback; n
 	bash hack/demo.sh
 
 .PHONY: bench
-bench: build ## Benchmarks: data plane vs direct loopback and haproxy, HTTP per request vs haproxy mode http, HTTP multicast, eBPF, xDS at 10k services x 1k clients, admission latency; see docs/.
+bench: build ## Benchmarks: data plane vs direct loopback and haproxy, HTTP per request vs haproxy mode http, HTTP multicast, eBPF, the mesh path hop by hop, xDS at 10k services x 1k clients, admission latency; see docs/.
 	bash hack/bench/router.sh
 	bash hack/bench/http.sh
 	bash hack/bench/multicast.sh
 	@if [ "$$(id -u)" = 0 ]; then bash hack/bench/ebpf.sh; else echo "skipping hack/bench/ebpf.sh: needs root"; fi
+	@if [ "$$(id -u)" = 0 ]; then bash hack/bench/mesh.sh; else echo "skipping hack/bench/mesh.sh: needs root"; fi
 	bash hack/bench/xds.sh
 	SKIFF_BENCH=1 KUBEBUILDER_ASSETS=$$(bash hack/envtest-assets.sh) $(GO) test -run '^$$' -bench AdmissionLatency -benchtime 1x ./webhook/app
 
@@ -88,6 +89,10 @@ bench-http: build ## HTTP per request (wrk 1 and 64 connections, h2load 16x10 st
 .PHONY: bench-multicast
 bench-multicast: build ## HTTP multicast to 6 endpoints in 3 sites (wrk POST, 1 and 16 connections): events and aggregate vs unicast (balanced) through the same gateways; req/s, p50/p99, CPU per request, copy counts.
 	bash hack/bench/multicast.sh
+
+.PHONY: bench-mesh
+bench-mesh: build ## The mesh path hop by hop (root): pod -eBPF-> sidecar -> gateway -> link -> far gateway, against shorter paths and haproxy in each hop's place; budget per hop, sidecar RSS, targets.
+	bash hack/bench/mesh.sh
 
 .PHONY: bench-ebpf
 bench-ebpf: ## eBPF redirect vs iptables REDIRECT vs direct: connect+first byte, conn/s, hook cost (root).
