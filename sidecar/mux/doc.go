@@ -10,7 +10,10 @@
 // the peer to open no more streams while the existing ones drain; Close ends
 // the session and every stream on it. io.Copy between a stream and a
 // connection, either way, goes through Stream.WriteTo or Stream.ReadFrom,
-// which hand buffers over without an extra copy.
+// which hand buffers over without an extra copy. Stream.Sink does what
+// WriteTo does into a socket without a goroutine of the caller's waiting:
+// the session's reader writes to the socket, and a goroutine runs only
+// while data waits for a full one.
 //
 // # Flow control
 //

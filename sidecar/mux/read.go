@@ -20,6 +20,7 @@ func (s *Session) recvLoop() {
 		}
 	}
 	s.shutdown(err)
+	s.endSinks()
 }
 
 // readErr describes a failed read of the connection.

@@ -38,8 +38,10 @@ type Stream struct {
 	// destination socket (one non-blocking write), saving the hand-off to
 	// the WriteTo goroutine; see directLocked.
 	sink       syscall.RawConn
-	sinkIdle   bool  // WriteTo is parked with chunks empty
+	sinkIdle   bool  // WriteTo is parked (or Sink idle) with chunks empty
 	sinkDirect int64 // bytes the reader wrote to sink, not yet counted by WriteTo
+
+	sk *sinkState // Sink's, nil unless Sink was called (sink.go)
 }
 
 var (
@@ -445,7 +447,7 @@ func (st *Stream) finishLocked() {
 	if remove {
 		st.removed = true
 	}
-	st.mu.Unlock()
+	st.unlockKick()
 	poke(st.readCh)
 	poke(st.writeCh)
 	if remove {
@@ -478,7 +480,12 @@ func (st *Stream) reserveRecv(n int) (bool, error) {
 // pushSmall appends a copy of p to the received data.
 func (st *Stream) pushSmall(p []byte) error {
 	st.mu.Lock()
-	defer st.mu.Unlock()
+	err := st.pushSmallLocked(p)
+	st.unlockKick()
+	return err
+}
+
+func (st *Stream) pushSmallLocked(p []byte) error {
 	keep, err := st.reserveRecvLocked(len(p))
 	if !keep || len(p) == 0 {
 		return err
@@ -524,13 +531,14 @@ func (st *Stream) directLocked(p []byte) []byte {
 // pushBuffer appends buf, already reserved, to the received data.
 func (st *Stream) pushBuffer(buf *buffer) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.closed || st.rstErr != nil {
+		st.mu.Unlock()
 		putBuffer(buf)
 		return
 	}
 	st.chunks = append(st.chunks, buf)
 	poke(st.readCh)
+	st.unlockKick()
 }
 
 // SetDeadline sets the read and write deadlines.

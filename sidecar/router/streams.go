@@ -506,11 +506,15 @@ type closeWriter interface {
 
 // splice copies both ways with half-close and returns when both directions
 // are done or either failed. a is the side facing the client, whose flow
-// f (which holds a) now holds b too.
+// f (which holds a) now holds b too. A link stream's data into a TCP
+// socket needs no goroutine of its own (sinkTo): the caller's copies the
+// other way; otherwise a worker copies from a to b.
 func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 	f.attach(b)
 	in := r.m.AddressBytes.WithLabelValues(address, "in")
 	out := r.m.AddressBytes.WithLabelValues(address, "out")
+	countIn := func(n int64) { in.Add(float64(n)) }
+	countOut := func(n int64) { out.Add(float64(n)) }
 	var wg sync.WaitGroup
 	var once sync.Once
 	abort := func() {
@@ -519,27 +523,69 @@ func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 			b.Close()
 		})
 	}
-	cp := func(dst, src io.ReadWriteCloser, count func(int64)) {
-		defer wg.Done()
-		n, err := copyConn(dst, src)
-		count(n)
+	// ended closes dst for writing once its source is done with, or
+	// aborts the splice if that failed.
+	ended := func(dst io.ReadWriteCloser, err error) {
 		if err != nil {
 			abort()
 			return
 		}
-		if cw, ok := dst.(closeWriter); ok {
-			if cw.CloseWrite() != nil {
-				abort()
-			}
-		} else {
+		if cw, ok := dst.(closeWriter); !ok || cw.CloseWrite() != nil {
 			abort()
 		}
 	}
+	cp := func(dst, src io.ReadWriteCloser, count func(int64)) {
+		defer wg.Done()
+		n, err := copyConn(dst, src)
+		count(n)
+		ended(dst, err)
+	}
 	wg.Add(2)
-	r.workers.Go(func() { cp(b, a, func(n int64) { in.Add(float64(n)) }) })
-	cp(a, b, func(n int64) { out.Add(float64(n)) })
+	switch {
+	case r.sinkTo(b, a, countOut, func(err error) { ended(a, err); wg.Done() }):
+		cp(b, a, countIn)
+	case r.sinkTo(a, b, countIn, func(err error) { ended(b, err); wg.Done() }):
+		cp(a, b, countOut)
+	default:
+		r.workers.Go(func() { cp(b, a, countIn) })
+		cp(a, b, countOut)
+	}
 	wg.Wait()
 	abort()
+}
+
+// sinkTo hands src's data to dst with the stream's Sink when src is a link
+// stream and dst a TCP socket, and reports whether it did: the session's
+// reader writes to the socket, and a goroutine runs only while data waits
+// for a full socket, so an idle connection through a sidecar is one
+// goroutine, not two. count gets the bytes and ended the outcome, once.
+func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended func(error)) bool {
+	s, ok := src.(*streamConn)
+	if !ok {
+		return false
+	}
+	tc, ok := dst.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	// What came with the stream's header goes first.
+	pre, err := s.drainTo(tc)
+	if err != nil {
+		s.rx.Add(float64(pre))
+		count(pre)
+		ended(err)
+		return true
+	}
+	s.Stream.Sink(tc, rc, r.workers.Go, func(n int64, err error) {
+		s.rx.Add(float64(pre + n))
+		count(pre + n)
+		ended(err)
+	})
+	return true
 }
 
 // copyConn copies until EOF (nil error) or failure. Into a stream it
@@ -583,21 +629,27 @@ func (s *streamConn) Read(p []byte) (int, error) {
 
 // WriteTo drains buffered bytes, then hands the stream's buffers to w.
 func (s *streamConn) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	if k := s.br.Buffered(); k > 0 {
-		b, _ := s.br.Peek(k)
-		n, err := w.Write(b)
-		s.br.Discard(n)
-		total += int64(n)
-		if err != nil {
-			s.rx.Add(float64(total))
-			return total, err
-		}
+	total, err := s.drainTo(w)
+	if err == nil {
+		var n int64
+		n, err = s.Stream.WriteTo(w)
+		total += n
 	}
-	n, err := s.Stream.WriteTo(w)
-	total += n
 	s.rx.Add(float64(total))
 	return total, err
+}
+
+// drainTo writes to w the bytes the header reader holds (what came with
+// the stream's header); the stream's data is read from the stream after.
+func (s *streamConn) drainTo(w io.Writer) (int64, error) {
+	k := s.br.Buffered()
+	if k == 0 {
+		return 0, nil
+	}
+	b, _ := s.br.Peek(k)
+	n, err := w.Write(b)
+	s.br.Discard(n)
+	return int64(n), err
 }
 
 func (s *streamConn) Write(p []byte) (int, error) {

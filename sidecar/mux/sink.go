@@ -1,0 +1,126 @@
+package mux
+
+import (
+	"io"
+	"syscall"
+)
+
+// sinkState is what Sink adds to a stream; guarded by the stream's mu.
+type sinkState struct {
+	w        io.Writer
+	start    func(func()) // starts a flusher goroutine
+	done     func(int64, error)
+	flushing bool  // a flusher runs
+	ended    bool  // done was called, or is being called
+	total    int64 // bytes flushers wrote
+}
+
+// Sink hands the stream's data to w as it arrives, until the peer's FIN
+// (done(n, nil), n the bytes written) or a failure (done(n, err)), with no
+// goroutine of the caller's waiting meanwhile: WriteTo parks one for the
+// stream's whole life, so a thousand idle connections spliced with WriteTo
+// hold a thousand goroutine stacks more.
+//
+// While nothing is buffered, the session's reader writes small payloads
+// to rc, w's socket (nil if w has none), with one non-blocking write each,
+// as for a parked WriteTo (directLocked). What it cannot write, larger
+// frames and the stream's end go to a flusher: a goroutine started with
+// start that writes what is buffered to w, blocking as WriteTo does, and
+// ends when nothing is left. A flusher calls done, once. The stream's read
+// deadline is not watched; Read and WriteTo must not be called once Sink
+// has been.
+func (st *Stream) Sink(w io.Writer, rc syscall.RawConn, start func(func()), done func(int64, error)) {
+	st.mu.Lock()
+	st.sk = &sinkState{w: w, start: start, done: done, flushing: true}
+	st.sink = rc
+	st.mu.Unlock()
+	start(st.flush) // for what arrived before, and to go idle
+}
+
+// unlockKick unlocks st.mu, first marking a flusher to be started if the
+// stream is a Sink's with something for one to do and none running, and
+// starts it after.
+func (st *Stream) unlockKick() {
+	sk := st.sk
+	kick := sk != nil && !sk.flushing && !sk.ended &&
+		(len(st.chunks) > 0 || st.finRecv || st.closed || st.rstErr != nil || st.sess.Err() != nil)
+	if kick {
+		sk.flushing, st.sinkIdle = true, false
+	}
+	st.mu.Unlock()
+	if kick {
+		sk.start(st.flush)
+	}
+}
+
+// flush writes the buffered data to the Sink's writer until none is left
+// (then the stream goes idle: the reader writes directly again) or the
+// stream ended (then it calls done).
+func (st *Stream) flush() {
+	sk := st.sk
+	for {
+		st.mu.Lock()
+		err := st.recvErrLocked()
+		if err == nil && len(st.chunks) == 0 {
+			if err = st.eofLocked(); err == nil {
+				sk.flushing = false
+				st.sinkIdle = st.sink != nil
+				st.mu.Unlock()
+				return
+			}
+		}
+		if err != nil {
+			st.endSinkLocked(err)
+			return
+		}
+		c := st.popChunkLocked()
+		st.mu.Unlock()
+
+		p := c.b[c.off:]
+		n, err := sk.w.Write(p)
+		putBuffer(c)
+		if err == nil && n < len(p) {
+			err = io.ErrShortWrite
+		}
+		st.mu.Lock()
+		sk.total += int64(n)
+		st.consumedLocked(len(p)) // even on error: those bytes are gone
+		if err != nil {
+			st.endSinkLocked(err)
+			return
+		}
+		st.mu.Unlock()
+	}
+}
+
+// endSinkLocked ends the Sink with err (io.EOF: the peer's FIN), unlocks
+// st.mu and calls done.
+func (st *Stream) endSinkLocked(err error) {
+	sk := st.sk
+	if err == io.EOF {
+		err = nil
+	}
+	n := sk.total + st.sinkDirect
+	sk.ended, sk.flushing, st.sinkIdle = true, false, false
+	st.mu.Unlock()
+	sk.done(n, err)
+}
+
+// endSinks starts a flusher for every Sink stream without one once the
+// session is over, to tell its done.
+func (s *Session) endSinks() {
+	s.mu.Lock()
+	var sinks []*Stream
+	for _, st := range s.streams {
+		st.mu.Lock()
+		if st.sk != nil {
+			sinks = append(sinks, st)
+		}
+		st.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, st := range sinks {
+		st.mu.Lock()
+		st.unlockKick()
+	}
+}
