@@ -56,7 +56,24 @@ cd "$DIR" || exit 1
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
-free_port() { "$BIN/skiff-echo" port --host 127.0.0.1; }
+# free_port: a TCP port no socket of this host uses, never one handed out
+# before in this run, and below the kernel's ephemeral range (32768 and
+# up by default; ip_local_port_range): the ports are picked before anything binds them, and a port that
+# was free a moment ago may meanwhile be the source port of an outgoing
+# connection (a gateway dialling its link), which a listener then cannot
+# bind.
+EPHEMERAL_LO=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPHEMERAL_LO" -gt 11000 ] || EPHEMERAL_LO=32768 # no room below it: the default's bound, and the risk
+free_port() {
+	local p
+	while :; do
+		p=$((10000 + RANDOM % (EPHEMERAL_LO - 10000)))
+		grep -qx "$p" "$DIR/ports.used" 2>/dev/null && continue
+		[ -z "$(ss -Htan "sport = :$p")" ] && break
+	done
+	echo "$p" >>"$DIR/ports.used"
+	echo "$p"
+}
 wait_listen() { # port: until something listens on 127.0.0.1:port
 	for _ in $(seq 1 100); do
 		[ -n "$(ss -Hltn "sport = :$1")" ] && return 0

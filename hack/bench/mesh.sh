@@ -39,6 +39,9 @@
 #   BENCH_TIME    seconds per run (default 5)
 #   BENCH_CONNS   idle connections held for the RSS check (default 1000)
 #   BENCH_KEEP    if set, keep the work directory (logs, raw outputs)
+#   BENCH_ROUTER  the skiff-router binary of the gateways and the sidecar
+#                 (default bin/skiff-router): another build, to compare two
+#                 builds run after run
 #   BENCH_HALT_POLL_NS  as in router.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -56,6 +59,8 @@ BENCH_TOOLS=(iperf3 haproxy wrk openssl curl ss timeout ip nsenter setpriv)
 BENCH_BINS=(skiff-router skiff-echo skiff-loadgen skiff-node-agent)
 # shellcheck disable=SC2034
 BENCH_MAKE=bench-mesh
+ROUTER=$(realpath "${BENCH_ROUTER:-$BIN/skiff-router}") # before lib.sh moves to the work directory
+[ -x "$ROUTER" ] || { echo "BENCH_ROUTER $ROUTER is not an executable" >&2; exit 2; }
 # shellcheck source=hack/bench/lib.sh
 source "$PWD/hack/bench/lib.sh"
 
@@ -160,8 +165,8 @@ log "skiff: east <- mTLS link dialled by west (connectors, and listeners of its 
 	printf 'name: east\ndataDir: east-data\nlinkAccess:\n  bind: %s:%s\nlisteners:\n' "$HOST" "$LINK"
 	for w in "${WORKLOADS[@]}"; do printf '  - {address: %s, host: %s, port: %s}\n' "$w" "$HOST" "${EL[$w]}"; done
 } >east.yaml
-"$BIN/skiff-router" token issue --site-file east.yaml --out west-token.yaml --expires 15m >/dev/null
-"$BIN/skiff-router" token issue --member --site-file east.yaml --out sidecar-token.yaml --expires 15m >/dev/null
+"$ROUTER" token issue --site-file east.yaml --out west-token.yaml --expires 15m >/dev/null
+"$ROUTER" token issue --member --site-file east.yaml --out sidecar-token.yaml --expires 15m >/dev/null
 {
 	printf 'name: west\ndataDir: west-data\nlinks:\n  - {token: west-token.yaml, cost: 1}\nlisteners:\n'
 	for w in "${WORKLOADS[@]}"; do printf '  - {address: %s, host: %s, port: %s}\n' "$w" "$HOST" "${WF[$w]}"; done
@@ -180,7 +185,7 @@ chown -R 1337:1337 sidecar
 declare -A MPORT
 for s in east west; do
 	MPORT[$s]=$(free_port)
-	"$BIN/skiff-router" gateway --site-file $s.yaml --metrics-bind-address "127.0.0.1:${MPORT[$s]}" \
+	"$ROUTER" gateway --site-file $s.yaml --metrics-bind-address "127.0.0.1:${MPORT[$s]}" \
 		--health-probe-bind-address 0 2>$s.log &
 	PIDS+=($!)
 	eval "${s^^}_PID=$!"
@@ -190,7 +195,7 @@ vips=()
 for w in "${WORKLOADS[@]}"; do vips+=(--service "$VIP:${VP[$w]}"); done
 "$BIN/skiff-node-agent" attach --site east --pin-dir "$PIN" --cgroup "$CG" "${vips[@]}" 2>node-agent.log ||
 	{ cat node-agent.log >&2; die "skiff-node-agent attach failed"; }
-podexec sidecar 1337 "$BIN/skiff-router" sidecar --site-file sidecar/sidecar.yaml \
+podexec sidecar 1337 "$ROUTER" sidecar --site-file sidecar/sidecar.yaml \
 	--metrics-bind-address 127.0.0.1:15090 --health-probe-bind-address 127.0.0.1:15021 2>sidecar.log &
 SC_PID=$!; PIDS+=($!)
 for _ in $(seq 1 300); do
