@@ -91,8 +91,11 @@ mesh_cleanup() {
 		sleep 0.1
 	done
 }
-trap 'cleanup; mesh_cleanup' EXIT
+trap 'mesh_cleanup; cleanup' EXIT # the pod first: cleanup waits for every child
 
+if ip -br addr | grep -q " $HOST/"; then
+	die "$HOST is taken already (a bench run that did not clean up? ip -br addr; ip netns)"
+fi
 ip netns add "$NS"
 ip link add "$HOST_IF" type veth peer name "$POD_IF" netns "$NS"
 ip addr add "$HOST/30" dev "$HOST_IF"
