@@ -97,6 +97,31 @@ wrk_ms() { # file percentile: latency in ms
 }
 wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
 
+# hold_idle OUT ON_HOLD ON_AFTER CMD...: runs CMD (a skiff-loadgen hold)
+# in the background, output to OUT; evaluates ON_HOLD a second after every
+# connection is established and ON_AFTER 3 s after CMD ended. A failed
+# hold is printed and sets FAILED.
+hold_idle() {
+	local out=$1 on_hold=$2 on_after=$3 hp
+	shift 3
+	"$@" >"$out" 2>&1 &
+	hp=$!
+	PIDS+=("$hp")
+	for _ in $(seq 1 400); do grep -q '^established' "$out" && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
+	if grep -q '^established' "$out"; then
+		sleep 1
+		eval "$on_hold"
+	fi
+	if ! wait "$hp"; then
+		echo "bench: holding idle connections failed ($out):" >&2
+		cat "$out" >&2
+		# shellcheck disable=SC2034 # the sourcing script's
+		FAILED=1
+	fi
+	sleep 3
+	eval "$on_after"
+}
+
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
 # certificates: an ECDSA P-256 CA, and a server and a client certificate

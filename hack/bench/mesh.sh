@@ -83,11 +83,14 @@ mesh_cleanup() {
 	for c in app sidecar ""; do
 		[ -d "$CG/$c" ] || continue
 		# Processes still in it (a load tool stopped by a signal) first.
-		while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$CG/$c/cgroup.procs"
+		while read -r p; do kill "$p" 2>/dev/null || true; done <"$CG/$c/cgroup.procs"
 	done
-	for _ in $(seq 1 50); do
+	for i in $(seq 1 50); do
 		rmdir "$CG/app" "$CG/sidecar" "$CG" 2>/dev/null || true
 		[ -d "$CG" ] || break
+		if [ "$i" = 30 ]; then # deaf to SIGTERM
+			cat "$CG"/*/cgroup.procs "$CG/cgroup.procs" 2>/dev/null | while read -r p; do kill -9 "$p" 2>/dev/null || true; done
+		fi
 		sleep 0.1
 	done
 }
@@ -313,28 +316,13 @@ done
 HOLD=$((T > 3 ? T : 3))
 log "memory: $HOLD_CONNS idle connections (one-byte round trip each) held ${HOLD}s through the sidecar and through haproxy S"
 sample loaded
-for x in mesh:sidecar hside:S; do
-	IFS=: read -r path name <<<"$x"
-	out=hold-$path.txt
-	podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[$path,echo]}" \
-		--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s >"$out" 2>&1 &
-	hp=$!
-	PIDS+=("$hp")
-	for _ in $(seq 1 400); do grep -q '^established' "$out" && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
-	if grep -q '^established' "$out"; then
-		sleep 1
-		[ "$name" = sidecar ] && sample hold
-		[ "$name" = S ] && MEM[S,hold]=$(rss "$HS_PID")
-	fi
-	if ! wait "$hp"; then
-		echo "bench: holding $HOLD_CONNS connections via $path failed:" >&2
-		cat "$out" >&2
-		FAILED=1
-	fi
-	sleep 3
-	[ "$name" = sidecar ] && sample after
-	[ "$name" = S ] && MEM[S,after]=$(rss "$HS_PID")
-done
+hold_idle hold-mesh.txt "sample hold" "sample after" \
+	podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[mesh,echo]}" \
+	--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
+sample_s() { MEM[S,$1]=$(rss "$HS_PID"); } # haproxy S alone
+hold_idle hold-hside.txt "sample_s hold" "sample_s after" \
+	podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[hside,echo]}" \
+	--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
 
 # --- report --------------------------------------------------------------------------
 ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }

@@ -231,23 +231,9 @@ log "memory: $HOLD_CONNS idle connections (one-byte round trip each) held ${HOLD
 for path in haproxy skiff; do
 	sample "$path" before
 	for round in 1 2; do
-		out=hold-$path-$round.txt
-		timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "127.0.0.1:${PORT[$path,echo]}" \
-			--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s >"$out" 2>&1 &
-		hp=$!
-		PIDS+=("$hp")
-		for _ in $(seq 1 400); do grep -q '^established' "$out" && break; kill -0 "$hp" 2>/dev/null || break; sleep 0.1; done
-		if grep -q '^established' "$out"; then
-			sleep 1
-			sample "$path" "hold$round"
-		fi
-		if ! wait "$hp"; then
-			echo "bench: holding $HOLD_CONNS connections via $path failed:" >&2
-			cat "$out" >&2
-			FAILED=1
-		fi
-		sleep 3
-		sample "$path" "after$round"
+		hold_idle "hold-$path-$round.txt" "sample $path hold$round" "sample $path after$round" \
+			timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "127.0.0.1:${PORT[$path,echo]}" \
+			--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
 	done
 done
 if [ "$SETTLE" -gt 0 ]; then

@@ -31,27 +31,6 @@ type sinkResult struct {
 	err error
 }
 
-// sinkSocket is a loopback TCP connection: w for Sink, and the far end
-// the test reads.
-func sinkSocket(t *testing.T) (w *net.TCPConn, far net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	far, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); far.Close() })
-	return c.(*net.TCPConn), far
-}
-
 // startSink hands b's data to w with Sink.
 func startSink(t *testing.T, b *Stream, w *net.TCPConn, f *flushers) <-chan sinkResult {
 	t.Helper()
@@ -97,7 +76,7 @@ func idleSink(t *testing.T, f *flushers, what string) {
 func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
 	client, server := sessionPair(t, overTLS, Config{}, Config{})
 	a, b := openPair(t, client, server)
-	w, far := sinkSocket(t)
+	w, far := testutil.TCPPair(t)
 	got := make(chan []byte, 1)
 	go func() {
 		all, _ := io.ReadAll(far)
@@ -150,7 +129,7 @@ func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
 func TestSinkSlowReader(t *testing.T) {
 	client, server := sessionPair(t, overTLS, Config{}, Config{})
 	a, b := openPair(t, client, server)
-	w, far := sinkSocket(t)
+	w, far := testutil.TCPPair(t)
 	var f flushers
 	done := startSink(t, b, w, &f)
 	payload := bytes.Repeat([]byte("x"), 16<<20) // far beyond the socket buffers and the stream window
@@ -218,7 +197,7 @@ func TestSinkEnds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			client, server := sessionPair(t, overTLS, Config{}, Config{})
 			a, b := openPair(t, client, server)
-			w, far := sinkSocket(t)
+			w, far := testutil.TCPPair(t)
 			var f flushers
 			done := startSink(t, b, w, &f)
 			if _, err := a.Write([]byte("hello")); err != nil {

@@ -50,26 +50,6 @@ func (s *sink) String() string {
 	return s.buf.String()
 }
 
-// tcpPair is a connected pair of loopback TCP connections.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
 type copyResult struct {
 	n   int64
 	err error
@@ -105,7 +85,7 @@ func waitResult(t *testing.T, done <-chan copyResult) copyResult {
 // first byte, between bursts, and after many reads; every byte arrives in
 // order and the peer's EOF ends the copy without an error.
 func TestCopyReadyHoldsNoBufferWhileWaiting(t *testing.T) {
-	client, server := tcpPair(t)
+	client, server := testutil.TCPPair(t)
 	var bufs countedBufs
 	dst := &sink{}
 	done := startCopy(t, server, dst, &bufs)
@@ -182,7 +162,7 @@ func TestCopyReadyEnds(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			client, server := tcpPair(t)
+			client, server := testutil.TCPPair(t)
 			var bufs countedBufs
 			dst := &sink{}
 			done := startCopy(t, server, dst, &bufs)
@@ -213,7 +193,7 @@ func TestCopyReadyEnds(t *testing.T) {
 // Only a bare TCP connection is read from its socket: anything that may
 // hold bytes above it is read through its own Read.
 func TestRawTCPOnlyBareSockets(t *testing.T) {
-	_, server := tcpPair(t)
+	_, server := testutil.TCPPair(t)
 	if rawTCP(server) == nil {
 		t.Error("rawTCP(*net.TCPConn) = nil")
 	}
