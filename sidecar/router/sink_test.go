@@ -84,3 +84,65 @@ func TestIdleConnectionsHoldOneGoroutinePerGateway(t *testing.T) {
 		return nil
 	})
 }
+
+// In transit too: a sidecar's connection through east to west holds one
+// goroutine at the sidecar, one at east (its caller's, waiting: both
+// directions are link streams, carried by flushers while data waits) and
+// one at west, where a splice with a goroutine each way held two at each.
+func TestIdleTransitHoldsOnlyItsCaller(t *testing.T) {
+	eastDir := t.TempDir()
+	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-gw-0", dir: eastDir, linkAccess: true})
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-gw-0",
+		links: []LinkSpec{linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())},
+		svc:   Services{Connectors: []Connector{echoService(t, "west")}}})
+	sidecar := startSiblingSidecar(t, east, eastDir)
+	tu.Eventually(t, 15*time.Second, "the sidecar reaches west's echo through east", reachEcho(sidecar, "west"))
+	tu.Eventually(t, 10*time.Second, "no splice left from the probes", func() error {
+		if n := spliceGoroutines(); n != 0 {
+			return fmt.Errorf("%d goroutines in a splice", n)
+		}
+		return nil
+	})
+
+	const conns = 30
+	var open []*echoConn
+	defer func() {
+		for _, e := range open {
+			e.c.Close()
+		}
+	}()
+	for i := range conns {
+		e, name, err := dialEcho(sidecar)
+		if err != nil || name != "west" {
+			t.Fatalf("connection %d: %q, %v", i, name, err)
+		}
+		open = append(open, e)
+		if err := e.roundTrip(fmt.Sprintf("hello %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tu.Eventually(t, 10*time.Second, "three goroutines per idle connection (sidecar, east, west)", func() error {
+		if n := spliceGoroutines(); n > 3*conns {
+			return fmt.Errorf("%d goroutines in a splice for %d idle connections", n, conns)
+		}
+		return nil
+	})
+	big := strings.Repeat("x", 256<<10) // more than a socket takes at once: flushers at work
+	for i, e := range open {
+		if err := e.roundTrip(fmt.Sprintf("again %d %s", i, big)); err != nil {
+			t.Fatalf("after the pause: %v", err)
+		}
+	}
+	for _, e := range open {
+		if err := e.finish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open = nil
+	tu.Eventually(t, 10*time.Second, "every splice ended", func() error {
+		if n := spliceGoroutines(); n != 0 {
+			return fmt.Errorf("%d goroutines in a splice after every connection closed", n)
+		}
+		return nil
+	})
+}

@@ -541,10 +541,13 @@ func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 		ended(dst, err)
 	}
 	wg.Add(2)
+	toA := r.sinkTo(b, a, countOut, func(err error) { ended(a, err); wg.Done() })
+	toB := r.sinkTo(a, b, countIn, func(err error) { ended(b, err); wg.Done() })
 	switch {
-	case r.sinkTo(b, a, countOut, func(err error) { ended(a, err); wg.Done() }):
+	case toA && toB: // stream to stream (transit): flushers carry both ways
+	case toA:
 		cp(b, a, countIn)
-	case r.sinkTo(a, b, countIn, func(err error) { ended(b, err); wg.Done() }):
+	case toB:
 		cp(a, b, countOut)
 	default:
 		r.workers.Go(func() { cp(b, a, countIn) })
@@ -555,32 +558,40 @@ func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 }
 
 // sinkTo hands src's data to dst with the stream's Sink when src is a link
-// stream and dst a TCP socket, and reports whether it did: the session's
-// reader writes to the socket, and a goroutine runs only while data waits
-// for a full socket, so an idle connection through a sidecar is one
-// goroutine, not two. count gets the bytes and ended the outcome, once.
+// stream and dst a TCP socket or another link stream, and reports whether
+// it did. Into a socket the session's reader writes directly, and a
+// goroutine runs only while data waits for a full socket; into a stream
+// only a goroutine writes (the link's reader must never wait for another
+// link), one that runs while data waits. Either way an idle direction
+// holds no goroutine: an idle connection through a sidecar is one, not
+// two, and one in transit at a gateway is only its caller's. count gets
+// the bytes and ended the outcome, once.
 func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended func(error)) bool {
 	s, ok := src.(*streamConn)
 	if !ok {
 		return false
 	}
-	tc, ok := dst.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	var rc syscall.RawConn // none: no direct writes
+	switch d := dst.(type) {
+	case *net.TCPConn:
+		c, err := d.SyscallConn()
+		if err != nil {
+			return false
+		}
+		rc = c
+	case *streamConn:
+	default:
 		return false
 	}
 	// What came with the stream's header goes first.
-	pre, err := s.drainTo(tc)
+	pre, err := s.drainTo(dst)
 	if err != nil {
 		s.rx.Add(float64(pre))
 		count(pre)
 		ended(err)
 		return true
 	}
-	s.Stream.Sink(tc, rc, r.workers.Go, func(n int64, err error) {
+	s.Stream.Sink(dst, rc, r.workers.Go, func(n int64, err error) {
 		s.rx.Add(float64(pre + n))
 		count(pre + n)
 		ended(err)
