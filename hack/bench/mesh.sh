@@ -242,9 +242,11 @@ redirects() { # connect4 redirections so far (the pinned counters)
 # goroutines from its /metrics).
 declare -A MEM GO
 rss() { awk -v f="${2:-VmRSS}:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+gateway_goroutines() { curl -s --max-time 2 "http://127.0.0.1:${MPORT[$1]}/metrics" 2>/dev/null | awk '$1 == "go_goroutines" {print $2}' || true; }
 sample() {
 	local m
-	MEM[sidecar,$1]=$(rss "$SC_PID") MEM[S,$1]=$(rss "$HS_PID")
+	MEM[sidecar,$1]=$(rss "$SC_PID") MEM[S,$1]=$(rss "$HS_PID") MEM[east,$1]=$(rss "$EAST_PID")
+	GO[egor,$1]=$(gateway_goroutines east)
 	GO[file,$1]=$(rss "$SC_PID" RssFile) GO[anon,$1]=$(rss "$SC_PID" RssAnon)
 	m=$(inpod curl -s --max-time 2 http://127.0.0.1:15090/metrics 2>/dev/null || true)
 	GO[heap,$1]=$(awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%.1f", $2 / 1048576}' <<<"$m")
@@ -399,6 +401,8 @@ for k in "file;sidecar: file-backed (its binary's pages)" "anon;sidecar: anonymo
 	IFS=';' read -r m label <<<"$k"
 	echo "| $label | ${GO[$m,idle]:-ERR} | ${GO[$m,loaded]:-ERR} | ${GO[$m,hold]:-ERR} | ${GO[$m,after]:-ERR} |"
 done
+echo "| east gateway (the connections in transit) | ${MEM[east,idle]:-ERR} | ${MEM[east,loaded]:-ERR} | ${MEM[east,hold]:-ERR} | ${MEM[east,after]:-ERR} |"
+echo "| east gateway: goroutines (count) | ${GO[egor,idle]:-ERR} | ${GO[egor,loaded]:-ERR} | ${GO[egor,hold]:-ERR} | ${GO[egor,after]:-ERR} |"
 
 echo
 echo "### Targets"
