@@ -73,18 +73,8 @@ func (st *Stream) flush() {
 			st.endSinkLocked(err)
 			return
 		}
-		c := st.popChunkLocked()
-		st.mu.Unlock()
-
-		p := c.b[c.off:]
-		n, err := sk.w.Write(p)
-		putBuffer(c)
-		if err == nil && n < len(p) {
-			err = io.ErrShortWrite
-		}
-		st.mu.Lock()
-		sk.total += int64(n)
-		st.consumedLocked(len(p)) // even on error: those bytes are gone
+		n, err := st.writeChunkLocked(sk.w)
+		sk.total += n
 		if err != nil {
 			st.endSinkLocked(err)
 			return

@@ -153,23 +153,29 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 			st.mu.Unlock()
 			continue
 		}
-		c := st.popChunkLocked()
+		n, err := st.writeChunkLocked(w)
 		st.mu.Unlock()
-
-		p := c.b[c.off:]
-		n, err := w.Write(p)
-		total += int64(n)
-		putBuffer(c)
-		st.mu.Lock()
-		st.consumedLocked(len(p)) // even on error: those bytes are gone
-		st.mu.Unlock()
+		total += n
 		if err != nil {
 			return total, err
 		}
-		if n < len(p) {
-			return total, io.ErrShortWrite
-		}
 	}
+}
+
+// writeChunkLocked writes the first received chunk to w, outside st.mu
+// (held on entry and on return), frees it and counts it as read.
+func (st *Stream) writeChunkLocked(w io.Writer) (int64, error) {
+	c := st.popChunkLocked()
+	st.mu.Unlock()
+	p := c.b[c.off:]
+	n, err := w.Write(p)
+	putBuffer(c)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	st.mu.Lock()
+	st.consumedLocked(len(p)) // even on error: those bytes are gone
+	return int64(n), err
 }
 
 // recvErrLocked is the error for reads before looking at data.

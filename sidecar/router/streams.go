@@ -507,8 +507,9 @@ type closeWriter interface {
 // splice copies both ways with half-close and returns when both directions
 // are done or either failed. a is the side facing the client, whose flow
 // f (which holds a) now holds b too. A link stream's data into a TCP
-// socket needs no goroutine of its own (sinkTo): the caller's copies the
-// other way; otherwise a worker copies from a to b.
+// socket or another link stream needs no goroutine of its own (sinkTo);
+// the caller's copies a direction that does, and a worker the second one
+// when both do (socket to socket).
 func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 	f.attach(b)
 	in := r.m.AddressBytes.WithLabelValues(address, "in")
@@ -585,17 +586,16 @@ func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended fu
 	}
 	// What came with the stream's header goes first.
 	pre, err := s.drainTo(dst)
-	if err != nil {
-		s.rx.Add(float64(pre))
-		count(pre)
-		ended(err)
-		return true
-	}
-	s.Stream.Sink(dst, rc, r.workers.Go, func(n int64, err error) {
+	done := func(n int64, err error) {
 		s.rx.Add(float64(pre + n))
 		count(pre + n)
 		ended(err)
-	})
+	}
+	if err != nil {
+		done(0, err)
+		return true
+	}
+	s.Stream.Sink(dst, rc, r.workers.Go, done)
 	return true
 }
 
