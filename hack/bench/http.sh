@@ -262,9 +262,6 @@ for path in "${PATHS[@]}"; do
 done
 
 # --- report -------------------------------------------------------------------------
-ratio() { # a b: a/b to 2 places, or "-"
-	awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'
-}
 row() { # metric label unit [h2]: one line of the throughput table
 	local cells="" path v
 	for path in "${PATHS[@]}"; do

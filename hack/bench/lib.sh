@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Shared by hack/bench/router.sh, http.sh and multicast.sh (sourced, not
-# run): the checks of what a run needs, the guest halt-polling switch, the
-# work directory and its cleanup, logging, ports, waits, CPU accounting, and
-# the openssl certificates of the haproxy pair. The sourcing script sets
+# Shared by hack/bench/router.sh, http.sh, multicast.sh and mesh.sh
+# (sourced, not run): the checks of what a run needs, the guest
+# halt-polling switch, the work directory and its cleanup, logging, ports,
+# waits, CPU accounting, the readers of wrk's and iperf3's output, ratios
+# and verdicts, and the openssl certificates of the haproxy pair. The sourcing script sets
 # first BIN (the built binaries), BENCH_NAME (the work directory's prefix),
 # BENCH_TOOLS (the commands it runs), BENCH_BINS (the binaries of BIN it
 # runs) and BENCH_MAKE (the make target that builds and runs it); PIDS
@@ -96,6 +97,22 @@ wrk_ms() { # file percentile: latency in ms
 		printf "%.3f", m}' "$1"
 }
 wrk_errors() { awk '/Socket errors|Non-2xx/ {print}' "$1"; }
+
+# iperf3 -J output (file): the receiver's total, Gbit/s and GB.
+iperf_gbps() { awk '/"sum_received"/ {f = 1} f && /"bits_per_second"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.2f", $2 / 1e9; exit}' "$1"; }
+iperf_gb() { awk '/"sum_received"/ {f = 1} f && /"bytes"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.3f", $2 / 1e9; exit}' "$1"; }
+
+# ratio A B: A/B to 2 places, or "-" when either is missing ("" or "-")
+# or B is 0.
+ratio() {
+	awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'
+}
+# verdict VALUE OP TARGET: "yes" or "**no**" for VALUE OP TARGET (OP is
+# >=, <= or <), "?" when either is missing.
+verdict() {
+	awk -v v="${1:-}" -v op="$2" -v t="${3:-}" 'BEGIN {if (v == "" || t == "") {print "?"; exit}
+		ok = (op == ">=") ? v + 0 >= t : (op == "<=") ? v + 0 <= t : v + 0 < t; print ok ? "yes" : "**no**"}'
+}
 
 # hold_idle OUT ON_HOLD ON_AFTER CMD...: runs CMD (a skiff-loadgen hold)
 # in the background, output to OUT; evaluates ON_HOLD a second after every

@@ -236,10 +236,10 @@ done
 redirects() { # connect4 redirections so far (the pinned counters)
 	"$BIN/skiff-node-agent" status --pin-dir "$PIN" 2>/dev/null | awk '/"connect4"/ {f = 1} f && /"redirected"/ {gsub(/[^0-9]/, "", $2); print $2; exit}'
 }
-# sample PHASE: the RSS of the sidecar and of haproxy S (MEM), and where
-# the sidecar's goes (GO: file-backed and anonymous pages, and the Go
+# sample PHASE: the RSS of the sidecar, haproxy S and east (MEM), and
+# where the sidecar's goes (GO: file-backed and anonymous pages, and the Go
 # runtime's heap in use, heap kept from the OS but unused, stacks and
-# goroutines from its /metrics).
+# goroutines from its /metrics), and east's goroutines.
 declare -A MEM GO
 rss() { awk -v f="${2:-VmRSS}:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 gateway_goroutines() { curl -s --max-time 2 "http://127.0.0.1:${MPORT[$1]}/metrics" 2>/dev/null | awk '$1 == "go_goroutines" {print $2}' || true; }
@@ -281,8 +281,6 @@ run() {
 	sleep 1 # let sockets in TIME_WAIT and the proxies' buffers settle between runs
 	return 0
 }
-iperf_gbps() { awk '/"sum_received"/ {f = 1} f && /"bits_per_second"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.2f", $2 / 1e9; exit}' "$1"; }
-iperf_gb() { awk '/"sum_received"/ {f = 1} f && /"bytes"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.3f", $2 / 1e9; exit}' "$1"; }
 
 log "iperf3 from the pod: 1 and 8 streams, ${T}s each after a 1s omit (-O 1)"
 for streams in 1 8; do
@@ -327,12 +325,7 @@ hold_idle hold-hside.txt "sample_s hold" "sample_s after" \
 	--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
 
 # --- report --------------------------------------------------------------------------
-ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }
 diff3() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "") print ""; else printf "%.3f", a - b}'; }
-verdict() { # value op target
-	awk -v v="${1:-}" -v op="$2" -v t="${3:-}" 'BEGIN {if (v == "" || t == "") {print "?"; exit}
-		ok = (op == ">=") ? v + 0 >= t : (op == "<=") ? v + 0 <= t : v + 0 < t; print ok ? "yes" : "**no**"}'
-}
 per() { # cpu-seconds count scale: CPU per unit, to 3 places ("" if unknown)
 	awk -v c="${1:-}" -v n="${2:-}" -v s="$3" 'BEGIN {if (c == "" || n == "" || n + 0 == 0) print ""; else printf "%.3f", c * s / n}'
 }

@@ -271,9 +271,6 @@ uni_sites=$(awk '$1 ~ /^skiff_http_requests_total\{/ && index($1, "address=\"uni
 	END {for (s in n) printf "%s%s: %.0f", (o++ ? ", " : ""), s, n[s]}' metrics-east.txt)
 
 # --- report -------------------------------------------------------------------------
-ratio() { # a b: a/b to 2 places, or "-"
-	awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'
-}
 mul() { # value k: value * k, or "" if there is none
 	if [ -n "${1:-}" ]; then awk -v v="$1" -v k="$2" 'BEGIN {printf "%.0f", v * k}'; fi
 }

@@ -167,9 +167,6 @@ run() {
 	return 0
 }
 
-iperf_gbps() { # iperf3 -J output: receiver's total
-	awk '/"sum_received"/ {f = 1} f && /"bits_per_second"/ {gsub(/[^0-9.e+-]/, "", $2); printf "%.2f", $2 / 1e9; exit}' "$1"
-}
 redis_rps() { tr '\r' '\n' <"$1" | awk -v t="$2:" '$1 == t && /requests per second/ {printf "%.0f", $2}' | tail -n 1; }
 
 log "iperf3: 1 and 8 streams, ${T}s each after a 1s omit (-O 1)"
@@ -245,13 +242,6 @@ if [ "$SETTLE" -gt 0 ]; then
 fi
 
 # --- report -------------------------------------------------------------------------
-ratio() { # a b: a/b to 2 places, or "-"
-	awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'
-}
-verdict() { # value op target
-	awk -v v="${1:-}" -v op="$2" -v t="$3" 'BEGIN {if (v == "") {print "?"; exit}
-		ok = (op == ">=") ? v + 0 >= t : (op == "<=") ? v + 0 <= t : v + 0 < t; print ok ? "yes" : "**no**"}'
-}
 row() { # metric label unit [op target target-label]
 	local d=${RES[$1,direct]:-} h=${RES[$1,haproxy]:-} s=${RES[$1,skiff]:-} tgt="" ok=""
 	if [ $# -gt 3 ]; then tgt="$4 $6"; ok=$(verdict "$s" "$4" "$5"); fi
