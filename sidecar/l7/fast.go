@@ -4,18 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // The fast path serves HTTP/1.1 connections without net/http's server:
@@ -50,26 +45,13 @@ const (
 	fastClosed
 )
 
-// fastConn is a connection the fast path serves.
+// fastConn is an HTTP/1.1 connection the fast path serves, and the
+// clientSide of its requests.
 type fastConn struct {
-	e     *Engine
+	fastReq
 	c     net.Conn
-	info  connInfo
 	br    *bufio.Reader
-	req   reqHead
-	resp  respHead
-	plan  plan
-	out   []byte // what is written next to the client, or to an endpoint
-	head  []byte // an answer's head as read
 	state atomic.Int32
-	// cur is the endpoint connection of the request under way, closed
-	// with the client's when the engine stops.
-	cur atomic.Pointer[h1Conn]
-	// series are the metrics of the last answering site.
-	series series
-	// sent counts the answer body bytes written to the client, for the
-	// access log (a chunked body's data, as net/http counts it).
-	sent int64
 }
 
 // fastVerdict is what became of a request.
@@ -85,7 +67,8 @@ const (
 // request the fast path does not take: then it returns the connection,
 // that request's bytes first, for net/http's server.
 func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest net.Conn, handOff bool) {
-	fc := &fastConn{e: e, c: c, info: info, br: bufio.NewReaderSize(c, fastBuffer)}
+	fc := &fastConn{fastReq: fastReq{e: e, info: info}, c: c, br: bufio.NewReaderSize(c, fastBuffer)}
+	fc.client = fc
 	e.addFast(fc)
 	defer e.removeFast(fc)
 	stop := context.AfterFunc(ctx, fc.abort)
@@ -94,8 +77,12 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 		v := fc.readRequest()
 		if v == fastKeep {
 			fc.out, fc.head = takeBuf(), takeBuf()
+			fc.raw, _ = fc.br.Peek(fc.req.size + int(fc.req.length))
 			v = fc.serveRequest(ctx)
-			fc.out, fc.head = dropBuf(fc.out), dropBuf(fc.head)
+			fc.out, fc.head, fc.raw = dropBuf(fc.out), dropBuf(fc.head), nil
+			if v != fastHandOff {
+				_, _ = fc.br.Discard(fc.req.size + int(fc.req.length))
+			}
 		}
 		switch {
 		case v == fastHandOff:
@@ -179,238 +166,9 @@ func (fc *fastConn) readRequest() fastVerdict {
 	}
 }
 
-// serveRequest routes the request read: to its candidates in order until
-// one takes it, as RoundTrip does.
-func (fc *fastConn) serveRequest(ctx context.Context) fastVerdict {
-	e, h, addr := fc.e, &fc.req, fc.info.address
-	p := &fc.plan
-	*p = plan{address: addr, fromSite: fc.info.fromSite, start: time.Now()}
-	fc.sent = 0
-	var err error
-	if p.fromSite {
-		if h.multicast {
-			return fastHandOff // copied to every endpoint here (multicast.go)
-		}
-		p.targets, err = e.up.LocalTargets(addr)
-		p.pattern = model.Balanced
-	} else {
-		p.targets, p.pattern, err = e.up.Targets(addr)
-		if err == nil && p.pattern == model.Multicast {
-			return fastHandOff
-		}
-	}
-	if err == nil && len(p.targets) == 0 {
-		err = errors.New("no endpoint")
-	}
-	if err != nil {
-		return fc.refuse(p, "no_endpoint", noEndpointMessage(e.o.Self, addr, err))
-	}
-	var errs []error
-	for i, t := range p.targets {
-		if i == e.o.MaxAttempts {
-			break
-		}
-		if t.Protocol != model.HTTP {
-			// The candidate speaks HTTP/2: net/http serves the request,
-			// from the first candidate.
-			return fastHandOff
-		}
-		if i > 0 {
-			e.m.Retries.WithLabelValues(addr).Inc()
-			p.retries++
-		}
-		v, err := fc.try(ctx, p, t)
-		if err == nil {
-			return fc.logged(v, 0)
-		}
-		errs = append(errs, err)
-		if !isUndelivered(err) {
-			return fc.fail(p, errors.Join(errs...))
-		}
-	}
-	reason := p.undelivered
-	if reason == "" {
-		reason = "dial"
-	}
-	return fc.refuse(p, reason, undeliveredMessage(addr, errors.Join(errs...)))
-}
-
-// try sends the request to one target and passes its answer on. An
-// error is a request that got no answer: undelivered (another target may
-// take it), or failed; anything written to the client is an answer.
-func (fc *fastConn) try(ctx context.Context, p *plan, t Target) (fastVerdict, error) {
-	e := fc.e
-	pool, host := e.h1For(p.address, t)
-	done := e.up.Track(t.Key)
-	defer done()
-	for attempt := 0; ; attempt++ {
-		uc, reused, err := pool.get(ctx, host)
-		if err != nil {
-			if u, ok := errors.AsType[*undeliveredError](err); ok {
-				p.undelivered = u.reason
-			}
-			return 0, fmt.Errorf("%s: %w", describe(t), err)
-		}
-		fc.cur.Store(uc)
-		if ctx.Err() != nil { // abort may have looked before uc was stored
-			uc.conn.Close()
-			fc.cur.Store(nil)
-			return 0, ctx.Err()
-		}
-		v, err := fc.exchange(p, t, uc)
-		fc.cur.Store(nil)
-		if err == nil || !errors.Is(err, errStale) {
-			return v, err
-		}
-		if !sendAgain(ctx, reused, attempt, string(fc.req.method)) {
-			return 0, fmt.Errorf("%s: %w", describe(t), err)
-		}
-	}
-}
-
-// errStale is an endpoint connection that failed before any byte of an
-// answer came back.
-var errStale = errors.New("connection closed before an answer")
-
-// exchange writes the request on uc and passes the answer on. uc goes
-// back to its pool if both sides keep it.
-func (fc *fastConn) exchange(p *plan, t Target, uc *h1Conn) (fastVerdict, error) {
-	uc.read = 0
-	if err := fc.writeRequest(uc); err != nil {
-		uc.conn.Close()
-		return 0, fmt.Errorf("write request: %w: %w", errStale, err)
-	}
-	h := &fc.resp
-	for {
-		if err := fc.readAnswerHead(uc); err != nil {
-			uc.conn.Close()
-			if uc.read == 0 {
-				return 0, fmt.Errorf("read answer: %w: %w", errStale, err)
-			}
-			return 0, fmt.Errorf("%s: read answer: %w", describe(t), err)
-		}
-		if !parseResponseHead(fc.head, h) {
-			uc.conn.Close()
-			return 0, fmt.Errorf("%s: an answer whose head cannot be passed on", describe(t))
-		}
-		if h.status == http.StatusSwitchingProtocols {
-			uc.conn.Close()
-			return 0, fmt.Errorf("%s: 101 Switching Protocols to a request that did not ask", describe(t))
-		}
-		if h.status >= 200 {
-			break
-		}
-		// An informational answer (103 Early Hints) before the answer.
-	}
-	if len(h.undelivered) > 0 && t.Site != "" {
-		// The far site had no endpoint to give it.
-		p.undelivered = string(h.undelivered)
-		fc.discardAnswer(uc)
-		return 0, &undeliveredError{reason: p.undelivered, err: fmt.Errorf("%s: %d", describe(t), h.status)}
-	}
-	if h.chunked && !h.bodyless(fc.req.method) {
-		// A body malformed in what came with the head still gets a 502.
-		var probe chunkScanner
-		if b, _ := uc.br.Peek(uc.br.Buffered()); len(b) > 0 {
-			if _, _, bad := probe.scan(b); bad {
-				uc.conn.Close()
-				return 0, fmt.Errorf("%s: %w", describe(t), errMalformedChunks)
-			}
-		}
-	}
-	p.site = t.Site
-	if p.site == "" {
-		p.site = fc.e.o.Self
-	}
-	fc.e.m.observeIn(&fc.series, p, h.status)
-	return fc.passAnswer(uc)
-}
-
-// writeRequest writes the request's head, without the fields it drops,
-// and its body on uc.
-func (fc *fastConn) writeRequest(uc *h1Conn) error {
-	h := &fc.req
-	buf, _ := fc.br.Peek(h.size + int(h.length))
-	if h.dropped == 0 {
-		if _, err := uc.bw.Write(buf); err != nil {
-			return err
-		}
-		return uc.bw.Flush()
-	}
-	out := fc.out[:0]
-	out = append(out, h.method...)
-	out = append(out, ' ')
-	out = append(out, h.target...)
-	out = append(out, " HTTP/1.1\r\n"...)
-	for _, f := range h.fields {
-		if !f.drop {
-			out = append(out, f.line...)
-		}
-	}
-	out = append(out, "\r\n"...)
-	out = append(out, buf[h.size:]...)
-	fc.out = out
-	if _, err := uc.bw.Write(out); err != nil {
-		return err
-	}
-	return uc.bw.Flush()
-}
-
-// readAnswerHead reads an answer's head from uc, its lines as they come,
-// into fc.head.
-func (fc *fastConn) readAnswerHead(uc *h1Conn) error {
-	head := fc.head[:0]
-	lineStart := 0
-	for {
-		b, err := uc.br.ReadSlice('\n')
-		head = append(head, b...)
-		fc.head = head
-		if len(head) > maxAnswerHead {
-			return fmt.Errorf("an answer head over %d bytes", maxAnswerHead)
-		}
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue
-		case err != nil:
-			return err
-		}
-		line := head[lineStart:]
-		if string(line) == "\r\n" || string(line) == "\n" {
-			return nil
-		}
-		lineStart = len(head)
-	}
-}
-
-// discardAnswer reads a short answer's body away, to keep uc; a longer
-// one closes it.
-func (fc *fastConn) discardAnswer(uc *h1Conn) {
-	h := &fc.resp
-	switch {
-	case h.bodyless(fc.req.method):
-		fc.release(uc, true)
-	case h.length >= 0 && h.length <= 4<<10:
-		_, err := uc.br.Discard(int(h.length))
-		fc.release(uc, err == nil)
-	default:
-		uc.conn.Close()
-	}
-}
-
-// release puts uc back in its pool when both it and the answer allow,
-// else closes it.
-func (fc *fastConn) release(uc *h1Conn, bodyRead bool) {
-	h := &fc.resp
-	if bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && !fc.e.fastStop.Load() {
-		uc.pool.put(uc)
-		return
-	}
-	uc.conn.Close()
-}
-
-// passAnswer writes the answer's head, without the fields it drops, and
+// answer writes the answer's head, without the fields it drops, and
 // its body as it comes, framed as the endpoint framed it.
-func (fc *fastConn) passAnswer(uc *h1Conn) (fastVerdict, error) {
+func (fc *fastConn) answer(uc *h1Conn) (fastVerdict, error) {
 	h := &fc.resp
 	bodyless := h.bodyless(fc.req.method)
 	delimited := !bodyless && !h.chunked && h.length < 0 // by the endpoint closing
@@ -550,38 +308,8 @@ func (fc *fastConn) passChunked(uc *h1Conn, out []byte) (bool, error) {
 	}
 }
 
-var errMalformedChunks = errors.New("a malformed chunked body")
-
-// copyBody copies src to the client with a pooled buffer.
-func copyBody(dst io.Writer, src io.Reader) (int64, error) {
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
-}
-
-// refuse answers a request that reached no endpoint: 503 with
-// UndeliveredHeader, as Engine.refuse does.
-func (fc *fastConn) refuse(p *plan, reason, msg string) fastVerdict {
-	e := fc.e
-	if !p.fromSite {
-		e.log.Info("request not delivered", "address", p.address, "method", string(fc.req.method), "reason", reason, "error", msg)
-	}
-	p.site = ""
-	e.m.observeIn(&fc.series, p, http.StatusServiceUnavailable)
-	return fc.logged(fc.writeError(http.StatusServiceUnavailable, reason, msg), http.StatusServiceUnavailable)
-}
-
-// fail answers a request an endpoint failed: 502, as Engine.proxyError
-// does.
-func (fc *fastConn) fail(p *plan, err error) fastVerdict {
-	e := fc.e
-	e.log.Info("request failed", "address", p.address, "method", string(fc.req.method), "error", err.Error())
-	e.m.observeIn(&fc.series, p, http.StatusBadGateway)
-	return fc.logged(fc.writeError(http.StatusBadGateway, "", "skiff: "+err.Error()), http.StatusBadGateway)
-}
-
-// writeError writes an answer of skiff's own, as http.Error writes it.
-func (fc *fastConn) writeError(code int, reason, msg string) fastVerdict {
+// own writes an answer of skiff's own, as http.Error writes it.
+func (fc *fastConn) own(code int, reason, msg string) fastVerdict {
 	closeClient := fc.req.close || fc.e.fastStop.Load()
 	out := fc.out[:0]
 	out = append(out, "HTTP/1.1 "...)
@@ -608,56 +336,6 @@ func (fc *fastConn) writeError(code int, reason, msg string) fastVerdict {
 		return fastClose
 	}
 	return fastKeep
-}
-
-// logged writes the request's access-log line, if its connection has
-// them, and consumes the request from the buffer; status is skiff's own
-// answer's, 0 for the endpoint's.
-func (fc *fastConn) logged(v fastVerdict, status int) fastVerdict {
-	h := &fc.req
-	if fc.info.logged {
-		if status == 0 {
-			status = fc.resp.status
-		}
-		p := &fc.plan
-		path := string(h.target)
-		if i := bytes.IndexByte(h.target, '?'); i >= 0 {
-			path = string(h.target[:i])
-		}
-		if u, err := url.PathUnescape(path); err == nil {
-			path = u
-		}
-		fc.e.alog.write(&AccessLine{
-			TS:         p.start.UTC().Format(accessTimeFormat),
-			Address:    p.address,
-			Method:     clip(string(h.method), maxLoggedMethod),
-			Path:       clip(path, MaxLoggedPath),
-			Proto:      "HTTP/1.1",
-			Status:     status,
-			Site:       siteLabel(p.site),
-			DurationMS: float64(time.Since(p.start).Microseconds()) / 1000,
-			BytesIn:    h.length,
-			BytesOut:   fc.sent,
-			Retries:    p.retries,
-			Client:     fc.c.RemoteAddr().String(),
-		})
-	}
-	_, _ = fc.br.Discard(h.size + int(h.length))
-	return v
-}
-
-// headBufs lend a request its scratch buffers (fastConn.out and head),
-// so that an idle connection holds only its read buffer.
-var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-func takeBuf() []byte { return (*headBufs.Get().(*[]byte))[:0] }
-
-// dropBuf gives b back, unless it grew past 64 KiB for an odd answer.
-func dropBuf(b []byte) []byte {
-	if cap(b) <= 64<<10 {
-		headBufs.Put(&b)
-	}
-	return nil
 }
 
 // prefixConn reads pre before the connection: the bytes the fast path
@@ -710,3 +388,6 @@ func (e *Engine) closeIdleFast(orNew bool) int {
 	}
 	return len(e.fast.conns)
 }
+
+func (fc *fastConn) proto() string  { return "HTTP/1.1" }
+func (fc *fastConn) remote() string { return fc.c.RemoteAddr().String() }
