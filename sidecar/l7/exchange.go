@@ -16,8 +16,8 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
-// A request the fast path takes is sent the same way whatever its
-// client speaks: to its candidates in order,
+// A request the fast path takes, from an HTTP/1.1 client (fast.go) or an
+// HTTP/2 one (h2stream.go), is sent the same way: to its candidates in order,
 // each an HTTP/1.1 endpoint or site reached over a kept-alive connection
 // of an h1Pool, written as the HTTP/1.1 bytes of its head and body. Only
 // the way its answer goes back differs: clientSide.
@@ -103,6 +103,14 @@ func (x *fastReq) serveRequest(ctx context.Context) fastVerdict {
 		v, err := x.try(ctx, p, t)
 		if err == nil {
 			return x.logged(v, 0)
+		}
+		if ctx.Err() != nil {
+			// The client went away (an HTTP/2 stream it reset), or the
+			// engine stops: nobody reads an answer.
+			p.site = ""
+			e.m.observeIn(&x.series, p, 499)
+			x.sent = 0
+			return x.logged(fastClose, 499)
 		}
 		errs = append(errs, err)
 		if !isUndelivered(err) {

@@ -52,7 +52,12 @@ type fastConn struct {
 	c     net.Conn
 	br    *bufio.Reader
 	state atomic.Int32
+	// h2 is the connection's HTTP/2 server, once its client sent HTTP/2's
+	// preface.
+	h2 atomic.Pointer[h2Conn]
 }
+
+func (fc *fastConn) setH2(hc *h2Conn) { fc.h2.Store(hc) }
 
 // fastVerdict is what became of a request.
 type fastVerdict int
@@ -73,7 +78,7 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 	defer e.removeFast(fc)
 	stop := context.AfterFunc(ctx, fc.abort)
 	defer stop()
-	for {
+	for first := true; ; first = false {
 		v := fc.readRequest()
 		if v == fastKeep {
 			fc.out, fc.head = takeBuf(), takeBuf()
@@ -85,6 +90,9 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 			}
 		}
 		switch {
+		case v == fastHandOff && first && fc.prefaced():
+			e.serveH2(ctx, fc)
+			return nil, false
 		case v == fastHandOff:
 			if !stop() { // the engine is stopping: c is closed
 				return nil, false
@@ -97,6 +105,13 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 			return nil, false
 		}
 	}
+}
+
+// prefaced reports a connection that opened with HTTP/2's preface: its
+// first line read as a request's head.
+func (fc *fastConn) prefaced() bool {
+	b, _ := fc.br.Peek(fc.br.Buffered())
+	return bytes.HasPrefix(b, h2Preface[:18])
 }
 
 // abort closes the client's connection and the endpoint connection in
@@ -384,6 +399,9 @@ func (e *Engine) closeIdleFast(orNew bool) int {
 	for fc := range e.fast.conns {
 		if fc.state.CompareAndSwap(fastIdle, fastClosed) || (orNew && fc.state.CompareAndSwap(fastNew, fastClosed)) {
 			fc.c.Close()
+		}
+		if hc := fc.h2.Load(); hc != nil {
+			hc.shutdown() // GOAWAY: it closes once its streams are done
 		}
 	}
 	return len(e.fast.conns)

@@ -1,0 +1,617 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Stream is one request of an HTTP/2 client, and the clientSide of
+// its answer when it takes the fast path.
+type h2Stream struct {
+	fastReq
+	hc     *h2Conn
+	id     uint32
+	ctx    context.Context
+	cancel context.CancelFunc
+	f      *http2.MetaHeadersFrame // the request's headers
+	// declared is the body's Content-Length; -1 without one.
+	declared int64
+	// gone is set once nothing more may be written on the stream (it was
+	// reset, or the connection ended): checked as its frames are queued,
+	// under the queue's lock, where reset is under mu.
+	gone atomic.Bool
+
+	// Under hc.mu.
+	sendWin    int64
+	reset      bool  // RST_STREAM sent or received, or the connection ended: nothing more goes out
+	err        error // why
+	body       *h2Body
+	recvWin    int64 // what the client may still send on the stream
+	recvDone   int64 // bytes of the body read, not yet given back
+	received   int64
+	clientDone bool // the client's side ended: END_STREAM, or a reset
+}
+
+// connSpecific are fields HTTP/2 forbids (RFC 9113, 8.2.2); TE may
+// only say trailers.
+var connSpecific = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
+
+// onHeaders starts a stream, or ends one with its trailers.
+func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return connErr(http2.ErrCodeProtocol, "stream %d: an even stream from a client", id)
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if s := hc.streams[id]; s != nil {
+		return hc.trailersLocked(s, f)
+	}
+	if id <= hc.lastID {
+		return connErr(http2.ErrCodeProtocol, "stream %d: HEADERS on a stream below one already opened", id)
+	}
+	hc.lastID = id
+	switch {
+	case hc.away:
+		return nil // after GOAWAY: not taken; the client may send it again elsewhere
+	case hc.active >= h2MaxStreams:
+		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return nil
+	}
+	declared, ok := checkRequest(f)
+	if !ok {
+		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+		return nil
+	}
+	s := &h2Stream{hc: hc, id: id, f: f, declared: declared, sendWin: hc.initWin, recvWin: h2StreamWindow}
+	s.fastReq = fastReq{e: hc.e, info: hc.info, client: s}
+	s.ctx, s.cancel = context.WithCancel(hc.ctx)
+	if f.StreamEnded() {
+		s.clientDone = true
+	} else {
+		s.body = &h2Body{s: s}
+		s.body.cond.L = &hc.mu
+	}
+	hc.streams[id] = s
+	hc.active++
+	hc.busy.Add(1)
+	hc.wg.Add(1)
+	go s.serve()
+	return nil
+}
+
+// trailersLocked ends the body of s with the trailers in f.
+func (hc *h2Conn) trailersLocked(s *h2Stream, f *http2.MetaHeadersFrame) error {
+	switch {
+	case s.clientDone:
+		hc.resetLocked(s, http2.ErrCodeStreamClosed)
+		return nil
+	case !f.StreamEnded():
+		return connErr(http2.ErrCodeProtocol, "stream %d: a second HEADERS that does not end the stream", s.id)
+	}
+	s.clientDone = true
+	if s.declared >= 0 && s.received != s.declared {
+		hc.resetLocked(s, http2.ErrCodeProtocol)
+		return nil
+	}
+	b := s.body
+	b.trailer = http.Header{}
+	for _, hf := range f.RegularFields() {
+		b.trailer.Add(textproto.CanonicalMIMEHeaderKey(hf.Name), hf.Value)
+	}
+	b.endLocked(io.EOF)
+	return nil
+}
+
+// checkRequest checks what RFC 9113 (8.3.1, 8.2.2) asks of a request's
+// fields that x/net's Framer does not check, and returns its declared
+// Content-Length (-1 without one).
+func checkRequest(f *http2.MetaHeadersFrame) (int64, bool) {
+	method, path, scheme := f.PseudoValue("method"), f.PseudoValue("path"), f.PseudoValue("scheme")
+	switch {
+	case method == "" || f.PseudoValue("protocol") != "":
+		return 0, false // extended CONNECT was not offered
+	case method == http.MethodConnect && (path != "" || scheme != "" || f.PseudoValue("authority") == ""):
+		return 0, false
+	case method != http.MethodConnect && (path == "" || scheme == ""):
+		return 0, false
+	}
+	for _, hf := range f.Fields {
+		if v := hf.Value; v != "" && (isBlank(v[0]) || isBlank(v[len(v)-1])) {
+			return 0, false // RFC 9113, 8.2.1: HTTP/1.1 would read it otherwise
+		}
+	}
+	declared := int64(-1)
+	for _, hf := range f.RegularFields() {
+		name := []byte(hf.Name)
+		switch {
+		case oneOf(name, connSpecific):
+			return 0, false
+		case hf.Name == "te" && hf.Value != "trailers":
+			return 0, false
+		case hf.Name == "content-length":
+			n, ok := parseLength([]byte(hf.Value))
+			if !ok || (declared >= 0 && n != declared) {
+				return 0, false
+			}
+			declared = n
+		}
+	}
+	if f.StreamEnded() && declared > 0 {
+		return 0, false
+	}
+	return declared, true
+}
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// serve answers the stream's request.
+func (s *h2Stream) serve() {
+	hc := s.hc
+	defer hc.wg.Done()
+	defer hc.streamDone(s)
+	defer func() {
+		if r := recover(); r != nil {
+			if r != http.ErrAbortHandler {
+				hc.e.log.Error(fmt.Errorf("%v", r), "http2 handler panic", "address", hc.info.address)
+			}
+			hc.resetStream(s.id, http2.ErrCodeInternal)
+		}
+	}()
+	if s.f.Truncated {
+		s.own(http.StatusRequestHeaderFieldsTooLarge, "", "skiff: request header fields too large")
+		return
+	}
+	if s.body == nil && s.fast() {
+		return
+	}
+	s.slow()
+}
+
+// streamDone forgets a stream whose goroutine returned. A client still
+// sending its body is told to stop (RST_STREAM NO_ERROR, RFC 9113, 8.1).
+func (hc *h2Conn) streamDone(s *h2Stream) {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if !s.clientDone && !s.reset {
+		id := s.id
+		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeNo) })
+	}
+	s.endLocked(errStreamDone)
+	delete(hc.streams, s.id)
+	hc.active--
+	hc.busy.Add(-1)
+	if hc.away && hc.active == 0 && !hc.closed {
+		hc.closeWhenWrittenLocked()
+	}
+}
+
+var errStreamDone = fmt.Errorf("the stream's answer ended")
+
+// endLocked ends s: nothing more is written to it, its request's body
+// fails with err, its context is cancelled (hc.mu held).
+func (s *h2Stream) endLocked(err error) {
+	s.gone.Store(true)
+	if !s.reset {
+		s.reset, s.err = true, err
+	}
+	s.clientDone = true
+	if s.body != nil {
+		s.body.dropLocked(err)
+	}
+	s.cancel()
+}
+
+// fast serves a request without a body on the fast path; false if it
+// does not take it (nothing was written then).
+func (s *h2Stream) fast() bool {
+	raw, ok := appendH1Request(takeBuf(), s.f)
+	defer func() { dropBuf(raw) }()
+	if !ok || parseRequestHead(raw, &s.req) != headTake || s.req.size != len(raw) {
+		return false
+	}
+	s.raw = raw
+	s.out, s.head = takeBuf(), takeBuf()
+	defer func() { s.out, s.head, s.raw = dropBuf(s.out), dropBuf(s.head), nil }()
+	stop := context.AfterFunc(s.ctx, func() {
+		if uc := s.cur.Load(); uc != nil {
+			uc.conn.Close()
+		}
+	})
+	defer stop()
+	return s.serveRequest(s.ctx) != fastHandOff
+}
+
+// appendH1Request appends the HTTP/1.1 head of the request in f: its
+// line, Host (from :authority, else host), its fields with their names
+// in canonical case, and the cookie fields as one (RFC 9113, 8.2.3).
+// The fast path's parser then checks it as a client's.
+func appendH1Request(b []byte, f *http2.MetaHeadersFrame) ([]byte, bool) {
+	host := f.PseudoValue("authority")
+	b = append(b, f.PseudoValue("method")...)
+	b = append(b, ' ')
+	b = append(b, f.PseudoValue("path")...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	cookies := 0
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "host":
+			if host == "" {
+				host = hf.Value
+			}
+			continue
+		case "cookie":
+			cookies++
+			continue
+		case "te":
+			continue // trailers: the hop's own
+		}
+		b = appendCanonical(b, hf.Name)
+		b = append(b, ": "...)
+		b = append(b, hf.Value...)
+		b = append(b, "\r\n"...)
+	}
+	if host == "" {
+		return b, false
+	}
+	b = append(b, "Host: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	if cookies > 0 {
+		b = append(b, "Cookie: "...)
+		n := 0
+		for _, hf := range f.RegularFields() {
+			if hf.Name == "cookie" {
+				if n > 0 {
+					b = append(b, "; "...)
+				}
+				b = append(b, hf.Value...)
+				n++
+			}
+		}
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	return b, true
+}
+
+// appendCanonical appends a lower-case field name in canonical case
+// (content-type: Content-Type), as net/http would write it.
+func appendCanonical(b []byte, name string) []byte {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		upper = c == '-'
+		b = append(b, c)
+	}
+	return b
+}
+
+// answer passes on an endpoint's answer as HTTP/2 frames.
+func (s *h2Stream) answer(uc *h1Conn) (fastVerdict, error) {
+	h := &s.resp
+	fields := func(enc *hpack.Encoder) { s.encodeAnswer(enc) }
+	var err error
+	switch {
+	case h.bodyless(s.req.method):
+		s.release(uc, true)
+		err = s.writeHead(fields, nil, true)
+	case h.length >= 0 && int64(uc.br.Buffered()) >= h.length && h.length <= 16<<10:
+		body, _ := uc.br.Peek(int(h.length))
+		err = s.writeHead(fields, body, true)
+		_, _ = uc.br.Discard(int(h.length))
+		s.release(uc, true)
+		s.sent = h.length
+	default:
+		if err = s.writeHead(fields, nil, false); err == nil {
+			err = s.passBody(uc)
+		}
+		if err != nil {
+			uc.conn.Close()
+		}
+	}
+	if err != nil {
+		// The answer was cut: the client learns it from RST_STREAM.
+		s.e.log.V(1).Info("answer cut", "address", s.plan.address, "error", err.Error())
+		s.hc.resetStream(s.id, http2.ErrCodeInternal)
+	}
+	return fastKeep, nil
+}
+
+// passBody passes an answer's body as it comes, after its head: by
+// Content-Length (uc is kept), chunked (with its trailer), or until the
+// endpoint closes.
+func (s *h2Stream) passBody(uc *h1Conn) error {
+	h := &s.resp
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	var src io.Reader = uc.br
+	switch {
+	case h.length >= 0:
+		src = io.LimitReader(uc.br, h.length)
+	case h.chunked:
+		src = httputil.NewChunkedReader(uc.br)
+	}
+	for {
+		n, err := src.Read(*buf)
+		if n > 0 {
+			s.sent += int64(n)
+			last := h.length >= 0 && s.sent == h.length
+			if err := s.writeData((*buf)[:n], last); err != nil {
+				return err
+			}
+			if last {
+				break
+			}
+		}
+		if err == io.EOF && h.length < 0 {
+			if !h.chunked {
+				if err := s.writeData(nil, true); err != nil {
+					return err
+				}
+			}
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("read answer body: %w", err)
+		}
+	}
+	switch {
+	case h.length >= 0:
+		s.release(uc, true)
+		return nil
+	case h.chunked:
+		defer uc.conn.Close()
+		return s.passTrailer(uc.br)
+	}
+	uc.conn.Close()
+	return nil
+}
+
+// passTrailer reads a chunked answer's trailer (at most 4 KiB) and ends
+// the stream with it.
+func (s *h2Stream) passTrailer(br *bufio.Reader) error {
+	tr, err := textproto.NewReader(bufio.NewReader(io.LimitReader(br, 4<<10))).ReadMIMEHeader()
+	if err != nil {
+		return fmt.Errorf("read answer trailer: %w", err)
+	}
+	if len(tr) == 0 {
+		return s.writeData(nil, true)
+	}
+	return s.writeHead(func(enc *hpack.Encoder) {
+		for k, vs := range tr {
+			if oneOf([]byte(k), hopHeaders) || oneOf([]byte(k), skiffHeaders) {
+				continue
+			}
+			for _, v := range vs {
+				_ = enc.WriteField(hpack.HeaderField{Name: lowerName([]byte(k)), Value: v})
+			}
+		}
+	}, nil, true)
+}
+
+// encodeAnswer encodes the head of the answer in s.resp.
+func (s *h2Stream) encodeAnswer(enc *hpack.Encoder) {
+	h := &s.resp
+	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusString(h.status)})
+	for _, f := range h.fields {
+		if f.drop || fieldIs(f.name, "Transfer-Encoding") {
+			continue
+		}
+		_ = enc.WriteField(hpack.HeaderField{Name: lowerName(f.name), Value: string(f.value)})
+	}
+}
+
+// own writes an answer of skiff's own, as http.Error writes it.
+func (s *h2Stream) own(code int, reason, msg string) fastVerdict {
+	body := msg + "\n"
+	err := s.writeHead(func(enc *hpack.Encoder) {
+		_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusString(code)})
+		_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"})
+		_ = enc.WriteField(hpack.HeaderField{Name: "x-content-type-options", Value: "nosniff"})
+		_ = enc.WriteField(hpack.HeaderField{Name: "date", Value: time.Now().UTC().Format(http.TimeFormat)})
+		if reason != "" {
+			_ = enc.WriteField(hpack.HeaderField{Name: lowerName([]byte(UndeliveredHeader)), Value: reason})
+		}
+		_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	}, []byte(body), true)
+	s.sent = int64(len(body))
+	if err != nil {
+		s.sent = 0
+		s.hc.resetStream(s.id, http2.ErrCodeInternal)
+	}
+	return fastKeep
+}
+
+func (s *h2Stream) proto() string  { return "HTTP/2.0" }
+func (s *h2Stream) remote() string { return s.hc.c.RemoteAddr().String() }
+
+// writeHead queues the stream's HEADERS (encode encodes its fields), and
+// body as DATA if given, ending the stream with end. The head and a body
+// the windows have room for go in one queueing.
+func (s *h2Stream) writeHead(encode func(*hpack.Encoder), body []byte, end bool) error {
+	hc := s.hc
+	n := 0
+	if len(body) > 0 {
+		n = s.tryWindow(len(body))
+	}
+	headEnd := end && len(body) == 0
+	dataEnd := end && n == len(body)
+	gone := false
+	err := hc.queue(true, func() {
+		if gone = s.gone.Load(); gone {
+			return // not encoded: the HPACK state stays the client's
+		}
+		hc.hbuf = hc.hbuf[:0]
+		encode(hc.enc)
+		hc.writeBlockLocked(s.id, hc.hbuf, headEnd)
+		if n > 0 {
+			_ = hc.wfr.WriteData(s.id, dataEnd, body[:n])
+		}
+	})
+	switch {
+	case gone:
+		return s.ended(n)
+	case err != nil || n == len(body):
+		return err
+	}
+	return s.writeData(body[n:], end)
+}
+
+// ended gives back the window taken for n bytes that were not sent, and
+// returns why the stream ended.
+func (s *h2Stream) ended(n int) error {
+	hc := s.hc
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	hc.sendWin += int64(n)
+	hc.fcond.Broadcast()
+	if s.err == nil {
+		return net.ErrClosed
+	}
+	return s.err
+}
+
+// writeBlockLocked queues a header block as HEADERS and CONTINUATION
+// frames within the client's frame size (wmu held).
+func (hc *h2Conn) writeBlockLocked(id uint32, block []byte, end bool) {
+	max := int(hc.maxFrame.Load())
+	first := true
+	for first || len(block) > 0 {
+		frag := block[:min(len(block), max)]
+		block = block[len(frag):]
+		if first {
+			_ = hc.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
+		} else {
+			_ = hc.wfr.WriteContinuation(id, len(block) == 0, frag)
+		}
+		first = false
+	}
+}
+
+// writeData queues p as DATA frames as the windows allow, the last
+// ending the stream with end.
+func (s *h2Stream) writeData(p []byte, end bool) error {
+	hc := s.hc
+	for {
+		n := 0
+		if len(p) > 0 {
+			var err error
+			if n, err = s.window(len(p)); err != nil {
+				return err
+			}
+		}
+		chunk, last := p[:n], end && n == len(p)
+		if n > 0 || last {
+			gone := false
+			err := hc.queue(true, func() {
+				if gone = s.gone.Load(); !gone {
+					_ = hc.wfr.WriteData(s.id, last, chunk)
+				}
+			})
+			if gone {
+				return s.ended(n)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+}
+
+// window waits until the windows let up to n bytes go on the stream,
+// and takes what they let go (at most a frame).
+func (s *h2Stream) window(n int) (int, error) {
+	hc := s.hc
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	for {
+		if s.reset {
+			return 0, s.err
+		}
+		if w := s.takeLocked(n); w > 0 {
+			return w, nil
+		}
+		hc.fcond.Wait()
+	}
+}
+
+// tryWindow takes what the windows let go now of n bytes.
+func (s *h2Stream) tryWindow(n int) int {
+	s.hc.mu.Lock()
+	defer s.hc.mu.Unlock()
+	if s.reset {
+		return 0
+	}
+	return s.takeLocked(n)
+}
+
+func (s *h2Stream) takeLocked(n int) int {
+	hc := s.hc
+	w := min(int64(n), s.sendWin, hc.sendWin, int64(hc.maxFrame.Load()))
+	if w <= 0 {
+		return 0
+	}
+	s.sendWin -= w
+	hc.sendWin -= w
+	return int(w)
+}
+
+// statuses are the :status values, made once.
+var statuses = func() (s [600]string) {
+	for i := 100; i < len(s); i++ {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusString(code int) string {
+	if code >= 100 && code < len(statuses) {
+		return statuses[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// commonFields are answer field names in HTTP/2's lower case, so that
+// the usual ones cost no allocation.
+var commonFields = []string{
+	"content-type", "content-length", "date", "server", "cache-control", "etag", "last-modified",
+	"vary", "location", "set-cookie", "content-encoding", "x-content-type-options", "accept-ranges",
+	"expires", "age", "trailer", "grpc-status", "grpc-message", "content-security-policy",
+}
+
+// lowerName is a field name in lower case.
+func lowerName(name []byte) string {
+	for _, k := range commonFields {
+		if fieldIs(name, k) {
+			return k
+		}
+	}
+	b := make([]byte, len(name))
+	for i, c := range name {
+		b[i] = lower(c)
+	}
+	return string(b)
+}
