@@ -41,9 +41,11 @@ type Session struct {
 	werr     error
 	ctlSpare []byte
 	waiting  atomic.Int32 // goroutines waiting for or holding wmu
-	ctlMu    sync.Mutex
-	ctl      []byte // encoded control frames waiting for the writer
-	ctlSig   chan struct{}
+	// lastFlusher is the stream whose small frame was flushed last.
+	lastFlusher atomic.Uint32
+	ctlMu       sync.Mutex
+	ctl         []byte // encoded control frames waiting for the writer
+	ctlSig      chan struct{}
 
 	sendMaxFrame atomic.Int32 // min(ours, peer's max frame size)
 

@@ -1,13 +1,22 @@
 package mux
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+)
 
 // The write path. All frames go through one buffer, wbuf, guarded by wmu.
 // Whoever holds wmu first appends the queued control frames, then its own
 // frame; it writes the buffer to the connection when nobody else is waiting
 // for wmu (the last of a burst flushes for all) and whenever the buffer is
 // full. A lone frame therefore goes out at once, header and payload in one
-// conn.Write, and concurrent writers share conn.Writes.
+// conn.Write, and concurrent writers share conn.Writes. Writers that are
+// ready to run but not yet waiting (many streams' requests and answers at
+// once, each on its own goroutine) would each make a write of their own:
+// before it flushes a small frame of a stream other than the one whose
+// frame it flushed last, a writer yields once (runtime.Gosched), and
+// those add theirs first. A stream that writes alone, one request at a
+// time, does not yield (docs/benchmarks.md, "HTTP per request").
 //
 // Control frames (SETTINGS, OPEN, FIN, RST, WINDOW_UPDATE, PING, PONG,
 // GOAWAY) are queued without waiting for wmu, so the read loop and the
@@ -98,6 +107,15 @@ func (s *Session) writeFrame(st *Stream, head, p []byte, flush bool) error {
 		}
 		s.bufWriteLocked(head)
 		s.bufWriteLocked(p)
+	}
+	if flush && err == nil && len(head)+len(p) < smallFrame && s.waiting.Load() == 0 && s.lastFlusher.Swap(st.id) != st.id {
+		// A small frame, and other streams wrote lately: those ready to
+		// run may add theirs first, and all leave in one write. A stream
+		// that writes alone (one request at a time) does not wait.
+		s.wmu.Unlock()
+		runtime.Gosched()
+		s.lockWriter()
+		s.drainCtlLocked()
 	}
 	if flush || err != nil {
 		s.flushIfLastLocked()
