@@ -402,12 +402,12 @@ func (hc *h2Conn) queue(wait bool, write func()) error {
 		hc.writing = true
 		hc.wmu.Unlock()
 		hc.wg.Add(1)
-		go func() {
+		hc.e.o.Go(func() {
 			defer hc.wg.Done()
 			hc.wmu.Lock()
 			hc.flushLocked()
 			hc.wmu.Unlock()
-		}()
+		})
 	}
 	return nil
 }

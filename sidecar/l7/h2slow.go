@@ -210,7 +210,7 @@ func (s *h2Stream) slow() {
 		defer s.body.Close()
 	}
 	w := &h2Writer{s: s, header: http.Header{}, head: req.Method == http.MethodHead}
-	s.e.serveHTTP(w, req)
+	s.hc.e.serveHTTP(w, req)
 	w.finish()
 }
 

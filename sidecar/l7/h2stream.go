@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,7 +21,6 @@ import (
 // h2Stream is one request of an HTTP/2 client, and the clientSide of
 // its answer when it takes the fast path.
 type h2Stream struct {
-	fastReq
 	hc     *h2Conn
 	id     uint32
 	ctx    context.Context
@@ -33,7 +33,9 @@ type h2Stream struct {
 	// under the queue's lock, where reset is under mu.
 	gone atomic.Bool
 
-	// Under hc.mu.
+	// Under hc.mu (the stream's goroutine reads fx without it).
+	// fx is the request on the fast path, while it is under way.
+	fx         *fastReq
 	sendWin    int64
 	reset      bool  // RST_STREAM sent or received, or the connection ended: nothing more goes out
 	err        error // why
@@ -76,7 +78,6 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s := &h2Stream{hc: hc, id: id, f: f, declared: declared, sendWin: hc.initWin, recvWin: h2StreamWindow}
-	s.fastReq = fastReq{e: hc.e, info: hc.info, client: s}
 	s.ctx, s.cancel = context.WithCancel(hc.ctx)
 	if f.StreamEnded() {
 		s.clientDone = true
@@ -88,7 +89,7 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	hc.active++
 	hc.busy.Add(1)
 	hc.wg.Add(1)
-	go s.serve()
+	hc.e.o.Go(s.serve)
 	return nil
 }
 
@@ -212,27 +213,48 @@ func (s *h2Stream) endLocked(err error) {
 		s.body.dropLocked(err)
 	}
 	s.cancel()
+	if s.fx != nil {
+		// After cancel: the exchange looks at the context once it has
+		// stored the connection.
+		if uc := s.fx.cur.Load(); uc != nil {
+			uc.conn.Close()
+		}
+	}
 }
 
 // fast serves a request without a body on the fast path; false if it
 // does not take it (nothing was written then).
 func (s *h2Stream) fast() bool {
+	hc := s.hc
+	x := fastReqs.Get().(*fastReq)
+	*x = fastReq{e: hc.e, info: hc.info, client: s,
+		req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
+	defer func() {
+		*x = fastReq{req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
+		fastReqs.Put(x)
+	}()
 	raw, ok := appendH1Request(takeBuf(), s.f)
 	defer func() { dropBuf(raw) }()
-	if !ok || parseRequestHead(raw, &s.req) != headTake || s.req.size != len(raw) {
+	if !ok || parseRequestHead(raw, &x.req) != headTake || x.req.size != len(raw) {
 		return false
 	}
-	s.raw = raw
-	s.out, s.head = takeBuf(), takeBuf()
-	defer func() { s.out, s.head, s.raw = dropBuf(s.out), dropBuf(s.head), nil }()
-	stop := context.AfterFunc(s.ctx, func() {
-		if uc := s.cur.Load(); uc != nil {
-			uc.conn.Close()
-		}
-	})
-	defer stop()
-	return s.serveRequest(s.ctx) != fastHandOff
+	x.raw = raw
+	x.out, x.head = takeBuf(), takeBuf()
+	defer func() { x.out, x.head, x.raw = dropBuf(x.out), dropBuf(x.head), nil }()
+	// A reset closes the endpoint connection in use (endLocked).
+	hc.mu.Lock()
+	s.fx = x
+	hc.mu.Unlock()
+	v := x.serveRequest(s.ctx)
+	hc.mu.Lock()
+	s.fx = nil
+	hc.mu.Unlock()
+	return v != fastHandOff
 }
+
+// fastReqs keep the requests of HTTP/2 streams on the fast path, and the
+// field lists their heads were parsed into.
+var fastReqs = sync.Pool{New: func() any { return new(fastReq) }}
 
 // appendH1Request appends the HTTP/1.1 head of the request in f: its
 // line, Host (from :authority, else host), its fields with their names
@@ -304,19 +326,20 @@ func appendCanonical(b []byte, name string) []byte {
 
 // answer passes on an endpoint's answer as HTTP/2 frames.
 func (s *h2Stream) answer(uc *h1Conn) (fastVerdict, error) {
-	h := &s.resp
+	x := s.fx
+	h := &x.resp
 	fields := func(enc *hpack.Encoder) { s.encodeAnswer(enc) }
 	var err error
 	switch {
-	case h.bodyless(s.req.method):
-		s.release(uc, true)
+	case h.bodyless(x.req.method):
+		x.release(uc, true)
 		err = s.writeHead(fields, nil, true)
 	case h.length >= 0 && int64(uc.br.Buffered()) >= h.length && h.length <= 16<<10:
 		body, _ := uc.br.Peek(int(h.length))
 		err = s.writeHead(fields, body, true)
 		_, _ = uc.br.Discard(int(h.length))
-		s.release(uc, true)
-		s.sent = h.length
+		x.release(uc, true)
+		x.sent = h.length
 	default:
 		if err = s.writeHead(fields, nil, false); err == nil {
 			err = s.passBody(uc)
@@ -327,7 +350,7 @@ func (s *h2Stream) answer(uc *h1Conn) (fastVerdict, error) {
 	}
 	if err != nil {
 		// The answer was cut: the client learns it from RST_STREAM.
-		s.e.log.V(1).Info("answer cut", "address", s.plan.address, "error", err.Error())
+		s.hc.e.log.V(1).Info("answer cut", "address", x.plan.address, "error", err.Error())
 		s.hc.resetStream(s.id, http2.ErrCodeInternal)
 	}
 	return fastKeep, nil
@@ -337,7 +360,8 @@ func (s *h2Stream) answer(uc *h1Conn) (fastVerdict, error) {
 // Content-Length (uc is kept), chunked (with its trailer), or until the
 // endpoint closes.
 func (s *h2Stream) passBody(uc *h1Conn) error {
-	h := &s.resp
+	x := s.fx
+	h := &x.resp
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
 	var src io.Reader = uc.br
@@ -350,8 +374,8 @@ func (s *h2Stream) passBody(uc *h1Conn) error {
 	for {
 		n, err := src.Read(*buf)
 		if n > 0 {
-			s.sent += int64(n)
-			last := h.length >= 0 && s.sent == h.length
+			x.sent += int64(n)
+			last := h.length >= 0 && x.sent == h.length
 			if err := s.writeData((*buf)[:n], last); err != nil {
 				return err
 			}
@@ -376,7 +400,7 @@ func (s *h2Stream) passBody(uc *h1Conn) error {
 	}
 	switch {
 	case h.length >= 0:
-		s.release(uc, true)
+		x.release(uc, true)
 		return nil
 	case h.chunked:
 		defer uc.conn.Close()
@@ -408,9 +432,9 @@ func (s *h2Stream) passTrailer(br *bufio.Reader) error {
 	}, nil, true)
 }
 
-// encodeAnswer encodes the head of the answer in s.resp.
+// encodeAnswer encodes the head of the answer in fx.resp.
 func (s *h2Stream) encodeAnswer(enc *hpack.Encoder) {
-	h := &s.resp
+	h := &s.fx.resp
 	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusString(h.status)})
 	for _, f := range h.fields {
 		if f.drop || fieldIs(f.name, "Transfer-Encoding") {
@@ -433,9 +457,10 @@ func (s *h2Stream) own(code int, reason, msg string) fastVerdict {
 		}
 		_ = enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
 	}, []byte(body), true)
-	s.sent = int64(len(body))
+	if x := s.fx; x != nil && err == nil {
+		x.sent = int64(len(body))
+	}
 	if err != nil {
-		s.sent = 0
 		s.hc.resetStream(s.id, http2.ErrCodeInternal)
 	}
 	return fastKeep

@@ -439,7 +439,7 @@ func New(cfg Config) (*Router, error) {
 		siblingKick: make(chan struct{}, 1),
 	}
 	r.workers = newWorkers(maxIdleWorkers, workerIdleTimeout, r.tasks.Go)
-	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http"), AccessLog: cfg.AccessLog})
+	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http"), AccessLog: cfg.AccessLog, Go: r.workers.Go})
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
 	r.muxConfig = cfg.Mux
 	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {
