@@ -59,11 +59,10 @@ func (u upstreams) Targets(address string) ([]l7.Target, model.Pattern, error) {
 func (u upstreams) LocalTargets(address string) ([]l7.Target, error) {
 	r := u.r
 	t := r.services.Load()
-	conns := t.connectors[address]
-	cands := make([]routing.Candidate, len(conns))
-	meta := make([]candidate, len(conns))
-	for i, c := range conns {
-		key := net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+	keys := t.endpoints[address]
+	cands := make([]routing.Candidate, len(keys))
+	meta := make([]candidate, len(keys))
+	for i, key := range keys {
 		cands[i] = routing.Candidate{Key: key, Weight: 1, Outstanding: int(r.counter(key).Load())}
 		meta[i] = candidate{key: key}
 	}

@@ -699,13 +699,17 @@ func (r *Router) shutdown() {
 type serviceTable struct {
 	Services
 	connectors map[string][]Connector // by address
-	byVIP      map[string]string      // "ip:port" -> address (sidecar matching)
+	// endpoints are the connectors' "host:port" by address, in the same
+	// order: the keys of their outstanding counts, made once.
+	endpoints map[string][]string
+	byVIP     map[string]string // "ip:port" -> address (sidecar matching)
 }
 
 func newServiceTable(s Services) *serviceTable {
-	t := &serviceTable{Services: s, connectors: map[string][]Connector{}, byVIP: map[string]string{}}
+	t := &serviceTable{Services: s, connectors: map[string][]Connector{}, endpoints: map[string][]string{}, byVIP: map[string]string{}}
 	for _, c := range s.Connectors {
 		t.connectors[c.Address] = append(t.connectors[c.Address], c)
+		t.endpoints[c.Address] = append(t.endpoints[c.Address], net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
 	}
 	for _, l := range s.Listeners {
 		if ip := net.ParseIP(l.Host); ip != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -143,10 +142,9 @@ func (r *Router) deliver(ctx context.Context, f *flow, h header, in *streamConn)
 		return
 	}
 	t := r.services.Load()
-	conns := t.connectors[h.Address]
-	cands := make([]routing.Candidate, len(conns))
-	for i, c := range conns {
-		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	keys := t.endpoints[h.Address]
+	cands := make([]routing.Candidate, len(keys))
+	for i, key := range keys {
 		cands[i] = routing.Candidate{Key: key, Weight: 1, Outstanding: int(r.counter(key).Load())}
 	}
 	order, err := r.picker.Order("balanced", cands)
@@ -425,9 +423,8 @@ func (r *Router) originate(ctx context.Context, f *flow, client net.Conn, addres
 // picker (cands) and for originate (meta, in the same order): this
 // router's connectors for it, then the sites that advertise it.
 func (r *Router) candidates(t *serviceTable, address string) (cands []routing.Candidate, meta []candidate) {
-	local := t.connectors[address]
-	for _, c := range local {
-		key := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	local := t.endpoints[address]
+	for _, key := range local {
 		cands = append(cands, routing.Candidate{Key: key, Cost: 0, Weight: 1, Outstanding: int(r.counter(key).Load())})
 		meta = append(meta, candidate{key: key})
 	}
