@@ -52,6 +52,10 @@ type fastConn struct {
 	c     net.Conn
 	br    *bufio.Reader
 	state atomic.Int32
+	// idleFrom is when the idle deadline was last set; headerDeadline,
+	// that the deadline in force is readHeaderTimeout's.
+	idleFrom       time.Time
+	headerDeadline bool
 	// h2 is the connection's HTTP/2 server, once its client sent HTTP/2's
 	// preface.
 	h2 atomic.Pointer[h2Conn]
@@ -128,7 +132,14 @@ func (fc *fastConn) abort() {
 // body (which fits the buffer): fastKeep when the fast path takes it.
 func (fc *fastConn) readRequest() fastVerdict {
 	e := fc.e
-	_ = fc.c.SetReadDeadline(time.Now().Add(e.o.IdleTimeout))
+	if now := time.Now(); fc.headerDeadline || now.Sub(fc.idleFrom) >= time.Second {
+		// The idle deadline moves at most once a second: setting it is
+		// a timer's work, on every request of a busy connection. So a
+		// connection idles between IdleTimeout less a second and
+		// IdleTimeout.
+		_ = fc.c.SetReadDeadline(now.Add(e.o.IdleTimeout))
+		fc.idleFrom, fc.headerDeadline = now, false
+	}
 	was := fastNew
 	if fc.state.Load() != fastNew {
 		// A connection kept alive. StopKeepAlives may have looked for
@@ -173,7 +184,7 @@ func (fc *fastConn) readRequest() fastVerdict {
 			// Bytes came: the rest of the head has what net/http's
 			// ReadHeaderTimeout gives it.
 			_ = fc.c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
-			slow = true
+			slow, fc.headerDeadline = true, true
 		}
 		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
 			return fastClose
