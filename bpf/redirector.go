@@ -72,6 +72,32 @@ func Load(cfg Config) (*Redirector, error) {
 	return r, nil
 }
 
+// OpenPinned opens the maps of the programs pinned under pinDir read-only,
+// for status: it loads no program, moves no link and writes no map, so
+// looking at a node changes nothing of its redirection (Load would point
+// the links at the programs it loads, with the settings of its caller).
+// Only Attachments, Services, Probe and Stats may be called on it.
+func OpenPinned(pinDir string) (*Redirector, error) {
+	r := &Redirector{cfg: Config{PinDir: pinDir}}
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	for _, m := range []struct {
+		name string
+		to   **ebpf.Map
+	}{
+		{redirectMapSettings, &r.objs.Settings},
+		{redirectMapServices, &r.objs.Services},
+		{redirectMapCounters, &r.objs.Counters},
+	} {
+		pinned, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, m.name), ro)
+		if err != nil {
+			r.objs.Close()
+			return nil, explain("open pinned map "+m.name, err, pinDir)
+		}
+		*m.to = pinned
+	}
+	return r, nil
+}
+
 // makePinDir makes pinDir and its links/ on a bpf filesystem. Another
 // site's Uninstall removes the shared parents of site pin dirs once they
 // are empty (removeEmptyParents): one that goes between the making of a

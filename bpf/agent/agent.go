@@ -294,7 +294,7 @@ func GetStatus(o Options) (Status, error) {
 	if _, err := os.Stat(filepath.Join(st.PinDir, "settings")); errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
-	r, err := bpf.Load(o.config())
+	r, err := bpf.OpenPinned(st.PinDir) // only looks: Load would replace the programs
 	if err != nil {
 		return st, err
 	}

@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skiff-io/skiff/bpf"
@@ -132,6 +135,13 @@ func TestNodeAgentCLI(t *testing.T) {
 		st.Probe != contract.RedirectProbeSiteAddr("cli").String() {
 		t.Errorf("status after attach: %+v", st)
 	}
+	// status only looks: the links keep the programs attach loaded (Load
+	// would load new ones and move the links to them).
+	before := linkedPrograms(t, pinDir)
+	status()
+	if after := linkedPrograms(t, pinDir); !slices.Equal(before, after) || len(before) != 4 {
+		t.Errorf("program ids behind the pinned links: %v before status, %v after", before, after)
+	}
 	if out, err := run("services", "--site", "other", "--service", "10.96.0.11:80"); err == nil || !strings.Contains(out, "holds the programs of another site") {
 		t.Errorf("services of another site in this pin dir: %v\n%s", err, out)
 	}
@@ -147,4 +157,29 @@ func TestNodeAgentCLI(t *testing.T) {
 	if _, err := os.Stat(pinDir); !os.IsNotExist(err) {
 		t.Errorf("pin dir after uninstall: %v", err)
 	}
+}
+
+// linkedPrograms returns the ids of the programs behind the links pinned
+// under pinDir, sorted.
+func linkedPrograms(t *testing.T, pinDir string) []ebpf.ProgramID {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(pinDir, "links", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ebpf.ProgramID
+	for _, p := range paths {
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			t.Fatalf("open pinned link %s: %v", p, err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			t.Fatalf("pinned link %s: %v", p, err)
+		}
+		ids = append(ids, info.Program)
+	}
+	slices.Sort(ids)
+	return ids
 }
