@@ -261,7 +261,14 @@ func (s *h2Stream) request() (*http.Request, error) {
 		}
 	}
 	header.Del("Trailer")
-	return req.WithContext(context.WithValue(s.ctx, connInfoKey{}, s.hc.info)), nil
+	ctx, cancel := context.WithCancel(context.WithValue(s.hc.ctx, connInfoKey{}, s.hc.info))
+	s.hc.mu.Lock()
+	s.cancel = cancel
+	if s.gone.Load() {
+		cancel()
+	}
+	s.hc.mu.Unlock()
+	return req.WithContext(ctx), nil
 }
 
 // h2Writer is the handler's http.ResponseWriter.
