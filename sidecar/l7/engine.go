@@ -1,7 +1,8 @@
 // Package l7 routes HTTP requests: the router hands it the client
 // connections of addresses whose protocol is http, http2 or grpc, and it
-// serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on them with
-// net/http, picking an endpoint for every request rather than for the
+// serves HTTP/1.1 (its fast path, else net/http's server) and cleartext
+// HTTP/2 with prior knowledge (its own server, h2conn.go) on them,
+// picking an endpoint for every request rather than for the
 // connection: a local endpoint, or another site, reached over
 // connections carried in link streams (HTTP/1.1 kept alive for http
 // addresses, one HTTP/2 connection for http2 and grpc ones). The far
