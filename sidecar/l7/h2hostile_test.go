@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -333,19 +334,26 @@ func TestH2ProtocolErrors(t *testing.T) {
 	}
 }
 
-// Once a stream is reset, by the client or by the server, the server
-// sends nothing more on it (RFC 9113, 5.1: no frame but PRIORITY on a
-// closed stream), whatever its request was doing: waiting at an endpoint
-// on the fast path, or in the engine's handler with its body.
-func TestH2NoFramesAfterReset(t *testing.T) {
-	ep := startRawEndpoint(t, func(c net.Conn, r rawRequest) bool {
-		if r.target != "/slow" && r.target != "/post" {
+// holdingEndpoint echoes every request but those to the held targets,
+// which it never answers: it waits until the engine closes their
+// connection.
+func holdingEndpoint(t *testing.T, held ...string) *rawEndpoint {
+	return startRawEndpoint(t, func(c net.Conn, r rawRequest) bool {
+		if !slices.Contains(held, r.target) {
 			return says(echo)(c, r)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(2 * fastWait)) // until the engine closes it
 		_, _ = c.Read(make([]byte, 1))
 		return false
 	})
+}
+
+// Once a stream is reset, by the client or by the server, the server
+// sends nothing more on it (RFC 9113, 5.1: no frame but PRIORITY on a
+// closed stream), whatever its request was doing: waiting at an endpoint
+// on the fast path, or in the engine's handler with its body.
+func TestH2NoFramesAfterReset(t *testing.T) {
+	ep := holdingEndpoint(t, "/slow", "/post")
 	a, url := fastWeb(t, ep.addr)
 	r := dialH2(t, url)
 	r.handshake()
@@ -453,14 +461,7 @@ func TestH2HeadersTooLarge(t *testing.T) {
 // (none is left per reset stream, none for the endpoint connections of
 // the requests held).
 func TestH2RapidReset(t *testing.T) {
-	ep := startRawEndpoint(t, func(c net.Conn, r rawRequest) bool {
-		if r.target != "/slow" {
-			return says(echo)(c, r)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(2 * fastWait)) // until the engine closes it
-		_, _ = c.Read(make([]byte, 1))
-		return false
-	})
+	ep := holdingEndpoint(t, "/slow")
 	_, url := fastWeb(t, ep.addr)
 	r := dialH2(t, url)
 	r.handshake()
