@@ -268,10 +268,11 @@ func (s *h2Stream) endLocked(err error) {
 func (s *h2Stream) fast() bool {
 	hc := s.hc
 	x := fastReqs.Get().(*fastReq)
-	*x = fastReq{e: hc.e, info: hc.info, client: s,
+	// The field lists and the metric series looked up last are kept.
+	*x = fastReq{e: hc.e, info: hc.info, client: s, series: x.series,
 		req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
 	defer func() {
-		*x = fastReq{req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
+		*x = fastReq{series: x.series, req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
 		fastReqs.Put(x)
 	}()
 	raw, ok := appendH1Request(takeBuf(), s.f)

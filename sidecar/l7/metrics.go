@@ -73,8 +73,11 @@ func (m *Metrics) observe(p *plan, code int) {
 }
 
 // series are the metrics of one address and answering site, looked up
-// once for the requests of a connection (the fast path's).
+// once for the requests of a connection (the fast path's), or of the
+// HTTP/2 streams that reuse a pooled request (of any engine: m says
+// whose they are).
 type series struct {
+	m             *Metrics
 	address, site string // "" until looked up
 	duration      prometheus.Observer
 	byClass       [10]prometheus.Counter // by code/100; 0 for 499
@@ -83,8 +86,8 @@ type series struct {
 // observeIn is observe with c keeping the series looked up last.
 func (m *Metrics) observeIn(c *series, p *plan, code int) {
 	site := siteLabel(p.site)
-	if c.address != p.address || c.site != site {
-		*c = series{address: p.address, site: site}
+	if c.m != m || c.address != p.address || c.site != site {
+		*c = series{m: m, address: p.address, site: site}
 		c.duration = m.Duration.WithLabelValues(p.address, site)
 	}
 	i := code / 100
