@@ -210,12 +210,17 @@ func TestGRPCRetryUnavailable(t *testing.T) {
 		ts.waitVersion(t, tab.Hash())
 		c := xdsClient(t, ts.addr, fmt.Sprintf("retry:%d", port), nil)
 		// Until both subchannels are ready, round robin picks the one
-		// that is: warm up until each endpoint got a call.
+		// that is: warm up until each endpoint got a call. A loaded
+		// machine may take a while to connect the second, so the
+		// warm-up is bounded in time (and count), with a pause between
+		// calls, rather than by a count that fast calls use up at once.
+		deadline := time.Now().Add(10 * time.Second)
 		for i := 0; good.calls.Load() == 0 || bad.calls.Load() == 0; i++ {
-			if i == 100 {
-				t.Fatalf("%s: 100 calls did not reach both endpoints", proto)
+			if i == 2000 || time.Now().After(deadline) {
+				t.Fatalf("%s: %d calls in %v did not reach both endpoints", proto, i, 10*time.Second)
 			}
 			_ = check(ctx, c)
+			time.Sleep(time.Millisecond)
 		}
 		bad.calls.Store(0)
 		failed := 0
