@@ -65,9 +65,9 @@ type h2Conn struct {
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup // the streams' goroutines
-	// busy counts the streams whose goroutine runs (active, read
-	// without mu).
-	busy atomic.Int32
+	// active counts the streams whose goroutine runs; changed under mu,
+	// read without it too (the write queue, the reader's idle check).
+	active atomic.Int32
 	// maxFrame is the client's SETTINGS_MAX_FRAME_SIZE.
 	maxFrame atomic.Uint32
 
@@ -87,7 +87,6 @@ type h2Conn struct {
 	fcond    sync.Cond // a window grew, a stream ended, or the connection
 	streams  map[uint32]*h2Stream
 	lastID   uint32 // the highest stream the client opened
-	active   int    // streams whose goroutine runs
 	sendWin  int64  // what may still be sent on the connection
 	initWin  int64  // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	recvWin  int64  // what the client may still send on the connection
@@ -336,11 +335,7 @@ func (hc *h2Conn) noteID(id uint32) {
 }
 
 // idle reports a connection without a stream.
-func (hc *h2Conn) idle() bool {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	return hc.active == 0
-}
+func (hc *h2Conn) idle() bool { return hc.active.Load() == 0 }
 
 // resetStream sends RST_STREAM and ends the stream, if it runs.
 func (hc *h2Conn) resetStream(id uint32, code http2.ErrCode) {
@@ -389,7 +384,7 @@ func (hc *h2Conn) queue(wait bool, write func()) error {
 		hc.wmu.Unlock()
 	case wait:
 		hc.writing = true
-		if hc.busy.Load() > 1 {
+		if hc.active.Load() > 1 {
 			// Other streams may be about to answer: they run first, and
 			// their frames leave in the same write.
 			hc.wmu.Unlock()
@@ -468,7 +463,7 @@ func (hc *h2Conn) shutdown() {
 	hc.away = true
 	last := hc.lastID
 	hc.queue(false, func() { _ = hc.wfr.WriteGoAway(last, http2.ErrCodeNo, nil) })
-	if hc.active == 0 {
+	if hc.active.Load() == 0 {
 		hc.closeWhenWrittenLocked()
 	}
 	hc.mu.Unlock()

@@ -267,11 +267,7 @@ func h2Of(t *testing.T, e *Engine) *h2Conn {
 // streamsDone waits until none of hc's streams' goroutines runs.
 func streamsDone(t *testing.T, hc *h2Conn) {
 	t.Helper()
-	h2Wait(t, "end of the streams", func() bool {
-		hc.mu.Lock()
-		defer hc.mu.Unlock()
-		return hc.active == 0
-	})
+	h2Wait(t, "end of the streams", func() bool { return hc.active.Load() == 0 })
 }
 
 // Frames a server must refuse: out of place or over the bounds (RFC
@@ -539,9 +535,7 @@ func TestH2SlowReader(t *testing.T) {
 		most = max(most, len(hc.wbuf))
 		hc.wmu.Unlock()
 	}
-	hc.mu.Lock()
-	active := hc.active
-	hc.mu.Unlock()
+	active := hc.active.Load()
 	if most > limit || active != 2 {
 		t.Errorf("queued up to %d bytes (at most %d), %d streams under way (want the 2 answers)", most, limit, active)
 	}

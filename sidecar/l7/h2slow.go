@@ -228,36 +228,30 @@ func (s *h2Stream) request() (*http.Request, error) {
 	}
 	fields := f.RegularFields()
 	header := make(http.Header, len(fields))
-	var cookies []string
+	cookies := false
 	for _, hf := range fields {
-		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		if k == "Cookie" {
-			cookies = append(cookies, hf.Value)
-			continue
+		switch k := textproto.CanonicalMIMEHeaderKey(hf.Name); k {
+		case "Cookie":
+			cookies = true
+		case "Host": // the request's Host
+		default:
+			header[k] = append(header[k], hf.Value)
 		}
-		header[k] = append(header[k], hf.Value)
 	}
-	if len(cookies) > 0 {
-		header.Set("Cookie", strings.Join(cookies, "; "))
+	if cookies {
+		header.Set("Cookie", string(appendCookies(nil, f)))
 	}
-	if authority == "" {
-		authority = header.Get("Host")
-	}
-	header.Del("Host")
 	req := &http.Request{Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
-		Body: http.NoBody, Host: authority, RemoteAddr: s.remote(), RequestURI: uri}
+		Body: http.NoBody, Host: requestHost(f), RemoteAddr: s.remote(), RequestURI: uri}
 	if s.body != nil {
 		req.Body, req.ContentLength = s.body, s.declared
 	}
-	for _, v := range header.Values("Trailer") {
-		for _, k := range strings.Split(v, ",") {
-			k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
-			if k != "" && httpguts.ValidTrailerHeader(k) {
-				if req.Trailer == nil {
-					req.Trailer = http.Header{}
-				}
-				req.Trailer[k] = nil
+	for _, k := range trailerKeys(header) {
+		if httpguts.ValidTrailerHeader(k) {
+			if req.Trailer == nil {
+				req.Trailer = http.Header{}
 			}
+			req.Trailer[k] = nil
 		}
 	}
 	header.Del("Trailer")
@@ -269,6 +263,20 @@ func (s *h2Stream) request() (*http.Request, error) {
 	}
 	s.hc.mu.Unlock()
 	return req.WithContext(ctx), nil
+}
+
+// trailerKeys are the fields h's Trailer fields announce, in canonical
+// case.
+func trailerKeys(h http.Header) []string {
+	var keys []string
+	for _, v := range h.Values("Trailer") {
+		for _, k := range strings.Split(v, ",") {
+			if k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)); k != "" {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 // h2Writer is the handler's http.ResponseWriter.
@@ -303,13 +311,7 @@ func (w *h2Writer) WriteHeader(code int) {
 		return
 	}
 	w.status = code
-	for _, v := range w.header.Values("Trailer") {
-		for _, k := range strings.Split(v, ",") {
-			if k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k)); k != "" {
-				w.trailers = append(w.trailers, k)
-			}
-		}
-	}
+	w.trailers = trailerKeys(w.header)
 	if _, ok := w.header["Date"]; !ok {
 		w.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}

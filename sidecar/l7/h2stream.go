@@ -48,7 +48,6 @@ type h2Stream struct {
 	recvDone   int64 // bytes of the body read, not yet given back
 	received   int64
 	clientDone bool // the client's side ended: END_STREAM, or a reset
-	closedDone bool
 }
 
 // A stream is the context of its request on the fast path: done once
@@ -65,9 +64,8 @@ func (s *h2Stream) Done() <-chan struct{} {
 	defer s.hc.mu.Unlock()
 	if s.done == nil {
 		s.done = make(chan struct{})
-		if s.gone.Load() {
+		if s.reset {
 			close(s.done)
-			s.closedDone = true
 		}
 	}
 	return s.done
@@ -104,7 +102,7 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	switch {
 	case hc.away:
 		return nil // after GOAWAY: not taken; the client may send it again elsewhere
-	case hc.active >= h2MaxStreams:
+	case hc.active.Load() >= h2MaxStreams:
 		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return nil
 	}
@@ -121,8 +119,7 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		s.body.cond.L = &hc.mu
 	}
 	hc.streams[id] = s
-	hc.active++
-	hc.busy.Add(1)
+	hc.active.Add(1)
 	hc.wg.Add(1)
 	hc.e.o.Go(s.serve)
 	return nil
@@ -227,9 +224,7 @@ func (hc *h2Conn) streamDone(s *h2Stream) {
 	}
 	s.endLocked(errStreamDone)
 	delete(hc.streams, s.id)
-	hc.active--
-	hc.busy.Add(-1)
-	if hc.away && hc.active == 0 && !hc.closed {
+	if hc.active.Add(-1) == 0 && hc.away && !hc.closed {
 		hc.closeWhenWrittenLocked()
 	}
 }
@@ -242,6 +237,9 @@ func (s *h2Stream) endLocked(err error) {
 	s.gone.Store(true)
 	if !s.reset {
 		s.reset, s.err = true, err
+		if s.done != nil {
+			close(s.done)
+		}
 	}
 	s.clientDone = true
 	if s.body != nil {
@@ -249,10 +247,6 @@ func (s *h2Stream) endLocked(err error) {
 	}
 	if s.cancel != nil {
 		s.cancel()
-	}
-	if s.done != nil && !s.closedDone {
-		close(s.done)
-		s.closedDone = true
 	}
 	if s.fx != nil {
 		// After cancel: the exchange looks at the context once it has
@@ -303,7 +297,10 @@ var fastReqs = sync.Pool{New: func() any { return new(fastReq) }}
 // in canonical case, and the cookie fields as one (RFC 9113, 8.2.3).
 // The fast path's parser then checks it as a client's.
 func appendH1Request(b []byte, f *http2.MetaHeadersFrame) ([]byte, bool) {
-	host := f.PseudoValue("authority")
+	host := requestHost(f)
+	if host == "" {
+		return b, false
+	}
 	b = append(b, f.PseudoValue("method")...)
 	b = append(b, ' ')
 	b = append(b, f.PseudoValue("path")...)
@@ -312,10 +309,7 @@ func appendH1Request(b []byte, f *http2.MetaHeadersFrame) ([]byte, bool) {
 	for _, hf := range f.RegularFields() {
 		switch hf.Name {
 		case "host":
-			if host == "" {
-				host = hf.Value
-			}
-			continue
+			continue // below
 		case "cookie":
 			cookies++
 			continue
@@ -327,28 +321,46 @@ func appendH1Request(b []byte, f *http2.MetaHeadersFrame) ([]byte, bool) {
 		b = append(b, hf.Value...)
 		b = append(b, "\r\n"...)
 	}
-	if host == "" {
-		return b, false
-	}
 	b = append(b, "Host: "...)
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	if cookies > 0 {
 		b = append(b, "Cookie: "...)
-		n := 0
-		for _, hf := range f.RegularFields() {
-			if hf.Name == "cookie" {
-				if n > 0 {
-					b = append(b, "; "...)
-				}
-				b = append(b, hf.Value...)
-				n++
-			}
-		}
+		b = appendCookies(b, f)
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	return b, true
+}
+
+// requestHost is an HTTP/2 request's host, as net/http's server takes
+// it: :authority, else its host field.
+func requestHost(f *http2.MetaHeadersFrame) string {
+	if a := f.PseudoValue("authority"); a != "" {
+		return a
+	}
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "host" {
+			return hf.Value
+		}
+	}
+	return ""
+}
+
+// appendCookies appends the values of a request's cookie fields joined
+// with "; ", one field's worth (RFC 9113, 8.2.3).
+func appendCookies(b []byte, f *http2.MetaHeadersFrame) []byte {
+	n := 0
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "cookie" {
+			if n > 0 {
+				b = append(b, "; "...)
+			}
+			b = append(b, hf.Value...)
+			n++
+		}
+	}
+	return b
 }
 
 // appendCanonical appends a lower-case field name in canonical case
@@ -370,7 +382,7 @@ func appendCanonical(b []byte, name string) []byte {
 func (s *h2Stream) answer(uc *h1Conn) (fastVerdict, error) {
 	x := s.fx
 	h := &x.resp
-	fields := func(enc *hpack.Encoder) { s.encodeAnswer(enc) }
+	fields := s.encodeAnswer
 	var err error
 	switch {
 	case h.bodyless(x.req.method):
