@@ -698,17 +698,16 @@ func (r *Router) shutdown() {
 // serviceTable is an immutable snapshot of Services with lookups.
 type serviceTable struct {
 	Services
-	connectors map[string][]Connector // by address
-	// endpoints are the connectors' "host:port" by address, in the same
-	// order: the keys of their outstanding counts, made once.
+	// endpoints are the connectors' "host:port" by address, in the
+	// order of Connectors: the keys of their outstanding counts, made
+	// once.
 	endpoints map[string][]string
 	byVIP     map[string]string // "ip:port" -> address (sidecar matching)
 }
 
 func newServiceTable(s Services) *serviceTable {
-	t := &serviceTable{Services: s, connectors: map[string][]Connector{}, endpoints: map[string][]string{}, byVIP: map[string]string{}}
+	t := &serviceTable{Services: s, endpoints: map[string][]string{}, byVIP: map[string]string{}}
 	for _, c := range s.Connectors {
-		t.connectors[c.Address] = append(t.connectors[c.Address], c)
 		t.endpoints[c.Address] = append(t.endpoints[c.Address], net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
 	}
 	for _, l := range s.Listeners {
@@ -729,8 +728,8 @@ func (t *serviceTable) pattern(address string) string {
 // addressCounts is what a gateway advertises: ready endpoints per address.
 func (t *serviceTable) addressCounts() map[string]int {
 	out := map[string]int{}
-	for a, cs := range t.connectors {
-		out[a] = len(cs)
+	for a, eps := range t.endpoints {
+		out[a] = len(eps)
 	}
 	return out
 }
@@ -739,7 +738,7 @@ func (t *serviceTable) addressCounts() map[string]int {
 // the non-default patterns of the addresses it has connectors for.
 func (t *serviceTable) declaredRouting() map[string]string {
 	out := map[string]string{}
-	for a := range t.connectors {
+	for a := range t.endpoints {
 		if p := t.Routing[a]; p != "" && p != string(model.Balanced) {
 			out[a] = p
 		}
@@ -752,7 +751,7 @@ func (t *serviceTable) declaredRouting() map[string]string {
 // per request (model.Protocol.IsHTTP); the rest are tcp.
 func (t *serviceTable) declaredProtocols() map[string]string {
 	out := map[string]string{}
-	for a := range t.connectors {
+	for a := range t.endpoints {
 		if p := t.Protocols[a]; p.IsHTTP() {
 			out[a] = string(p)
 		}
@@ -765,7 +764,7 @@ func (t *serviceTable) declaredProtocols() map[string]string {
 // the addresses it has connectors for.
 func (t *serviceTable) declaredMulticast() map[string]string {
 	out := map[string]string{}
-	for a := range t.connectors {
+	for a := range t.endpoints {
 		if t.Routing[a] == string(model.Multicast) {
 			out[a] = t.Multicast[a].Text()
 		}
