@@ -61,8 +61,6 @@ type fastConn struct {
 	h2 atomic.Pointer[h2Conn]
 }
 
-func (fc *fastConn) setH2(hc *h2Conn) { fc.h2.Store(hc) }
-
 // fastVerdict is what became of a request.
 type fastVerdict int
 

@@ -137,7 +137,7 @@ func (e *Engine) serveH2(ctx context.Context, fc *fastConn) {
 	hc.fr = http2.NewFramer(nil, br)
 	hc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	hc.fr.MaxHeaderListSize = uint32(e.o.MaxHeaderBytes)
-	fc.setH2(hc)
+	fc.h2.Store(hc) // for Shutdown
 	defer hc.finish()
 	err := hc.serve(br)
 	var he *h2Error
