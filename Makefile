@@ -8,7 +8,14 @@ TEST_TIMEOUT ?= 25m
 # images, helm, go vet, and the tests that link Kubernetes or helm
 # (hack/test-packages.sh). One set of flags, so that Go's build cache
 # compiles the Kubernetes client and helm once.
-STATIC := CGO_ENABLED=0 GOFLAGS="$(GOFLAGS) -trimpath"
+#
+# GO_TAGS (hack/go-tags, read by hack/images.sh and the tests' builds too):
+# grpcnotrace leaves golang.org/x/net/trace out of gRPC, and with it
+# html/template, whose reflection keeps every exported method of every
+# type alive in the linker: skiff-router 35 -> 24 MB, the controller and
+# the node agent 77 -> 54 MB, and the sidecar's idle RSS with them.
+GO_TAGS := $(strip $(file < hack/go-tags))
+STATIC := CGO_ENABLED=0 GOFLAGS="$(GOFLAGS) -trimpath -tags=$(GO_TAGS)"
 
 .DEFAULT_GOAL := help
 

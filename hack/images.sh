@@ -49,6 +49,7 @@ mkdir -p "$OUTDIR"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 source_url=https://github.com/skiff-io/skiff
+tags=$(tr -d '[:space:]' <hack/go-tags) # the Makefile's GO_TAGS
 
 built=() failed=()
 for c in "${components[@]}"; do
@@ -59,7 +60,7 @@ for c in "${components[@]}"; do
 	bin=skiff-$name
 	ref=skiff.local/skiff-$name:$TAG
 	tar=$OUTDIR/skiff-$name-$TAG.tar
-	if ! CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$work/$bin" "$pkg" 2>"$work/$name.err"; then
+	if ! CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags="$tags" -ldflags "-s -w" -o "$work/$bin" "$pkg" 2>"$work/$name.err"; then
 		echo "images: $bin does not build:" >&2
 		sed 's/^/    /' "$work/$name.err" | head -20 >&2
 		failed+=("$bin")
