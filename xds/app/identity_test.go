@@ -74,13 +74,13 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	// east issues a token on request; it expires while the link is up.
 	const tokenTTL = 15 * time.Second
 	req := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "link-to-east", Namespace: "east", Labels: map[string]string{contract.TypeLabel: "token-request"},
-		Annotations: map[string]string{kube.ExpiresAnnotation: tokenTTL.String()}}}
+		Annotations: map[string]string{contract.ExpiresAnnotation: tokenTTL.String()}}}
 	must(t, c.Create(ctx, req))
 	testutil.Eventually(t, 20*time.Second, "east fills the token request", func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(req), req); err != nil {
 			return err
 		}
-		if len(req.Data[kube.TokenKey]) == 0 {
+		if len(req.Data[contract.TokenKey]) == 0 {
 			return fmt.Errorf("no token yet")
 		}
 		return nil
@@ -163,7 +163,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	var eastState, westState corev1.Secret
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.StateSecret}, &eastState))
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "west", Name: kube.StateSecret}, &westState))
-	tokID := req.Annotations[kube.TokenIDAnnotation]
+	tokID := req.Annotations[contract.TokenIDAnnotation]
 	if e := eastState.Data["tokens."+tokID+".yaml"]; !bytes.Contains(e, []byte("site: west")) {
 		t.Errorf("east's ledger entry of token %s records no redemption by west:\n%s", tokID, e)
 	}
@@ -173,7 +173,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 
 	// After the token expired, both gateways are recreated with empty
 	// data dirs: the link comes back on the link certificate.
-	tok, err := token.Parse(req.Data[kube.TokenKey])
+	tok, err := token.Parse(req.Data[contract.TokenKey])
 	must(t, err)
 	time.Sleep(time.Until(tok.Expires.Add(time.Second)))
 	for _, name := range []string{"east", "west"} {
@@ -196,7 +196,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	})
 	var sidecarSecret corev1.Secret
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.SidecarSecret}, &sidecarSecret))
-	member, err := token.Parse(sidecarSecret.Data[kube.TokenKey])
+	member, err := token.Parse(sidecarSecret.Data[contract.TokenKey])
 	must(t, err)
 	if _, ok := eastState.Data["tokens."+member.ID+".yaml"]; !ok {
 		t.Errorf("the member token's entry went with the link token's")
@@ -207,7 +207,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	var sc corev1.Secret
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.SidecarSecret}, &sc))
 	must(t, os.MkdirAll(creds, 0o700))
-	must(t, os.WriteFile(filepath.Join(creds, "token.yaml"), sc.Data[kube.TokenKey], 0o600))
+	must(t, os.WriteFile(filepath.Join(creds, "token.yaml"), sc.Data[contract.TokenKey], 0o600))
 	runBG(t, "sidecar", func(ctx context.Context) error {
 		return routerapp.RunSidecar(ctx, routerapp.ServeOptions{CredentialsDir: creds, Controller: addr(sites["east"].xds), Name: "east/client-1",
 			OutboundBindAddress: addr(port()), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("sidecar"))
@@ -221,7 +221,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 
 	// A bad link Secret is reported on itself and changes nothing.
 	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bad-link", Namespace: "west", Labels: map[string]string{contract.TypeLabel: "link"}},
-		Data: map[string][]byte{kube.TokenKey: bytes.Replace(req.Data[kube.TokenKey], []byte("\nsite: east"), []byte("\nsite: evil"), 1)}}
+		Data: map[string][]byte{contract.TokenKey: bytes.Replace(req.Data[contract.TokenKey], []byte("\nsite: east"), []byte("\nsite: evil"), 1)}}
 	must(t, c.Create(ctx, bad))
 	testutil.Eventually(t, 20*time.Second, "an InvalidLink event on west/bad-link", func() error {
 		return findEvent(ctx, c, "west", "bad-link", "InvalidLink")
@@ -298,7 +298,7 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 			if err := c.Get(ctx, client.ObjectKey{Namespace: "west", Name: req}, &s); err != nil {
 				return err
 			}
-			id := s.Annotations[kube.TokenIDAnnotation]
+			id := s.Annotations[contract.TokenIDAnnotation]
 			if id == "" {
 				return fmt.Errorf("request %s not filled", req)
 			}
@@ -331,7 +331,7 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 	secret := func(name, typ string, ann map[string]string, data []byte) *corev1.Secret {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "west", Labels: map[string]string{contract.TypeLabel: typ}, Annotations: ann}}
 		if data != nil {
-			s.Data = map[string][]byte{kube.TokenKey: data}
+			s.Data = map[string][]byte{contract.TokenKey: data}
 		}
 		must(t, c.Create(ctx, s))
 		return s
@@ -361,7 +361,7 @@ func TestKubernetesLinkPolicy(t *testing.T) {
 	})
 	var fresh corev1.Secret
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "west", Name: "fresh-bad"}, &fresh))
-	if len(fresh.Data[kube.TokenKey]) > 0 {
+	if len(fresh.Data[contract.TokenKey]) > 0 {
 		t.Errorf("fresh-bad was given a token")
 	}
 

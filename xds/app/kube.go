@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/xds/server"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
@@ -123,7 +124,7 @@ func writeStatus(ctx context.Context, c *Controller, r client.Reader, cl client.
 		if owner == nil {
 			continue // no gateway Service: not installed yet, or being uninstalled
 		}
-		if err := kube.WriteStatus(ctx, r, cl, namespace, owner, kube.Status(tb, hash)); err != nil {
+		if err := kube.WriteStatus(ctx, r, cl, namespace, owner, model.NewSiteStatus(tb, hash)); err != nil {
 			if ctx.Err() == nil {
 				log.Error(err, "write site status")
 			}

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	routerapp "github.com/skiff-io/skiff/sidecar/app"
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
@@ -180,11 +181,11 @@ func TestKubernetesSites(t *testing.T) {
 	// The site's status is kept in a small ConfigMap.
 	testutil.Eventually(t, 20*time.Second, "east's skiff-status lists backend:8080 from west", func() error {
 		var cm corev1.ConfigMap
-		if err := c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.StatusConfigMap}, &cm); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "east", Name: contract.StatusConfigMap}, &cm); err != nil {
 			return err
 		}
-		var st kube.SiteStatus
-		if err := json.Unmarshal([]byte(cm.Data["status.json"]), &st); err != nil {
+		var st model.SiteStatus
+		if err := json.Unmarshal([]byte(cm.Data[contract.StatusKey]), &st); err != nil {
 			return err
 		}
 		for _, s := range st.Services {
@@ -192,7 +193,7 @@ func TestKubernetesSites(t *testing.T) {
 				return nil
 			}
 		}
-		return fmt.Errorf("status %s", cm.Data["status.json"])
+		return fmt.Errorf("status %s", cm.Data[contract.StatusKey])
 	})
 
 	// Routing changed in west reaches east's xDS clients.

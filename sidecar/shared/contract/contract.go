@@ -87,6 +87,22 @@ const (
 	AllowReachAnnotation = "skiff.io/allow-reach"
 )
 
+// Token-request and link Secrets (a token-request Secret's optional
+// annotations; the controller fills in its data and token id) and the
+// controller's status ConfigMap: what a user, the controller and the
+// skiff CLI read and write in a site's namespace.
+const (
+	ExpiresAnnotation     = "skiff.io/token-expires"     // duration, default 15m
+	RedemptionsAnnotation = "skiff.io/token-redemptions" // default 1
+	TokenIDAnnotation     = "skiff.io/token-id"          // set by the controller
+	// TokenKey is the data key of a token in a request or link Secret.
+	TokenKey = "token.yaml"
+	// StatusConfigMap is the ConfigMap the controller keeps the site's
+	// status in: model.SiteStatus as JSON, under StatusKey.
+	StatusConfigMap = "skiff-status"
+	StatusKey       = "status.json"
+)
+
 // Environment variables the injector sets on the sidecar container.
 const (
 	EnvControllerAddr = "SKIFF_CONTROLLER"

@@ -68,15 +68,6 @@ const (
 	CARotationAtAnnotation = "skiff.io/ca-rotation-at"
 )
 
-// Token-request annotations (optional, on the request Secret).
-const (
-	ExpiresAnnotation     = "skiff.io/token-expires"     // duration, default 15m
-	RedemptionsAnnotation = "skiff.io/token-redemptions" // default 1
-	TokenIDAnnotation     = "skiff.io/token-id"          // set by the controller
-	// TokenKey is the data key of a token in a request or link Secret.
-	TokenKey = "token.yaml"
-)
-
 // Paths inside the gateway pod (charts/skiff mounts SiteSecret there).
 // The data dir is one the gateway creates, mode 0700, inside the emptyDir
 // mounted at /var/lib/skiff: kubelet makes that one 0777 and root's, and a
@@ -256,7 +247,7 @@ func (id *Identity) readSecrets(ctx context.Context, w *siteWant, secrets []core
 // issued before keeps the entry last written.
 func (id *Identity) readTokenRequest(ctx context.Context, w *siteWant, s *corev1.Secret, ca *pki.CA, endpoint string) {
 	pol, polErr := allowAnnotations(s)
-	if polErr != nil && len(s.Data[TokenKey]) == 0 {
+	if polErr != nil && len(s.Data[contract.TokenKey]) == 0 {
 		id.report(s, "InvalidTokenRequest", fmt.Errorf("%w; no token is issued until it is fixed", polErr))
 		return
 	}
@@ -306,7 +297,7 @@ func (id *Identity) readLink(ctx context.Context, w *siteWant, s *corev1.Secret)
 		id.warn(s, "InvalidLink", "link policy refused; its last good policy is kept", fmt.Errorf("%w; the link keeps its last good policy (%v)", err, prev))
 		pol = prev
 	}
-	w.site[file] = s.Data[TokenKey]
+	w.site[file] = s.Data[contract.TokenKey]
 	w.links = append(w.links, linkEntry{file, cost, pol})
 	return nil
 }
@@ -573,10 +564,10 @@ func (id *Identity) endpoint(ctx context.Context) (string, error) {
 // it holds another site's token (a request Secret copied here from the
 // issuing site), relabels it as a link and returns nil.
 func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.CA, endpoint string, recorded func(id string) bool) (*token.Token, error) {
-	if data := s.Data[TokenKey]; len(data) > 0 {
+	if data := s.Data[contract.TokenKey]; len(data) > 0 {
 		tok, err := token.Parse(data)
 		if err != nil {
-			return nil, fmt.Errorf("data %s: %w", TokenKey, err)
+			return nil, fmt.Errorf("data %s: %w", contract.TokenKey, err)
 		}
 		if tok.Site != id.Site {
 			upd := s.DeepCopy()
@@ -595,18 +586,18 @@ func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.
 		return tok, nil
 	}
 	ttl := 15 * time.Minute
-	if v, ok := s.Annotations[ExpiresAnnotation]; ok {
+	if v, ok := s.Annotations[contract.ExpiresAnnotation]; ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("annotation %s: %q: want a positive duration such as 15m", ExpiresAnnotation, v)
+			return nil, fmt.Errorf("annotation %s: %q: want a positive duration such as 15m", contract.ExpiresAnnotation, v)
 		}
 		ttl = d
 	}
 	redemptions := 1
-	if v, ok := s.Annotations[RedemptionsAnnotation]; ok {
+	if v, ok := s.Annotations[contract.RedemptionsAnnotation]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("annotation %s: %q: want a whole number >= 1", RedemptionsAnnotation, v)
+			return nil, fmt.Errorf("annotation %s: %q: want a whole number >= 1", contract.RedemptionsAnnotation, v)
 		}
 		redemptions = n
 	}
@@ -622,11 +613,11 @@ func (id *Identity) tokenRequest(ctx context.Context, s *corev1.Secret, ca *pki.
 	if upd.Data == nil {
 		upd.Data = map[string][]byte{}
 	}
-	upd.Data[TokenKey] = data
+	upd.Data[contract.TokenKey] = data
 	if upd.Annotations == nil {
 		upd.Annotations = map[string]string{}
 	}
-	upd.Annotations[TokenIDAnnotation] = tok.ID
+	upd.Annotations[contract.TokenIDAnnotation] = tok.ID
 	if err := id.Client.Update(ctx, upd); err != nil {
 		return nil, fmt.Errorf("write token: %w", err)
 	}
@@ -717,12 +708,12 @@ func (id *Identity) lastWritten(ctx context.Context) (*lastWritten, error) {
 
 // parseLink reads a link Secret: another site's token and the cost.
 func parseLink(s *corev1.Secret, self string) (*token.Token, int, error) {
-	tok, err := token.Parse(s.Data[TokenKey])
+	tok, err := token.Parse(s.Data[contract.TokenKey])
 	if err != nil {
-		return nil, 0, fmt.Errorf("data %s: %w", TokenKey, err)
+		return nil, 0, fmt.Errorf("data %s: %w", contract.TokenKey, err)
 	}
 	if err := tok.VerifyIntegrity(); err != nil {
-		return nil, 0, fmt.Errorf("data %s: %w", TokenKey, err)
+		return nil, 0, fmt.Errorf("data %s: %w", contract.TokenKey, err)
 	}
 	if tok.Site == self {
 		return nil, 0, fmt.Errorf("the token was issued by this site (%s); apply it in the site that should link here", self)
@@ -754,7 +745,7 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 		if err := id.disown(ctx, s); err != nil {
 			return nil, err
 		}
-		if tok, perr := token.Parse(s.Data[TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.BundlePEM()) &&
+		if tok, perr := token.Parse(s.Data[contract.TokenKey]); perr == nil && tok.Endpoint == endpoint && tok.CA == string(ca.BundlePEM()) &&
 			tok.IsMember() && tok.Expires.Sub(id.Now()) > SidecarCredentialValidity/3 {
 			return tok, nil
 		}
@@ -769,7 +760,7 @@ func (id *Identity) ensureSidecarCredential(ctx context.Context, ca *pki.CA, end
 	if err != nil {
 		return nil, err
 	}
-	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{TokenKey: data}, nil); err != nil {
+	if err := id.applySecret(ctx, SidecarSecret, map[string][]byte{contract.TokenKey: data}, nil); err != nil {
 		return nil, err
 	}
 	id.Log.Info("sidecar credential issued", "secret", SidecarSecret, "token", tok.ID, "expires", tok.Expires.Format(time.RFC3339))

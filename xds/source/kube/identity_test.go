@@ -226,7 +226,7 @@ func TestIdentityRotatesCA(t *testing.T) {
 	}
 	sidecarCA := func() string {
 		t.Helper()
-		tok, err := token.Parse(secret(SidecarSecret).Data[TokenKey])
+		tok, err := token.Parse(secret(SidecarSecret).Data[contract.TokenKey])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,7 +238,7 @@ func TestIdentityRotatesCA(t *testing.T) {
 	}
 	reconcileOnce()
 	first := secret(CASecret).Data
-	issued, err := token.Parse(secret("to-west").Data[TokenKey])
+	issued, err := token.Parse(secret("to-west").Data[contract.TokenKey])
 	if err != nil {
 		t.Fatal(err)
 	}
