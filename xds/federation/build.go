@@ -24,10 +24,11 @@ import (
 // own pattern keeps its own mode, one that takes the network's multicast
 // pattern takes the mode the network declares (Document.Multicast), the
 // defaults (the zero model.MulticastSpec) when it declares none or one
-// this controller cannot parse. The protocol of a local service is its own
-// (tcp when it names none); that of a remote service is the one the
-// network declares (Document.Protocols), tcp when it declares none or one
-// this controller does not know. A remote service is given the declared
+// this controller cannot parse. The protocol of a local service is its own;
+// that of a remote service, and of a local one the site only reaches and
+// names none for (a proxy Service, a listener without a protocol), is the
+// one the network declares (Document.Protocols); tcp when there is none
+// or one this controller does not know. A remote service is given the declared
 // pattern and protocol as they are, even a pair the data plane cannot
 // serve (multicast of tcp connections): the routers refuse it in
 // model.CheckRouting's words. doc may be nil (no view yet): the table then
@@ -71,6 +72,14 @@ func Build(site string, local []model.Service, doc *netview.Document) *model.Tab
 		}
 		if s.Routing == "" {
 			s.Routing = model.Balanced
+		}
+		if s.Protocol == "" && len(s.Endpoints) == 0 {
+			// One it only reaches and names no protocol for (a proxy
+			// Service, a listener without one) is carried as the sites
+			// serving it say: per request when they serve HTTP.
+			if p, err := model.ParseProtocol(protocols[name]); err == nil {
+				s.Protocol = p
+			}
 		}
 		if s.Protocol == "" {
 			s.Protocol = model.TCP

@@ -92,16 +92,22 @@ func TestBuildProtocols(t *testing.T) {
 			"fanout:6000":  {{Site: "west", Endpoints: 1, Cost: 2}},
 			"echo:9001":    {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}},
 			"metrics:9100": {{Site: "east", Endpoints: 1}, {Site: "west", Endpoints: 1, Cost: 2}},
+			"shop:80":      {{Site: "west", Endpoints: 1, Cost: 2}},
+			"legacy:81":    {{Site: "west", Endpoints: 1, Cost: 2}},
 		},
 		Routing: map[string]string{"fanout:6000": "multicast"},
 		Protocols: map[string]string{
 			"web:80": "http", "api:8080": "http2", "rpc:9000": "grpc", "future:7000": "h3", "fanout:6000": "http",
-			"echo:9001": "http", "metrics:9100": "grpc",
+			"echo:9001": "http", "metrics:9100": "grpc", "shop:80": "http", "legacy:81": "http",
 		},
 	}
 	local := []model.Service{
 		{Address: "echo", Port: 9001, Endpoints: []model.Endpoint{{IP: "10.0.0.1", Port: 9001, Ready: true}}},
 		{Address: "metrics", Port: 9100, Protocol: model.HTTP, Endpoints: []model.Endpoint{{IP: "10.0.0.2", Port: 9100, Ready: true}}},
+		// Reached only, through a proxy Service or a listener: without a
+		// protocol of its own it takes the declared one.
+		{Address: "shop", Port: 80, VIPs: []string{"10.96.0.10"}, GatewayListen: ":20080"},
+		{Address: "legacy", Port: 81, Protocol: model.TCP, VIPs: []string{"10.96.0.11"}, GatewayListen: ":20081"},
 	}
 	got := Build("east", local, doc)
 	if err := got.Validate(); err != nil {
@@ -116,6 +122,8 @@ func TestBuildProtocols(t *testing.T) {
 	}{
 		{"remote http", "web", 80, model.HTTP, model.Balanced},
 		{"remote http2", "api", 8080, model.HTTP2, model.Balanced},
+		{"reached through a proxy Service, naming none: the declared one", "shop", 80, model.HTTP, model.Balanced},
+		{"reached through a listener naming tcp: its own", "legacy", 81, model.TCP, model.Balanced},
 		{"remote grpc", "rpc", 9000, model.GRPC, model.Balanced},
 		{"remote, none declared", "db", 5432, model.TCP, model.Balanced},
 		{"remote, a protocol this controller does not know", "future", 7000, model.TCP, model.Balanced},

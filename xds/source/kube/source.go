@@ -263,8 +263,10 @@ func (s *Source) applyProxies(ctx context.Context, byName map[string]*corev1.Ser
 
 // proxyEntry is the local service of one proxy Service port: clients dial
 // its ClusterIP, which leads to the gateway's listener on the target port.
+// It names no protocol or routing pattern: federation.Build gives it
+// those the sites serving the address declare.
 func proxyEntry(address string, p ProxyPort, clusterIPs []string) model.Service {
-	s := model.Service{Address: address, Port: p.Port, Protocol: model.TCP, Routing: model.Balanced}
+	s := model.Service{Address: address, Port: p.Port}
 	s.Network = s.Key()
 	for _, ip := range clusterIPs {
 		if ip != "" && ip != corev1.ClusterIPNone {
