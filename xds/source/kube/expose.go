@@ -14,27 +14,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
-// AnnotationError is a bad skiff annotation on a Service.
-type AnnotationError struct {
-	Annotation, Value string
-	// Err says why: for skiff.io/routing and skiff.io/protocol, the error
-	// of sidecar/shared/model's ParsePattern, ParseProtocol or CheckRouting,
-	// for skiff.io/multicast and skiff.io/multicast-timeout that of
-	// ParseMulticast, in the words every source uses.
-	Err error
-}
-
-func (e *AnnotationError) Error() string {
-	return fmt.Sprintf("annotation %s: %q: %v", e.Annotation, e.Value, e.Err)
-}
-
-func (e *AnnotationError) Unwrap() error { return e.Err }
+// AnnotationError is a bad skiff annotation on a Service (model's: the
+// CLI checks the annotations it writes with the same ParseExposure).
+type AnnotationError = model.AnnotationError
 
 // Exposed reports whether svc asks to be exposed to the network.
 func Exposed(svc *corev1.Service) bool {
@@ -44,39 +31,20 @@ func Exposed(svc *corev1.Service) bool {
 // ExposedServices returns the services one exposed Service contributes, one
 // per port, with the ready endpoints of its EndpointSlices. A bad
 // annotation is an *AnnotationError (wrapped); the Service then
-// contributes nothing. Protocols and routing patterns are decided by
-// sidecar/shared/model alone: ParseProtocol and ParsePattern read the annotations
-// (empty is the same as absent), AppProtocol a port's appProtocol, and
-// CheckRouting refuses, for the whole Service, a pattern the data plane
-// cannot serve on any of its ports. ParseMulticast reads the multicast
-// mode and deadline; bad values are refused whatever the routing, and
-// the services of a multicast Service carry them (those of another
-// pattern carry none).
+// contributes nothing. What the annotations ask for is decided by
+// sidecar/shared/model alone: ParseExposure reads them (the CLI checks
+// what it writes with the same function), and PortProtocol gives each
+// port's protocol (the annotation, else its appProtocol), refusing, for
+// the whole Service, a routing pattern the data plane cannot serve on
+// any of its ports.
 func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
-	address := svc.Name
-	if a, ok := svc.Annotations[contract.AddressAnnotation]; ok {
-		if msgs := validation.IsDNS1123Label(a); len(msgs) > 0 {
-			return nil, &AnnotationError{contract.AddressAnnotation, a, errors.New(strings.Join(msgs, "; "))}
-		}
-		address = a
-	}
-	routingValue := svc.Annotations[contract.RoutingAnnotation]
-	routing, err := model.ParsePattern(routingValue)
-	if err != nil {
-		return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
-	}
-	multicast, err := exposedMulticast(svc.Annotations)
+	x, err := model.ParseExposure(svc.Annotations)
 	if err != nil {
 		return nil, err
 	}
-	if routing != model.Multicast {
-		multicast = model.MulticastSpec{}
-	}
-	var protoOverride model.Protocol
-	if p := svc.Annotations[contract.ProtocolAnnotation]; p != "" {
-		if protoOverride, err = model.ParseProtocol(p); err != nil {
-			return nil, &AnnotationError{contract.ProtocolAnnotation, p, err}
-		}
+	address := svc.Name
+	if x.Address != "" {
+		address = x.Address
 	}
 	var vips []string
 	for _, ip := range svc.Spec.ClusterIPs {
@@ -91,14 +59,11 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 			errs = append(errs, fmt.Errorf("port %d: protocol %s: only TCP ports are exposed", sp.Port, sp.Protocol))
 			continue
 		}
-		proto := protoOverride
-		if proto == "" {
-			proto = model.AppProtocol(ptrString(sp.AppProtocol))
+		proto, err := x.PortProtocol(ptrString(sp.AppProtocol))
+		if err != nil {
+			return nil, err
 		}
-		if err := model.CheckRouting(proto, routing); err != nil {
-			return nil, &AnnotationError{contract.RoutingAnnotation, routingValue, err}
-		}
-		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: routing, Multicast: multicast, VIPs: slices.Clone(vips)}
+		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: x.Routing, Multicast: x.Multicast, VIPs: slices.Clone(vips)}
 		s.Network = s.Key()
 		s.Endpoints = endpointsFor(sp, eps)
 		out = append(out, s)
@@ -107,21 +72,6 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
 	}
 	return out, nil
-}
-
-// exposedMulticast reads skiff.io/multicast and skiff.io/multicast-timeout
-// with model.ParseMulticast (empty is the same as absent); a bad one is an
-// *AnnotationError naming it.
-func exposedMulticast(ann map[string]string) (model.MulticastSpec, error) {
-	mode, timeout := ann[contract.MulticastAnnotation], ann[contract.MulticastTimeoutAnnotation]
-	if _, err := model.ParseMulticast(mode, ""); err != nil {
-		return model.MulticastSpec{}, &AnnotationError{contract.MulticastAnnotation, mode, err}
-	}
-	m, err := model.ParseMulticast(mode, timeout)
-	if err != nil {
-		return model.MulticastSpec{}, &AnnotationError{contract.MulticastTimeoutAnnotation, timeout, err}
-	}
-	return m, nil
 }
 
 // endpointsFor returns the endpoints of the EndpointSlices for one Service

@@ -1,0 +1,91 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/names"
+)
+
+// Exposure is what a Kubernetes Service's skiff.io/ annotations ask for.
+// ParseExposure decides it, for the controller that exposes the Service
+// and for the CLI that writes the annotations, in the same words.
+type Exposure struct {
+	Address   string        // the network address; "" is the Service's name
+	Routing   Pattern       // Balanced unless annotated
+	Protocol  Protocol      // "" unless annotated: each port's appProtocol decides
+	Multicast MulticastSpec // zero unless Routing is Multicast
+	routing   string        // the annotation's value, for errors
+}
+
+// AnnotationError is a bad skiff annotation on a Service.
+type AnnotationError struct {
+	Annotation, Value string
+	// Err says why: for skiff.io/routing and skiff.io/protocol, the error
+	// of ParsePattern, ParseProtocol or CheckRouting, for
+	// skiff.io/multicast and skiff.io/multicast-timeout that of
+	// ParseMulticast, in the words every source uses.
+	Err error
+}
+
+func (e *AnnotationError) Error() string {
+	return fmt.Sprintf("annotation %s: %q: %v", e.Annotation, e.Value, e.Err)
+}
+
+func (e *AnnotationError) Unwrap() error { return e.Err }
+
+// ParseExposure reads a Service's annotations: skiff.io/address (a
+// DNS-1123 label), skiff.io/routing and skiff.io/protocol (ParsePattern,
+// ParseProtocol; empty is the same as absent), skiff.io/multicast and
+// skiff.io/multicast-timeout (ParseMulticast; bad values are refused
+// whatever the routing, and kept only for multicast). A bad one is an
+// *AnnotationError. Whether the routing suits each port is PortProtocol's
+// decision.
+func ParseExposure(ann map[string]string) (Exposure, error) {
+	var x Exposure
+	if a, ok := ann[contract.AddressAnnotation]; ok {
+		if !names.IsLabel(a) {
+			return x, &AnnotationError{contract.AddressAnnotation, a, errors.New("a network address must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit")}
+		}
+		x.Address = a
+	}
+	x.routing = ann[contract.RoutingAnnotation]
+	routing, err := ParsePattern(x.routing)
+	if err != nil {
+		return x, &AnnotationError{contract.RoutingAnnotation, x.routing, err}
+	}
+	x.Routing = routing
+	mode, timeout := ann[contract.MulticastAnnotation], ann[contract.MulticastTimeoutAnnotation]
+	if _, err := ParseMulticast(mode, ""); err != nil {
+		return x, &AnnotationError{contract.MulticastAnnotation, mode, err}
+	}
+	m, err := ParseMulticast(mode, timeout)
+	if err != nil {
+		return x, &AnnotationError{contract.MulticastTimeoutAnnotation, timeout, err}
+	}
+	if routing == Multicast {
+		x.Multicast = m
+	}
+	if p := ann[contract.ProtocolAnnotation]; p != "" {
+		if x.Protocol, err = ParseProtocol(p); err != nil {
+			return x, &AnnotationError{contract.ProtocolAnnotation, p, err}
+		}
+	}
+	return x, nil
+}
+
+// PortProtocol returns the protocol of a port whose appProtocol is
+// appProtocol (the annotated one wins), or an *AnnotationError on
+// skiff.io/routing when the routing cannot be served with it
+// (CheckRouting).
+func (x Exposure) PortProtocol(appProtocol string) (Protocol, error) {
+	proto := x.Protocol
+	if proto == "" {
+		proto = AppProtocol(appProtocol)
+	}
+	if err := CheckRouting(proto, x.Routing); err != nil {
+		return "", &AnnotationError{contract.RoutingAnnotation, x.routing, err}
+	}
+	return proto, nil
+}
