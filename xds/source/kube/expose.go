@@ -16,12 +16,13 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/expose"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // AnnotationError is a bad skiff annotation on a Service (model's: the
-// CLI checks the annotations it writes with the same ParseExposure).
-type AnnotationError = model.AnnotationError
+// CLI checks the annotations it writes with the same expose.Parse).
+type AnnotationError = expose.AnnotationError
 
 // Exposed reports whether svc asks to be exposed to the network.
 func Exposed(svc *corev1.Service) bool {
@@ -32,13 +33,13 @@ func Exposed(svc *corev1.Service) bool {
 // per port, with the ready endpoints of its EndpointSlices. A bad
 // annotation is an *AnnotationError (wrapped); the Service then
 // contributes nothing. What the annotations ask for is decided by
-// sidecar/shared/model alone: ParseExposure reads them (the CLI checks
+// sidecar/shared/expose alone: Parse reads them (the CLI checks
 // what it writes with the same function), and PortProtocol gives each
 // port's protocol (the annotation, else its appProtocol), refusing, for
 // the whole Service, a routing pattern the data plane cannot serve on
 // any of its ports.
 func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
-	x, err := model.ParseExposure(svc.Annotations)
+	x, err := expose.Parse(svc.Annotations)
 	if err != nil {
 		return nil, err
 	}

@@ -1,22 +1,29 @@
-package model
+// Package expose decides what a Kubernetes Service's skiff.io/
+// annotations ask for: the network address, the routing pattern, the
+// protocol of each port and the multicast mode. The controller, which
+// exposes the Service, and the CLI, which writes the annotations, both
+// ask it, so that they accept and refuse the same annotations in the
+// same words. The names of protocols and patterns are sidecar/shared/model's.
+package expose
 
 import (
 	"errors"
 	"fmt"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 )
 
 // Exposure is what a Kubernetes Service's skiff.io/ annotations ask for.
-// ParseExposure decides it, for the controller that exposes the Service
+// Parse decides it, for the controller that exposes the Service
 // and for the CLI that writes the annotations, in the same words.
 type Exposure struct {
-	Address   string        // the network address; "" is the Service's name
-	Routing   Pattern       // Balanced unless annotated
-	Protocol  Protocol      // "" unless annotated: each port's appProtocol decides
-	Multicast MulticastSpec // zero unless Routing is Multicast
-	routing   string        // the annotation's value, for errors
+	Address   string              // the network address; "" is the Service's name
+	Routing   model.Pattern       // Balanced unless annotated
+	Protocol  model.Protocol      // "" unless annotated: each port's appProtocol decides
+	Multicast model.MulticastSpec // zero unless Routing is Multicast
+	routing   string              // the annotation's value, for errors
 }
 
 // AnnotationError is a bad skiff annotation on a Service.
@@ -35,14 +42,14 @@ func (e *AnnotationError) Error() string {
 
 func (e *AnnotationError) Unwrap() error { return e.Err }
 
-// ParseExposure reads a Service's annotations: skiff.io/address (a
+// Parse reads a Service's annotations: skiff.io/address (a
 // DNS-1123 label), skiff.io/routing and skiff.io/protocol (ParsePattern,
 // ParseProtocol; empty is the same as absent), skiff.io/multicast and
 // skiff.io/multicast-timeout (ParseMulticast; bad values are refused
 // whatever the routing, and kept only for multicast). A bad one is an
 // *AnnotationError. Whether the routing suits each port is PortProtocol's
 // decision.
-func ParseExposure(ann map[string]string) (Exposure, error) {
+func Parse(ann map[string]string) (Exposure, error) {
 	var x Exposure
 	if a, ok := ann[contract.AddressAnnotation]; ok {
 		if !names.IsLabel(a) {
@@ -51,24 +58,24 @@ func ParseExposure(ann map[string]string) (Exposure, error) {
 		x.Address = a
 	}
 	x.routing = ann[contract.RoutingAnnotation]
-	routing, err := ParsePattern(x.routing)
+	routing, err := model.ParsePattern(x.routing)
 	if err != nil {
 		return x, &AnnotationError{contract.RoutingAnnotation, x.routing, err}
 	}
 	x.Routing = routing
 	mode, timeout := ann[contract.MulticastAnnotation], ann[contract.MulticastTimeoutAnnotation]
-	if _, err := ParseMulticast(mode, ""); err != nil {
+	if _, err := model.ParseMulticast(mode, ""); err != nil {
 		return x, &AnnotationError{contract.MulticastAnnotation, mode, err}
 	}
-	m, err := ParseMulticast(mode, timeout)
+	m, err := model.ParseMulticast(mode, timeout)
 	if err != nil {
 		return x, &AnnotationError{contract.MulticastTimeoutAnnotation, timeout, err}
 	}
-	if routing == Multicast {
+	if routing == model.Multicast {
 		x.Multicast = m
 	}
 	if p := ann[contract.ProtocolAnnotation]; p != "" {
-		if x.Protocol, err = ParseProtocol(p); err != nil {
+		if x.Protocol, err = model.ParseProtocol(p); err != nil {
 			return x, &AnnotationError{contract.ProtocolAnnotation, p, err}
 		}
 	}
@@ -79,12 +86,12 @@ func ParseExposure(ann map[string]string) (Exposure, error) {
 // appProtocol (the annotated one wins), or an *AnnotationError on
 // skiff.io/routing when the routing cannot be served with it
 // (CheckRouting).
-func (x Exposure) PortProtocol(appProtocol string) (Protocol, error) {
+func (x Exposure) PortProtocol(appProtocol string) (model.Protocol, error) {
 	proto := x.Protocol
 	if proto == "" {
-		proto = AppProtocol(appProtocol)
+		proto = model.AppProtocol(appProtocol)
 	}
-	if err := CheckRouting(proto, x.Routing); err != nil {
+	if err := model.CheckRouting(proto, x.Routing); err != nil {
 		return "", &AnnotationError{contract.RoutingAnnotation, x.routing, err}
 	}
 	return proto, nil
