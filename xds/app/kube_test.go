@@ -189,7 +189,7 @@ func TestKubernetesSites(t *testing.T) {
 			return err
 		}
 		for _, s := range st.Services {
-			if s.Name == "backend:8080" && len(s.Remote) == 1 && s.Remote[0] == "west" && st.Counts.Sites == 2 {
+			if s.Name == "backend:8080" && len(s.Remote) == 1 && s.Remote[0].Site == "west" && st.Counts.Sites == 2 {
 				return nil
 			}
 		}

@@ -24,10 +24,13 @@ type StatusCounts struct {
 
 // StatusService is one service in the status.
 type StatusService struct {
-	Name    string   `json:"name"`
-	Routing string   `json:"routing"`
-	Ready   int      `json:"readyLocal"`
-	Remote  []string `json:"remoteSites,omitempty"`
+	Name     string `json:"name"` // address:port
+	Protocol string `json:"protocol"`
+	Routing  string `json:"routing"`
+	Ready    int    `json:"readyLocal"`
+	// Remote are the other sites that serve it, with their ready
+	// endpoints and path cost.
+	Remote []RemoteSite `json:"remote,omitempty"`
 }
 
 // NewSiteStatus summarises a table whose content hash is version.
@@ -43,10 +46,7 @@ func NewSiteStatus(t *Table, version string) SiteStatus {
 			st.Truncated++
 			continue
 		}
-		ss := StatusService{Name: s.Key(), Routing: string(s.Routing), Ready: s.ReadyEndpoints()}
-		for _, r := range s.Remote {
-			ss.Remote = append(ss.Remote, r.Site)
-		}
+		ss := StatusService{Name: s.Key(), Protocol: string(s.Protocol), Routing: string(s.Routing), Ready: s.ReadyEndpoints(), Remote: s.Remote}
 		st.Services = append(st.Services, ss)
 	}
 	return st
