@@ -26,7 +26,9 @@ help: ## Show this help.
 .PHONY: build
 build: ## Build the binaries into bin/.
 	@mkdir -p $(BIN)
-	$(STATIC) $(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./webhook/cmd/... ./test/cmd/... ./bpf/cmd/...
+	$(STATIC) $(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./webhook/cmd/... ./test/cmd/... ./bpf/cmd/... ./cli/cmd/...
+	@# The CLI is kubectl's plugin too: kubectl skiff runs kubectl-skiff.
+	ln -sf skiff $(BIN)/kubectl-skiff
 
 .PHONY: test
 test: ## Run every test tier this machine can run (root runs the privileged ones and the end-to-end scenario; CI=true fails instead of skipping).

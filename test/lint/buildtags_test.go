@@ -25,7 +25,7 @@ func TestShippedBinariesLeaveOutTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds := []string{"./sidecar/cmd/...", "./xds/cmd/...", "./webhook/cmd/...", "./bpf/cmd/...", "./test/cmd/..."}
+	cmds := []string{"./sidecar/cmd/...", "./xds/cmd/...", "./webhook/cmd/...", "./bpf/cmd/...", "./cli/cmd/...", "./test/cmd/..."}
 	list := exec.Command("go", append([]string{"list", "-tags=" + tags, "-deps", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}"}, cmds...)...)
 	list.Dir = root
 	out, err := list.Output()

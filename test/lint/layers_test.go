@@ -25,6 +25,7 @@ var components = []struct{ dir, name string }{
 	{"sidecar/", "router"}, // after shared, which it contains
 	{"xds/", "controller"},
 	{"bpf/", "node agent"},
+	{"cli/", "cli"},
 	{"test/", "tests"},
 }
 
@@ -35,6 +36,7 @@ var mainImports = map[string][]string{
 	"sidecar/cmd/skiff-router":   {"sidecar/app"},
 	"xds/cmd/skiff-controller":   {"xds/app"},
 	"bpf/cmd/skiff-node-agent":   {"bpf/agent"},
+	"cli/cmd/skiff":              {"cli/app"},
 	"test/cmd/skiff-echo":        {},
 	"test/cmd/skiff-loadgen":     {},
 }

@@ -1,0 +1,105 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/expose"
+)
+
+// exposureAnnotations are the annotations expose sets and unexpose
+// removes.
+var exposureAnnotations = []string{contract.ExposeAnnotation, contract.AddressAnnotation, contract.RoutingAnnotation,
+	contract.ProtocolAnnotation, contract.MulticastAnnotation, contract.MulticastTimeoutAnnotation}
+
+// exposeService annotates a Service for the controller to expose it,
+// refusing, before it writes anything, what the controller would refuse
+// (expose.Parse and PortProtocol: the controller's own checks).
+func exposeService(ctx context.Context, e *env, args []string) error {
+	s, err := e.kube()
+	if err != nil {
+		return err
+	}
+	var svc corev1.Service
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: args[0]}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("no Service %s in namespace %s", args[0], s.ns)
+		}
+		return fmt.Errorf("reading the Service %s/%s: %w", s.ns, args[0], err)
+	}
+	ann := map[string]string{}
+	for k, v := range svc.Annotations {
+		ann[k] = v
+	}
+	ann[contract.ExposeAnnotation] = "true"
+	for flag, key := range map[string]string{"address": contract.AddressAnnotation, "routing": contract.RoutingAnnotation, "protocol": contract.ProtocolAnnotation} {
+		if v := e.str(flag); v != "" {
+			ann[key] = v
+		}
+	}
+	x, err := expose.Parse(ann)
+	if err != nil {
+		return err
+	}
+	var ports []string
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		app := ""
+		if p.AppProtocol != nil {
+			app = *p.AppProtocol
+		}
+		proto, err := x.PortProtocol(app)
+		if err != nil {
+			return fmt.Errorf("port %d: %w", p.Port, err)
+		}
+		ports = append(ports, fmt.Sprintf("%d (%s)", p.Port, proto))
+	}
+	if len(ports) == 0 {
+		return fmt.Errorf("the Service %s/%s has no TCP port to expose", s.ns, args[0])
+	}
+	svc.Annotations = ann
+	if err := s.c.Update(ctx, &svc); err != nil {
+		return fmt.Errorf("annotating the Service %s/%s: %w", s.ns, args[0], err)
+	}
+	address := x.Address
+	if address == "" {
+		address = svc.Name
+	}
+	fmt.Fprintf(e.out, "Service %s exposed as %s, routed %s, port %s.\n", svc.Name, address, x.Routing, strings.Join(ports, ", "))
+	return nil
+}
+
+// unexposeService removes the exposure annotations from a Service; the
+// controller then withdraws it from the network.
+func unexposeService(ctx context.Context, e *env, args []string) error {
+	s, err := e.kube()
+	if err != nil {
+		return err
+	}
+	var svc corev1.Service
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: args[0]}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("no Service %s in namespace %s", args[0], s.ns)
+		}
+		return fmt.Errorf("reading the Service %s/%s: %w", s.ns, args[0], err)
+	}
+	if svc.Annotations[contract.ExposeAnnotation] != "true" {
+		return fmt.Errorf("the Service %s/%s is not exposed (no %s=true)", s.ns, args[0], contract.ExposeAnnotation)
+	}
+	for _, k := range exposureAnnotations {
+		delete(svc.Annotations, k)
+	}
+	if err := s.c.Update(ctx, &svc); err != nil {
+		return fmt.Errorf("removing the annotations of the Service %s/%s: %w", s.ns, args[0], err)
+	}
+	fmt.Fprintf(e.out, "Service %s withdrawn from the network.\n", svc.Name)
+	return nil
+}
