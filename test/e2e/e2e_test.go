@@ -121,32 +121,25 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 	}
 	sum.add("1 helm install east and west; pods Ready", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
 
-	// 2. Link west to east with a token request. The token lasts 30 s:
-	// every later step runs long after it expired, on the link
-	// certificate east issued when west redeemed it.
+	// 2. Link west to east with the CLI: a token of east's in a file,
+	// linked in west. The token lasts 30 s: every later step runs long
+	// after it expired, on the link certificate east issued when west
+	// redeemed it.
 	start = time.Now()
-	must(t, "kubectl", "-n", "east", "create", "secret", "generic", "link-to-east")
-	must(t, "kubectl", "-n", "east", "annotate", "secret", "link-to-east", "skiff.io/token-expires=30s")
-	must(t, "kubectl", "-n", "east", "label", "secret", "link-to-east", "skiff.io/type=token-request")
-	var tok map[string]any
-	testutil.Eventually(t, 30*time.Second, "east fills the token request", func() error {
-		out, err := run(t, "kubectl", "-n", "east", "get", "secret", "link-to-east", "-o", "json")
-		if err != nil {
-			return err
-		}
-		if err := json.Unmarshal([]byte(out), &tok); err != nil {
-			return err
-		}
-		if d, _ := tok["data"].(map[string]any); d["token.yaml"] == nil {
-			return fmt.Errorf("no token yet")
-		}
-		return nil
-	})
-	copyOf, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "Secret", "data": tok["data"],
-		"metadata": map[string]any{"name": "link-to-east", "labels": map[string]string{"skiff.io/type": "token-request"}}})
-	f := filepath.Join(t.TempDir(), "link.json")
-	os.WriteFile(f, copyOf, 0o600)
-	must(t, "kubectl", "-n", "west", "apply", "-f", f)
+	cliDir := t.TempDir()
+	if err := testutil.GoBuild(cliDir, "github.com/skiff-io/skiff/cli/cmd/skiff"); err != nil {
+		t.Fatal(err)
+	}
+	skiff := filepath.Join(cliDir, "skiff")
+	f := filepath.Join(t.TempDir(), "east-token.yaml")
+	out := must(t, skiff, "token", "create", f, "-n", "east", "--expires", "30s")
+	if !strings.Contains(out, "Token of site east written to "+f) {
+		t.Errorf("skiff token create says %q", out)
+	}
+	out = must(t, skiff, "link", "create", f, "-n", "west", "--timeout", "120s")
+	if !strings.Contains(out, "Link link-to-east to site east created (cost 1); it is up.") {
+		t.Errorf("skiff link create says %q", out)
+	}
 	testutil.Eventually(t, 120*time.Second, "west's gateway links to east", func() error {
 		out, _ := run(t, "kubectl", "-n", "west", "logs", "deploy/skiff-gateway")
 		if !strings.Contains(out, `"msg":"link up"`) {
@@ -154,7 +147,7 @@ func TestTwoSitesOnARealCluster(t *testing.T) {
 		}
 		return nil
 	})
-	sum.add("2 token request in east applied in west; link up", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
+	sum.add("2 skiff token create in east, link create in west; up", "ok", fmt.Sprintf("%.1fs", time.Since(start).Seconds()))
 
 	// 3. A backend in west, exposed.
 	backend := func(ns, svc, extra string) {
@@ -191,6 +184,17 @@ spec:
 	testutil.Eventually(t, 30*time.Second, "proxy Service backend in east", func() error {
 		_, err := run(t, "kubectl", "-n", "east", "get", "svc", "backend")
 		return err
+	})
+	testutil.Eventually(t, 30*time.Second, "skiff network status in east shows both sites and backend served by west", func() error {
+		out, err := run(t, skiff, "network", "status", "-n", "east")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if !strings.Contains(out, "east (this site)") || !strings.Contains(out, "west (cost 1)") || !strings.Contains(out, "west (1)") {
+			return fmt.Errorf("network status:\n%s", out)
+		}
+		t.Logf("skiff network status -n east:\n%s", out)
+		return nil
 	})
 	sum.add("3 backend exposed in west; proxy Service in east", "ok", "")
 
