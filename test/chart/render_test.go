@@ -64,6 +64,26 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// Without site.name the site is named after the release namespace, in
+// every component's flags and in the notes.
+func TestSiteNameDefaultsToNamespace(t *testing.T) {
+	for _, vals := range []map[string]any{{}, {"site": map[string]any{"name": ""}}} {
+		rel, err := render(t, "shop", vals)
+		if err != nil {
+			t.Fatalf("render %v: %v", vals, err)
+		}
+		if n := strings.Count(rel.Manifest, "--site=shop\n"); n != 3 {
+			t.Errorf("values %v: --site=shop in %d containers, want 3 (controller, injector, node agent)", vals, n)
+		}
+		if strings.Contains(rel.Manifest, "--site=\n") {
+			t.Errorf("values %v: a component has an empty --site", vals)
+		}
+		if !strings.HasPrefix(rel.Info.Notes, `skiff site "shop" is installed in namespace shop.`) {
+			t.Errorf("values %v: notes begin %q", vals, rel.Info.Notes[:min(80, len(rel.Info.Notes))])
+		}
+	}
+}
+
 // TestSchemaRejects checks that values.schema.json refuses bad values before
 // anything is rendered, with a message that names the field.
 func TestSchemaRejects(t *testing.T) {
@@ -73,7 +93,6 @@ func TestSchemaRejects(t *testing.T) {
 		vals map[string]any
 		want []string // substrings of the error
 	}{
-		{"no site name", map[string]any{}, []string{"at '/site'", "missing property 'name'"}},
 		{"site name not a DNS label", map[string]any{"site": map[string]any{"name": "East_1"}}, []string{"at '/site/name'", "does not match pattern"}},
 		{"site name too long", map[string]any{"site": map[string]any{"name": strings.Repeat("a", 64)}}, []string{"at '/site/name'", "maxLength"}},
 		{"failure policy", map[string]any{"site": site, "injector": map[string]any{"failurePolicy": "Maybe"}}, []string{"at '/injector/failurePolicy'", "'Ignore'", "'Fail'"}},

@@ -5,6 +5,11 @@ release namespace (skiff-<component>-<namespace>) so that two sites can live
 in one cluster.
 */}}
 
+{{/* skiff.siteName: the site's name, site.name or else the release namespace. */}}
+{{- define "skiff.siteName" -}}
+{{ .Values.site.name | default .Release.Namespace }}
+{{- end }}
+
 {{/* skiff.clusterName: the name of a cluster-scoped object of a component. */}}
 {{- define "skiff.clusterName" -}}
 skiff-{{ .component }}-{{ .root.Release.Namespace }}
