@@ -1,11 +1,15 @@
 package app_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -157,6 +161,38 @@ func TestCLIAgainstRealSites(t *testing.T) {
 		t.Errorf("network status -o dot:\n%s", out)
 	}
 
+	// debug dump: what each site shows of itself, and no secret. A pod
+	// of the chart's that no kubelet runs cannot be reached through the
+	// API server's proxy: the dump says so and goes on.
+	must(t, c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway-x", Namespace: "west",
+		Labels: map[string]string{"app.kubernetes.io/part-of": "skiff", "app.kubernetes.io/component": "gateway"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Image: "skiff.local/skiff-router:0.1.0"}}}}))
+	secrets := secretValues(t, c)
+	for _, ns := range []string{"east", "west"} {
+		file := filepath.Join(dir, ns+"-dump.tar.gz")
+		out, err := skiff("debug", "dump", file, "-n", ns)
+		must(t, err)
+		files := untar(t, file)
+		for _, want := range []string{"dump.json", "status.json", "links.json", "events.json", "pods.json"} {
+			if _, ok := files[want]; !ok {
+				t.Errorf("%s's dump lacks %s (has %v)", ns, want, keys(files))
+			}
+		}
+		if ns == "west" {
+			if !strings.Contains(out, "could not be taken") || !strings.Contains(files["errors.txt"], "admin/skiff-gateway-x/metrics") ||
+				!strings.Contains(files["pods.json"], "skiff-gateway-x") || !strings.Contains(files["links.json"], `"peer": "east"`) {
+				t.Errorf("west's dump: %q\n%v", out, files)
+			}
+		}
+		for name, content := range files {
+			for _, bad := range append([]string{"PRIVATE KEY", "BEGIN CERTIFICATE"}, secrets...) {
+				if strings.Contains(content, bad) {
+					t.Errorf("%s's dump holds a secret in %s (%.40q...)", ns, name, bad)
+				}
+			}
+		}
+	}
+
 	// expose: what the controller would refuse is refused here first,
 	// and nothing is written.
 	createService(t, c, "east", "web", "http", "10.1.2.3")
@@ -205,6 +241,56 @@ func TestCLIAgainstRealSites(t *testing.T) {
 	if !strings.Contains(out, "No links") {
 		t.Errorf("link list after the delete:\n%s", out)
 	}
+}
+
+// secretValues are the data of every Secret in the cluster (at least 16
+// bytes long), as they are and base64-encoded.
+func secretValues(t *testing.T, c client.Client) []string {
+	t.Helper()
+	var list corev1.SecretList
+	must(t, c.List(t.Context(), &list))
+	var out []string
+	for _, s := range list.Items {
+		for _, v := range s.Data {
+			if len(v) >= 16 {
+				out = append(out, string(v), base64.StdEncoding.EncodeToString(v))
+			}
+		}
+	}
+	if len(out) < 4 {
+		t.Fatalf("only %d secret values in the cluster: the check would prove nothing", len(out))
+	}
+	return out
+}
+
+// untar reads a tar.gz into name -> content.
+func untar(t *testing.T, file string) map[string]string {
+	t.Helper()
+	f, err := os.Open(file)
+	must(t, err)
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	must(t, err)
+	tr := tar.NewReader(gz)
+	out := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		must(t, err)
+		b, err := io.ReadAll(tr)
+		must(t, err)
+		out[h.Name] = string(b)
+	}
+}
+
+func keys(m map[string]string) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	return k
 }
 
 // hasRow says whether a line of out holds the cells, in order.

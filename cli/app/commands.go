@@ -30,5 +30,6 @@ var commands = []command{
 			e.stringFlag(fs, "routing", "", "balanced, closest or multicast (default: balanced)")
 			e.stringFlag(fs, "protocol", "", "tcp, http, http2 or grpc (default: each port's appProtocol)")
 		}},
+	{words: []string{"debug", "dump"}, args: "FILE.tar.gz", nargs: 1, help: "write the site's status, links, events, pods, and its pods' logs and metrics to FILE.tar.gz, for a bug report (no secrets)", run: debugDump},
 	{words: []string{"unexpose", "service"}, args: "NAME", nargs: 1, help: "withdraw the Service NAME from the network (removes its annotations)", run: unexposeService},
 }

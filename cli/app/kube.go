@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -23,6 +24,7 @@ import (
 // the site's namespace.
 type site struct {
 	c    client.Client
+	cfg  *rest.Config // for what c does not do: logs, the pod proxy
 	ns   string
 	name string // the program's name, for advice in errors
 }
@@ -57,7 +59,7 @@ func connect(_ context.Context, name string, o options) (*site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Kubernetes client: %w", err)
 	}
-	return &site{c: c, ns: ns, name: name}, nil
+	return &site{c: c, cfg: cfg, ns: ns, name: name}, nil
 }
 
 // status reads the site's status document, which the controller keeps in

@@ -3,8 +3,11 @@
 package e2e
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +86,36 @@ func get(t *testing.T, ns, target, container string, n int) map[string]int {
 		}
 	}
 	return got
+}
+
+// untarGz reads a tar.gz into name -> content.
+func untarGz(t *testing.T, file string) map[string]string {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	out := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[h.Name] = string(b)
+	}
 }
 
 // The scenario of docs/testing.md, steps 1-5 and 7-8.
@@ -196,7 +229,30 @@ spec:
 		t.Logf("skiff network status -n east:\n%s", out)
 		return nil
 	})
-	sum.add("3 backend exposed in west; proxy Service in east", "ok", "")
+	// skiff debug dump in east: the real pods' logs and admin endpoints
+	// through the API server, and no key or certificate.
+	dump := filepath.Join(t.TempDir(), "east.tar.gz")
+	must(t, skiff, "debug", "dump", dump, "-n", "east")
+	files := untarGz(t, dump)
+	var logs, admin []string
+	for name, content := range files {
+		if strings.HasPrefix(name, "logs/") && len(content) > 0 {
+			logs = append(logs, name)
+		}
+		if strings.HasPrefix(name, "admin/") && len(content) > 0 {
+			admin = append(admin, name)
+		}
+		if strings.Contains(content, "PRIVATE KEY") || strings.Contains(content, "BEGIN CERTIFICATE") {
+			t.Errorf("the debug dump holds a key or certificate in %s", name)
+		}
+	}
+	hasSuffix := func(list []string, suffix string) bool {
+		return slices.ContainsFunc(list, func(n string) bool { return strings.HasSuffix(n, suffix) })
+	}
+	if !hasSuffix(logs, "/controller.log") || !hasSuffix(logs, "/gateway.log") || !hasSuffix(admin, "/status") || !hasSuffix(admin, "/view") || !hasSuffix(admin, "/metrics") {
+		t.Errorf("skiff debug dump: logs %v, admin %v, errors %q", logs, admin, files["errors.txt"])
+	}
+	sum.add("3 backend exposed in west; proxy Service in east", "ok", fmt.Sprintf("debug dump: %d logs, %d admin pages", len(logs), len(admin)))
 
 	// 4. An injected client in east reaches west through its sidecar; a
 	// plain pod through the gateway.
