@@ -74,8 +74,13 @@ generate: ## Regenerate the eBPF objects (bpf/redirect_bpfel.{go,o}) with Debian
 	bash hack/gen-bpf.sh
 
 .PHONY: verify-generated
-verify-generated: ## Regenerate the eBPF objects and fail if they differ from the committed ones.
+verify-generated: ## Regenerate the eBPF objects and the console bundle and fail if they differ from the committed ones.
 	bash hack/gen-bpf.sh --verify
+	bash hack/gen-console.sh --verify
+
+.PHONY: console
+console: ## Rebuild the controller's console bundle (xds/console/dist) from xds/console/web (npm ci, esbuild); commit the result.
+	bash hack/gen-console.sh
 
 .PHONY: demo
 demo: build ## Run a local three-site network (east, west, north) on loopback; no root needed.

@@ -3,11 +3,12 @@
 # we did not write (curl, h2load, redis, iperf3, haproxy, wrk), openssl for the
 # benchmark's certificates, clang/llvm to regenerate the eBPF objects, and
 # the network tools for namespaces (util-linux: nsenter, setpriv), REDIRECT
-# rules (iptables) and listing the sidecar's nftables redirect (nft).
+# rules (iptables) and listing the sidecar's nftables redirect (nft);
+# chromium (headless, driven by chromedp) and a font for the console tests.
 # Idempotent; needs root (CI is root).
 set -euo pipefail
 
-pkgs=(iproute2 iptables nftables curl nghttp2-client redis-server redis-tools iperf3 haproxy wrk procps psmisc openssl util-linux clang llvm)
+pkgs=(iproute2 iptables nftables curl nghttp2-client redis-server redis-tools iperf3 haproxy wrk procps psmisc openssl util-linux clang llvm chromium fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -106,6 +106,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"service type", map[string]any{"site": site, "gateway": map[string]any{"service": map[string]any{"type": "External"}}}, []string{"at '/gateway/service/type'"}},
 		{"pull policy", map[string]any{"site": site, "images": map[string]any{"pullPolicy": "Sometimes"}}, []string{"at '/images/pullPolicy'"}},
 		{"log level", map[string]any{"site": site, "logLevel": "warn"}, []string{"at '/logLevel'"}},
+		{"console not a boolean", map[string]any{"site": site, "console": map[string]any{"enabled": "yes"}}, []string{"at '/console/enabled'"}},
 		{"redirect mode", map[string]any{"site": site, "redirect": map[string]any{"mode": "tproxy"}}, []string{"at '/redirect/mode'"}},
 		{"native sidecar", map[string]any{"site": site, "proxy": map[string]any{"nativeSidecar": "yes"}}, []string{"at '/proxy/nativeSidecar'", "'auto'"}},
 		{"proxy memory", map[string]any{"site": site, "proxy": map[string]any{"resources": map[string]any{"limits": map[string]any{"memory": "lots"}}}}, []string{"at '/proxy/resources/limits/memory'"}},

@@ -35,6 +35,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
 	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
+	"github.com/skiff-io/skiff/xds/console"
 	"github.com/skiff-io/skiff/xds/federation"
 	"github.com/skiff-io/skiff/xds/server"
 	"github.com/skiff-io/skiff/xds/source/file"
@@ -74,6 +75,9 @@ type Options struct {
 	XDSPlaintextBindAddress string
 	MetricsBindAddress      string // "0" disables
 	HealthBindAddress       string // "0" disables
+	// Console serves the read-only console (package xds/console) at
+	// /console/ on MetricsBindAddress.
+	Console bool
 }
 
 // AddFlags registers the options on fs.
@@ -88,6 +92,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.XDSBindAddress, "xds-bind-address", ":"+strconv.Itoa(contract.XDSPort), "address of the xDS (gRPC ADS) server: TLS 1.3, clients must present a certificate of the site CA (docs/xds.md)")
 	fs.StringVar(&o.XDSPlaintextBindAddress, "xds-plaintext-bind-address", "", "also serve xDS in plaintext, without client authentication, on this loopback address (such as 127.0.0.1:15011), for proxyless gRPC clients on this host that have no certificate; off by default")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", "127.0.0.1:"+strconv.Itoa(contract.MetricsPort), "address of the Prometheus /metrics endpoint and /status, which describe the site (docs/install.md); loopback by default, :"+strconv.Itoa(contract.MetricsPort)+" for every interface; 0 disables it")
+	fs.BoolVar(&o.Console, "console", true, "serve the read-only web console at /console/ on the metrics address (docs/cli.md#the-console); --console=false turns it off")
 	fs.StringVar(&o.HealthBindAddress, "health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(contract.HealthPort), "address of /healthz and /readyz; loopback by default, :"+strconv.Itoa(contract.HealthPort)+" for every interface (kubelet probes the pod IP); 0 disables it")
 }
 
@@ -332,6 +337,20 @@ func listenXDS(o Options, xdsTLS *serverTLS, log logr.Logger) ([]server.Listener
 	return listeners, nil
 }
 
+// consoleInput is what the console draws: the table served, the view it
+// came from, and the xDS clients (those refusing their table named).
+func consoleInput(c *Controller, srv *server.Server) console.Input {
+	in := console.Input{Site: c.site, Table: c.Table(), View: c.View()}
+	for _, n := range srv.Status() {
+		in.Clients.Connected++
+		if len(n.Rejected) > 0 {
+			in.Clients.Rejecting++
+			in.Rejections = append(in.Rejections, n.ID)
+		}
+	}
+	return in
+}
+
 // serveAdmin starts in g the admin endpoints the options do not disable:
 // /metrics and /status, and /healthz and /readyz. They stop when ctx
 // ends.
@@ -341,6 +360,11 @@ func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *promethe
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
+		if o.Console {
+			feed := console.NewFeed(func() console.Input { return consoleInput(c, srv) }, log.WithName("console"))
+			g.Go(func() error { return feed.Run(ctx) })
+			mux.Handle("/console/", feed.Handler("/console/"))
+		}
 		g.Go(func() error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {

@@ -1,0 +1,148 @@
+package linux_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/skiff-io/skiff/test/testutil"
+)
+
+// The controller's console in a real browser: three Linux sites (west and
+// north linked to east, each serving web), east's controller serving the
+// console, headless Chromium driven with chromedp. Asserted from the page:
+// three sites, the two links up with their costs, web served by all three;
+// then north's gateway is killed and its link turns down on the page
+// within the 5 s the console promises, with an event saying so.
+// Screenshots go to the test's artifact directory (go test -artifacts);
+// SKIFF_CONSOLE_SCREENSHOT=FILE also writes the first one there (the one
+// in docs/).
+func TestConsoleInABrowser(t *testing.T) {
+	chromium := testutil.RequireTool(t, "chromium")[0]
+	bin := buildRouter(t)
+	ctl := filepath.Join(filepath.Dir(bin), "skiff-controller")
+	echo := filepath.Join(filepath.Dir(bin), "skiff-echo")
+	dir := t.TempDir()
+	port := func() int { return testutil.FreePort(t, "127.0.0.1") }
+	linkPort, webListen, gwAdmin, xdsPort, ctlAdmin := port(), port(), port(), port(), port()
+
+	eastFile := filepath.Join(dir, "east.yaml")
+	eastEcho := port()
+	start(t, echo, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", eastEcho), "--name", "east")
+	write(t, eastFile, fmt.Sprintf(`name: east
+dataDir: ./east-data
+linkAccess:
+  bind: 127.0.0.1:%d
+listeners:
+  - {address: web, host: 127.0.0.1, port: %d, protocol: http}
+connectors:
+  - {address: web, host: 127.0.0.1, port: %d, protocol: http}
+`, linkPort, webListen, eastEcho))
+	start(t, bin, "gateway", "--site-file", eastFile, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", gwAdmin), "--health-probe-bind-address", "0")
+	start(t, ctl, "--site-file", eastFile, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", gwAdmin),
+		"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ctlAdmin), "--health-probe-bind-address", "0")
+	gateways := map[string]*proc{}
+	for i, name := range []string{"west", "north"} {
+		tok := filepath.Join(dir, name+"-token.yaml")
+		if out, err := runCmd(bin, "token", "issue", "--site-file", eastFile, "--out", tok); err != nil {
+			t.Fatalf("token issue: %v\n%s", err, out)
+		}
+		e := port()
+		start(t, echo, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", e), "--name", name)
+		file := filepath.Join(dir, name+".yaml")
+		write(t, file, fmt.Sprintf(`name: %s
+dataDir: ./%s-data
+links:
+  - {token: %s, cost: %d}
+connectors:
+  - {address: web, host: 127.0.0.1, port: %d, protocol: http}
+`, name, name, tok, i+2, e))
+		gateways[name] = start(t, bin, "gateway", "--site-file", file, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	}
+
+	ctx, cancel := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.WindowSize(1280, 900))...)
+	defer cancel()
+	ctx, cancel = chromedp.NewContext(ctx)
+	defer cancel()
+	url := fmt.Sprintf("http://127.0.0.1:%d/console/", ctlAdmin)
+	testutil.Eventually(t, 20*time.Second, "the controller serves the console", func() error {
+		_, err := getOne(url)
+		return err
+	})
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	page := func(expr string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	}
+	// What the page shows: its graph's sites and links, its counts line,
+	// and the row of web in its services table.
+	const shown = `(() => { const c = window.skiffConsole; if (!c || !c.snapshot) return "no snapshot";
+		const nodes = c.cy.nodes().map(n => n.data("name")).sort().join(",");
+		const edges = c.cy.edges().map(e => e.data("a") + "-" + e.data("b") + ":" + e.data("state") + ":" + e.data("label")).sort().join(",");
+		const row = [...document.querySelectorAll("#service-rows tr")].map(r => r.innerText.replace(/\s+/g, " ")).join("|");
+		return nodes + " / " + edges + " / " + document.getElementById("counts").textContent + " / " + row + " / " + document.getElementById("live").textContent; })()`
+	testutil.Eventually(t, 30*time.Second, "the page shows three sites, two links up and web served by all", func() error {
+		got, err := page(shown)
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{"east,north,west / ", "east-north:up:cost 3", "east-west:up:cost 2", "3 sites, 2 links up, 0 down", "1 service, 1 xDS client",
+			"web http balanced", "east (1, cost 0)", "west (1, cost 2)", "north (1, cost 3)", " / live"} {
+			if !strings.Contains(got, want) {
+				return fmt.Errorf("page shows %q, lacking %q", got, want)
+			}
+		}
+		return nil
+	})
+	screenshot(t, ctx, "network.png", os.Getenv("SKIFF_CONSOLE_SCREENSHOT"))
+
+	// North's gateway dies: its link is down on the page within 5 s.
+	killed := time.Now()
+	gateways["north"].Stop(t)
+	testutil.Eventually(t, 5*time.Second, "the page shows the link to north down", func() error {
+		got, err := page(shown)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(got, "east-north:down:cost 3 (down)") || !strings.Contains(got, "east-west:up") || !strings.Contains(got, "1 link up, 1 down") {
+			return fmt.Errorf("page shows %q", got)
+		}
+		return nil
+	})
+	t.Logf("the page showed north's link down %v after its gateway was killed", time.Since(killed).Round(time.Millisecond))
+	events, err := page(`document.getElementById("events").innerText`)
+	if err != nil || !strings.Contains(events, "link east - north is down") {
+		t.Errorf("events on the page: %q %v", events, err)
+	}
+	screenshot(t, ctx, "north-down.png", "")
+}
+
+// screenshot saves the page into the test's artifact directory, and into
+// also when it is set.
+func screenshot(t *testing.T, ctx context.Context, name, also string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	for _, path := range []string{filepath.Join(t.ArtifactDir(), name), also} {
+		if path == "" {
+			continue
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// PollEvery is how often the feed reads the controller's state. A link
+// that goes down is on every open page within it and a network round
+// trip, well inside the 5 s the console promises.
+const PollEvery = 500 * time.Millisecond
+
+// keepAlive is how often an idle event stream gets a comment line, so
+// that proxies (kubectl port-forward among them) keep it open.
+const keepAlive = 15 * time.Second
+
+// Feed makes snapshots of the controller's state and hands the latest to
+// every open page. Run owns its polling goroutine; Handler serves pages.
+type Feed struct {
+	get func() Input
+	log logr.Logger
+
+	mu      sync.Mutex
+	latest  []byte        // the latest snapshot, JSON
+	changed chan struct{} // closed and replaced when latest changes
+}
+
+// NewFeed returns a feed of the state get returns.
+func NewFeed(get func() Input, log logr.Logger) *Feed {
+	return &Feed{get: get, log: log, changed: make(chan struct{})}
+}
+
+// Run polls the state every PollEvery until ctx ends.
+func (f *Feed) Run(ctx context.Context) error {
+	t := newTracker()
+	var last string
+	tick := time.NewTicker(PollEvery)
+	defer tick.Stop()
+	for {
+		s := t.snapshot(f.get(), time.Now())
+		if s.Version != last {
+			last = s.Version
+			b, err := json.Marshal(s)
+			if err != nil {
+				return fmt.Errorf("console snapshot: %w", err)
+			}
+			f.mu.Lock()
+			f.latest = b
+			close(f.changed)
+			f.changed = make(chan struct{})
+			f.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// current returns the latest snapshot and a channel closed when it is
+// replaced.
+func (f *Feed) current() ([]byte, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest, f.changed
+}
+
+// Handler serves the console under prefix (such as /console/): the page's
+// files, snapshot (the latest, JSON) and events (Server-Sent Events: a
+// "snapshot" event with the latest at once and after every change).
+func (f *Feed) Handler(prefix string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(prefix, http.StripPrefix(prefix, http.FileServerFS(Assets())))
+	mux.HandleFunc(prefix+"snapshot", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := f.current()
+		if b == nil {
+			http.Error(w, "no snapshot yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(b)
+	})
+	mux.HandleFunc(prefix+"events", f.serveEvents)
+	return securityHeaders(mux)
+}
+
+// serveEvents streams snapshots to one page until it goes away.
+func (f *Feed) serveEvents(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	ping := time.NewTicker(keepAlive)
+	defer ping.Stop()
+	var sent []byte
+	for {
+		b, changed := f.current()
+		if b != nil && string(b) != string(sent) {
+			if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+			sent = b
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-changed:
+		case <-ping.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// securityHeaders: the page loads nothing from elsewhere, runs only its
+// own script and may not be framed.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}

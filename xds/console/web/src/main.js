@@ -1,0 +1,140 @@
+// The skiff console: draws the snapshots the controller streams
+// (xds/console's Snapshot) as a graph of sites and links, a table of
+// services, and a list of recent events. It only reads.
+import cytoscape from 'cytoscape';
+
+const MAX_ROWS = 200; // rows drawn at once; the filter finds the rest
+
+const state = { snapshot: null, live: false, selected: null, layoutKey: '' };
+window.skiffConsole = state; // for tests and the curious: the last snapshot and the graph
+
+const cy = cytoscape({
+  container: document.getElementById('graph'),
+  style: [
+    { selector: 'node', style: { label: 'data(label)', 'background-color': '#1e88e5', color: '#1d2433', 'text-valign': 'bottom', 'text-margin-y': 6, 'font-size': 13 } },
+    { selector: 'node[self = 1]', style: { 'border-width': 4, 'border-color': '#12324a', 'font-weight': 'bold' } },
+    { selector: 'node[reachable = 0]', style: { 'background-color': '#9e9e9e', color: '#757575' } },
+    { selector: 'node.serving', style: { 'background-color': '#43a047' } },
+    { selector: 'edge', style: { label: 'data(label)', width: 3, 'line-color': '#2e7d32', 'font-size': 11, 'text-background-color': '#fff', 'text-background-opacity': 0.8, 'curve-style': 'bezier' } },
+    { selector: 'edge[state = "down"]', style: { 'line-color': '#c62828', 'line-style': 'dashed', color: '#c62828' } },
+  ],
+  layout: { name: 'preset' },
+  wheelSensitivity: 0.3,
+});
+state.cy = cy;
+
+function setLive(live) {
+  state.live = live;
+  const el = document.getElementById('live');
+  el.textContent = live ? 'live' : 'reconnecting…';
+  el.classList.toggle('off', !live);
+}
+
+function applyGraph(s) {
+  const want = new Set();
+  cy.batch(() => {
+    for (const site of s.sites) {
+      const id = 'site:' + site.name;
+      want.add(id);
+      let n = cy.getElementById(id);
+      if (n.empty()) n = cy.add({ group: 'nodes', data: { id } });
+      n.data({ name: site.name, label: site.name === s.site ? site.name + ' (this site)' : site.name, self: site.name === s.site ? 1 : 0, reachable: site.reachable ? 1 : 0 });
+    }
+    for (const l of s.links) {
+      const id = 'link:' + l.a + '|' + l.b;
+      if (!want.has('site:' + l.a) || !want.has('site:' + l.b)) continue;
+      want.add(id);
+      let e = cy.getElementById(id);
+      if (e.empty()) e = cy.add({ group: 'edges', data: { id, source: 'site:' + l.a, target: 'site:' + l.b } });
+      e.data({ state: l.state, a: l.a, b: l.b, label: 'cost ' + l.cost + (l.state === 'down' ? ' (down)' : '') });
+    }
+    cy.elements().forEach((el) => { if (!want.has(el.id())) el.remove(); });
+  });
+  const key = s.sites.map((x) => x.name).join(',');
+  if (key !== state.layoutKey) {
+    state.layoutKey = key;
+    cy.layout({ name: s.sites.length > 12 ? 'cose' : 'circle', animate: false, padding: 40 }).run();
+  }
+}
+
+function cell(tr, text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  tr.appendChild(td);
+}
+
+function applyServices(s) {
+  const filter = document.getElementById('filter').value.trim().toLowerCase();
+  const rows = document.getElementById('service-rows');
+  const matching = s.services.filter((sv) => !filter || sv.name.toLowerCase().includes(filter));
+  const frag = document.createDocumentFragment();
+  for (const sv of matching.slice(0, MAX_ROWS)) {
+    const tr = document.createElement('tr');
+    tr.dataset.name = sv.name;
+    if (sv.name === state.selected) tr.classList.add('selected');
+    cell(tr, sv.name);
+    cell(tr, sv.protocol);
+    cell(tr, sv.routing);
+    cell(tr, (sv.sites || []).map((x) => `${x.site} (${x.endpoints}, cost ${x.cost})`).join(', ') || '-');
+    frag.appendChild(tr);
+  }
+  rows.replaceChildren(frag);
+  const more = matching.length - Math.min(matching.length, MAX_ROWS) + (filter ? 0 : s.truncated || 0);
+  document.getElementById('service-more').textContent = more > 0 ? `${more} more: filter to find them.` : '';
+  highlightServing(s);
+}
+
+function highlightServing(s) {
+  cy.nodes().removeClass('serving');
+  const sv = s.services.find((x) => x.name === state.selected);
+  if (!sv) return;
+  for (const x of sv.sites || []) cy.getElementById('site:' + x.site).addClass('serving');
+}
+
+function applyEvents(s) {
+  const list = document.getElementById('events');
+  const frag = document.createDocumentFragment();
+  for (const ev of s.events.slice(0, 50)) {
+    const li = document.createElement('li');
+    li.className = ev.kind;
+    const t = document.createElement('time');
+    t.dateTime = ev.time;
+    t.textContent = new Date(ev.time).toLocaleTimeString();
+    li.append(t, ev.message);
+    frag.appendChild(li);
+  }
+  if (!s.events.length) {
+    const li = document.createElement('li');
+    li.textContent = 'None since the controller started.';
+    frag.appendChild(li);
+  }
+  list.replaceChildren(frag);
+}
+
+function apply(s) {
+  state.snapshot = s;
+  document.getElementById('site').textContent = s.site;
+  const up = s.links.filter((l) => l.state === 'up').length;
+  const n = (count, one, many) => `${count} ${count === 1 ? one : many}`;
+  document.getElementById('counts').textContent =
+    `${n(s.sites.length, 'site', 'sites')}, ${n(up, 'link', 'links')} up, ${s.links.length - up} down, ` +
+    `${n(s.services.length + (s.truncated || 0), 'service', 'services')}, ${n(s.clients.connected, 'xDS client', 'xDS clients')}` +
+    (s.clients.rejecting ? `, ${s.clients.rejecting} refusing their table` : '');
+  applyGraph(s);
+  applyServices(s);
+  applyEvents(s);
+  document.body.dataset.version = s.version;
+}
+
+document.getElementById('filter').addEventListener('input', () => state.snapshot && applyServices(state.snapshot));
+document.getElementById('service-rows').addEventListener('click', (ev) => {
+  const tr = ev.target.closest('tr');
+  if (!tr || !state.snapshot) return;
+  state.selected = state.selected === tr.dataset.name ? null : tr.dataset.name;
+  applyServices(state.snapshot);
+});
+
+const events = new EventSource('events');
+events.addEventListener('snapshot', (ev) => apply(JSON.parse(ev.data)));
+events.addEventListener('open', () => setLive(true));
+events.addEventListener('error', () => setLive(false));
