@@ -83,7 +83,7 @@ console: ## Rebuild the controller's console bundle (xds/console/dist) from xds/
 	bash hack/gen-console.sh
 
 .PHONY: demo
-demo: build ## Run a local three-site network (east, west, north) on loopback; no root needed.
+demo: build ## Run a local three-site network (east, west, north) on loopback with east's console; no root needed; runs until Ctrl-C, or DEMO_FOR=30s.
 	bash hack/demo.sh
 
 .PHONY: bench

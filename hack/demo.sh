@@ -7,8 +7,20 @@
 #
 # It shows balanced spreading (by endpoints, weighted by path cost), then
 # switches echo to closest (the gateway reloads its site file), kills west's
-# gateway to show failover to north, and stops everything.
+# gateway to show failover to north, printing `skiff network status` as it
+# goes. East's controller serves the console; the network keeps running
+# for a look at it until Ctrl-C, or for the duration given:
+#
+#   hack/demo.sh [--for 30s]     (make demo DEMO_FOR=30s)
 set -euo pipefail
+FOR=${DEMO_FOR:-}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--for) FOR=$2; shift 2 ;;
+	--for=*) FOR=${1#--for=}; shift ;;
+	*) echo "usage: $0 [--for DURATION]" >&2; exit 2 ;;
+	esac
+done
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/skiff-demo.XXXXXX")
@@ -33,6 +45,8 @@ wait_for() { # url want
 }
 
 LINK=$(free_port 127.0.0.1); LISTEN=$(free_port 127.0.0.1)
+EAST_ADMIN=$(free_port 127.0.0.1); CTL_ADMIN=$(free_port 127.0.0.1); CTL_XDS=$(free_port 127.0.0.1)
+status() { "$BIN/skiff" network status --site-file east.yaml --admin "127.0.0.1:$EAST_ADMIN" | sed 's/^/  /'; }
 WEST_ECHO=$(free_port 127.0.0.2); NORTH_ECHO=$(free_port 127.0.0.3)
 
 cat >east.yaml <<YAML
@@ -71,10 +85,16 @@ say "start echo servers in west and north, and the three gateways"
 "$BIN/skiff-echo" serve --listen 127.0.0.2:$WEST_ECHO --name west 2>/dev/null & PIDS+=($!)
 "$BIN/skiff-echo" serve --listen 127.0.0.3:$NORTH_ECHO --name north 2>/dev/null & PIDS+=($!)
 for s in east west north; do
-	"$BIN/skiff-router" gateway --site-file $s.yaml --metrics-bind-address 0 --health-probe-bind-address 0 --zap-devel 2>$s.log &
+	admin=0
+	[ $s = east ] && admin=127.0.0.1:$EAST_ADMIN
+	"$BIN/skiff-router" gateway --site-file $s.yaml --metrics-bind-address "$admin" --health-probe-bind-address 0 --zap-devel 2>$s.log &
 	PIDS+=($!)
 	eval "${s^^}_PID=$!"
 done
+# East's controller follows east's gateway's view and serves the console.
+"$BIN/skiff-controller" --site-file east.yaml --gateway-admin "127.0.0.1:$EAST_ADMIN" --xds-bind-address "127.0.0.1:$CTL_XDS" \
+	--metrics-bind-address "127.0.0.1:$CTL_ADMIN" --health-probe-bind-address 0 2>controller.log &
+PIDS+=($!)
 URL=http://127.0.0.1:$LISTEN/
 wait_for "$URL" west || wait_for "$URL" north
 # both sites must be in east's view before we count
@@ -83,6 +103,10 @@ for _ in $(seq 1 100); do
 	[[ $out == *west=* && $out == *north=* ]] && break
 	sleep 0.1
 done
+
+say "skiff network status --site-file east.yaml (east's gateway view)"
+status
+echo "  console: http://127.0.0.1:$CTL_ADMIN/console/"
 
 say "balanced: 60 connections from east's listener (west costs 1, north 3: about 2:1)"
 "$BIN/skiff-echo" get --url "$URL" --count 60
@@ -100,8 +124,17 @@ wait_for "$URL" north
 end=${EPOCHREALTIME/./}
 echo "first answer from north $(( (end - start) / 1000 )) ms after the kill"
 "$BIN/skiff-echo" get --url "$URL" --count 30
+status
 
 say "east's log (site reachability and links)"
 grep -E "link (up|down)|site (reachable|unreachable)|reloaded" east.log | sed 's/^/  /' | cut -c1-160
 
+if [ "$FOR" = 0 ]; then
+	say "done: stopping everything"
+	exit 0
+fi
+until=" (Ctrl-C stops it)"
+[ -n "$FOR" ] && until=" for $FOR"
+say "the network keeps running$until: east's console is at http://127.0.0.1:$CTL_ADMIN/console/"
+if [ -n "$FOR" ]; then sleep "$FOR"; else while sleep 3600; do :; done; fi
 say "done: stopping everything"

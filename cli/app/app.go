@@ -44,6 +44,9 @@ type env struct {
 type options struct {
 	kubeconfig, context, namespace string
 	output                         string
+	// siteFile and admin reach a Linux site instead: its site file and
+	// its gateway's admin address (/view).
+	siteFile, admin string
 }
 
 func (e *env) str(name string) string { return *e.strs[name] }
@@ -106,6 +109,8 @@ func run(ctx context.Context, name string, args []string, stdout io.Writer) erro
 	fs.StringVar(&e.opts.context, "context", "", "the kubeconfig context to use (default: the current one)")
 	fs.StringVar(&e.opts.namespace, "namespace", "", "the site's namespace (default: the context's)")
 	fs.StringVar(&e.opts.namespace, "n", "", "short for --namespace")
+	fs.StringVar(&e.opts.siteFile, "site-file", "", "a Linux site's site file, instead of a Kubernetes namespace")
+	fs.StringVar(&e.opts.admin, "admin", "127.0.0.1:15090", "with --site-file: the admin address of the site's gateway (its --metrics-bind-address), which serves its view of the network")
 	fs.StringVar(&e.opts.output, "output", "table", "output format: table, json or yaml")
 	fs.StringVar(&e.opts.output, "o", "table", "short for --output")
 	if cmd.flags != nil {
@@ -198,7 +203,7 @@ func usage(w io.Writer, name string) {
 	}
 	sort.Strings(list)
 	fmt.Fprintln(w, strings.Join(list, "\n"))
-	fmt.Fprintf(w, "\nEvery command takes --kubeconfig, --context, -n/--namespace and -o/--output (table, json, yaml).\n%s COMMAND --help lists a command's own flags.\n", name)
+	fmt.Fprintf(w, "\nEvery command takes --kubeconfig, --context, -n/--namespace and -o/--output (table, json, yaml);\nstatus, network status and link list take --site-file FILE [--admin ADDR] for a Linux site.\n%s COMMAND --help lists a command's own flags.\n", name)
 }
 
 func commandUsage(w io.Writer, name string, c *command, fs *flag.FlagSet) {

@@ -194,22 +194,31 @@ func linkList(ctx context.Context, e *env, _ []string) error {
 	if err := render.CheckFormat(e.opts.output); err != nil {
 		return usageError{err.Error()}
 	}
-	s, err := e.kube()
-	if err != nil {
-		return err
+	var rows []linkRow
+	if e.opts.siteFile != "" {
+		l, err := e.linux()
+		if err != nil {
+			return err
+		}
+		doc, err := l.view(ctx)
+		if err != nil {
+			return err
+		}
+		rows = l.links(statusOfView(doc))
+	} else {
+		s, err := e.kube()
+		if err != nil {
+			return err
+		}
+		st, err := s.status(ctx)
+		if err != nil {
+			return err
+		}
+		if rows, err = s.links(ctx, st); err != nil {
+			return err
+		}
 	}
-	st, err := s.status(ctx)
-	if err != nil {
-		return err
-	}
-	rows, err := s.links(ctx, st)
-	if err != nil {
-		return err
-	}
-	if e.opts.output != "table" {
-		return render.Data(e.out, e.opts.output, rows)
-	}
-	return render.Tables(e.out, linkTable(rows, time.Now()))
+	return e.show(rows, func() []render.Table { return []render.Table{linkTable(rows, time.Now())} })
 }
 
 func linkTable(rows []linkRow, now time.Time) render.Table {

@@ -62,6 +62,13 @@ func siteStatus(ctx context.Context, e *env, _ []string) error {
 	if err := render.CheckFormat(e.opts.output); err != nil {
 		return usageError{err.Error()}
 	}
+	if e.opts.siteFile != "" {
+		r, _, err := linuxReport(ctx, e)
+		if err != nil {
+			return err
+		}
+		return e.show(r, func() []render.Table { return siteTables(r, time.Now()) })
+	}
 	s, err := e.kube()
 	if err != nil {
 		return err
@@ -89,10 +96,36 @@ func siteStatus(ctx context.Context, e *env, _ []string) error {
 	if r.Warnings, err = s.warnings(ctx, "", "", maxWarnings); err != nil {
 		return err
 	}
+	return e.show(r, func() []render.Table { return siteTables(r, time.Now()) })
+}
+
+// show writes v in the output format: tables() as tables, else v.
+func (e *env) show(v any, tables func() []render.Table) error {
 	if e.opts.output != "table" {
-		return render.Data(e.out, e.opts.output, r)
+		return render.Data(e.out, e.opts.output, v)
 	}
-	return render.Tables(e.out, siteTables(r, time.Now())...)
+	return render.Tables(e.out, tables()...)
+}
+
+// siteStatus reads the status of the site: the controller's status
+// ConfigMap, or a Linux site's gateway view.
+func (e *env) siteStatus(ctx context.Context) (*model.SiteStatus, error) {
+	if e.opts.siteFile != "" {
+		l, err := e.linux()
+		if err != nil {
+			return nil, err
+		}
+		doc, err := l.view(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return statusOfView(doc), nil
+	}
+	s, err := e.kube()
+	if err != nil {
+		return nil, err
+	}
+	return s.status(ctx)
 }
 
 // component reads a workload's readiness.
@@ -149,7 +182,11 @@ func peerLinks(st *model.SiteStatus, secrets []linkRow) []peerLink {
 }
 
 func siteTables(r siteReport, now time.Time) []render.Table {
-	comps := render.Table{Title: fmt.Sprintf("Site %s (namespace %s)", r.Site, r.Namespace), Headers: []string{"component", "kind", "ready"}}
+	where := "namespace " + r.Namespace
+	if r.Namespace == "" {
+		where = "a Linux site"
+	}
+	comps := render.Table{Title: fmt.Sprintf("Site %s (%s)", r.Site, where), Headers: []string{"component", "kind", "ready"}}
 	for _, c := range r.Components {
 		ready := fmt.Sprintf("%d/%d", c.Ready, c.Desired)
 		if c.Missing {
@@ -226,11 +263,7 @@ func networkStatus(ctx context.Context, e *env, _ []string) error {
 	if err := render.CheckFormat(e.opts.output, "dot"); err != nil {
 		return usageError{err.Error()}
 	}
-	s, err := e.kube()
-	if err != nil {
-		return err
-	}
-	st, err := s.status(ctx)
+	st, err := e.siteStatus(ctx)
 	if err != nil {
 		return err
 	}
