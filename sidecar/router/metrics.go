@@ -15,6 +15,7 @@ type Metrics struct {
 	StreamsActive    *prometheus.GaugeVec
 	AddressBytes     *prometheus.CounterVec
 	PeerBytes        *prometheus.CounterVec
+	PeerStreams      *prometheus.CounterVec
 	ConnectFailures  *prometheus.CounterVec
 	RoutingDecisions *prometheus.CounterVec
 	Passthrough      prometheus.Counter
@@ -81,6 +82,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PeerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_peer_bytes_total", Help: "Stream bytes sent to and received from a neighbouring site over links.",
 		}, []string{"peer", "direction"}),
+		PeerStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_peer_streams_total", Help: "Streams opened to (direction opened) and accepted from (accepted) a neighbouring site over links.",
+		}, []string{"peer", "direction"}),
 		ConnectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_connect_failures_total", Help: "Attempts to reach an endpoint that failed, by address and reason.",
 		}, []string{"address", "reason"}),
@@ -110,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
-		m.PeerBytes, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
+		m.PeerBytes, m.PeerStreams, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
 		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused, m.Draining, m.CertExpiry, m.LinkCertsRenewed)
 	return m
 }

@@ -65,6 +65,7 @@ func (r *Router) handleStream(ctx context.Context, f *flow, l *link, st *mux.Str
 		return
 	}
 	in := newStreamConn(st, br, l.peer, r.m)
+	r.m.PeerStreams.WithLabelValues(l.peer, "accepted").Inc()
 	in.node = l.node()
 	if h.Dest == "" || h.Dest == r.self {
 		r.deliver(ctx, f, h, in)
@@ -272,6 +273,7 @@ func (r *Router) openStreamOnce(ctx context.Context, h header, early []byte) (*s
 		return nil, err
 	}
 	out := newStreamConn(st, br, l.peer, r.m)
+	r.m.PeerStreams.WithLabelValues(l.peer, "opened").Inc()
 	out.node = l.node()
 	return out, nil
 }

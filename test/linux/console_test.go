@@ -15,11 +15,13 @@ import (
 )
 
 // The controller's console in a real browser: three Linux sites (west and
-// north linked to east, each serving web), east's controller serving the
-// console, headless Chromium driven with chromedp. Asserted from the page:
-// three sites, the two links up with their costs, web served by all three;
-// then north's gateway is killed and its link turns down on the page
-// within the 5 s the console promises, with an event saying so.
+// north linked to east and serving web, which east routes closest), east's
+// controller serving the console, headless Chromium driven with chromedp.
+// Asserted from the page: three sites, the two links up with their costs,
+// web served by west and north; under a load of requests to east's web,
+// traffic on the east-west link and none on east-north; then north's
+// gateway is killed and its link turns down on the page within the 5 s
+// the console promises, with an event saying so.
 // Screenshots go to the test's artifact directory (go test -artifacts);
 // SKIFF_CONSOLE_SCREENSHOT=FILE also writes the first one there (the one
 // in docs/).
@@ -33,17 +35,15 @@ func TestConsoleInABrowser(t *testing.T) {
 	linkPort, webListen, gwAdmin, xdsPort, ctlAdmin := port(), port(), port(), port(), port()
 
 	eastFile := filepath.Join(dir, "east.yaml")
-	eastEcho := port()
-	start(t, echo, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", eastEcho), "--name", "east")
 	write(t, eastFile, fmt.Sprintf(`name: east
 dataDir: ./east-data
 linkAccess:
   bind: 127.0.0.1:%d
 listeners:
   - {address: web, host: 127.0.0.1, port: %d, protocol: http}
-connectors:
-  - {address: web, host: 127.0.0.1, port: %d, protocol: http}
-`, linkPort, webListen, eastEcho))
+routing:
+  web: closest
+`, linkPort, webListen))
 	start(t, bin, "gateway", "--site-file", eastFile, "--controller", fmt.Sprintf("127.0.0.1:%d", xdsPort),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", gwAdmin), "--health-probe-bind-address", "0")
 	start(t, ctl, "--site-file", eastFile, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", gwAdmin),
@@ -99,14 +99,47 @@ connectors:
 			return err
 		}
 		for _, want := range []string{"east,north,west / ", "east-north:up:cost 3", "east-west:up:cost 2", "3 sites, 2 links up, 0 down", "1 service, 1 xDS client",
-			"web http balanced", "east (1, cost 0)", "west (1, cost 2)", "north (1, cost 3)", " / live"} {
+			"web http closest", "west (1, cost 2), north (1, cost 3)", " / live"} {
 			if !strings.Contains(got, want) {
 				return fmt.Errorf("page shows %q, lacking %q", got, want)
 			}
 		}
 		return nil
 	})
+
+	// A load through east to web (closest: west) shows on the east-west
+	// link, not on east-north. Bounded: 200,000 requests, 60 s, or until
+	// the page shows it.
+	loadCtx, stopLoad := context.WithTimeout(t.Context(), time.Minute)
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		for i := 0; i < 200000 && loadCtx.Err() == nil; i++ {
+			_, _ = getOne(fmt.Sprintf("http://127.0.0.1:%d/", webListen))
+		}
+	}()
+	const traffic = `(() => { const c = window.skiffConsole; return c.cy.edges().map(e => e.data("a") + "-" + e.data("b") + ":" + e.data("busy") + ":" + e.data("label").replace(/\n/g, " ")).sort().join(",") })()`
+	testutil.Eventually(t, 20*time.Second, "the page shows traffic on east-west and none on east-north", func() error {
+		got, err := page(traffic)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(got, "east-north:0:cost 3") || !strings.Contains(got, "east-west:1:cost 2 out ") || !strings.Contains(got, "streams/s") {
+			m, _ := getOne(fmt.Sprintf("http://127.0.0.1:%d/metrics", gwAdmin))
+			var peer []string
+			for _, l := range strings.Split(m, "\n") {
+				if strings.HasPrefix(l, "skiff_peer_") || strings.HasPrefix(l, "skiff_http_requests_total") {
+					peer = append(peer, l)
+				}
+			}
+			return fmt.Errorf("edges: %q; east's counters: %v", got, peer)
+		}
+		t.Logf("edges under load: %s", got)
+		return nil
+	})
 	screenshot(t, ctx, "network.png", os.Getenv("SKIFF_CONSOLE_SCREENSHOT"))
+	stopLoad()
+	<-loaded
 
 	// North's gateway dies: its link is down on the page within 5 s.
 	killed := time.Now()

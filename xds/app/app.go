@@ -361,7 +361,14 @@ func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *promethe
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
 		if o.Console {
-			feed := console.NewFeed(func() console.Input { return consoleInput(c, srv) }, log.WithName("console"))
+			traffic := func(ctx context.Context) (map[string]console.PeerCounters, error) {
+				addrs, err := src.gatewayAddrs()
+				if err != nil {
+					return nil, err
+				}
+				return console.GatewayTraffic(ctx, http.DefaultClient, addrs)
+			}
+			feed := console.NewFeed(func() console.Input { return consoleInput(c, srv) }, traffic, log.WithName("console"))
 			g.Go(func() error { return feed.Run(ctx) })
 			mux.Handle("/console/", feed.Handler("/console/"))
 		}

@@ -127,7 +127,7 @@ func TestHandler(t *testing.T) {
 	var mu sync.Mutex
 	in := Input{Site: "east", View: view(site("east", 0, nil))}
 	get := func() Input { mu.Lock(); defer mu.Unlock(); return in }
-	f := NewFeed(get, testr.New(t))
+	f := NewFeed(get, nil, testr.New(t))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()

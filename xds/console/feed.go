@@ -23,25 +23,34 @@ const keepAlive = 15 * time.Second
 // Feed makes snapshots of the controller's state and hands the latest to
 // every open page. Run owns its polling goroutine; Handler serves pages.
 type Feed struct {
-	get func() Input
-	log logr.Logger
+	get     func() Input
+	traffic func(context.Context) (map[string]PeerCounters, error)
+	log     logr.Logger
 
 	mu      sync.Mutex
 	latest  []byte        // the latest snapshot, JSON
-	changed chan struct{} // closed and replaced when latest changes
+	rates   []byte        // the latest Traffic, JSON
+	changed chan struct{} // closed and replaced when either changes
 }
 
-// NewFeed returns a feed of the state get returns.
-func NewFeed(get func() Input, log logr.Logger) *Feed {
-	return &Feed{get: get, log: log, changed: make(chan struct{})}
+// NewFeed returns a feed of the state get returns, and of the traffic
+// with each neighbouring site that traffic reads (the gateways' counters;
+// nil: none).
+func NewFeed(get func() Input, traffic func(context.Context) (map[string]PeerCounters, error), log logr.Logger) *Feed {
+	return &Feed{get: get, traffic: traffic, log: log, changed: make(chan struct{})}
 }
 
-// Run polls the state every PollEvery until ctx ends.
+// Run polls the state every PollEvery, and the traffic every
+// TrafficEvery, until ctx ends.
 func (f *Feed) Run(ctx context.Context) error {
 	t := newTracker()
 	var last string
 	tick := time.NewTicker(PollEvery)
 	defer tick.Stop()
+	traffic := time.NewTicker(TrafficEvery)
+	defer traffic.Stop()
+	var sample map[string]PeerCounters
+	var sampled time.Time
 	for {
 		s := t.snapshot(f.get(), time.Now())
 		if s.Version != last {
@@ -50,36 +59,68 @@ func (f *Feed) Run(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("console snapshot: %w", err)
 			}
-			f.mu.Lock()
-			f.latest = b
-			close(f.changed)
-			f.changed = make(chan struct{})
-			f.mu.Unlock()
+			f.publish(&f.latest, b)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case now := <-traffic.C:
+			sample, sampled = f.readTraffic(ctx, s.Site, sample, sampled, now)
 		}
 	}
 }
 
-// current returns the latest snapshot and a channel closed when it is
-// replaced.
-func (f *Feed) current() ([]byte, <-chan struct{}) {
+// readTraffic takes a sample of the counters and publishes the rates
+// since prev (taken at then); it returns the sample, or prev when the
+// counters could not be read.
+func (f *Feed) readTraffic(ctx context.Context, site string, prev map[string]PeerCounters, then, now time.Time) (map[string]PeerCounters, time.Time) {
+	if f.traffic == nil {
+		return nil, now
+	}
+	ctx, cancel := context.WithTimeout(ctx, TrafficEvery)
+	defer cancel()
+	cur, err := f.traffic(ctx)
+	if err != nil {
+		f.log.V(1).Info("gateway traffic counters unavailable", "error", err.Error())
+		return prev, then
+	}
+	if prev != nil {
+		b, err := json.Marshal(rates(site, prev, cur, now.Sub(then), now))
+		if err == nil {
+			f.publish(&f.rates, b)
+		}
+	}
+	return cur, now
+}
+
+// publish replaces *slot with b and wakes every open page.
+func (f *Feed) publish(slot *[]byte, b []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.latest, f.changed
+	*slot = b
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// current returns the latest snapshot and traffic, and a channel closed
+// when either is replaced.
+func (f *Feed) current() (snapshot, traffic []byte, changed <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.latest, f.rates, f.changed
 }
 
 // Handler serves the console under prefix (such as /console/): the page's
 // files, snapshot (the latest, JSON) and events (Server-Sent Events: a
-// "snapshot" event with the latest at once and after every change).
+// "snapshot" event with the latest at once and after every change, and a
+// "traffic" event with the rates on this site's links every TrafficEvery
+// while they change).
 func (f *Feed) Handler(prefix string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(prefix, http.StripPrefix(prefix, http.FileServerFS(Assets())))
 	mux.HandleFunc(prefix+"snapshot", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := f.current()
+		b, _, _ := f.current()
 		if b == nil {
 			http.Error(w, "no snapshot yet", http.StatusServiceUnavailable)
 			return
@@ -100,17 +141,23 @@ func (f *Feed) serveEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	ping := time.NewTicker(keepAlive)
 	defer ping.Stop()
-	var sent []byte
+	var sent, sentTraffic []byte
 	for {
-		b, changed := f.current()
-		if b != nil && string(b) != string(sent) {
-			if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
+		b, tr, changed := f.current()
+		for _, ev := range []struct {
+			name      string
+			cur, last *[]byte
+		}{{"snapshot", &b, &sent}, {"traffic", &tr, &sentTraffic}} {
+			if *ev.cur == nil || string(*ev.cur) == string(*ev.last) {
+				continue
+			}
+			if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.name, *ev.cur); err != nil {
 				return
 			}
 			if err := rc.Flush(); err != nil {
 				return
 			}
-			sent = b
+			*ev.last = *ev.cur
 		}
 		select {
 		case <-r.Context().Done():

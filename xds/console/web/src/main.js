@@ -15,7 +15,8 @@ const cy = cytoscape({
     { selector: 'node[self = 1]', style: { 'border-width': 4, 'border-color': '#12324a', 'font-weight': 'bold' } },
     { selector: 'node[reachable = 0]', style: { 'background-color': '#9e9e9e', color: '#757575' } },
     { selector: 'node.serving', style: { 'background-color': '#43a047' } },
-    { selector: 'edge', style: { label: 'data(label)', width: 3, 'line-color': '#2e7d32', 'font-size': 11, 'text-background-color': '#fff', 'text-background-opacity': 0.8, 'curve-style': 'bezier' } },
+    { selector: 'edge', style: { label: 'data(label)', width: 3, 'line-color': '#2e7d32', 'font-size': 11, 'text-wrap': 'wrap', 'text-background-color': '#fff', 'text-background-opacity': 0.8, 'curve-style': 'bezier' } },
+    { selector: 'edge[busy = 1]', style: { width: 6, 'line-color': '#1b5e20' } },
     { selector: 'edge[state = "down"]', style: { 'line-color': '#c62828', 'line-style': 'dashed', color: '#c62828' } },
   ],
   layout: { name: 'preset' },
@@ -46,7 +47,8 @@ function applyGraph(s) {
       want.add(id);
       let e = cy.getElementById(id);
       if (e.empty()) e = cy.add({ group: 'edges', data: { id, source: 'site:' + l.a, target: 'site:' + l.b } });
-      e.data({ state: l.state, a: l.a, b: l.b, label: 'cost ' + l.cost + (l.state === 'down' ? ' (down)' : '') });
+      e.data({ state: l.state, a: l.a, b: l.b, cost: l.cost });
+      edgeLabel(e);
     }
     cy.elements().forEach((el) => { if (!want.has(el.id())) el.remove(); });
   });
@@ -55,6 +57,39 @@ function applyGraph(s) {
     state.layoutKey = key;
     cy.layout({ name: s.sites.length > 12 ? 'cose' : 'circle', animate: false, padding: 40 }).run();
   }
+}
+
+// bytes formats a rate in bytes per second.
+function bytes(bps) {
+  if (bps >= 1e9) return (bps / 1e9).toFixed(1) + ' GB/s';
+  if (bps >= 1e6) return (bps / 1e6).toFixed(1) + ' MB/s';
+  if (bps >= 1e3) return (bps / 1e3).toFixed(1) + ' kB/s';
+  return Math.round(bps) + ' B/s';
+}
+
+// edgeLabel writes a link's cost, state and, on this site's links, the
+// traffic of the last sample: out (sent to the peer), in, streams.
+function edgeLabel(e) {
+  let label = 'cost ' + e.data('cost') + (e.data('state') === 'down' ? ' (down)' : '');
+  const r = e.data('rate');
+  if (r && e.data('state') === 'up') {
+    label += `\nout ${bytes(r.sentBps)}, in ${bytes(r.receivedBps)}, ${r.streamsPerSec} streams/s`;
+  }
+  e.data('label', label);
+}
+
+// applyTraffic puts the rates with each neighbouring site on the links
+// of this site; links with none get none.
+function applyTraffic(t) {
+  state.traffic = t;
+  const byPeer = new Map(t.peers.map((p) => [p.peer, p]));
+  cy.edges().forEach((e) => {
+    const peer = e.data('a') === t.site ? e.data('b') : e.data('b') === t.site ? e.data('a') : null;
+    const r = peer ? byPeer.get(peer) : null;
+    e.data('rate', r ? { sentBps: r.sentBps, receivedBps: r.receivedBps, streamsPerSec: r.streamsPerSec } : null);
+    e.data('busy', r && (r.sentBps > 0 || r.receivedBps > 0) ? 1 : 0);
+    edgeLabel(e);
+  });
 }
 
 function cell(tr, text) {
@@ -121,6 +156,7 @@ function apply(s) {
     `${n(s.services.length + (s.truncated || 0), 'service', 'services')}, ${n(s.clients.connected, 'xDS client', 'xDS clients')}` +
     (s.clients.rejecting ? `, ${s.clients.rejecting} refusing their table` : '');
   applyGraph(s);
+  if (state.traffic) applyTraffic(state.traffic);
   applyServices(s);
   applyEvents(s);
   document.body.dataset.version = s.version;
@@ -136,5 +172,6 @@ document.getElementById('service-rows').addEventListener('click', (ev) => {
 
 const events = new EventSource('events');
 events.addEventListener('snapshot', (ev) => apply(JSON.parse(ev.data)));
+events.addEventListener('traffic', (ev) => applyTraffic(JSON.parse(ev.data)));
 events.addEventListener('open', () => setLive(true));
 events.addEventListener('error', () => setLive(false));
