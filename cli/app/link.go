@@ -204,7 +204,7 @@ func linkList(ctx context.Context, e *env, _ []string) error {
 		if err != nil {
 			return err
 		}
-		rows = l.links(statusOfView(doc))
+		rows = l.links(l.status(doc))
 	} else {
 		s, err := e.kube()
 		if err != nil {

@@ -68,8 +68,25 @@ func (l *linuxSite) view(ctx context.Context) (*netview.Document, error) {
 	return &doc, nil
 }
 
-// statusOfView is the status document of a Linux site: its gateway's
-// view, with each address's sites, declared protocol and pattern.
+// status is the status document of a Linux site: its gateway's view,
+// with each address's sites, and its pattern and protocol as the gateway
+// uses them (the site file's own, else those the serving sites declare).
+func (l *linuxSite) status(doc *netview.Document) *model.SiteStatus {
+	st := statusOfView(doc)
+	for i := range st.Services {
+		sv := &st.Services[i]
+		if p, ok := l.file.Routing[sv.Name]; ok {
+			sv.Routing = p
+		}
+		if p, ok := l.file.Protocols[sv.Name]; ok {
+			sv.Protocol = string(p)
+		}
+	}
+	return st
+}
+
+// statusOfView is the status document of a gateway's view, with each
+// address's sites, declared protocol and pattern.
 func statusOfView(doc *netview.Document) *model.SiteStatus {
 	st := &model.SiteStatus{Site: doc.Self, Version: doc.Version}
 	for _, s := range doc.Sites {
@@ -145,7 +162,7 @@ func linuxReport(ctx context.Context, e *env) (siteReport, *model.SiteStatus, er
 	if err != nil {
 		return siteReport{}, nil, err
 	}
-	st := statusOfView(doc)
+	st := l.status(doc)
 	r := siteReport{Site: st.Site, Services: st.Services,
 		Components: []componentState{{Name: "gateway", Kind: "process at " + l.admin, Ready: 1, Desired: 1}}}
 	r.Links = peerLinks(st, l.links(st))

@@ -119,7 +119,7 @@ func (e *env) siteStatus(ctx context.Context) (*model.SiteStatus, error) {
 		if err != nil {
 			return nil, err
 		}
-		return statusOfView(doc), nil
+		return l.status(doc), nil
 	}
 	s, err := e.kube()
 	if err != nil {
