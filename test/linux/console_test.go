@@ -19,7 +19,8 @@ import (
 // controller serving the console, headless Chromium driven with chromedp.
 // Asserted from the page: three sites, the two links up with their costs,
 // web served by west and north; under a load of requests to east's web,
-// traffic on the east-west link and none on east-north; then north's
+// traffic on the east-west link and none on east-north, and web's
+// requests from east going to west when it is selected; then north's
 // gateway is killed and its link turns down on the page within the 5 s
 // the console promises, with an event saying so.
 // Screenshots go to the test's artifact directory (go test -artifacts);
@@ -135,6 +136,20 @@ connectors:
 			return fmt.Errorf("edges: %q; east's counters: %v", got, peer)
 		}
 		t.Logf("edges under load: %s", got)
+		return nil
+	})
+	// Selecting web shows where its traffic from east goes.
+	testutil.Eventually(t, 20*time.Second, "web's row and its selection show its requests from east to west", func() error {
+		got, err := page(`(() => { const tr = document.querySelector('#service-rows tr[data-name="web"]'); if (!tr) return "no row";
+			if (!tr.classList.contains("selected")) tr.click();
+			return tr.innerText.replace(/\s+/g, " ") + " / " + document.getElementById("flows").textContent })()`)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(got, "req/s / web from east: to west ") || strings.Contains(got, "to north") {
+			return fmt.Errorf("page shows %q", got)
+		}
+		t.Logf("web selected: %s", got)
 		return nil
 	})
 	screenshot(t, ctx, "network.png", os.Getenv("SKIFF_CONSOLE_SCREENSHOT"))

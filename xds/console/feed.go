@@ -24,7 +24,7 @@ const keepAlive = 15 * time.Second
 // every open page. Run owns its polling goroutine; Handler serves pages.
 type Feed struct {
 	get     func() Input
-	traffic func(context.Context) (map[string]PeerCounters, error)
+	traffic func(context.Context) (Sample, error)
 	log     logr.Logger
 
 	mu      sync.Mutex
@@ -36,7 +36,7 @@ type Feed struct {
 // NewFeed returns a feed of the state get returns, and of the traffic
 // with each neighbouring site that traffic reads (the gateways' counters;
 // nil: none).
-func NewFeed(get func() Input, traffic func(context.Context) (map[string]PeerCounters, error), log logr.Logger) *Feed {
+func NewFeed(get func() Input, traffic func(context.Context) (Sample, error), log logr.Logger) *Feed {
 	return &Feed{get: get, traffic: traffic, log: log, changed: make(chan struct{})}
 }
 
@@ -49,7 +49,7 @@ func (f *Feed) Run(ctx context.Context) error {
 	defer tick.Stop()
 	traffic := time.NewTicker(TrafficEvery)
 	defer traffic.Stop()
-	var sample map[string]PeerCounters
+	var sample *Sample
 	var sampled time.Time
 	for {
 		s := t.snapshot(f.get(), time.Now())
@@ -74,7 +74,7 @@ func (f *Feed) Run(ctx context.Context) error {
 // readTraffic takes a sample of the counters and publishes the rates
 // since prev (taken at then); it returns the sample, or prev when the
 // counters could not be read.
-func (f *Feed) readTraffic(ctx context.Context, site string, prev map[string]PeerCounters, then, now time.Time) (map[string]PeerCounters, time.Time) {
+func (f *Feed) readTraffic(ctx context.Context, site string, prev *Sample, then, now time.Time) (*Sample, time.Time) {
 	if f.traffic == nil {
 		return nil, now
 	}
@@ -86,12 +86,12 @@ func (f *Feed) readTraffic(ctx context.Context, site string, prev map[string]Pee
 		return prev, then
 	}
 	if prev != nil {
-		b, err := json.Marshal(rates(site, prev, cur, now.Sub(then), now))
+		b, err := json.Marshal(rates(site, *prev, cur, now.Sub(then), now))
 		if err == nil {
 			f.publish(&f.rates, b)
 		}
 	}
-	return cur, now
+	return &cur, now
 }
 
 // publish replaces *slot with b and wakes every open page.

@@ -82,6 +82,7 @@ function edgeLabel(e) {
 // of this site; links with none get none.
 function applyTraffic(t) {
   state.traffic = t;
+  if (state.snapshot) applyServices(state.snapshot);
   const byPeer = new Map(t.peers.map((p) => [p.peer, p]));
   cy.edges().forEach((e) => {
     const peer = e.data('a') === t.site ? e.data('b') : e.data('b') === t.site ? e.data('a') : null;
@@ -98,6 +99,34 @@ function cell(tr, text) {
   tr.appendChild(td);
 }
 
+// flowsOf returns the traffic from this site of an address in the last
+// sample, by site, or null.
+function flowsOf(name) {
+  const a = state.traffic && (state.traffic.addresses || []).find((x) => x.name === name);
+  return a ? a.flows : null;
+}
+
+// rateText says how busy flows are: requests and connections per second,
+// and errors when there were any.
+function rateText(flows) {
+  let req = 0, conn = 0, err = 0;
+  for (const f of flows) { req += f.requestsPerSec; conn += f.connectionsPerSec; err += f.errorsPerSec; }
+  const parts = [];
+  if (req) parts.push(`${req.toFixed(1)} req/s`);
+  if (conn) parts.push(`${conn.toFixed(1)} conn/s`);
+  if (err) parts.push(`${err.toFixed(1)} errors/s`);
+  return parts.join(', ');
+}
+
+function applyFlows(s) {
+  const el = document.getElementById('flows');
+  if (!state.selected) { el.textContent = ''; return; }
+  const flows = flowsOf(state.selected);
+  el.textContent = flows
+    ? `${state.selected} from ${s.site}: ` + flows.map((f) => `to ${f.site} ${rateText([f])}`).join('; ')
+    : `${state.selected}: no traffic from ${s.site} in the last sample.`;
+}
+
 function applyServices(s) {
   const filter = document.getElementById('filter').value.trim().toLowerCase();
   const rows = document.getElementById('service-rows');
@@ -111,12 +140,15 @@ function applyServices(s) {
     cell(tr, sv.protocol);
     cell(tr, sv.routing);
     cell(tr, (sv.sites || []).map((x) => `${x.site} (${x.endpoints}, cost ${x.cost})`).join(', ') || '-');
+    const flows = flowsOf(sv.name);
+    cell(tr, flows ? rateText(flows) : '-');
     frag.appendChild(tr);
   }
   rows.replaceChildren(frag);
   const more = matching.length - Math.min(matching.length, MAX_ROWS) + (filter ? 0 : s.truncated || 0);
   document.getElementById('service-more').textContent = more > 0 ? `${more} more: filter to find them.` : '';
   highlightServing(s);
+  applyFlows(s);
 }
 
 function highlightServing(s) {
