@@ -1,15 +1,12 @@
 package app_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -172,7 +169,7 @@ func TestCLIAgainstRealSites(t *testing.T) {
 		file := filepath.Join(dir, ns+"-dump.tar.gz")
 		out, err := skiff("debug", "dump", file, "-n", ns)
 		must(t, err)
-		files := untar(t, file)
+		files := testutil.Untar(t, file)
 		for _, want := range []string{"dump.json", "status.json", "links.json", "events.json", "pods.json"} {
 			if _, ok := files[want]; !ok {
 				t.Errorf("%s's dump lacks %s (has %v)", ns, want, keys(files))
@@ -263,28 +260,6 @@ func secretValues(t *testing.T, c client.Client) []string {
 	return out
 }
 
-// untar reads a tar.gz into name -> content.
-func untar(t *testing.T, file string) map[string]string {
-	t.Helper()
-	f, err := os.Open(file)
-	must(t, err)
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	must(t, err)
-	tr := tar.NewReader(gz)
-	out := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		must(t, err)
-		b, err := io.ReadAll(tr)
-		must(t, err)
-		out[h.Name] = string(b)
-	}
-}
-
 func keys(m map[string]string) []string {
 	var k []string
 	for n := range m {
@@ -332,7 +307,7 @@ func startSite(t *testing.T, cfg *rest.Config, c client.Client, ns, dir string) 
 			XDSBindAddress: xds, MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName(ns+"-controller"))
 	})
 	runBG(t, ns+" secret volume", func(ctx context.Context) error {
-		materialize(ctx, c, ns, kube.SiteSecret, siteDir)
+		testutil.MaterializeSecret(ctx, c, ns, kube.SiteSecret, siteDir)
 		return nil
 	})
 	testutil.Eventually(t, 20*time.Second, ns+" site file written", func() error {
@@ -381,29 +356,6 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config, path string) string {
 	kc.CurrentContext = "envtest"
 	must(t, clientcmd.WriteToFile(*kc, path))
 	return path
-}
-
-// materialize keeps the Secret's files in dir, as the kubelet keeps a
-// Secret volume.
-func materialize(ctx context.Context, c client.Client, ns, name, dir string) {
-	_ = os.MkdirAll(dir, 0o700)
-	var last string
-	for ctx.Err() == nil {
-		var s corev1.Secret
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s); err == nil && s.ResourceVersion != last {
-			for k, v := range s.Data {
-				tmp := filepath.Join(dir, "."+k)
-				if os.WriteFile(tmp, v, 0o600) == nil {
-					_ = os.Rename(tmp, filepath.Join(dir, k))
-				}
-			}
-			last = s.ResourceVersion
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // runBG runs f until the test ends and reports an early error.

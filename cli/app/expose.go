@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/expose"
@@ -26,12 +24,9 @@ func exposeService(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var svc corev1.Service
-	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: args[0]}, &svc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("no Service %s in namespace %s", args[0], s.ns)
-		}
-		return fmt.Errorf("reading the Service %s/%s: %w", s.ns, args[0], err)
+	svc, err := s.service(ctx, args[0])
+	if err != nil {
+		return err
 	}
 	ann := map[string]string{}
 	for k, v := range svc.Annotations {
@@ -66,7 +61,7 @@ func exposeService(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("the Service %s/%s has no TCP port to expose", s.ns, args[0])
 	}
 	svc.Annotations = ann
-	if err := s.c.Update(ctx, &svc); err != nil {
+	if err := s.c.Update(ctx, svc); err != nil {
 		return fmt.Errorf("annotating the Service %s/%s: %w", s.ns, args[0], err)
 	}
 	address := x.Address
@@ -84,12 +79,9 @@ func unexposeService(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var svc corev1.Service
-	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: args[0]}, &svc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("no Service %s in namespace %s", args[0], s.ns)
-		}
-		return fmt.Errorf("reading the Service %s/%s: %w", s.ns, args[0], err)
+	svc, err := s.service(ctx, args[0])
+	if err != nil {
+		return err
 	}
 	if svc.Annotations[contract.ExposeAnnotation] != "true" {
 		return fmt.Errorf("the Service %s/%s is not exposed (no %s=true)", s.ns, args[0], contract.ExposeAnnotation)
@@ -97,7 +89,7 @@ func unexposeService(ctx context.Context, e *env, args []string) error {
 	for _, k := range exposureAnnotations {
 		delete(svc.Annotations, k)
 	}
-	if err := s.c.Update(ctx, &svc); err != nil {
+	if err := s.c.Update(ctx, svc); err != nil {
 		return fmt.Errorf("removing the annotations of the Service %s/%s: %w", s.ns, args[0], err)
 	}
 	fmt.Fprintf(e.out, "Service %s withdrawn from the network.\n", svc.Name)

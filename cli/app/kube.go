@@ -84,6 +84,31 @@ func (s *site) status(ctx context.Context) (*model.SiteStatus, error) {
 	return &st, nil
 }
 
+// kubeStatus connects to the Kubernetes site and reads its status.
+func (e *env) kubeStatus(ctx context.Context) (*site, *model.SiteStatus, error) {
+	s, err := e.kube()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := s.status(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, st, nil
+}
+
+// service reads the Service name of the site's namespace.
+func (s *site) service(ctx context.Context, name string) (*corev1.Service, error) {
+	var svc corev1.Service
+	if err := s.c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: name}, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("no Service %s in namespace %s", name, s.ns)
+		}
+		return nil, fmt.Errorf("reading the Service %s/%s: %w", s.ns, name, err)
+	}
+	return &svc, nil
+}
+
 // event is a Warning the controller recorded on an object of the site.
 type event struct {
 	Time    time.Time `json:"time"`

@@ -84,11 +84,7 @@ func linkCreate(ctx context.Context, e *env, args []string) error {
 	if err := names.CheckSite(name); err != nil {
 		return usageError{fmt.Sprintf("link name %q: a Secret name of at most 63 lower-case letters, digits and '-' (--name)", name)}
 	}
-	s, err := e.kube()
-	if err != nil {
-		return err
-	}
-	st, err := s.status(ctx)
+	s, st, err := e.kubeStatus(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,6 +150,22 @@ func linkedTo(st *model.SiteStatus, self, peer string) bool {
 	return false
 }
 
+// linkState is the peer of the link made with the token data (read
+// with err) and its state in st: up, down, or invalid and why.
+func linkState(st *model.SiteStatus, data []byte, err error) (peer, state string) {
+	var tok *token.Token
+	if err == nil {
+		tok, err = token.Parse(data)
+	}
+	switch {
+	case err != nil:
+		return "", "invalid: " + err.Error()
+	case linkedTo(st, st.Site, tok.Site):
+		return tok.Site, "up"
+	}
+	return tok.Site, "down"
+}
+
 // linkRow is one link Secret of the site, as link list and status show it.
 type linkRow struct {
 	Name  string    `json:"name"`
@@ -171,19 +183,11 @@ func (s *site) links(ctx context.Context, st *model.SiteStatus) ([]linkRow, erro
 	}
 	rows := make([]linkRow, 0, len(list.Items))
 	for _, sec := range list.Items {
-		r := linkRow{Name: sec.Name, Cost: 1, Since: sec.CreationTimestamp.Time, State: "down"}
+		r := linkRow{Name: sec.Name, Cost: 1, Since: sec.CreationTimestamp.Time}
 		if c, err := strconv.Atoi(sec.Annotations[contract.CostAnnotation]); err == nil {
 			r.Cost = c
 		}
-		tok, err := token.Parse(sec.Data[contract.TokenKey])
-		switch {
-		case err != nil:
-			r.State = "invalid: " + err.Error()
-		case linkedTo(st, st.Site, tok.Site):
-			r.Peer, r.State = tok.Site, "up"
-		default:
-			r.Peer = tok.Site
-		}
+		r.Peer, r.State = linkState(st, sec.Data[contract.TokenKey], nil)
 		rows = append(rows, r)
 	}
 	slices.SortFunc(rows, func(a, b linkRow) int { return strings.Compare(a.Name, b.Name) })
@@ -206,11 +210,7 @@ func linkList(ctx context.Context, e *env, _ []string) error {
 		}
 		rows = l.links(l.status(doc))
 	} else {
-		s, err := e.kube()
-		if err != nil {
-			return err
-		}
-		st, err := s.status(ctx)
+		s, st, err := e.kubeStatus(ctx)
 		if err != nil {
 			return err
 		}

@@ -13,7 +13,6 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
-	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // maxView bounds the gateway's view document the CLI reads.
@@ -129,23 +128,12 @@ func cmpOr(a, b string) string {
 func (l *linuxSite) links(st *model.SiteStatus) []linkRow {
 	rows := make([]linkRow, 0, len(l.file.Links))
 	for _, ln := range l.file.Links {
-		r := linkRow{Name: ln.Token, Cost: ln.Cost, State: "down"}
+		r := linkRow{Name: ln.Token, Cost: ln.Cost}
 		if fi, err := os.Stat(ln.Token); err == nil {
 			r.Since = fi.ModTime()
 		}
 		data, err := os.ReadFile(ln.Token)
-		var tok *token.Token
-		if err == nil {
-			tok, err = token.Parse(data)
-		}
-		switch {
-		case err != nil:
-			r.State = "invalid: " + err.Error()
-		case linkedTo(st, st.Site, tok.Site):
-			r.Peer, r.State = tok.Site, "up"
-		default:
-			r.Peer = tok.Site
-		}
+		r.Peer, r.State = linkState(st, data, err)
 		rows = append(rows, r)
 	}
 	return rows

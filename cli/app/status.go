@@ -69,11 +69,7 @@ func siteStatus(ctx context.Context, e *env, _ []string) error {
 		}
 		return e.show(r, func() []render.Table { return siteTables(r, time.Now()) })
 	}
-	s, err := e.kube()
-	if err != nil {
-		return err
-	}
-	st, err := s.status(ctx)
+	s, st, err := e.kubeStatus(ctx)
 	if err != nil {
 		return err
 	}
@@ -121,11 +117,8 @@ func (e *env) siteStatus(ctx context.Context) (*model.SiteStatus, error) {
 		}
 		return l.status(doc), nil
 	}
-	s, err := e.kube()
-	if err != nil {
-		return nil, err
-	}
-	return s.status(ctx)
+	_, st, err := e.kubeStatus(ctx)
+	return st, err
 }
 
 // component reads a workload's readiness.

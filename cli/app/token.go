@@ -35,11 +35,7 @@ func tokenCreate(ctx context.Context, e *env, args []string) error {
 	if e.num("uses") < 1 {
 		return usageError{fmt.Sprintf("--uses %d: want a whole number >= 1", e.num("uses"))}
 	}
-	s, err := e.kube()
-	if err != nil {
-		return err
-	}
-	st, err := s.status(ctx)
+	s, st, err := e.kubeStatus(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,8 @@
 package e2e
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,36 +83,6 @@ func get(t *testing.T, ns, target, container string, n int) map[string]int {
 		}
 	}
 	return got
-}
-
-// untarGz reads a tar.gz into name -> content.
-func untarGz(t *testing.T, file string) map[string]string {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	out := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[h.Name] = string(b)
-	}
 }
 
 // The scenario of docs/testing.md, steps 1-5 and 7-8.
@@ -233,7 +200,7 @@ spec:
 	// through the API server, and no key or certificate.
 	dump := filepath.Join(t.TempDir(), "east.tar.gz")
 	must(t, skiff, "debug", "dump", dump, "-n", "east")
-	files := untarGz(t, dump)
+	files := testutil.Untar(t, dump)
 	var logs, admin []string
 	for name, content := range files {
 		if strings.HasPrefix(name, "logs/") && len(content) > 0 {

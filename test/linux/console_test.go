@@ -27,7 +27,7 @@ import (
 // SKIFF_CONSOLE_SCREENSHOT=FILE also writes the first one there (the one
 // in docs/).
 func TestConsoleInABrowser(t *testing.T) {
-	chromium := testutil.RequireTool(t, "chromium")[0]
+	ctx := testutil.Chromium(t)
 	bin := buildRouter(t)
 	ctl := filepath.Join(filepath.Dir(bin), "skiff-controller")
 	echo := filepath.Join(filepath.Dir(bin), "skiff-echo")
@@ -68,12 +68,6 @@ connectors:
 		gateways[name] = start(t, bin, "gateway", "--site-file", file, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
 	}
 
-	ctx, cancel := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.WindowSize(1280, 900))...)
-	defer cancel()
-	ctx, cancel = chromedp.NewContext(ctx)
-	defer cancel()
 	url := fmt.Sprintf("http://127.0.0.1:%d/console/", ctlAdmin)
 	testutil.Eventually(t, 20*time.Second, "the controller serves the console", func() error {
 		_, err := getOne(url)

@@ -66,7 +66,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		})
 		// The kubelet's part: keep the site Secret's files in siteDir.
 		runBG(t, name+" secret volume", func(ctx context.Context) error {
-			materialize(ctx, c, name, kube.SiteSecret, s.siteDir)
+			testutil.MaterializeSecret(ctx, c, name, kube.SiteSecret, s.siteDir)
 			return nil
 		})
 	}
@@ -418,26 +418,6 @@ func annotateSecret(t *testing.T, c client.Client, ns, name string, ann map[stri
 }
 
 // materialize copies a Secret's data into dir whenever it changes.
-func materialize(ctx context.Context, c client.Client, ns, name, dir string) {
-	_ = os.MkdirAll(dir, 0o700)
-	var last string
-	for ctx.Err() == nil {
-		var s corev1.Secret
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s); err == nil && s.ResourceVersion != last {
-			for k, v := range s.Data {
-				tmp := filepath.Join(dir, "."+k)
-				if os.WriteFile(tmp, v, 0o600) == nil {
-					_ = os.Rename(tmp, filepath.Join(dir, k))
-				}
-			}
-			last = s.ResourceVersion
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
 
 func status(t *testing.T, port int) string {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/status", port))

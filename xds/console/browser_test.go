@@ -23,7 +23,6 @@ import (
 // with the filter; the time the page took to apply the snapshot is
 // logged (not asserted).
 func TestConsoleAtScale(t *testing.T) {
-	chromium := testutil.RequireTool(t, "chromium")[0]
 	const sites, services = 50, 10000
 	doc := &netview.Document{Self: "s00"}
 	for i := 0; i < sites; i++ {
@@ -47,13 +46,9 @@ func TestConsoleAtScale(t *testing.T) {
 	go func() { done <- f.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	srv := httptest.NewServer(f.Handler("/console/"))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after the browser's cleanups (registered below) end its event stream
+	bctx := testutil.Chromium(t)
 
-	bctx, bcancel := chromedp.NewExecAllocator(t.Context(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()))...)
-	defer bcancel()
-	bctx, bcancel = chromedp.NewContext(bctx)
-	defer bcancel()
 	start := time.Now()
 	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/console/")); err != nil {
 		t.Fatal(err)
