@@ -361,10 +361,10 @@ func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *promethe
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
 		if o.Console {
-			traffic := func(ctx context.Context) (map[string]console.PeerCounters, error) {
+			traffic := func(ctx context.Context) (console.Sample, error) {
 				addrs, err := src.gatewayAddrs()
 				if err != nil {
-					return nil, err
+					return console.Sample{}, err
 				}
 				return console.GatewayTraffic(ctx, http.DefaultClient, addrs)
 			}
