@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 )
 
 // Bounds of what debug dump takes from each source.
@@ -263,6 +264,42 @@ func (s *site) dumpPod(ctx context.Context, a *archive, cs kubernetes.Interface,
 		}
 	}
 	return nil
+}
+
+// gatewayCounters reads the traffic counters of the site's gateway pods
+// (their /metrics through the API server's pod proxy) and sums them; an
+// error when there is no running gateway pod, or one does not answer.
+func (s *site) gatewayCounters(ctx context.Context) (counters.Sample, error) {
+	var pods corev1.PodList
+	if err := s.c.List(ctx, &pods, client.InNamespace(s.ns), client.MatchingLabels{partOfLabel: "skiff", "app.kubernetes.io/component": "gateway"}); err != nil {
+		return counters.Sample{}, err
+	}
+	cs, err := kubernetes.NewForConfig(s.cfg)
+	if err != nil {
+		return counters.Sample{}, err
+	}
+	sum, running := counters.NewSample(), 0
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		running++
+		ctx, cancel := context.WithTimeout(ctx, dumpPartLimit)
+		b, err := cs.CoreV1().Pods(s.ns).ProxyGet("http", p.Name, strconv.Itoa(contract.MetricsPort), "/metrics", nil).DoRaw(ctx)
+		cancel()
+		if err != nil {
+			return counters.Sample{}, fmt.Errorf("gateway %s's metrics: %w", p.Name, err)
+		}
+		c, err := counters.Parse(strings.NewReader(string(b)))
+		if err != nil {
+			return counters.Sample{}, fmt.Errorf("gateway %s's metrics: %w", p.Name, err)
+		}
+		sum.Add(c)
+	}
+	if running == 0 {
+		return counters.Sample{}, fmt.Errorf("no running gateway pod in namespace %s", s.ns)
+	}
+	return sum, nil
 }
 
 func (s *site) logs(ctx context.Context, cs kubernetes.Interface, pod, container string, previous bool) ([]byte, error) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
@@ -35,27 +36,36 @@ func (e *env) linux() (*linuxSite, error) {
 	return &linuxSite{file: f, admin: e.opts.admin}, nil
 }
 
-// view reads the gateway's view, and checks that it is this site's.
-func (l *linuxSite) view(ctx context.Context) (*netview.Document, error) {
+// get reads path from the gateway's admin address, at most max bytes.
+func (l *linuxSite) get(ctx context.Context, path string, max int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.admin+"/view", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.admin+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("--admin %q: %w", l.admin, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read site %s's gateway view at %s (is its gateway running with --metrics-bind-address %s? --admin names another): %w", l.file.Name, l.admin, l.admin, err)
+		return nil, fmt.Errorf("cannot read site %s's gateway %s at %s (is its gateway running with --metrics-bind-address %s? --admin names another): %w", l.file.Name, path, l.admin, l.admin, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxView+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("reading the gateway view at %s: %w", l.admin, err)
+		return nil, fmt.Errorf("reading the gateway's %s at %s: %w", path, l.admin, err)
 	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("the gateway view at %s: %s: %s", l.admin, resp.Status, strings.TrimSpace(string(b)))
-	case len(b) > maxView:
-		return nil, fmt.Errorf("the gateway view at %s is over %d bytes", l.admin, maxView)
+		return nil, fmt.Errorf("the gateway's %s at %s: %s: %s", path, l.admin, resp.Status, strings.TrimSpace(string(b)))
+	case int64(len(b)) > max:
+		return nil, fmt.Errorf("the gateway's %s at %s is over %d bytes", path, l.admin, max)
+	}
+	return b, nil
+}
+
+// view reads the gateway's view, and checks that it is this site's.
+func (l *linuxSite) view(ctx context.Context) (*netview.Document, error) {
+	b, err := l.get(ctx, "/view", maxView)
+	if err != nil {
+		return nil, err
 	}
 	var doc netview.Document
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -82,6 +92,15 @@ func (l *linuxSite) status(doc *netview.Document) *model.SiteStatus {
 		}
 	}
 	return st
+}
+
+// counters reads the gateway's traffic counters (its /metrics).
+func (l *linuxSite) counters(ctx context.Context) (counters.Sample, error) {
+	b, err := l.get(ctx, "/metrics", counters.MaxPage)
+	if err != nil {
+		return counters.Sample{}, err
+	}
+	return counters.Parse(strings.NewReader(string(b)))
 }
 
 // statusOfView is the status document of a gateway's view, with each
@@ -154,6 +173,9 @@ func linuxReport(ctx context.Context, e *env) (siteReport, *model.SiteStatus, er
 	r := siteReport{Site: st.Site, Services: st.Services,
 		Components: []componentState{{Name: "gateway", Kind: "process at " + l.admin, Ready: 1, Desired: 1}}}
 	r.Links = peerLinks(st, l.links(st))
+	if sample, err := l.counters(ctx); err == nil {
+		addBytes(r.Links, sample)
+	}
 	return r, st, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/skiff-io/skiff/cli/render"
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/test/testutil"
 )
@@ -50,6 +51,9 @@ func TestGoldenTables(t *testing.T) {
 		Warnings: []event{{Time: now.Add(-5 * time.Minute), Object: "Service/web", Reason: "InvalidExposure",
 			Message: "annotation skiff.io/routing: \"multicast\": multicast is not served for tcp\n  (use balanced or closest)"}},
 	}
+	sample := counters.NewSample()
+	sample.Peers["west"] = counters.PeerCounters{BytesSent: 1536000, BytesReceived: 2048}
+	addBytes(report.Links, sample)
 	for name, tables := range map[string][]render.Table{
 		"status":         siteTables(report, now),
 		"network-status": networkTables(network(st)),

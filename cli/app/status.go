@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/skiff-io/skiff/cli/render"
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
@@ -50,6 +51,41 @@ type peerLink struct {
 	State     string `json:"state"`
 	DialledBy string `json:"dialledBy"` // this site's name, or the peer's
 	Secret    string `json:"secret,omitempty"`
+	// Bytes are the stream bytes the site's gateways sent to the peer
+	// and received from it since they started (their
+	// skiff_peer_bytes_total); nil when they could not be read.
+	Bytes *linkBytes `json:"bytes,omitempty"`
+}
+
+// linkBytes are the bytes carried over a link each way.
+type linkBytes struct {
+	Sent     float64 `json:"sent"`
+	Received float64 `json:"received"`
+}
+
+// addBytes puts the gateways' byte counts on the links (all of them:
+// links without traffic carried 0 bytes).
+func addBytes(links []peerLink, sample counters.Sample) {
+	for i := range links {
+		if links[i].Peer == "" {
+			continue // an invalid link: no peer to count
+		}
+		c := sample.Peers[links[i].Peer]
+		links[i].Bytes = &linkBytes{Sent: c.BytesSent, Received: c.BytesReceived}
+	}
+}
+
+// size formats a byte count: 512 B, 1.5 kB, 2.0 MB, 3.1 GB.
+func size(b float64) string {
+	switch {
+	case b >= 1e9:
+		return fmt.Sprintf("%.1f GB", b/1e9)
+	case b >= 1e6:
+		return fmt.Sprintf("%.1f MB", b/1e6)
+	case b >= 1e3:
+		return fmt.Sprintf("%.1f kB", b/1e3)
+	}
+	return fmt.Sprintf("%.0f B", b)
 }
 
 // workloads are the chart's, by kind and name; the node agent's
@@ -89,6 +125,9 @@ func siteStatus(ctx context.Context, e *env, _ []string) error {
 		return err
 	}
 	r.Links = peerLinks(st, secrets)
+	if sample, err := s.gatewayCounters(ctx); err == nil {
+		addBytes(r.Links, sample)
+	}
 	if r.Warnings, err = s.warnings(ctx, "", "", maxWarnings); err != nil {
 		return err
 	}
@@ -187,10 +226,14 @@ func siteTables(r siteReport, now time.Time) []render.Table {
 		}
 		comps.Rows = append(comps.Rows, []string{c.Name, c.Kind, ready})
 	}
-	links := render.Table{Title: "Links:", Headers: []string{"peer", "cost", "state", "dialled by", "secret"},
+	links := render.Table{Title: "Links:", Headers: []string{"peer", "cost", "state", "dialled by", "secret", "sent", "received"},
 		Empty: "No links: `skiff token create FILE` here and `skiff link create FILE` on another site, or the other way round."}
 	for _, l := range r.Links {
-		links.Rows = append(links.Rows, []string{dash(l.Peer), strconv.Itoa(l.Cost), l.State, l.DialledBy, dash(l.Secret)})
+		sent, received := "-", "-"
+		if l.Bytes != nil {
+			sent, received = size(l.Bytes.Sent), size(l.Bytes.Received)
+		}
+		links.Rows = append(links.Rows, []string{dash(l.Peer), strconv.Itoa(l.Cost), l.State, l.DialledBy, dash(l.Secret), sent, received})
 	}
 	return []render.Table{comps, links, servicesTable(r.Services, r.TruncatedServices), warningsTable(r.Warnings, now)}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -196,6 +197,13 @@ spec:
 		t.Logf("skiff network status -n east:\n%s", out)
 		return nil
 	})
+	// skiff status in west reads its gateway pod's byte counters through
+	// the API server: its link to east has sent and received columns.
+	out = must(t, skiff, "status", "-n", "west")
+	if !regexp.MustCompile(`(?m)^east +1 +up +west +link-to-east +[0-9.]+ [kMG]?B +[0-9.]+ [kMG]?B$`).MatchString(out) {
+		t.Errorf("skiff status -n west:\n%s", out)
+	}
+
 	// skiff debug dump in east: the real pods' logs and admin endpoints
 	// through the API server, and no key or certificate.
 	dump := filepath.Join(t.TempDir(), "east.tar.gz")

@@ -57,7 +57,8 @@ func TestSkiffCLIOnLinuxSites(t *testing.T) {
 		t.Errorf("west's link list: %v\n%s", err, out)
 	}
 	out, err = skiff(append([]string{"status"}, west...)...)
-	if err != nil || !strings.Contains(out, "Site west (a Linux site)") || !strings.Contains(out, "east   2      up      west") || !strings.Contains(out, "web       http       closest   1") {
+	if err != nil || !strings.Contains(out, "Site west (a Linux site)") || !strings.Contains(out, "east   2      up      west") || !strings.Contains(out, "web       http       closest   1") ||
+		!hasSizes(out, "east   2      up") {
 		t.Errorf("west's status: %v\n%s", err, out)
 	}
 	// --admin of the other site's gateway: refused, not shown as this one.
@@ -67,4 +68,16 @@ func TestSkiffCLIOnLinuxSites(t *testing.T) {
 	if _, err := skiff(append([]string{"token", "create", filepath.Join(dir, "t.yaml")}, east...)...); err == nil || !strings.Contains(err.Error(), "skiff-router token issue") {
 		t.Errorf("token create on a Linux site: %v", err)
 	}
+}
+
+// hasSizes says whether the line of out that begins with prefix ends with
+// two byte counts (the link's sent and received columns).
+func hasSizes(out, prefix string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if strings.HasPrefix(line, prefix) && len(f) >= 4 && strings.HasSuffix(f[len(f)-1], "B") && strings.HasSuffix(f[len(f)-3], "B") {
+			return true
+		}
+	}
+	return false
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/shared/admin"
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
@@ -361,10 +362,10 @@ func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *promethe
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
 		if o.Console {
-			traffic := func(ctx context.Context) (console.Sample, error) {
+			traffic := func(ctx context.Context) (counters.Sample, error) {
 				addrs, err := src.gatewayAddrs()
 				if err != nil {
-					return console.Sample{}, err
+					return counters.Sample{}, err
 				}
 				return console.GatewayTraffic(ctx, http.DefaultClient, addrs)
 			}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 )
 
 // PollEvery is how often the feed reads the controller's state. A link
@@ -24,7 +26,7 @@ const keepAlive = 15 * time.Second
 // every open page. Run owns its polling goroutine; Handler serves pages.
 type Feed struct {
 	get     func() Input
-	traffic func(context.Context) (Sample, error)
+	traffic func(context.Context) (counters.Sample, error)
 	log     logr.Logger
 
 	mu      sync.Mutex
@@ -36,7 +38,7 @@ type Feed struct {
 // NewFeed returns a feed of the state get returns, and of the traffic
 // with each neighbouring site that traffic reads (the gateways' counters;
 // nil: none).
-func NewFeed(get func() Input, traffic func(context.Context) (Sample, error), log logr.Logger) *Feed {
+func NewFeed(get func() Input, traffic func(context.Context) (counters.Sample, error), log logr.Logger) *Feed {
 	return &Feed{get: get, traffic: traffic, log: log, changed: make(chan struct{})}
 }
 
@@ -49,7 +51,7 @@ func (f *Feed) Run(ctx context.Context) error {
 	defer tick.Stop()
 	traffic := time.NewTicker(TrafficEvery)
 	defer traffic.Stop()
-	var sample *Sample
+	var sample *counters.Sample
 	var sampled time.Time
 	for {
 		s := t.snapshot(f.get(), time.Now())
@@ -74,7 +76,7 @@ func (f *Feed) Run(ctx context.Context) error {
 // readTraffic takes a sample of the counters and publishes the rates
 // since prev (taken at then); it returns the sample, or prev when the
 // counters could not be read.
-func (f *Feed) readTraffic(ctx context.Context, site string, prev *Sample, then, now time.Time) (*Sample, time.Time) {
+func (f *Feed) readTraffic(ctx context.Context, site string, prev *counters.Sample, then, now time.Time) (*counters.Sample, time.Time) {
 	if f.traffic == nil {
 		return nil, now
 	}

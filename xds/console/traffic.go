@@ -10,38 +10,11 @@ import (
 	"strings"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/skiff-io/skiff/sidecar/shared/counters"
 )
 
 // TrafficEvery is how often the feed reads the gateways' counters.
 const TrafficEvery = 2 * time.Second
-
-// maxMetrics bounds a gateway's /metrics page the feed reads.
-const maxMetrics = 32 << 20
-
-// PeerCounters are a site's gateways' counters of its traffic with one
-// neighbouring site, summed over the gateway replicas: the routers'
-// skiff_peer_bytes_total and skiff_peer_streams_total.
-type PeerCounters struct {
-	BytesSent, BytesReceived, StreamsOpened, StreamsAccepted float64
-}
-
-// FlowCounters are a site's gateways' counters of one address's traffic
-// to one site (this one included): connections routed there
-// (skiff_routing_decisions_total), HTTP requests it answered and those
-// that failed (skiff_http_requests_total, class 5xx, or no site).
-type FlowCounters struct {
-	Connections, Requests, Errors float64
-}
-
-// Sample is one reading of the counters: per neighbouring site, and per
-// address and target site.
-type Sample struct {
-	Peers map[string]PeerCounters
-	Flows map[string]map[string]*FlowCounters // address -> site -> counters
-}
 
 // Flow is an address's traffic from this site to one site over the last
 // TrafficEvery.
@@ -82,7 +55,7 @@ type Traffic struct {
 
 // rates computes the rates between two samples dt apart; a counter that
 // went down (a gateway restarted) counts from zero.
-func rates(site string, prev, cur Sample, dt time.Duration, now time.Time) Traffic {
+func rates(site string, prev, cur counters.Sample, dt time.Duration, now time.Time) Traffic {
 	t := Traffic{Site: site, Time: now}
 	secs := dt.Seconds()
 	d := func(a, b float64) float64 {
@@ -109,7 +82,7 @@ func rates(site string, prev, cur Sample, dt time.Duration, now time.Time) Traff
 		var b busy
 		b.a.Name = addr
 		for s, c := range sites {
-			var p FlowCounters
+			var p counters.FlowCounters
 			if pp := prev.Flows[addr][s]; pp != nil {
 				p = *pp
 			}
@@ -144,119 +117,23 @@ func round(v float64) float64 { return math.Round(v*10) / 10 }
 
 // GatewayTraffic reads the counters of the gateways at addrs (their
 // admin addresses) and sums them.
-func GatewayTraffic(ctx context.Context, client *http.Client, addrs []string) (Sample, error) {
-	sum := newSample()
+func GatewayTraffic(ctx context.Context, client *http.Client, addrs []string) (counters.Sample, error) {
+	sum := counters.NewSample()
 	for _, addr := range addrs {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 		if err != nil {
-			return Sample{}, err
+			return counters.Sample{}, err
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return Sample{}, fmt.Errorf("gateway metrics at %s: %w", addr, err)
+			return counters.Sample{}, fmt.Errorf("gateway metrics at %s: %w", addr, err)
 		}
-		c, err := ParseCounters(io.LimitReader(resp.Body, maxMetrics))
+		c, err := counters.Parse(io.LimitReader(resp.Body, counters.MaxPage))
 		resp.Body.Close()
 		if err != nil {
-			return Sample{}, fmt.Errorf("gateway metrics at %s: %w", addr, err)
+			return counters.Sample{}, fmt.Errorf("gateway metrics at %s: %w", addr, err)
 		}
-		for peer, v := range c.Peers {
-			s := sum.Peers[peer]
-			s.BytesSent += v.BytesSent
-			s.BytesReceived += v.BytesReceived
-			s.StreamsOpened += v.StreamsOpened
-			s.StreamsAccepted += v.StreamsAccepted
-			sum.Peers[peer] = s
-		}
-		for a, sites := range c.Flows {
-			for site, v := range sites {
-				f := sum.flow(a, site)
-				f.Connections += v.Connections
-				f.Requests += v.Requests
-				f.Errors += v.Errors
-			}
-		}
+		sum.Add(c)
 	}
 	return sum, nil
-}
-
-func newSample() Sample {
-	return Sample{Peers: map[string]PeerCounters{}, Flows: map[string]map[string]*FlowCounters{}}
-}
-
-// flow returns the counters of address a to site in s, made if needed.
-func (s Sample) flow(a, site string) *FlowCounters {
-	m := s.Flows[a]
-	if m == nil {
-		m = map[string]*FlowCounters{}
-		s.Flows[a] = m
-	}
-	c := m[site]
-	if c == nil {
-		c = &FlowCounters{}
-		m[site] = c
-	}
-	return c
-}
-
-// ParseCounters reads the counters a Sample holds out of a Prometheus
-// text exposition.
-func ParseCounters(r io.Reader) (Sample, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return Sample{}, err
-	}
-	out := newSample()
-	each := func(name string, f func(m *dto.Metric, v float64)) {
-		for _, m := range families[name].GetMetric() {
-			if m.GetCounter() != nil {
-				f(m, m.GetCounter().GetValue())
-			}
-		}
-	}
-	each("skiff_peer_bytes_total", func(m *dto.Metric, v float64) {
-		peer := label(m, "peer")
-		c := out.Peers[peer]
-		switch label(m, "direction") {
-		case "sent":
-			c.BytesSent = v
-		case "received":
-			c.BytesReceived = v
-		}
-		out.Peers[peer] = c
-	})
-	each("skiff_peer_streams_total", func(m *dto.Metric, v float64) {
-		peer := label(m, "peer")
-		c := out.Peers[peer]
-		switch label(m, "direction") {
-		case "opened":
-			c.StreamsOpened = v
-		case "accepted":
-			c.StreamsAccepted = v
-		}
-		out.Peers[peer] = c
-	})
-	each("skiff_routing_decisions_total", func(m *dto.Metric, v float64) {
-		out.flow(label(m, "address"), label(m, "site")).Connections += v
-	})
-	each("skiff_http_requests_total", func(m *dto.Metric, v float64) {
-		site, class := label(m, "site"), label(m, "class")
-		f := out.flow(label(m, "address"), site)
-		f.Requests += v
-		if class == "5xx" || site == "none" || site == "" {
-			f.Errors += v
-		}
-	})
-	delete(out.Peers, "")
-	return out, nil
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }

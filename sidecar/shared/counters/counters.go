@@ -1,0 +1,141 @@
+// Package counters reads the traffic counters skiff's routers export on
+// /metrics (Prometheus text) into sums a reader can compute rates and
+// totals from: per neighbouring site (skiff_peer_bytes_total,
+// skiff_peer_streams_total), and per address and target site
+// (skiff_routing_decisions_total, skiff_http_requests_total). The
+// controller's console and the skiff CLI both read them through it.
+package counters
+
+import (
+	"io"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// MaxPage bounds the /metrics page a reader should parse.
+const MaxPage = 32 << 20
+
+// PeerCounters are a site's gateways' counters of its traffic with one
+// neighbouring site, summed over the gateway replicas: the routers'
+// skiff_peer_bytes_total and skiff_peer_streams_total.
+type PeerCounters struct {
+	BytesSent, BytesReceived, StreamsOpened, StreamsAccepted float64
+}
+
+// FlowCounters are a site's gateways' counters of one address's traffic
+// to one site (this one included): connections routed there
+// (skiff_routing_decisions_total), HTTP requests it answered and those
+// that failed (skiff_http_requests_total, class 5xx, or no site).
+type FlowCounters struct {
+	Connections, Requests, Errors float64
+}
+
+// Sample is one reading of the counters: per neighbouring site, and per
+// address and target site.
+type Sample struct {
+	Peers map[string]PeerCounters
+	Flows map[string]map[string]*FlowCounters // address -> site -> counters
+}
+
+func NewSample() Sample {
+	return Sample{Peers: map[string]PeerCounters{}, Flows: map[string]map[string]*FlowCounters{}}
+}
+
+// Flow returns the counters of address a to site in s, made if needed.
+func (s Sample) Flow(a, site string) *FlowCounters {
+	m := s.Flows[a]
+	if m == nil {
+		m = map[string]*FlowCounters{}
+		s.Flows[a] = m
+	}
+	c := m[site]
+	if c == nil {
+		c = &FlowCounters{}
+		m[site] = c
+	}
+	return c
+}
+
+// Add adds o's counters to s.
+func (s Sample) Add(o Sample) {
+	for peer, v := range o.Peers {
+		c := s.Peers[peer]
+		c.BytesSent += v.BytesSent
+		c.BytesReceived += v.BytesReceived
+		c.StreamsOpened += v.StreamsOpened
+		c.StreamsAccepted += v.StreamsAccepted
+		s.Peers[peer] = c
+	}
+	for a, sites := range o.Flows {
+		for site, v := range sites {
+			f := s.Flow(a, site)
+			f.Connections += v.Connections
+			f.Requests += v.Requests
+			f.Errors += v.Errors
+		}
+	}
+}
+
+// Parse reads the counters a Sample holds out of a Prometheus
+// text exposition.
+func Parse(r io.Reader) (Sample, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return Sample{}, err
+	}
+	out := NewSample()
+	each := func(name string, f func(m *dto.Metric, v float64)) {
+		for _, m := range families[name].GetMetric() {
+			if m.GetCounter() != nil {
+				f(m, m.GetCounter().GetValue())
+			}
+		}
+	}
+	each("skiff_peer_bytes_total", func(m *dto.Metric, v float64) {
+		peer := label(m, "peer")
+		c := out.Peers[peer]
+		switch label(m, "direction") {
+		case "sent":
+			c.BytesSent = v
+		case "received":
+			c.BytesReceived = v
+		}
+		out.Peers[peer] = c
+	})
+	each("skiff_peer_streams_total", func(m *dto.Metric, v float64) {
+		peer := label(m, "peer")
+		c := out.Peers[peer]
+		switch label(m, "direction") {
+		case "opened":
+			c.StreamsOpened = v
+		case "accepted":
+			c.StreamsAccepted = v
+		}
+		out.Peers[peer] = c
+	})
+	each("skiff_routing_decisions_total", func(m *dto.Metric, v float64) {
+		out.Flow(label(m, "address"), label(m, "site")).Connections += v
+	})
+	each("skiff_http_requests_total", func(m *dto.Metric, v float64) {
+		site, class := label(m, "site"), label(m, "class")
+		f := out.Flow(label(m, "address"), site)
+		f.Requests += v
+		if class == "5xx" || site == "none" || site == "" {
+			f.Errors += v
+		}
+	})
+	delete(out.Peers, "")
+	return out, nil
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
