@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/expose"
@@ -42,23 +42,17 @@ func exposeService(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var ports []string
-	for _, p := range svc.Spec.Ports {
-		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
-			continue
-		}
-		app := ""
-		if p.AppProtocol != nil {
-			app = *p.AppProtocol
-		}
-		proto, err := x.PortProtocol(app)
-		if err != nil {
-			return fmt.Errorf("port %d: %w", p.Port, err)
-		}
-		ports = append(ports, fmt.Sprintf("%d (%s)", p.Port, proto))
+	in := make([]expose.Port, len(svc.Spec.Ports))
+	for i, p := range svc.Spec.Ports {
+		in[i] = expose.Port{Number: p.Port, Transport: string(p.Protocol), AppProtocol: ptr.Deref(p.AppProtocol, "")}
 	}
-	if len(ports) == 0 {
-		return fmt.Errorf("the Service %s/%s has no TCP port to expose", s.ns, args[0])
+	exposed, err := x.Ports(in)
+	if err != nil {
+		return fmt.Errorf("the Service %s/%s: %w", s.ns, args[0], err)
+	}
+	ports := make([]string, len(exposed))
+	for i, p := range exposed {
+		ports[i] = fmt.Sprintf("%d (%s)", svc.Spec.Ports[p.Index].Port, p.Protocol)
 	}
 	svc.Annotations = ann
 	if err := s.c.Update(ctx, svc); err != nil {

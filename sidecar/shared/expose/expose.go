@@ -96,3 +96,42 @@ func (x Exposure) PortProtocol(appProtocol string) (model.Protocol, error) {
 	}
 	return proto, nil
 }
+
+// Port is one port of a Service: its number, its transport protocol ("" is
+// TCP) and its appProtocol.
+type Port struct {
+	Number      int32
+	Transport   string
+	AppProtocol string
+}
+
+// ExposedPort is a port of a Service that is exposed: its index among the
+// Service's ports, and its protocol.
+type ExposedPort struct {
+	Index    int
+	Protocol model.Protocol
+}
+
+// Ports returns the Service's exposed ports: every TCP port, with its
+// protocol (PortProtocol). It refuses the whole Service with an
+// *AnnotationError when the routing cannot be served on one of them, and,
+// when it has no TCP port, with why each port is left out.
+func (x Exposure) Ports(ports []Port) ([]ExposedPort, error) {
+	var out []ExposedPort
+	var errs []error
+	for i, p := range ports {
+		if p.Transport != "" && p.Transport != "TCP" {
+			errs = append(errs, fmt.Errorf("port %d: protocol %s: only TCP ports are exposed", p.Number, p.Transport))
+			continue
+		}
+		proto, err := x.PortProtocol(p.AppProtocol)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ExposedPort{Index: i, Protocol: proto})
+	}
+	if len(out) == 0 {
+		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
+	}
+	return out, nil
+}

@@ -51,3 +51,26 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+// Ports: the TCP ports with their protocols, the others left out; the
+// routing refused for the whole Service if one TCP port cannot carry it;
+// a Service without a TCP port refused with why each port is left out.
+func TestPorts(t *testing.T) {
+	x, err := Parse(map[string]string{"skiff.io/routing": "multicast"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := x.Ports([]Port{{Number: 53, Transport: "UDP"}, {Number: 80, Transport: "TCP", AppProtocol: "http"}, {Number: 81, AppProtocol: "kubernetes.io/h2c"}})
+	if err != nil || len(got) != 2 || got[0] != (ExposedPort{Index: 1, Protocol: model.HTTP}) || got[1] != (ExposedPort{Index: 2, Protocol: model.HTTP2}) {
+		t.Errorf("got %+v, %v", got, err)
+	}
+	var ae *AnnotationError
+	if _, err := x.Ports([]Port{{Number: 80, AppProtocol: "http"}, {Number: 5432}}); !errors.As(err, &ae) || ae.Annotation != "skiff.io/routing" {
+		t.Errorf("multicast with a tcp port: %v", err)
+	}
+	_, err = x.Ports([]Port{{Number: 53, Transport: "UDP"}, {Number: 123, Transport: "SCTP"}})
+	if err == nil || !strings.Contains(err.Error(), "port 53: protocol UDP: only TCP ports are exposed") || !strings.Contains(err.Error(), "port 123: protocol SCTP") ||
+		!strings.Contains(err.Error(), "no TCP port to expose") {
+		t.Errorf("no TCP port: %v", err)
+	}
+}

@@ -7,7 +7,6 @@
 package kube
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -29,15 +28,24 @@ func Exposed(svc *corev1.Service) bool {
 	return svc.Annotations[contract.ExposeAnnotation] == "true"
 }
 
+// servicePorts are a Service's ports as package expose reads them.
+func servicePorts(svc *corev1.Service) []expose.Port {
+	out := make([]expose.Port, len(svc.Spec.Ports))
+	for i, sp := range svc.Spec.Ports {
+		out[i] = expose.Port{Number: sp.Port, Transport: string(sp.Protocol), AppProtocol: ptrString(sp.AppProtocol)}
+	}
+	return out
+}
+
 // ExposedServices returns the services one exposed Service contributes, one
 // per port, with the ready endpoints of its EndpointSlices. A bad
 // annotation is an *AnnotationError (wrapped); the Service then
 // contributes nothing. What the annotations ask for is decided by
 // sidecar/shared/expose alone: Parse reads them (the CLI checks
-// what it writes with the same function), and PortProtocol gives each
-// port's protocol (the annotation, else its appProtocol), refusing, for
-// the whole Service, a routing pattern the data plane cannot serve on
-// any of its ports.
+// what it writes with the same functions), and Ports picks the TCP ports
+// and gives each its protocol (the annotation, else its appProtocol),
+// refusing, for the whole Service, a routing pattern the data plane
+// cannot serve on any of them.
 func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]model.Service, error) {
 	x, err := expose.Parse(svc.Annotations)
 	if err != nil {
@@ -53,24 +61,17 @@ func ExposedServices(svc *corev1.Service, eps []discoveryv1.EndpointSlice) ([]mo
 			vips = append(vips, ip)
 		}
 	}
-	var out []model.Service
-	var errs []error
-	for _, sp := range svc.Spec.Ports {
-		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-			errs = append(errs, fmt.Errorf("port %d: protocol %s: only TCP ports are exposed", sp.Port, sp.Protocol))
-			continue
-		}
-		proto, err := x.PortProtocol(ptrString(sp.AppProtocol))
-		if err != nil {
-			return nil, err
-		}
-		s := model.Service{Address: address, Port: int(sp.Port), Protocol: proto, Routing: x.Routing, Multicast: x.Multicast, VIPs: slices.Clone(vips)}
+	exposed, err := x.Ports(servicePorts(svc))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]model.Service, 0, len(exposed))
+	for _, p := range exposed {
+		sp := svc.Spec.Ports[p.Index]
+		s := model.Service{Address: address, Port: int(sp.Port), Protocol: p.Protocol, Routing: x.Routing, Multicast: x.Multicast, VIPs: slices.Clone(vips)}
 		s.Network = s.Key()
 		s.Endpoints = endpointsFor(sp, eps)
 		out = append(out, s)
-	}
-	if len(out) == 0 {
-		return nil, errors.Join(append(errs, errors.New("no TCP port to expose"))...)
 	}
 	return out, nil
 }
