@@ -2,31 +2,28 @@ package app
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/counters"
 )
 
 // Bounds of what debug dump takes from each source.
 const (
-	dumpLogLines  = 5000
-	dumpLogBytes  = 4 << 20
-	dumpAdminMax  = 8 << 20
-	dumpPartLimit = 30 * time.Second
+	dumpLogLines = 5000
+	dumpLogBytes = 4 << 20
+	dumpAdminMax = 8 << 20
 )
 
 // partOfLabel selects the chart's pods.
@@ -130,13 +127,8 @@ func (s *site) dump(ctx context.Context, a *archive) error {
 	if err := a.addJSON("pods.json", podSummaries(pods.Items)); err != nil {
 		return err
 	}
-	cs, err := kubernetes.NewForConfig(s.cfg)
-	if err != nil {
-		a.fail("the Kubernetes client for logs", err)
-		return nil
-	}
 	for _, p := range pods.Items {
-		if err := s.dumpPod(ctx, a, cs, &p); err != nil {
+		if err := s.dumpPod(ctx, a, &p); err != nil {
 			return err
 		}
 	}
@@ -215,7 +207,7 @@ func stateText(s corev1.ContainerState) string {
 // dumpPod takes a pod's containers' logs (the last dumpLogLines lines,
 // at most dumpLogBytes each, and the previous run's when it restarted)
 // and its admin endpoints.
-func (s *site) dumpPod(ctx context.Context, a *archive, cs kubernetes.Interface, p *corev1.Pod) error {
+func (s *site) dumpPod(ctx context.Context, a *archive, p *corev1.Pod) error {
 	containers := append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...)
 	restarted := map[string]bool{}
 	for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
@@ -230,7 +222,7 @@ func (s *site) dumpPod(ctx context.Context, a *archive, cs kubernetes.Interface,
 			if previous {
 				name = fmt.Sprintf("logs/%s/%s.previous.log", p.Name, c.Name)
 			}
-			b, err := s.logs(ctx, cs, p.Name, c.Name, previous)
+			b, err := s.logs(ctx, p.Name, c.Name, previous)
 			if err != nil {
 				a.fail(name, err)
 				continue
@@ -249,15 +241,13 @@ func (s *site) dumpPod(ctx context.Context, a *archive, cs kubernetes.Interface,
 	}
 	for _, path := range paths {
 		name := "admin/" + p.Name + path
-		ctx, cancel := context.WithTimeout(ctx, dumpPartLimit)
-		b, err := cs.CoreV1().Pods(s.ns).ProxyGet("http", p.Name, strconv.Itoa(contract.MetricsPort), path, nil).DoRaw(ctx)
-		cancel()
-		if err == nil && len(b) > dumpAdminMax {
-			b = b[:dumpAdminMax]
-		}
+		b, more, err := s.admin(ctx, p.Name, path, dumpAdminMax)
 		if err != nil {
 			a.fail(name, err)
 			continue
+		}
+		if more {
+			a.fail(name, fmt.Errorf("cut at %d bytes", dumpAdminMax))
 		}
 		if err := a.add(name, b); err != nil {
 			return err
@@ -274,23 +264,20 @@ func (s *site) gatewayCounters(ctx context.Context) (counters.Sample, error) {
 	if err := s.c.List(ctx, &pods, client.InNamespace(s.ns), client.MatchingLabels{partOfLabel: "skiff", "app.kubernetes.io/component": "gateway"}); err != nil {
 		return counters.Sample{}, err
 	}
-	cs, err := kubernetes.NewForConfig(s.cfg)
-	if err != nil {
-		return counters.Sample{}, err
-	}
 	sum, running := counters.NewSample(), 0
 	for _, p := range pods.Items {
 		if p.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		running++
-		ctx, cancel := context.WithTimeout(ctx, dumpPartLimit)
-		b, err := cs.CoreV1().Pods(s.ns).ProxyGet("http", p.Name, strconv.Itoa(contract.MetricsPort), "/metrics", nil).DoRaw(ctx)
-		cancel()
+		b, more, err := s.admin(ctx, p.Name, "/metrics", counters.MaxPage)
+		if err == nil && more {
+			err = fmt.Errorf("over %d bytes", counters.MaxPage)
+		}
 		if err != nil {
 			return counters.Sample{}, fmt.Errorf("gateway %s's metrics: %w", p.Name, err)
 		}
-		c, err := counters.Parse(strings.NewReader(string(b)))
+		c, err := counters.Parse(bytes.NewReader(b))
 		if err != nil {
 			return counters.Sample{}, fmt.Errorf("gateway %s's metrics: %w", p.Name, err)
 		}
@@ -302,11 +289,11 @@ func (s *site) gatewayCounters(ctx context.Context) (counters.Sample, error) {
 	return sum, nil
 }
 
-func (s *site) logs(ctx context.Context, cs kubernetes.Interface, pod, container string, previous bool) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, dumpPartLimit)
+func (s *site) logs(ctx context.Context, pod, container string, previous bool) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	lines, limit := int64(dumpLogLines), int64(dumpLogBytes)
-	r, err := cs.CoreV1().Pods(s.ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &lines, LimitBytes: &limit}).Stream(ctx)
+	r, err := s.cs.CoreV1().Pods(s.ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, Previous: previous, TailLines: &lines, LimitBytes: &limit}).Stream(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -4,14 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -24,7 +26,7 @@ import (
 // the site's namespace.
 type site struct {
 	c    client.Client
-	cfg  *rest.Config // for what c does not do: logs, the pod proxy
+	cs   kubernetes.Interface // for what c does not do: logs, the pod proxy
 	ns   string
 	name string // the program's name, for advice in errors
 }
@@ -59,7 +61,11 @@ func connect(_ context.Context, name string, o options) (*site, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Kubernetes client: %w", err)
 	}
-	return &site{c: c, cfg: cfg, ns: ns, name: name}, nil
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("the Kubernetes client: %w", err)
+	}
+	return &site{c: c, cs: cs, ns: ns, name: name}, nil
 }
 
 // status reads the site's status document, which the controller keeps in
@@ -107,6 +113,27 @@ func (s *site) service(ctx context.Context, name string) (*corev1.Service, error
 		return nil, fmt.Errorf("reading the Service %s/%s: %w", s.ns, name, err)
 	}
 	return &svc, nil
+}
+
+// admin reads path from a pod's admin port (contract.MetricsPort)
+// through the API server's pod proxy: at most max bytes, and whether
+// there was more.
+func (s *site) admin(ctx context.Context, pod, path string, max int64) (b []byte, more bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	r, err := s.cs.CoreV1().Pods(s.ns).ProxyGet("http", pod, strconv.Itoa(contract.MetricsPort), path, nil).Stream(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer r.Close()
+	b, err = io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(len(b)) > max {
+		return b[:max], true, nil
+	}
+	return b, false, nil
 }
 
 // event is a Warning the controller recorded on an object of the site.

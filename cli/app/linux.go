@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -100,7 +101,7 @@ func (l *linuxSite) counters(ctx context.Context) (counters.Sample, error) {
 	if err != nil {
 		return counters.Sample{}, err
 	}
-	return counters.Parse(strings.NewReader(string(b)))
+	return counters.Parse(bytes.NewReader(b))
 }
 
 // statusOfView is the status document of a gateway's view, with each
