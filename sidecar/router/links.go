@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/policy"
@@ -39,6 +41,9 @@ type link struct {
 	policy     policy.Policy
 	cost       int
 	dialed     bool
+	// peerCounts are the link's series of the per-peer counters, looked
+	// up once here rather than for every stream.
+	peerCounts peerCounts
 
 	mu       sync.Mutex
 	sessions []*mux.Session // by pool index; nil where down
@@ -66,7 +71,19 @@ func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *lin
 		pending:  map[string]netview.Signed{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
+		peerCounts: peerCounts{
+			sent:     r.m.PeerBytes.WithLabelValues(p.site, "sent"),
+			received: r.m.PeerBytes.WithLabelValues(p.site, "received"),
+			opened:   r.m.PeerStreams.WithLabelValues(p.site, "opened"),
+			accepted: r.m.PeerStreams.WithLabelValues(p.site, "accepted"),
+		},
 	}
+}
+
+// peerCounts are a peer site's series of skiff_peer_bytes_total and
+// skiff_peer_streams_total.
+type peerCounts struct {
+	sent, received, opened, accepted prometheus.Counter
 }
 
 // node is the network node the link ends at (netview.NodeID): one

@@ -64,8 +64,8 @@ func (r *Router) handleStream(ctx context.Context, f *flow, l *link, st *mux.Str
 		r.refuseStream(l, st, "policy", fmt.Sprintf("the policy of the link from %s does not let it reach %q", l.peer, h.Address), true)
 		return
 	}
-	in := newStreamConn(st, br, l.peer, r.m)
-	r.m.PeerStreams.WithLabelValues(l.peer, "accepted").Inc()
+	in := newStreamConn(st, br, l)
+	l.peerCounts.accepted.Inc()
 	in.node = l.node()
 	if h.Dest == "" || h.Dest == r.self {
 		r.deliver(ctx, f, h, in)
@@ -263,7 +263,7 @@ func (r *Router) openStreamOnce(ctx context.Context, h header, early []byte) (*s
 	if err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", l.peer, err)
 	}
-	r.m.PeerBytes.WithLabelValues(l.peer, "sent").Add(float64(len(early)))
+	l.peerCounts.sent.Add(float64(len(early)))
 	br := bufio.NewReaderSize(st, 1024)
 	st.SetReadDeadline(time.Now().Add(headerTimeout))
 	err = readStatus(br)
@@ -272,8 +272,8 @@ func (r *Router) openStreamOnce(ctx context.Context, h header, early []byte) (*s
 		st.Reset()
 		return nil, err
 	}
-	out := newStreamConn(st, br, l.peer, r.m)
-	r.m.PeerStreams.WithLabelValues(l.peer, "opened").Inc()
+	out := newStreamConn(st, br, l)
+	l.peerCounts.opened.Inc()
 	out.node = l.node()
 	return out, nil
 }
@@ -625,10 +625,8 @@ type streamConn struct {
 	rx, sent prometheus.Counter
 }
 
-func newStreamConn(st *mux.Stream, br *bufio.Reader, peer string, m *Metrics) *streamConn {
-	return &streamConn{Stream: st, br: br, peer: peer,
-		rx:   m.PeerBytes.WithLabelValues(peer, "received"),
-		sent: m.PeerBytes.WithLabelValues(peer, "sent")}
+func newStreamConn(st *mux.Stream, br *bufio.Reader, l *link) *streamConn {
+	return &streamConn{Stream: st, br: br, peer: l.peer, rx: l.peerCounts.received, sent: l.peerCounts.sent}
 }
 
 func (s *streamConn) Read(p []byte) (int, error) {
