@@ -333,6 +333,7 @@ func (g *runGroup) serveAdmin(o ServeOptions, reg *prometheus.Registry, log logr
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/view", viewHandler(g.life.Done(), g.r.Document))
+		mux.Handle("/traffic", trafficHandler(g.r.TrafficReports))
 		g.spawn(func(ctx context.Context) error { return admin.Serve(ctx, "metrics", o.MetricsBindAddress, mux, log) })
 	}
 	if o.HealthBindAddress != "0" {

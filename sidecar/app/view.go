@@ -61,3 +61,17 @@ func viewHandler(stop <-chan struct{}, doc func() (netview.Document, <-chan stru
 		_ = json.NewEncoder(w).Encode(d)
 	})
 }
+
+// trafficHandler serves a gateway's latest traffic reports of the other
+// nodes of the network as JSON (netview.TrafficDocument), for its
+// controller's console.
+func trafficHandler(reports func() netview.TrafficDocument) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodGet {
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(reports())
+	})
+}

@@ -157,7 +157,7 @@ func (a *accessEngine) listen(t *testing.T, address string, logged, fromSite boo
 				return
 			}
 			if fromSite {
-				go a.e.ServeSite(a.ctx, c, address)
+				go a.e.ServeSite(a.ctx, c, address, "east")
 			} else {
 				go a.e.ServeConn(a.ctx, c, address, logged)
 			}

@@ -9,8 +9,9 @@ import (
 // connInfo is what the engine knows of a connection it serves.
 type connInfo struct {
 	address  string
-	fromSite bool // a link stream of another site's requests (ServeSite)
-	logged   bool // its requests go to the access log
+	fromSite bool   // a link stream of another site's requests (ServeSite)
+	origin   string // the site that sent them (fromSite)
+	logged   bool   // its requests go to the access log
 	// framing is the guard of its HTTP/1 request framing (framing.go).
 	framing *framing
 }

@@ -307,9 +307,10 @@ func (e *Engine) ServeConn(ctx context.Context, c net.Conn, address string, acce
 
 // ServeSite serves the HTTP/2 connection another site opened in a link
 // stream for address's requests (DialSite there), delivering each to a
-// local endpoint, until the stream closes or ctx ends.
-func (e *Engine) ServeSite(ctx context.Context, c net.Conn, address string) {
-	e.serve(ctx, c, connInfo{address: address, fromSite: true})
+// local endpoint, until the stream closes or ctx ends. origin is the site
+// whose clients sent them (the stream's), for the metrics.
+func (e *Engine) ServeSite(ctx context.Context, c net.Conn, address, origin string) {
+	e.serve(ctx, c, connInfo{address: address, fromSite: true, origin: origin})
 }
 
 func (e *Engine) serve(ctx context.Context, c net.Conn, info connInfo) {

@@ -65,7 +65,7 @@ type clientSide interface {
 func (x *fastReq) serveRequest(ctx context.Context) fastVerdict {
 	e, h, addr := x.e, &x.req, x.info.address
 	p := &x.plan
-	*p = plan{address: addr, fromSite: x.info.fromSite, start: time.Now()}
+	*p = plan{address: addr, fromSite: x.info.fromSite, origin: originOf(x.info), start: time.Now()}
 	x.sent = 0
 	var err error
 	if p.fromSite {

@@ -494,7 +494,7 @@ func TestFramingEngine(t *testing.T) {
 	if want := []string{"/first", "/upgrade", "/chunked", "/length", "/h2c", "/h1"}; !slices.Equal(ep.seen(), want) {
 		t.Errorf("the endpoint was sent %v, want %v", ep.seen(), want)
 	}
-	if n := value(a.m.Requests.WithLabelValues("web", "none", "4xx")); n != 2 {
+	if n := value(a.m.Requests.WithLabelValues("web", "none", "4xx", "")); n != 2 {
 		t.Errorf("skiff_http_requests_total{site=none,class=4xx} = %v, want 2", n)
 	}
 }

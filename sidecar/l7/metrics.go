@@ -11,8 +11,10 @@ import (
 // that answered ("none" for a request skiff answered itself). Label sets
 // are bounded: no path, method or endpoint address.
 type Metrics struct {
-	// Requests counts requests by status class (2xx, ..., 5xx; 499 when
-	// the client went away first).
+	// Requests counts requests by address, answering site, status class
+	// (2xx, ..., 5xx; 499 when the client went away first) and origin
+	// (the site that sent the request over a link; "" for this site's
+	// clients).
 	Requests *prometheus.CounterVec
 	// Duration is the time from the request to its answer's header.
 	Duration *prometheus.HistogramVec
@@ -38,8 +40,8 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "skiff_http_requests_total", Help: "HTTP requests routed, by address, answering site and status class.",
-		}, []string{"address", "site", "class"}),
+			Name: "skiff_http_requests_total", Help: "HTTP requests routed, by address, answering site, status class and origin (the site that sent the request here over a link; empty for this site's clients).",
+		}, []string{"address", "site", "class", "origin"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "skiff_http_request_duration_seconds", Help: "Time from an HTTP request to the header of its answer, by address and answering site.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -77,17 +79,17 @@ func (m *Metrics) observe(p *plan, code int) {
 // HTTP/2 streams that reuse a pooled request (of any engine: m says
 // whose they are).
 type series struct {
-	m             *Metrics
-	address, site string // "" until looked up
-	duration      prometheus.Observer
-	byClass       [10]prometheus.Counter // by code/100; 0 for 499
+	m                     *Metrics
+	address, site, origin string // "" until looked up
+	duration              prometheus.Observer
+	byClass               [10]prometheus.Counter // by code/100; 0 for 499
 }
 
 // observeIn is observe with c keeping the series looked up last.
 func (m *Metrics) observeIn(c *series, p *plan, code int) {
 	site := siteLabel(p.site)
-	if c.m != m || c.address != p.address || c.site != site {
-		*c = series{m: m, address: p.address, site: site}
+	if c.m != m || c.address != p.address || c.site != site || c.origin != p.origin {
+		*c = series{m: m, address: p.address, site: site, origin: p.origin}
 		c.duration = m.Duration.WithLabelValues(p.address, site)
 	}
 	i := code / 100
@@ -99,7 +101,7 @@ func (m *Metrics) observeIn(c *series, p *plan, code int) {
 		if i > 0 {
 			class = strconv.Itoa(i) + "xx"
 		}
-		c.byClass[i] = m.Requests.WithLabelValues(p.address, site, class)
+		c.byClass[i] = m.Requests.WithLabelValues(p.address, site, class, p.origin)
 	}
 	c.byClass[i].Inc()
 	c.duration.Observe(time.Since(p.start).Seconds())

@@ -24,6 +24,7 @@ type plan struct {
 	pattern  model.Pattern
 	targets  []Target
 	fromSite bool
+	origin   string // the site that sent the request over a link; "" for this site's clients
 	start    time.Time
 	// site is the site that answered; set by RoundTrip.
 	site string
@@ -34,6 +35,17 @@ type plan struct {
 }
 
 type planKey struct{}
+
+// originOf is the origin label of a connection's requests: the site that
+// sent them over a link, "" for this site's clients. The traffic a site
+// originated is then the series without one (package counters), whatever
+// the site's name.
+func originOf(ci connInfo) string {
+	if ci.fromSite {
+		return ci.origin
+	}
+	return ""
+}
 
 // serveHTTP is every request's handler: one from a client of this site
 // is routed, one another site sent here is delivered.
@@ -48,7 +60,7 @@ func (e *Engine) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	// HTTP/1 server would throw the rest of the body away once the
 	// answer starts.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	p := &plan{address: ci.address, fromSite: ci.fromSite, start: time.Now()}
+	p := &plan{address: ci.address, fromSite: ci.fromSite, origin: originOf(ci), start: time.Now()}
 	var rec *record
 	if ci.logged {
 		rec, req = track(w, req)

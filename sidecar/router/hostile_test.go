@@ -47,7 +47,7 @@ type testSite struct {
 	stop   func()
 }
 
-func startSite(t testing.TB, name string, linkAccess bool, links []LinkSpec, svc Services) *testSite {
+func startSite(t testing.TB, name string, linkAccess bool, links []LinkSpec, svc Services, opts ...func(*Config)) *testSite {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.LoadOrCreateCA(dir, name)
@@ -72,6 +72,9 @@ func startSite(t testing.TB, name string, linkAccess bool, links []LinkSpec, svc
 		cfg.LinkListen = "127.0.0.1:0"
 		cfg.ServerTLS = pki.ServerTLS(ca, cert)
 		cfg.Admission = &token.Admission{Ledger: s.ledger, CA: ca, Site: name}
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	s.r, err = New(cfg)
 	if err != nil {

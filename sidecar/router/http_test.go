@@ -174,9 +174,17 @@ func TestHTTPPerRequest(t *testing.T) {
 		})
 	}
 	req := n.east.r.m.HTTP.Requests
-	west, north := counterValue(req.WithLabelValues("web", "west", "2xx")), counterValue(req.WithLabelValues("web", "north", "2xx"))
+	west, north := counterValue(req.WithLabelValues("web", "west", "2xx", "")), counterValue(req.WithLabelValues("web", "north", "2xx", ""))
 	if west+north != 2000 {
 		t.Errorf("skiff_http_requests_total{class=2xx}: west %v, north %v; want 2000 in all", west, north)
+	}
+	// West counts the requests it delivered as east's (origin), not as
+	// its own clients'.
+	if got := counterValue(n.west.r.m.HTTP.Requests.WithLabelValues("web", "west", "2xx", "east")); got != west {
+		t.Errorf("west's skiff_http_requests_total{origin=east} = %v, want the %v east sent it", got, west)
+	}
+	if got := counterValue(n.west.r.m.HTTP.Requests.WithLabelValues("web", "west", "2xx", "")); got != 0 {
+		t.Errorf("west's skiff_http_requests_total{origin=\"\"} = %v, want 0: its clients sent none", got)
 	}
 }
 

@@ -56,8 +56,11 @@ type link struct {
 	pending     map[string]netview.Signed
 	pendingCert string // a renewed link certificate for the peer (renew.go)
 	pendingCA   string // this site's trust bundle for the peer (rotation.go)
-	kick        chan struct{}
-	done        chan struct{}
+	// traffic holds traffic reports to send (traffic.go), the newest per
+	// node.
+	traffic map[string]netview.SignedTraffic
+	kick    chan struct{}
+	done    chan struct{}
 }
 
 func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *link {
@@ -307,6 +310,10 @@ func (l *link) enqueue(recs []netview.Signed) {
 // controlMsg is what flows on a link's control stream.
 type controlMsg struct {
 	Records [][]byte `json:"records,omitempty"` // signed site records (netview wire form)
+	// Traffic are signed traffic reports (netview wire form), between
+	// gateways only (traffic.go). A gateway of an earlier version ignores
+	// the field.
+	Traffic [][]byte `json:"traffic,omitempty"`
 	// LinkCert is a new link certificate (PEM) for the site that dialled
 	// the link, from the site that issued its token (renew.go).
 	LinkCert string `json:"linkCert,omitempty"`
@@ -326,15 +333,18 @@ func (l *link) writeLoop() {
 		case <-l.kick:
 		}
 		l.pendMu.Lock()
-		batch := l.pending
-		l.pending = map[string]netview.Signed{}
+		batch, traffic := l.pending, l.traffic
+		l.pending, l.traffic = map[string]netview.Signed{}, nil
 		msg := controlMsg{LinkCert: l.pendingCert, CA: l.pendingCA}
 		l.pendingCert, l.pendingCA = "", ""
 		l.pendMu.Unlock()
 		for _, rec := range batch {
 			msg.Records = append(msg.Records, rec.Wire())
 		}
-		if len(msg.Records) == 0 && msg.LinkCert == "" && msg.CA == "" {
+		for _, t := range traffic {
+			msg.Traffic = append(msg.Traffic, t.Wire())
+		}
+		if len(msg.Records) == 0 && len(msg.Traffic) == 0 && msg.LinkCert == "" && msg.CA == "" {
 			continue
 		}
 		l.mu.Lock()
@@ -404,6 +414,9 @@ func (l *link) readControl(br *bufio.Reader) {
 				r.flood(changed, l)
 			}
 			r.viewChanged()
+		}
+		if len(msg.Traffic) > 0 {
+			r.applyTraffic(l, msg.Traffic)
 		}
 	}
 }

@@ -29,6 +29,9 @@ type Metrics struct {
 	// RecordsRefused counts site records refused, by reason (invalid,
 	// signature, key_conflict, too_many).
 	RecordsRefused *prometheus.CounterVec
+	// TrafficRefused counts traffic reports refused, by reason (invalid,
+	// signature, key_conflict, version).
+	TrafficRefused *prometheus.CounterVec
 	// StreamsRefused counts streams a peer opened that were refused, by
 	// reason (bad_header, hop_limit, loop, policy, member_origin).
 	StreamsRefused *prometheus.CounterVec
@@ -57,6 +60,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		RecordsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_site_records_refused_total", Help: "Site records refused (invalid, unsigned or badly signed, for a name another key holds), by reason.",
+		}, []string{"reason"}),
+		TrafficRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_traffic_reports_refused_total", Help: "Traffic reports of other gateways refused (invalid, badly signed, by a key that does not speak for their site), by reason.",
 		}, []string{"reason"}),
 		PolicyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skiff_policy_refused_total", Help: "Streams and routes refused by a link's policy, by peer site and direction (advertise: an address the peer may not advertise here; reach: an address of this site it may not reach).",
@@ -115,6 +121,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
 		m.PeerBytes, m.PeerStreams, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
-		m.LinkRefused, m.RecordsRefused, m.StreamsRefused, m.PolicyRefused, m.Draining, m.CertExpiry, m.LinkCertsRenewed)
+		m.LinkRefused, m.RecordsRefused, m.TrafficRefused, m.StreamsRefused, m.PolicyRefused, m.Draining, m.CertExpiry, m.LinkCertsRenewed)
 	return m
 }

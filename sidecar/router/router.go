@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/l7"
 	"github.com/skiff-io/skiff/sidecar/mux"
@@ -187,6 +188,9 @@ type Config struct {
 	Mux         mux.Config    // zero value: mux defaults
 	DialTimeout time.Duration // for local connectors and link dials; default 3s
 	Epoch       int64         // start time for site records; default now
+	// TrafficEvery is how often a gateway reports its traffic to the
+	// network (traffic.go); 0: DefaultTrafficEvery. Tests shorten it.
+	TrafficEvery time.Duration
 	// RecordRefresh is how often a gateway re-signs and floods its site
 	// record when nothing changed; RecordMaxAge how long a record of
 	// another site is kept without a newer one. 0: netview's defaults.
@@ -240,6 +244,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RedirectRecheck == 0 {
 		c.RedirectRecheck = DefaultRedirectRecheck
+	}
+	if c.TrafficEvery <= 0 {
+		c.TrafficEvery = DefaultTrafficEvery
 	}
 	if c.RecordRefresh == 0 {
 		c.RecordRefresh = netview.DefaultRefresh
@@ -401,6 +408,8 @@ type Router struct {
 	runCtx context.Context
 
 	policyLog policyLog
+	// trafficGather reads the counters traffic reports are made of.
+	trafficGather prometheus.Gatherer
 	// refusedLogs bounds the log lines of refused link connections.
 	refusedLogs *logging.Limiter
 	// muxConfig is cfg.Mux with the stream-refusal counter.
@@ -441,6 +450,7 @@ func New(cfg Config) (*Router, error) {
 	r.workers = newWorkers(maxIdleWorkers, workerIdleTimeout, r.tasks.Go)
 	r.http = l7.New(l7.Options{Upstreams: upstreams{r}, Self: cfg.Site, Metrics: cfg.Metrics.HTTP, Log: r.log.WithName("http"), AccessLog: cfg.AccessLog, Go: r.workers.Go})
 	r.refusedLogs = logging.NewLimiter(5, time.Minute)
+	r.trafficGather = newTrafficGatherer(r.m)
 	r.muxConfig = cfg.Mux
 	r.muxConfig.OnRefuse = func(why mux.RefuseReason) {
 		r.m.StreamsRefused.WithLabelValues(strings.ReplaceAll(why.String(), " ", "_")).Inc()
@@ -517,6 +527,7 @@ func (r *Router) Run(ctx context.Context) error {
 	r.tasks.Go(func() { r.http.Run(ctx) })
 	if r.cfg.Role == RoleGateway {
 		r.tasks.Go(func() { r.refreshLoop(ctx) })
+		r.tasks.Go(func() { r.trafficLoop(ctx) })
 	}
 	if len(r.cfg.Siblings) > 0 {
 		r.tasks.Go(func() { r.siblingLoop(ctx) })

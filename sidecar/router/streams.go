@@ -139,7 +139,7 @@ func (r *Router) deliver(ctx context.Context, f *flow, h header, in *streamConn)
 			in.Close()
 			return
 		}
-		r.track(h.Address, "delivery", func() { r.http.ServeSite(ctx, in, h.Address) })
+		r.track(h.Address, "delivery", func() { r.http.ServeSite(ctx, in, h.Address, h.Origin) })
 		return
 	}
 	t := r.services.Load()

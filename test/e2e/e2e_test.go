@@ -361,7 +361,7 @@ spec:
 		return nil
 	})
 	httpMetrics := must(t, "kubectl", "-n", "east", "exec", "deploy/client", "-c", "app", "--", "/skiff-echo", "get", "--url", "http://127.0.0.1:15090/metrics")
-	if !strings.Contains(httpMetrics, `skiff_http_requests_total{address="backend:8080",class="2xx",site="west"}`) {
+	if !strings.Contains(httpMetrics, `skiff_http_requests_total{address="backend:8080",class="2xx",origin="",site="west"}`) {
 		t.Errorf("east's client sidecar counted no HTTP request answered by west")
 	}
 	sum.add("5c http: one keep-alive connection over both sites", "ok", fmt.Sprintf("%v", keepAlive))

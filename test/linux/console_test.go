@@ -16,13 +16,15 @@ import (
 
 // The controller's console in a real browser: three Linux sites (west and
 // north linked to east and serving web, which east routes closest), east's
-// controller serving the console, headless Chromium driven with chromedp.
-// Asserted from the page: three sites, the two links up with their costs,
-// web served by west and north; under a load of requests to east's web,
-// traffic on the east-west link and none on east-north, and web's
-// requests from east going to west when it is selected; then north's
-// gateway is killed and its link turns down on the page within the 5 s
-// the console promises, with an event saying so.
+// and north's controllers serving their consoles, headless Chromium driven
+// with chromedp. Asserted from east's page: three sites, the two links up
+// with their costs, web served by west and north; under a load of requests
+// to east's web, traffic on the east-west link and none on east-north, and
+// web's requests from east going to west when it is selected. From
+// north's page, the same load on the east-west link, a link between two
+// other sites (from the traffic reports east's gateway floods). Then
+// north's gateway is killed and its link turns down on east's page within
+// the 5 s the console promises, with an event saying so.
 // Screenshots go to the test's artifact directory (go test -artifacts);
 // SKIFF_CONSOLE_SCREENSHOT=FILE also writes the first one there (the one
 // in docs/).
@@ -50,6 +52,7 @@ routing:
 	start(t, ctl, "--site-file", eastFile, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", gwAdmin),
 		"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ctlAdmin), "--health-probe-bind-address", "0")
 	gateways := map[string]*proc{}
+	northAdmin, northXDS, northCtl := port(), port(), port()
 	for i, name := range []string{"west", "north"} {
 		tok := filepath.Join(dir, name+"-token.yaml")
 		if out, err := runCmd(bin, "token", "issue", "--site-file", eastFile, "--out", tok); err != nil {
@@ -65,7 +68,14 @@ links:
 connectors:
   - {address: web, host: 127.0.0.1, port: %d, protocol: http}
 `, name, name, tok, i+2, e))
-		gateways[name] = start(t, bin, "gateway", "--site-file", file, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+		if name == "west" {
+			gateways[name] = start(t, bin, "gateway", "--site-file", file, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+			continue
+		}
+		gateways[name] = start(t, bin, "gateway", "--site-file", file, "--controller", fmt.Sprintf("127.0.0.1:%d", northXDS),
+			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", northAdmin), "--health-probe-bind-address", "0")
+		start(t, ctl, "--site-file", file, "--gateway-admin", fmt.Sprintf("127.0.0.1:%d", northAdmin),
+			"--xds-bind-address", fmt.Sprintf("127.0.0.1:%d", northXDS), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", northCtl), "--health-probe-bind-address", "0")
 	}
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/console/", ctlAdmin)
@@ -147,6 +157,7 @@ connectors:
 		return nil
 	})
 	screenshot(t, ctx, "network.png", os.Getenv("SKIFF_CONSOLE_SCREENSHOT"))
+	otherSites(t, ctx, fmt.Sprintf("http://127.0.0.1:%d/console/", northCtl))
 	stopLoad()
 	<-loaded
 
@@ -169,6 +180,39 @@ connectors:
 		t.Errorf("events on the page: %q %v", events, err)
 	}
 	screenshot(t, ctx, "north-down.png", "")
+}
+
+// otherSites checks, from north's console at url, that the load through
+// east shows on the east-west link, between two other sites, and where
+// web's traffic from east goes.
+func otherSites(t *testing.T, browser context.Context, url string) {
+	ctx, cancel := chromedp.NewContext(browser) // a second tab
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	page := func(expr string) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	}
+	testutil.Eventually(t, 30*time.Second, "north's page shows the traffic on east-west and web's from east", func() error {
+		got, err := page(`(() => { const c = window.skiffConsole; if (!c || !c.snapshot) return "no snapshot";
+			const edges = c.cy.edges().map(e => e.data("a") + "-" + e.data("b") + ":" + e.data("busy") + ":" + e.data("label").replace(/\n/g, " ")).sort().join(",");
+			const tr = document.querySelector('#service-rows tr[data-name="web"]');
+			if (tr && !tr.classList.contains("selected")) tr.click();
+			return edges + " / " + document.getElementById("flows").textContent })()`)
+		if err != nil {
+			return err
+		}
+		// West delivers east's requests: they are east's flow, not west's.
+		if !strings.Contains(got, "east-west:1:cost 2 east→west ") || !strings.Contains(got, "web from east: to west ") || strings.Contains(got, "from west") {
+			return fmt.Errorf("north's page shows %q", got)
+		}
+		t.Logf("north's page under load: %s", got)
+		return nil
+	})
+	screenshot(t, ctx, "from-north.png", "")
 }
 
 // screenshot saves the page into the test's artifact directory, and into

@@ -30,7 +30,6 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/shared/admin"
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
-	"github.com/skiff-io/skiff/sidecar/shared/counters"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
@@ -362,10 +361,10 @@ func serveAdmin(ctx context.Context, g *errgroup.Group, o Options, reg *promethe
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/status", StatusHandler(c, srv))
 		if o.Console {
-			traffic := func(ctx context.Context) (counters.Sample, error) {
+			traffic := func(ctx context.Context) (console.Reading, error) {
 				addrs, err := src.gatewayAddrs()
 				if err != nil {
-					return counters.Sample{}, err
+					return console.Reading{}, err
 				}
 				return console.GatewayTraffic(ctx, http.DefaultClient, addrs)
 			}

@@ -26,7 +26,7 @@ const keepAlive = 15 * time.Second
 // every open page. Run owns its polling goroutine; Handler serves pages.
 type Feed struct {
 	get     func() Input
-	traffic func(context.Context) (counters.Sample, error)
+	traffic func(context.Context) (Reading, error)
 	log     logr.Logger
 
 	mu      sync.Mutex
@@ -36,9 +36,9 @@ type Feed struct {
 }
 
 // NewFeed returns a feed of the state get returns, and of the traffic
-// with each neighbouring site that traffic reads (the gateways' counters;
-// nil: none).
-func NewFeed(get func() Input, traffic func(context.Context) (counters.Sample, error), log logr.Logger) *Feed {
+// that traffic reads (the gateways' counters and the traffic reports they
+// hold, GatewayTraffic; nil: none).
+func NewFeed(get func() Input, traffic func(context.Context) (Reading, error), log logr.Logger) *Feed {
 	return &Feed{get: get, traffic: traffic, log: log, changed: make(chan struct{})}
 }
 
@@ -88,12 +88,13 @@ func (f *Feed) readTraffic(ctx context.Context, site string, prev *counters.Samp
 		return prev, then
 	}
 	if prev != nil {
-		b, err := json.Marshal(rates(site, *prev, cur, now.Sub(then), now))
-		if err == nil {
+		t := rates(site, *prev, cur.Own, now.Sub(then), now)
+		t.Remote = remoteRates(site, cur.Remote)
+		if b, err := json.Marshal(t); err == nil {
 			f.publish(&f.rates, b)
 		}
 	}
-	return &cur, now
+	return &cur.Own, now
 }
 
 // publish replaces *slot with b and wakes every open page.

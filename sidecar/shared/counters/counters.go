@@ -86,6 +86,22 @@ func Parse(r io.Reader) (Sample, error) {
 	if err != nil {
 		return Sample{}, err
 	}
+	return FromFamilies(families), nil
+}
+
+// Gathered reads the counters a Sample holds out of what a registry
+// gathered (a router reading its own, prometheus.Gatherer's Gather).
+func Gathered(families []*dto.MetricFamily) Sample {
+	byName := make(map[string]*dto.MetricFamily, len(families))
+	for _, f := range families {
+		byName[f.GetName()] = f
+	}
+	return FromFamilies(byName)
+}
+
+// FromFamilies reads the counters a Sample holds out of metric families
+// by name.
+func FromFamilies(families map[string]*dto.MetricFamily) Sample {
 	out := NewSample()
 	each := func(name string, f func(m *dto.Metric, v float64)) {
 		for _, m := range families[name].GetMetric() {
@@ -120,6 +136,9 @@ func Parse(r io.Reader) (Sample, error) {
 		out.Flow(label(m, "address"), label(m, "site")).Connections += v
 	})
 	each("skiff_http_requests_total", func(m *dto.Metric, v float64) {
+		if label(m, "origin") != "" {
+			return // another site's request this site delivered: that site's flow
+		}
 		site, class := label(m, "site"), label(m, "class")
 		f := out.Flow(label(m, "address"), site)
 		f.Requests += v
@@ -128,7 +147,7 @@ func Parse(r io.Reader) (Sample, error) {
 		}
 	})
 	delete(out.Peers, "")
-	return out, nil
+	return out
 }
 
 func label(m *dto.Metric, name string) string {

@@ -10,13 +10,15 @@ import (
 
 // The routers' own counters, written by their own registry, read back:
 // per peer, bytes each way and streams either way; per address and site,
-// connections routed, HTTP requests answered and those that failed.
+// connections routed, HTTP requests answered and those that failed, of
+// this site's clients (a request another site sent here, with an origin,
+// is that site's flow).
 func TestParse(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_peer_bytes_total"}, []string{"peer", "direction"})
 	streams := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_peer_streams_total"}, []string{"peer", "direction"})
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_routing_decisions_total"}, []string{"address", "pattern", "site"})
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_http_requests_total"}, []string{"address", "site", "class"})
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_http_requests_total"}, []string{"address", "site", "class", "origin"})
 	other := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_streams_opened_total"}, []string{"address", "role"})
 	reg.MustRegister(bytes, streams, decisions, requests, other)
 	bytes.WithLabelValues("west", "sent").Add(100)
@@ -24,9 +26,10 @@ func TestParse(t *testing.T) {
 	streams.WithLabelValues("west", "opened").Add(3)
 	streams.WithLabelValues("north", "accepted").Add(2)
 	decisions.WithLabelValues("db", "closest", "west").Add(7)
-	requests.WithLabelValues("web", "west", "2xx").Add(40)
-	requests.WithLabelValues("web", "west", "5xx").Add(2)
-	requests.WithLabelValues("web", "none", "5xx").Add(1)
+	requests.WithLabelValues("web", "west", "2xx", "").Add(40)
+	requests.WithLabelValues("web", "west", "5xx", "").Add(2)
+	requests.WithLabelValues("web", "none", "5xx", "").Add(1)
+	requests.WithLabelValues("web", "west", "2xx", "north").Add(1000)
 	other.WithLabelValues("web", "origin").Add(9)
 	mfs, err := reg.Gather()
 	if err != nil {

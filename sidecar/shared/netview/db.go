@@ -80,6 +80,10 @@ type DB struct {
 	records     map[string]*held // other nodes only, by node ID
 	keys        map[string]*binding
 	conflicts   []Conflict // the latest, at most maxConflicts
+	// traffic holds the latest traffic report of other nodes that have
+	// a record here (traffic.go); trafficSeq numbers the local node's.
+	traffic    map[string]*heldTraffic
+	trafficSeq uint64
 
 	// view caches the view of the current records; nil after a change.
 	// Readers load it without taking mu.
@@ -671,6 +675,7 @@ func (db *DB) Signed() ([]Signed, error) {
 func (db *DB) Forget(node string) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	delete(db.traffic, node)
 	if _, ok := db.records[node]; ok {
 		delete(db.records, node)
 		db.invalidate()
@@ -688,6 +693,7 @@ func (db *DB) Expire(maxAge time.Duration) []string {
 	for node, h := range db.records {
 		if now.Sub(h.at) > maxAge {
 			delete(db.records, node)
+			delete(db.traffic, node)
 			dropped = append(dropped, node)
 		}
 	}

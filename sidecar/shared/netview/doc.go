@@ -27,6 +27,11 @@
 // OSPF's two-way check, so a dead peer's stale record cannot keep a path
 // alive; a site with no path left drops out of the view at once.
 //
+// Gateways also flood signed traffic reports ([Traffic], [SignTraffic],
+// [OpenTraffic]): what each moved over its last interval, for consoles.
+// The DB keeps the newest per node it holds a record of
+// ([DB.ApplyTraffic], [DB.Traffic]); they are not part of the view.
+//
 // The package does no I/O, starts no goroutines and logs nothing: the router
 // moves records over links with [Sign] and [Open] and asks the DB what
 // changed.

@@ -67,27 +67,43 @@ function bytes(bps) {
   return Math.round(bps) + ' B/s';
 }
 
-// edgeLabel writes a link's cost, state and, on this site's links, the
-// traffic of the last sample: out (sent to the peer), in, streams.
+// edgeLabel writes a link's cost, state and the traffic of the last
+// sample: on this site's links out (sent to the peer) and in, on the
+// links between other sites each way (a→b, b→a); then streams.
 function edgeLabel(e) {
   let label = 'cost ' + e.data('cost') + (e.data('state') === 'down' ? ' (down)' : '');
   const r = e.data('rate');
   if (r && e.data('state') === 'up') {
-    label += `\nout ${bytes(r.sentBps)}, in ${bytes(r.receivedBps)}, ${r.streamsPerSec} streams/s`;
+    const ways = r.from === state.snapshot.site
+      ? `out ${bytes(r.sentBps)}, in ${bytes(r.receivedBps)}`
+      : `${r.from}→${r.to} ${bytes(r.sentBps)}, ${r.to}→${r.from} ${bytes(r.receivedBps)}`;
+    label += `\n${ways}, ${r.streamsPerSec} streams/s`;
   }
   e.data('label', label);
 }
 
-// applyTraffic puts the rates with each neighbouring site on the links
-// of this site; links with none get none.
+// rateOf returns the traffic of the last sample on the link between a
+// and b as seen from one end (this site's when it is one, else the
+// first end that reported), or null.
+function rateOf(t, a, b) {
+  const peersOf = new Map([[t.site, t.peers], ...(t.remote || []).map((r) => [r.site, r.peers || []])]);
+  const ends = a === t.site || b !== t.site ? [[a, b], [b, a]] : [[b, a], [a, b]];
+  for (const [from, to] of ends) {
+    const p = (peersOf.get(from) || []).find((x) => x.peer === to);
+    if (p) return { from, to, sentBps: p.sentBps, receivedBps: p.receivedBps, streamsPerSec: p.streamsPerSec };
+  }
+  return null;
+}
+
+// applyTraffic puts the rates of the last sample on the links: this
+// site's from its gateways' counters, the others' from their gateways'
+// reports; links with none get none.
 function applyTraffic(t) {
   state.traffic = t;
   if (state.snapshot) applyServices(state.snapshot);
-  const byPeer = new Map(t.peers.map((p) => [p.peer, p]));
   cy.edges().forEach((e) => {
-    const peer = e.data('a') === t.site ? e.data('b') : e.data('b') === t.site ? e.data('a') : null;
-    const r = peer ? byPeer.get(peer) : null;
-    e.data('rate', r ? { sentBps: r.sentBps, receivedBps: r.receivedBps, streamsPerSec: r.streamsPerSec } : null);
+    const r = rateOf(t, e.data('a'), e.data('b'));
+    e.data('rate', r);
     e.data('busy', r && (r.sentBps > 0 || r.receivedBps > 0) ? 1 : 0);
     edgeLabel(e);
   });
@@ -99,11 +115,18 @@ function cell(tr, text) {
   tr.appendChild(td);
 }
 
-// flowsOf returns the traffic from this site of an address in the last
-// sample, by site, or null.
+// flowsOf returns the traffic of an address in the last sample, from
+// this site and from the others that reported it: a list of { from,
+// flows (by target site) }, this site first, or null.
 function flowsOf(name) {
-  const a = state.traffic && (state.traffic.addresses || []).find((x) => x.name === name);
-  return a ? a.flows : null;
+  const t = state.traffic;
+  if (!t) return null;
+  const out = [];
+  for (const [from, addrs] of [[t.site, t.addresses], ...(t.remote || []).map((r) => [r.site, r.addresses])]) {
+    const a = (addrs || []).find((x) => x.name === name);
+    if (a) out.push({ from, flows: a.flows });
+  }
+  return out.length ? out : null;
 }
 
 // rateText says how busy flows are: requests and connections per second,
@@ -121,10 +144,10 @@ function rateText(flows) {
 function applyFlows(s) {
   const el = document.getElementById('flows');
   if (!state.selected) { el.textContent = ''; return; }
-  const flows = flowsOf(state.selected);
-  el.textContent = flows
-    ? `${state.selected} from ${s.site}: ` + flows.map((f) => `to ${f.site} ${rateText([f])}`).join('; ')
-    : `${state.selected}: no traffic from ${s.site} in the last sample.`;
+  const from = flowsOf(state.selected);
+  el.textContent = from
+    ? from.map((o) => `${state.selected} from ${o.from}: ` + o.flows.map((f) => `to ${f.site} ${rateText([f])}`).join('; ')).join(' | ')
+    : `${state.selected}: no traffic in the last sample.`;
 }
 
 function applyServices(s) {
@@ -140,8 +163,8 @@ function applyServices(s) {
     cell(tr, sv.protocol);
     cell(tr, sv.routing);
     cell(tr, (sv.sites || []).map((x) => `${x.site} (${x.endpoints}, cost ${x.cost})`).join(', ') || '-');
-    const flows = flowsOf(sv.name);
-    cell(tr, flows ? rateText(flows) : '-');
+    const from = flowsOf(sv.name);
+    cell(tr, from ? rateText(from.flatMap((o) => o.flows)) : '-');
     frag.appendChild(tr);
   }
   rows.replaceChildren(frag);
