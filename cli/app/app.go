@@ -3,7 +3,10 @@
 // (kubeconfig, context and namespace as kubectl finds them). It holds no
 // state of its own: tokens, links and exposure are the Secrets and
 // annotations the controller acts on, and the network it shows is the one
-// the controller writes into the status ConfigMap.
+// the controller writes into the status ConfigMap. A Linux site
+// (--site-file) is its site file, its data dir and its gateway's view
+// (--admin) instead: token create issues into the data dir, link create
+// and link delete edit the site file, which the gateway reloads.
 package app
 
 import (
@@ -203,7 +206,7 @@ func usage(w io.Writer, name string) {
 	}
 	sort.Strings(list)
 	fmt.Fprintln(w, strings.Join(list, "\n"))
-	fmt.Fprintf(w, "\nEvery command takes --kubeconfig, --context, -n/--namespace and -o/--output (table, json, yaml);\nstatus, network status and link list take --site-file FILE [--admin ADDR] for a Linux site.\n%s COMMAND --help lists a command's own flags.\n", name)
+	fmt.Fprintf(w, "\nEvery command takes --kubeconfig, --context, -n/--namespace and -o/--output (table, json, yaml);\nstatus, network status, token create and the link commands take --site-file FILE [--admin ADDR] for a Linux site.\n%s COMMAND --help lists a command's own flags.\n", name)
 }
 
 func commandUsage(w io.Writer, name string, c *command, fs *flag.FlagSet) {

@@ -17,25 +17,35 @@ func linuxInstead(instead string, run func(context.Context, *env, []string) erro
 	}
 }
 
+// onLinux runs linux for a Linux site (--site-file), else kube.
+func onLinux(linux, kube func(context.Context, *env, []string) error) func(context.Context, *env, []string) error {
+	return func(ctx context.Context, e *env, args []string) error {
+		if e.opts.siteFile != "" {
+			return linux(ctx, e, args)
+		}
+		return kube(ctx, e, args)
+	}
+}
+
 // commands is every command of the CLI.
 var commands = []command{
 	{words: []string{"status"}, help: "this site: its components, links, services and recent warnings", run: siteStatus},
 	{words: []string{"network", "status"}, help: "every site of the network, its links, and the sites that serve each address (-o dot: a Graphviz graph)", run: networkStatus},
-	{words: []string{"token", "create"}, args: "FILE", nargs: 1, help: "ask this site for a token and write it to FILE, for `link create` on another site", run: linuxInstead("issue one with `skiff-router token issue --site-file FILE --out TOKEN`", tokenCreate),
+	{words: []string{"token", "create"}, args: "FILE", nargs: 1, help: "ask this site for a token and write it to FILE, for `link create` on another site", run: onLinux(linuxTokenCreate, tokenCreate),
 		flags: func(fs *flag.FlagSet, e *env) {
-			e.stringFlag(fs, "name", "", "the token request's Secret name (default: link-to-SITE)")
+			e.stringFlag(fs, "name", "", "the token request's Secret name (default: link-to-SITE; Kubernetes only)")
 			e.stringFlag(fs, "expires", "15m", "how long the token can be redeemed (a Go duration)")
 			e.intFlag(fs, "uses", 1, "how many sites may redeem it")
-			e.durationFlag(fs, "timeout", 30*time.Second, "how long to wait for the controller to issue it")
+			e.durationFlag(fs, "timeout", 30*time.Second, "how long to wait for the controller to issue it (Kubernetes only)")
 		}},
-	{words: []string{"link", "create"}, args: "FILE", nargs: 1, help: "link this site to the site that issued the token in FILE", run: linuxInstead("add `- {token: FILE, cost: N}` to the site file's links: the gateway reloads it", linkCreate),
+	{words: []string{"link", "create"}, args: "FILE", nargs: 1, help: "link this site to the site that issued the token in FILE", run: onLinux(linuxLinkCreate, linkCreate),
 		flags: func(fs *flag.FlagSet, e *env) {
-			e.stringFlag(fs, "name", "", "the link's Secret name (default: the name in FILE)")
+			e.stringFlag(fs, "name", "", "the link's name: its Secret's, or a Linux site's copy of the token (default: the name in FILE, else link-to-PEER)")
 			e.intFlag(fs, "cost", 1, "the link's cost (a whole number >= 1; routing prefers cheaper paths)")
-			e.durationFlag(fs, "timeout", 30*time.Second, "how long to wait for the controller to take the link")
+			e.durationFlag(fs, "timeout", 30*time.Second, "how long to wait for the link to come up")
 		}},
 	{words: []string{"link", "list"}, help: "the links this site dials, with their peer, cost and state", run: linkList},
-	{words: []string{"link", "delete"}, args: "NAME", nargs: 1, help: "delete the link NAME (its Secret)", run: linuxInstead("remove the link from the site file's links: the gateway reloads it", linkDelete)},
+	{words: []string{"link", "delete"}, args: "NAME", nargs: 1, help: "delete the link NAME (its Secret; on a Linux site its peer, or its token file, in the site file)", run: onLinux(linuxLinkDelete, linkDelete)},
 	{words: []string{"expose", "service"}, args: "NAME", nargs: 1, help: "expose the Service NAME to the network (sets its annotations)", run: linuxInstead("add a connector (address, host, port) to the site file", exposeService),
 		flags: func(fs *flag.FlagSet, e *env) {
 			e.stringFlag(fs, "address", "", "the network address (default: the Service's name)")

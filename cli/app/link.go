@@ -21,43 +21,116 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/token"
 )
 
 // maxTokenFile bounds what link create reads: a token file is about 3 KiB.
 const maxTokenFile = 1 << 20
 
-// readTokenFile reads a token file (what token create writes, or a
-// request Secret exported by hand as YAML or JSON) and checks its token.
+// readTokenFile reads a token file, at most maxTokenFile bytes: a token
+// request Secret that `token create` writes on a Kubernetes site (or one
+// exported by hand, as YAML or JSON), or a LinkToken that `token create
+// --site-file` and `skiff-router token issue` write on a Linux site. It
+// returns the Secret's name ("" for a LinkToken), the token, and the
+// token parsed; the token is not checked yet (checkLinkToken).
 func readTokenFile(file string) (name string, data []byte, tok *token.Token, err error) {
-	f, err := os.Open(file)
+	b, err := readLimited(file, maxTokenFile)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("reading the token file: %w", err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("reading the token file: %w", err)
+	var head struct {
+		Kind string `json:"kind"`
 	}
-	if len(b) > maxTokenFile {
-		return "", nil, nil, fmt.Errorf("%s is over %d bytes: not a token file", file, maxTokenFile)
+	if err := yaml.Unmarshal(b, &head); err != nil {
+		return "", nil, nil, fmt.Errorf("%s is not a token file (a Secret manifest or a LinkToken): %w", file, err)
 	}
-	var sec corev1.Secret
-	if err := yaml.Unmarshal(b, &sec); err != nil {
-		return "", nil, nil, fmt.Errorf("%s is not a Secret manifest: %w", file, err)
-	}
-	if sec.Kind != "Secret" {
-		return "", nil, nil, fmt.Errorf("%s holds a %q, not a Secret: make one with `skiff token create FILE` on the site to link to", file, sec.Kind)
-	}
-	data = sec.Data[contract.TokenKey]
-	if len(data) == 0 {
-		return "", nil, nil, fmt.Errorf("the Secret in %s has no data %s: was it exported before its site's controller filled it in?", file, contract.TokenKey)
+	switch head.Kind {
+	case token.Kind:
+		data = b
+	case "Secret":
+		if name, data, err = secretToken(file, b); err != nil {
+			return "", nil, nil, err
+		}
+	default:
+		return "", nil, nil, fmt.Errorf("%s holds a %q, not a Secret or a %s: make one with `skiff token create FILE` on the site to link to", file, head.Kind, token.Kind)
 	}
 	tok, err = token.Parse(data)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("the token in %s: %w", file, err)
 	}
-	return sec.Name, data, tok, nil
+	return name, data, tok, nil
+}
+
+// secretToken returns the name and the token of b, a Secret manifest.
+func secretToken(file string, b []byte) (name string, data []byte, err error) {
+	var sec corev1.Secret
+	if err := yaml.Unmarshal(b, &sec); err != nil {
+		return "", nil, fmt.Errorf("%s is not a Secret manifest: %w", file, err)
+	}
+	data = sec.Data[contract.TokenKey]
+	if len(data) == 0 {
+		return "", nil, fmt.Errorf("the Secret in %s has no data %s: was it exported before its site's controller filled it in?", file, contract.TokenKey)
+	}
+	return sec.Name, data, nil
+}
+
+// readLimited reads the file at path, refusing one over max bytes
+// without reading it all.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is over %d bytes: not a token file", path, max)
+	}
+	return b, nil
+}
+
+// checkLinkToken checks the token of file before a site links with it,
+// as both kinds of site do: it is as its site issued it (signed by its
+// CA, not edited since), a link token (not a member token, for its
+// site's own sidecars), and not expired. notOwn checks the rest.
+func checkLinkToken(e *env, tok *token.Token, file string, now time.Time) error {
+	if err := tok.VerifyIntegrity(); err != nil {
+		return fmt.Errorf("the token in %s cannot be used: %w", file, err)
+	}
+	if tok.IsMember() {
+		return fmt.Errorf("the token in %s is a member token, for site %s's own sidecars: make a link token there with `%s token create FILE`", file, tok.Site, e.name)
+	}
+	if !now.Before(tok.Expires) {
+		return fmt.Errorf("the token of site %s expired at %s: make a new one there with `%s token create FILE`", tok.Site, tok.Expires.UTC().Format(time.RFC3339), e.name)
+	}
+	return nil
+}
+
+// notOwn refuses the token of self, the site that would link with it.
+func notOwn(tok *token.Token, file, self string) error {
+	if tok.Site == self {
+		return fmt.Errorf("the token in %s is this site's own (%s): create the link on the other site", file, self)
+	}
+	return nil
+}
+
+// linkOptions checks link create's --cost and returns it, with the
+// link's name: --name, else the name in the token file, else
+// link-to-PEER.
+func linkOptions(e *env, fileName string, tok *token.Token) (name string, cost int, err error) {
+	cost = e.num("cost")
+	if cost < 1 || cost > netview.MaxCost {
+		return "", 0, usageError{fmt.Sprintf("--cost %d: want a whole number from 1 to %d", cost, netview.MaxCost)}
+	}
+	name = cmpOr(e.str("name"), cmpOr(fileName, "link-to-"+tok.Site))
+	if err := names.CheckSite(name); err != nil {
+		return "", 0, usageError{fmt.Sprintf("link name %q: a name of at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit (--name)", name)}
+	}
+	return name, cost, nil
 }
 
 // linkCreate makes a link Secret from a token file, and waits for the
@@ -68,32 +141,23 @@ func linkCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if e.num("cost") < 1 {
-		return usageError{fmt.Sprintf("--cost %d: want a whole number >= 1", e.num("cost"))}
+	name, cost, err := linkOptions(e, fileName, tok)
+	if err != nil {
+		return err
 	}
-	if now := time.Now(); now.After(tok.Expires) {
-		return fmt.Errorf("the token of site %s expired at %s: make a new one there with `%s token create FILE`", tok.Site, tok.Expires.UTC().Format(time.RFC3339), e.name)
-	}
-	name := e.str("name")
-	if name == "" {
-		name = fileName
-	}
-	if name == "" {
-		name = "link-to-" + tok.Site
-	}
-	if err := names.CheckSite(name); err != nil {
-		return usageError{fmt.Sprintf("link name %q: a Secret name of at most 63 lower-case letters, digits and '-' (--name)", name)}
+	if err := checkLinkToken(e, tok, args[0], time.Now()); err != nil {
+		return err
 	}
 	s, st, err := e.kubeStatus(ctx)
 	if err != nil {
 		return err
 	}
-	if tok.Site == st.Site {
-		return fmt.Errorf("the token in %s is this site's own (%s): create the link on the other site", args[0], st.Site)
+	if err := notOwn(tok, args[0], st.Site); err != nil {
+		return err
 	}
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns,
 		Labels:      map[string]string{contract.TypeLabel: "link"},
-		Annotations: map[string]string{contract.CostAnnotation: strconv.Itoa(e.num("cost"))}},
+		Annotations: map[string]string{contract.CostAnnotation: strconv.Itoa(cost)}},
 		Data: map[string][]byte{contract.TokenKey: data}}
 	if err := s.c.Create(ctx, sec); err != nil {
 		if apierrors.IsAlreadyExists(err) {
@@ -109,7 +173,7 @@ func linkCreate(ctx context.Context, e *env, args []string) error {
 	if !up {
 		state = fmt.Sprintf("it is not up yet: `%s link list` shows its state", e.name)
 	}
-	fmt.Fprintf(e.out, "Link %s to site %s created (cost %d); %s.\n", name, tok.Site, e.num("cost"), state)
+	fmt.Fprintf(e.out, "Link %s to site %s created (cost %d); %s.\n", name, tok.Site, cost, state)
 	return nil
 }
 

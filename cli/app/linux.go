@@ -152,7 +152,7 @@ func (l *linuxSite) links(st *model.SiteStatus) []linkRow {
 		if fi, err := os.Stat(ln.Token); err == nil {
 			r.Since = fi.ModTime()
 		}
-		data, err := os.ReadFile(ln.Token)
+		data, err := readLimited(ln.Token, maxTokenFile)
 		r.Peer, r.State = linkState(st, data, err)
 		rows = append(rows, r)
 	}

@@ -28,12 +28,9 @@ const pollEvery = 250 * time.Millisecond
 // field of this cluster's (namespace, uid, resourceVersion, ...).
 func tokenCreate(ctx context.Context, e *env, args []string) error {
 	file := args[0]
-	ttl, err := time.ParseDuration(e.str("expires"))
-	if err != nil || ttl <= 0 {
-		return usageError{fmt.Sprintf("--expires %q: want a positive Go duration such as 15m or 2h", e.str("expires"))}
-	}
-	if e.num("uses") < 1 {
-		return usageError{fmt.Sprintf("--uses %d: want a whole number >= 1", e.num("uses"))}
+	ttl, err := tokenLimits(e)
+	if err != nil {
+		return err
 	}
 	s, st, err := e.kubeStatus(ctx)
 	if err != nil {
@@ -71,9 +68,27 @@ func tokenCreate(ctx context.Context, e *env, args []string) error {
 	if err := os.WriteFile(file, out, 0o600); err != nil {
 		return fmt.Errorf("writing the token: %w", err)
 	}
-	fmt.Fprintf(e.out, "Token of site %s written to %s: redeemable %s by %d site(s), until %s.\nOn the other site: %s link create %s\n",
-		tok.Site, file, plural(e.num("uses"), "once", "times"), e.num("uses"), tok.Expires.UTC().Format(time.RFC3339), e.name, file)
+	fmt.Fprintf(e.out, "%s\nOn the other site: %s link create %s\n", tokenWritten(tok, file, e.num("uses")), e.name, file)
 	return nil
+}
+
+// tokenLimits checks token create's --expires and --uses, and returns
+// the first.
+func tokenLimits(e *env) (time.Duration, error) {
+	ttl, err := time.ParseDuration(e.str("expires"))
+	if err != nil || ttl <= 0 {
+		return 0, usageError{fmt.Sprintf("--expires %q: want a positive Go duration such as 15m or 2h", e.str("expires"))}
+	}
+	if e.num("uses") < 1 {
+		return 0, usageError{fmt.Sprintf("--uses %d: want a whole number >= 1", e.num("uses"))}
+	}
+	return ttl, nil
+}
+
+// tokenWritten says that tok, redeemable by uses sites, is in file.
+func tokenWritten(tok *token.Token, file string, uses int) string {
+	return fmt.Sprintf("Token of site %s written to %s: redeemable %s by %d site(s), until %s.",
+		tok.Site, file, plural(uses, "once", "times"), uses, tok.Expires.UTC().Format(time.RFC3339))
 }
 
 func plural(n int, one, many string) string {

@@ -1,7 +1,8 @@
 // Package app assembles skiff-router's commands from their options: it reads
 // the site file, creates or loads the site's CA and certificates, checks
 // link tokens, starts the router with its health and metrics endpoints, and
-// issues tokens. The router itself (package router) knows nothing of files.
+// issues tokens (package datadir, which the skiff CLI runs as well). The
+// router itself (package router) knows nothing of files.
 package app
 
 import (
@@ -14,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -30,9 +30,9 @@ import (
 	"github.com/skiff-io/skiff/sidecar/router"
 	"github.com/skiff-io/skiff/sidecar/shared/admin"
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/datadir"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
-	"github.com/skiff-io/skiff/sidecar/shared/policy"
 	"github.com/skiff-io/skiff/sidecar/shared/sitefile"
 	"github.com/skiff-io/skiff/sidecar/shared/state"
 	"github.com/skiff-io/skiff/sidecar/shared/token"
@@ -170,11 +170,11 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	// A start that fails (a port in use) takes back the dirs it created,
 	// a new data dir with its CA, once everything it started has stopped:
 	// the next start, with the cause fixed, begins where this one did.
-	created := missingDirs(site.DataDir, site.CADir)
+	created := datadir.Missing(site.DataDir, site.CADir)
 	up := false // the router was serving when the run failed
 	defer func() {
 		if err != nil && !up {
-			removeCreated(created, log)
+			datadir.RemoveCreated(created, log)
 		}
 	}()
 	if o.MaxProcs > 0 {
@@ -471,7 +471,7 @@ func OpenState(site *sitefile.Site, role router.Role, kube *state.Kube) (state.S
 func Config(site *sitefile.Site, role router.Role, store state.Store, log logr.Logger) (router.Config, error) {
 	cfg := router.Config{Site: site.Name, Role: role, Log: log}
 	if site.DataDir != "" {
-		if err := secureDataDir(site.DataDir, log); err != nil {
+		if err := datadir.Secure(site.DataDir, log); err != nil {
 			return cfg, err
 		}
 	}
@@ -616,142 +616,14 @@ func hostsOf(addrs ...string) []string {
 	return out
 }
 
-// TokenOptions are the flags of `skiff-router token issue`.
-type TokenOptions struct {
-	SiteFile    string
-	Out         string
-	Expires     time.Duration
-	Redemptions int
-	// Member issues a member token, for this site's own sidecars, instead
-	// of a link token for another site.
-	Member bool
-	// Log hears what IssueToken changes on the way (a data dir it
-	// tightened); the zero Logger discards.
-	Log logr.Logger
-	// Policy is the policy of the links made with the token, kept in the
-	// ledger (--allow-advertise, --allow-reach); zero: everything allowed.
-	Policy policy.Policy
-}
+// TokenOptions are the flags of `skiff-router token issue`
+// ([datadir.TokenOptions]).
+type TokenOptions = datadir.TokenOptions
 
-// AddFlags registers the options on fs.
-func (o *TokenOptions) AddFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.SiteFile, "site-file", "", "site file of the site that issues the token")
-	fs.StringVar(&o.Out, "out", "", "where to write the token (YAML, mode 0600)")
-	fs.DurationVar(&o.Expires, "expires", 15*time.Minute, "how long the token can be redeemed")
-	fs.IntVar(&o.Redemptions, "redemptions", 1, "how many sites may redeem the token")
-	fs.BoolVar(&o.Member, "member", false, "issue a member token, for this site's own sidecars (and node agent), instead of a link token for another site")
-	fs.Func("allow-advertise", "comma-separated address patterns (backend, backend:8080, db-*, *) the linked site may advertise into this one; may be repeated (default: all)", func(v string) error {
-		l, err := policy.Parse(v)
-		o.Policy.Advertise = append(o.Policy.Advertise, l...)
-		return err
-	})
-	fs.Func("allow-reach", "comma-separated address patterns of this site the linked site may reach; may be repeated (default: all)", func(v string) error {
-		l, err := policy.Parse(v)
-		o.Policy.Reach = append(o.Policy.Reach, l...)
-		return err
-	})
-}
-
-// Validate reports missing or malformed options.
-func (o *TokenOptions) Validate() error {
-	var errs []error
-	if o.SiteFile == "" {
-		errs = append(errs, errors.New("--site-file is required"))
-	}
-	if o.Out == "" {
-		errs = append(errs, errors.New("--out is required"))
-	}
-	if o.Expires <= 0 {
-		errs = append(errs, fmt.Errorf("--expires must be positive, got %s", o.Expires))
-	}
-	if o.Redemptions < 1 {
-		errs = append(errs, fmt.Errorf("--redemptions must be >= 1, got %d", o.Redemptions))
-	}
-	if err := (policy.Policy{Advertise: o.Policy.Advertise}).Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("--allow-advertise: %w", err))
-	}
-	if err := (policy.Policy{Reach: o.Policy.Reach}).Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("--allow-reach: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
-// IssueToken writes a link token for the site in o.SiteFile. The token
-// holds a private key: it is written to a new file (mode 0600) beside
-// o.Out and renamed over it, so o.Out ends up 0600 whatever was there.
-// A failure leaves nothing behind: a --out that cannot be written fails
-// before the data dir, the CA or the ledger is touched; the token file is
-// complete before the ledger records the token, and the rename comes last
-// (if it fails, the ledger entry is removed again, and so are a data dir
-// and CA this call created).
+// IssueToken runs `skiff-router token issue`: it writes a token of the
+// site in o.SiteFile to o.Out and records it in the site's ledger
+// ([datadir.IssueToken], which `skiff token create --site-file` runs as
+// well).
 func IssueToken(o TokenOptions, now time.Time) (*token.Token, error) {
-	if err := o.Validate(); err != nil {
-		return nil, err
-	}
-	site, err := sitefile.Load(o.SiteFile)
-	if err != nil {
-		return nil, err
-	}
-	if site.LinkAccess == nil {
-		return nil, fmt.Errorf("site %q has no linkAccess in %s: other sites cannot dial it, so it cannot issue tokens", site.Name, site.Path)
-	}
-	out, err := os.CreateTemp(filepath.Dir(o.Out), "."+filepath.Base(o.Out)+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("write token: %w", err)
-	}
-	created := missingDirs(site.DataDir, site.CADir)
-	renamed := false
-	defer func() {
-		out.Close()
-		if !renamed {
-			os.Remove(out.Name())
-			removeCreated(created, o.Log)
-		}
-	}()
-	if err := secureDataDir(site.DataDir, o.Log); err != nil {
-		return nil, err
-	}
-	ca, err := pki.LoadOrCreateCA(site.CADir, site.Name)
-	if err != nil {
-		return nil, err
-	}
-	issue := token.Issue
-	if o.Member {
-		issue = func(ca *pki.CA, site, endpoint string, ttl time.Duration, _ int, now time.Time) (*token.Token, error) {
-			return token.IssueMember(ca, site, endpoint, ttl, now)
-		}
-	}
-	tok, err := issue(ca, site.Name, site.LinkAccess.Advertise, o.Expires, o.Redemptions, now)
-	if err != nil {
-		return nil, err
-	}
-	b, err := tok.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := out.Write(b); err != nil {
-		return nil, fmt.Errorf("write token: %w", err)
-	}
-	if err := out.Sync(); err != nil {
-		return nil, fmt.Errorf("write token: %w", err)
-	}
-	if err := out.Close(); err != nil {
-		return nil, fmt.Errorf("write token: %w", err)
-	}
-	ledger, err := token.OpenLedger(site.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	if err := ledger.Record(tok, o.Policy); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(out.Name(), o.Out); err != nil {
-		err = fmt.Errorf("write token: %w", err)
-		if rerr := ledger.Remove(tok.ID); rerr != nil {
-			return nil, errors.Join(err, fmt.Errorf("token %s stays in the ledger but was never handed out: %w", tok.ID, rerr))
-		}
-		return nil, err
-	}
-	renamed = true
-	return tok, nil
+	return datadir.IssueToken(o, now)
 }

@@ -1,5 +1,5 @@
-// Package sitefile reads and validates a site file: the YAML description of
-// a Linux site that `skiff-router gateway --site-file` and
+// Package sitefile reads, validates and edits a site file: the YAML
+// description of a Linux site that `skiff-router gateway --site-file` and
 // `skiff-router token issue --site-file` start from.
 //
 // A site file names the site, says where its data (CA, certificates, token
@@ -16,4 +16,10 @@
 // Relative paths in the file (dataDir, link tokens) are resolved against
 // the directory of the site file, never the working directory. Parse does
 // no I/O beyond making the file's path absolute; [Load] reads the file.
+//
+// [AddLink] and [RemoveLink] edit a site file's links through yaml.v3's
+// node tree, keeping its comments (`skiff link create` and `link delete`
+// with --site-file); [Replace] validates the result and writes it
+// atomically, so that a running gateway, which reloads the file when it
+// changes ([Watch]), reads the old file or the new one.
 package sitefile

@@ -1,4 +1,4 @@
-package app
+package datadir
 
 import (
 	"errors"
@@ -12,9 +12,9 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
 )
 
-// secureDataDir creates a site's data dir, or tightens it, to 0700
-// (pki.SecureDir), and logs a tightening.
-func secureDataDir(dir string, log logr.Logger) error {
+// Secure creates a site's data dir, or tightens it, to 0700
+// ([pki.SecureDir]), and logs a tightening.
+func Secure(dir string, log logr.Logger) error {
 	was, err := pki.SecureDir(dir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -25,11 +25,11 @@ func secureDataDir(dir string, log logr.Logger) error {
 	return nil
 }
 
-// missingDirs returns, for each of dirs that does not exist, the outermost
+// Missing returns, for each of dirs that does not exist, the outermost
 // of it and its parents that does not exist either: what creating it
 // creates. Empty and repeated dirs are skipped, and so is a dir whose
 // existence cannot be told (it is left alone).
-func missingDirs(dirs ...string) []string {
+func Missing(dirs ...string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, d := range dirs {
@@ -52,9 +52,10 @@ func notExist(path string) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// removeCreated removes dirs that a command which failed had created, with
-// what it put there (a new CA, a ledger).
-func removeCreated(dirs []string, log logr.Logger) {
+// RemoveCreated removes dirs that a command which failed had created
+// (what [Missing] returned before it ran), with what it put there (a new
+// CA, a ledger).
+func RemoveCreated(dirs []string, log logr.Logger) {
 	for _, d := range dirs {
 		if notExist(d) {
 			continue
