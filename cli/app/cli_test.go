@@ -152,6 +152,11 @@ func TestCLIAgainstRealSites(t *testing.T) {
 	if !hasRow(out, "east", "2", "up", "west", "link-to-east") || !hasRow(out, "gateway", "Deployment", "missing") {
 		t.Errorf("west's status:\n%s", out)
 	}
+	// The controllers run beside the test, in no pod: what they say of
+	// their xDS clients cannot be read, and status says so.
+	if !hasRow(out, "-", "clients", "not", "known") || !strings.Contains(out, "the controller's /status could not be read: no running controller pod in namespace west") {
+		t.Errorf("west's status does not say its xDS clients are not known:\n%s", out)
+	}
 	out, err = skiff("network", "status", "-n", "west", "-o", "dot")
 	must(t, err)
 	if !strings.Contains(out, `"east" -- "west" [label="2"];`) || !strings.Contains(out, `"west" [style=bold];`) {

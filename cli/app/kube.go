@@ -119,9 +119,14 @@ func (s *site) service(ctx context.Context, name string) (*corev1.Service, error
 // through the API server's pod proxy: at most max bytes, and whether
 // there was more.
 func (s *site) admin(ctx context.Context, pod, path string, max int64) (b []byte, more bool, err error) {
+	return s.adminQuery(ctx, pod, path, nil, max)
+}
+
+// adminQuery is admin with a query (parameters by name).
+func (s *site) adminQuery(ctx context.Context, pod, path string, query map[string]string, max int64) (b []byte, more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	r, err := s.cs.CoreV1().Pods(s.ns).ProxyGet("http", pod, strconv.Itoa(contract.MetricsPort), path, nil).Stream(ctx)
+	r, err := s.cs.CoreV1().Pods(s.ns).ProxyGet("http", pod, strconv.Itoa(contract.MetricsPort), path, query).Stream(ctx)
 	if err != nil {
 		return nil, false, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,6 +43,23 @@ func fixture() (*model.SiteStatus, []linkRow, time.Time) {
 	return st, links, now
 }
 
+// xdsFixture is what status makes of the controller's /status in
+// testdata/controller-status.json: six clients, two refusing a type, a
+// sidecar whose redirection is lost.
+func xdsFixture(t *testing.T) *xdsReport {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "controller-status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := decodeNodes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := xdsOf(nodes)
+	return &r
+}
+
 func TestGoldenTables(t *testing.T) {
 	st, links, now := fixture()
 	report := siteReport{Site: st.Site, Namespace: "shop", Services: st.Services, TruncatedServices: st.Truncated,
@@ -54,11 +72,20 @@ func TestGoldenTables(t *testing.T) {
 	sample := counters.NewSample()
 	sample.Peers["west"] = counters.PeerCounters{BytesSent: 1536000, BytesReceived: 2048}
 	addBytes(report.Links, sample)
+	report.XDS = xdsFixture(t)
+	unknown := report
+	unknown.XDS = &xdsReport{Error: "no running controller pod in namespace shop"}
+	// A Linux site: its gateway only, whose view says nothing of xDS.
+	linux := report
+	linux.Namespace, linux.XDS, linux.Warnings = "", nil, nil
+	linux.Components = []componentState{{Name: "gateway", Kind: "process at 127.0.0.1:15090", Ready: 1, Desired: 1}}
 	for name, tables := range map[string][]render.Table{
-		"status":         siteTables(report, now),
-		"network-status": networkTables(network(st)),
-		"link-list":      {linkTable(links, now)},
-		"link-list-none": {linkTable(nil, now)},
+		"status":             siteTables(report, now),
+		"status-xds-unknown": siteTables(unknown, now),
+		"status-linux":       siteTables(linux, now),
+		"network-status":     networkTables(network(st)),
+		"link-list":          {linkTable(links, now)},
+		"link-list-none":     {linkTable(nil, now)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var b bytes.Buffer

@@ -21,7 +21,8 @@ import (
 const maxWarnings = 10
 
 // siteReport is what status shows: this site's components, links,
-// services and recent warnings.
+// services and recent warnings, and on Kubernetes what its controller
+// says of its xDS clients.
 type siteReport struct {
 	Site       string                `json:"site"`
 	Namespace  string                `json:"namespace"`
@@ -31,6 +32,9 @@ type siteReport struct {
 	// TruncatedServices is how many services the status left out.
 	TruncatedServices int     `json:"truncatedServices,omitempty"`
 	Warnings          []event `json:"warnings"`
+	// XDS is nil where the controller's admin endpoint is not known (a
+	// Linux site).
+	XDS *xdsReport `json:"xds,omitempty"`
 }
 
 // componentState is a workload of the chart: how many of its pods are
@@ -131,6 +135,7 @@ func siteStatus(ctx context.Context, e *env, _ []string) error {
 	if r.Warnings, err = s.warnings(ctx, "", "", maxWarnings); err != nil {
 		return err
 	}
+	r.XDS = s.xdsClients(ctx)
 	return e.show(r, func() []render.Table { return siteTables(r, time.Now()) })
 }
 
@@ -218,7 +223,11 @@ func siteTables(r siteReport, now time.Time) []render.Table {
 	if r.Namespace == "" {
 		where = "a Linux site"
 	}
-	comps := render.Table{Title: fmt.Sprintf("Site %s (%s)", r.Site, where), Headers: []string{"component", "kind", "ready"}}
+	title := fmt.Sprintf("Site %s (%s)", r.Site, where)
+	if r.XDS != nil && r.XDS.Error == "" {
+		title += fmt.Sprintf(": %d xDS clients connected", r.XDS.Connected)
+	}
+	comps := render.Table{Title: title, Headers: []string{"component", "kind", "ready"}}
 	for _, c := range r.Components {
 		ready := fmt.Sprintf("%d/%d", c.Ready, c.Desired)
 		if c.Missing {
@@ -235,7 +244,11 @@ func siteTables(r siteReport, now time.Time) []render.Table {
 		}
 		links.Rows = append(links.Rows, []string{dash(l.Peer), strconv.Itoa(l.Cost), l.State, l.DialledBy, dash(l.Secret), sent, received})
 	}
-	return []render.Table{comps, links, servicesTable(r.Services, r.TruncatedServices), warningsTable(r.Warnings, now)}
+	tables := []render.Table{comps, links, servicesTable(r.Services, r.TruncatedServices), warningsTable(r.Warnings, now)}
+	if r.XDS != nil {
+		tables = append(tables, xdsTable(r.XDS))
+	}
+	return tables
 }
 
 func servicesTable(services []model.StatusService, truncated int) render.Table {

@@ -190,11 +190,14 @@ func run(ctx context.Context, o ServeOptions, role router.Role, log logr.Logger)
 	if err != nil {
 		return err
 	}
+	var xc *xdsclient.Client
+	if o.Controller != "" {
+		cfg.OnRedirect = redirectToController(&xc)
+	}
 	r, err := router.New(cfg)
 	if err != nil {
 		return err
 	}
-	var xc *xdsclient.Client
 	if o.Controller != "" {
 		if xc, err = newXDSClient(o.Controller, role, site, cfg.Name, o.AccessLog, r, reg, log); err != nil {
 			return err

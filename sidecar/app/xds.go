@@ -65,6 +65,16 @@ func newXDSClient(addr string, role router.Role, site *sitefile.Site, name strin
 	return c, nil
 }
 
+// redirectToController returns the Config.OnRedirect of a router that
+// follows a controller: it hands each state of the redirect self-check
+// to the xDS client *xc, which reports it to the controller (a sidecar's
+// only; a gateway checks no redirect). run sets *xc after router.New and
+// before the router runs, and the self-check starts with the router's
+// Run, so the client is there for its first report.
+func redirectToController(xc **xdsclient.Client) func(model.Redirect) {
+	return func(s model.Redirect) { (*xc).SetRedirect(s) }
+}
+
 // RouterServices turns the controller's services into what a router of
 // the given role serves. A sidecar matches redirected connections on the
 // services' virtual IPs; a gateway binds each service's gateway listener.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 )
 
 // The redirect self-check. Both redirect modes send a connect to
@@ -125,6 +126,8 @@ func (r *Router) RedirectVerified() bool { return r.redirectVerified.Load() }
 // a sidecar restarting its listener, not a missing redirect), and found
 // again at the next success. Readiness stays as it is: without
 // redirection the pod's connections still work, through the gateway.
+// Each change of judgement, and the wait running out unverified, goes to
+// Config.OnRedirect (setRedirectVerified).
 func (r *Router) checkRedirect(ctx context.Context) {
 	start := time.Now()
 	expired := time.NewTimer(r.cfg.RedirectWait)
@@ -165,6 +168,7 @@ func (r *Router) checkRedirect(ctx context.Context) {
 			return
 		case <-expired.C:
 			r.redirectSettled.Store(true)
+			r.setRedirectVerified(false) // never verified: the pod's connections bypass the sidecar
 			r.log.Info("redirection not in place; traffic bypasses the sidecar through the gateway until the node agent attaches",
 				"waited", r.cfg.RedirectWait.String(), "probe", r.probeAddr, "lastError", errString(err))
 			tick.Reset(probeLateInterval)
@@ -173,13 +177,19 @@ func (r *Router) checkRedirect(ctx context.Context) {
 	}
 }
 
-// setRedirectVerified records the self-check's state and exports it.
+// setRedirectVerified records the self-check's state, exports it and
+// tells Config.OnRedirect.
 func (r *Router) setRedirectVerified(ok bool) {
 	r.redirectVerified.Store(ok)
+	state := model.RedirectLost
 	if ok {
+		state = model.RedirectVerified
 		r.m.RedirectVerified.Set(1)
 	} else {
 		r.m.RedirectVerified.Set(0)
+	}
+	if r.cfg.OnRedirect != nil {
+		r.cfg.OnRedirect(state)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
+	"github.com/skiff-io/skiff/sidecar/shared/model"
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -155,10 +157,11 @@ func TestRedirectWait(t *testing.T) {
 		default:
 		}
 	}, funcr.Options{})
-	newRouter := func(t *testing.T, role Role, redirectWait time.Duration) (*Router, *prometheus.Registry) {
+	newRouter := func(t *testing.T, role Role, redirectWait time.Duration) (*Router, *prometheus.Registry, *redirectReports) {
 		reg := prometheus.NewRegistry()
 		m := NewMetrics(reg)
-		cfg := Config{Site: "pod", Role: role, SidecarListen: "127.0.0.1:0", RedirectWait: redirectWait, Metrics: m, Log: log}
+		reports := &redirectReports{}
+		cfg := Config{Site: "pod", Role: role, SidecarListen: "127.0.0.1:0", RedirectWait: redirectWait, Metrics: m, Log: log, OnRedirect: reports.add}
 		if role == RoleGateway {
 			cfg.SiteKey = newMallory(t).key
 		}
@@ -173,7 +176,7 @@ func TestRedirectWait(t *testing.T) {
 				t.Errorf("Run: %v", err)
 			}
 		})
-		return r, reg
+		return r, reg, reports
 	}
 	waitRunning := func(t *testing.T, r *Router) {
 		deadline := time.Now().Add(5 * time.Second)
@@ -187,7 +190,7 @@ func TestRedirectWait(t *testing.T) {
 
 	t.Run("sidecar", func(t *testing.T) {
 		start := time.Now()
-		r, reg := newRouter(t, RoleSidecar, wait)
+		r, reg, reports := newRouter(t, RoleSidecar, wait)
 		waitRunning(t, r)
 		if r.Ready() && time.Since(start) < wait {
 			t.Fatal("ready before the redirect wait is over")
@@ -217,16 +220,22 @@ func TestRedirectWait(t *testing.T) {
 		if n != 1 {
 			t.Errorf("logged %q %d times, want once", "redirection not in place", n)
 		}
+		if got := reports.got(); !slices.Equal(got, []model.Redirect{model.RedirectLost}) {
+			t.Errorf("reported %v, want the redirect lost once the wait ran out", got)
+		}
 	})
 	t.Run("sidecar without a wait", func(t *testing.T) {
-		r, _ := newRouter(t, RoleSidecar, 0)
+		r, _, reports := newRouter(t, RoleSidecar, 0)
 		waitRunning(t, r)
 		if !r.Ready() {
 			t.Error("a sidecar without a redirect wait is not ready once running")
 		}
+		if got := reports.got(); len(got) != 0 {
+			t.Errorf("a sidecar without a redirect wait reported %v", got)
+		}
 	})
 	t.Run("gateway", func(t *testing.T) {
-		r, _ := newRouter(t, RoleGateway, wait)
+		r, _, _ := newRouter(t, RoleGateway, wait)
 		waitRunning(t, r)
 		if !r.Ready() {
 			t.Error("a gateway waits for redirection")
@@ -262,8 +271,9 @@ func TestRedirectRecheck(t *testing.T) {
 	addr := ln.Addr().String()
 
 	reg := prometheus.NewRegistry()
+	reports := &redirectReports{}
 	r, err := New(Config{Site: "pod", Role: RoleSidecar, SidecarListen: "127.0.0.1:0", RedirectWait: time.Minute,
-		RedirectRecheck: 50 * time.Millisecond, Metrics: NewMetrics(reg), Log: log})
+		RedirectRecheck: 50 * time.Millisecond, Metrics: NewMetrics(reg), Log: log, OnRedirect: reports.add})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +320,27 @@ func TestRedirectRecheck(t *testing.T) {
 	if n := count("redirection verified"); n != 1 {
 		t.Errorf("logged %q %d times, want once", "redirection verified", n)
 	}
+	if got, want := reports.got(), []model.Redirect{model.RedirectVerified, model.RedirectLost, model.RedirectVerified}; !slices.Equal(got, want) {
+		t.Errorf("reported %v, want %v", got, want)
+	}
+}
+
+// redirectReports records what a router tells Config.OnRedirect.
+type redirectReports struct {
+	mu sync.Mutex
+	rs []model.Redirect
+}
+
+func (r *redirectReports) add(s model.Redirect) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rs = append(r.rs, s)
+}
+
+func (r *redirectReports) got() []model.Redirect {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rs)
 }
 
 // listenAnswer listens on addr and hands each connection to answer, in a

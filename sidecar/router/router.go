@@ -183,6 +183,13 @@ type Config struct {
 	// skiff_sidecar_redirect_verified. Readiness no longer depends on it.
 	// 0: DefaultRedirectRecheck. Only with a RedirectWait.
 	RedirectRecheck time.Duration
+	// OnRedirect, if set, is told the redirect state each time the
+	// self-check changes its judgement (probe.go): model.RedirectVerified
+	// when verified and when restored, model.RedirectLost when lost or
+	// when RedirectWait ran out before it was ever verified. It is called
+	// from the checking goroutine and must not block. Only with a
+	// RedirectWait.
+	OnRedirect func(model.Redirect)
 
 	PoolSize    int           // connections per link, the primary included; default 2
 	Mux         mux.Config    // zero value: mux defaults

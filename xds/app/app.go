@@ -338,14 +338,18 @@ func listenXDS(o Options, xdsTLS *serverTLS, log logr.Logger) ([]server.Listener
 }
 
 // consoleInput is what the console draws: the table served, the view it
-// came from, and the xDS clients (those refusing their table named).
+// came from, and the xDS clients (those refusing their table named, and
+// the redirect states sidecars report).
 func consoleInput(c *Controller, srv *server.Server) console.Input {
-	in := console.Input{Site: c.site, Table: c.Table(), View: c.View()}
+	in := console.Input{Site: c.site, Table: c.Table(), View: c.View(), Redirects: map[string]model.Redirect{}}
 	for _, n := range srv.Status() {
 		in.Clients.Connected++
 		if len(n.Rejected) > 0 {
 			in.Clients.Rejecting++
 			in.Rejections = append(in.Rejections, n.ID)
+		}
+		if n.Redirect != "" {
+			in.Redirects[n.ID] = n.Redirect
 		}
 	}
 	return in

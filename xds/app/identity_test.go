@@ -202,7 +202,10 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		t.Errorf("the member token's entry went with the link token's")
 	}
 
-	// A sidecar of east with the credential the controller keeps.
+	// A sidecar of east with the credential the controller keeps. It has
+	// no redirection (the test runs no node agent), so once its redirect
+	// wait is over it reports its redirection lost, which the controller's
+	// status shows.
 	creds := filepath.Join(dir, "creds")
 	var sc corev1.Secret
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "east", Name: kube.SidecarSecret}, &sc))
@@ -210,11 +213,15 @@ func TestKubernetesTokenFlow(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(creds, "token.yaml"), sc.Data[contract.TokenKey], 0o600))
 	runBG(t, "sidecar", func(ctx context.Context) error {
 		return routerapp.RunSidecar(ctx, routerapp.ServeOptions{CredentialsDir: creds, Controller: addr(sites["east"].xds), Name: "east/client-1",
-			OutboundBindAddress: addr(port()), MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("sidecar"))
+			OutboundBindAddress: addr(port()), RedirectWait: 100 * time.Millisecond, MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName("sidecar"))
 	})
-	testutil.Eventually(t, 20*time.Second, "east's controller serves the sidecar", func() error {
-		if st := status(t, sites["east"].ctlAdmin); !strings.Contains(st, `"sidecar~east~east/client-1"`) {
+	testutil.Eventually(t, 20*time.Second, "east's controller serves the sidecar, which reports its redirection lost", func() error {
+		st := status(t, sites["east"].ctlAdmin)
+		if !strings.Contains(st, `"sidecar~east~east/client-1"`) {
 			return fmt.Errorf("no sidecar node in status")
+		}
+		if !strings.Contains(st, `"redirect": "lost"`) {
+			return fmt.Errorf("the sidecar's redirect state is not in status: %s", st)
 		}
 		return nil
 	})

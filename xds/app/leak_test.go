@@ -45,6 +45,11 @@ func TestRunLeavesNoGoroutine(t *testing.T) {
 		}
 		return nil
 	})
+	// What skiff status reads: the clients, without the table and view.
+	if body, err := httpGet("http://" + metrics + "/status?only=nodes"); err != nil || !strings.Contains(body, `"gateway~east~east-gw"`) ||
+		strings.Contains(body, `"view"`) || strings.Contains(body, `"table"`) {
+		t.Errorf("status?only=nodes: %v %s", err, body)
+	}
 
 	stopController()
 	stopGateway()

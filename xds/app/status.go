@@ -19,10 +19,15 @@ type Status struct {
 	Nodes   []server.NodeStatus `json:"nodes,omitempty"`
 }
 
-// StatusHandler serves the controller's Status as JSON.
+// StatusHandler serves the controller's Status as JSON; with the query
+// only=nodes, its site, version and xDS clients only (what `skiff status`
+// reads, which a large table would dwarf).
 func StatusHandler(c *Controller, srv *server.Server) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		st := Status{Site: c.site, Version: srv.Version(), Table: c.Table(), View: c.View(), Nodes: srv.Status()}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := Status{Site: c.site, Version: srv.Version(), Nodes: srv.Status()}
+		if r.URL.Query().Get("only") != "nodes" {
+			st.Table, st.View = c.Table(), c.View()
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

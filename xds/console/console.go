@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -78,10 +79,11 @@ type Service struct {
 }
 
 // Event is something that changed: a link up or down, a site appearing or
-// leaving, a client refusing a table (NACK).
+// leaving, a client refusing a table (NACK), a sidecar reporting its
+// redirection lost or restored.
 type Event struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // link-up, link-down, site-up, site-down, nack
+	Kind    string    `json:"kind"` // link-up, link-down, site-up, site-down, nack, redirect-lost, redirect-restored
 	Message string    `json:"message"`
 }
 
@@ -111,6 +113,9 @@ type Input struct {
 	Clients Clients
 	// Rejections name the clients refusing their table, for events.
 	Rejections []string
+	// Redirects are the redirect states the clients report, by node ID
+	// (those reporting none left out), for events.
+	Redirects map[string]model.Redirect
 }
 
 // tracker remembers what the last snapshots held, to tell links that went
@@ -120,12 +125,15 @@ type tracker struct {
 	links    map[[2]string]Link
 	sites    map[string]bool // reachable, by name
 	rejected map[string]bool
-	events   []Event
-	first    bool
+	// lost holds the clients that last reported their redirection lost,
+	// with when they last did.
+	lost   map[string]time.Time
+	events []Event
+	first  bool
 }
 
 func newTracker() *tracker {
-	return &tracker{links: map[[2]string]Link{}, sites: map[string]bool{}, rejected: map[string]bool{}, first: true}
+	return &tracker{links: map[[2]string]Link{}, sites: map[string]bool{}, rejected: map[string]bool{}, lost: map[string]time.Time{}, first: true}
 }
 
 // snapshot makes the snapshot of in at now, updating what t remembers.
@@ -142,6 +150,7 @@ func (t *tracker) snapshot(in Input, now time.Time) Snapshot {
 	for _, name := range in.Rejections {
 		t.rejected[name] = true
 	}
+	t.redirectsOf(in, now)
 	if in.Table != nil {
 		for i := range in.Table.Services {
 			if len(s.Services) == MaxServices {
@@ -198,6 +207,35 @@ func (t *tracker) sitesOf(in Input, now time.Time) []Site {
 	}
 	t.sites = seen
 	return out
+}
+
+// redirectsOf records the changes of the clients' redirect states: a
+// client reporting its redirection lost (redirect-lost; not for those the
+// first snapshot finds lost), and one that reported it lost reporting it
+// verified (redirect-restored). A client that reported it lost and is gone
+// is remembered for LinkMemory: its sidecar reports each change on a new
+// stream, and the console may look between the old stream and the new.
+func (t *tracker) redirectsOf(in Input, now time.Time) {
+	for _, id := range slices.Sorted(maps.Keys(in.Redirects)) {
+		_, wasLost := t.lost[id]
+		switch in.Redirects[id] {
+		case model.RedirectLost:
+			if !wasLost && !t.first {
+				t.event(now, "redirect-lost", fmt.Sprintf("%s lost its redirection: its pod's connections bypass the sidecar", id))
+			}
+			t.lost[id] = now
+		case model.RedirectVerified:
+			if wasLost {
+				t.event(now, "redirect-restored", fmt.Sprintf("%s has its redirection back", id))
+			}
+			delete(t.lost, id)
+		}
+	}
+	for id, seen := range t.lost {
+		if _, ok := in.Redirects[id]; !ok && now.Sub(seen) > LinkMemory {
+			delete(t.lost, id)
+		}
+	}
 }
 
 func (t *tracker) linksOf(in Input, now time.Time) []Link {

@@ -94,6 +94,66 @@ func TestTracker(t *testing.T) {
 
 // Services: this site first when it has ready endpoints, then the others;
 // at most MaxServices, the rest counted. Events are bounded too.
+// A sidecar reporting its redirection lost is an event, once, and one
+// reporting it back is another; one already lost at the first snapshot
+// is not an event (it is how things are), nor is one that was never
+// lost. A sidecar that leaves (its new stream not yet registered) and
+// comes back still lost makes no new event; one gone for longer than
+// LinkMemory is forgotten.
+func TestTrackerRedirect(t *testing.T) {
+	tr := newTracker()
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	in := func(rs map[string]model.Redirect) Input {
+		return Input{Site: "east", View: view(site("east", 0, nil)), Redirects: rs}
+	}
+	const web, api, old = "sidecar~east~shop/web-1", "sidecar~east~shop/api-1", "sidecar~east~shop/old-1"
+	step := 0
+	snap := func(rs map[string]model.Redirect) []Event {
+		t.Helper()
+		step++
+		before := len(tr.events)
+		tr.snapshot(in(rs), t0.Add(time.Duration(step)*time.Second))
+		return tr.events[before:]
+	}
+	kinds := func(evs []Event) string {
+		var out []string
+		for _, e := range evs {
+			out = append(out, e.Kind+" "+strings.Fields(e.Message)[0])
+		}
+		return strings.Join(out, ", ")
+	}
+	for _, tc := range []struct {
+		what string
+		rs   map[string]model.Redirect
+		want string
+	}{
+		{"first snapshot: old is lost already", map[string]model.Redirect{old: model.RedirectLost, web: model.RedirectVerified}, ""},
+		{"old still lost, api joins verified", map[string]model.Redirect{old: model.RedirectLost, web: model.RedirectVerified, api: model.RedirectVerified}, ""},
+		{"web and api lose it", map[string]model.Redirect{old: model.RedirectLost, web: model.RedirectLost, api: model.RedirectLost},
+			"redirect-lost " + api + ", redirect-lost " + web},
+		{"still lost", map[string]model.Redirect{old: model.RedirectLost, web: model.RedirectLost, api: model.RedirectLost}, ""},
+		{"web between its streams", map[string]model.Redirect{old: model.RedirectLost, api: model.RedirectLost}, ""},
+		{"web back, still lost", map[string]model.Redirect{old: model.RedirectLost, web: model.RedirectLost, api: model.RedirectLost}, ""},
+		{"web restored, old too", map[string]model.Redirect{old: model.RedirectVerified, web: model.RedirectVerified, api: model.RedirectLost},
+			"redirect-restored " + old + ", redirect-restored " + web},
+		{"web reports none (no check any more)", map[string]model.Redirect{api: model.RedirectLost}, ""},
+	} {
+		if got := kinds(snap(tc.rs)); got != tc.want {
+			t.Errorf("%s: events %q, want %q", tc.what, got, tc.want)
+		}
+	}
+	// api leaves for longer than LinkMemory: forgotten, and lost again
+	// when it comes back lost.
+	tr.snapshot(in(nil), t0.Add(time.Minute+LinkMemory))
+	if _, ok := tr.lost[api]; ok {
+		t.Errorf("%s still remembered lost after %v away", api, LinkMemory)
+	}
+	step = int((time.Minute + LinkMemory) / time.Second)
+	if got, want := kinds(snap(map[string]model.Redirect{api: model.RedirectLost})), "redirect-lost "+api; got != want {
+		t.Errorf("api back lost after it was forgotten: events %q, want %q", got, want)
+	}
+}
+
 func TestTrackerBounds(t *testing.T) {
 	tr := newTracker()
 	tb := &model.Table{Site: "east"}

@@ -13,38 +13,15 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 
 	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/resources"
 )
 
-// NodeStatus is what the server knows of one connected node.
-type NodeStatus struct {
-	// ID is the node ID as sent; Kind, Site and Name are parsed from it
-	// (see model.ParseNodeID).
-	ID   string         `json:"id"`
-	Kind model.NodeKind `json:"kind"`
-	Site string         `json:"site"`
-	Name string         `json:"name"`
-	// Streams is the number of open ADS streams of the node; Delta tells
-	// whether one of them is incremental.
-	Streams int  `json:"streams"`
-	Delta   bool `json:"delta,omitempty"`
-	// ConnectedSince is when the node's oldest open stream opened.
-	ConnectedSince time.Time `json:"connectedSince"`
-	// Acked is the last version the node accepted, by resource type
-	// (listener, route, cluster, endpoint). A state-of-the-world client's
-	// first request on a new stream counts: it names the version the
-	// client holds.
-	Acked map[string]string `json:"acked,omitempty"`
-	// Rejected holds the node's last rejection of each type, if it has
-	// accepted nothing newer since.
-	Rejected map[string]Rejection `json:"rejected,omitempty"`
-}
+// NodeStatus is what the server knows of one connected node; the type
+// is the shared layer's, so that the CLI reads /status with it.
+type NodeStatus = model.NodeStatus
 
 // Rejection is a response a node rejected (NACK).
-type Rejection struct {
-	Version string `json:"version"`
-	Nonce   string `json:"nonce"`
-	Reason  string `json:"reason"`
-}
+type Rejection = model.Rejection
 
 // sentLimit bounds the responses remembered per stream and type to
 // match ACKs and NACKs to versions. A stream has at most a couple of
@@ -81,9 +58,13 @@ type streamKey struct {
 }
 
 type streamState struct {
-	since  time.Time
-	nodeID string // set by the first request
-	types  map[string]*typeState
+	since time.Time
+	seq   uint64 // the order streams opened in, newest highest
+	// nodeID and redirect are set by the first request, from its node:
+	// the ID, and the redirect state its metadata reports.
+	nodeID   string
+	redirect model.Redirect
+	types    map[string]*typeState
 }
 
 func (st *streamState) typ(url string) *typeState {
@@ -103,6 +84,7 @@ type registry struct {
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
+	opened  uint64 // streams opened, for streamState.seq
 
 	// nodesMu orders the engine's nodeSeen and nodeGone calls as the
 	// node's stream count changes.
@@ -121,7 +103,8 @@ func newRegistry(s *Server) *registry {
 
 func (r *registry) open(k streamKey) {
 	r.mu.Lock()
-	r.streams[k] = &streamState{since: time.Now(), types: map[string]*typeState{}}
+	r.opened++
+	r.streams[k] = &streamState{since: time.Now(), seq: r.opened, types: map[string]*typeState{}}
 	r.mu.Unlock()
 	r.srv.metrics.clients.Inc()
 }
@@ -156,6 +139,7 @@ func (r *registry) request(k streamKey, node *corev3.Node, typeURL, nonce, versi
 	first := st.nodeID == "" && node.GetId() != ""
 	if first {
 		st.nodeID = node.GetId()
+		st.redirect = resources.NodeRedirect(node)
 	}
 	nodeID := st.nodeID
 	ts := st.typ(typeURL)
@@ -270,6 +254,7 @@ func (r *registry) status() []NodeStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byID := map[string]*NodeStatus{}
+	newest := map[string]uint64{} // the seq of the stream whose redirect a node shows
 	for k, st := range r.streams {
 		if st.nodeID == "" {
 			continue
@@ -286,6 +271,12 @@ func (r *registry) status() []NodeStatus {
 		}
 		ns.Streams++
 		ns.Delta = ns.Delta || k.delta
+		if st.seq > newest[st.nodeID] {
+			// A client reports a new state on a new stream; its old one
+			// may not have closed yet.
+			newest[st.nodeID] = st.seq
+			ns.Redirect = st.redirect
+		}
 		if st.since.Before(ns.ConnectedSince) {
 			ns.ConnectedSince = st.since
 		}

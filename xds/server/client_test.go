@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/xds/translate"
@@ -53,6 +54,8 @@ type adsClient struct {
 	node   string
 	delta  bool
 	reject func(typeURL, version string) bool
+	// metadata is the node metadata of each stream's first request.
+	metadata *structpb.Struct
 
 	mu      sync.Mutex
 	types   map[string]*clientType
@@ -81,7 +84,7 @@ func (c *adsClient) connect(ctx context.Context, addr string) {
 	}
 	c.t.Cleanup(func() { conn.Close() })
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
-	node := &corev3.Node{Id: c.node}
+	node := &corev3.Node{Id: c.node, Metadata: c.metadata}
 	ended := make(chan struct{})
 	c.mu.Lock()
 	c.ended = ended

@@ -12,7 +12,9 @@
 //
 // Node IDs have the form <kind>~<site>~<name> (see model.ParseNodeID);
 // other IDs are proxyless clients. Status reports every connected node
-// with the versions it acknowledged. A rejected response (NACK) is logged
+// with the versions it acknowledged and the redirect state a sidecar
+// reports in its node metadata (resources.NodeRedirect; the newest
+// stream's). A rejected response (NACK) is logged
 // once, counted in skiff_xds_nacks_total, and not sent again: the node
 // keeps the last version it accepted until the next table.
 //

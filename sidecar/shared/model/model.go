@@ -6,7 +6,9 @@
 //
 // It also holds the one definition of protocols and routing patterns, and
 // the one validator of what the data plane serves, [CheckRouting], which
-// every source and router calls (routing.go).
+// every source and router calls (routing.go); and what a controller
+// says of its xDS clients (NodeStatus), with the redirect state a
+// sidecar reports (Redirect, read with ParseRedirect; nodestatus.go).
 //
 // The model imports neither Kubernetes nor Envoy packages, so that every
 // source and every consumer can be tested on its own.

@@ -11,6 +11,16 @@
 // reconnect the client presents the versions it holds so that only what
 // changed is sent again.
 //
+// A sidecar reports its redirect self-check (SetRedirect) in the node
+// metadata of each stream's first request (resources.NodeMetadata), the
+// only request that carries the node. So a new state is reported with a
+// new stream, which costs little: the client presents the versions it
+// holds and the controller sends only what differs. A change is
+// reported at once, but a new stream for a report starts no sooner than
+// ReportInterval after the last one: the changes meanwhile are coalesced,
+// and none is reported if the state is back to the one the current
+// stream reported.
+//
 // The client proves that it belongs to the controller's site with a
 // certificate of the site CA, over TLS 1.3, and accepts only a controller
 // certificate of that CA for ServerName(site): TokenTLS for a sidecar or
@@ -79,7 +89,18 @@ type Options struct {
 	TLS TLSLoader
 	// DialOptions are added to the gRPC dial (tests).
 	DialOptions []grpc.DialOption
+	// ReportInterval is the least time between two new streams started
+	// to report a changed redirect state (SetRedirect); the changes
+	// within it are coalesced. Default DefaultReportInterval.
+	ReportInterval time.Duration
 }
+
+// DefaultReportInterval is Options.ReportInterval's default: a
+// redirect state that flaps costs at most one new stream every 5 s.
+const DefaultReportInterval = 5 * time.Second
+
+// errReport ends a stream to report a new redirect state on the next.
+var errReport = errors.New("a new stream reports the changed redirect state")
 
 // Client follows a controller. Create it with New and run it with Run.
 type Client struct {
@@ -94,6 +115,16 @@ type Client struct {
 	// It is never cleared: a reconnect keeps what the client holds, as
 	// gRPC's xDS client keeps the resources it received.
 	held map[string]bool
+
+	// redirect is the state SetRedirect set; redirectSet gets a token
+	// when it changes.
+	redirectMu  sync.Mutex
+	redirect    model.Redirect
+	redirectSet chan struct{}
+	// lastReport is when a stream was last ended to report a new state.
+	// Only the stream's awaitRedirect uses it, and streams run one at a
+	// time.
+	lastReport time.Time
 
 	connected atomic.Bool
 	applied   atomic.Int64 // accepted updates
@@ -112,12 +143,16 @@ func New(o Options) (*Client, error) {
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(10*time.Second, o.MinBackoff)
 	}
+	if o.ReportInterval <= 0 {
+		o.ReportInterval = DefaultReportInterval
+	}
 	return &Client{
-		o:         o,
-		listeners: map[string]*listenerv3.Listener{},
-		clas:      map[string]*endpointv3.ClusterLoadAssignment{},
-		versions:  map[string]map[string]string{ListenerType: {}, EndpointType: {}},
-		held:      map[string]bool{},
+		o:           o,
+		redirectSet: make(chan struct{}, 1),
+		listeners:   map[string]*listenerv3.Listener{},
+		clas:        map[string]*endpointv3.ClusterLoadAssignment{},
+		versions:    map[string]map[string]string{ListenerType: {}, EndpointType: {}},
+		held:        map[string]bool{},
 	}, nil
 }
 
@@ -126,7 +161,7 @@ type Stats struct {
 	Connected bool
 	Applied   int64 // updates accepted (ACKed), those kept before the first table included
 	Nacked    int64 // updates refused
-	Streams   int64 // ADS streams opened, reconnects included
+	Streams   int64 // ADS streams opened, reconnects and reports of a new redirect state included
 	Resources int   // listeners held
 }
 
@@ -167,6 +202,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errReport) {
+			log.V(1).Info("reporting the redirect state on a new stream", "redirect", string(c.Redirect()))
+			continue
+		}
 		if time.Since(start) > 30*time.Second {
 			b.Reset() // the stream was healthy for a while
 		}
@@ -179,16 +218,84 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// stream runs one ADS stream until it fails.
+// SetRedirect sets the redirect state the client reports (model.Redirect;
+// "" reports none). A change is reported on a new stream, at once or, if
+// the last report was less than ReportInterval ago, when it is that old.
+// It may be called before Run and from any goroutine; it does not block.
+func (c *Client) SetRedirect(r model.Redirect) {
+	c.redirectMu.Lock()
+	changed := c.redirect != r
+	c.redirect = r
+	c.redirectMu.Unlock()
+	if changed {
+		select {
+		case c.redirectSet <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Redirect returns the redirect state the client reports.
+func (c *Client) Redirect() model.Redirect {
+	c.redirectMu.Lock()
+	defer c.redirectMu.Unlock()
+	return c.redirect
+}
+
+// stream runs one ADS stream until it fails, or until a changed redirect
+// state ends it (errReport). A response being applied when it ends is
+// applied all the same (on ctx, not the stream's context): the versions
+// the next stream presents are those of what was applied, so that the
+// controller neither sends it again nor leaves it out.
 func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, log logr.Logger) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := ads.DeltaAggregatedResources(ctx)
+	sctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+	st, err := ads.DeltaAggregatedResources(sctx)
 	if err != nil {
 		return fmt.Errorf("open delta ADS stream: %w", err)
 	}
 	c.streams.Add(1)
-	node := &corev3.Node{Id: c.o.Node.ID(), Cluster: c.o.Node.Site, UserAgentName: "skiff-router"}
+	redirect := c.Redirect()
+	wg.Go(func() { c.awaitRedirect(sctx, cancel, redirect) })
+	node := &corev3.Node{Id: c.o.Node.ID(), Cluster: c.o.Node.Site, UserAgentName: "skiff-router", Metadata: resources.NodeMetadata(redirect)}
+	err = c.follow(ctx, st, node, log)
+	if errors.Is(context.Cause(sctx), errReport) {
+		return errReport
+	}
+	return err
+}
+
+// awaitRedirect ends the stream (cancel with errReport) once the redirect
+// state differs from reported, the one it reported, but not before
+// ReportInterval after the last report; it returns when ctx, the
+// stream's, ends.
+func (c *Client) awaitRedirect(ctx context.Context, cancel context.CancelCauseFunc, reported model.Redirect) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.redirectSet:
+		}
+		if c.Redirect() == reported {
+			continue
+		}
+		if !backoff.Sleep(ctx, time.Until(c.lastReport.Add(c.o.ReportInterval))) {
+			return
+		}
+		if c.Redirect() != reported { // else it changed back meanwhile
+			c.lastReport = time.Now()
+			cancel(errReport)
+			return
+		}
+	}
+}
+
+// follow subscribes on st as node, presenting the versions held, and
+// answers every response until the stream fails. Responses are applied
+// on ctx.
+func (c *Client) follow(ctx context.Context, st discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, node *corev3.Node, log logr.Logger) error {
 	c.mu.Lock()
 	initial := map[string]map[string]string{ListenerType: maps.Clone(c.versions[ListenerType]), EndpointType: maps.Clone(c.versions[EndpointType])}
 	c.mu.Unlock()
@@ -209,7 +316,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		}
 		if first {
 			c.connected.Store(true)
-			log.Info("following controller", "node", c.o.Node.ID())
+			log.Info("following controller", "node", c.o.Node.ID(), "redirect", string(resources.NodeRedirect(node)))
 			first = false
 		}
 		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}

@@ -115,12 +115,17 @@ func (r *recorder) got() []int {
 	return slices.Clone(r.calls)
 }
 
-// run runs a new client of the controller until the test ends.
-func (c *controller) run(t *testing.T, r *recorder) *xdsclient.Client {
+// run runs a new client of the controller until the test ends; opts
+// change its options.
+func (c *controller) run(t *testing.T, r *recorder, opts ...func(*xdsclient.Options)) *xdsclient.Client {
 	t.Helper()
-	cl, err := xdsclient.New(xdsclient.Options{Addr: "passthrough:///controller", Node: model.Node{Kind: model.KindNode, Site: "east", Name: "node-1"},
+	o := xdsclient.Options{Addr: "passthrough:///controller", Node: model.Node{Kind: model.KindNode, Site: "east", Name: "node-1"},
 		Log: testr.New(t).WithName("client"), Apply: r.apply, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		DialOptions: []grpc.DialOption{c.dial()}})
+		DialOptions: []grpc.DialOption{c.dial()}}
+	for _, f := range opts {
+		f(&o)
+	}
+	cl, err := xdsclient.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func (c *Client) Collectors(who string) []prometheus.Collector {
 			stat(func(s Stats) float64 { return float64(s.Applied) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_updates_rejected_total", Help: "xDS updates the " + who + " refused (NACKed)."},
 			stat(func(s Stats) float64 { return float64(s.Nacked) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects included."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_xds_streams_total", Help: "ADS streams opened to the controller, reconnects (and new streams reporting a changed redirect state) included."},
 			stat(func(s Stats) float64 { return float64(s.Streams) })),
 	}
 }
