@@ -425,17 +425,7 @@ func (l *link) readControl(br *bufio.Reader) {
 // and that was refused. A record for a name another key holds is a
 // Warning: some site forged it, or two sites use one name.
 func (r *Router) recordRefused(l *link, err error) {
-	reason := "invalid"
-	switch {
-	case errors.Is(err, netview.ErrKeyConflict):
-		reason = "key_conflict"
-	case errors.Is(err, netview.ErrSignature):
-		reason = "signature"
-	case errors.Is(err, netview.ErrTooManySites):
-		reason = "too_many"
-	case errors.Is(err, netview.ErrVersion):
-		reason = "version"
-	}
+	reason := refusedReason(err)
 	r.m.RecordsRefused.WithLabelValues(reason).Inc()
 	ok, suppressed := r.refusedLogs.Allow("record " + reason)
 	if !ok {
@@ -446,6 +436,22 @@ func (r *Router) recordRefused(l *link, err error) {
 		return
 	}
 	r.log.Info("site record refused", "peerSite", l.peer, "error", err.Error(), "suppressed", suppressed)
+}
+
+// refusedReason is the reason label of a site record or traffic report
+// refused with err.
+func refusedReason(err error) string {
+	switch {
+	case errors.Is(err, netview.ErrKeyConflict):
+		return "key_conflict"
+	case errors.Is(err, netview.ErrSignature):
+		return "signature"
+	case errors.Is(err, netview.ErrTooManySites):
+		return "too_many"
+	case errors.Is(err, netview.ErrVersion):
+		return "version"
+	}
+	return "invalid"
 }
 
 // flood sends records to every up link but except.

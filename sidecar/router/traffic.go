@@ -3,7 +3,6 @@ package router
 import (
 	"cmp"
 	"context"
-	"errors"
 	"math"
 	"slices"
 	"time"
@@ -193,15 +192,7 @@ func (r *Router) applyTraffic(l *link, wires [][]byte) {
 // trafficRefused counts and logs (rate-limited) a report link l brought
 // that was refused.
 func (r *Router) trafficRefused(l *link, err error) {
-	reason := "invalid"
-	switch {
-	case errors.Is(err, netview.ErrKeyConflict):
-		reason = "key_conflict"
-	case errors.Is(err, netview.ErrSignature):
-		reason = "signature"
-	case errors.Is(err, netview.ErrVersion):
-		reason = "version"
-	}
+	reason := refusedReason(err)
 	r.m.TrafficRefused.WithLabelValues(reason).Inc()
 	if ok, suppressed := r.refusedLogs.Allow("traffic " + reason); ok {
 		r.log.Info("traffic report refused", "peerSite", l.peer, "error", err.Error(), "suppressed", suppressed)
