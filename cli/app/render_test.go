@@ -70,7 +70,8 @@ func TestGoldenTables(t *testing.T) {
 			Message: "annotation skiff.io/routing: \"multicast\": multicast is not served for tcp\n  (use balanced or closest)"}},
 	}
 	sample := counters.NewSample()
-	sample.Peers["west"] = counters.PeerCounters{BytesSent: 1536000, BytesReceived: 2048}
+	sample.Peers["west"] = counters.PeerCounters{BytesSent: 1536000, BytesReceived: 2048, UpSince: float64(now.Add(-3 * time.Hour).Unix())}
+	sample.Peers["south"] = counters.PeerCounters{UpSince: float64(now.Unix())} // down in the view: no time shown
 	addBytes(report.Links, sample)
 	report.XDS = xdsFixture(t)
 	unknown := report

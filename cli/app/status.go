@@ -59,6 +59,10 @@ type peerLink struct {
 	// and received from it since they started (their
 	// skiff_peer_bytes_total); nil when they could not be read.
 	Bytes *linkBytes `json:"bytes,omitempty"`
+	// UpSince is when the newest of the gateways' links to the peer that
+	// are up came up (skiff_link_up_timestamp_seconds); nil when none is
+	// or the gateways could not be read.
+	UpSince *time.Time `json:"upSince,omitempty"`
 }
 
 // linkBytes are the bytes carried over a link each way.
@@ -68,7 +72,7 @@ type linkBytes struct {
 }
 
 // addBytes puts the gateways' byte counts on the links (all of them:
-// links without traffic carried 0 bytes).
+// links without traffic carried 0 bytes), and when those up came up.
 func addBytes(links []peerLink, sample counters.Sample) {
 	for i := range links {
 		if links[i].Peer == "" {
@@ -76,6 +80,10 @@ func addBytes(links []peerLink, sample counters.Sample) {
 		}
 		c := sample.Peers[links[i].Peer]
 		links[i].Bytes = &linkBytes{Sent: c.BytesSent, Received: c.BytesReceived}
+		if c.UpSince > 0 && links[i].State == "up" {
+			t := time.UnixMilli(int64(c.UpSince * 1000)).UTC()
+			links[i].UpSince = &t
+		}
 	}
 }
 
@@ -235,14 +243,18 @@ func siteTables(r siteReport, now time.Time) []render.Table {
 		}
 		comps.Rows = append(comps.Rows, []string{c.Name, c.Kind, ready})
 	}
-	links := render.Table{Title: "Links:", Headers: []string{"peer", "cost", "state", "dialled by", "secret", "sent", "received"},
+	links := render.Table{Title: "Links:", Headers: []string{"peer", "cost", "state", "up for", "dialled by", "secret", "sent", "received"},
 		Empty: "No links: `skiff token create FILE` here and `skiff link create FILE` on another site, or the other way round."}
 	for _, l := range r.Links {
 		sent, received := "-", "-"
 		if l.Bytes != nil {
 			sent, received = size(l.Bytes.Sent), size(l.Bytes.Received)
 		}
-		links.Rows = append(links.Rows, []string{dash(l.Peer), strconv.Itoa(l.Cost), l.State, l.DialledBy, dash(l.Secret), sent, received})
+		upFor := "-"
+		if l.UpSince != nil {
+			upFor = age(now, *l.UpSince)
+		}
+		links.Rows = append(links.Rows, []string{dash(l.Peer), strconv.Itoa(l.Cost), l.State, upFor, l.DialledBy, dash(l.Secret), sent, received})
 	}
 	tables := []render.Table{comps, links, servicesTable(r.Services, r.TruncatedServices), warningsTable(r.Warnings, now)}
 	if r.XDS != nil {

@@ -49,6 +49,7 @@ type link struct {
 	sessions []*mux.Session // by pool index; nil where down
 	ctrl     *mux.Stream
 	up       bool
+	upSince  time.Time // when it came up
 	closed   bool
 
 	// pending records to send, coalesced per node; kick wakes the writer.
@@ -170,9 +171,11 @@ func (l *link) clearSession(i int, s *mux.Session) {
 
 // linkMetrics sets the link gauges of peer from every link to it that is
 // up: skiff_links_up counts them per direction, skiff_link_connections
-// adds up their live connections. Links that never came up count nothing.
+// adds up their live connections, skiff_link_up_timestamp_seconds is when
+// the newest came up. Links that never came up count nothing.
 func (r *Router) linkMetrics(peer string) {
 	var conns, in, out int
+	var since time.Time
 	r.mu.Lock()
 	for _, l := range r.links {
 		if l.peer != peer || !l.isUp() {
@@ -185,12 +188,20 @@ func (r *Router) linkMetrics(peer string) {
 		}
 		l.mu.Lock()
 		conns += l.liveLocked()
+		if l.upSince.After(since) {
+			since = l.upSince
+		}
 		l.mu.Unlock()
 	}
 	r.mu.Unlock()
 	r.m.LinksUp.WithLabelValues(peer, "incoming").Set(float64(in))
 	r.m.LinksUp.WithLabelValues(peer, "outgoing").Set(float64(out))
 	r.m.LinkConns.WithLabelValues(peer).Set(float64(conns))
+	up := 0.0
+	if !since.IsZero() {
+		up = float64(since.UnixMilli()) / 1000
+	}
+	r.m.LinkUpSince.WithLabelValues(peer).Set(up)
 }
 
 func (l *link) liveLocked() int {
@@ -264,7 +275,7 @@ func (l *link) markUp(ctrl *mux.Stream) {
 		return
 	}
 	l.ctrl = ctrl
-	l.up = true
+	l.up, l.upSince = true, time.Now()
 	l.mu.Unlock()
 	r := l.r
 	r.mu.Lock()

@@ -47,6 +47,9 @@ type Metrics struct {
 	// LinkCertsRenewed counts link certificates this gateway issued anew
 	// to linked sites before theirs expired, by peer site.
 	LinkCertsRenewed *prometheus.CounterVec
+	// LinkUpSince is when the newest link up to a peer site came up
+	// (unix seconds), 0 while none is up.
+	LinkUpSince *prometheus.GaugeVec
 	// HTTP are the metrics of the requests of HTTP addresses (package l7).
 	HTTP *l7.Metrics
 }
@@ -73,6 +76,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LinksUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "skiff_links_up", Help: "Links to a peer site that are up (1) or down (0).",
 		}, []string{"peer", "direction"}),
+		LinkUpSince: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "skiff_link_up_timestamp_seconds", Help: "When the newest link to a peer site that is up came up (unix seconds); 0 while none is up.",
+		}, []string{"peer"}),
 		LinkConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "skiff_link_connections", Help: "mTLS connections in the pool of each link.",
 		}, []string{"peer"}),
@@ -119,7 +125,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "skiff_draining", Help: "1 while the router drains after SIGTERM (unready, no new connections or streams, open ones finishing), 0 otherwise.",
 		}),
 	}
-	reg.MustRegister(m.LinksUp, m.LinkConns, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
+	reg.MustRegister(m.LinksUp, m.LinkConns, m.LinkUpSince, m.StreamsOpened, m.StreamsActive, m.AddressBytes,
 		m.PeerBytes, m.PeerStreams, m.ConnectFailures, m.RoutingDecisions, m.Passthrough, m.RedirectVerified, m.SitesReachable, m.RecordsReceived,
 		m.LinkRefused, m.RecordsRefused, m.TrafficRefused, m.StreamsRefused, m.PolicyRefused, m.Draining, m.CertExpiry, m.LinkCertsRenewed)
 	return m

@@ -198,9 +198,10 @@ spec:
 		return nil
 	})
 	// skiff status in west reads its gateway pod's byte counters through
-	// the API server: its link to east has sent and received columns.
+	// the API server: its link to east has been up for a while and has
+	// sent and received columns.
 	out = must(t, skiff, "status", "-n", "west")
-	if !regexp.MustCompile(`(?m)^east +1 +up +west +link-to-east +[0-9.]+ [kMG]?B +[0-9.]+ [kMG]?B$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^east +1 +up +[0-9]+[smhd] +west +link-to-east +[0-9.]+ [kMG]?B +[0-9.]+ [kMG]?B$`).MatchString(out) {
 		t.Errorf("skiff status -n west:\n%s", out)
 	}
 

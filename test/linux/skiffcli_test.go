@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestSkiffCLIOnLinuxSites(t *testing.T) {
 		t.Errorf("west's link list: %v\n%s", err, out)
 	}
 	out, err = c.on(c.west, "status")
-	if err != nil || !strings.Contains(out, "Site west (a Linux site)") || !strings.Contains(out, "east   2      up      west") || !strings.Contains(out, "web       http       closest   1") ||
+	if err != nil || !strings.Contains(out, "Site west (a Linux site)") || !regexp.MustCompile(`east +2 +up +[0-9]+[smhd] +west`).MatchString(out) || !strings.Contains(out, "web       http       closest   1") ||
 		!hasSizes(out, "east   2      up") {
 		t.Errorf("west's status: %v\n%s", err, out)
 	}

@@ -22,6 +22,10 @@ const MaxPage = 32 << 20
 // skiff_peer_bytes_total and skiff_peer_streams_total.
 type PeerCounters struct {
 	BytesSent, BytesReceived, StreamsOpened, StreamsAccepted float64
+	// UpSince is when the newest of the gateways' links to the site that
+	// are up came up (unix seconds, skiff_link_up_timestamp_seconds); 0
+	// when none is up.
+	UpSince float64
 }
 
 // FlowCounters are a site's gateways' counters of one address's traffic
@@ -66,6 +70,7 @@ func (s Sample) Add(o Sample) {
 		c.BytesReceived += v.BytesReceived
 		c.StreamsOpened += v.StreamsOpened
 		c.StreamsAccepted += v.StreamsAccepted
+		c.UpSince = max(c.UpSince, v.UpSince)
 		s.Peers[peer] = c
 	}
 	for a, sites := range o.Flows {
@@ -132,6 +137,13 @@ func FromFamilies(families map[string]*dto.MetricFamily) Sample {
 		}
 		out.Peers[peer] = c
 	})
+	for _, m := range families["skiff_link_up_timestamp_seconds"].GetMetric() {
+		if peer := label(m, "peer"); m.GetGauge() != nil && peer != "" {
+			c := out.Peers[peer]
+			c.UpSince = m.GetGauge().GetValue()
+			out.Peers[peer] = c
+		}
+	}
 	each("skiff_routing_decisions_total", func(m *dto.Metric, v float64) {
 		out.Flow(label(m, "address"), label(m, "site")).Connections += v
 	})

@@ -19,8 +19,9 @@ func TestParse(t *testing.T) {
 	streams := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_peer_streams_total"}, []string{"peer", "direction"})
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_routing_decisions_total"}, []string{"address", "pattern", "site"})
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_http_requests_total"}, []string{"address", "site", "class", "origin"})
+	upSince := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "skiff_link_up_timestamp_seconds"}, []string{"peer"})
 	other := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "skiff_streams_opened_total"}, []string{"address", "role"})
-	reg.MustRegister(bytes, streams, decisions, requests, other)
+	reg.MustRegister(bytes, streams, decisions, requests, upSince, other)
 	bytes.WithLabelValues("west", "sent").Add(100)
 	bytes.WithLabelValues("west", "received").Add(250)
 	streams.WithLabelValues("west", "opened").Add(3)
@@ -31,6 +32,7 @@ func TestParse(t *testing.T) {
 	requests.WithLabelValues("web", "none", "5xx", "").Add(1)
 	requests.WithLabelValues("web", "west", "2xx", "north").Add(1000)
 	other.WithLabelValues("web", "origin").Add(9)
+	upSince.WithLabelValues("west").Set(1.7e9)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +47,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]PeerCounters{"west": {BytesSent: 100, BytesReceived: 250, StreamsOpened: 3}, "north": {StreamsAccepted: 2}}
+	want := map[string]PeerCounters{"west": {BytesSent: 100, BytesReceived: 250, StreamsOpened: 3, UpSince: 1.7e9}, "north": {StreamsAccepted: 2}}
 	if len(got.Peers) != len(want) || got.Peers["west"] != want["west"] || got.Peers["north"] != want["north"] {
 		t.Errorf("peers %+v, want %+v", got.Peers, want)
 	}
