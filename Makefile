@@ -35,15 +35,9 @@ test: ## Run every test tier this machine can run (root runs the privileged ones
 	bash hack/helm.sh >/dev/null
 	@# skiff's own concurrent code under the race detector; the packages
 	@# that link Kubernetes or helm with the static flags (hack/test-packages.sh).
-	@# The two tiers run side by side (the static one's output follows the
-	@# race one's): each spends much of its time waiting on processes,
-	@# apiservers and networks the other can use the cores for.
-	assets=$$(bash hack/envtest-assets.sh) && mkdir -p .cache && \
-		{ KUBEBUILDER_ASSETS=$$assets $(STATIC) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh static) >.cache/static-tier.log 2>&1 & } && \
-		static=$$! && \
-		KUBEBUILDER_ASSETS=$$assets $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh race); race=$$?; \
-		wait $$static; st=$$?; cat .cache/static-tier.log; \
-		if [ $$race != 0 ] || [ $$st != 0 ]; then echo "make test: race tier exit $$race, static tier exit $$st" >&2; exit 1; fi
+	assets=$$(bash hack/envtest-assets.sh) && \
+		KUBEBUILDER_ASSETS=$$assets $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh race) && \
+		KUBEBUILDER_ASSETS=$$assets $(STATIC) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh static)
 	@# The end-to-end scenario on a real single-node cluster (root only).
 	@if [ "$(SKIFF_E2E)" = 0 ]; then echo "make test: SKIFF_E2E=0: end-to-end scenario skipped"; \
 	elif [ "$$(id -u)" = 0 ]; then bash hack/e2e.sh; \
