@@ -59,6 +59,10 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatalf("kubeconfig: %v", err)
 	}
 	c := &cluster{cfg: user.Config(), kubeconfig: filepath.Join(t.TempDir(), "kubeconfig")}
+	// list reads every resource type of the server, several times: at
+	// client-go's default 5 requests a second that was a minute of
+	// waiting on the client's own rate limiter.
+	c.cfg.QPS, c.cfg.Burst = 1000, 1000
 	if err := os.WriteFile(c.kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
