@@ -374,7 +374,9 @@ func (g *runGroup) wait() error { return g.g.Wait() }
 // no longer loads is reported and the running configuration kept; changes
 // to the name, data dir or link access need a restart and are reported.
 func watchSiteFile(ctx context.Context, path string, current *sitefile.Site, store state.Store, r *router.Router, servicesFromFile bool, log logr.Logger) {
-	sitefile.Watch(ctx, path, sitefile.WatchOptions{Since: sitefile.ModTime(path), SIGHUP: true}, log, func(next *sitefile.Site, modified time.Time) {
+	// Since the file as loaded at start, not as it is now: an edit made
+	// while the gateway started (skiff link create) is applied.
+	sitefile.Watch(ctx, path, sitefile.WatchOptions{Since: current.Modified, SIGHUP: true}, log, func(next *sitefile.Site, modified time.Time) {
 		if next.Name != current.Name || next.DataDir != current.DataDir || !reflect.DeepEqual(next.LinkAccess, current.LinkAccess) {
 			log.Info("site file changed name, dataDir or linkAccess; restart the gateway to apply those", "siteFile", path)
 		}

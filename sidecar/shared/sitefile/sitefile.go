@@ -23,9 +23,14 @@ import (
 // Site is a parsed and validated site file. Paths are absolute and
 // defaults are filled in.
 type Site struct {
-	Path    string // absolute path of the file
-	Name    string
-	DataDir string // absolute; default "<name>-data" beside the file
+	Path string // absolute path of the file
+	// Modified is the file's modification time as Load found it before
+	// reading it (zero from Parse): a watcher that starts later compares
+	// with it, so that a change made meanwhile is not taken for the
+	// running configuration.
+	Modified time.Time
+	Name     string
+	DataDir  string // absolute; default "<name>-data" beside the file
 	// CADir holds the site CA (ca.crt, ca.key); absolute; default
 	// DataDir. In Kubernetes it is the controller's Secret, mounted
 	// read-only.
@@ -139,11 +144,17 @@ func (s *Site) MulticastFor(address string) model.MulticastSpec {
 
 // Load reads and parses the site file at path.
 func Load(path string) (*Site, error) {
+	modified := ModTime(path)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read site file: %w", err)
 	}
-	return Parse(path, data)
+	s, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	s.Modified = modified
+	return s, nil
 }
 
 // Parse parses and validates a site file's contents. path locates the file

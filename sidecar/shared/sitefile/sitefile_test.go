@@ -50,6 +50,7 @@ func TestLoadGood(t *testing.T) {
 		},
 		Routing: map[string]string{"echo": "closest", "db.prod": "balanced"},
 	}
+	want.Modified = ModTime(filepath.Join("testdata", "good.yaml"))
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("Load(testdata/good.yaml) (-got +want):\n%s", diff)
 	}

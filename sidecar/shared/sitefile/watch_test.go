@@ -66,3 +66,44 @@ func TestWatch(t *testing.T) {
 	}
 	expect("north")
 }
+
+// A change made after Load and before the watcher starts (skiff link
+// create while a gateway starts) is applied: the watcher compares with
+// the time Load found, not with the file as it is when it starts.
+func TestWatchSinceLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "site.yaml")
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for i, body := range []string{"name: east\n", "name: west\n"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		at := t0.Add(time.Duration(i) * time.Second)
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			break
+		}
+		loaded, err := Load(path)
+		if err != nil || !loaded.Modified.Equal(t0) {
+			t.Fatalf("Load() = %+v, %v; want Modified %v", loaded, err, t0)
+		}
+	}
+	got := make(chan string, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go Watch(ctx, path, WatchOptions{Every: 10 * time.Millisecond, Since: t0}, logr.Discard(), func(s *Site, _ time.Time) {
+		select {
+		case got <- s.Name:
+		default:
+		}
+	})
+	select {
+	case name := <-got:
+		if name != "west" {
+			t.Errorf("applied %q, want west", name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the change made after Load was never applied")
+	}
+}
