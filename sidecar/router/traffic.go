@@ -92,14 +92,13 @@ func (r *Router) trafficLoop(ctx context.Context) {
 // addresses, at most maxAddrs of them and netview.MaxTrafficFlows
 // flows. Only what moved is listed.
 func trafficDelta(site string, prev, cur counters.Sample, maxAddrs int) (map[string]netview.PeerTraffic, map[string]map[string]netview.FlowTraffic) {
+	delta := counters.Delta(prev, cur)
 	peers := map[string]netview.PeerTraffic{}
-	for peer, c := range cur.Peers {
+	for peer, c := range delta.Peers {
 		if peer == site {
 			continue
 		}
-		p := prev.Peers[peer]
-		t := netview.PeerTraffic{Sent: diff(c.BytesSent, p.BytesSent), Received: diff(c.BytesReceived, p.BytesReceived),
-			Streams: diff(c.StreamsOpened+c.StreamsAccepted, p.StreamsOpened+p.StreamsAccepted)}
+		t := netview.PeerTraffic{Sent: count(c.BytesSent), Received: count(c.BytesReceived), Streams: count(c.StreamsOpened + c.StreamsAccepted)}
 		if t != (netview.PeerTraffic{}) {
 			peers[peer] = t
 		}
@@ -110,14 +109,10 @@ func trafficDelta(site string, prev, cur counters.Sample, maxAddrs int) (map[str
 		total uint64
 	}
 	var all []busy
-	for addr, sites := range cur.Flows {
+	for addr, sites := range delta.Flows {
 		b := busy{addr: addr, sites: map[string]netview.FlowTraffic{}}
 		for s, c := range sites {
-			var p counters.FlowCounters
-			if pp := prev.Flows[addr][s]; pp != nil {
-				p = *pp
-			}
-			f := netview.FlowTraffic{Connections: diff(c.Connections, p.Connections), Requests: diff(c.Requests, p.Requests), Errors: diff(c.Errors, p.Errors)}
+			f := netview.FlowTraffic{Connections: count(c.Connections), Requests: count(c.Requests), Errors: count(c.Errors)}
 			if f != (netview.FlowTraffic{}) && s != "" {
 				b.sites[s] = f
 				b.total += f.Connections + f.Requests
@@ -151,13 +146,8 @@ func trafficDelta(site string, prev, cur counters.Sample, maxAddrs int) (map[str
 	return peers, flows
 }
 
-// diff is how much a counter grew between two readings (its value when
-// it went down: it started again).
-func diff(cur, prev float64) uint64 {
-	if cur < prev {
-		prev = 0
-	}
-	d := cur - prev
+// count is a counter's growth as a whole count.
+func count(d float64) uint64 {
 	if d <= 0 || math.IsNaN(d) {
 		return 0
 	}
@@ -201,18 +191,8 @@ func (r *Router) trafficRefused(l *link, err error) {
 
 // floodTraffic sends reports to every up link to a gateway but except.
 func (r *Router) floodTraffic(reports []netview.SignedTraffic, except *link) {
-	r.mu.Lock()
-	targets := make([]*link, 0, len(r.links))
-	for _, l := range r.links {
-		if l != except && l.role != roleMember {
-			targets = append(targets, l)
-		}
-	}
-	r.mu.Unlock()
-	for _, l := range targets {
-		if l.isUp() {
-			l.enqueueTraffic(reports)
-		}
+	for _, l := range r.upLinks(except, false) {
+		l.enqueueTraffic(reports)
 	}
 }
 

@@ -74,36 +74,26 @@ type Reading struct {
 	Remote []netview.HeldTraffic
 }
 
-// rates computes the rates between two samples dt apart; a counter that
-// went down (a gateway restarted) counts from zero.
+// rates computes the rates between two samples dt apart (counters.Delta:
+// a counter that went down, a gateway restarted, counts from zero).
 func rates(site string, prev, cur counters.Sample, dt time.Duration, now time.Time) Traffic {
 	t := Traffic{Site: site, Time: now}
 	secs := dt.Seconds()
-	d := func(a, b float64) float64 {
-		if a < b {
-			b = 0
-		}
-		return round((a - b) / secs)
-	}
-	for peer, c := range cur.Peers {
+	r := func(v float64) float64 { return round(v / secs) }
+	delta := counters.Delta(prev, cur)
+	for peer, c := range delta.Peers {
 		if peer == site {
 			continue // the site's own sidecars (member links)
 		}
-		p := prev.Peers[peer]
-		t.Peers = append(t.Peers, PeerRate{Peer: peer, SentBps: d(c.BytesSent, p.BytesSent), ReceivedBps: d(c.BytesReceived, p.BytesReceived),
-			StreamsPerSec: d(c.StreamsOpened+c.StreamsAccepted, p.StreamsOpened+p.StreamsAccepted)})
+		t.Peers = append(t.Peers, PeerRate{Peer: peer, SentBps: r(c.BytesSent), ReceivedBps: r(c.BytesReceived), StreamsPerSec: r(c.StreamsOpened + c.StreamsAccepted)})
 	}
 	slices.SortFunc(t.Peers, func(a, b PeerRate) int { return strings.Compare(a.Peer, b.Peer) })
 	var all []busy
-	for addr, sites := range cur.Flows {
+	for addr, sites := range delta.Flows {
 		var b busy
 		b.a.Name = addr
 		for s, c := range sites {
-			var p counters.FlowCounters
-			if pp := prev.Flows[addr][s]; pp != nil {
-				p = *pp
-			}
-			f := Flow{Site: s, ConnectionsPerSec: d(c.Connections, p.Connections), RequestsPerSec: d(c.Requests, p.Requests), ErrorsPerSec: d(c.Errors, p.Errors)}
+			f := Flow{Site: s, ConnectionsPerSec: r(c.Connections), RequestsPerSec: r(c.Requests), ErrorsPerSec: r(c.Errors)}
 			if f.ConnectionsPerSec+f.RequestsPerSec+f.ErrorsPerSec == 0 {
 				continue
 			}

@@ -83,6 +83,35 @@ func (s Sample) Add(o Sample) {
 	}
 }
 
+// Delta returns what the counters of cur grew by since prev, for every
+// peer and flow of cur (those that did not move with zeros); a counter
+// that went down (its router restarted) counts from zero. UpSince is
+// cur's.
+func Delta(prev, cur Sample) Sample {
+	d := func(c, p float64) float64 {
+		if c < p {
+			return c
+		}
+		return c - p
+	}
+	out := NewSample()
+	for peer, c := range cur.Peers {
+		p := prev.Peers[peer]
+		out.Peers[peer] = PeerCounters{BytesSent: d(c.BytesSent, p.BytesSent), BytesReceived: d(c.BytesReceived, p.BytesReceived),
+			StreamsOpened: d(c.StreamsOpened, p.StreamsOpened), StreamsAccepted: d(c.StreamsAccepted, p.StreamsAccepted), UpSince: c.UpSince}
+	}
+	for addr, sites := range cur.Flows {
+		for site, c := range sites {
+			var p FlowCounters
+			if pp := prev.Flows[addr][site]; pp != nil {
+				p = *pp
+			}
+			*out.Flow(addr, site) = FlowCounters{Connections: d(c.Connections, p.Connections), Requests: d(c.Requests, p.Requests), Errors: d(c.Errors, p.Errors)}
+		}
+	}
+	return out
+}
+
 // Parse reads the counters a Sample holds out of a Prometheus
 // text exposition.
 func Parse(r io.Reader) (Sample, error) {
@@ -110,8 +139,11 @@ func FromFamilies(families map[string]*dto.MetricFamily) Sample {
 	out := NewSample()
 	each := func(name string, f func(m *dto.Metric, v float64)) {
 		for _, m := range families[name].GetMetric() {
-			if m.GetCounter() != nil {
+			switch {
+			case m.GetCounter() != nil:
 				f(m, m.GetCounter().GetValue())
+			case m.GetGauge() != nil:
+				f(m, m.GetGauge().GetValue())
 			}
 		}
 	}
@@ -137,13 +169,12 @@ func FromFamilies(families map[string]*dto.MetricFamily) Sample {
 		}
 		out.Peers[peer] = c
 	})
-	for _, m := range families["skiff_link_up_timestamp_seconds"].GetMetric() {
-		if peer := label(m, "peer"); m.GetGauge() != nil && peer != "" {
-			c := out.Peers[peer]
-			c.UpSince = m.GetGauge().GetValue()
-			out.Peers[peer] = c
-		}
-	}
+	each("skiff_link_up_timestamp_seconds", func(m *dto.Metric, v float64) {
+		peer := label(m, "peer")
+		c := out.Peers[peer]
+		c.UpSince = v
+		out.Peers[peer] = c
+	})
 	each("skiff_routing_decisions_total", func(m *dto.Metric, v float64) {
 		out.Flow(label(m, "address"), label(m, "site")).Connections += v
 	})
