@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -467,19 +468,23 @@ func refusedReason(err error) string {
 
 // flood sends records to every up link but except.
 func (r *Router) flood(recs []netview.Signed, except *link) {
+	for _, l := range r.upLinks(except, true) {
+		l.enqueue(recs)
+	}
+}
+
+// upLinks returns the links that are up but except, those to members
+// (sidecars) too with members.
+func (r *Router) upLinks(except *link, members bool) []*link {
 	r.mu.Lock()
 	targets := make([]*link, 0, len(r.links))
 	for _, l := range r.links {
-		if l != except {
+		if l != except && (members || l.role != roleMember) {
 			targets = append(targets, l)
 		}
 	}
 	r.mu.Unlock()
-	for _, l := range targets {
-		if l.isUp() {
-			l.enqueue(recs)
-		}
-	}
+	return slices.DeleteFunc(targets, func(l *link) bool { return !l.isUp() })
 }
 
 // acceptLinks serves link access until ln is closed (a drain begins) or
