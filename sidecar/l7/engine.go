@@ -31,6 +31,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
 // Target is one place a request can go.
@@ -192,15 +193,9 @@ func New(o Options) *Engine {
 	if o.AccessLog != nil {
 		e.alog = newAccessLog(o.AccessLog, o.Metrics.AccessLogErrors)
 	}
-	e.local1 = e.newTransport(false, func(ctx context.Context, addr string) (net.Conn, error) {
-		return e.up.DialEndpoint(ctx, addr)
-	})
-	e.local2 = e.newTransport(true, func(ctx context.Context, addr string) (net.Conn, error) {
-		return e.up.DialEndpoint(ctx, addr)
-	})
-	e.h1 = newH1Pool(undeliveredDial(func(ctx context.Context, addr string) (net.Conn, error) {
-		return e.up.DialEndpoint(ctx, addr)
-	}))
+	e.local1 = e.newTransport(false, e.dialEndpoint)
+	e.local2 = e.newTransport(true, e.dialEndpoint)
+	e.h1 = newH1Pool(undeliveredDial(e.dialEndpoint))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -298,11 +293,21 @@ func undeliveredDial(dial func(ctx context.Context, addr string) (net.Conn, erro
 	}
 }
 
+// dialEndpoint connects to a local endpoint, its reads and writes made
+// without the scheduler's system call bracket (package rawio).
+func (e *Engine) dialEndpoint(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := e.up.DialEndpoint(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(c), nil
+}
+
 // ServeConn serves HTTP on a client connection to address, until the
 // connection closes or ctx ends. With accessLog, each of its requests
 // gets a line in the access log (Options.AccessLog), if there is one.
 func (e *Engine) ServeConn(ctx context.Context, c net.Conn, address string, accessLog bool) {
-	e.serve(ctx, c, connInfo{address: address, logged: accessLog && e.alog != nil})
+	e.serve(ctx, rawio.Wrap(c), connInfo{address: address, logged: accessLog && e.alog != nil})
 }
 
 // ServeSite serves the HTTP/2 connection another site opened in a link

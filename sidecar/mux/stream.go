@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
 // Stream is one bidirectional stream of a Session. It implements net.Conn;
@@ -523,7 +525,7 @@ func (st *Stream) directLocked(p []byte) []byte {
 	}
 	var n int
 	err := st.sink.Write(func(fd uintptr) bool {
-		n, _ = syscall.Write(int(fd), p)
+		n, _ = rawio.Write(fd, p)
 		return true // one attempt, never wait
 	})
 	if err != nil || n <= 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/backoff"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
 // handshakeTimeout bounds a link connection's TLS handshake and hello, on
@@ -611,7 +612,7 @@ func dialTLS(ctx context.Context, timeout time.Duration, endpoint string, cfg *t
 		host, _, _ := net.SplitHostPort(endpoint)
 		cfg.ServerName = host
 	}
-	conn := tls.Client(&corkConn{Conn: raw}, cfg)
+	conn := tls.Client(&corkConn{Conn: rawio.Wrap(raw)}, cfg)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, err
@@ -622,7 +623,7 @@ func dialTLS(ctx context.Context, timeout time.Duration, endpoint string, cfg *t
 // acceptHello runs the TLS handshake and reads the hello, within
 // handshakeTimeout.
 func (r *Router) acceptHello(ctx context.Context, raw net.Conn) (*tls.Conn, hello, error) {
-	conn := tls.Server(&corkConn{Conn: raw}, r.cfg.ServerTLS)
+	conn := tls.Server(&corkConn{Conn: rawio.Wrap(raw)}, r.cfg.ServerTLS)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()

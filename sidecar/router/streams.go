@@ -19,6 +19,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
 // headerTimeout bounds how long a peer may take to send a stream header
@@ -708,7 +709,8 @@ func rawTCP(src io.Reader) syscall.RawConn {
 // connection that waits for its client holds no buffer: with io.Copy,
 // each of 1,000 idle connections held 32 KiB. A read that finds nothing
 // costs the same as in net's Read (which also tries, then waits for the
-// poller); the reads and writes are the same.
+// poller); the reads and writes are the same, made with rawio (without
+// the scheduler's system call bracket, which wakes the runtime's monitor).
 func copyReady(dst io.Writer, rc syscall.RawConn, get func() *[]byte, put func(*[]byte)) (int64, error) {
 	var (
 		total int64
@@ -718,13 +720,12 @@ func copyReady(dst io.Writer, rc syscall.RawConn, get func() *[]byte, put func(*
 	)
 	attempt := func(fd uintptr) bool { // one closure per connection, not per read
 		bp = get()
-		for {
-			n, rerr = syscall.Read(int(fd), *bp)
-			if rerr != syscall.EINTR {
-				break
-			}
+		var e syscall.Errno
+		n, e = rawio.Read(fd, *bp)
+		if rerr = nil; e != 0 {
+			rerr = e
 		}
-		if rerr == syscall.EAGAIN {
+		if e == syscall.EAGAIN {
 			put(bp)
 			bp = nil
 			return false // wait for the poller without a buffer

@@ -1,0 +1,195 @@
+package rawio
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair returns the two ends of a loopback TCP connection.
+func pair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// ends returns a connection's ends as net's own conns and as Conns, for
+// tests that check both behave alike.
+func ends(t *testing.T, wrap bool) (net.Conn, net.Conn) {
+	c, s := pair(t)
+	if !wrap {
+		return c, s
+	}
+	wc, ws := Wrap(c), Wrap(s)
+	if _, ok := wc.(*Conn); !ok {
+		t.Fatalf("Wrap(%T) = %T, want *Conn", c, wc)
+	}
+	return wc, ws
+}
+
+func both(t *testing.T, f func(t *testing.T, wrap bool)) {
+	for _, wrap := range []bool{false, true} {
+		name := "net"
+		if wrap {
+			name = "rawio"
+		}
+		t.Run(name, func(t *testing.T) { f(t, wrap) })
+	}
+}
+
+// A large write to a reader that reads slowly fills the socket: Write
+// waits for room and every byte arrives in order; the writer's
+// CloseWrite is the reader's io.EOF.
+func TestLargeWriteAndEOF(t *testing.T) {
+	both(t, func(t *testing.T, wrap bool) {
+		c, s := ends(t, wrap)
+		want := make([]byte, 8<<20)
+		rand.Read(want)
+		errc := make(chan error, 1)
+		go func() {
+			n, err := c.Write(want)
+			if err == nil && n != len(want) {
+				err = errors.New("short write without an error")
+			}
+			if err == nil {
+				err = c.(interface{ CloseWrite() error }).CloseWrite()
+			}
+			errc <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // the writer finds the socket full
+		var got bytes.Buffer
+		buf := make([]byte, 3000) // odd reads
+		for {
+			n, err := s.Read(buf)
+			got.Write(buf[:n])
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read after %d bytes: %v", got.Len(), err)
+			}
+			if n == 0 {
+				t.Fatal("Read returned 0 bytes and no error")
+			}
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("read %d bytes, not the %d written", got.Len(), len(want))
+		}
+		if n, err := s.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("read after EOF = %d, %v; want 0, EOF", n, err)
+		}
+		if n, err := s.Read(nil); n != 0 || err != nil {
+			t.Fatalf("empty read = %d, %v; want 0, nil", n, err)
+		}
+	})
+}
+
+// Deadlines end a waiting Read and Write as net's do.
+func TestDeadlines(t *testing.T) {
+	both(t, func(t *testing.T, wrap bool) {
+		c, s := ends(t, wrap)
+		s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		_, err := s.Read(make([]byte, 10))
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("read past its deadline: %v (%T), want a timeout", err, err)
+		}
+		c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		big := make([]byte, 64<<20) // more than the socket takes: nobody reads
+		n, err := c.Write(big)
+		t.Logf("wrote %d before the deadline", n)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || n >= len(big) {
+			t.Fatalf("write past its deadline = %d, %v; want a timeout before all was written", n, err)
+		}
+	})
+}
+
+// A closed Conn reports net.ErrClosed; a reset reports ECONNRESET, as
+// net's do.
+func TestClosedAndReset(t *testing.T) {
+	both(t, func(t *testing.T, wrap bool) {
+		c, s := ends(t, wrap)
+		s.Close()
+		if _, err := s.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read of a closed conn: %v, want net.ErrClosed", err)
+		}
+		if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write to a closed conn: %v, want net.ErrClosed", err)
+		}
+		c2, s2 := ends(t, wrap)
+		if _, err := c2.Write([]byte("unread")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		s2.(interface{ SetLinger(int) error }).SetLinger(0)
+		s2.Close() // unread data: a reset
+		_ = c
+		c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c2.Read(make([]byte, 10))
+		var oe *net.OpError
+		if !errors.Is(err, syscall.ECONNRESET) || !errors.As(err, &oe) || oe.Op != "read" {
+			t.Fatalf("read of a reset conn: %v (%T), want a read *net.OpError for ECONNRESET", err, err)
+		}
+	})
+}
+
+// Read and Write report EAGAIN rather than wait; Wrap leaves what is not
+// a TCP connection as it is.
+func TestRawCalls(t *testing.T) {
+	c, s := pair(t)
+	rc, err := s.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var e syscall.Errno
+	rc.Read(func(fd uintptr) bool { n, e = Read(fd, make([]byte, 4)); return true })
+	if e != syscall.EAGAIN {
+		t.Fatalf("read of an empty socket = %d, %v; want EAGAIN", n, e)
+	}
+	c.Write([]byte("abc"))
+	time.Sleep(10 * time.Millisecond)
+	buf := make([]byte, 4)
+	rc.Read(func(fd uintptr) bool { n, e = Read(fd, buf); return true })
+	if e != 0 || string(buf[:n]) != "abc" {
+		t.Fatalf("read = %q, %v; want abc", buf[:n], e)
+	}
+	crc, _ := c.SyscallConn()
+	crc.Write(func(fd uintptr) bool { n, e = Write(fd, []byte("de")); return true })
+	if e != 0 || n != 2 {
+		t.Fatalf("write = %d, %v; want 2", n, e)
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if Wrap(p1) != p1 {
+		t.Fatal("Wrap changed a net.Pipe end")
+	}
+}
