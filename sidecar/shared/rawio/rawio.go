@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -69,10 +70,25 @@ func Write(fd uintptr, p []byte) (int, syscall.Errno) {
 
 // Conn is a TCP connection whose Read and Write go through Read and Write
 // above; everything else is the *net.TCPConn's. Deadlines hold as for
-// net's own Read and Write (the waits are the RawConn's).
+// net's own Read and Write (the waits are the RawConn's). Its Read and
+// Write allocate nothing: each has its callback, made once, and the
+// state it works on, under a lock of its own (net.Conn allows Reads and
+// Writes from many goroutines at once).
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	rmu   sync.Mutex
+	rbuf  []byte
+	rn    int
+	rerr  syscall.Errno
+	rfunc func(uintptr) bool
+
+	wmu   sync.Mutex
+	wbuf  []byte
+	wdone int
+	werr  syscall.Errno
+	wfunc func(uintptr) bool
 }
 
 // Wrap returns c as a Conn when it is a *net.TCPConn, else c itself.
@@ -85,7 +101,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{TCPConn: t, rc: rc}
+	rw := &Conn{TCPConn: t, rc: rc}
+	rw.rfunc, rw.wfunc = rw.readReady, rw.writeReady
+	return rw
 }
 
 // Read reads into p, waiting for data as net.Conn's Read does; 0 bytes
@@ -94,14 +112,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n int
-		e syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, e = Read(fd, p)
-		return e != syscall.EAGAIN
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.rfunc)
+	n, e := c.rn, c.rerr
+	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -113,34 +129,22 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// opError wraps err as package net does (errors.Is(err, net.ErrClosed)
-// and os.ErrDeadlineExceeded hold as for its own).
-func (c *Conn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+// readReady is Read's attempt: false (wait for the poller) while the
+// socket has nothing.
+func (c *Conn) readReady(fd uintptr) bool {
+	c.rn, c.rerr = Read(fd, c.rbuf)
+	return c.rerr != syscall.EAGAIN
 }
 
 // Write writes all of p, waiting while the socket is full, as net.Conn's
 // Write does.
 func (c *Conn) Write(p []byte) (int, error) {
-	var (
-		done int
-		e    syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			var n int
-			n, e = Write(fd, p[done:])
-			if e == syscall.EAGAIN {
-				e = 0
-				return false
-			}
-			if e != 0 {
-				return true
-			}
-			done += n
-		}
-		return true
-	})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wdone, c.werr = p, 0, 0
+	err := c.rc.Write(c.wfunc)
+	done, e := c.wdone, c.werr
+	c.wbuf = nil
 	switch {
 	case err != nil:
 		return done, c.opError("write", err)
@@ -148,4 +152,27 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return done, c.opError("write", os.NewSyscallError("write", e))
 	}
 	return done, nil
+}
+
+// writeReady is Write's attempt: it writes until all is written, an
+// error, or a full socket (false: wait for the poller, then go on).
+func (c *Conn) writeReady(fd uintptr) bool {
+	for c.wdone < len(c.wbuf) {
+		n, e := Write(fd, c.wbuf[c.wdone:])
+		if e == syscall.EAGAIN {
+			return false
+		}
+		if e != 0 {
+			c.werr = e
+			return true
+		}
+		c.wdone += n
+	}
+	return true
+}
+
+// opError wraps err as package net does (errors.Is(err, net.ErrClosed)
+// and os.ErrDeadlineExceeded hold as for its own).
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

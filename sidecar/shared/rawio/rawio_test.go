@@ -193,3 +193,22 @@ func TestRawCalls(t *testing.T) {
 		t.Fatal("Wrap changed a net.Pipe end")
 	}
 }
+
+// A Conn's Read and Write allocate nothing (they are on every request's
+// path).
+func TestNoAllocations(t *testing.T) {
+	c, s := pair(t)
+	wc, ws := Wrap(c), Wrap(s)
+	msg, buf := []byte("ping"), make([]byte, 16)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := wc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(ws, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a Write and a Read allocate %.1f times, want 0", allocs)
+	}
+}
