@@ -52,10 +52,23 @@ func run(args []string) error {
 		newConn := fs.Bool("new-conn", true, "a new connection per request (how TCP routing spreads load)")
 		timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
 		interval := fs.Duration("interval", 0, "start a request this often (a steady rate: 6ms is about 150/s) instead of one after another")
+		untilEOF := fs.Bool("until-stdin-eof", false, "with --interval: stop starting requests once stdin ends (still at most --count), so that the caller decides how long the load runs")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return get(*url, *count, *newConn, *timeout, *interval)
+		var stop <-chan struct{}
+		if *untilEOF {
+			if *interval <= 0 {
+				return errors.New("--until-stdin-eof needs --interval")
+			}
+			ch := make(chan struct{})
+			go func() { // ends with the process
+				_, _ = io.Copy(io.Discard, os.Stdin)
+				close(ch)
+			}()
+			stop = ch
+		}
+		return get(*url, *count, *newConn, *timeout, *interval, stop)
 	case "port":
 		fs := flag.NewFlagSet("port", flag.ContinueOnError)
 		host := fs.String("host", "127.0.0.1", "host to find a free TCP port on")
@@ -108,7 +121,9 @@ func serve(listen, name string) error {
 // each in its own goroutine (at most count of them, each bounded by
 // timeout), and the first and last failed request's start, in seconds
 // since the first request, are printed too (firstError=S lastError=S).
-func get(url string, count int, newConn bool, timeout, interval time.Duration) error {
+// With stop, no request starts once it is closed, and how many were sent
+// is printed (sent=N).
+func get(url string, count int, newConn bool, timeout, interval time.Duration, stop <-chan struct{}) error {
 	tr := &http.Transport{DisableKeepAlives: newConn}
 	c := &http.Client{Transport: tr, Timeout: timeout}
 	counts := map[string]int{}
@@ -136,18 +151,26 @@ func get(url string, count int, newConn bool, timeout, interval time.Duration) e
 		}
 		counts[name]++
 	}
+	sent := 0
 	if interval <= 0 {
 		for range count {
+			sent++
 			one(time.Since(start))
 		}
 	} else {
 		var wg sync.WaitGroup
 		tick := time.NewTicker(interval)
+	send:
 		for i := range count {
 			if i > 0 {
-				<-tick.C
+				select {
+				case <-tick.C:
+				case <-stop:
+					break send
+				}
 			}
 			at := time.Since(start)
+			sent++
 			wg.Go(func() { one(at) })
 		}
 		tick.Stop()
@@ -163,6 +186,9 @@ func get(url string, count int, newConn bool, timeout, interval time.Duration) e
 	}
 	if first >= 0 {
 		fmt.Printf("firstError=%.3f lastError=%.3f ", first, last)
+	}
+	if stop != nil {
+		fmt.Printf("sent=%d ", sent)
 	}
 	fmt.Println()
 	return nil
