@@ -32,32 +32,28 @@ import (
 // or the error (EAGAIN when the socket has nothing). 0 bytes and no error
 // with len(p) > 0 is the peer's end.
 func Read(fd uintptr, p []byte) (int, syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
+	n, e := call(syscall.SYS_READ, fd, p)
+	if e == 0 {
 		acquire()
-		return int(n), 0
 	}
+	return n, e
 }
 
 // Write makes one write(2) of p to fd, retrying on EINTR: the bytes
 // written (maybe fewer than len(p)), or the error (EAGAIN when the socket
 // is full).
 func Write(fd uintptr, p []byte) (int, syscall.Errno) {
+	release()
+	return call(syscall.SYS_WRITE, fd, p)
+}
+
+// call makes the read or write trap of fd with p, retrying on EINTR.
+func call(trap, fd uintptr, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
-	release()
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 		if e == syscall.EINTR {
 			continue
 		}
