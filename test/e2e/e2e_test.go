@@ -610,6 +610,15 @@ spec:
 	})
 	underLoad("6h helm upgrade rolls east's two gateways under load", 0, func() {
 		must(t, helm, "upgrade", "skiff", "charts/skiff", "-n", "east", "--reuse-values", "--set", "gateway.terminationGracePeriodSeconds=31", "--wait", "--timeout", "120s")
+		// The fault is over when the replaced pods have drained and gone,
+		// not when the new ones are ready.
+		testutil.Eventually(t, 60*time.Second, "east's replaced gateway pods are gone", func() error {
+			out, _ := run(t, "kubectl", "-n", "east", "get", "pod", "-l", "app.kubernetes.io/component=gateway", "-o", "name")
+			if n := len(strings.Fields(out)); n != 2 {
+				return fmt.Errorf("%d gateway pods: %s", n, out)
+			}
+			return nil
+		})
 	})
 
 	// 7b. West's link certificate (a minute) was renewed by east over the
