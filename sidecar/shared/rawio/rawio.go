@@ -117,14 +117,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.rfunc)
-	n, e := c.rn, c.rerr
+	n := c.rn
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case e != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", e))
-	case n == 0:
+	if err := c.opError("read", err, c.rerr); err != nil {
+		return 0, err
+	}
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -144,15 +142,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	c.wbuf, c.wdone, c.werr = p, 0, 0
 	err := c.rc.Write(c.wfunc)
-	done, e := c.wdone, c.werr
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return done, c.opError("write", err)
-	case e != 0:
-		return done, c.opError("write", os.NewSyscallError("write", e))
-	}
-	return done, nil
+	return c.wdone, c.opError("write", err, c.werr)
 }
 
 // writeReady is Write's attempt: it writes until all is written, an
@@ -172,8 +163,16 @@ func (c *Conn) writeReady(fd uintptr) bool {
 	return true
 }
 
-// opError wraps err as package net does (errors.Is(err, net.ErrClosed)
-// and os.ErrDeadlineExceeded hold as for its own).
-func (c *Conn) opError(op string, err error) error {
+// opError returns the error of a Read or Write: err, the RawConn's
+// (closed, deadline), or else the system call's e, wrapped as package
+// net wraps them (errors.Is(err, net.ErrClosed), os.ErrDeadlineExceeded
+// and syscall errors hold as for its own); nil if neither.
+func (c *Conn) opError(op string, err error, e syscall.Errno) error {
+	if err == nil && e != 0 {
+		err = os.NewSyscallError(op, e)
+	}
+	if err == nil {
+		return nil
+	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
