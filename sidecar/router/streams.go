@@ -716,16 +716,12 @@ func copyReady(dst io.Writer, rc syscall.RawConn, get func() *[]byte, put func(*
 		total int64
 		bp    *[]byte
 		n     int
-		rerr  error
+		rerr  syscall.Errno
 	)
 	attempt := func(fd uintptr) bool { // one closure per connection, not per read
 		bp = get()
-		var e syscall.Errno
-		n, e = rawio.Read(fd, *bp)
-		if rerr = nil; e != 0 {
-			rerr = e
-		}
-		if e == syscall.EAGAIN {
+		n, rerr = rawio.Read(fd, *bp)
+		if rerr == syscall.EAGAIN {
 			put(bp)
 			bp = nil
 			return false // wait for the poller without a buffer
@@ -734,7 +730,7 @@ func copyReady(dst io.Writer, rc syscall.RawConn, get func() *[]byte, put func(*
 	}
 	for {
 		err := rc.Read(attempt)
-		if err == nil && rerr != nil {
+		if err == nil && rerr != 0 {
 			err = os.NewSyscallError("read", rerr)
 		}
 		if err != nil || n <= 0 { // n == 0: the peer's EOF
