@@ -151,10 +151,9 @@ func get(url string, count int, newConn bool, timeout, interval time.Duration, s
 		}
 		counts[name]++
 	}
-	sent := 0
+	sent := 0 // with stop only (which needs an interval)
 	if interval <= 0 {
 		for range count {
-			sent++
 			one(time.Since(start))
 		}
 	} else {
