@@ -2,7 +2,11 @@ package router
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // The drain: how a router stops when it is asked to (SIGTERM), so that
@@ -15,9 +19,11 @@ import (
 // over it: they open them on another link to the same site, or dial a new
 // one (links.go, linkconn.go); a peer keeps the draining link, and the
 // routes that rest on it, until it closes. The flows the router carries
-// (flows.go) go on until they end. Once none is left, or DrainTimeout has
-// passed, the router stops as Run does when its context ends: flows still
-// open are reset, links closed.
+// (flows.go) go on until they end. A gateway keeps its links a little
+// longer (gatewayDrainHold), and while another gateway of its site is up,
+// until every linked site links to one of them too (stranded). Once that
+// is over, or DrainTimeout has passed, the router stops as Run does when
+// its context ends: flows still open are reset, links closed.
 //
 // A sidecar is stopped together with its pod's app (an ordinary
 // container gets SIGTERM at the same time as the app; a native sidecar
@@ -72,6 +78,12 @@ type drainStats struct {
 func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason string, open int) {
 	r.draining.Store(true)
 	r.m.Draining.Set(1)
+	if _, changed := r.db.SetLocalDraining(true); changed && r.cfg.Role == RoleGateway {
+		// Routes avoid this gateway from now on where they can (netview's
+		// label).
+		r.floodLocal()
+		r.viewChanged()
+	}
 	stopLinkAccess()
 	r.stopListeners()
 	r.goAwayAll()
@@ -96,19 +108,32 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 	if r.cfg.Role == RoleGateway {
 		hold = time.Now().Add(gatewayDrainHold)
 	}
+	var held []string // the sites a gateway holds its links for (stranded)
 	for {
 		idle.Stop()
 		var idleC <-chan time.Time
+		var viewC <-chan struct{}
 		if n, since := r.flows.idle(); n == 0 {
 			left := max(r.cfg.DrainIdle-time.Since(since), time.Until(hold))
-			if left <= 0 {
-				if r.cfg.DrainIdle > 0 {
-					return drainIdle, open
+			switch {
+			case left > 0:
+				idle.Reset(left)
+				idleC = idle.C
+			case r.cfg.Role == RoleGateway:
+				viewC = r.db.Changed()
+				if s := r.stranded(); len(s) > 0 {
+					if !slices.Equal(s, held) {
+						r.log.Info("drain holds the links: sites reach this site only through this gateway until they link to another of its gateways", "sites", s)
+					}
+					held = s
+					break
 				}
 				return drainDone, open
+			case r.cfg.DrainIdle > 0:
+				return drainIdle, open
+			default:
+				return drainDone, open
 			}
-			idle.Reset(left)
-			idleC = idle.C
 		}
 		select {
 		case <-ctx.Done():
@@ -117,6 +142,7 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 			return drainTimeout, open
 		case <-r.flows.changed:
 		case <-idleC:
+		case <-viewC:
 		}
 	}
 }
@@ -154,4 +180,37 @@ func (r *Router) Readiness() (ready bool, reason string) {
 		return false, "linking to the site's other gateways"
 	}
 	return true, ""
+}
+
+// stranded returns the sites that a draining gateway has links to and
+// that no other gateway of its site (reachable, not draining) links to:
+// their links to the site are being replaced (the GOAWAY sent them
+// dialling), and until the replacements are up, they and this site reach
+// each other only through this gateway. With no such gateway there is
+// nothing to wait for (a single gateway restarting), and it returns nil.
+func (r *Router) stranded() []string {
+	peers := map[string]bool{}
+	r.mu.Lock()
+	for _, l := range r.links {
+		if l.role == roleGateway && l.peer != r.self && l.isUp() {
+			peers[l.peer] = true
+		}
+	}
+	r.mu.Unlock()
+	v := r.db.View()
+	others := false
+	for _, router := range v.Routers[r.self] {
+		rec, ok := r.db.Record(netview.NodeID(r.self, router))
+		if !ok || rec.Node() == v.Node || rec.Draining {
+			continue
+		}
+		others = true
+		for node := range rec.Links {
+			delete(peers, netview.SiteOf(node))
+		}
+	}
+	if !others {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(peers))
 }

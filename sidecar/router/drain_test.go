@@ -464,13 +464,14 @@ func TestDrainTimeoutResetsStreams(t *testing.T) {
 	})
 }
 
-// switchProxy forwards connections to a target that the test can change:
-// a Service that sends new connections to another pod.
+// switchProxy forwards connections to targets that the test can change,
+// taking them in turn: a Service that sends new connections to its pods.
 type switchProxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	target string
-	wg     sync.WaitGroup
+	ln      net.Listener
+	mu      sync.Mutex
+	targets []string
+	next    int
+	wg      sync.WaitGroup
 }
 
 func newSwitchProxy(t *testing.T, target string) *switchProxy {
@@ -479,7 +480,7 @@ func newSwitchProxy(t *testing.T, target string) *switchProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &switchProxy{ln: ln, target: target}
+	p := &switchProxy{ln: ln, targets: []string{target}}
 	var conns sync.Map
 	t.Cleanup(func() {
 		ln.Close()
@@ -493,7 +494,8 @@ func newSwitchProxy(t *testing.T, target string) *switchProxy {
 				return
 			}
 			p.mu.Lock()
-			target := p.target
+			target := p.targets[p.next%len(p.targets)]
+			p.next++
 			p.mu.Unlock()
 			u, err := net.Dial("tcp", target)
 			if err != nil {
@@ -516,10 +518,10 @@ func newSwitchProxy(t *testing.T, target string) *switchProxy {
 
 func (p *switchProxy) addr() string { return p.ln.Addr().String() }
 
-func (p *switchProxy) switchTo(target string) {
+func (p *switchProxy) switchTo(targets ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.target = target
+	p.targets = targets
 }
 
 // TestDrainPeerRedials: site west runs two gateways, west-1 and west-2

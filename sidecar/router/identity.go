@@ -407,10 +407,7 @@ func (r *Router) sibling(hl hello, key string) (peer, error) {
 		return peer{}, refuse("sibling_self", "this is gateway %q itself", r.routerName)
 	case hl.Router > r.routerName:
 		// It found this gateway before this one found it: dial it now.
-		select {
-		case r.siblingKick <- struct{}{}:
-		default:
-		}
+		r.kickSiblings()
 		return peer{}, refuse("sibling_order", "gateway %q is dialled by gateway %q, not the other way", hl.Router, r.routerName)
 	}
 	return peer{site: r.self, router: hl.Router, role: roleGateway, key: key}, nil

@@ -204,25 +204,31 @@ func (d *dialer) learn(certPEM string) error {
 }
 
 // Redialling while the peer drains: how often a dialled link is checked
-// for the peer's GOAWAY, and the longest pause between dials while a link
-// to a draining peer is still open (the peer is being replaced, not
-// gone: a restarted process, or a new pod behind the same Service).
+// for the peer's GOAWAY, the longest pause between dials for a
+// replacement (the peer is being replaced, not gone: a restarted
+// process, or a new pod behind the same Service), and for how long after
+// the GOAWAY dials are that frequent: a drain's length, after which a
+// peer that is still not back is treated as down.
 const (
 	goAwayPoll     = 200 * time.Millisecond
 	redialMaxPause = time.Second
+	redialFastFor  = DefaultDrainTimeout + gatewayDrainHold
 )
 
 // dialLoop keeps one configured link up, with jittered exponential
 // backoff. When the peer drains (it sent GOAWAY), it dials a replacement
 // at once, which reaches another replica or the peer's successor, while
 // the draining link stays open for its streams until the peer closes it.
-// A draining gateway dials nothing new; a draining sidecar goes on, since
-// it still serves its pod.
+// Until the replacement is up, even once the draining link has closed,
+// it pauses no more than redialMaxPause between dials (for at most
+// redialFastFor). A draining gateway dials nothing new; a draining
+// sidecar goes on, since it still serves its pod.
 func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 	log := r.log.WithValues("link", spec.Name, "endpoint", spec.Endpoint)
 	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	d := r.newDialer(spec)
-	var draining []*link // links to a draining peer, kept until they close
+	var draining []*link    // links to a draining peer, kept until they close
+	var replaceBy time.Time // the peer drained: no replacement is up yet
 	defer func() {
 		for _, l := range draining {
 			l.close(ctx.Err())
@@ -240,7 +246,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 				return
 			}
 			wait := b.Next()
-			if len(draining) > 0 {
+			if time.Now().Before(replaceBy) {
 				wait = min(wait, redialMaxPause)
 			}
 			log.Info("link dial failed, retrying", "error", err.Error(), "retryIn", wait.String())
@@ -248,6 +254,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 			continue
 		}
 		b.Reset()
+		replaceBy = time.Time{}
 		for i := 1; i < r.cfg.PoolSize; i++ {
 			r.tasks.Go(func() { d.keepPoolConn(ctx, l, i) })
 		}
@@ -258,6 +265,7 @@ func (r *Router) dialLoop(ctx context.Context, spec LinkSpec) {
 		case linkPeerDraining:
 			log.Info("peer is draining; dialling a replacement link", "peerSite", l.peer, "linkID", l.id)
 			draining = append(draining, l)
+			replaceBy = time.Now().Add(redialFastFor)
 		case linkEnded:
 			backoff.Sleep(ctx, b.Next())
 		}
@@ -378,12 +386,13 @@ func (d *dialer) dialLink(ctx context.Context) (*link, error) {
 	p := peer{site: d.spec.PeerSite, router: reply.Router, role: roleGateway, key: peerKey, policy: d.spec.Policy}
 	if r.cfg.Role == RoleSidecar {
 		p.site = r.self
-		// The gateway's record is this sidecar's local one.
-		if r.db.SetLocalRouter(reply.Router) {
-			r.viewChanged()
-		}
 	}
 	l := newLink(r, id, p, d.spec.Cost, true, r.cfg.PoolSize)
+	if r.cfg.Role == RoleSidecar {
+		// This gateway's record becomes the sidecar's local one when it
+		// comes over the link (readControl).
+		r.gateway.Store(l)
+	}
 	if r.cfg.Role == RoleGateway && d.spec.PeerSite != r.self {
 		l.learn, l.learnCA = d.learn, d.learnCA
 	}

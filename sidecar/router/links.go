@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,9 @@ type link struct {
 	up       bool
 	upSince  time.Time // when it came up
 	closed   bool
+	// synced is set once the peer's first records have been applied: the
+	// whole of its database, which it sends when the link comes up.
+	synced atomic.Bool
 
 	// pending records to send, coalesced per node; kick wakes the writer.
 	pendMu      sync.Mutex
@@ -293,7 +297,6 @@ func (l *link) markUp(ctrl *mux.Stream) {
 		l.sendCA(r.cfg.Authority.CA())
 	}
 	r.linkMetrics(l.peer)
-	r.tasks.Go(l.writeLoop)
 	if r.cfg.Role == RoleGateway {
 		recs, err := r.db.Signed()
 		if err != nil {
@@ -301,6 +304,12 @@ func (l *link) markUp(ctrl *mux.Stream) {
 			return
 		}
 		l.enqueue(recs)
+	}
+	// The writer starts once the database is queued, so that its first
+	// message carries all of it: the peer's end of the link is synced
+	// when it has taken that message.
+	r.tasks.Go(l.writeLoop)
+	if r.cfg.Role == RoleGateway {
 		r.updateLocal()
 	}
 }
@@ -393,14 +402,23 @@ func (l *link) readControl(br *bufio.Reader) {
 				continue
 			}
 			r.m.RecordsReceived.Inc()
-			if r.cfg.Role == RoleSidecar && rec.Node() == l.node() && rec.Node() == r.db.Local().Node() {
-				// A sidecar's view is rooted at its gateway: the gateway's
-				// record is the sidecar's local one (its site's other
-				// gateways' records are held like any other).
-				_, ch1 := r.db.SetLocal(rec.Links, rec.Addresses)
-				_, ch2 := r.db.SetLocalRouting(rec.Routing)
-				_, ch3 := r.db.SetLocalProtocols(rec.Protocols)
-				if _, ch4 := r.db.SetLocalMulticast(rec.Multicast); ch1 || ch2 || ch3 || ch4 {
+			if r.cfg.Role == RoleSidecar && rec.Node() == l.node() && r.gateway.Load() == l {
+				// A sidecar's view is rooted at its gateway: the record of
+				// the gateway of its newest link is its local one (the
+				// records of its site's other gateways, the one it was
+				// linked to before included, are held like any other).
+				if l.peerDraining() {
+					// The gateway is going; its record only shows its
+					// links closing. Until a replacement link brings the
+					// next gateway's record, the view keeps the last one
+					// it had, under which new connections wait for that
+					// link (linkToward) instead of finding no endpoint.
+					continue
+				}
+				ok, err := r.db.Mirror(rec)
+				if err != nil {
+					r.recordRefused(l, err)
+				} else if ok {
 					changed = append(changed, rec)
 				}
 				continue
@@ -426,6 +444,9 @@ func (l *link) readControl(br *bufio.Reader) {
 				r.flood(changed, l)
 			}
 			r.viewChanged()
+		}
+		if len(msg.Records) > 0 && !l.synced.Swap(true) && r.cfg.Role == RoleGateway && l.peer == r.self {
+			r.kickSiblings() // a sibling's database: the site may be settled
 		}
 		if len(msg.Traffic) > 0 {
 			r.applyTraffic(l, msg.Traffic)

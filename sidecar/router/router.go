@@ -372,6 +372,9 @@ type Router struct {
 	// linkUp is closed, and replaced, each time a link comes up; a stream
 	// whose next hop has only draining links waits on it (linkToward).
 	linkUp chan struct{} // guarded by mu
+	// gateway is a sidecar's newest link: the record of its gateway is
+	// the sidecar's local one (db.Mirror).
+	gateway atomic.Pointer[link]
 	// siblingKick wakes the sibling loop at once (a sibling that should
 	// dial this gateway dialled the other way); siblingsSettled is true
 	// once this gateway linked to every sibling it found, or gave up

@@ -176,9 +176,14 @@ func (r *Router) checkSettled(s *siblingSet, settleBy time.Time, resolved bool) 
 // started after the last resolution (a rolling upgrade), which it should
 // link to now rather than at the next tick.
 func (r *Router) siblingSeen(rec netview.Record) {
-	if len(r.cfg.Siblings) == 0 || rec.Site != r.self || rec.Router == "" || rec.Router == r.routerName || r.linkedTo(rec.Router) {
+	if len(r.cfg.Siblings) == 0 || rec.Site != r.self || rec.Router == "" || rec.Router == r.routerName || r.siblingLink(rec.Router) != nil {
 		return
 	}
+	r.kickSiblings()
+}
+
+// kickSiblings wakes the sibling loop at once.
+func (r *Router) kickSiblings() {
 	select {
 	case r.siblingKick <- struct{}{}:
 	default:
@@ -186,7 +191,7 @@ func (r *Router) siblingSeen(rec netview.Record) {
 }
 
 // siblingsLinked reports whether every address found is this gateway, a
-// sibling with a link up, or no gateway at all (its last dial found
+// sibling with a link up whose database has arrived, or no gateway at all (its last dial found
 // nothing listening: one starting, or gone); the caller holds the loop's
 // lock.
 func (r *Router) siblingsLinked(addrs map[string]*siblingState) bool {
@@ -197,23 +202,26 @@ func (r *Router) siblingsLinked(addrs map[string]*siblingState) bool {
 		if st.router == "" {
 			return false
 		}
-		if st.router != r.routerName && !r.linkedTo(st.router) {
+		if st.router == r.routerName {
+			continue
+		}
+		if l := r.siblingLink(st.router); l == nil || !l.synced.Load() {
 			return false
 		}
 	}
 	return true
 }
 
-// linkedTo reports whether a link to sibling router is up.
-func (r *Router) linkedTo(router string) bool {
+// siblingLink returns the up link to sibling router, nil if there is none.
+func (r *Router) siblingLink(router string) *link {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, l := range r.links {
 		if l.peer == r.self && l.router == router && l.role == roleGateway && l.isUp() {
-			return true
+			return l
 		}
 	}
-	return false
+	return nil
 }
 
 // resolveSiblings returns the addresses (ip:port) the sibling entries

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -86,12 +87,18 @@ func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
 // it returns the sidecar's outbound address.
 func startSidecar(t *testing.T, site string, spec LinkSpec) string {
 	t.Helper()
+	return startSidecarLogged(t, site, spec, testr.NewWithOptions(t, testr.Options{LogTimestamp: true}))
+}
+
+// startSidecarLogged is startSidecar with the sidecar's logger.
+func startSidecarLogged(t *testing.T, site string, spec LinkSpec, log logr.Logger) string {
+	t.Helper()
 	cfg := Config{
 		Site: site, Role: RoleSidecar, Name: "shop/pod-1", SidecarListen: "127.0.0.1:0",
 		Links:    []LinkSpec{spec},
 		Services: Services{Listeners: []Listener{{Address: "backend", Host: "10.96.0.10", Port: 80}}},
 		Metrics:  NewMetrics(prometheus.NewRegistry()),
-		Log:      testr.NewWithOptions(t, testr.Options{LogTimestamp: true}).WithName("sidecar"),
+		Log:      log.WithName("sidecar"),
 	}
 	r, err := New(cfg)
 	if err != nil {

@@ -153,12 +153,11 @@ func TestMergeVersion(t *testing.T) {
 // One replica's document merges into itself, version included: the merge
 // normalizes and hashes as netview does.
 func TestMergeOneIsNetviewDocument(t *testing.T) {
-	db := netview.NewDB("east", 1)
+	db := netview.NewDB("east", 1, netview.WithRouter("east-gw-0"))
 	db.SetLocal(nil, map[string]int{"echo:9000": 2, "backend:8080": 1})
 	db.SetLocalRouting(map[string]string{"echo:9000": "closest"})
 	db.SetLocalProtocols(map[string]string{"echo:9000": "http"})
 	db.SetLocalMulticast(map[string]string{"backend:8080": "events-250ms"})
-	db.SetLocalRouter("east-gw-0")
 	d := db.Document()
 	got := Merge([]netview.Document{d})
 	if diff := cmp.Diff(got, d, cmpopts.EquateEmpty()); diff != "" {

@@ -77,6 +77,7 @@ type DB struct {
 	own         binding
 	local       Record
 	localSigned *Signed          // local at its current Seq; nil until asked
+	mirrored    *Signed          // a sidecar's: its gateway's record, the local one (Mirror)
 	records     map[string]*held // other nodes only, by node ID
 	keys        map[string]*binding
 	conflicts   []Conflict // the latest, at most maxConflicts
@@ -362,30 +363,66 @@ func (db *DB) setDeclared(field *map[string]string, next map[string]string) (Rec
 	return db.local.clone(), true
 }
 
-// SetLocalRouter renames the local node (Record.Router); a sidecar takes
-// the name of the gateway it is linked to, whose record is its local one.
-// A held record of the new node becomes the local record's content (the
-// sidecar may have it from the gateway it was linked to before). It
-// reports whether the name changed.
-func (db *DB) SetLocalRouter(router string) bool {
+// SetLocalDraining sets the local record's Draining. Like SetLocal it
+// bumps Seq only on a change and returns the record and whether it
+// changed.
+func (db *DB) SetLocalDraining(draining bool) (Record, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if db.local.Router == router {
-		return false
+	if db.local.Draining == draining {
+		return db.local.clone(), false
 	}
-	db.local.Router = router
-	if h, ok := db.records[db.local.Node()]; ok {
-		db.local.Links, db.local.Addresses = cloneMap(h.Links), cloneMap(h.Addresses)
-		db.local.Routing, db.local.Protocols = cloneMap(h.Routing), cloneMap(h.Protocols)
-		db.local.Multicast = cloneMap(h.Multicast)
-		delete(db.records, db.local.Node())
-	} else {
-		db.local.Links, db.local.Addresses, db.local.Routing, db.local.Protocols = nil, nil, nil, nil
-		db.local.Multicast = nil
-	}
+	db.local.Draining = draining
 	db.bumpLocked()
 	db.invalidate()
-	return true
+	return db.local.clone(), true
+}
+
+// Mirror makes s, a signed record of a gateway of this site, the local
+// record: a sidecar's view is rooted at the gateway it is linked to, and
+// takes each record of it that is newer than the one it has. A record of
+// another gateway than the current one moves the root there, in one
+// step with its content, so that no view is ever made of the new name
+// and the old content, or of the new name and no content. The previous
+// gateway's record is then held like any other (the routes through it
+// stay until it is replaced or ages out), and a held record of the new
+// one goes. It reports whether the local record changed.
+func (db *DB) Mirror(s Signed) (bool, error) {
+	if err := validate(s.Record); err != nil {
+		return false, err
+	}
+	if s.Site != db.self {
+		return false, fmt.Errorf("record of %s: a sidecar of %s mirrors a gateway of its own site: %w", s.Node(), db.self, ErrInvalidRecord)
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.bindLocked(s.Site, s.Key, &s.Record); err != nil {
+		return false, err
+	}
+	prev := db.mirrored
+	switch {
+	case prev != nil && prev.Node() == s.Node():
+		if !s.Newer(prev.Record) {
+			return false, nil
+		}
+	case prev != nil:
+		if h, ok := db.records[prev.Node()]; !ok || prev.Newer(h.Record) {
+			db.records[prev.Node()] = &held{Signed: *prev, at: db.now()}
+		}
+	}
+	s.Record = s.Record.clone()
+	db.mirrored = &s
+	delete(db.records, s.Node())
+	if db.local.Router == s.Router && db.local.sameContent(s.Record) {
+		return false, nil
+	}
+	db.local.Router = s.Router
+	db.local.Links, db.local.Addresses = cloneMap(s.Links), cloneMap(s.Addresses)
+	db.local.Routing, db.local.Protocols = cloneMap(s.Routing), cloneMap(s.Protocols)
+	db.local.Multicast, db.local.Draining = cloneMap(s.Multicast), s.Draining
+	db.bumpLocked()
+	db.invalidate()
+	return true, nil
 }
 
 // Refresh bumps the local record's Seq without changing its content, so
@@ -632,6 +669,20 @@ func (db *DB) Apply(s Signed) (bool, error) {
 		db.invalidate()
 	}
 	return true, nil
+}
+
+// Record returns node's record (the local one, or one held), and false
+// if there is none.
+func (db *DB) Record(node string) (Record, bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if node == db.local.Node() {
+		return db.local.clone(), true
+	}
+	if h, ok := db.records[node]; ok {
+		return h.Record.clone(), true
+	}
+	return Record{}, false
 }
 
 // Records returns every record the database holds, the local one included,

@@ -142,20 +142,15 @@ func TestSetLocalMulticast(t *testing.T) {
 }
 
 // A sidecar's local record takes the multicast modes of its gateway's
-// held record with its name.
-func TestSetLocalRouterTakesMulticast(t *testing.T) {
+// record.
+func TestMirrorTakesMulticast(t *testing.T) {
 	db := newDB("east", 10)
 	e1 := withMulticast(routerRec("east", "e1", 1, nil, map[string]int{"web": 1}), map[string]string{"web": "events-250ms"})
-	if !apply(db, e1) {
-		t.Fatal("sibling record refused")
+	if !mirror(t, db, e1) {
+		t.Fatal("the gateway's record changed nothing")
 	}
-	db.SetLocalRouter("e1")
 	if diff := cmp.Diff(db.Local().Multicast, map[string]string{"web": "events-250ms"}); diff != "" {
-		t.Errorf("local multicast after SetLocalRouter (-got +want):\n%s", diff)
-	}
-	db.SetLocalRouter("e2") // no record held: an empty one
-	if m := db.Local().Multicast; m != nil {
-		t.Errorf("local multicast of a node with no held record: %v", m)
+		t.Errorf("local multicast after Mirror (-got +want):\n%s", diff)
 	}
 }
 

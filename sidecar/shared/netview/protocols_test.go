@@ -130,21 +130,15 @@ func TestSetLocalProtocols(t *testing.T) {
 	}
 }
 
-// A sidecar's local record takes the protocols of its gateway's held
-// record with its name.
-func TestSetLocalRouterTakesProtocols(t *testing.T) {
+// A sidecar's local record takes the protocols of its gateway's record.
+func TestMirrorTakesProtocols(t *testing.T) {
 	db := newDB("east", 10)
 	e1 := withProtocols(routerRec("east", "e1", 1, nil, map[string]int{"web": 1}), map[string]string{"web": "grpc"})
-	if !apply(db, e1) {
-		t.Fatal("sibling record refused")
+	if !mirror(t, db, e1) {
+		t.Fatal("the gateway's record changed nothing")
 	}
-	db.SetLocalRouter("e1")
 	if diff := cmp.Diff(db.Local().Protocols, map[string]string{"web": "grpc"}); diff != "" {
-		t.Errorf("local protocols after SetLocalRouter (-got +want):\n%s", diff)
-	}
-	db.SetLocalRouter("e2") // no record held: an empty one
-	if p := db.Local().Protocols; p != nil {
-		t.Errorf("local protocols of a node with no held record: %v", p)
+		t.Errorf("local protocols after Mirror (-got +want):\n%s", diff)
 	}
 }
 

@@ -85,6 +85,10 @@ type Record struct {
 	// choice holds. A value this version cannot parse (a newer site's
 	// mode) is read as the default (model.MulticastSpec's zero value).
 	Multicast map[string]string `json:"multicast,omitempty"`
+	// Draining is set while the gateway drains: its links sent GOAWAY, so
+	// it takes no new streams. Routes avoid it where another path exists
+	// (see [View]). A reader of an earlier version ignores it.
+	Draining bool `json:"draining,omitempty"`
 	// Prev, while the site rotates its key, is the endorsement of Key by the
 	// key before it: records signed by Key are then accepted wherever the
 	// previous key holds the site's name.
@@ -111,12 +115,13 @@ func (r Record) Newer(than Record) bool {
 }
 
 // sameContent reports whether r and o describe the same links,
-// addresses, routing patterns, protocols and multicast modes. Prev is
-// not content: the DB acts on it when it binds the record's key.
+// addresses, routing patterns, protocols and multicast modes, and the
+// same drain. Prev is not content: the DB acts on it when it binds the
+// record's key.
 func (r Record) sameContent(o Record) bool {
 	return maps.Equal(r.Links, o.Links) && maps.Equal(r.Addresses, o.Addresses) &&
 		maps.Equal(r.Routing, o.Routing) && maps.Equal(r.Protocols, o.Protocols) &&
-		maps.Equal(r.Multicast, o.Multicast)
+		maps.Equal(r.Multicast, o.Multicast) && r.Draining == o.Draining
 }
 
 // clone returns r with maps and a Prev of its own, empty maps as nil.

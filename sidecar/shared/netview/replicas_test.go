@@ -111,20 +111,79 @@ func TestRecordNodeLinks(t *testing.T) {
 	}
 }
 
-// A sidecar's local record is its gateway's: it takes the gateway's
-// router name, and a held record of that node goes.
-func TestSetLocalRouter(t *testing.T) {
+// mirror signs r with its site's test key and mirrors it (DB.Mirror).
+func mirror(t *testing.T, db *DB, r Record) bool {
+	t.Helper()
+	s, err := Sign(r, testKey(r.Site))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := db.Mirror(s)
+	if err != nil {
+		t.Fatalf("Mirror(%s seq %d) = %v", r.Node(), r.Seq, err)
+	}
+	return ok
+}
+
+// A sidecar's local record is its gateway's. When the sidecar links to
+// another gateway of its site (e1 drains, e2 takes over), the root moves
+// there with e2's record in one step, and e1's record is held: the route
+// to west through e1, and west's backend, never leave the view. A held
+// record of e2 goes; older records of the root change nothing, nor do
+// newer ones with the same content; a record of another site is refused.
+func TestMirror(t *testing.T) {
 	db := newDB("east", 10)
-	e1 := routerRec("east", "e1", 1, nil, map[string]int{"x": 1})
-	if !apply(db, e1) {
-		t.Fatal("sibling record refused")
+	e1 := routerRec("east", "e1", 1, map[string]int{"east/e2": 0, "west/w": 1}, nil)
+	e2 := routerRec("east", "e2", 1, map[string]int{"east/e1": 0}, nil)
+	w := routerRec("west", "w", 1, map[string]int{"east/e1": 1}, map[string]int{"backend": 2})
+	if !mirror(t, db, e1) || !apply(db, w) || !apply(db, e2) {
+		t.Fatal("records refused")
 	}
-	if !db.SetLocalRouter("e1") || db.SetLocalRouter("e1") {
-		t.Fatal("SetLocalRouter should report one change")
+	check := func(when, root string, held ...string) {
+		t.Helper()
+		var nodes []string
+		for _, r := range db.Records() {
+			nodes = append(nodes, r.Node())
+		}
+		want := append([]string{root}, held...)
+		slices.Sort(want)
+		if db.Local().Node() != root || !slices.Equal(nodes, want) {
+			t.Errorf("%s: local %s, records %v; want local %s, records %v", when, db.Local().Node(), nodes, root, want)
+		}
+		if got := db.View().Addresses["backend"]; len(got) != 1 || got[0].Site != "west" || got[0].Endpoints != 2 {
+			t.Errorf("%s: backend's targets %+v, want west's 2 endpoints", when, got)
+		}
 	}
-	recs := db.Records()
-	if len(recs) != 1 || recs[0].Node() != "east/e1" || recs[0].Addresses["x"] != 1 {
-		t.Errorf("records %+v, want the gateway's held record as the local one, alone", recs)
+	check("rooted at e1", "east/e1", "east/e2", "west/w")
+	if !mirror(t, db, e2) {
+		t.Fatal("Mirror(e2) reported no change")
+	}
+	check("moved to e2", "east/e2", "east/e1", "west/w")
+	if mirror(t, db, e2) {
+		t.Error("the same record again reported a change")
+	}
+	e2.Seq = 2
+	if mirror(t, db, e2) {
+		t.Error("a newer record with the same content reported a change")
+	}
+	e2.Seq, e2.Addresses = 1, map[string]int{"web": 1}
+	if mirror(t, db, e2) || db.Local().Addresses["web"] != 0 {
+		t.Error("an older record was taken")
+	}
+	e2.Seq = 3
+	if !mirror(t, db, e2) || db.Local().Addresses["web"] != 1 {
+		t.Error("a newer record with new content was not taken")
+	}
+	if !mirror(t, db, e1) {
+		t.Fatal("back to e1 reported no change")
+	}
+	check("back to e1", "east/e1", "east/e2", "west/w")
+	s, err := Sign(w, testKey("west"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Mirror(s); !errors.Is(err, ErrInvalidRecord) {
+		t.Errorf("Mirror(west's record) = %v, want ErrInvalidRecord", err)
 	}
 }
 
@@ -147,5 +206,37 @@ func TestSiblingsNoLoop(t *testing.T) {
 		if got := db.View().Routes["west"]; got.NextHop != "west/w" || got.Hops != 1 {
 			t.Errorf("%s's route to west = %+v, want its own link", self.Node(), got)
 		}
+	}
+}
+
+// Routes avoid a draining gateway where another path exists, whatever
+// the cost, and go through it where none does: east/e2 reaches west
+// through e1 or e3 at the same cost, and through e1 (the lower next hop)
+// until e1 drains; with e3's link to west gone, through e1 again, draining
+// or not.
+func TestRoutesAvoidDraining(t *testing.T) {
+	e1 := routerRec("east", "e1", 1, map[string]int{"east/e2": 0, "west/w": 1}, nil)
+	e3 := routerRec("east", "e3", 1, map[string]int{"east/e2": 0, "west/w": 1}, nil)
+	w := routerRec("west", "w", 1, map[string]int{"east/e1": 1, "east/e3": 1}, map[string]int{"backend": 1})
+	route := func(e1, e3 Record) Route {
+		db := newDB("east", 10, WithRouter("e2"))
+		db.SetLocal(map[string]int{"east/e1": 0, "east/e3": 0}, nil)
+		for _, r := range []Record{e1, e3, w} {
+			if !apply(db, r) {
+				t.Fatalf("%s refused", r.Node())
+			}
+		}
+		return db.View().Routes["west"]
+	}
+	if got := route(e1, e3); got.NextHop != "east/e1" {
+		t.Errorf("no gateway draining: route %+v, want through east/e1", got)
+	}
+	e1.Draining = true
+	if got := route(e1, e3); got.NextHop != "east/e3" || got.Cost != 1 {
+		t.Errorf("e1 draining: route %+v, want through east/e3 at cost 1", got)
+	}
+	e3.Links = map[string]int{"east/e2": 0}
+	if got := route(e1, e3); got.NextHop != "east/e1" {
+		t.Errorf("e1 draining, e3 with no link to west: route %+v, want through east/e1", got)
 	}
 }

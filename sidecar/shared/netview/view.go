@@ -88,19 +88,27 @@ func (v *View) NextHopToNode(node string) (string, bool) {
 // Sites returns the reachable sites, Self included, sorted.
 func (v *View) Sites() []string { return slices.Clone(v.sites) }
 
-// label orders paths to one node: least cost, then fewest hops, then
-// lowest next hop (node indexes follow node IDs). Extending two paths by
-// the same link keeps their order, so Dijkstra over labels finds, for
-// every node, the least label of all paths to it, which makes ties
-// deterministic. Hops come before the next hop so that two gateways of one
-// site, linked at cost 0, never route a site through each other: each
-// prefers its own link to a path through its sibling of the same cost
-// (with the next hop first, both could pick the other, a loop).
+// label orders paths to one node: fewest draining gateways along it (the
+// local one aside; Record.Draining), then least cost, then fewest hops,
+// then lowest next hop (node indexes follow node IDs). Extending two
+// paths by the same link keeps their order, so Dijkstra over labels
+// finds, for every node, the least label of all paths to it, which makes
+// ties deterministic. A draining gateway takes no new streams, so a path
+// through one is taken only when there is no other: the site it leads to
+// stays in the view (its streams wait for a replacement link) rather than
+// drop out while the network reroutes. Hops come before the next hop so
+// that two gateways of one site, linked at cost 0, never route a site
+// through each other: each prefers its own link to a path through its
+// sibling of the same cost (with the next hop first, both could pick the
+// other, a loop).
 type label struct {
-	cost, nextHop, hops int
+	drains, cost, nextHop, hops int
 }
 
 func (a label) less(b label) bool {
+	if a.drains != b.drains {
+		return a.drains < b.drains
+	}
 	if a.cost != b.cost {
 		return a.cost < b.cost
 	}
@@ -222,7 +230,10 @@ func (g *graph) shortestPaths() {
 			if g.done[e.to] {
 				continue
 			}
-			next := label{cost: it.cost + e.cost, nextHop: it.nextHop, hops: it.hops + 1}
+			next := label{drains: it.drains, cost: it.cost + e.cost, nextHop: it.nextHop, hops: it.hops + 1}
+			if g.recs[e.to].Draining {
+				next.drains++
+			}
 			if it.node == g.self {
 				next.nextHop = e.to
 			}
