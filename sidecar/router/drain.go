@@ -2,11 +2,8 @@ package router
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"time"
-
-	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // The drain: how a router stops when it is asked to (SIGTERM), so that
@@ -21,7 +18,7 @@ import (
 // routes that rest on it, until it closes. The flows the router carries
 // (flows.go) go on until they end. A gateway keeps its links a little
 // longer (gatewayDrainHold), and while another gateway of its site is up,
-// until every linked site links to one of them too (stranded). Once that
+// until its leaving cuts no one off (stranded). Once that
 // is over, or DrainTimeout has passed, the router stops as Run does when
 // its context ends: flows still open are reset, links closed.
 //
@@ -123,7 +120,7 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 				viewC = r.db.Changed()
 				if s := r.stranded(); len(s) > 0 {
 					if !slices.Equal(s, held) {
-						r.log.Info("drain holds the links: sites reach this site only through this gateway until they link to another of its gateways", "sites", s)
+						r.log.Info("drain holds the links: other gateways of this site reach these sites or gateways only through this one", "cutOff", s)
 					}
 					held = s
 					break
@@ -182,35 +179,11 @@ func (r *Router) Readiness() (ready bool, reason string) {
 	return true, ""
 }
 
-// stranded returns the sites that a draining gateway has links to and
-// that no other gateway of its site (reachable, not draining) links to:
-// their links to the site are being replaced (the GOAWAY sent them
-// dialling), and until the replacements are up, they and this site reach
-// each other only through this gateway. With no such gateway there is
-// nothing to wait for (a single gateway restarting), and it returns nil.
+// stranded returns what this draining gateway still holds together
+// (netview's DB.Stranded): sites that another gateway of its site reaches
+// only through it (their replacement links are not up yet), and sibling
+// gateways linked to the rest of the site only through it. Nil with no
+// other gateway of the site: a single gateway restarting waits for no one.
 func (r *Router) stranded() []string {
-	peers := map[string]bool{}
-	r.mu.Lock()
-	for _, l := range r.links {
-		if l.role == roleGateway && l.peer != r.self && l.isUp() {
-			peers[l.peer] = true
-		}
-	}
-	r.mu.Unlock()
-	v := r.db.View()
-	others := false
-	for _, router := range v.Routers[r.self] {
-		rec, ok := r.db.Record(netview.NodeID(r.self, router))
-		if !ok || rec.Node() == v.Node || rec.Draining {
-			continue
-		}
-		others = true
-		for node := range rec.Links {
-			delete(peers, netview.SiteOf(node))
-		}
-	}
-	if !others {
-		return nil
-	}
-	return slices.Sorted(maps.Keys(peers))
+	return r.db.Stranded(r.db.Local().Node())
 }
