@@ -57,6 +57,8 @@ type drainSiteConfig struct {
 	// authority runs the gateway over a pki.Authority, as the app does,
 	// so that its CA can be rotated (SetCA).
 	authority bool
+	// lookupHost resolves the siblings' host names (the default: DNS).
+	lookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
@@ -100,14 +102,23 @@ func startDrainNode(t *testing.T, c drainSiteConfig) *drainNode {
 			cfg.SiblingTLS = auth.SiblingTLS(c.site)
 		}
 	}
-	return runDrainNode(t, c.router, ca, cfg)
+	return runDrainNode(t, c.router, ca, cfg, func(r *Router) {
+		if c.lookupHost != nil {
+			r.lookupHost = c.lookupHost
+		}
+	})
 }
 
-func runDrainNode(t *testing.T, name string, ca *pki.CA, cfg Config) *drainNode {
+// runDrainNode runs a router of cfg, with what prepare changes in it
+// first.
+func runDrainNode(t *testing.T, name string, ca *pki.CA, cfg Config, prepare ...func(*Router)) *drainNode {
 	t.Helper()
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range prepare {
+		p(r)
 	}
 	n := &drainNode{name: name, ca: ca, r: r, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -195,5 +196,93 @@ func TestDrainHoldsLinksForStrandedSites(t *testing.T) {
 	tu.Eventually(t, 10*time.Second, "east-2 reaches west over west's new link", reachEcho(east2, "west-1"))
 	if rt := e2.r.View().Routes["west"]; rt.NextHop != "west/west-1" {
 		t.Errorf("east-2's route to west = %+v, want direct", rt)
+	}
+}
+
+// siblingDNS stands in for the headless Service the gateways of a site
+// resolve to find each other: a gateway is published a while after it
+// started, as a DNS answer cached for a few seconds shows it.
+type siblingDNS struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (d *siblingDNS) lookupHost(context.Context, string) ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.hosts), nil
+}
+
+func (d *siblingDNS) publish(host string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.hosts = append(d.hosts, host)
+}
+
+// TestRollWithSlowSiblingDiscovery: a Deployment rolls east's gateways a
+// and b: c starts, turns ready, a drains and d starts at once; once d is
+// ready, b drains. A gateway appears in the site's sibling DNS only
+// siblingDNSLag after it started, so d finds a and b there but not c, and
+// c never finds d while both run on b (as the end-to-end scenario saw on
+// 2026-12-06: 534 requests lost when b drained). West's link moves from
+// a to c, the sidecar's from a to b and then to d. d stays unready until
+// it is linked to c, whose record reached it through b; b, draining,
+// holds its links while c and d, or west and d, hang together only by
+// it. A client of the sidecar opens a new connection every 10 ms
+// throughout, and every one reaches west.
+func TestRollWithSlowSiblingDiscovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("rolls two gateways, about 20 s")
+	}
+	const siblingDNSLag = 5 * time.Second
+	eastDir := t.TempDir()
+	port := tu.FreePort(t, "127.0.0.1")
+	dns := &siblingDNS{}
+	host := func(i int) string { return fmt.Sprintf("127.0.0.%d", i+2) }
+	addr := func(i int) string { return fmt.Sprintf("%s:%d", host(i), port) }
+	gateway := func(i int) *drainNode {
+		return startDrainNode(t, drainSiteConfig{site: "east", router: string(rune('a' + i)), dir: eastDir, linkAccess: true, linkListen: addr(i),
+			siblings: []string{fmt.Sprintf("east-gateways:%d", port)}, lookupHost: dns.lookupHost, drainTimeout: time.Minute})
+	}
+	dns.publish(host(0))
+	dns.publish(host(1))
+	a, b := gateway(0), gateway(1)
+	westSvc, sidecarSvc := newSwitchProxy(t, addr(0)), newSwitchProxy(t, addr(0))
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, a, eastDir, westSvc.addr())},
+		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
+	tok, err := token.IssueMember(a.ca, "east", sidecarSvc.addr(), time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := recordedSpec(t, a, eastDir, tok)
+	spec.Name = "gateway"
+	sidecar := startSidecar(t, "east", spec)
+	tu.Eventually(t, 15*time.Second, "the sidecar reaches west", reachEcho(sidecar, "west-1"))
+	load := startEchoLoad(sidecar, "west-1", 10*time.Millisecond, 5000)
+	time.Sleep(500 * time.Millisecond)
+
+	time.AfterFunc(siblingDNSLag, func() { dns.publish(host(2)) })
+	gateway(2) // ready once a and b have found it and linked to it
+	westSvc.switchTo(addr(2))
+	sidecarSvc.switchTo(addr(1))
+	a.r.Drain()
+	started := time.Now()
+	time.AfterFunc(siblingDNSLag, func() { dns.publish(host(3)) })
+	d := gateway(3) // ready once linked to b and c
+	if linked := d.r.siblingLink("c"); linked == nil {
+		t.Errorf("d turned ready %s after it started without a link to c", time.Since(started).Round(time.Millisecond))
+	}
+	sidecarSvc.switchTo(addr(3))
+	b.r.Drain()
+	a.waitStopped(t)
+	b.waitStopped(t)
+	time.Sleep(time.Second)
+	sent, failures := load.stop()
+	t.Logf("%d connections during the roll, %d failed", sent, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d of %d connections failed during the roll:\n%s", len(failures), sent, strings.Join(failures, "\n"))
+	}
+	if err := reachEcho(sidecar, "west-1")(); err != nil {
+		t.Errorf("after the roll: %v", err)
 	}
 }

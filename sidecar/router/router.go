@@ -393,6 +393,9 @@ type Router struct {
 	// originalDst reads a redirected connection's original destination:
 	// OriginalDst (tests that run without a redirect replace it).
 	originalDst func(net.Conn) (*net.TCPAddr, error)
+	// lookupHost resolves a sibling entry's host (resolveSiblings):
+	// net.DefaultResolver's, a test's own.
+	lookupHost func(ctx context.Context, host string) ([]string, error)
 
 	// tasks are the goroutines the router started (tasks.go); Run
 	// returns once they all have.
@@ -452,6 +455,7 @@ func New(cfg Config) (*Router, error) {
 		dialing:     map[string]context.CancelFunc{},
 		probeAddr:   probeAddr,
 		originalDst: OriginalDst,
+		lookupHost:  net.DefaultResolver.LookupHost,
 		drainReq:    make(chan struct{}),
 		flows:       newFlowSet(),
 		linkUp:      make(chan struct{}),

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +30,14 @@ const siblingResolveEvery = 2 * time.Second
 // while it links to the siblings it found (one that cannot be reached
 // does not keep it unready longer).
 const siblingSettleWait = 3 * time.Second
+
+// siblingKnownWait bounds how long a gateway stays unready while a
+// gateway of its site that it reaches through another (its record came)
+// has no direct link to it: the resolution, from a DNS answer cached for
+// a few seconds, has not found it yet. Two new gateways of a rolling
+// upgrade that are not linked to each other hang together by an old one,
+// which is about to drain.
+const siblingKnownWait = 15 * time.Second
 
 // siblingState is what the sibling loop knows of an address.
 type siblingState struct {
@@ -159,16 +168,68 @@ func (r *Router) awaitSiblings(ctx context.Context, s *siblingSet, tick, settle 
 }
 
 // checkSettled marks the siblings settled, and logs it the first time.
-// Ready once every sibling found is linked (or is this gateway), or
-// after siblingSettleWait (settleBy); awaitSiblings checks again as links
-// come up.
+// Ready once every sibling found is linked (or is this gateway), or,
+// after siblingSettleWait (settleBy), once every sibling that answered
+// is (one that cannot be reached does not keep it unready longer); and
+// in either case once every gateway of the site that the view reaches
+// and that does not drain is linked directly too. A sibling that
+// answered, or that the view reaches, keeps it unready for at most
+// siblingKnownWait: it dials this gateway (the lower name dials) once
+// its own resolution finds it. awaitSiblings checks again as links come
+// up, and on every resolution.
 func (r *Router) checkSettled(s *siblingSet, settleBy time.Time, resolved bool) {
-	s.mu.Lock()
-	settled := r.siblingsSettled.Load() || !time.Now().Before(settleBy) || (resolved && r.siblingsLinked(s.addrs))
-	s.mu.Unlock()
-	if settled && !r.siblingsSettled.Swap(true) {
-		r.log.Info("linked to the site's other gateways", "gateways", len(s.addrs))
+	if r.siblingsSettled.Load() {
+		return
 	}
+	now := time.Now()
+	s.mu.Lock()
+	found := resolved && r.siblingsLinked(s.addrs)
+	answered := r.answeredUnlinked(s.addrs)
+	s.mu.Unlock()
+	unlinked := r.unlinkedSibling()
+	ready := (found || (!now.Before(settleBy) && answered == "")) && unlinked == ""
+	if !ready && now.Before(settleBy.Add(siblingKnownWait-siblingSettleWait)) {
+		return
+	}
+	if !r.siblingsSettled.Swap(true) {
+		r.log.Info("linked to the site's other gateways", "gateways", len(s.addrs), "unlinked", cmp.Or(unlinked, answered))
+	}
+}
+
+// answeredUnlinked returns a sibling that answered at an address found
+// (its router name is known) and that this gateway has no synced link to,
+// or ""; the caller holds the loop's lock.
+func (r *Router) answeredUnlinked(addrs map[string]*siblingState) string {
+	for _, st := range addrs {
+		if st.absent || st.router == "" || st.router == r.routerName {
+			continue
+		}
+		if l := r.siblingLink(st.router); l == nil || !l.synced.Load() {
+			return st.router
+		}
+	}
+	return ""
+}
+
+// unlinkedSibling returns a gateway of this site that the view reaches,
+// that does not drain, and that this gateway has no synced link to (it
+// reaches it through another: one the resolution did not find yet), or
+// "".
+func (r *Router) unlinkedSibling() string {
+	v := r.db.View()
+	for _, router := range v.Routers[r.self] {
+		node := netview.NodeID(r.self, router)
+		if node == v.Node {
+			continue
+		}
+		if rec, ok := r.db.Record(node); !ok || rec.Draining {
+			continue
+		}
+		if l := r.siblingLink(router); l == nil || !l.synced.Load() {
+			return node
+		}
+	}
+	return ""
 }
 
 // siblingSeen wakes the sibling loop when a record of another gateway of
@@ -234,7 +295,7 @@ func (r *Router) resolveSiblings(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		ips, err := net.DefaultResolver.LookupHost(rctx, host)
+		ips, err := r.lookupHost(rctx, host)
 		cancel()
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
