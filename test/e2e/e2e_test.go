@@ -567,6 +567,10 @@ spec:
 			args = append(args, "--until-stdin-eof")
 		}
 		began := time.Now()
+		// The logs of east's gateways (those the fault deletes included)
+		// and of the client's sidecar, kept for a loss.
+		gwLogs := followLogs(t, "east", "-l", "app.kubernetes.io/component=gateway")
+		scLogs := followLogs(t, "east", "deploy/client-nft", "-c", "skiff-proxy")
 		go func() {
 			out, _ := runStdin(t, stdin, "kubectl", append([]string{"-n", "east", "exec", "deploy/client-nft", "-c", "app"}, args...)...)
 			done <- strings.TrimSpace(out)
@@ -603,11 +607,13 @@ spec:
 			// seconds after the load began). docs/testing.md says what
 			// made 6g and 6h lose 1-3 requests until 2026-12-06.
 			t.Logf("%s: %d failed; the load began at about %s", step, failed, began.UTC().Format(time.RFC3339Nano))
-			for _, src := range [][]string{{"-l", "app.kubernetes.io/component=gateway", "--max-log-requests=10"}, {"deploy/client-nft", "-c", "skiff-proxy"}} {
-				logs, _ := run(t, "kubectl", append([]string{"-n", "east", "logs", "--tail=200", "--timestamps"}, src...)...)
-				t.Logf("%s: %s logs:\n%s", step, strings.Join(src, " "), logs)
-			}
+			t.Logf("%s: east's gateways' logs during the step (the pods there when it began):\n%s", step, gwLogs.stop(5))
+			now, _ := run(t, "kubectl", "-n", "east", "logs", "-l", "app.kubernetes.io/component=gateway", "--prefix", "--timestamps", "--max-log-requests=10", "--since-time="+began.UTC().Format(time.RFC3339))
+			t.Logf("%s: east's gateways' logs since the step began (the pods there now):\n%s", step, condenseLogs(now, 5))
+			t.Logf("%s: the client's sidecar's logs during the step:\n%s", step, scLogs.stop(5))
 		}
+		gwLogs.stop(0)
+		scLogs.stop(0)
 		sum.add(step, result, fmt.Sprintf("%d of %d requests at ~150/s failed (%s); the fault came ~2 s in and took %.1fs; the load ran %.1fs from the fault on", failed, n, out, took.Seconds(), time.Since(start).Seconds()))
 	}
 	underLoad("6g delete one of east's two gateways under load", 1500, func() {
