@@ -13,8 +13,6 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 
-	"github.com/skiff-io/skiff/sidecar/shared/token"
-
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -53,12 +51,6 @@ func TestRollingGatewaysUnderLoad(t *testing.T) {
 	westSvc, sidecarSvc := newSwitchProxy(t, siblings[0]), newSwitchProxy(t, siblings[0])
 	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, e1, eastDir, westSvc.addr())},
 		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
-	tok, err := token.IssueMember(e1.ca, "east", sidecarSvc.addr(), time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := recordedSpec(t, e1, eastDir, tok)
-	spec.Name = "gateway"
 	// The sidecar's view never loses west: when it links to another
 	// gateway, its view moves there in one step (netview's Mirror).
 	var unreachable atomic.Int32
@@ -68,7 +60,7 @@ func TestRollingGatewaysUnderLoad(t *testing.T) {
 		}
 		t.Log(prefix, args)
 	}, funcr.Options{LogTimestamp: true})
-	sidecar := startSidecarLogged(t, "east", spec, log)
+	sidecar := startSidecarLogged(t, "east", memberSpec(t, e1, eastDir, sidecarSvc.addr()), log)
 	tu.Eventually(t, 15*time.Second, "the sidecar reaches west", reachEcho(sidecar, "west-1"))
 
 	load := startEchoLoad(sidecar, "west-1", 10*time.Millisecond, 5000)
@@ -250,13 +242,7 @@ func TestRollWithSlowSiblingDiscovery(t *testing.T) {
 	westSvc, sidecarSvc := newSwitchProxy(t, addr(0)), newSwitchProxy(t, addr(0))
 	startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", links: []LinkSpec{linkSpecTo(t, a, eastDir, westSvc.addr())},
 		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
-	tok, err := token.IssueMember(a.ca, "east", sidecarSvc.addr(), time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := recordedSpec(t, a, eastDir, tok)
-	spec.Name = "gateway"
-	sidecar := startSidecar(t, "east", spec)
+	sidecar := startSidecar(t, "east", memberSpec(t, a, eastDir, sidecarSvc.addr()))
 	tu.Eventually(t, 15*time.Second, "the sidecar reaches west", reachEcho(sidecar, "west-1"))
 	load := startEchoLoad(sidecar, "west-1", 10*time.Millisecond, 5000)
 	time.Sleep(500 * time.Millisecond)

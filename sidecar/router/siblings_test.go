@@ -73,13 +73,20 @@ func TestSiblings(t *testing.T) {
 // from its VIP); it returns the sidecar's outbound address.
 func startSiblingSidecar(t *testing.T, gw *drainNode, dir string) string {
 	t.Helper()
-	tok, err := token.IssueMember(gw.ca, gw.r.cfg.Site, gw.r.LinkAddr().String(), time.Hour, time.Now())
+	return startSidecar(t, gw.r.cfg.Site, memberSpec(t, gw, dir, gw.r.LinkAddr().String()))
+}
+
+// memberSpec is the link spec of a sidecar of gw's site, with a member
+// token issued by gw (recorded in the ledger in dir), dialling endpoint.
+func memberSpec(t *testing.T, gw *drainNode, dir, endpoint string) LinkSpec {
+	t.Helper()
+	tok, err := token.IssueMember(gw.ca, gw.r.cfg.Site, endpoint, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	spec := recordedSpec(t, gw, dir, tok)
 	spec.Name = "gateway"
-	return startSidecar(t, gw.r.cfg.Site, spec)
+	return spec
 }
 
 // startSidecar starts a sidecar of site with its link to the gateway,
@@ -180,13 +187,7 @@ func TestSidecarMovesToSibling(t *testing.T) {
 		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})
 	// The sidecar dials east's "Service", which sends it to east-1.
 	sidecarSvc := newSwitchProxy(t, e1.r.LinkAddr().String())
-	tok, err := token.IssueMember(e1.ca, "east", sidecarSvc.addr(), time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := recordedSpec(t, e1, eastDir, tok)
-	spec.Name = "gateway"
-	addr := startSidecar(t, "east", spec)
+	addr := startSidecar(t, "east", memberSpec(t, e1, eastDir, sidecarSvc.addr()))
 	reach := reachEcho(addr, "west-1")
 	tu.Eventually(t, 15*time.Second, "the sidecar reaches west through east-1", reach)
 
