@@ -18,9 +18,9 @@ import (
 // routes that rest on it, until it closes. The flows the router carries
 // (flows.go) go on until they end. A gateway keeps its links a little
 // longer (gatewayDrainHold), and while another gateway of its site is up,
-// until its leaving cuts no one off (stranded). Once that
-// is over, or DrainTimeout has passed, the router stops as Run does when
-// its context ends: flows still open are reset, links closed.
+// until its leaving cuts no one off (stranded). Once that is over, or
+// DrainTimeout has passed, the router stops as Run does when its context
+// ends: flows still open are reset, links closed.
 //
 // A sidecar is stopped together with its pod's app (an ordinary
 // container gets SIGTERM at the same time as the app; a native sidecar
@@ -105,7 +105,7 @@ func (r *Router) drain(ctx context.Context, stopLinkAccess func()) (reason strin
 	if r.cfg.Role == RoleGateway {
 		hold = time.Now().Add(gatewayDrainHold)
 	}
-	var held []string // the sites a gateway holds its links for (stranded)
+	var held []string // what a gateway last logged it holds its links for
 	for {
 		idle.Stop()
 		var idleC <-chan time.Time

@@ -252,9 +252,9 @@ func (r *Router) kickSiblings() {
 }
 
 // siblingsLinked reports whether every address found is this gateway, a
-// sibling with a link up whose database has arrived, or no gateway at all (its last dial found
-// nothing listening: one starting, or gone); the caller holds the loop's
-// lock.
+// sibling with a link up whose database has arrived, or no gateway at
+// all (its last dial found nothing listening: one starting, or gone); the
+// caller holds the loop's lock.
 func (r *Router) siblingsLinked(addrs map[string]*siblingState) bool {
 	for _, st := range addrs {
 		if st.absent {
