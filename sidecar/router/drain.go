@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/shared/netview"
 )
 
 // The drain: how a router stops when it is asked to (SIGTERM), so that
@@ -185,5 +187,5 @@ func (r *Router) Readiness() (ready bool, reason string) {
 // gateways linked to the rest of the site only through it. Nil with no
 // other gateway of the site: a single gateway restarting waits for no one.
 func (r *Router) stranded() []string {
-	return r.db.Stranded(r.db.Local().Node())
+	return r.db.Stranded(netview.NodeID(r.self, r.routerName))
 }

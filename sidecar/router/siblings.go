@@ -183,8 +183,8 @@ func (r *Router) checkSettled(s *siblingSet, settleBy time.Time, resolved bool) 
 	}
 	now := time.Now()
 	s.mu.Lock()
-	found := resolved && r.siblingsLinked(s.addrs)
 	answered := r.answeredUnlinked(s.addrs)
+	found := resolved && allAnswered(s.addrs) && answered == ""
 	s.mu.Unlock()
 	unlinked := r.unlinkedSibling()
 	ready := (found || (!now.Before(settleBy) && answered == "")) && unlinked == ""
@@ -204,7 +204,7 @@ func (r *Router) answeredUnlinked(addrs map[string]*siblingState) string {
 		if st.absent || st.router == "" || st.router == r.routerName {
 			continue
 		}
-		if l := r.siblingLink(st.router); l == nil || !l.synced.Load() {
+		if !r.syncedWith(st.router) {
 			return st.router
 		}
 	}
@@ -225,7 +225,7 @@ func (r *Router) unlinkedSibling() string {
 		if rec, ok := r.db.Record(node); !ok || rec.Draining {
 			continue
 		}
-		if l := r.siblingLink(router); l == nil || !l.synced.Load() {
+		if !r.syncedWith(router) {
 			return node
 		}
 	}
@@ -251,26 +251,24 @@ func (r *Router) kickSiblings() {
 	}
 }
 
-// siblingsLinked reports whether every address found is this gateway, a
-// sibling with a link up whose database has arrived, or no gateway at
-// all (its last dial found nothing listening: one starting, or gone); the
+// allAnswered reports whether a gateway answered at every address found
+// (this one, or a sibling: the reply named its router) or none is there
+// (its last dial found nothing listening: one starting, or gone); the
 // caller holds the loop's lock.
-func (r *Router) siblingsLinked(addrs map[string]*siblingState) bool {
+func allAnswered(addrs map[string]*siblingState) bool {
 	for _, st := range addrs {
-		if st.absent {
-			continue
-		}
-		if st.router == "" {
-			return false
-		}
-		if st.router == r.routerName {
-			continue
-		}
-		if l := r.siblingLink(st.router); l == nil || !l.synced.Load() {
+		if !st.absent && st.router == "" {
 			return false
 		}
 	}
 	return true
+}
+
+// syncedWith reports whether a link to sibling router is up and its
+// database has arrived over it.
+func (r *Router) syncedWith(router string) bool {
+	l := r.siblingLink(router)
+	return l != nil && l.synced.Load()
 }
 
 // siblingLink returns the up link to sibling router, nil if there is none.
