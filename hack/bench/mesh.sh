@@ -43,6 +43,11 @@
 #                 (default bin/skiff-router): another build, to compare two
 #                 builds run after run
 #   BENCH_HALT_POLL_NS  as in router.sh
+#   BENCH_PATHS   the paths to measure, space-separated (default all seven)
+#   BENCH_LOADS   the loads to run, space-separated, of: iperf1 iperf8 wrk1
+#                 wrk64 newconn hold (default all); with BENCH_PATHS, a
+#                 quick before/after of one figure (BENCH_LOADS=wrk1
+#                 BENCH_PATHS="gw mesh hside": the sidecar hop's p50)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" != 0 ]; then
@@ -214,7 +219,16 @@ for x in haproxy-A:$HA_PID haproxy-B:$HB_PID haproxy-S:$HS_PID east:$EAST_PID we
 	kill -0 "${x#*:}" 2>/dev/null || { tail -n 5 "${x%%:*}.log" >&2; die "${x%%:*} exited"; }
 done
 
-PATHS=(direct far gw mesh hfar hgw hside)
+ALL_PATHS=(direct far gw mesh hfar hgw hside)
+read -r -a PATHS <<<"${BENCH_PATHS:-${ALL_PATHS[*]}}"
+for p in "${PATHS[@]}"; do
+	[[ " ${ALL_PATHS[*]} " == *" $p "* ]] || die "BENCH_PATHS: unknown path $p (known: ${ALL_PATHS[*]})"
+done
+LOADS=" ${BENCH_LOADS:-iperf1 iperf8 wrk1 wrk64 newconn hold} "
+for l in $LOADS; do
+	[[ " iperf1 iperf8 wrk1 wrk64 newconn hold " == *" $l "* ]] || die "BENCH_LOADS: unknown load $l"
+done
+load() { [[ $LOADS == *" $1 "* ]]; } # load NAME: whether NAME runs
 declare -A ADDR # ADDR[path,workload]: what the pod's client dials
 for w in "${WORKLOADS[@]}"; do
 	ADDR[direct,$w]=$HOST:${SRV[$w]} ADDR[far,$w]=$HOST:${WF[$w]} ADDR[gw,$w]=$HOST:${EL[$w]} ADDR[mesh,$w]=$VIP:${VP[$w]}
@@ -284,6 +298,7 @@ run() {
 
 log "iperf3 from the pod: 1 and 8 streams, ${T}s each after a 1s omit (-O 1)"
 for streams in 1 8; do
+	load "iperf$streams" || continue
 	for path in "${PATHS[@]}"; do
 		out=iperf-$streams-$path.json a=${ADDR[$path,iperf]}
 		if run "iperf$streams" "$path" "$out" timeout --foreground -k 5 $((T + 30)) iperf3 -c "${a%:*}" -p "${a##*:}" -t "$T" -O 1 -P "$streams" -J; then
@@ -295,18 +310,19 @@ done
 log "wrk GET against skiff-echo from the pod: 1 connection, 64 connections, and 64 with Connection: close (new connections/s)"
 for path in "${PATHS[@]}"; do
 	url=http://${ADDR[$path,http]}/
-	if run wrk1 "$path" "wrk1-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency "$url"; then
+	if load wrk1 && run wrk1 "$path" "wrk1-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency "$url"; then
 		RES[wrk1,$path]=$(wrk_rps "wrk1-$path.txt") RES[reqs1,$path]=$(wrk_reqs "wrk1-$path.txt")
 		RES[p50,$path]=$(wrk_ms "wrk1-$path.txt" 50) RES[p99,$path]=$(wrk_ms "wrk1-$path.txt" 99)
 	fi
-	if run wrk64 "$path" "wrk64-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" --latency "$url"; then
+	if load wrk64 && run wrk64 "$path" "wrk64-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" --latency "$url"; then
 		RES[wrk64,$path]=$(wrk_rps "wrk64-$path.txt") RES[reqs64,$path]=$(wrk_reqs "wrk64-$path.txt")
 		RES[p50x64,$path]=$(wrk_ms "wrk64-$path.txt" 50) RES[p99x64,$path]=$(wrk_ms "wrk64-$path.txt" 99)
 	fi
-	if run newconn "$path" "newconn-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" -H "Connection: close" "$url"; then
+	if load newconn && run newconn "$path" "newconn-$path.txt" timeout --foreground -k 5 $((T + 30)) wrk -t2 -c64 -d"${T}s" -H "Connection: close" "$url"; then
 		RES[newconn,$path]=$(wrk_rps "newconn-$path.txt") RES[conns,$path]=$(wrk_reqs "newconn-$path.txt")
 	fi
 	for f in wrk1 wrk64 newconn; do
+		load "$f" || continue
 		e=$(wrk_errors "$f-$path.txt")
 		[ -z "$e" ] || { echo "  $f via $path: $e" >&2; FAILED=1; }
 	done
@@ -314,15 +330,17 @@ done
 
 # --- memory: idle connections held through the sidecar and through haproxy S -----
 HOLD=$((T > 3 ? T : 3))
-log "memory: $HOLD_CONNS idle connections (one-byte round trip each) held ${HOLD}s through the sidecar and through haproxy S"
-sample loaded
-hold_idle hold-mesh.txt "sample hold" "sample after" \
-	podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[mesh,echo]}" \
-	--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
-sample_s() { MEM[S,$1]=$(rss "$HS_PID"); } # haproxy S alone
-hold_idle hold-hside.txt "sample_s hold" "sample_s after" \
-	podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[hside,echo]}" \
-	--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
+if load hold && [[ " ${PATHS[*]} " == *" mesh "* && " ${PATHS[*]} " == *" hside "* ]]; then
+	log "memory: $HOLD_CONNS idle connections (one-byte round trip each) held ${HOLD}s through the sidecar and through haproxy S"
+	sample loaded
+	hold_idle hold-mesh.txt "sample hold" "sample after" \
+		podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[mesh,echo]}" \
+		--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
+	sample_s() { MEM[S,$1]=$(rss "$HS_PID"); } # haproxy S alone
+	hold_idle hold-hside.txt "sample_s hold" "sample_s after" \
+		podexec app 0 timeout --foreground -k 5 $((HOLD + 60)) "$BIN/skiff-loadgen" hold --addr "${ADDR[hside,echo]}" \
+		--conns "$HOLD_CONNS" --hold "${HOLD}s" --timeout 30s
+fi
 
 # --- report --------------------------------------------------------------------------
 diff3() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "" || b == "") print ""; else printf "%.3f", a - b}'; }
@@ -335,8 +353,8 @@ cpu_gb() { per "${CPUS[iperf1,$1,$2]:-}" "${RES[gb1,$1]:-}" 1; }       # path pr
 echo
 echo "### The mesh path ($(date -u +%Y-%m-%d), BENCH_TIME=${T}s, $(nproc) CPUs, $idle_busy cores busy just before, $(idle_setup))"
 echo
-echo "| workload | unit | direct | far | gw | mesh | hfar | hgw | hside | mesh/hside | gw/hgw |"
-echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+echo "| workload | unit |$(printf ' %s |' "${PATHS[@]}") mesh/hside | gw/hgw |"
+echo "|---|---|$(printf -- '--:|%.0s' "${PATHS[@]}")--:|--:|"
 for k in "iperf1;iperf3, 1 stream;Gbit/s" "iperf8;iperf3, 8 streams;Gbit/s" "wrk1;HTTP GET, 1 connection;req/s" \
 	"p50;... p50 latency;ms" "p99;... p99 latency;ms" "wrk64;HTTP GET, 64 connections;req/s" "p50x64;... p50 latency;ms" \
 	"p99x64;... p99 latency;ms" "newconn;new connections (Connection: close, 64);conn/s"; do
