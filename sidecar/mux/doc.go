@@ -11,9 +11,11 @@
 // the session and every stream on it. io.Copy between a stream and a
 // connection, either way, goes through Stream.WriteTo or Stream.ReadFrom,
 // which hand buffers over without an extra copy. Stream.Sink does what
-// WriteTo does into a socket without a goroutine of the caller's waiting:
-// the session's reader writes to the socket, and a goroutine runs only
-// while data waits for a full one.
+// WriteTo does into a socket or another stream without a goroutine of the
+// caller's waiting: the session's reader writes small messages to the
+// socket, or into the other stream with Stream.TryWrite (which never
+// waits, over a connection that is a HeldWriter), and a goroutine runs
+// only while data waits.
 //
 // # Flow control
 //

@@ -46,6 +46,7 @@ type Session struct {
 	ctlMu       sync.Mutex
 	ctl         []byte // encoded control frames waiting for the writer
 	ctlSig      chan struct{}
+	held        bool // conn holds bytes of a TryWrite for sendLoop to flush
 
 	sendMaxFrame atomic.Int32 // min(ours, peer's max frame size)
 

@@ -1,9 +1,6 @@
 package mux
 
-import (
-	"io"
-	"syscall"
-)
+import "io"
 
 // sinkState is what Sink adds to a stream; guarded by the stream's mu.
 type sinkState struct {
@@ -21,18 +18,19 @@ type sinkState struct {
 // stream's whole life, so a thousand idle connections spliced with WriteTo
 // hold a thousand goroutine stacks more.
 //
-// While nothing is buffered, the session's reader writes small payloads
-// to rc, w's socket (nil if w has none), with one non-blocking write each,
-// as for a parked WriteTo (directLocked). What it cannot write, larger
-// frames and the stream's end go to a flusher: a goroutine started with
-// start that writes what is buffered to w, blocking as WriteTo does, and
-// ends when nothing is left. A flusher calls done, once. The stream's read
-// deadline is not watched; Read and WriteTo must not be called once Sink
-// has been.
-func (st *Stream) Sink(w io.Writer, rc syscall.RawConn, start func(func()), done func(int64, error)) {
+// While nothing is buffered, the session's reader hands small payloads to
+// direct (nil: never), as for a parked WriteTo (directLocked): a write to
+// w that never waits and returns what it took, SocketWriter for w's
+// socket, or a TryWrite into w when w is another stream. What direct does
+// not take, larger frames and the stream's end go to a flusher: a
+// goroutine started with start that writes what is buffered to w,
+// blocking as WriteTo does, and ends when nothing is left. A flusher calls
+// done, once. The stream's read deadline is not watched; Read and WriteTo
+// must not be called once Sink has been.
+func (st *Stream) Sink(w io.Writer, direct func([]byte) int, start func(func()), done func(int64, error)) {
 	st.mu.Lock()
 	st.sk = &sinkState{w: w, start: start, done: done, flushing: true}
-	st.sink = rc
+	st.direct = direct
 	st.mu.Unlock()
 	start(st.flush) // for what arrived before, and to go idle
 }
@@ -64,7 +62,7 @@ func (st *Stream) flush() {
 		if err == nil && len(st.chunks) == 0 {
 			if err = st.eofLocked(); err == nil {
 				sk.flushing = false
-				st.sinkIdle = st.sink != nil
+				st.sinkIdle = st.direct != nil
 				st.mu.Unlock()
 				return
 			}

@@ -39,7 +39,7 @@ func startSink(t *testing.T, b *Stream, w *net.TCPConn, f *flushers) <-chan sink
 		t.Fatal(err)
 	}
 	done := make(chan sinkResult, 2) // 2: a second call shows up as a failure below
-	b.Sink(w, rc, f.start, func(n int64, err error) { done <- sinkResult{n, err} })
+	b.Sink(w, SocketWriter(rc), f.start, func(n int64, err error) { done <- sinkResult{n, err} })
 	return done
 }
 

@@ -36,12 +36,13 @@ type Stream struct {
 	rstErr     error     // reset by either end
 
 	// While WriteTo waits for data with nothing buffered, the session's
-	// reader may write small DATA payloads straight to WriteTo's
-	// destination socket (one non-blocking write), saving the hand-off to
-	// the WriteTo goroutine; see directLocked.
-	sink       syscall.RawConn
+	// reader may hand small DATA payloads straight to WriteTo's
+	// destination (one write that never waits: to a socket, or
+	// TryWrite into another stream), saving the hand-off to the WriteTo
+	// goroutine; see directLocked.
+	direct     func([]byte) int
 	sinkIdle   bool  // WriteTo is parked (or Sink idle) with chunks empty
-	sinkDirect int64 // bytes the reader wrote to sink, not yet counted by WriteTo
+	sinkDirect int64 // bytes the reader wrote to direct, not yet counted by WriteTo
 
 	sk *sinkState // Sink's, nil unless Sink was called (sink.go)
 }
@@ -118,9 +119,11 @@ func (st *Stream) Read(p []byte) (int, error) {
 // waits for data.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	var sink syscall.RawConn
+	var direct func([]byte) int
 	if sc, ok := w.(syscall.Conn); ok {
-		sink, _ = sc.SyscallConn()
+		if rc, err := sc.SyscallConn(); err == nil {
+			direct = SocketWriter(rc)
+		}
 	}
 	for {
 		if st.rdl.expired() {
@@ -141,7 +144,7 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 				return total, err
 			}
 			st.mu.Lock()
-			st.sink, st.sinkIdle = sink, sink != nil
+			st.direct, st.sinkIdle = direct, direct != nil
 			st.mu.Unlock()
 			select {
 			case <-st.readCh:
@@ -515,25 +518,39 @@ func (st *Stream) pushSmallLocked(p []byte) error {
 	return nil
 }
 
-// directLocked writes p to the parked WriteTo's destination with one
-// non-blocking write when nothing is buffered ahead of it, and returns what
-// is left to buffer. The session's reader never blocks here: a full socket
-// takes nothing and the bytes are buffered as usual.
+// directLocked hands p to the parked WriteTo's (or idle Sink's)
+// destination with one write that never waits, when nothing is buffered
+// ahead of it, and returns what is left to buffer. The session's reader
+// never blocks here: a full socket, or a stream that cannot take p at once
+// (TryWrite), takes nothing and the bytes are buffered as usual.
 func (st *Stream) directLocked(p []byte) []byte {
 	if !st.sinkIdle || len(st.chunks) > 0 {
 		return p
 	}
-	var n int
-	err := st.sink.Write(func(fd uintptr) bool {
-		n, _ = rawio.Write(fd, p)
-		return true // one attempt, never wait
-	})
-	if err != nil || n <= 0 {
+	n := st.direct(p)
+	if n <= 0 {
 		return p
 	}
 	st.sinkDirect += int64(n)
 	st.consumedLocked(n)
 	return p[n:]
+}
+
+// SocketWriter returns a direct writer (Sink) for a socket: one
+// non-blocking write of p, which takes what the socket takes at once; the
+// bytes written, 0 when it is full or failed.
+func SocketWriter(rc syscall.RawConn) func([]byte) int {
+	return func(p []byte) int {
+		var n int
+		err := rc.Write(func(fd uintptr) bool {
+			n, _ = rawio.Write(fd, p)
+			return true // one attempt, never wait
+		})
+		if err != nil || n < 0 {
+			return 0
+		}
+		return n
+	}
 }
 
 // pushBuffer appends buf, already reserved, to the received data.

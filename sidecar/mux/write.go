@@ -66,15 +66,101 @@ func (s *Session) lockWriter() {
 	s.waiting.Add(-1)
 }
 
-// flush writes queued control frames and buffered data, unless another
-// writer is waiting to do it.
+// flush writes what the connection holds from a TryWrite, then queued
+// control frames and buffered data, unless another writer is waiting to
+// do it.
 func (s *Session) flush() {
 	s.lockWriter()
 	defer s.wmu.Unlock()
+	if s.held && s.werr == nil {
+		s.held = false
+		if err := s.conn.(HeldWriter).FlushHeld(); err != nil {
+			s.failWriteLocked(err)
+		}
+	}
 	if s.werr == nil {
 		s.drainCtlLocked()
 		s.flushIfLastLocked()
 	}
+}
+
+// A HeldWriter is a connection that can take a write without waiting for
+// its socket: what the socket does not take at once it holds, and writes
+// ahead of anything written after. A Session over one can write into a
+// stream from another session's reader (Stream.TryWrite).
+type HeldWriter interface {
+	// WriteHeld takes all of p, or none of it when it cannot without
+	// waiting (another write of the connection under way). held says
+	// that part of p waits in the connection for FlushHeld or the next
+	// Write.
+	WriteHeld(p []byte) (taken, held bool, err error)
+	// FlushHeld writes what the connection holds, waiting as Write does.
+	FlushHeld() error
+}
+
+// TryWrite writes p as one DATA frame of st only if that needs no wait:
+// the session's connection is a HeldWriter that takes it at once, no
+// other writer holds or waits for the connection, and st has credit for
+// all of p. It reports whether it took p; it never blocks, so a session's
+// reader may call it, even holding a lock of another stream's, to carry a
+// stream in transit to the next link without a hand-off (Sink).
+func (st *Stream) TryWrite(p []byte) bool {
+	s := st.sess
+	hw, ok := s.conn.(HeldWriter)
+	if !ok || len(p) == 0 || len(p) > int(s.sendMaxFrame.Load()) || s.waiting.Load() != 0 || !s.wmu.TryLock() {
+		return false
+	}
+	defer s.wmu.Unlock()
+	if s.werr != nil || s.held || !s.tryDrainCtlLocked(headerLen+len(p)) {
+		return false
+	}
+	if !st.mu.TryLock() {
+		poke(s.ctlSig) // for control frames now in wbuf
+		return false
+	}
+	ok = st.sendErrLocked() == nil && int(st.sendWindow) >= len(p)
+	if ok {
+		st.sendWindow -= uint32(len(p))
+	}
+	st.mu.Unlock()
+	if !ok {
+		poke(s.ctlSig)
+		return false
+	}
+	s.wbuf = appendHeader(s.wbuf, frameData, st.id, uint32(len(p)))
+	s.wbuf = append(s.wbuf, p...)
+	taken, held, err := hw.WriteHeld(s.wbuf)
+	if !taken {
+		// The frame stays in wbuf, its credit spent: sendLoop writes it.
+		poke(s.ctlSig)
+		return true
+	}
+	s.wbuf = s.wbuf[:0]
+	s.lastFlusher.Store(st.id)
+	switch {
+	case err != nil:
+		// Apart: the caller may hold another stream's lock, and
+		// closing the connection may wait.
+		s.werr = err
+		go s.shutdown(fmt.Errorf("write frames: %w", err))
+	case held:
+		s.held = true
+		poke(s.ctlSig)
+	}
+	return true
+}
+
+// tryDrainCtlLocked moves the queued control frames into wbuf if they fit
+// there with room to spare, and reports whether they did.
+func (s *Session) tryDrainCtlLocked(spare int) bool {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if len(s.wbuf)+len(s.ctl)+spare > cap(s.wbuf) {
+		return false
+	}
+	s.wbuf = append(s.wbuf, s.ctl...)
+	s.ctl = s.ctl[:0]
+	return true
 }
 
 // writeData writes one DATA frame for st carrying p. With flush false the
@@ -171,7 +257,12 @@ func (s *Session) writeOutLocked(b []byte) {
 	_, err := s.conn.Write(b)
 	s.wbuf = s.wbuf[:0]
 	if err != nil {
-		s.werr = err
-		s.shutdown(fmt.Errorf("write frames: %w", err))
+		s.failWriteLocked(err)
 	}
+}
+
+// failWriteLocked ends the session after a failed write.
+func (s *Session) failWriteLocked(err error) {
+	s.werr = err
+	s.shutdown(fmt.Errorf("write frames: %w", err))
 }

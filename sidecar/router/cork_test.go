@@ -1,18 +1,26 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skiff-io/skiff/sidecar/mux"
+	"github.com/skiff-io/skiff/sidecar/shared/rawio"
+	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
 // countingConn counts the writes that reach a TCP connection.
@@ -38,6 +46,21 @@ func (c *countingConn) count() int {
 // tlsPair returns a TLS 1.3 client over a countingConn, corked or not,
 // and the server's side, both handshaken, over loopback TCP.
 func tlsPair(t *testing.T, cork bool) (client net.Conn, raw *countingConn, server *tls.Conn) {
+	t.Helper()
+	client, server = tlsPairOver(t, func(c net.Conn) net.Conn {
+		raw = &countingConn{Conn: c}
+		if cork {
+			return &corkConn{Conn: raw}
+		}
+		return raw
+	})
+	return client, raw, server
+}
+
+// tlsPairOver returns a TLS 1.3 client over under(its TCP connection),
+// as a multiplexer writes it (corked), and the server's side, both
+// handshaken, over loopback TCP.
+func tlsPairOver(t *testing.T, under func(net.Conn) net.Conn) (client net.Conn, server *tls.Conn) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,12 +91,7 @@ func tlsPair(t *testing.T, cork bool) (client net.Conn, raw *countingConn, serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw = &countingConn{Conn: c}
-	var under net.Conn = raw
-	if cork {
-		under = &corkConn{Conn: raw}
-	}
-	tc := tls.Client(under, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) // a test pair: no identity to check
+	tc := tls.Client(under(c), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) // a test pair: no identity to check
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +100,107 @@ func tlsPair(t *testing.T, cork bool) (client net.Conn, raw *countingConn, serve
 		t.Fatal("no server side")
 	}
 	t.Cleanup(func() { tc.Close(); server.Close() })
-	return corked(tc), raw, server
+	return corked(tc), server
+}
+
+// heldPair is tlsPairOver with a link's own layers under TLS (corkConn
+// over rawio.Conn). With small true, the socket buffers at both ends are
+// small, so that a peer that does not read fills them with a few writes,
+// and a write that waits for the socket keeps waiting.
+func heldPair(t *testing.T, small bool) (client *corkedTLS, server *tls.Conn) {
+	t.Helper()
+	c, server := tlsPairOver(t, func(c net.Conn) net.Conn {
+		if small {
+			c.(*net.TCPConn).SetWriteBuffer(4 << 10)
+		}
+		return &corkConn{Conn: rawio.Wrap(c)}
+	})
+	if small {
+		server.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+	}
+	return c.(*corkedTLS), server
+}
+
+// within runs f and fails the test if it has not returned after a
+// generous bound: f must not wait for a peer.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s waited (for a peer that does not read?)", what)
+	}
+}
+
+// WriteHeld never waits: against a peer that does not read, it takes
+// frames until the socket is full, holds what the socket did not take,
+// and then takes nothing while something is held or while another write
+// waits for the socket. Once the peer reads, every byte arrives in order
+// (the held records first), and FlushHeld and the waiting write return.
+func TestWriteHeldNeverWaits(t *testing.T) {
+	client, server := heldPair(t, true)
+	msg := func(i int) []byte { return []byte(fmt.Sprintf("%06d%s\n", i, bytes.Repeat([]byte("h"), 1000))) }
+	var sent [][]byte
+	within(t, "WriteHeld", func() {
+		for i := 0; ; i++ {
+			if i == 100000 {
+				t.Error("the socket never filled")
+				return
+			}
+			taken, held, err := client.WriteHeld(msg(i))
+			if err != nil || !taken {
+				t.Errorf("write %d: taken %v, err %v, with nothing held", i, taken, err)
+				return
+			}
+			sent = append(sent, msg(i))
+			if held {
+				return
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	within(t, "WriteHeld with something held", func() {
+		if taken, _, err := client.WriteHeld(msg(-1)); taken || err != nil {
+			t.Errorf("with something held: taken %v, err %v; want nothing taken", taken, err)
+		}
+	})
+	// A Write waits for the socket (behind what is held); meanwhile
+	// WriteHeld takes nothing.
+	last := msg(len(sent))
+	wrote := make(chan error, 1)
+	go func() { _, err := client.Write(last); wrote <- err }()
+	tu.Eventually(t, 10*time.Second, "the Write waits for the socket", func() error {
+		if client.c.mu.TryLock() {
+			client.c.mu.Unlock()
+			return fmt.Errorf("no write under way")
+		}
+		return nil
+	})
+	within(t, "WriteHeld beside a waiting Write", func() {
+		if taken, _, _ := client.WriteHeld(msg(-2)); taken {
+			t.Error("WriteHeld took a frame while a Write waited for the socket")
+		}
+	})
+	sent = append(sent, last)
+	flushed := make(chan error, 1)
+	go func() { flushed <- client.FlushHeld() }()
+	br := bufio.NewReader(server)
+	for i, want := range sent {
+		server.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := br.ReadBytes('\n')
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("message %d: %.12q, %v; want %.12q", i, got, err, want)
+		}
+	}
+	for _, ch := range []chan error{wrote, flushed} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // A corked link connection's write of 256 KiB (16 TLS records) reaches
@@ -158,5 +276,113 @@ func TestCorkConcurrent(t *testing.T) {
 		if n := counts[byte('a'+w)]; n != each*1000 {
 			t.Errorf("writer %d: %d bytes arrived, want %d", w, n, each*1000)
 		}
+	}
+}
+
+// A link's reader carries a stream in transit into the next link only
+// with writes that never wait (mux.Stream.TryWrite into a corkedTLS):
+// while the next link's peer reads nothing, the first link's other
+// streams go on. Here "east" splices stream X of its link M from a
+// sidecar into stream Y of its link L to "west", which does not read, as
+// a gateway's Sink does; the sidecar sends 300 KiB on X (more than Y's
+// first credit, 64 KiB, and L's socket buffers take), each message
+// followed by a round trip on another stream of M, answered by east. Then
+// west reads, and gets X's bytes whole and in order. A reader that wrote
+// into L and waited (for the socket, or for Y's credit) stalls the round
+// trips.
+func TestTransitNeverWaitsForTheNextLink(t *testing.T) {
+	cfg := mux.Config{KeepAliveTimeout: time.Minute}
+	mc, ms := tlsPairOver(t, func(c net.Conn) net.Conn { return &corkConn{Conn: rawio.Wrap(c)} })
+	lc, ls := heldPair(t, false)
+	sidecar, east, eastL := mux.Client(mc, cfg), mux.Server(ms, cfg), mux.Client(lc, cfg)
+	t.Cleanup(func() { sidecar.Close(); east.Close(); eastL.Close() })
+
+	spliced := make(chan error, 1)
+	go func() { // east: X into Y, then an echo for Z
+		x, err := east.Accept()
+		if err != nil {
+			spliced <- err
+			return
+		}
+		y, err := eastL.Open(context.Background())
+		if err != nil {
+			spliced <- err
+			return
+		}
+		direct := func(p []byte) int {
+			if y.TryWrite(p) {
+				return len(p)
+			}
+			return 0
+		}
+		x.Sink(y, direct, func(f func()) { go f() }, func(_ int64, err error) {
+			if err == nil {
+				err = y.CloseWrite()
+			}
+			spliced <- err
+		})
+		z, err := east.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(z, z)
+	}()
+
+	// Each message on X, then a round trip on Z: east's reader has
+	// handled the message (directly into Y while Y has credit, then into
+	// X's buffer for a flusher) before it answers the round trip.
+	const msgs = 300
+	msg := func(i int) string { return fmt.Sprintf("%06d%s\n", i, strings.Repeat("t", 1000)) }
+	x, err := sidecar.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := sidecar.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr := bufio.NewReader(z)
+	within(t, "round trips on M while L's peer reads nothing", func() {
+		for i := range msgs {
+			if _, err := io.WriteString(x, msg(i)); err != nil {
+				t.Errorf("message %d: %v", i, err)
+				return
+			}
+			line := fmt.Sprintf("ping %d\n", i)
+			if _, err := io.WriteString(z, line); err != nil {
+				t.Errorf("round trip %d: %v", i, err)
+				return
+			}
+			if got, err := zr.ReadString('\n'); err != nil || got != line {
+				t.Errorf("round trip %d: %q, %v", i, got, err)
+				return
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	if err := x.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+
+	west := mux.Server(ls, cfg)
+	t.Cleanup(func() { west.Close() })
+	y, err := west.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y.SetReadDeadline(time.Now().Add(20 * time.Second))
+	yr := bufio.NewReader(y)
+	for i := range msgs {
+		if got, err := yr.ReadString('\n'); err != nil || got != msg(i) {
+			t.Fatalf("west's message %d: %.12q, %v; want %.12q", i, got, err, msg(i))
+		}
+	}
+	if _, err := yr.ReadByte(); err != io.EOF {
+		t.Errorf("after the last message: %v, want EOF", err)
+	}
+	if err := <-spliced; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -560,27 +560,29 @@ func (r *Router) splice(f *flow, address string, a, b io.ReadWriteCloser) {
 
 // sinkTo hands src's data to dst with the stream's Sink when src is a link
 // stream and dst a TCP socket or another link stream, and reports whether
-// it did. Into a socket the session's reader writes directly, and a
-// goroutine runs only while data waits for a full socket; into a stream
-// only a goroutine writes (the link's reader must never wait for another
-// link), one that runs while data waits. Either way an idle direction
-// holds no goroutine: an idle connection through a sidecar is one, not
-// two, and one in transit at a gateway is only its caller's. count gets
-// the bytes and ended the outcome, once.
+// it did. The session's reader writes small messages directly, with a
+// write that never waits: to a socket, or into the next link
+// (mux.Stream.TryWrite: the link's reader must never wait for another
+// link). A goroutine runs only for what it could not write, while that
+// waits. Either way an idle direction holds no goroutine: an idle
+// connection through a sidecar is one, not two, and one in transit at a
+// gateway is only its caller's. count gets the bytes and ended the
+// outcome, once.
 func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended func(error)) bool {
 	s, ok := src.(*streamConn)
 	if !ok {
 		return false
 	}
-	var rc syscall.RawConn // none: no direct writes
+	var direct func([]byte) int
 	switch d := dst.(type) {
 	case *net.TCPConn:
-		c, err := d.SyscallConn()
+		rc, err := d.SyscallConn()
 		if err != nil {
 			return false
 		}
-		rc = c
+		direct = mux.SocketWriter(rc)
 	case *streamConn:
+		direct = d.tryWrite
 	default:
 		return false
 	}
@@ -595,7 +597,7 @@ func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended fu
 		done(0, err)
 		return true
 	}
-	s.Stream.Sink(dst, rc, r.workers.Go, done)
+	s.Stream.Sink(dst, direct, r.workers.Go, done)
 	return true
 }
 
@@ -665,6 +667,16 @@ func (s *streamConn) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.sent.Add(float64(n))
 	return n, err
+}
+
+// tryWrite is Sink's direct writer into the stream: all of p if TryWrite
+// takes it, else nothing.
+func (s *streamConn) tryWrite(p []byte) int {
+	if !s.Stream.TryWrite(p) {
+		return 0
+	}
+	s.sent.Add(float64(len(p)))
+	return len(p)
 }
 
 // ReadFrom copies from src into the stream with a pooled buffer. From a

@@ -85,11 +85,12 @@ type Conn struct {
 	rerr  syscall.Errno
 	rfunc func(uintptr) bool
 
-	wmu   sync.Mutex
-	wbuf  []byte
-	wdone int
-	werr  syscall.Errno
-	wfunc func(uintptr) bool
+	wmu     sync.Mutex
+	wbuf    []byte
+	wdone   int
+	werr    syscall.Errno
+	wfunc   func(uintptr) bool
+	tryfunc func(uintptr) bool
 }
 
 // Wrap returns c as a Conn when it is a *net.TCPConn, else c itself.
@@ -103,7 +104,7 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	rw := &Conn{TCPConn: t, rc: rc}
-	rw.rfunc, rw.wfunc = rw.readReady, rw.writeReady
+	rw.rfunc, rw.wfunc, rw.tryfunc = rw.readReady, rw.writeReady, rw.writeOnce
 	return rw
 }
 
@@ -159,6 +160,33 @@ func (c *Conn) writeReady(fd uintptr) bool {
 			return true
 		}
 		c.wdone += n
+	}
+	return true
+}
+
+// TryWrite writes what of p the socket takes at once and never waits:
+// the bytes written, 0 when the socket is full or another Write is under
+// way.
+func (c *Conn) TryWrite(p []byte) (int, error) {
+	if !c.wmu.TryLock() {
+		return 0, nil
+	}
+	defer c.wmu.Unlock()
+	c.wbuf, c.wdone, c.werr = p, 0, 0
+	err := c.rc.Write(c.tryfunc)
+	c.wbuf = nil
+	return c.wdone, c.opError("write", err, c.werr)
+}
+
+// writeOnce is TryWrite's attempt: one write, and no wait whatever it did.
+func (c *Conn) writeOnce(fd uintptr) bool {
+	n, e := Write(fd, c.wbuf)
+	switch e {
+	case 0:
+		c.wdone = n
+	case syscall.EAGAIN:
+	default:
+		c.werr = e
 	}
 	return true
 }

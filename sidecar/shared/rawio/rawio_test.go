@@ -212,3 +212,54 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("a Write and a Read allocate %.1f times, want 0", allocs)
 	}
 }
+
+// TryWrite takes what the socket takes at once and never waits: against
+// a peer that does not read it ends up taking nothing, it takes nothing
+// while a Write waits, it fails on a closed connection, and the peer
+// reads every byte it took, in order, before the Write's.
+func TestTryWrite(t *testing.T) {
+	client, server := pair(t)
+	client.SetWriteBuffer(4 << 10) // fills at once; the peer's stays large, or a small one stalls the reads after (TCP's persist timer)
+	c := Wrap(client).(*Conn)
+	chunk := bytes.Repeat([]byte("t"), 4<<10)
+	var want []byte
+	for i := 0; ; i++ {
+		if i == 10000 {
+			t.Fatal("the socket never filled")
+		}
+		n, err := c.TryWrite(chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, chunk[:n]...)
+		if n == 0 {
+			break
+		}
+	}
+	last := bytes.Repeat([]byte("w"), 64<<10)
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write(last); wrote <- err }()
+	for deadline := time.Now().Add(10 * time.Second); c.wmu.TryLock(); { // until the Write holds the lock
+		c.wmu.Unlock()
+		if len(wrote) > 0 || time.Now().After(deadline) {
+			t.Fatal("the Write did not wait: the socket was not full")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n, err := c.TryWrite(chunk); n != 0 || err != nil {
+		t.Fatalf("TryWrite beside a waiting Write: %d, %v; want 0, nil", n, err)
+	}
+	want = append(want, last...)
+	got := make([]byte, len(want))
+	server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(server, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the peer read other bytes (%v)", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := c.TryWrite(chunk); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("TryWrite after Close: %v, want net.ErrClosed", err)
+	}
+}
