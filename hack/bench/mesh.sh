@@ -135,6 +135,9 @@ fi
 
 # --- servers ---------------------------------------------------------------------
 WORKLOADS=(iperf http echo)
+# The sidecar's own ports in the pod (redirected connections, metrics,
+# health) are taken before free_port can hand them to haproxy S there.
+printf '15001\n15090\n15021\n' >>"$DIR/ports.used"
 declare -A SRV WF EL HA HBP HBT HS VP
 for w in "${WORKLOADS[@]}"; do
 	SRV[$w]=$(free_port) WF[$w]=$(free_port) EL[$w]=$(free_port) HA[$w]=$(free_port)
