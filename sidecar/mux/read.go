@@ -19,8 +19,18 @@ func (s *Session) recvLoop() {
 			err = s.handle(h)
 		}
 	}
+	s.flushDeferred()
 	s.shutdown(err)
 	s.endSinks()
+}
+
+// ready writes the frames this reader left in other sessions' buffers
+// (deferFlush) before a read of n bytes that may wait for the
+// connection: they wait only while the reader has frames at hand.
+func (s *Session) ready(n int) {
+	if len(s.deferred) > 0 && s.br.Buffered() < n {
+		s.flushDeferred()
+	}
 }
 
 // readErr describes a failed read of the connection.
@@ -32,6 +42,7 @@ func readErr(what string, err error) error {
 }
 
 func (s *Session) readHeader() (header, error) {
+	s.ready(headerLen)
 	b, err := s.br.Peek(headerLen)
 	if err != nil {
 		if err == io.EOF && len(b) == 0 {
@@ -74,6 +85,7 @@ func (s *Session) handle(h header) error {
 		if h.length != 8 {
 			return protoErr("%v frame of %d bytes, want 8", h.typ, h.length)
 		}
+		s.ready(8)
 		p, err := s.br.Peek(8)
 		if err != nil {
 			return readErr(h.typ.String(), err)
@@ -106,6 +118,7 @@ func (s *Session) handleSettings(h header) error {
 	if h.length != 8 {
 		return protoErr("SETTINGS frame of %d bytes, want 8", h.length)
 	}
+	s.ready(8)
 	p, err := s.br.Peek(8)
 	if err != nil {
 		return readErr("SETTINGS", err)
@@ -155,6 +168,7 @@ func (s *Session) handleData(h header) error {
 		return protoErr("DATA frame of %d bytes on stream %d exceeds max frame size %d", h.length, h.id, s.cfg.MaxFrameSize)
 	}
 	n := int(h.length)
+	s.ready(n)
 	st, err := s.streamFor(h)
 	if err != nil {
 		return err
@@ -172,7 +186,7 @@ func (s *Session) handleData(h header) error {
 		if err != nil {
 			return readErr("DATA", err)
 		}
-		if err := st.pushSmall(p); err != nil {
+		if err := st.pushSmall(p, s.br.Buffered()-n >= headerLen); err != nil {
 			return err
 		}
 		s.br.Discard(n)

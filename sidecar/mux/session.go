@@ -33,6 +33,7 @@ type Session struct {
 	// Read side, owned by the recvLoop goroutine.
 	br           *bufio.Reader
 	settingsRecv bool
+	deferred     []*Session    // sessions whose buffers hold frames it wrote (deferFlush)
 	recvFrames   atomic.Uint64 // frames received, for keepalive
 
 	// Write side: one buffered writer, see write.go.

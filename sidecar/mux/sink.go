@@ -20,14 +20,14 @@ type sinkState struct {
 //
 // While nothing is buffered, the session's reader hands small payloads to
 // direct (nil: never), as for a parked WriteTo (directLocked): a write to
-// w that never waits and returns what it took, SocketWriter for w's
-// socket, or a TryWrite into w when w is another stream. What direct does
+// w that never waits, SocketWriter for w's socket or StreamWriter when w
+// is another session's stream. What direct does
 // not take, larger frames and the stream's end go to a flusher: a
 // goroutine started with start that writes what is buffered to w,
 // blocking as WriteTo does, and ends when nothing is left. A flusher calls
 // done, once. The stream's read deadline is not watched; Read and WriteTo
 // must not be called once Sink has been.
-func (st *Stream) Sink(w io.Writer, direct func([]byte) int, start func(func()), done func(int64, error)) {
+func (st *Stream) Sink(w io.Writer, direct Direct, start func(func()), done func(int64, error)) {
 	st.mu.Lock()
 	st.sk = &sinkState{w: w, start: start, done: done, flushing: true}
 	st.direct = direct

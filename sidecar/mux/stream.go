@@ -40,7 +40,7 @@ type Stream struct {
 	// destination (one write that never waits: to a socket, or
 	// TryWrite into another stream), saving the hand-off to the WriteTo
 	// goroutine; see directLocked.
-	direct     func([]byte) int
+	direct     Direct
 	sinkIdle   bool  // WriteTo is parked (or Sink idle) with chunks empty
 	sinkDirect int64 // bytes the reader wrote to direct, not yet counted by WriteTo
 
@@ -119,7 +119,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 // waits for data.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	var direct func([]byte) int
+	var direct Direct
 	if sc, ok := w.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			direct = SocketWriter(rc)
@@ -488,20 +488,21 @@ func (st *Stream) reserveRecv(n int) (bool, error) {
 	return st.reserveRecvLocked(n)
 }
 
-// pushSmall appends a copy of p to the received data.
-func (st *Stream) pushSmall(p []byte) error {
+// pushSmall appends a copy of p to the received data; more says that
+// the reader has more frames at hand.
+func (st *Stream) pushSmall(p []byte, more bool) error {
 	st.mu.Lock()
-	err := st.pushSmallLocked(p)
+	err := st.pushSmallLocked(p, more)
 	st.unlockKick()
 	return err
 }
 
-func (st *Stream) pushSmallLocked(p []byte) error {
+func (st *Stream) pushSmallLocked(p []byte, more bool) error {
 	keep, err := st.reserveRecvLocked(len(p))
 	if !keep || len(p) == 0 {
 		return err
 	}
-	if p = st.directLocked(p); len(p) == 0 {
+	if p = st.directLocked(p, more); len(p) == 0 {
 		return nil
 	}
 	if k := len(st.chunks); k > 0 {
@@ -523,11 +524,11 @@ func (st *Stream) pushSmallLocked(p []byte) error {
 // ahead of it, and returns what is left to buffer. The session's reader
 // never blocks here: a full socket, or a stream that cannot take p at once
 // (TryWrite), takes nothing and the bytes are buffered as usual.
-func (st *Stream) directLocked(p []byte) []byte {
+func (st *Stream) directLocked(p []byte, more bool) []byte {
 	if !st.sinkIdle || len(st.chunks) > 0 {
 		return p
 	}
-	n := st.direct(p)
+	n := st.direct.write(p, st.sess, more)
 	if n <= 0 {
 		return p
 	}
@@ -536,21 +537,57 @@ func (st *Stream) directLocked(p []byte) []byte {
 	return p[n:]
 }
 
-// SocketWriter returns a direct writer (Sink) for a socket: one
-// non-blocking write of p, which takes what the socket takes at once; the
-// bytes written, 0 when it is full or failed.
-func SocketWriter(rc syscall.RawConn) func([]byte) int {
-	return func(p []byte) int {
-		var n int
-		err := rc.Write(func(fd uintptr) bool {
-			n, _ = rawio.Write(fd, p)
-			return true // one attempt, never wait
-		})
-		if err != nil || n < 0 {
-			return 0
-		}
-		return n
+// A Direct is how a session's reader writes a stream's data to its
+// WriteTo's or Sink's destination without waiting: SocketWriter or
+// StreamWriter.
+type Direct interface {
+	// write writes what of p it can at once and returns how much; the
+	// reader of session from calls it, with more frames at hand if more.
+	write(p []byte, from *Session, more bool) int
+}
+
+// SocketWriter is the Direct of a socket: one non-blocking write of p,
+// which takes what the socket takes at once.
+func SocketWriter(rc syscall.RawConn) Direct { return socketWriter{rc} }
+
+type socketWriter struct{ rc syscall.RawConn }
+
+func (w socketWriter) write(p []byte, _ *Session, _ bool) int {
+	var n int
+	err := w.rc.Write(func(fd uintptr) bool {
+		n, _ = rawio.Write(fd, p)
+		return true // one attempt, never wait
+	})
+	if err != nil || n < 0 {
+		return 0
 	}
+	return n
+}
+
+// StreamWriter is the Direct of another session's stream dst: all of p
+// when dst can take it without waiting (TryWrite), nothing otherwise;
+// wrote (if not nil) gets the bytes of each write it made. While the
+// calling reader has more frames at hand, the frame waits in dst's
+// session's buffer for the reader's last frame, so that a burst of
+// messages in transit leaves in one write.
+func StreamWriter(dst *Stream, wrote func(int)) Direct { return streamWriter{dst, wrote} }
+
+type streamWriter struct {
+	dst   *Stream
+	wrote func(int)
+}
+
+func (w streamWriter) write(p []byte, from *Session, more bool) int {
+	if !more {
+		from = nil
+	}
+	if !w.dst.tryWrite(p, from) {
+		return 0
+	}
+	if w.wrote != nil {
+		w.wrote(len(p))
+	}
+	return len(p)
 }
 
 // pushBuffer appends buf, already reserved, to the received data.

@@ -3,6 +3,7 @@ package mux
 import (
 	"fmt"
 	"runtime"
+	"slices"
 )
 
 // The write path. All frames go through one buffer, wbuf, guarded by wmu.
@@ -103,11 +104,15 @@ type HeldWriter interface {
 // other writer holds or waits for the connection, and st has credit for
 // all of p. It reports whether it took p; it never blocks, so a session's
 // reader may call it, even holding a lock of another stream's, to carry a
-// stream in transit to the next link without a hand-off (Sink).
-func (st *Stream) TryWrite(p []byte) bool {
+// stream in transit to the next link without a hand-off (StreamWriter).
+func (st *Stream) TryWrite(p []byte) bool { return st.tryWrite(p, nil) }
+
+// tryWrite is TryWrite; with from set (the session whose reader calls,
+// with more frames at hand) the frame may stay in the buffer, for from's
+// reader to write with the frames after it (flushDeferred).
+func (st *Stream) tryWrite(p []byte, from *Session) bool {
 	s := st.sess
-	hw, ok := s.conn.(HeldWriter)
-	if !ok || len(p) == 0 || len(p) > int(s.sendMaxFrame.Load()) || s.waiting.Load() != 0 || !s.wmu.TryLock() {
+	if _, ok := s.conn.(HeldWriter); !ok || len(p) == 0 || len(p) > int(s.sendMaxFrame.Load()) || s.waiting.Load() != 0 || !s.wmu.TryLock() {
 		return false
 	}
 	defer s.wmu.Unlock()
@@ -118,7 +123,7 @@ func (st *Stream) TryWrite(p []byte) bool {
 		poke(s.ctlSig) // for control frames now in wbuf
 		return false
 	}
-	ok = st.sendErrLocked() == nil && int(st.sendWindow) >= len(p)
+	ok := st.sendErrLocked() == nil && int(st.sendWindow) >= len(p)
 	if ok {
 		st.sendWindow -= uint32(len(p))
 	}
@@ -129,14 +134,25 @@ func (st *Stream) TryWrite(p []byte) bool {
 	}
 	s.wbuf = appendHeader(s.wbuf, frameData, st.id, uint32(len(p)))
 	s.wbuf = append(s.wbuf, p...)
-	taken, held, err := hw.WriteHeld(s.wbuf)
-	if !taken {
-		// The frame stays in wbuf, its credit spent: sendLoop writes it.
-		poke(s.ctlSig)
+	s.lastFlusher.Store(st.id)
+	if from != nil && from != s && cap(s.wbuf)-len(s.wbuf) >= smallFrame+headerLen {
+		from.deferFlush(s)
 		return true
 	}
+	s.writeHeldLocked()
+	return true
+}
+
+// writeHeldLocked writes wbuf with the HeldWriter's write that never
+// waits; what it cannot write goes with sendLoop.
+func (s *Session) writeHeldLocked() {
+	taken, held, err := s.conn.(HeldWriter).WriteHeld(s.wbuf)
+	if !taken {
+		// The frames stay in wbuf, their credit spent: sendLoop writes them.
+		poke(s.ctlSig)
+		return
+	}
 	s.wbuf = s.wbuf[:0]
-	s.lastFlusher.Store(st.id)
 	switch {
 	case err != nil:
 		// Apart: the caller may hold another stream's lock, and
@@ -147,7 +163,37 @@ func (st *Stream) TryWrite(p []byte) bool {
 		s.held = true
 		poke(s.ctlSig)
 	}
-	return true
+}
+
+// deferFlush notes that d's buffer holds frames this session's reader
+// wrote, to write once the reader has no frame at hand. Only the reader
+// calls it.
+func (s *Session) deferFlush(d *Session) {
+	if !slices.Contains(s.deferred, d) {
+		s.deferred = append(s.deferred, d)
+	}
+}
+
+// flushDeferred writes the buffers deferFlush noted, each without
+// waiting: a session whose writer is busy has its sendLoop do it (the
+// writer under way may write them first).
+func (s *Session) flushDeferred() {
+	for i, d := range s.deferred {
+		s.deferred[i] = nil
+		if d.waiting.Load() != 0 || !d.wmu.TryLock() {
+			poke(d.ctlSig)
+			continue
+		}
+		if d.werr == nil && len(d.wbuf) > 0 {
+			if d.held {
+				poke(d.ctlSig)
+			} else {
+				d.writeHeldLocked()
+			}
+		}
+		d.wmu.Unlock()
+	}
+	s.deferred = s.deferred[:0]
 }
 
 // tryDrainCtlLocked moves the queued control frames into wbuf if they fit

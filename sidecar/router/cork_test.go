@@ -9,12 +9,14 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,7 +93,9 @@ func tlsPairOver(t *testing.T, under func(net.Conn) net.Conn) (client net.Conn, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(under(c), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) // a test pair: no identity to check
+	// A test pair: no identity to check. Full records from the first
+	// write, as on a link that has carried its first 128 KiB.
+	tc := tls.Client(under(c), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, DynamicRecordSizingDisabled: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -309,13 +313,7 @@ func TestTransitNeverWaitsForTheNextLink(t *testing.T) {
 			spliced <- err
 			return
 		}
-		direct := func(p []byte) int {
-			if y.TryWrite(p) {
-				return len(p)
-			}
-			return 0
-		}
-		x.Sink(y, direct, func(f func()) { go f() }, func(_ int64, err error) {
+		x.Sink(y, mux.StreamWriter(y, nil), func(f func()) { go f() }, func(_ int64, err error) {
 			if err == nil {
 				err = y.CloseWrite()
 			}
@@ -384,5 +382,127 @@ func TestTransitNeverWaitsForTheNextLink(t *testing.T) {
 	}
 	if err := <-spliced; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countedRaw is a link's socket (rawio.Conn) that counts the writes
+// reaching it, blocking and not.
+type countedRaw struct {
+	*rawio.Conn
+	writes atomic.Int64
+}
+
+func (c *countedRaw) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+func (c *countedRaw) TryWrite(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.TryWrite(p)
+}
+
+// muxFrame is one frame of the link's multiplexer (sidecar/mux/doc.go).
+func muxFrame(typ byte, id uint32, length uint32, payload []byte) []byte {
+	b := []byte{1, typ, 0, 0}
+	b = binary.BigEndian.AppendUint32(b, id)
+	b = binary.BigEndian.AppendUint32(b, length)
+	return append(b, payload...)
+}
+
+// transitBurst starts east, splicing the stream a raw sidecar opens on
+// link M into a stream of its link L to west, as a gateway's Sink does.
+// It sends the first message and returns M's client end (the sidecar
+// speaks the link protocol itself, so a test decides what each TLS
+// record holds), west's reader of the stream once the first message came
+// through, and the counter of writes to L's socket.
+func transitBurst(t *testing.T, first []byte) (mc net.Conn, yr *bufio.Reader, counted *countedRaw) {
+	t.Helper()
+	// No keepalive within a test: a PING would write what waits.
+	cfg := mux.Config{KeepAliveInterval: time.Minute, KeepAliveTimeout: 2 * time.Minute}
+	mc, ms := tlsPairOver(t, func(c net.Conn) net.Conn { return c })
+	lc, ls := tlsPairOver(t, func(c net.Conn) net.Conn {
+		counted = &countedRaw{Conn: rawio.Wrap(c).(*rawio.Conn)}
+		return &corkConn{Conn: counted}
+	})
+	east, eastL, west := mux.Server(ms, cfg), mux.Client(lc, cfg), mux.Server(ls, cfg)
+	t.Cleanup(func() { east.Close(); eastL.Close(); west.Close() })
+	go func() {
+		x, err := east.Accept()
+		if err != nil {
+			return
+		}
+		y, err := eastL.Open(context.Background())
+		if err != nil {
+			return
+		}
+		x.Sink(y, mux.StreamWriter(y, nil), func(f func()) { go f() }, func(int64, error) {})
+	}()
+	settings := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1<<20), 16<<10)
+	open := append(muxFrame(8, 0, 8, settings), muxFrame(2, 1, 0, nil)...)
+	if _, err := mc.Write(append(open, muxFrame(0, 1, uint32(len(first)), first)...)); err != nil {
+		t.Fatal(err)
+	}
+	y, err := west.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y.SetReadDeadline(time.Now().Add(10 * time.Second))
+	yr = bufio.NewReader(y)
+	if got, err := yr.ReadBytes('\n'); err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("the first message: %q, %v", got, err)
+	}
+	time.Sleep(100 * time.Millisecond) // the Sink's first flusher goes idle
+	return mc, yr, counted
+}
+
+// transitMsg is the i-th message of a transit test, one line.
+func transitMsg(i int) []byte { return fmt.Appendf(nil, "%04d%s\n", i, strings.Repeat("b", 95)) }
+
+// A burst of small messages in transit, that east's reader finds in one
+// read of its link, leaves on the next link in one write, not one write
+// each: the reader's direct writes wait in the next link's buffer while it
+// has frames at hand. A sidecar sends 32 messages of one stream in one TLS
+// record.
+func TestTransitBurstLeavesInOneWrite(t *testing.T) {
+	mc, yr, counted := transitBurst(t, transitMsg(0))
+	var burst []byte
+	const n = 32
+	for i := 1; i <= n; i++ {
+		burst = append(burst, muxFrame(0, 1, uint32(len(transitMsg(i))), transitMsg(i))...)
+	}
+	before := counted.writes.Load()
+	if _, err := mc.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if got, err := yr.ReadBytes('\n'); err != nil || !bytes.Equal(got, transitMsg(i)) {
+			t.Fatalf("message %d: %q, %v", i, got, err)
+		}
+	}
+	if w := counted.writes.Load() - before; w != 1 {
+		t.Errorf("%d messages in one read left in %d writes; want 1", n, w)
+	}
+}
+
+// What the reader left in the next link's buffer goes out before the
+// reader waits for the rest of a frame: a record that ends inside a
+// frame does not hold the messages before it until the peer sends the
+// rest.
+func TestTransitHalfFrameHoldsNoMessage(t *testing.T) {
+	mc, yr, _ := transitBurst(t, transitMsg(0))
+	m1, m2 := transitMsg(1), transitMsg(2)
+	f2 := muxFrame(0, 1, uint32(len(m2)), m2)
+	if _, err := mc.Write(append(muxFrame(0, 1, uint32(len(m1)), m1), f2[:20]...)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := yr.ReadBytes('\n'); err != nil || !bytes.Equal(got, m1) {
+		t.Fatalf("message 1 while the rest of message 2 is withheld: %q, %v", got, err)
+	}
+	if _, err := mc.Write(f2[20:]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := yr.ReadBytes('\n'); err != nil || !bytes.Equal(got, m2) {
+		t.Fatalf("message 2: %q, %v", got, err)
 	}
 }

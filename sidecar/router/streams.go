@@ -573,7 +573,7 @@ func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended fu
 	if !ok {
 		return false
 	}
-	var direct func([]byte) int
+	var direct mux.Direct
 	switch d := dst.(type) {
 	case *net.TCPConn:
 		rc, err := d.SyscallConn()
@@ -582,7 +582,7 @@ func (r *Router) sinkTo(src, dst io.ReadWriteCloser, count func(int64), ended fu
 		}
 		direct = mux.SocketWriter(rc)
 	case *streamConn:
-		direct = d.tryWrite
+		direct = mux.StreamWriter(d.Stream, func(n int) { d.sent.Add(float64(n)) })
 	default:
 		return false
 	}
@@ -667,16 +667,6 @@ func (s *streamConn) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.sent.Add(float64(n))
 	return n, err
-}
-
-// tryWrite is Sink's direct writer into the stream: all of p if TryWrite
-// takes it, else nothing.
-func (s *streamConn) tryWrite(p []byte) int {
-	if !s.Stream.TryWrite(p) {
-		return 0
-	}
-	s.sent.Add(float64(len(p)))
-	return len(p)
 }
 
 // ReadFrom copies from src into the stream with a pooled buffer. From a
