@@ -141,8 +141,14 @@ func (c *Conn) readReady(fd uintptr) bool {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(p, c.wfunc)
+}
+
+// writeLocked writes p through the RawConn with attempt (writeReady or
+// writeOnce), holding wmu.
+func (c *Conn) writeLocked(p []byte, attempt func(uintptr) bool) (int, error) {
 	c.wbuf, c.wdone, c.werr = p, 0, 0
-	err := c.rc.Write(c.wfunc)
+	err := c.rc.Write(attempt)
 	c.wbuf = nil
 	return c.wdone, c.opError("write", err, c.werr)
 }
@@ -172,10 +178,7 @@ func (c *Conn) TryWrite(p []byte) (int, error) {
 		return 0, nil
 	}
 	defer c.wmu.Unlock()
-	c.wbuf, c.wdone, c.werr = p, 0, 0
-	err := c.rc.Write(c.tryfunc)
-	c.wbuf = nil
-	return c.wdone, c.opError("write", err, c.werr)
+	return c.writeLocked(p, c.tryfunc)
 }
 
 // writeOnce is TryWrite's attempt: one write, and no wait whatever it did.
