@@ -750,12 +750,21 @@ spec:
 		must(t, "kubectl", "-n", ns, "wait", "--for=condition=Available", "deploy", "--all", "--timeout=120s")
 	}
 	var again map[string]int
-	testutil.Eventually(t, 120*time.Second, "after reinstalling both sites, the client reaches west again", func() error {
-		if again = get(t, "east", "deploy/client", "app", 10); again["west"] != 10 {
-			return fmt.Errorf("answers %v", again)
+	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(time.Second) {
+		if again = get(t, "east", "deploy/client", "app", 10); again["west"] == 10 {
+			break
 		}
-		return nil
-	})
+		if time.Now().After(deadline) {
+			// What each part saw since the reinstall: the client's
+			// sidecar, and both sites' gateways and controllers.
+			for _, c := range []struct{ ns, what string }{{"east", "deploy/client -c skiff-proxy"}, {"east", "-l app.kubernetes.io/component=gateway"},
+				{"west", "-l app.kubernetes.io/component=gateway"}, {"east", "-l app.kubernetes.io/component=controller"}, {"west", "-l app.kubernetes.io/component=controller"}} {
+				out, _ := run(t, "kubectl", append([]string{"-n", c.ns, "logs", "--since=3m", "--prefix", "--max-log-requests=10"}, strings.Fields(c.what)...)...)
+				t.Logf("%s %s after the reinstall:\n%s", c.ns, c.what, condenseLogs(out, 5))
+			}
+			t.Fatalf("after reinstalling both sites, the client does not reach west in 120s: answers %v", again)
+		}
+	}
 	sum.add("8a uninstall + install both sites: link kept", "ok", fmt.Sprintf("%v; %.1fs", again, time.Since(start).Seconds()))
 
 	for _, ns := range []string{"east", "west"} {
