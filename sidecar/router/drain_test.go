@@ -131,7 +131,11 @@ func runDrainNode(t *testing.T, name string, ca *pki.CA, cfg Config, prepare ...
 			t.Errorf("%s: Run did not return after its context ended", name)
 		}
 	})
-	tu.Eventually(t, 10*time.Second, name+" ready", func() error {
+	// A gateway with siblings may wait for them up to siblingKnownWait
+	// before it turns ready (checkSettled): the bound is longer, so a
+	// slow host shows what it was linked to when it turned ready (the
+	// tests' checks), not a timeout.
+	tu.Eventually(t, siblingKnownWait+10*time.Second, name+" ready", func() error {
 		if ok, why := r.Readiness(); !ok {
 			return errors.New(why)
 		}
