@@ -116,7 +116,7 @@ func (st *Stream) tryWrite(p []byte, from *Session) bool {
 		return false
 	}
 	defer s.wmu.Unlock()
-	if s.werr != nil || s.held || !s.tryDrainCtlLocked(headerLen+len(p)) {
+	if s.werr != nil || s.held || !s.drainCtlWithinLocked(headerLen+len(p)) {
 		return false
 	}
 	if !st.mu.TryLock() {
@@ -185,28 +185,11 @@ func (s *Session) flushDeferred() {
 			continue
 		}
 		if d.werr == nil && len(d.wbuf) > 0 {
-			if d.held {
-				poke(d.ctlSig)
-			} else {
-				d.writeHeldLocked()
-			}
+			d.writeHeldLocked() // behind anything held, or to sendLoop
 		}
 		d.wmu.Unlock()
 	}
 	s.deferred = s.deferred[:0]
-}
-
-// tryDrainCtlLocked moves the queued control frames into wbuf if they fit
-// there with room to spare, and reports whether they did.
-func (s *Session) tryDrainCtlLocked(spare int) bool {
-	s.ctlMu.Lock()
-	defer s.ctlMu.Unlock()
-	if len(s.wbuf)+len(s.ctl)+spare > cap(s.wbuf) {
-		return false
-	}
-	s.wbuf = append(s.wbuf, s.ctl...)
-	s.ctl = s.ctl[:0]
-	return true
 }
 
 // writeData writes one DATA frame for st carrying p. With flush false the
@@ -270,13 +253,24 @@ func (s *Session) closedErr() error {
 	return fmt.Errorf("%w: %w", ErrSessionClosed, s.werr)
 }
 
-func (s *Session) drainCtlLocked() {
+func (s *Session) drainCtlLocked() { s.drainCtlWithinLocked(-1) }
+
+// drainCtlWithinLocked moves the queued control frames into wbuf, unless
+// room is not negative and they would leave less than room bytes free
+// there; it reports whether it moved them. With room, nothing is written
+// to the connection.
+func (s *Session) drainCtlWithinLocked(room int) bool {
 	s.ctlMu.Lock()
 	ctl := s.ctl
+	if room >= 0 && len(s.wbuf)+len(ctl)+room > cap(s.wbuf) {
+		s.ctlMu.Unlock()
+		return false
+	}
 	s.ctl = s.ctlSpare[:0]
 	s.ctlMu.Unlock()
 	s.bufWriteLocked(ctl)
 	s.ctlSpare = ctl
+	return true
 }
 
 // bufWriteLocked appends b to wbuf, writing out the buffer each time it is
