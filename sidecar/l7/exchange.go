@@ -287,14 +287,26 @@ func (x *fastReq) discardAnswer(uc *h1Conn) {
 }
 
 // release puts uc back in its pool when both it and the answer allow,
-// else closes it.
+// else closes it. It takes uc out of cur first: once in the pool, uc may
+// serve another request at once, and an abort of this one must not close
+// it then. If abort took it first, it is closed and stays out.
 func (x *fastReq) release(uc *h1Conn, bodyRead bool) {
 	h := &x.resp
-	if bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && !x.e.fastStop.Load() {
+	mine := x.cur.CompareAndSwap(uc, nil)
+	if mine && bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && !x.e.fastStop.Load() {
 		uc.pool.put(uc)
 		return
 	}
 	uc.conn.Close()
+}
+
+// abortCur closes the endpoint connection of the request under way, if
+// it has one that release has not taken back: the client went away or
+// the engine stops.
+func (x *fastReq) abortCur() {
+	if uc := x.cur.Swap(nil); uc != nil {
+		uc.conn.Close()
+	}
 }
 
 var errMalformedChunks = errors.New("a malformed chunked body")

@@ -121,9 +121,7 @@ func (fc *fastConn) prefaced() bool {
 func (fc *fastConn) abort() {
 	fc.state.Store(fastClosed)
 	fc.c.Close()
-	if uc := fc.cur.Load(); uc != nil {
-		uc.conn.Close()
-	}
+	fc.abortCur()
 }
 
 // readRequest waits for the next request and reads its head, and its

@@ -1028,3 +1028,49 @@ func TestFastAccessLogChunked(t *testing.T) {
 		}
 	}
 }
+
+// release and abortCur race when a request's client goes away just as
+// its answer ends: the endpoint connection went back to its pool and may
+// already carry another request, so the abort must not close it. The
+// other order, an abort first, closes it and keeps it out of the pool.
+func TestAbortAfterReleaseLeavesPooledConn(t *testing.T) {
+	ep := startRawEndpoint(t, says(echo))
+	p := newTestPool()
+	ctx := context.Background()
+	uc, _, err := p.get(ctx, ep.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &fastReq{e: &Engine{}}
+	x.cur.Store(uc)
+	x.release(uc, true)
+	x.abortCur() // too late: uc is the pool's
+	again, reused, err := p.get(ctx, ep.addr)
+	if err != nil || again != uc || !reused {
+		t.Fatalf("after release and a late abort the pool gave %p (reused %v, %v), want the released %p", again, reused, err, uc)
+	}
+	if _, err := io.WriteString(again.bw, get("/1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.bw.Flush(); err != nil {
+		t.Fatalf("a late abort closed the pooled connection: %v", err)
+	}
+	resp, err := http.ReadResponse(again.br, nil)
+	if err != nil {
+		t.Fatalf("a late abort closed the pooled connection: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "GET /1 0" {
+		t.Errorf("answer %q, want %q", body, "GET /1 0")
+	}
+
+	x.cur.Store(again)
+	x.abortCur() // the client went away while the request was under way
+	x.release(again, true)
+	if n := len(p.idle[ep.addr]); n != 0 {
+		t.Errorf("release after an abort put the closed connection back: %d idle", n)
+	}
+	if _, err := again.conn.Write([]byte("x")); err == nil {
+		t.Error("the aborted request's endpoint connection is still open")
+	}
+}

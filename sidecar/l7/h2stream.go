@@ -251,9 +251,7 @@ func (s *h2Stream) endLocked(err error) {
 	if s.fx != nil {
 		// After cancel: the exchange looks at the context once it has
 		// stored the connection.
-		if uc := s.fx.cur.Load(); uc != nil {
-			uc.conn.Close()
-		}
+		s.fx.abortCur()
 	}
 }
 
