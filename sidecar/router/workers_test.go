@@ -2,6 +2,7 @@ package router
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -40,15 +41,16 @@ func TestWorkersReuseAndBound(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
-	tu.Until(t, 5*time.Second, "idle workers bounded", func() bool { return w.idleCount() == 4 && runtime.NumGoroutine() <= base+4 })
+	// The four, and the reaper that sends them away once idle too long.
+	tu.Until(t, 5*time.Second, "idle workers bounded", func() bool { return w.idleCount() == 4 && runtime.NumGoroutine() <= base+4+1 })
 
-	// Idle workers leave after the timeout.
+	// Idle workers leave after the timeout, and the reaper with the last.
 	tu.Until(t, 5*time.Second, "idle workers gone", func() bool { return w.idleCount() == 0 && runtime.NumGoroutine() <= base })
 }
 
-// TestWorkersStop: stop sends the idle workers away at once (their
-// timeout is an hour), and a function Go runs after it runs on a
-// goroutine that leaves after it.
+// TestWorkersStop: stop sends the idle workers and their reaper away at
+// once (their timeout is an hour), and a function Go runs after it runs
+// on a goroutine that leaves after it.
 func TestWorkersStop(t *testing.T) {
 	var wg sync.WaitGroup
 	w := newWorkers(4, time.Hour, wg.Go)
@@ -94,4 +96,33 @@ func goid() uint64 {
 		id = id*10 + uint64(c-'0')
 	}
 	return id
+}
+
+// TestWorkersReapInTurn: the reaper sends each worker away when its own
+// idle time is up; a worker parked later stays until its own.
+func TestWorkersReapInTurn(t *testing.T) {
+	const timeout, stagger = time.Second, 500 * time.Millisecond
+	w := newWorkers(4, timeout, func(f func()) { go f() })
+	first, second := make(chan struct{}), make(chan struct{})
+	w.Go(func() { <-first })
+	w.Go(func() { <-second })
+	close(first)
+	waitIdle(t, w, 1)
+	time.Sleep(stagger) // the first has been idle a while when the second parks
+	close(second)
+	waitIdle(t, w, 2)
+	w.mu.Lock()
+	later := w.idle[1]
+	w.mu.Unlock()
+	waitIdle(t, w, 1)
+	w.mu.Lock()
+	idle := slices.Clone(w.idle)
+	w.mu.Unlock()
+	if len(idle) != 1 {
+		t.Fatalf("%d workers idle, want 1 (the later one's time is not up for %s)", len(idle), stagger)
+	}
+	if idle[0] != later {
+		t.Error("the reaper sent away the worker parked last and kept the one idle longer")
+	}
+	waitIdle(t, w, 0)
 }
