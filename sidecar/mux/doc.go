@@ -12,10 +12,11 @@
 // connection, either way, goes through Stream.WriteTo or Stream.ReadFrom,
 // which hand buffers over without an extra copy. Stream.Sink does what
 // WriteTo does into a socket or another stream without a goroutine of the
-// caller's waiting: the session's reader writes small messages to the
-// socket, or into the other stream with Stream.TryWrite (which never
-// waits, over a connection that is a HeldWriter), and a goroutine runs
-// only while data waits.
+// caller's waiting: the session's reader writes what arrives to the
+// socket (any frame, one write that never waits), or small messages into
+// the other stream with Stream.TryWrite (which never waits, over a
+// connection that is a HeldWriter), and a goroutine runs only while data
+// waits.
 //
 // # Flow control
 //

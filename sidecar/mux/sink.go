@@ -18,11 +18,11 @@ type sinkState struct {
 // stream's whole life, so a thousand idle connections spliced with WriteTo
 // hold a thousand goroutine stacks more.
 //
-// While nothing is buffered, the session's reader hands small payloads to
+// While nothing is buffered, the session's reader hands each payload to
 // direct (nil: never), as for a parked WriteTo (directLocked): a write to
-// w that never waits, SocketWriter for w's socket or StreamWriter when w
-// is another session's stream. What direct does
-// not take, larger frames and the stream's end go to a flusher: a
+// w that never waits, SocketWriter for w's socket (any frame) or
+// StreamWriter when w is another session's stream (small frames only).
+// What direct does not take and the stream's end go to a flusher: a
 // goroutine started with start that writes what is buffered to w,
 // blocking as WriteTo does, and ends when nothing is left. A flusher calls
 // done, once. The stream's read deadline is not watched; Read and WriteTo

@@ -69,16 +69,57 @@ func idleSink(t *testing.T, f *flushers, what string) {
 	})
 }
 
-// What a Sink writes arrives complete and in order, small frames and
-// large, and its done counts it at the peer's FIN. While the stream waits
-// no goroutine of its runs, and small messages on an idle stream need no
-// flusher: the session's reader writes them.
-func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
+// Large frames reaching an idle Sink whose socket takes them at once need
+// no flusher either: the reader writes them, as it does small ones, and
+// a goroutine hand-off per frame is saved.
+func TestSinkWritesLargeFramesDirect(t *testing.T) {
 	client, server := sessionPair(t, overTLS, Config{}, Config{})
 	a, b := openPair(t, client, server)
 	w, far := testutil.TCPPair(t)
 	got := make(chan []byte, 1)
 	go func() {
+		all, _ := io.ReadAll(far)
+		got <- all
+	}()
+	var f flushers
+	done := startSink(t, b, w, &f)
+	idleSink(t, &f, "no flusher before any data")
+	startedBefore := f.started.Load()
+	var want bytes.Buffer
+	for i := range 50 {
+		msg := bytes.Repeat([]byte{byte('a' + i%26)}, 20<<10) // over smallFrame, one frame
+		want.Write(msg)
+		if _, err := a.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // one frame at a time reaches an idle stream
+	}
+	idleSink(t, &f, "no flusher after the large frames")
+	if started := f.started.Load() - startedBefore; started > 5 {
+		t.Errorf("%d flushers started for 50 large frames one at a time; the reader writes those", started)
+	}
+	a.CloseWrite()
+	if r := waitSink(t, done); r.err != nil || r.n != int64(want.Len()) {
+		t.Fatalf("done(%d, %v), want (%d, nil)", r.n, r.err, want.Len())
+	}
+	w.CloseWrite()
+	if all := <-got; !bytes.Equal(all, want.Bytes()) {
+		t.Fatalf("socket received %d bytes, want %d identical", len(all), want.Len())
+	}
+}
+
+// What a Sink writes arrives complete and in order, small frames and
+// large, and its done counts it at the peer's FIN. While the stream waits
+// no goroutine of its runs, and small messages on an idle stream need no
+// flusher: the session's reader writes them. What the socket does not
+// take at once (here: nobody reads it yet) goes to a flusher.
+func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
+	client, server := sessionPair(t, overTLS, Config{}, Config{})
+	a, b := openPair(t, client, server)
+	w, far := testutil.TCPPair(t)
+	got, readNow := make(chan []byte, 1), make(chan struct{})
+	go func() {
+		<-readNow
 		all, _ := io.ReadAll(far)
 		got <- all
 	}()
@@ -100,17 +141,23 @@ func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
 	if started := f.started.Load() - startedBefore; started > 20 {
 		t.Errorf("%d flushers started for 200 small messages one at a time; the reader writes those", started)
 	}
-	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB: large frames, a full socket
+	big := bytes.Repeat([]byte("0123456789abcdef"), 512<<10) // 8 MiB: large frames, more than the socket holds unread
 	want.Write(big)
-	if _, err := a.Write(big); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, "the large write flushed", func() error {
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write(big)
+		wrote <- err
+	}()
+	testutil.Eventually(t, 10*time.Second, "a flusher for what the full socket did not take", func() error {
 		if n := f.started.Load(); n == startedBefore {
 			return errors.New("no flusher started for the large write")
 		}
 		return nil
 	})
+	close(readNow)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
 	idleSink(t, &f, "no flusher once the large write is out")
 	a.CloseWrite()
 	r := waitSink(t, done)

@@ -590,13 +590,28 @@ func (w streamWriter) write(p []byte, from *Session, more bool) int {
 	return len(p)
 }
 
-// pushBuffer appends buf, already reserved, to the received data.
+// pushBuffer appends buf, already reserved, to the received data. Like a
+// small payload (directLocked), a large one reaching an idle WriteTo or
+// Sink is written to its destination at once, as much as that takes
+// without waiting: a bulk stream's copier is not woken for every frame.
 func (st *Stream) pushBuffer(buf *buffer) {
 	st.mu.Lock()
 	if st.closed || st.rstErr != nil {
 		st.mu.Unlock()
 		putBuffer(buf)
 		return
+	}
+	if st.sinkIdle && len(st.chunks) == 0 {
+		if n := st.direct.write(buf.b, st.sess, false); n > 0 {
+			st.sinkDirect += int64(n)
+			st.consumedLocked(n)
+			if n == len(buf.b) {
+				st.mu.Unlock()
+				putBuffer(buf)
+				return
+			}
+			buf.off = n
+		}
 	}
 	st.chunks = append(st.chunks, buf)
 	poke(st.readCh)
