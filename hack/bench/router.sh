@@ -10,7 +10,9 @@
 #   skiff    client -> east gateway listener -mTLS link-> west gateway connector -> server
 # Workloads: iperf3 (1 and 8 streams), wrk against skiff-echo (1 and 64
 # connections, and new connections per second with "Connection: close"),
-# redis-benchmark (SET, GET); then BENCH_CONNS idle connections held through
+# redis-benchmark (SET, GET), a 1 KiB POST over one connection alone and
+# beside one iperf3 stream through the same path (twice); then BENCH_CONNS idle
+# connections held through
 # each proxy pair, twice, while the proxies' RSS (and the gateways'
 # goroutines, from /metrics) is sampled. While each load runs, the CPU time
 # of each proxy process is read from /proc. One pair of proxies serves every
@@ -201,6 +203,48 @@ for path in "${PATHS[@]}"; do
 	done
 done
 
+# A small request beside a bulk stream: wrk POSTs 1 KiB (skiff-echo sends
+# it back) over one connection, alone, then while one iperf3 stream runs
+# through the same path; twice, and each figure is the lower of its two
+# runs (a stall of the host in one run would decide the ratio otherwise).
+# Through skiff both share the gateways and the link's multiplexer;
+# through haproxy each has its own TLS connection; direct, both only
+# share the machine. The data-path issue bounds skiff's p99 beside the
+# bulk stream at 2x its p99 alone.
+printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\n' >post1k.lua
+lower() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "") print b; else if (b == "") print a; else print (a + 0 < b + 0) ? a : b}'; }
+log "1 KiB POST over 1 connection, ${T}s alone, then ${T}s beside one iperf3 stream through the same path, twice"
+for round in 1 2; do
+	for path in "${PATHS[@]}"; do
+		url=http://127.0.0.1:${PORT[$path,http]}/
+		out=small-$path-$round.txt
+		if run small "$path" "$out" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency -s post1k.lua "$url"; then
+			RES[smallp50,$path]=$(lower "${RES[smallp50,$path]:-}" "$(wrk_ms "$out" 50)")
+			RES[smallp99,$path]=$(lower "${RES[smallp99,$path]:-}" "$(wrk_ms "$out" 99)")
+		fi
+		timeout --foreground -k 5 $((T + 32)) iperf3 -c 127.0.0.1 -p "${PORT[$path,iperf]}" -t $((T + 2)) -J >"bulk-$path-$round.json" 2>&1 &
+		bulk=$!
+		sleep 1 # the bulk stream is under way
+		out=beside-$path-$round.txt
+		if run beside "$path" "$out" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency -s post1k.lua "$url"; then
+			RES[besidep50,$path]=$(lower "${RES[besidep50,$path]:-}" "$(wrk_ms "$out" 50)")
+			RES[besidep99,$path]=$(lower "${RES[besidep99,$path]:-}" "$(wrk_ms "$out" 99)")
+		fi
+		if wait "$bulk"; then
+			RES[bulk,$path]=$(lower "${RES[bulk,$path]:-}" "$(iperf_gbps "bulk-$path-$round.json")")
+		else
+			echo "bench: the bulk stream via $path failed" >&2
+			tail -n 5 "bulk-$path-$round.json" >&2
+			FAILED=1
+		fi
+		for f in small beside; do
+			e=$(wrk_errors "$f-$path-$round.txt")
+			[ -z "$e" ] || echo "  $f via $path: $e" >&2
+		done
+	done
+done
+for path in "${PATHS[@]}"; do RES[growth,$path]=$(ratio "${RES[besidep99,$path]:-}" "${RES[smallp99,$path]:-}"); done
+
 N=$((20000 * T))
 log "redis-benchmark -t set,get -n $N -c 50"
 for path in "${PATHS[@]}"; do
@@ -265,6 +309,12 @@ row p99x64 "... p99 latency" ms
 row newconn "new connections (Connection: close, 64)" conn/s ">=" 5000 "5k"
 row set "redis SET (-c 50)" req/s
 row get "redis GET (-c 50)" req/s
+row smallp50 "1 KiB POST, 1 connection, alone: p50" ms
+row smallp99 "... p99" ms
+row besidep50 "... beside one iperf3 stream: p50" ms
+row besidep99 "... p99" ms
+row growth "... p99 beside / p99 alone" x "<=" 2 "2"
+row bulk "... the iperf3 stream meanwhile (the lower run)" Gbit/s
 
 echo
 echo "### CPU while each load ran (cores; the machine has $(nproc), shared by clients, servers and proxies)"
@@ -272,7 +322,7 @@ echo
 echo "| run | haproxy A + B | skiff east + west | machine busy: direct | haproxy | skiff |"
 echo "|---|--:|--:|--:|--:|--:|"
 for k in "iperf1:iperf3, 1 stream" "iperf8:iperf3, 8 streams" "wrk1:HTTP, 1 connection" "wrk64:HTTP, 64 connections" \
-	"newconn:new connections" "redis:redis SET+GET"; do
+	"newconn:new connections" "redis:redis SET+GET" "beside:1 KiB POST beside one iperf3 stream"; do
 	r=${k%%:*}
 	printf '| %s | %s | %s | %s | %s | %s |\n' "${k#*:}" "${CPU[$r,haproxy]:-ERR}" "${CPU[$r,skiff]:-ERR}" \
 		"${BUSY[$r,direct]:-ERR}" "${BUSY[$r,haproxy]:-ERR}" "${BUSY[$r,skiff]:-ERR}"
