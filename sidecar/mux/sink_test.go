@@ -69,6 +69,20 @@ func idleSink(t *testing.T, f *flushers, what string) {
 	})
 }
 
+// sendSpaced writes n messages made by msg to a, and to want, with gap
+// after each, so that each reaches an idle stream.
+func sendSpaced(t *testing.T, a *Stream, want *bytes.Buffer, n int, gap time.Duration, msg func(int) []byte) {
+	t.Helper()
+	for i := range n {
+		m := msg(i)
+		want.Write(m)
+		if _, err := a.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(gap)
+	}
+}
+
 // Large frames reaching an idle Sink whose socket takes them at once need
 // no flusher either: the reader writes them, as it does small ones, and
 // a goroutine hand-off per frame is saved.
@@ -86,14 +100,9 @@ func TestSinkWritesLargeFramesDirect(t *testing.T) {
 	idleSink(t, &f, "no flusher before any data")
 	startedBefore := f.started.Load()
 	var want bytes.Buffer
-	for i := range 50 {
-		msg := bytes.Repeat([]byte{byte('a' + i%26)}, 20<<10) // over smallFrame, one frame
-		want.Write(msg)
-		if _, err := a.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Millisecond) // one frame at a time reaches an idle stream
-	}
+	sendSpaced(t, a, &want, 50, 2*time.Millisecond, func(i int) []byte {
+		return bytes.Repeat([]byte{byte('a' + i%26)}, 20<<10) // over smallFrame, one frame
+	})
 	idleSink(t, &f, "no flusher after the large frames")
 	if started := f.started.Load() - startedBefore; started > 5 {
 		t.Errorf("%d flushers started for 50 large frames one at a time; the reader writes those", started)
@@ -129,14 +138,7 @@ func TestSinkDeliversWithoutAGoroutineWhileIdle(t *testing.T) {
 
 	var want bytes.Buffer
 	startedBefore := f.started.Load()
-	for i := range 200 {
-		msg := fmt.Appendf(nil, "message %d;", i)
-		want.Write(msg)
-		if _, err := a.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(200 * time.Microsecond) // one message at a time reaches an idle stream
-	}
+	sendSpaced(t, a, &want, 200, 200*time.Microsecond, func(i int) []byte { return fmt.Appendf(nil, "message %d;", i) })
 	idleSink(t, &f, "no flusher after the small messages")
 	if started := f.started.Load() - startedBefore; started > 20 {
 		t.Errorf("%d flushers started for 200 small messages one at a time; the reader writes those", started)
