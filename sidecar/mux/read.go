@@ -169,6 +169,12 @@ func (s *Session) handleData(h header) error {
 	}
 	n := int(h.length)
 	s.ready(n)
+	if h.id != s.lastData {
+		s.lastData, s.runLength = h.id, 0
+	}
+	if s.runLength < loneRun {
+		s.runLength++
+	}
 	st, err := s.streamFor(h)
 	if err != nil {
 		return err
@@ -209,7 +215,7 @@ func (s *Session) handleData(h header) error {
 		putBuffer(buf)
 		return readErr("DATA", err)
 	}
-	st.pushBuffer(buf)
+	st.pushBuffer(buf, s.runLength >= loneRun)
 	return nil
 }
 

@@ -19,6 +19,7 @@ const (
 	readBufSize  = 8 << 10
 	writeBufSize = 64 << 10
 	smallFrame   = 4 << 10 // DATA up to this size is copied out of the read buffer
+	loneRun      = 64      // DATA frames in a row for one stream before its large frames go direct
 	maxCtlQueue  = 4 << 20 // queued control frames beyond this end the session
 )
 
@@ -33,8 +34,14 @@ type Session struct {
 	// Read side, owned by the recvLoop goroutine.
 	br           *bufio.Reader
 	settingsRecv bool
-	deferred     []*Session    // sessions whose buffers hold frames it wrote (deferFlush)
-	recvFrames   atomic.Uint64 // frames received, for keepalive
+	deferred     []*Session // sessions whose buffers hold frames it wrote (deferFlush)
+	// lastData is the stream of the last DATA frame read, and runLength
+	// how many DATA frames in a row were for it (up to loneRun): the
+	// reader writes a large frame itself only for a stream that has had
+	// the link to itself for loneRun frames (Stream.pushBuffer).
+	lastData   uint32
+	runLength  int
+	recvFrames atomic.Uint64 // frames received, for keepalive
 
 	// Write side: one buffered writer, see write.go.
 	wmu      sync.Mutex

@@ -20,7 +20,8 @@ type sinkState struct {
 //
 // While nothing is buffered, the session's reader hands each payload to
 // direct (nil: never), as for a parked WriteTo (directLocked): a write to
-// w that never waits, SocketWriter for w's socket (any frame) or
+// w that never waits, SocketWriter for w's socket (small frames, and
+// large ones while the stream is alone on the link: pushBuffer) or
 // StreamWriter when w is another session's stream (small frames only).
 // What direct does not take and the stream's end go to a flusher: a
 // goroutine started with start that writes what is buffered to w,

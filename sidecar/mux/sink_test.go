@@ -84,8 +84,10 @@ func sendSpaced(t *testing.T, a *Stream, want *bytes.Buffer, n int, gap time.Dur
 }
 
 // Large frames reaching an idle Sink whose socket takes them at once need
-// no flusher either: the reader writes them, as it does small ones, and
-// a goroutine hand-off per frame is saved.
+// no flusher either, once the stream has had the link to itself for a
+// while: the reader writes them, as it does small ones, and a goroutine
+// hand-off per frame is saved. Beside another stream's frames they go to
+// a flusher again, and the reader goes on to the other stream's.
 func TestSinkWritesLargeFramesDirect(t *testing.T) {
 	client, server := sessionPair(t, overTLS, Config{}, Config{})
 	a, b := openPair(t, client, server)
@@ -98,15 +100,31 @@ func TestSinkWritesLargeFramesDirect(t *testing.T) {
 	var f flushers
 	done := startSink(t, b, w, &f)
 	idleSink(t, &f, "no flusher before any data")
-	startedBefore := f.started.Load()
+	large := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 20<<10) } // over smallFrame, one frame
 	var want bytes.Buffer
-	sendSpaced(t, a, &want, 50, 2*time.Millisecond, func(i int) []byte {
-		return bytes.Repeat([]byte{byte('a' + i%26)}, 20<<10) // over smallFrame, one frame
-	})
+	sendSpaced(t, a, &want, loneRun, time.Millisecond, large) // the stream has the link to itself from here on
+	idleSink(t, &f, "no flusher after the first frames")
+	before := f.started.Load()
+	sendSpaced(t, a, &want, 50, 2*time.Millisecond, large)
 	idleSink(t, &f, "no flusher after the large frames")
-	if started := f.started.Load() - startedBefore; started > 5 {
-		t.Errorf("%d flushers started for 50 large frames one at a time; the reader writes those", started)
+	if started := f.started.Load() - before; started > 5 {
+		t.Errorf("%d flushers started for 50 large frames of a lone stream, one at a time; the reader writes those", started)
 	}
+
+	c, d := openPair(t, client, server)
+	go func() { _, _ = io.Copy(io.Discard, d) }()
+	before = f.started.Load()
+	sendSpaced(t, a, &want, 30, time.Millisecond, func(i int) []byte {
+		if _, err := c.Write([]byte("small")); err != nil {
+			t.Error(err)
+		}
+		return large(i)
+	})
+	idleSink(t, &f, "no flusher after the mixed frames")
+	if started := f.started.Load() - before; started < 20 {
+		t.Errorf("%d flushers started for 30 large frames each behind another stream's frame; want one for most", started)
+	}
+
 	a.CloseWrite()
 	if r := waitSink(t, done); r.err != nil || r.n != int64(want.Len()) {
 		t.Fatalf("done(%d, %v), want (%d, nil)", r.n, r.err, want.Len())

@@ -593,15 +593,20 @@ func (w streamWriter) write(p []byte, from *Session, more bool) int {
 // pushBuffer appends buf, already reserved, to the received data. Like a
 // small payload (directLocked), a large one reaching an idle WriteTo or
 // Sink is written to its destination at once, as much as that takes
-// without waiting: a bulk stream's copier is not woken for every frame.
-func (st *Stream) pushBuffer(buf *buffer) {
+// without waiting, when the stream is alone on the link (lone: the
+// reader's last loneRun frames were all its own): a lone bulk stream's
+// copier is not woken for every frame. Beside other streams the copier
+// writes it, and the reader goes on to their frames: a small request
+// behind a bulk stream's frame waits for a copy, not for a write to the
+// bulk stream's socket.
+func (st *Stream) pushBuffer(buf *buffer, lone bool) {
 	st.mu.Lock()
 	if st.closed || st.rstErr != nil {
 		st.mu.Unlock()
 		putBuffer(buf)
 		return
 	}
-	if st.sinkIdle && len(st.chunks) == 0 {
+	if lone && st.sinkIdle && len(st.chunks) == 0 {
 		if n := st.direct.write(buf.b, st.sess, false); n > 0 {
 			st.sinkDirect += int64(n)
 			st.consumedLocked(n)
