@@ -606,17 +606,14 @@ func (st *Stream) pushBuffer(buf *buffer, lone bool) {
 		putBuffer(buf)
 		return
 	}
-	if lone && st.sinkIdle && len(st.chunks) == 0 {
-		if n := st.direct.write(buf.b, st.sess, false); n > 0 {
-			st.sinkDirect += int64(n)
-			st.consumedLocked(n)
-			if n == len(buf.b) {
-				st.mu.Unlock()
-				putBuffer(buf)
-				return
-			}
-			buf.off = n
+	if lone {
+		rest := st.directLocked(buf.b, false)
+		if len(rest) == 0 {
+			st.mu.Unlock()
+			putBuffer(buf)
+			return
 		}
+		buf.off = len(buf.b) - len(rest)
 	}
 	st.chunks = append(st.chunks, buf)
 	poke(st.readCh)
