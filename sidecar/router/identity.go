@@ -375,12 +375,18 @@ func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Cert
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
-		CurrentTime:   time.Now().Add(min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)),
+		CurrentTime:   time.Now().Add(expiryMargin(cert)),
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return nil, fmt.Errorf("link certificate: %w", err)
 	}
 	return &tls.Certificate{Certificate: der, PrivateKey: key, Leaf: cert}, nil
+}
+
+// expiryMargin is how long before its end a link certificate is no
+// longer offered: a minute, or a tenth of its life if that is shorter.
+func expiryMargin(cert *x509.Certificate) time.Duration {
+	return min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)
 }
 
 // clipName shortens a name from the network for a message.

@@ -44,8 +44,14 @@ type dialer struct {
 }
 
 func (r *Router) newDialer(spec LinkSpec) *dialer {
-	return &dialer{r: r, spec: spec, loaded: r.cfg.Role != RoleGateway || spec.LinkCert == nil,
+	return &dialer{r: r, spec: spec, loaded: !r.storesLinkCert(spec),
 		caLoaded: r.cfg.Role != RoleGateway || spec.PeerCA == nil, peerKey: spec.PeerKey}
+}
+
+// storesLinkCert says whether the link certificates of spec's link are
+// kept in a store (a gateway's), to be read before its first dial.
+func (r *Router) storesLinkCert(spec LinkSpec) bool {
+	return r.cfg.Role == RoleGateway && spec.LinkCert != nil
 }
 
 // loadCA reads the stored trust bundle of the peer, until a read
@@ -151,9 +157,31 @@ func (d *dialer) load() {
 	d.loaded = true
 }
 
+// dropExpired forgets a link certificate that ran out before a renewal
+// reached it (the link was down: the peer, or this site, was away for
+// longer than the certificate had left), so that the next dial reads the
+// store again, where another replica may have saved a renewed one, and
+// otherwise redeems the token again, which the peer admits for the key
+// that redeemed it before. Offering the expired certificate would be
+// refused for ever.
+func (d *dialer) dropExpired(now time.Time) {
+	d.mu.Lock()
+	cert := d.cert
+	expired := cert != nil && now.Add(expiryMargin(cert.Leaf)).After(cert.Leaf.NotAfter)
+	if expired {
+		d.cert = nil
+		d.loaded = !d.r.storesLinkCert(d.spec)
+	}
+	d.mu.Unlock()
+	if expired {
+		d.r.log.Info("link certificate expired before a renewal reached it; reading the store again, else redeeming the token", "link", d.spec.Name, "peerSite", d.spec.PeerSite, "expired", cert.Leaf.NotAfter.UTC())
+	}
+}
+
 // tlsConfig returns the TLS configuration of the next dial, and the link
 // certificate it presents (nil: the token's).
 func (d *dialer) tlsConfig() (*tls.Config, *tls.Certificate) {
+	d.dropExpired(time.Now())
 	d.load()
 	d.loadCA()
 	base := d.spec.TLS

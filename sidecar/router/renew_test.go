@@ -100,3 +100,47 @@ func TestLinkCertRenewal(t *testing.T) {
 		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port2}}}})
 	tu.Eventually(t, 10*time.Second, "a restarted west dials with the renewed certificate", reachEcho(fmt.Sprintf("127.0.0.1:%d", port2), "east-1"))
 }
+
+// A stored link certificate that expires while its peer is away: a west
+// that started with it while it was still valid (a pod recreated while
+// the other site was being reinstalled) and dialled in vain until it
+// expired redeems its token again when the peer is back (the peer admits
+// the key that redeemed it before), rather than offer the expired
+// certificate for ever.
+func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
+	eastDir := t.TempDir()
+	linkListen := fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1"))
+	eastCfg := drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 6 * time.Second, linkListen: linkListen,
+		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}}
+	east := startDrainNode(t, eastCfg)
+	var mu sync.Mutex
+	var saved []byte
+	spec := linkSpecTo(t, east, eastDir, linkListen)
+	spec.LinkCert = func() ([]byte, error) { mu.Lock(); defer mu.Unlock(); return saved, nil }
+	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = b; return nil }
+	westDir := t.TempDir()
+	port := tu.FreePort(t, "127.0.0.1")
+	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port}}}})
+	tu.Eventually(t, 10*time.Second, "west reaches east", reachEcho(fmt.Sprintf("127.0.0.1:%d", port), "east-1"))
+
+	// Both sites go away; west comes back first, with a certificate that
+	// is still valid, and dials an east that is not there.
+	east.r.Drain()
+	east.waitStopped(t)
+	west.r.Drain()
+	west.waitStopped(t)
+	mu.Lock()
+	block, _ := pem.Decode(saved)
+	mu.Unlock()
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port2 := tu.FreePort(t, "127.0.0.1")
+	startDrainNode(t, drainSiteConfig{site: "west", router: "west-2", dir: westDir, links: []LinkSpec{spec},
+		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port2}}}})
+	time.Sleep(time.Until(cert.NotAfter) + 500*time.Millisecond)
+	startDrainNode(t, eastCfg)
+	tu.Eventually(t, 15*time.Second, "west links again once its certificate expired", reachEcho(fmt.Sprintf("127.0.0.1:%d", port2), "east-1"))
+}
