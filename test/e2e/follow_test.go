@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -84,4 +85,48 @@ func condenseLogs(logs string, perMsg int) string {
 		}
 	}
 	return b.String()
+}
+
+// errorLines returns, from JSON log lines, the last line of each of the
+// last n messages that carried an "error" (what still fails, rather than
+// what failed on the way), each shortened to a line of a summary, with its
+// count and prefixed with ns.
+func errorLines(ns, logs string, n int) []string {
+	type last struct {
+		line  string
+		count int
+	}
+	byMsg := map[string]*last{}
+	var order []string // messages, the most recent last
+	for _, line := range strings.Split(logs, "\n") {
+		i := strings.Index(line, "{")
+		if i < 0 {
+			continue
+		}
+		var v struct {
+			Msg   string `json:"msg"`
+			Error string `json:"error"`
+		}
+		if json.Unmarshal([]byte(line[i:]), &v) != nil || v.Error == "" {
+			continue
+		}
+		l := byMsg[v.Msg]
+		if l == nil {
+			l = &last{}
+			byMsg[v.Msg] = l
+		}
+		l.count++
+		l.line = fmt.Sprintf("%s%s: %s", line[:i], v.Msg, v.Error)
+		order = slices.DeleteFunc(order, func(m string) bool { return m == v.Msg })
+		order = append(order, v.Msg)
+	}
+	var lines []string
+	for _, m := range order[max(0, len(order)-n):] {
+		l := fmt.Sprintf("  %s (%dx) %s", ns, byMsg[m].count, byMsg[m].line)
+		if len(l) > 240 {
+			l = l[:240] + "..."
+		}
+		lines = append(lines, l)
+	}
+	return lines
 }
