@@ -83,8 +83,10 @@ type peer struct {
 	key     string // a gateway peer's site key (netview.KeyID)
 	tokenID string // the token its link rests on
 	// linkCert is a link certificate issued by this connection's
-	// redemption, for the hello reply.
+	// redemption, or in place of the expired one it presented
+	// (renewed), for the hello reply.
 	linkCert []byte
+	renewed  bool
 	// certLife is the validity of the link certificate the peer holds
 	// (presented, or just issued): when to renew it (renew.go).
 	certLife certLife
@@ -199,7 +201,7 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 	switch {
 	case err == nil:
 		// A link certificate: the name is the certificate's.
-		return r.identifyLinkCert(p, hl, li, cert)
+		return r.identifyLinkCert(p, hl, li, cert, now)
 	case strings.HasPrefix(cert.Subject.CommonName, token.MemberCommonName("")):
 		// A member token: a sidecar of this site, nothing else.
 		return r.identifyMember(p, hl, cert, now)
@@ -213,7 +215,9 @@ func (r *Router) identify(cs tls.ConnectionState, hl hello, now time.Time) (peer
 // identifyLinkCert identifies p, which presented a link certificate with
 // identity li: a sibling (a gateway of this site), or a gateway of a
 // linked site whose link certificate this site issued and still admits.
-func (r *Router) identifyLinkCert(p peer, hl hello, li pki.LinkIdentity, cert *x509.Certificate) (peer, error) {
+// One that expired (the handshake admits it until pki.LinkGraceEnd) is
+// replaced at once: the reply carries a new one.
+func (r *Router) identifyLinkCert(p peer, hl hello, li pki.LinkIdentity, cert *x509.Certificate, now time.Time) (peer, error) {
 	key, err := linkCertKey(hl, li, cert)
 	if err != nil {
 		return peer{}, err
@@ -229,6 +233,13 @@ func (r *Router) identifyLinkCert(p peer, hl hello, li pki.LinkIdentity, cert *x
 	}
 	p.key, p.tokenID = key, li.TokenID
 	p.certLife = certLife{cert.NotBefore, cert.NotAfter}
+	if now.After(cert.NotAfter) {
+		certPEM, err := r.cfg.Admission.RenewLink(li.TokenID, li.Site, key)
+		if err != nil {
+			return peer{}, refuse("token", "expired link certificate not renewed: %v", err)
+		}
+		p.linkCert, p.renewed, p.certLife = certPEM, true, lifeOf(certPEM)
+	}
 	return r.bindGateway(p)
 }
 
@@ -372,10 +383,19 @@ func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Cert
 		inter.AddCert(c)
 		der = append(der, c.Raw)
 	}
+	// An expired one is offered until the peer no longer admits it
+	// (pki.LinkGraceEnd): its chain is checked at its last second.
+	at := time.Now().Add(expiryMargin(cert))
+	if at.After(pki.LinkGraceEnd(cert)) {
+		return nil, fmt.Errorf("link certificate expired at %s, and its issuer no longer admits it", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if at.After(cert.NotAfter) {
+		at = cert.NotAfter
+	}
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
-		CurrentTime:   time.Now().Add(expiryMargin(cert)),
+		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return nil, fmt.Errorf("link certificate: %w", err)
@@ -383,8 +403,9 @@ func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Cert
 	return &tls.Certificate{Certificate: der, PrivateKey: key, Leaf: cert}, nil
 }
 
-// expiryMargin is how long before its end a link certificate is no
-// longer offered: a minute, or a tenth of its life if that is shorter.
+// expiryMargin is how long before the end of its grace (after its
+// expiry, pki.LinkGraceEnd) a link certificate is no longer offered: a
+// minute, or a tenth of its life if that is shorter.
 func expiryMargin(cert *x509.Certificate) time.Duration {
 	return min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)
 }

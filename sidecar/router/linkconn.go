@@ -17,6 +17,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/backoff"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
@@ -157,24 +158,26 @@ func (d *dialer) load() {
 	d.loaded = true
 }
 
-// dropExpired forgets a link certificate that ran out before a renewal
-// reached it (the link was down: the peer, or this site, was away for
-// longer than the certificate had left), so that the next dial reads the
-// store again, where another replica may have saved a renewed one, and
-// otherwise redeems the token again, which the peer admits for the key
-// that redeemed it before. Offering the expired certificate would be
-// refused for ever.
+// dropExpired forgets a link certificate past the grace its issuer
+// gives an expired one (pki.LinkGraceEnd: the link was down for longer
+// than the certificate had left, and as long again), so that the next
+// dial reads the store again, where another replica may have saved a
+// renewed one, and otherwise redeems the token again, which the peer
+// admits for the key that redeemed it before if it still trusts the
+// token's CA. Offering that certificate would be refused for ever. One
+// that expired within its grace is still offered: the peer answers with
+// a new one.
 func (d *dialer) dropExpired(now time.Time) {
 	d.mu.Lock()
 	cert := d.cert
-	expired := cert != nil && now.Add(expiryMargin(cert.Leaf)).After(cert.Leaf.NotAfter)
+	expired := cert != nil && now.Add(expiryMargin(cert.Leaf)).After(pki.LinkGraceEnd(cert.Leaf))
 	if expired {
 		d.cert = nil
 		d.loaded = !d.r.storesLinkCert(d.spec)
 	}
 	d.mu.Unlock()
 	if expired {
-		d.r.log.Info("link certificate expired before a renewal reached it; reading the store again, else redeeming the token", "link", d.spec.Name, "peerSite", d.spec.PeerSite, "expired", cert.Leaf.NotAfter.UTC())
+		d.r.log.Info("link certificate expired and past the grace its issuer gives; reading the store again, else redeeming the token", "link", d.spec.Name, "peerSite", d.spec.PeerSite, "expired", cert.Leaf.NotAfter.UTC())
 	}
 }
 
@@ -604,7 +607,11 @@ func (r *Router) handleLinkConn(ctx context.Context, raw net.Conn, handshakeDone
 		conn.Close()
 		return
 	}
-	if len(p.linkCert) > 0 {
+	switch {
+	case p.renewed:
+		r.m.LinkCertsRenewed.WithLabelValues(p.site).Inc()
+		r.log.Info("expired link certificate admitted within its grace; a new one sent", "peerSite", p.site, "token", p.tokenID, "expires", p.certLife.notAfter.UTC().Format(time.RFC3339))
+	case len(p.linkCert) > 0:
 		r.log.Info("token redeemed", "peerSite", p.site, "token", p.tokenID, "peerKey", netview.Fingerprint(p.key))
 	}
 	conn.SetDeadline(time.Time{})

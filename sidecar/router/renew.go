@@ -13,7 +13,9 @@ import (
 // over; the linked site checks it (linkClientCert) and keeps it for its
 // next connections, saved where the old one was. A linked site that was
 // down at the time gets one at its next connection, as long as its old
-// certificate is still valid; once that expired, it needs a new token.
+// certificate is still valid or expired less than pki.LinkGraceEnd ago
+// (the hello reply carries the new one, identifyLinkCert); past that, it
+// redeems its token again, or needs a new one.
 
 // certLife is a certificate's validity.
 type certLife struct{ notBefore, notAfter time.Time }

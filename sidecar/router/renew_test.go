@@ -10,6 +10,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/skiff-io/skiff/sidecar/shared/pki"
+	"github.com/skiff-io/skiff/sidecar/shared/token"
+
 	tu "github.com/skiff-io/skiff/test/testutil"
 )
 
@@ -104,20 +107,28 @@ func TestLinkCertRenewal(t *testing.T) {
 // A stored link certificate that expires while its peer is away: a west
 // that started with it while it was still valid (a pod recreated while
 // the other site was being reinstalled) and dialled in vain until it
-// expired redeems its token again when the peer is back (the peer admits
-// the key that redeemed it before), rather than offer the expired
-// certificate for ever.
+// expired offers it when the peer is back, and the peer, which admits an
+// expired link certificate within its grace (pki.LinkGraceEnd), answers
+// with a new one. The token cannot stand in: here its certificate is
+// from a CA east does not trust, as after a CA rotation.
 func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	eastDir := t.TempDir()
 	linkListen := fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1"))
-	eastCfg := drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 6 * time.Second, linkListen: linkListen,
+	eastCfg := drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 10 * time.Second, linkListen: linkListen,
 		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}}
 	east := startDrainNode(t, eastCfg)
 	var mu sync.Mutex
-	var saved []byte
+	var saved [][]byte
 	spec := linkSpecTo(t, east, eastDir, linkListen)
-	spec.LinkCert = func() ([]byte, error) { mu.Lock(); defer mu.Unlock(); return saved, nil }
-	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = b; return nil }
+	spec.LinkCert = func() ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(saved) == 0 {
+			return nil, nil
+		}
+		return saved[len(saved)-1], nil
+	}
+	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = append(saved, b); return nil }
 	westDir := t.TempDir()
 	port := tu.FreePort(t, "127.0.0.1")
 	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
@@ -131,16 +142,45 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	west.r.Drain()
 	west.waitStopped(t)
 	mu.Lock()
-	block, _ := pem.Decode(saved)
+	first := len(saved)
+	block, _ := pem.Decode(saved[first-1])
 	mu.Unlock()
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A token east no longer trusts: its certificate from another CA.
+	other, err := pki.LoadOrCreateCA(t.TempDir(), "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bogus, err := token.Issue(other, "east", linkListen, time.Hour, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bogusTLS, err := bogus.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.TLS = spec.TLS.Clone()
+	spec.TLS.GetClientCertificate = bogusTLS.GetClientCertificate
 	port2 := tu.FreePort(t, "127.0.0.1")
 	startDrainNode(t, drainSiteConfig{site: "west", router: "west-2", dir: westDir, links: []LinkSpec{spec},
 		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port2}}}})
 	time.Sleep(time.Until(cert.NotAfter) + 500*time.Millisecond)
 	startDrainNode(t, eastCfg)
-	tu.Eventually(t, 15*time.Second, "west links again once its certificate expired", reachEcho(fmt.Sprintf("127.0.0.1:%d", port2), "east-1"))
+	tu.Eventually(t, 15*time.Second, "west links again with its expired certificate", reachEcho(fmt.Sprintf("127.0.0.1:%d", port2), "east-1"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(saved) == first {
+		t.Fatal("west saved no new link certificate")
+	}
+	block, _ = pem.Decode(saved[len(saved)-1])
+	renewed, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !renewed.NotAfter.After(time.Now()) {
+		t.Errorf("the certificate west saved last ends %v, in the past", renewed.NotAfter)
+	}
 }

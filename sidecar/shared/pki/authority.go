@@ -41,7 +41,8 @@ func (a *Authority) current() (*CA, error) {
 }
 
 // ServerTLS returns the link listener's configuration (TLS 1.3, client
-// certs required and verified against the current CA's Pool), serving
+// certs required and verified against the current CA's Pool, as
+// [ServerTLS] verifies them), serving
 // the certificate issue makes from the current CA: issued at first use,
 // again once two thirds of its life are over, and again as soon as the CA
 // changed. A failed issue keeps serving the certificate it has.
@@ -65,7 +66,7 @@ func (a *Authority) ServerTLS(issue func(*CA) (tls.Certificate, error)) *tls.Con
 	var last *tls.Config
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		ClientAuth:             tls.RequireAndVerifyClientCert,
+		ClientAuth:             tls.RequireAnyClientCert, // verified by the configuration below
 		SessionTicketsDisabled: true,
 		GetCertificate:         getCertificate,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -76,13 +77,11 @@ func (a *Authority) ServerTLS(issue func(*CA) (tls.Certificate, error)) *tls.Con
 			mu.Lock()
 			defer mu.Unlock()
 			if ca != lastCA {
-				lastCA, last = ca, &tls.Config{
+				lastCA, last = ca, verifyClients(&tls.Config{
 					MinVersion:             tls.VersionTLS13,
-					ClientAuth:             tls.RequireAndVerifyClientCert,
-					ClientCAs:              ca.Pool(),
 					SessionTicketsDisabled: true,
 					GetCertificate:         getCertificate,
-				}
+				}, ca.Pool())
 			}
 			return last, nil
 		},

@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -94,4 +95,76 @@ func ParseLinkIdentity(cert *x509.Certificate) (LinkIdentity, error) {
 		return LinkIdentity{}, fmt.Errorf("certificate %q: names no site and token: %w", cert.Subject.CommonName, ErrNotLinkCert)
 	}
 	return id, nil
+}
+
+// LinkGraceEnd is when a link certificate stops being admitted at all. A
+// link certificate that has expired is still admitted for as long again
+// as it lasted, so that a site that was away when it was due for renewal
+// (a link renews it over itself, with a third of its life left) links
+// again with it and gets a new one at once; its issuer's ledger decides
+// as for a valid one (deleting the token's entry revokes it). Its token
+// cannot stand in for it: after a CA rotation the token's certificate is
+// from a CA no longer trusted.
+func LinkGraceEnd(cert *x509.Certificate) time.Time {
+	return cert.NotAfter.Add(cert.NotAfter.Sub(cert.NotBefore))
+}
+
+// verifyClient verifies a link port client's certificate chain (rawCerts,
+// leaf first) against roots at now, as crypto/tls's
+// RequireAndVerifyClientCert does, but admits a link certificate that
+// expired less than LinkGraceEnd ago: its chain is verified at the last
+// second of its life, and the CAs that issued it must still be valid now.
+func verifyClient(rawCerts [][]byte, roots *x509.CertPool, now time.Time) error {
+	if len(rawCerts) == 0 {
+		return errors.New("no client certificate")
+	}
+	certs := make([]*x509.Certificate, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	refused := func(err error) error {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}
+	}
+	leaf := certs[0]
+	opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := leaf.Verify(opts)
+	if err == nil {
+		return nil
+	}
+	var invalid x509.CertificateInvalidError
+	if !errors.As(err, &invalid) || invalid.Reason != x509.Expired || !now.After(leaf.NotAfter) {
+		return refused(err)
+	}
+	if _, lerr := ParseLinkIdentity(leaf); lerr != nil || now.After(LinkGraceEnd(leaf)) {
+		return refused(err)
+	}
+	opts.CurrentTime = leaf.NotAfter
+	chains, verr := leaf.Verify(opts)
+	if verr != nil {
+		return refused(verr)
+	}
+	for _, c := range chains[0][1:] {
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			return refused(fmt.Errorf("link certificate's issuer %q is not valid now: %w", c.Subject.CommonName, err))
+		}
+	}
+	return nil
+}
+
+// verifyClients makes a server configuration verify client certificates
+// with verifyClient against roots (crypto/tls's own verification would
+// refuse an expired link certificate before the hello is read).
+func verifyClients(cfg *tls.Config, roots *x509.CertPool) *tls.Config {
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+		return verifyClient(rawCerts, roots, time.Now())
+	}
+	return cfg
 }

@@ -11,15 +11,14 @@ import (
 
 // ServerTLS returns the link listener's TLS configuration: TLS 1.3 only,
 // serving cert, and client certificates required and verified against the
-// site CA ([CA.Pool]: with the previous CA during a rotation). For a CA
+// site CA ([CA.Pool]: with the previous CA during a rotation), a link
+// certificate also within [LinkGraceEnd] after it expired. For a CA
 // that changes while the listener runs, see [Authority.ServerTLS].
 func ServerTLS(ca *CA, cert tls.Certificate) *tls.Config {
-	return &tls.Config{
+	return verifyClients(&tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    ca.Pool(),
-	}
+	}, ca.Pool())
 }
 
 // ClientTLS returns a link dialer's TLS configuration: TLS 1.3 only, the

@@ -1,0 +1,86 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"testing"
+	"time"
+)
+
+// The link port's client verification: a link certificate is admitted
+// until LinkGraceEnd, as long again as it lasted after it expired; any
+// other certificate, and a link certificate past its grace or from
+// another CA, is refused as crypto/tls refuses it.
+func TestVerifyClientGrace(t *testing.T) {
+	east, err := LoadOrCreateCA(t.TempDir(), "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := LoadOrCreateCA(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := func(pemBytes []byte) [][]byte {
+		chain, err := ParseCertificates(pemBytes, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for _, c := range chain {
+			out = append(out, c.Raw)
+		}
+		return out
+	}
+	link, err := east.IssueLink("west", &key.PublicKey, "1f", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherLink, err := other.IssueLink("west", &key.PublicKey, "1f", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _, _, err := east.IssueClient("link-token:1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		certs [][]byte
+		at    time.Time
+		ok    bool
+	}{
+		{"link certificate, valid", raw(link), now, true},
+		{"link certificate, expired a minute ago", raw(link), now.Add(time.Hour + time.Minute), true},
+		{"link certificate, expired within its grace", raw(link), now.Add(2 * time.Hour), true},
+		{"link certificate, past its grace", raw(link), now.Add(2*time.Hour + 10*time.Minute), false},
+		{"link certificate of another CA, expired", raw(otherLink), now.Add(time.Hour + time.Minute), false},
+		{"link certificate of another CA, valid", raw(otherLink), now, false},
+		{"token certificate, valid", raw(client), now, true},
+		{"token certificate, expired a minute ago", raw(client), now.Add(time.Hour + time.Minute), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := verifyClient(tc.certs, east.Pool(), tc.at)
+			if (err == nil) != tc.ok {
+				t.Fatalf("verifyClient = %v, want admitted %v", err, tc.ok)
+			}
+			var cve *tls.CertificateVerificationError
+			if err != nil && !errors.As(err, &cve) {
+				t.Errorf("error %T, want a *tls.CertificateVerificationError as crypto/tls returns", err)
+			}
+		})
+	}
+	if err := verifyClient(nil, east.Pool(), now); err == nil {
+		t.Error("no certificate admitted")
+	}
+	if err := verifyClient([][]byte{[]byte("not DER")}, east.Pool(), now); err == nil {
+		t.Error("a certificate that does not parse admitted")
+	}
+}
