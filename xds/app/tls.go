@@ -76,7 +76,7 @@ func (s *serverTLS) issue(ca *pki.CA) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue the controller's serving certificate: %w", err)
 	}
-	cfg := pki.ServerTLS(ca, cert)
+	cfg := pki.StrictServerTLS(ca, cert)
 	cfg.VerifyConnection = s.refuseOtherSites
 	return cfg, nil
 }

@@ -51,7 +51,7 @@ func newSitePKI(t *testing.T, site string) *sitePKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &sitePKI{ca: ca, server: pki.ServerTLS(ca, cert), certPEM: certPEM, keyPEM: keyPEM, dir: dir,
+	p := &sitePKI{ca: ca, server: pki.StrictServerTLS(ca, cert), certPEM: certPEM, keyPEM: keyPEM, dir: dir,
 		caFile: filepath.Join(dir, pki.CACertFile), certFile: filepath.Join(dir, "client.crt"), keyFile: filepath.Join(dir, "client.key"),
 		serverName: "controller." + site + ".skiff.local"}
 	for path, data := range map[string][]byte{p.certFile: certPEM, p.keyFile: keyPEM} {

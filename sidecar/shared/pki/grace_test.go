@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"testing"
 	"time"
@@ -82,5 +83,46 @@ func TestVerifyClientGrace(t *testing.T) {
 	}
 	if err := verifyClient([][]byte{[]byte("not DER")}, east.Pool(), now); err == nil {
 		t.Error("a certificate that does not parse admitted")
+	}
+}
+
+// Through a handshake: ServerTLS (the link port) admits a link
+// certificate an hour past its end, StrictServerTLS (the controller's
+// xDS port) refuses it as crypto/tls does.
+func TestServerTLSGrace(t *testing.T) {
+	east, err := LoadOrCreateCA(t.TempDir(), "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkPEM, err := east.IssueLink("west", &key.PublicKey, "1f", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := ParseCertificates(linkPEM, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := east.IssueServer("east", []string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: east.Pool(), ServerName: ServerName("east"),
+		Certificates: []tls.Certificate{{Certificate: [][]byte{chain[0].Raw}, PrivateKey: key}}}
+	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+	grace := ServerTLS(east, srv)
+	grace.Time = later
+	if serverErr, clientErr := handshake(t, grace, client); serverErr != nil || clientErr != nil {
+		t.Errorf("ServerTLS, a link certificate an hour past its end: server %v, client %v; want it admitted", serverErr, clientErr)
+	}
+	strict := StrictServerTLS(east, srv)
+	strict.Time = later
+	serverErr, _ := handshake(t, strict, client)
+	var invalid x509.CertificateInvalidError
+	if !errors.As(serverErr, &invalid) || invalid.Reason != x509.Expired {
+		t.Errorf("StrictServerTLS, the same certificate: %v, want it refused as expired", serverErr)
 	}
 }

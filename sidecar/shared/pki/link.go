@@ -164,7 +164,11 @@ func verifyClient(rawCerts [][]byte, roots *x509.CertPool, now time.Time) error 
 func verifyClients(cfg *tls.Config, roots *x509.CertPool) *tls.Config {
 	cfg.ClientAuth = tls.RequireAnyClientCert
 	cfg.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
-		return verifyClient(rawCerts, roots, time.Now())
+		now := time.Now()
+		if cfg.Time != nil {
+			now = cfg.Time()
+		}
+		return verifyClient(rawCerts, roots, now)
 	}
 	return cfg
 }

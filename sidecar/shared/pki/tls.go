@@ -21,6 +21,19 @@ func ServerTLS(ca *CA, cert tls.Certificate) *tls.Config {
 	}, ca.Pool())
 }
 
+// StrictServerTLS is ServerTLS without the link port's grace for an
+// expired link certificate: crypto/tls verifies client certificates
+// against the site CA, and refuses every expired one. It is what the
+// site's other servers (the controller's xDS port) serve with.
+func StrictServerTLS(ca *CA, cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool(),
+	}
+}
+
 // ClientTLS returns a link dialer's TLS configuration: TLS 1.3 only, the
 // peer verified against caPEM (every certificate in it: a site's trust
 // bundle holds two during a rotation) under serverName, and the client

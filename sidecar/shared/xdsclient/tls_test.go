@@ -50,7 +50,9 @@ func serveTLS(t *testing.T, ca *pki.CA, name string) string {
 		Endpoints: []model.Endpoint{{IP: "10.244.0.7", Port: 8080, Ready: true}}}}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeListeners(ctx, server.Listener{Listener: lis, TLS: pki.ServerTLS(ca, cert)}) }()
+	go func() {
+		done <- srv.ServeListeners(ctx, server.Listener{Listener: lis, TLS: pki.StrictServerTLS(ca, cert)})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
