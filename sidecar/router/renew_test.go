@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -25,18 +26,8 @@ func TestLinkCertRenewal(t *testing.T) {
 	eastDir := t.TempDir()
 	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 6 * time.Second,
 		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
-	var mu sync.Mutex
-	var saved [][]byte
-	spec := linkSpecTo(t, east, eastDir, east.r.LinkAddr().String())
-	spec.LinkCert = func() ([]byte, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(saved) == 0 {
-			return nil, nil
-		}
-		return saved[len(saved)-1], nil
-	}
-	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = append(saved, b); return nil }
+	store := &certStore{}
+	spec := store.spec(linkSpecTo(t, east, eastDir, east.r.LinkAddr().String()))
 	port := tu.FreePort(t, "127.0.0.1")
 	westDir := t.TempDir()
 	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
@@ -56,9 +47,7 @@ func TestLinkCertRenewal(t *testing.T) {
 		if err := e.roundTrip("across renewals"); err != nil {
 			t.Fatalf("the open stream: %v", err)
 		}
-		mu.Lock()
-		n := len(saved)
-		mu.Unlock()
+		n := len(store.all())
 		if n < 3 {
 			return fmt.Errorf("%d certificates saved", n)
 		}
@@ -67,10 +56,9 @@ func TestLinkCertRenewal(t *testing.T) {
 	if got := linkID(); got != first {
 		t.Errorf("the link was replaced (%s, then %s): a renewal must not drop it", first, got)
 	}
-	mu.Lock()
 	serials := map[string]bool{}
 	var last *x509.Certificate
-	for _, b := range saved {
+	for _, b := range store.all() {
 		block, _ := pem.Decode(b)
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -79,7 +67,6 @@ func TestLinkCertRenewal(t *testing.T) {
 		serials[c.SerialNumber.String()] = true
 		last = c
 	}
-	mu.Unlock()
 	if len(serials) < 3 {
 		t.Errorf("%d distinct certificates among those saved", len(serials))
 	}
@@ -117,18 +104,8 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	eastCfg := drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 10 * time.Second, linkListen: linkListen,
 		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}}
 	east := startDrainNode(t, eastCfg)
-	var mu sync.Mutex
-	var saved [][]byte
-	spec := linkSpecTo(t, east, eastDir, linkListen)
-	spec.LinkCert = func() ([]byte, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(saved) == 0 {
-			return nil, nil
-		}
-		return saved[len(saved)-1], nil
-	}
-	spec.SaveLinkCert = func(b []byte) error { mu.Lock(); defer mu.Unlock(); saved = append(saved, b); return nil }
+	store := &certStore{}
+	spec := store.spec(linkSpecTo(t, east, eastDir, linkListen))
 	westDir := t.TempDir()
 	port := tu.FreePort(t, "127.0.0.1")
 	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, links: []LinkSpec{spec},
@@ -141,10 +118,9 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	east.waitStopped(t)
 	west.r.Drain()
 	west.waitStopped(t)
-	mu.Lock()
+	saved := store.all()
 	first := len(saved)
 	block, _ := pem.Decode(saved[first-1])
-	mu.Unlock()
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
@@ -170,8 +146,7 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	time.Sleep(time.Until(cert.NotAfter) + 500*time.Millisecond)
 	startDrainNode(t, eastCfg)
 	tu.Eventually(t, 15*time.Second, "west links again with its expired certificate", reachEcho(fmt.Sprintf("127.0.0.1:%d", port2), "east-1"))
-	mu.Lock()
-	defer mu.Unlock()
+	saved = store.all()
 	if len(saved) == first {
 		t.Fatal("west saved no new link certificate")
 	}
@@ -183,4 +158,31 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 	if !renewed.NotAfter.After(time.Now()) {
 		t.Errorf("the certificate west saved last ends %v, in the past", renewed.NotAfter)
 	}
+}
+
+// certStore keeps the link certificates a dialler saves, in order; the
+// last is what it reads.
+type certStore struct {
+	mu    sync.Mutex
+	saved [][]byte
+}
+
+// spec returns spec reading and saving its link certificate in s.
+func (s *certStore) spec(spec LinkSpec) LinkSpec {
+	spec.LinkCert = func() ([]byte, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.saved) == 0 {
+			return nil, nil
+		}
+		return s.saved[len(s.saved)-1], nil
+	}
+	spec.SaveLinkCert = func(b []byte) error { s.mu.Lock(); defer s.mu.Unlock(); s.saved = append(s.saved, b); return nil }
+	return spec
+}
+
+func (s *certStore) all() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.saved)
 }
