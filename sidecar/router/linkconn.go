@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,17 @@ type dialer struct {
 func (r *Router) newDialer(spec LinkSpec) *dialer {
 	return &dialer{r: r, spec: spec, loaded: !r.storesLinkCert(spec),
 		caLoaded: r.cfg.Role != RoleGateway || spec.PeerCA == nil, peerKey: spec.PeerKey}
+}
+
+// certRefused adds to err, when it is the TLS alert a link port sends
+// for a client certificate it refuses (always "bad certificate": the port
+// verifies certificates itself, pki.ServerTLS), what may be the cause and
+// where it is named.
+func certRefused(err error) error {
+	if !strings.HasSuffix(err.Error(), "remote error: tls: bad certificate") {
+		return err
+	}
+	return fmt.Errorf("%w (the peer refused this side's certificate, and its log says why: a token or credential from a CA it no longer trusts, a revoked token, or a link certificate past its grace)", err)
 }
 
 // storesLinkCert says whether the link certificates of spec's link are
@@ -476,7 +488,7 @@ func (d *dialer) dialSession(ctx context.Context, id string, index int) (*mux.Se
 	var reply helloReply
 	if err := readMsgLimit(conn, &reply, maxHello); err != nil {
 		conn.Close()
-		return nil, helloReply{}, fmt.Errorf("read hello reply: %w", err)
+		return nil, helloReply{}, fmt.Errorf("read hello reply: %w", certRefused(err))
 	}
 	if reply.Router != "" && names.CheckRouter(reply.Router) != nil {
 		conn.Close()

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,20 +127,7 @@ func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A token east no longer trusts: its certificate from another CA.
-	other, err := pki.LoadOrCreateCA(t.TempDir(), "east")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bogus, err := token.Issue(other, "east", linkListen, time.Hour, 1, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bogusTLS, err := bogus.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.TLS = spec.TLS.Clone()
-	spec.TLS.GetClientCertificate = bogusTLS.GetClientCertificate
+	spec = untrustedToken(t, spec)
 	port2 := tu.FreePort(t, "127.0.0.1")
 	startDrainNode(t, drainSiteConfig{site: "west", router: "west-2", dir: westDir, links: []LinkSpec{spec},
 		svc: Services{Listeners: []Listener{{Address: "backend", Host: "127.0.0.1", Port: port2}}}})
@@ -185,4 +173,41 @@ func (s *certStore) all() [][]byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.saved)
+}
+
+// A dialler whose certificate the link port refuses learns from the
+// error what may be the cause and that the peer's log names it: the port
+// verifies client certificates itself, so TLS's alert is always "bad
+// certificate".
+func TestRefusedCertificateHint(t *testing.T) {
+	eastDir := t.TempDir()
+	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true})
+	spec := untrustedToken(t, linkSpecTo(t, east, eastDir, east.r.LinkAddr().String()))
+	west := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: t.TempDir()})
+	_, err := west.r.newDialer(spec).dialLink(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "tls: bad certificate (the peer refused this side's certificate, and its log says why") {
+		t.Fatalf("dial with a token from another CA: %v, want the refusal with its hint", err)
+	}
+}
+
+// untrustedToken returns spec presenting, in place of its token's
+// certificate, one of a token from another CA of the same site name (as
+// after a CA rotation, to the peer).
+func untrustedToken(t *testing.T, spec LinkSpec) LinkSpec {
+	t.Helper()
+	other, err := pki.LoadOrCreateCA(t.TempDir(), spec.PeerSite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := token.Issue(other, spec.PeerSite, spec.Endpoint, time.Hour, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := tok.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.TLS = spec.TLS.Clone()
+	spec.TLS.GetClientCertificate = cfg.GetClientCertificate
+	return spec
 }
