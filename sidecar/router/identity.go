@@ -385,12 +385,9 @@ func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Cert
 	}
 	// An expired one is offered until the peer no longer admits it
 	// (pki.LinkGraceEnd): its chain is checked at its last second.
-	at := time.Now().Add(expiryMargin(cert))
-	if at.After(pki.LinkGraceEnd(cert)) {
+	at, ok := offerTime(cert, time.Now())
+	if !ok {
 		return nil, fmt.Errorf("link certificate expired at %s, and its issuer no longer admits it", cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if at.After(cert.NotAfter) {
-		at = cert.NotAfter
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{
 		Roots:         roots,
@@ -403,11 +400,12 @@ func (r *Router) linkClientCert(roots *x509.CertPool, certPEM []byte) (*tls.Cert
 	return &tls.Certificate{Certificate: der, PrivateKey: key, Leaf: cert}, nil
 }
 
-// expiryMargin is how long before the end of its grace (after its
-// expiry, pki.LinkGraceEnd) a link certificate is no longer offered: a
-// minute, or a tenth of its life if that is shorter.
-func expiryMargin(cert *x509.Certificate) time.Duration {
-	return min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)
+// offerTime is pki.LinkCheckTime for a link certificate this site
+// offers at now, with a margin for the clocks: it is no longer offered a
+// minute (or a tenth of its life, if that is shorter) before the end of
+// its grace.
+func offerTime(cert *x509.Certificate, now time.Time) (time.Time, bool) {
+	return pki.LinkCheckTime(cert, now.Add(min(time.Minute, cert.NotAfter.Sub(cert.NotBefore)/10)))
 }
 
 // clipName shortens a name from the network for a message.

@@ -18,7 +18,6 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/backoff"
 	"github.com/skiff-io/skiff/sidecar/shared/names"
 	"github.com/skiff-io/skiff/sidecar/shared/netview"
-	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/sidecar/shared/rawio"
 )
 
@@ -182,7 +181,11 @@ func (d *dialer) load() {
 func (d *dialer) dropExpired(now time.Time) {
 	d.mu.Lock()
 	cert := d.cert
-	expired := cert != nil && now.Add(expiryMargin(cert.Leaf)).After(pki.LinkGraceEnd(cert.Leaf))
+	expired := false
+	if cert != nil {
+		_, ok := offerTime(cert.Leaf, now)
+		expired = !ok
+	}
 	if expired {
 		d.cert = nil
 		d.loaded = !d.r.storesLinkCert(d.spec)

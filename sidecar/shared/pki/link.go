@@ -109,6 +109,19 @@ func LinkGraceEnd(cert *x509.Certificate) time.Time {
 	return cert.NotAfter.Add(cert.NotAfter.Sub(cert.NotBefore))
 }
 
+// LinkCheckTime is the time at which a link certificate's chain is
+// verified at now: now while it is valid, the last second of its life
+// once it expired and until LinkGraceEnd; false past that.
+func LinkCheckTime(cert *x509.Certificate, now time.Time) (time.Time, bool) {
+	switch {
+	case now.After(LinkGraceEnd(cert)):
+		return time.Time{}, false
+	case now.After(cert.NotAfter):
+		return cert.NotAfter, true
+	}
+	return now, true
+}
+
 // verifyClient verifies a link port client's certificate chain (rawCerts,
 // leaf first) against roots at now, as crypto/tls's
 // RequireAndVerifyClientCert does, but admits a link certificate that
@@ -142,10 +155,11 @@ func verifyClient(rawCerts [][]byte, roots *x509.CertPool, now time.Time) error 
 	if !errors.As(err, &invalid) || invalid.Reason != x509.Expired || !now.After(leaf.NotAfter) {
 		return refused(err)
 	}
-	if _, lerr := ParseLinkIdentity(leaf); lerr != nil || now.After(LinkGraceEnd(leaf)) {
+	at, ok := LinkCheckTime(leaf, now)
+	if _, lerr := ParseLinkIdentity(leaf); lerr != nil || !ok {
 		return refused(err)
 	}
-	opts.CurrentTime = leaf.NotAfter
+	opts.CurrentTime = at
 	chains, verr := leaf.Verify(opts)
 	if verr != nil {
 		return refused(verr)
