@@ -16,15 +16,8 @@ import (
 // other certificate, and a link certificate past its grace or from
 // another CA, is refused as crypto/tls refuses it.
 func TestVerifyClientGrace(t *testing.T) {
-	east, err := LoadOrCreateCA(t.TempDir(), "east")
-	if err != nil {
-		t.Fatal(err)
-	}
+	east, key, link := linkFixture(t)
 	other, err := LoadOrCreateCA(t.TempDir(), "other")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +31,6 @@ func TestVerifyClientGrace(t *testing.T) {
 			out = append(out, c.Raw)
 		}
 		return out
-	}
-	link, err := east.IssueLink("west", &key.PublicKey, "1f", time.Hour)
-	if err != nil {
-		t.Fatal(err)
 	}
 	otherLink, err := other.IssueLink("west", &key.PublicKey, "1f", time.Hour)
 	if err != nil {
@@ -90,18 +79,7 @@ func TestVerifyClientGrace(t *testing.T) {
 // certificate an hour past its end, StrictServerTLS (the controller's
 // xDS port) refuses it as crypto/tls does.
 func TestServerTLSGrace(t *testing.T) {
-	east, err := LoadOrCreateCA(t.TempDir(), "east")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	linkPEM, err := east.IssueLink("west", &key.PublicKey, "1f", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	east, key, linkPEM := linkFixture(t)
 	chain, err := ParseCertificates(linkPEM, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -125,4 +103,23 @@ func TestServerTLSGrace(t *testing.T) {
 	if !errors.As(serverErr, &invalid) || invalid.Reason != x509.Expired {
 		t.Errorf("StrictServerTLS, the same certificate: %v, want it refused as expired", serverErr)
 	}
+}
+
+// linkFixture returns site east's CA, the key of site west, and the link
+// certificate (PEM, an hour) east issued west for it.
+func linkFixture(t *testing.T) (*CA, *ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	east, err := LoadOrCreateCA(t.TempDir(), "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := east.IssueLink("west", &key.PublicKey, "1f", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return east, key, link
 }
