@@ -757,8 +757,8 @@ spec:
 		if time.Now().After(deadline) {
 			// What each part saw since the reinstall: the client's
 			// sidecar, and both sites' gateways and controllers.
-			// The summary, the last thing printed, names the first
-			// errors too: a CI log may keep only its tail.
+			// The summary, the last thing printed, names each part's
+			// last errors too: a CI log may keep only its tail.
 			var errs []string
 			for _, c := range []struct{ ns, what string }{{"east", "deploy/client -c skiff-proxy"}, {"east", "-l app.kubernetes.io/component=gateway"},
 				{"west", "-l app.kubernetes.io/component=gateway"}, {"east", "-l app.kubernetes.io/component=controller"}, {"west", "-l app.kubernetes.io/component=controller"}} {
@@ -766,7 +766,7 @@ spec:
 				t.Logf("%s %s after the reinstall:\n%s", c.ns, c.what, condenseLogs(out, 5))
 				errs = append(errs, errorLines(c.ns, out, 2)...)
 			}
-			sum.add("8a uninstall + install both sites: link kept", "FAIL", fmt.Sprintf("answers %v; first errors:\n%s", again, strings.Join(errs, "\n")))
+			sum.add("8a uninstall + install both sites: link kept", "FAIL", fmt.Sprintf("answers %v; last errors:\n%s", again, strings.Join(errs, "\n")))
 			t.Fatalf("after reinstalling both sites, the client does not reach west in 120s: answers %v", again)
 		}
 	}
