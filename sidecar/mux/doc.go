@@ -14,10 +14,9 @@
 // WriteTo does into a socket or another stream without a goroutine of the
 // caller's waiting: the session's reader writes what arrives to the
 // socket (small frames, and large ones of a stream alone on the link; one
-// write that never waits), or small messages into
-// the other stream with Stream.TryWrite (which never waits, over a
-// connection that is a HeldWriter), and a goroutine runs only while data
-// waits.
+// write that never waits), or small messages into the other stream with
+// Stream.TryWrite (which never waits, over a connection that is a
+// HeldWriter), and a goroutine runs only while data waits.
 //
 // # Flow control
 //
