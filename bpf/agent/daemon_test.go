@@ -31,6 +31,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
 	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 	"github.com/skiff-io/skiff/xds/server"
 )
 
@@ -321,7 +322,7 @@ func newAgentEnvs(t *testing.T, sites ...siteNS) []*agentEnv {
 		}
 	})
 
-	cfg := testutil.StartEnvtest(t)
+	cfg := kubetest.StartEnvtest(t)
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/contract"
 	"github.com/skiff-io/skiff/sidecar/shared/state"
 	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 	ctlapp "github.com/skiff-io/skiff/xds/app"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
@@ -46,7 +47,7 @@ import (
 // say what to do.
 func TestCLIAgainstRealSites(t *testing.T) {
 	testutil.RequireEnvtest(t)
-	cfg := testutil.StartEnvtest(t)
+	cfg := kubetest.StartEnvtest(t)
 	c, err := client.New(cfg, client.Options{})
 	must(t, err)
 	ctx := t.Context()
@@ -312,7 +313,7 @@ func startSite(t *testing.T, cfg *rest.Config, c client.Client, ns, dir string) 
 			XDSBindAddress: xds, MetricsBindAddress: "0", HealthBindAddress: "0"}, testr.New(t).WithName(ns+"-controller"))
 	})
 	runBG(t, ns+" secret volume", func(ctx context.Context) error {
-		testutil.MaterializeSecret(ctx, c, ns, kube.SiteSecret, siteDir)
+		kubetest.MaterializeSecret(ctx, c, ns, kube.SiteSecret, siteDir)
 		return nil
 	})
 	testutil.Eventually(t, 20*time.Second, ns+" site file written", func() error {

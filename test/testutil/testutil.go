@@ -18,9 +18,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // InCI reports whether the tests run in CI, where nothing may be skipped.
@@ -226,19 +223,4 @@ func RequireEnvtest(t testing.TB) string {
 	}
 	Require(t, ok, "envtest assets: KUBEBUILDER_ASSETS=%q lacks kube-apiserver and etcd (run hack/envtest-assets.sh)", dir)
 	return dir
-}
-
-// StartEnvtest starts a real kube-apiserver and etcd (envtest) for the
-// test, which skips loudly without them (RequireEnvtest), and stops them
-// when the test ends.
-func StartEnvtest(t testing.TB) *rest.Config {
-	t.Helper()
-	RequireEnvtest(t)
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
 }

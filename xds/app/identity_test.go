@@ -30,6 +30,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/state"
 	"github.com/skiff-io/skiff/sidecar/shared/token"
 	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 	"github.com/skiff-io/skiff/xds/app"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
@@ -66,7 +67,7 @@ func TestKubernetesTokenFlow(t *testing.T) {
 		})
 		// The kubelet's part: keep the site Secret's files in siteDir.
 		runBG(t, name+" secret volume", func(ctx context.Context) error {
-			testutil.MaterializeSecret(ctx, c, name, kube.SiteSecret, s.siteDir)
+			kubetest.MaterializeSecret(ctx, c, name, kube.SiteSecret, s.siteDir)
 			return nil
 		})
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/skiff-io/skiff/sidecar/shared/pki"
 	"github.com/skiff-io/skiff/sidecar/shared/xdsclient"
 	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 	"github.com/skiff-io/skiff/xds/app"
 	"github.com/skiff-io/skiff/xds/source/kube"
 )
@@ -261,7 +262,7 @@ var apiConfig *rest.Config
 // the controllers' Kubernetes source at it and returns a client.
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
-	cfg := testutil.StartEnvtest(t)
+	cfg := kubetest.StartEnvtest(t)
 	apiConfig = cfg
 	c, err := client.New(cfg, client.Options{})
 	must(t, err)

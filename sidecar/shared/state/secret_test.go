@@ -15,14 +15,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 )
 
 // The Secret store against a real kube-apiserver, as the gateway uses it:
 // with a service account token and a Role that allows get and update on
 // its one Secret, and nothing else.
 func TestSecret(t *testing.T) {
-	cfg := testutil.StartEnvtest(t)
+	cfg := kubetest.StartEnvtest(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := t.Context()
 	const ns, name = "east", "skiff-site-state"

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/skiff-io/skiff/test/testutil"
+	"github.com/skiff-io/skiff/test/testutil/kubetest"
 )
 
 // GatewayAdminAddrs, against a real apiserver, lists every gateway
@@ -17,7 +17,7 @@ import (
 // not ready, has no IP yet, is being deleted, or that the Service does
 // not select.
 func TestGatewayAdminAddrs(t *testing.T) {
-	cfg := testutil.StartEnvtest(t)
+	cfg := kubetest.StartEnvtest(t)
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
