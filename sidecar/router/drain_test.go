@@ -359,6 +359,7 @@ func newLinkPair(t *testing.T, drainTimeout time.Duration) *linkPair {
 // dialling side), east keeps the link and its route to west while the
 // stream is open, and sees that west's connections go away.
 func TestDrainLetsOpenStreamsFinish(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	for _, which := range []string{"east", "west"} {
 		t.Run(which, func(t *testing.T) {
 			p := newLinkPair(t, time.Minute)
@@ -548,6 +549,7 @@ func (p *switchProxy) switchTo(targets ...string) {
 // connections there, while the stream through west-1 goes on until its
 // client closes it, after which west-1 stops.
 func TestDrainPeerRedials(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	westDir := t.TempDir()
 	w1 := startDrainNode(t, drainSiteConfig{site: "west", router: "west-1", dir: westDir, linkAccess: true, drainTimeout: time.Minute,
 		svc: Services{Connectors: []Connector{echoService(t, "west-1")}}})

@@ -24,6 +24,7 @@ import (
 // expired by then, so a west that dials again (a restart) gets in only
 // with the renewed one.
 func TestLinkCertRenewal(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	eastDir := t.TempDir()
 	east := startDrainNode(t, drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 6 * time.Second,
 		svc: Services{Connectors: []Connector{echoService(t, "east-1")}}})
@@ -100,6 +101,7 @@ func TestLinkCertRenewal(t *testing.T) {
 // with a new one. The token cannot stand in: here its certificate is
 // from a CA east does not trust, as after a CA rotation.
 func TestLinkCertExpiresWhilePeerAway(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	eastDir := t.TempDir()
 	linkListen := fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1"))
 	eastCfg := drainSiteConfig{site: "east", router: "east-1", dir: eastDir, linkAccess: true, linkValidity: 10 * time.Second, linkListen: linkListen,

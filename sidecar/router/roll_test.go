@@ -35,6 +35,7 @@ const endpointsLag = time.Second
 // the roll until after it, and every one reaches west's backend; the
 // sidecar's view never loses west.
 func TestRollingGatewaysUnderLoad(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	if testing.Short() {
 		t.Skip("rolls two gateways, about 20 s")
 	}
@@ -151,6 +152,7 @@ func (l *echoLoad) stop() (int, []string) {
 // view; once the Service sends west to east-2 and west links there,
 // east-1 stops, with nothing reset, and east-2 reaches west directly.
 func TestDrainHoldsLinksForStrandedSites(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	eastDir := t.TempDir()
 	siblings := []string{fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1")), fmt.Sprintf("127.0.0.1:%d", tu.FreePort(t, "127.0.0.1"))}
 	port := tu.FreePort(t, "127.0.0.1")
@@ -223,6 +225,7 @@ func (d *siblingDNS) publish(host string) {
 // it. A client of the sidecar opens a new connection every 10 ms
 // throughout, and every one reaches west.
 func TestRollWithSlowSiblingDiscovery(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	if testing.Short() {
 		t.Skip("rolls two gateways, about 20 s")
 	}

@@ -28,6 +28,7 @@ import (
 // gateways share the site's ledger), and east-2's clients reach west
 // again.
 func TestSiblings(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	eastDir := t.TempDir()
 	p1, p2 := tu.FreePort(t, "127.0.0.1"), tu.FreePort(t, "127.0.0.1")
 	siblings := []string{fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.1:%d", p2)}
@@ -177,6 +178,7 @@ func TestSidecarCredentialRenewed(t *testing.T) {
 // one still sends (the e2e found a sidecar left with the old gateway's
 // links as its own, and no route).
 func TestSidecarMovesToSibling(t *testing.T) {
+	t.Parallel() // it mostly waits (timers, drains): beside the other long waits (docs/testing.md)
 	eastDir := t.TempDir()
 	p1, p2 := tu.FreePort(t, "127.0.0.1"), tu.FreePort(t, "127.0.0.1")
 	siblings := []string{fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.1:%d", p2)}
