@@ -32,17 +32,11 @@ build: ## Build the binaries into bin/.
 
 .PHONY: test
 test: ## Run every test tier this machine can run (root runs the privileged ones and the end-to-end scenario; CI=true fails instead of skipping).
-	bash hack/helm.sh >/dev/null
 	@# skiff's own concurrent code under the race detector; the packages
-	@# that link Kubernetes or helm with the static flags (hack/test-packages.sh).
-	assets=$$(bash hack/envtest-assets.sh) && \
-		KUBEBUILDER_ASSETS=$$assets $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh race) && \
-		KUBEBUILDER_ASSETS=$$assets $(STATIC) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$(bash hack/test-packages.sh static)
-	@# The end-to-end scenario on a real single-node cluster (root only).
-	@if [ "$(SKIFF_E2E)" = 0 ]; then echo "make test: SKIFF_E2E=0: end-to-end scenario skipped"; \
-	elif [ "$$(id -u)" = 0 ]; then bash hack/e2e.sh; \
-	elif [ "$$CI" = true ]; then echo "make test: the end-to-end scenario needs root, and CI runs everything" >&2; exit 1; \
-	else echo "make test: SKIPPED the end-to-end scenario (needs root: a real kubelet, containerd, eBPF)"; fi
+	@# that link Kubernetes or helm with the static flags
+	@# (hack/test-packages.sh); as root, the end-to-end scenario, whose
+	@# cluster starts while the packages run (hack/test.sh).
+	GO='$(GO)' TEST_TIMEOUT='$(TEST_TIMEOUT)' STATIC='$(STATIC)' SKIFF_E2E='$(SKIFF_E2E)' bash hack/test.sh
 
 .PHONY: envtest
 envtest: ## Build (or reuse) kube-apiserver and etcd for the envtest tier into bin/envtest.
