@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 TEST_TIMEOUT=${TEST_TIMEOUT:-25m}
-: "${STATIC:?STATIC: the Makefile's static build flags}"
+: "${STATIC:?set by the Makefile: the static build flags}"
 STATE=${SKIFF_CLUSTER_STATE:-/var/lib/skiff-cluster}
 
 if [ "${SKIFF_E2E:-}" = 0 ]; then
@@ -53,7 +53,7 @@ export KUBEBUILDER_ASSETS=$assets
 # shellcheck disable=SC2046 # one word per package
 "$GO" test -race -count=1 -timeout "$TEST_TIMEOUT" $(bash hack/test-packages.sh race)
 # STATIC is a list of assignments, some quoted: eval reads it as make did.
-eval "$STATIC \"\$GO\" test -count=1 -timeout \"\$TEST_TIMEOUT\" $(bash hack/test-packages.sh static)"
+eval "$STATIC \"\$GO\" test -count=1 -timeout \"\$TEST_TIMEOUT\" $(bash hack/test-packages.sh static | tr "\n" " ")"
 
 case $e2e in
 off) echo "make test: SKIFF_E2E=0: end-to-end scenario skipped" ;;
