@@ -125,8 +125,20 @@ func (id *Identity) SetupWithManager(mgr manager.Manager) error {
 	return nil
 }
 
-// Reconcile brings the identity Secrets in line.
-func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+// Reconcile brings the identity Secrets in line. An update that lost a
+// race with another writer of the same Secret (a gateway saving a renewed
+// link certificate or a redemption into the state Secret) is no failure:
+// it reads again, a second later, without an error in the log.
+func (id *Identity) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := id.reconcile(ctx)
+	if apierrors.IsConflict(err) {
+		id.Log.V(1).Info("a Secret changed while it was updated; reconciling again", "error", err.Error())
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	return res, err
+}
+
+func (id *Identity) reconcile(ctx context.Context) (reconcile.Result, error) {
 	// Everything below is owned by the gateway Service; without it (not
 	// installed yet, or being uninstalled) nothing is created, so that an
 	// uninstall is not undone by a controller still shutting down. Every

@@ -303,3 +303,77 @@ func TestIdentityRotatesCA(t *testing.T) {
 		t.Errorf("after finish the sidecars' credential trusts %d bytes of CAs, want the new CA alone", len(got))
 	}
 }
+
+// racingWriter is a client whose Secret updates, once armed, lose a race
+// once: another writer (a gateway saving its link certificate into the
+// state Secret) updates the same Secret just before, so the API server
+// answers Conflict to the reconciler's stale copy.
+type racingWriter struct {
+	client.Client
+	armed, raced bool
+}
+
+func (c *racingWriter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if s, ok := obj.(*corev1.Secret); ok && c.armed && !c.raced {
+		c.raced = true
+		var cur corev1.Secret
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(s), &cur); err != nil {
+			return err
+		}
+		metav1.SetMetaDataAnnotation(&cur.ObjectMeta, "test.skiff.io/other-writer", "was here")
+		if err := c.Client.Update(ctx, &cur); err != nil {
+			return err
+		}
+	}
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+// An update that loses a race with another writer is read again later,
+// without an error (controller-runtime logs every error a reconcile
+// returns as "Reconciler error"; the end-to-end scenario counts such
+// lines), and the next reconcile keeps both writes.
+func TestIdentityRequeuesALostRace(t *testing.T) {
+	ctx := context.Background()
+	gw := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "skiff-gateway", Namespace: "east", UID: "gw-uid"}}
+	cl := fake.NewClientBuilder().WithObjects(gw).Build()
+	rw := &racingWriter{Client: cl}
+	id := &Identity{
+		Client: rw, Reader: cl,
+		Namespace: "east", Site: "east", GatewayService: gw.Name, LinkAdvertise: "10.0.0.1:55671",
+		GatewaySiteDir: GatewaySiteDir, GatewayDataDir: GatewayDataDir, LinkBind: ":55671",
+		Recorder: nopRecorder{}, Log: logr.Discard(), Now: time.Now,
+	}
+	if _, err := id.Reconcile(ctx, reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	// An owner the reconciler removes: its next reconcile updates the CA
+	// Secret, and that update loses the race.
+	var s corev1.Secret
+	if err := cl.Get(ctx, client.ObjectKey{Namespace: "east", Name: CASecret}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: gw.Name, UID: gw.UID}}
+	if err := cl.Update(ctx, &s); err != nil {
+		t.Fatal(err)
+	}
+	rw.armed = true
+	res, err := id.Reconcile(ctx, reconcile.Request{})
+	if !rw.raced {
+		t.Fatal("no Secret update raced")
+	}
+	if err != nil {
+		t.Fatalf("a lost race returned %v, which controller-runtime logs as an error", err)
+	}
+	if res.RequeueAfter <= 0 {
+		t.Errorf("a lost race is not reconciled again: %+v", res)
+	}
+	if _, err := id.Reconcile(ctx, reconcile.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Get(ctx, client.ObjectKey{Namespace: "east", Name: CASecret}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.OwnerReferences) != 0 || s.Annotations["test.skiff.io/other-writer"] != "was here" {
+		t.Errorf("after the race: owners %+v, annotations %v; want no owner and the other writer's annotation", s.OwnerReferences, s.Annotations)
+	}
+}
