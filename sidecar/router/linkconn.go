@@ -655,7 +655,7 @@ func (r *Router) registerLink(l *link) bool {
 	if r.links[l.id] != nil {
 		return false
 	}
-	r.links[l.id] = l
+	r.setLinkLocked(l)
 	return true
 }
 

@@ -253,7 +253,7 @@ func (l *link) close(cause error) {
 	r := l.r
 	r.mu.Lock()
 	if r.links[l.id] == l {
-		delete(r.links, l.id)
+		r.deleteLinkLocked(l)
 	}
 	r.mu.Unlock()
 	r.linkMetrics(l.peer)
@@ -284,7 +284,7 @@ func (l *link) markUp(ctrl *mux.Stream) {
 	l.mu.Unlock()
 	r := l.r
 	r.mu.Lock()
-	r.links[l.id] = l
+	r.setLinkLocked(l)
 	close(r.linkUp) // wakes streams waiting for a link that is not draining
 	r.linkUp = make(chan struct{})
 	r.mu.Unlock()

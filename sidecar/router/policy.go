@@ -45,6 +45,9 @@ func (r *Router) advertised(site, address string) bool {
 	if r.cfg.Role != RoleGateway {
 		return true // a sidecar's gateway enforces its links' policies
 	}
+	if r.limitedLinks.Load() == 0 {
+		return true // no link's policy limits what its peer advertises
+	}
 	_, match, err := r.nextHop(site)
 	if err != nil {
 		return true
@@ -87,4 +90,29 @@ func (r *Router) filterDocument(d netview.Document) netview.Document {
 	return d.Filter(func(site, address string) bool {
 		return site == r.self || r.advertised(site, address)
 	})
+}
+
+// setLinkLocked and deleteLinkLocked change r.links (r.mu held), and keep
+// limitedLinks: how many of its links have a policy that limits what
+// their peer may advertise. Most networks have none, and then advertised,
+// asked for every candidate site of every request, looks up no route and
+// no link.
+func (r *Router) setLinkLocked(l *link) {
+	r.links[l.id] = l
+	r.countLimitedLocked()
+}
+
+func (r *Router) deleteLinkLocked(l *link) {
+	delete(r.links, l.id)
+	r.countLimitedLocked()
+}
+
+func (r *Router) countLimitedLocked() {
+	n := int32(0)
+	for _, l := range r.links {
+		if len(l.policy.Advertise) > 0 {
+			n++
+		}
+	}
+	r.limitedLinks.Store(n)
 }

@@ -355,7 +355,10 @@ type Router struct {
 	services atomic.Pointer[serviceTable]
 
 	mu    sync.Mutex
-	links map[string]*link // by link id
+	links map[string]*link // by link id; changed by setLinkLocked, deleteLinkLocked
+	// limitedLinks counts the links whose policy limits what their peer
+	// may advertise (countLimitedLocked).
+	limitedLinks atomic.Int32
 
 	// outstanding streams per routing key (local endpoint or site).
 	outstanding sync.Map // string -> *atomic.Int64
