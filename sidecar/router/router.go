@@ -356,6 +356,9 @@ type Router struct {
 
 	mu    sync.Mutex
 	links map[string]*link // by link id; changed by setLinkLocked, deleteLinkLocked
+	// localMu serializes updateLocal, from reading the links and services
+	// to setting the site record they make.
+	localMu sync.Mutex
 	// limitedLinks counts the links whose policy limits what their peer
 	// may advertise (countLimitedLocked).
 	limitedLinks atomic.Int32
@@ -814,6 +817,12 @@ func (r *Router) updateLocal() {
 	if r.cfg.Role != RoleGateway {
 		return
 	}
+	// One at a time from the snapshot to the record: two links that come
+	// up together each call this, and the call that read r.links first
+	// must not publish after the other, or the site's record would lack
+	// the later link for good (its peers then see the site unreachable).
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
 	links := map[string]int{}
 	r.mu.Lock()
 	for _, l := range r.links {
