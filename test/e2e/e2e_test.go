@@ -583,7 +583,7 @@ spec:
 			time.Sleep(5 * time.Second)
 			stop.Close()
 		}
-		out := <-done
+		out := clientSummary(<-done)
 		failed := 0
 		for _, f := range strings.Fields(out) {
 			if v, ok := strings.CutPrefix(f, "error="); ok {

@@ -130,3 +130,29 @@ func errorLines(ns, logs string, n int) []string {
 	}
 	return lines
 }
+
+// clientSummary returns the client's own summary line from what `kubectl
+// exec` printed (the last line whose every word is key=value: "west=1500
+// sent=1500"), leaving out what kubectl itself logged beside it (klog
+// lines such as `E1206 ... websocket.go:296] Unknown stream id 1`); all
+// of it when there is no such line.
+func clientSummary(out string) string {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		fields := strings.Fields(lines[i])
+		if len(fields) == 0 {
+			continue
+		}
+		all := true
+		for _, f := range fields {
+			if k, _, ok := strings.Cut(f, "="); !ok || k == "" {
+				all = false
+				break
+			}
+		}
+		if all {
+			return strings.Join(fields, " ")
+		}
+	}
+	return out
+}

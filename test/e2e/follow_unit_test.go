@@ -27,3 +27,18 @@ func TestErrorLines(t *testing.T) {
 		t.Errorf("errorLines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// clientSummary keeps the client's key=value line and drops kubectl's
+// own log lines.
+func TestClientSummary(t *testing.T) {
+	for _, tt := range []struct{ out, want string }{
+		{"E1206 14:17:39.688469   27474 websocket.go:296] Unknown stream id 1, discarding message\nwest=1500", "west=1500"},
+		{"west=4813 sent=4813", "west=4813 sent=4813"},
+		{"west=10 sent=10\nE1206 14:17:39.688469   27474 websocket.go:296] Unknown stream id 1", "west=10 sent=10"},
+		{"error: unable to upgrade connection", "error: unable to upgrade connection"},
+	} {
+		if got := clientSummary(tt.out); got != tt.want {
+			t.Errorf("clientSummary(%q) = %q, want %q", tt.out, got, tt.want)
+		}
+	}
+}
