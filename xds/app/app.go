@@ -187,22 +187,26 @@ func (c *Controller) Current() (*model.Table, string) {
 	return c.table, c.hash
 }
 
+// rebuild builds the table and hands it to the server, under c.mu from
+// start to end: a new view and new local services arrive on goroutines
+// of their own, and the two rebuilds must reach the server in the order
+// they built their tables, or it would serve the older one until the
+// next change.
 func (c *Controller) rebuild() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	t := federation.Build(c.site, c.local, c.doc)
 	if err := t.Validate(); err != nil {
-		c.mu.Unlock()
 		c.log.Error(err, "service table is invalid; keeping the last one")
 		return
 	}
 	hash := t.Hash()
-	changed := c.table == nil || c.hash != hash
-	c.table, c.hash = t, hash
-	c.mu.Unlock()
-	if changed {
-		c.log.V(1).Info("service table changed", "services", len(t.Services), "sites", len(t.Sites))
-		c.srv.Update(t)
+	if c.table != nil && c.hash == hash {
+		return
 	}
+	c.table, c.hash = t, hash
+	c.log.V(1).Info("service table changed", "services", len(t.Services), "sites", len(t.Sites))
+	c.srv.Update(t)
 }
 
 // Run runs the controller until ctx ends, or until one of its parts
