@@ -55,6 +55,15 @@ func TestSidecarDrainHTTP(t *testing.T) {
 		t.Fatalf("before the drain: %q, %v", site, err)
 	}
 	r.Drain()
+	// Drain asks Run's goroutine to drain; a request sent before the drain
+	// has begun is kept alive as before (under the race detector, the
+	// drain began after all three once in CI). startDrain marks the flows
+	// once keep-alives are off.
+	tu.Until(t, 10*time.Second, "the drain began", func() bool {
+		r.flows.mu.Lock()
+		defer r.flows.mu.Unlock()
+		return r.flows.draining
+	})
 	for i := range 3 {
 		resp, err := client.Get(url)
 		if err != nil {
