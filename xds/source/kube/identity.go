@@ -129,7 +129,7 @@ func (id *Identity) SetupWithManager(mgr manager.Manager) error {
 // race with another writer of the same Secret (a gateway saving a renewed
 // link certificate or a redemption into the state Secret) is no failure:
 // it reads again, a second later, without an error in the log.
-func (id *Identity) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (id *Identity) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	res, err := id.reconcile(ctx)
 	if apierrors.IsConflict(err) {
 		id.Log.V(1).Info("a Secret changed while it was updated; reconciling again", "error", err.Error())
