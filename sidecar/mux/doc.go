@@ -16,7 +16,14 @@
 // socket (small frames, and large ones of a stream alone on the link; one
 // write that never waits), or small messages into the other stream with
 // Stream.TryWrite (which never waits, over a connection that is a
-// HeldWriter), and a goroutine runs only while data waits.
+// HeldWriter), and a goroutine runs only while data waits. Stream.Notify
+// and Stream.TryRead wait for a stream's data without a goroutine at all:
+// the session's reader calls the caller back, which reads what came, and
+// may leave work for the end of the reader's burst of frames (package l7
+// passes small HTTP answers on to their clients so, one write for many).
+// Stream.WriteUnflushed leaves its last frame in the session's buffer for
+// the caller's Session.Flush, so that many streams' messages written
+// together leave in one write.
 //
 // # Flow control
 //

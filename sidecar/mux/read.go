@@ -21,6 +21,7 @@ func (s *Session) recvLoop() {
 	}
 	s.flushDeferred()
 	s.shutdown(err)
+	s.notifyAll()
 	s.endSinks()
 }
 
@@ -28,7 +29,7 @@ func (s *Session) recvLoop() {
 // (deferFlush) before a read of n bytes that may wait for the
 // connection: they wait only while the reader has frames at hand.
 func (s *Session) ready(n int) {
-	if len(s.deferred) > 0 && s.br.Buffered() < n {
+	if (len(s.deferred) > 0 || len(s.laterFns) > 0) && s.br.Buffered() < n {
 		s.flushDeferred()
 	}
 }

@@ -35,6 +35,10 @@ type Session struct {
 	br           *bufio.Reader
 	settingsRecv bool
 	deferred     []*Session // sessions whose buffers hold frames it wrote (deferFlush)
+	// laterFns is work notifications left for the reader's burst's end
+	// (Notify); toLater is s.later, bound once.
+	laterFns []func()
+	toLater  func(func())
 	// lastData is the stream of the last DATA frame read, and runLength
 	// how many DATA frames in a row were for it (up to loneRun): the
 	// reader writes a large frame itself only for a stream that has had
@@ -110,6 +114,7 @@ func newSession(conn net.Conn, cfg Config, client bool) *Session {
 	if client {
 		s.nextID = 1
 	}
+	s.toLater = s.later
 	s.sendMaxFrame.Store(int32(min(cfg.MaxFrameSize, initialFrameSize)))
 	var settings [8]byte
 	binary.BigEndian.PutUint32(settings[0:], cfg.StreamWindow)

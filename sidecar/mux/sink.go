@@ -38,17 +38,26 @@ func (st *Stream) Sink(w io.Writer, direct Direct, start func(func()), done func
 
 // unlockKick unlocks st.mu, first marking a flusher to be started if the
 // stream is a Sink's with something for one to do and none running, and
-// starts it after.
-func (st *Stream) unlockKick() {
+// starts it after; likewise it calls an armed notification (Notify) that
+// has something to read: with later on the session's reader (later is
+// Session.later), else on a goroutine of its own.
+func (st *Stream) unlockKick(later func(func())) {
 	sk := st.sk
-	kick := sk != nil && !sk.flushing && !sk.ended &&
-		(len(st.chunks) > 0 || st.finRecv || st.closed || st.rstErr != nil || st.sess.Err() != nil)
+	kick := sk != nil && !sk.flushing && !sk.ended && st.readableLocked()
 	if kick {
 		sk.flushing, st.sinkIdle = true, false
 	}
+	fn := st.takeNotifyLocked()
 	st.mu.Unlock()
 	if kick {
 		sk.start(st.flush)
+	}
+	switch {
+	case fn == nil:
+	case later != nil:
+		fn(later)
+	default:
+		go fn(now)
 	}
 }
 
@@ -110,6 +119,6 @@ func (s *Session) endSinks() {
 	s.mu.Unlock()
 	for _, st := range sinks {
 		st.mu.Lock()
-		st.unlockKick()
+		st.unlockKick(nil)
 	}
 }

@@ -45,6 +45,8 @@ type Stream struct {
 	sinkDirect int64 // bytes the reader wrote to direct, not yet counted by WriteTo
 
 	sk *sinkState // Sink's, nil unless Sink was called (sink.go)
+	// notify is called once the stream has something to read (Notify).
+	notify func(later func(func()))
 }
 
 var (
@@ -230,7 +232,20 @@ func (st *Stream) consumedLocked(n int) {
 // Write writes p, in frames of at most the max frame size, waiting for the
 // peer to grant credit as needed. A write deadline bounds the wait for
 // credit; a write already handed to the connection cannot be abandoned.
-func (st *Stream) Write(p []byte) (int, error) {
+func (st *Stream) Write(p []byte) (int, error) { return st.write(p, true) }
+
+// WriteUnflushed writes p as Write does, except that its last frame may
+// stay in the session's buffer, to leave in one write with the frames
+// written after it: the caller calls f.Flush() before it waits for
+// anything (f is the stream's session, the same for all its streams). A
+// reader of many clients' requests at once writes them all so.
+func (st *Stream) WriteUnflushed(p []byte) (f interface{ Flush() }, n int, err error) {
+	n, err = st.write(p, false)
+	return st.sess, n, err
+}
+
+// write is Write; with flushEnd false, WriteUnflushed.
+func (st *Stream) write(p []byte, flushEnd bool) (int, error) {
 	written := 0
 	pending := false // a frame of ours is buffered unflushed
 	for {
@@ -250,10 +265,11 @@ func (st *Stream) Write(p []byte) (int, error) {
 			return 0, nil
 		}
 		last := n == len(p) || !more
-		if err := st.sess.writeData(st, p[:n], last); err != nil {
+		flush := last && (flushEnd || n < len(p))
+		if err := st.sess.writeData(st, p[:n], flush); err != nil {
 			return written, err
 		}
-		pending = !last
+		pending = !flush
 		written += n
 		p = p[n:]
 		if len(p) == 0 {
@@ -373,7 +389,7 @@ func (st *Stream) CloseWrite() error {
 		st.finSent = true
 		st.sess.queueCtl(frameFin, st.id, 0, nil)
 	}
-	st.finishLocked()
+	st.finishLocked(nil)
 	return nil
 }
 
@@ -398,7 +414,7 @@ func (st *Stream) Close() error {
 		}
 	}
 	st.closed = true
-	st.finishLocked()
+	st.finishLocked(nil)
 	return nil
 }
 
@@ -414,7 +430,7 @@ func (st *Stream) Reset() error {
 	if !st.removed {
 		st.sess.queueCtl(frameRst, st.id, rstCancel, nil)
 	}
-	st.finishLocked()
+	st.finishLocked(nil)
 	return nil
 }
 
@@ -426,7 +442,7 @@ func (st *Stream) finReceived() error {
 		return protoErr("second FIN on stream %d", st.id)
 	}
 	st.finRecv = true
-	st.finishLocked()
+	st.finishLocked(st.sess.toLater)
 	return nil
 }
 
@@ -442,12 +458,13 @@ func (st *Stream) resetReceived(reason error) {
 	} else {
 		st.rstErr = reason
 	}
-	st.finishLocked()
+	st.finishLocked(st.sess.toLater)
 }
 
 // finishLocked wakes waiters, frees buffers nobody will read and removes
 // the stream from the session once it is done with. It unlocks st.mu.
-func (st *Stream) finishLocked() {
+// later is the session's when its reader calls (unlockKick).
+func (st *Stream) finishLocked(later func(func())) {
 	if st.closed || st.rstErr != nil {
 		for _, c := range st.chunks {
 			putBuffer(c)
@@ -458,7 +475,7 @@ func (st *Stream) finishLocked() {
 	if remove {
 		st.removed = true
 	}
-	st.unlockKick()
+	st.unlockKick(later)
 	poke(st.readCh)
 	poke(st.writeCh)
 	if remove {
@@ -493,7 +510,7 @@ func (st *Stream) reserveRecv(n int) (bool, error) {
 func (st *Stream) pushSmall(p []byte, more bool) error {
 	st.mu.Lock()
 	err := st.pushSmallLocked(p, more)
-	st.unlockKick()
+	st.unlockKick(st.sess.toLater)
 	return err
 }
 
@@ -617,7 +634,7 @@ func (st *Stream) pushBuffer(buf *buffer, lone bool) {
 	}
 	st.chunks = append(st.chunks, buf)
 	poke(st.readCh)
-	st.unlockKick()
+	st.unlockKick(st.sess.toLater)
 }
 
 // SetDeadline sets the read and write deadlines.

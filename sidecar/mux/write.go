@@ -85,6 +85,10 @@ func (s *Session) flush() {
 	}
 }
 
+// Flush writes what the session's buffer holds, unless another writer
+// is about to: for frames WriteUnflushed left there.
+func (s *Session) Flush() { s.flush() }
+
 // A HeldWriter is a connection that can take a write without waiting for
 // its socket: what the socket does not take at once it holds, and writes
 // ahead of anything written after. A Session over one can write into a
@@ -174,10 +178,16 @@ func (s *Session) deferFlush(d *Session) {
 	}
 }
 
-// flushDeferred writes the buffers deferFlush noted, each without
+// flushDeferred runs the work notifications left for the burst's end
+// (Session.later), then writes the buffers deferFlush noted, each without
 // waiting: a session whose writer is busy has its sendLoop do it (the
 // writer under way may write them first).
 func (s *Session) flushDeferred() {
+	for i, f := range s.laterFns {
+		s.laterFns[i] = nil
+		f()
+	}
+	s.laterFns = s.laterFns[:0]
 	for i, d := range s.deferred {
 		s.deferred[i] = nil
 		if d.waiting.Load() != 0 || !d.wmu.TryLock() {
