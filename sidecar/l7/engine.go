@@ -144,6 +144,9 @@ type Engine struct {
 	// fastStop ends the fast path's connections after their request
 	// under way (StopKeepAlives, Shutdown).
 	fastStop atomic.Bool
+	// linkAnswers counts the answers the link's reader passed on without
+	// a goroutine (h2async.go), for tests.
+	linkAnswers atomic.Int64
 
 	mu      sync.Mutex
 	sites   map[siteKey]*http.Transport // over link streams

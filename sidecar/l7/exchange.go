@@ -86,6 +86,14 @@ func (x *fastReq) serveRequest(ctx context.Context) fastVerdict {
 	if err != nil {
 		return x.refuse(p, "no_endpoint", noEndpointMessage(e.o.Self, addr, err))
 	}
+	return x.serveTargets(ctx, nil)
+}
+
+// serveTargets sends the planned request to its targets in order until
+// one takes it. first, if set, is the first target's try, begun already
+// (h2async.go).
+func (x *fastReq) serveTargets(ctx context.Context, first func() (fastVerdict, error)) fastVerdict {
+	e, p, addr := x.e, &x.plan, x.info.address
 	var errs []error
 	for i, t := range p.targets {
 		if i == e.o.MaxAttempts {
@@ -100,7 +108,14 @@ func (x *fastReq) serveRequest(ctx context.Context) fastVerdict {
 			e.m.Retries.WithLabelValues(addr).Inc()
 			p.retries++
 		}
-		v, err := x.try(ctx, p, t)
+		var v fastVerdict
+		var err error
+		if first != nil {
+			v, err = first()
+			first = nil
+		} else {
+			v, err = x.try(ctx, p, t)
+		}
 		if err == nil {
 			return x.logged(v, 0)
 		}
@@ -128,25 +143,44 @@ func (x *fastReq) serveRequest(ctx context.Context) fastVerdict {
 // error is a request that got no answer: undelivered (another target may
 // take it), or failed; anything written to the client is an answer.
 func (x *fastReq) try(ctx context.Context, p *plan, t Target) (fastVerdict, error) {
-	e := x.e
-	pool, host := e.h1For(p.address, t)
-	done := e.up.Track(t.Key)
+	done := x.e.up.Track(t.Key)
 	defer done()
+	return x.attempts(ctx, p, t, nil, nil)
+}
+
+// attempts is try's work. With sent set, the request was written on that
+// connection already (sendErr: how that failed), and its answer is read
+// from it first (h2async.go).
+func (x *fastReq) attempts(ctx context.Context, p *plan, t Target, sent *h1Conn, sendErr error) (fastVerdict, error) {
+	pool, host := x.e.h1For(p.address, t)
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := pool.get(ctx, host)
-		if err != nil {
-			if u, ok := errors.AsType[*undeliveredError](err); ok {
-				p.undelivered = u.reason
-			}
-			return 0, fmt.Errorf("%s: %w", describe(t), err)
-		}
-		x.cur.Store(uc)
-		if ctx.Err() != nil { // abort may have looked before uc was stored
+		var v fastVerdict
+		var err error
+		uc, reused := sent, true
+		switch {
+		case sent != nil && sendErr != nil:
+			sent = nil
 			uc.conn.Close()
-			x.cur.Store(nil)
-			return 0, ctx.Err()
+			err = sendErr
+		case sent != nil:
+			sent = nil
+			v, err = x.awaitAnswer(p, t, uc)
+		default:
+			uc, reused, err = pool.get(ctx, host)
+			if err != nil {
+				if u, ok := errors.AsType[*undeliveredError](err); ok {
+					p.undelivered = u.reason
+				}
+				return 0, fmt.Errorf("%s: %w", describe(t), err)
+			}
+			x.cur.Store(uc)
+			if ctx.Err() != nil { // abort may have looked before uc was stored
+				uc.conn.Close()
+				x.cur.Store(nil)
+				return 0, ctx.Err()
+			}
+			v, err = x.exchange(p, t, uc)
 		}
-		v, err := x.exchange(p, t, uc)
 		x.cur.Store(nil)
 		if err == nil || !errors.Is(err, errStale) {
 			return v, err
@@ -169,6 +203,12 @@ func (x *fastReq) exchange(p *plan, t Target, uc *h1Conn) (fastVerdict, error) {
 		uc.conn.Close()
 		return 0, fmt.Errorf("write request: %w: %w", errStale, err)
 	}
+	return x.awaitAnswer(p, t, uc)
+}
+
+// awaitAnswer reads the answer to the request written on uc and passes
+// it on.
+func (x *fastReq) awaitAnswer(p *plan, t Target, uc *h1Conn) (fastVerdict, error) {
 	h := &x.resp
 	for {
 		if err := x.readAnswerHead(uc); err != nil {
@@ -218,13 +258,19 @@ func (x *fastReq) exchange(p *plan, t Target, uc *h1Conn) (fastVerdict, error) {
 // writeRequest writes the request's head, without the fields it drops,
 // and its body on uc.
 func (x *fastReq) writeRequest(uc *h1Conn) error {
+	if _, err := uc.bw.Write(x.requestBytes()); err != nil {
+		return err
+	}
+	return uc.bw.Flush()
+}
+
+// requestBytes is the request as written to an endpoint: its head without
+// the fields it drops, and its body.
+func (x *fastReq) requestBytes() []byte {
 	h := &x.req
 	buf := x.raw
 	if h.dropped == 0 {
-		if _, err := uc.bw.Write(buf); err != nil {
-			return err
-		}
-		return uc.bw.Flush()
+		return buf
 	}
 	out := x.out[:0]
 	out = append(out, h.method...)
@@ -239,10 +285,7 @@ func (x *fastReq) writeRequest(uc *h1Conn) error {
 	out = append(out, "\r\n"...)
 	out = append(out, buf[h.size:]...)
 	x.out = out
-	if _, err := uc.bw.Write(out); err != nil {
-		return err
-	}
-	return uc.bw.Flush()
+	return out
 }
 
 // readAnswerHead reads an answer's head from uc, its lines as they come,
@@ -293,7 +336,7 @@ func (x *fastReq) discardAnswer(uc *h1Conn) {
 func (x *fastReq) release(uc *h1Conn, bodyRead bool) {
 	h := &x.resp
 	mine := x.cur.CompareAndSwap(uc, nil)
-	if mine && bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && !x.e.fastStop.Load() {
+	if mine && bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && len(uc.pre) == 0 && !x.e.fastStop.Load() {
 		uc.pool.put(uc)
 		return
 	}

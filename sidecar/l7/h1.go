@@ -34,7 +34,8 @@ type h1Pool struct {
 // h1Conn is one connection of a pool.
 type h1Conn struct {
 	conn      net.Conn
-	read      int64 // bytes read from conn, to tell a stale idle connection
+	read      int64  // bytes read from conn, to tell a stale idle connection
+	pre       []byte // read before (h2async.go), read again first
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	addr      string
@@ -43,6 +44,11 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
 	n, err := c.conn.Read(p)
 	c.read += int64(n)
 	return n, err
@@ -133,18 +139,9 @@ func idempotent(method string) bool {
 
 // get returns an idle connection to addr, or a new one.
 func (p *h1Pool) get(ctx context.Context, addr string) (c *h1Conn, reused bool, err error) {
-	now := time.Now()
-	p.mu.Lock()
-	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
-		c = list[len(list)-1]
-		p.idle[addr] = list[:len(list)-1]
-		if now.Sub(c.idleSince) < p.idleTimeout {
-			p.mu.Unlock()
-			return c, true, nil
-		}
-		c.conn.Close()
+	if c := p.idleConn(addr); c != nil {
+		return c, true, nil
 	}
-	p.mu.Unlock()
 	conn, err := p.dial(ctx, addr)
 	if err != nil {
 		return nil, false, err
@@ -153,6 +150,22 @@ func (p *h1Pool) get(ctx context.Context, addr string) (c *h1Conn, reused bool, 
 	c.br = bufio.NewReaderSize(c, 4<<10)
 	c.bw = bufio.NewWriterSize(conn, 4<<10)
 	return c, false, nil
+}
+
+// idleConn returns an idle connection to addr, nil if it has none.
+func (p *h1Pool) idleConn(addr string) *h1Conn {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
+		c := list[len(list)-1]
+		p.idle[addr] = list[:len(list)-1]
+		if now.Sub(c.idleSince) < p.idleTimeout {
+			return c
+		}
+		c.conn.Close()
+	}
+	return nil
 }
 
 // put keeps c for the next request to its address, or closes it.

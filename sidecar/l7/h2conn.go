@@ -70,17 +70,23 @@ type h2Conn struct {
 	active atomic.Int32
 	// maxFrame is the client's SETTINGS_MAX_FRAME_SIZE.
 	maxFrame atomic.Uint32
+	// unflushed is the link whose buffer holds requests the reader wrote
+	// (h2async.go), flushed before the reader waits for the client.
+	unflushed interface{ Flush() }
 
 	// The write queue (wmu).
 	wmu     sync.Mutex
 	wcond   sync.Cond // the queue shrank, or writing failed
 	wbuf    []byte    // frames queued
 	wspare  []byte
-	writing bool  // a goroutine is writing the queue
-	werr    error // writing failed: the connection is done
-	wfr     *http2.Framer
-	enc     *hpack.Encoder
-	hbuf    []byte // a header block being encoded
+	writing bool // a goroutine is writing the queue
+	// flushDue: tryFlush is to run (queueLater), tryFlushFn is it bound.
+	flushDue   bool
+	tryFlushFn func()
+	werr       error // writing failed: the connection is done
+	wfr        *http2.Framer
+	enc        *hpack.Encoder
+	hbuf       []byte // a header block being encoded
 
 	// Streams and flow control (mu).
 	mu       sync.Mutex
@@ -131,6 +137,7 @@ func (e *Engine) serveH2(ctx context.Context, fc *fastConn) {
 	hc.ctx, hc.stop = context.WithCancel(ctx)
 	hc.wcond.L, hc.fcond.L = &hc.wmu, &hc.mu
 	hc.maxFrame.Store(16 << 10)
+	hc.tryFlushFn = hc.tryFlush
 	hc.wfr = http2.NewFramer(h2QueueWriter{hc}, nil)
 	hc.enc = hpack.NewEncoder(hpackWriter{hc})
 	br := fc.br
@@ -140,6 +147,7 @@ func (e *Engine) serveH2(ctx context.Context, fc *fastConn) {
 	fc.h2.Store(hc) // for Shutdown
 	defer hc.finish()
 	err := hc.serve(br)
+	hc.flushRequests()
 	var he *h2Error
 	var ce http2.ConnectionError
 	switch {
@@ -186,6 +194,9 @@ func (hc *h2Conn) serve(br *bufio.Reader) error {
 			}
 			_ = hc.c.SetReadDeadline(d)
 		}
+		if hc.unflushed != nil && !frameBuffered(br) {
+			hc.flushRequests()
+		}
 		f, err := hc.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -203,6 +214,24 @@ func (hc *h2Conn) serve(br *bufio.Reader) error {
 		if err := hc.onFrame(f); err != nil {
 			return err
 		}
+	}
+}
+
+// frameBuffered reports whether br holds a whole frame: reading it does
+// not wait.
+func frameBuffered(br *bufio.Reader) bool {
+	b, err := br.Peek(min(br.Buffered(), 9))
+	if err != nil || len(b) < 9 {
+		return false
+	}
+	return br.Buffered() >= 9+(int(b[0])<<16|int(b[1])<<8|int(b[2]))
+}
+
+// flushRequests writes the requests the reader left in a link's buffer.
+func (hc *h2Conn) flushRequests() {
+	if hc.unflushed != nil {
+		hc.unflushed.Flush()
+		hc.unflushed = nil
 	}
 }
 
@@ -405,6 +434,73 @@ func (hc *h2Conn) queue(wait bool, write func()) error {
 		})
 	}
 	return nil
+}
+
+// queueLater runs write, which appends frames to the queue, and has the
+// queue written without waiting: by the goroutine writing it, if one is,
+// else by tryFlush, which the caller runs later (once its burst of work
+// is done: the link's reader, for answers it passes on). It never
+// blocks.
+func (hc *h2Conn) queueLater(write func(), later func(func())) error {
+	hc.wmu.Lock()
+	if hc.werr != nil {
+		err := hc.werr
+		hc.wmu.Unlock()
+		return err
+	}
+	write()
+	if hc.writing || hc.flushDue {
+		if len(hc.wbuf) > h2QueueMax {
+			hc.werr = errors.New("http2: the client does not read")
+			hc.c.Close()
+		}
+		hc.wmu.Unlock()
+		return nil
+	}
+	hc.flushDue = true
+	hc.wmu.Unlock()
+	later(hc.tryFlushFn)
+	return nil
+}
+
+// tryWriter is a connection with a write that never waits (rawio.Conn).
+type tryWriter interface {
+	TryWrite(p []byte) (int, error)
+}
+
+// tryFlush writes the queue with one write that never waits, unless a
+// writer took it meanwhile; what the client did not take goes to a writer
+// goroutine.
+func (hc *h2Conn) tryFlush() {
+	hc.wmu.Lock()
+	defer hc.wmu.Unlock()
+	hc.flushDue = false
+	if hc.writing || len(hc.wbuf) == 0 || hc.werr != nil {
+		return
+	}
+	if tw, ok := hc.c.(tryWriter); ok {
+		n, err := tw.TryWrite(hc.wbuf)
+		if err != nil {
+			hc.werr = fmt.Errorf("http2: write: %w", err)
+			hc.c.Close()
+			hc.wcond.Broadcast()
+			return
+		}
+		hc.wbuf = hc.wbuf[:copy(hc.wbuf, hc.wbuf[n:])]
+		if len(hc.wbuf) == 0 {
+			hc.wcond.Broadcast()
+			return
+		}
+	}
+	// Added under wmu, before finish sets werr and waits.
+	hc.writing = true
+	hc.wg.Add(1)
+	hc.e.o.Go(func() {
+		defer hc.wg.Done()
+		hc.wmu.Lock()
+		hc.flushLocked()
+		hc.wmu.Unlock()
+	})
 }
 
 // flushLocked writes the queue until it is empty (wmu held, writing

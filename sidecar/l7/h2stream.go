@@ -86,30 +86,40 @@ var connSpecific = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Tra
 
 // onHeaders starts a stream, or ends one with its trailers.
 func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
-	if id%2 == 0 {
-		return connErr(http2.ErrCodeProtocol, "stream %d: an even stream from a client", id)
+	if f.StreamID%2 == 0 {
+		return connErr(http2.ErrCodeProtocol, "stream %d: an even stream from a client", f.StreamID)
 	}
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	s, err := hc.headersLocked(f)
+	hc.mu.Unlock()
+	if s != nil {
+		s.start()
+	}
+	return err
+}
+
+// headersLocked acts on HEADERS (hc.mu held) and returns the stream they
+// opened, if they did; its goroutine counts in hc.wg already.
+func (hc *h2Conn) headersLocked(f *http2.MetaHeadersFrame) (*h2Stream, error) {
+	id := f.StreamID
 	if s := hc.streams[id]; s != nil {
-		return hc.trailersLocked(s, f)
+		return nil, hc.trailersLocked(s, f)
 	}
 	if id <= hc.lastID {
-		return connErr(http2.ErrCodeProtocol, "stream %d: HEADERS on a stream below one already opened", id)
+		return nil, connErr(http2.ErrCodeProtocol, "stream %d: HEADERS on a stream below one already opened", id)
 	}
 	hc.lastID = id
 	switch {
 	case hc.away:
-		return nil // after GOAWAY: not taken; the client may send it again elsewhere
+		return nil, nil // after GOAWAY: not taken; the client may send it again elsewhere
 	case hc.active.Load() >= h2MaxStreams:
 		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
-		return nil
+		return nil, nil
 	}
 	declared, ok := checkRequest(f)
 	if !ok {
 		hc.queue(false, func() { _ = hc.wfr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-		return nil
+		return nil, nil
 	}
 	s := &h2Stream{hc: hc, id: id, f: f, declared: declared, sendWin: hc.initWin, recvWin: h2StreamWindow}
 	if f.StreamEnded() {
@@ -121,8 +131,17 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	hc.streams[id] = s
 	hc.active.Add(1)
 	hc.wg.Add(1)
-	hc.e.o.Go(s.serve)
-	return nil
+	return s, nil
+}
+
+// start serves a new stream's request: sent from the connection's reader
+// and answered from the link's (h2async.go) when it can, else on a
+// goroutine of its own.
+func (s *h2Stream) start() {
+	if s.body == nil && !s.f.Truncated && s.sendAsync() {
+		return
+	}
+	s.hc.e.o.Go(s.serve)
 }
 
 // trailersLocked ends the body of s with the trailers in f.
@@ -195,14 +214,7 @@ func (s *h2Stream) serve() {
 	hc := s.hc
 	defer hc.wg.Done()
 	defer hc.streamDone(s)
-	defer func() {
-		if r := recover(); r != nil {
-			if r != http.ErrAbortHandler {
-				hc.e.log.Error(fmt.Errorf("%v", r), "http2 handler panic", "address", hc.info.address)
-			}
-			hc.resetStream(s.id, http2.ErrCodeInternal)
-		}
-	}()
+	defer s.recoverHandler()
 	if s.f.Truncated {
 		s.own(http.StatusRequestHeaderFieldsTooLarge, "", "skiff: request header fields too large")
 		return
@@ -211,6 +223,18 @@ func (s *h2Stream) serve() {
 		return
 	}
 	s.slow()
+}
+
+// recoverHandler resets the stream of a handler that panicked (deferred
+// by the stream's goroutine).
+func (s *h2Stream) recoverHandler() {
+	if r := recover(); r != nil {
+		hc := s.hc
+		if r != http.ErrAbortHandler {
+			hc.e.log.Error(fmt.Errorf("%v", r), "http2 handler panic", "address", hc.info.address)
+		}
+		hc.resetStream(s.id, http2.ErrCodeInternal)
+	}
 }
 
 // streamDone forgets a stream whose goroutine returned. A client still

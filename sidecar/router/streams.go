@@ -638,6 +638,26 @@ func (s *streamConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// TryRead reads what the header reader holds, else what the stream holds,
+// without waiting (mux.Stream.TryRead).
+func (s *streamConn) TryRead(p []byte) (int, error) {
+	var n int
+	var err error
+	if s.br.Buffered() > 0 {
+		n, err = s.br.Read(p)
+	} else {
+		n, err = s.Stream.TryRead(p)
+	}
+	s.rx.Add(float64(n))
+	return n, err
+}
+
+// Notify is the stream's (mux.Stream.Notify); bytes the header reader
+// holds are there to read at once.
+func (s *streamConn) Notify(fn func(later func(func()))) bool {
+	return s.br.Buffered() > 0 || s.Stream.Notify(fn)
+}
+
 // WriteTo drains buffered bytes, then hands the stream's buffers to w.
 func (s *streamConn) WriteTo(w io.Writer) (int64, error) {
 	total, err := s.drainTo(w)
@@ -667,6 +687,13 @@ func (s *streamConn) Write(p []byte) (int, error) {
 	n, err := s.Stream.Write(p)
 	s.sent.Add(float64(n))
 	return n, err
+}
+
+// WriteUnflushed is the stream's (mux.Stream.WriteUnflushed), counted.
+func (s *streamConn) WriteUnflushed(p []byte) (interface{ Flush() }, int, error) {
+	f, n, err := s.Stream.WriteUnflushed(p)
+	s.sent.Add(float64(n))
+	return f, n, err
 }
 
 // ReadFrom copies from src into the stream with a pooled buffer. From a
