@@ -17,7 +17,13 @@ import (
 // The endpoint answers with a length, as most do (and as skiff-echo does
 // in make bench-http): a streamed answer is flushed at every write.
 // Read with -cpuprofile to see where a request's time goes.
-func BenchmarkHTTPAcrossSites(b *testing.B) {
+func BenchmarkHTTPAcrossSites(b *testing.B) { benchHTTPAcrossSites(b, false) }
+
+// BenchmarkHTTP2AcrossSites is BenchmarkHTTPAcrossSites with an HTTP/2
+// client (prior knowledge, one connection, many streams).
+func BenchmarkHTTP2AcrossSites(b *testing.B) { benchHTTPAcrossSites(b, true) }
+
+func benchHTTPAcrossSites(b *testing.B, h2 bool) {
 	web := map[string]model.Protocol{"web": model.HTTP}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,6 +47,11 @@ func BenchmarkHTTPAcrossSites(b *testing.B) {
 	})
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	if h2 {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+	}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
 	b.ResetTimer()
