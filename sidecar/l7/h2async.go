@@ -81,38 +81,21 @@ func (s *h2Stream) sendAsync() bool {
 		recycleFast(x)
 		return false
 	}
-	addr := hc.info.address
-	targets, pattern, err := e.up.Targets(addr)
-	if err != nil || len(targets) == 0 || pattern == model.Multicast ||
-		targets[0].Site == "" || targets[0].Protocol != model.HTTP {
+	a := x.pickAsync()
+	if a == nil {
 		recycleFast(x)
 		return false
 	}
-	t := targets[0]
-	pool, host := e.h1For(addr, t)
-	uc := pool.idleConn(host)
-	if uc == nil {
-		recycleFast(x)
-		return false
-	}
-	ac, ok := uc.conn.(asyncConn)
-	if !ok || uc.br.Buffered() > 0 {
-		pool.put(uc)
-		recycleFast(x)
-		return false
-	}
-	x.plan = plan{address: addr, origin: originOf(x.info), start: time.Now(), targets: targets, pattern: pattern}
 	x.out, x.head = takeBuf(), takeBuf()
-	x.cur.Store(uc)
 	hc.mu.Lock()
 	s.fx = x // a reset from now on closes uc (endLocked)
 	hc.mu.Unlock()
-	a := &asyncState{uc: uc, conn: ac, t: t, done: e.up.Track(t.Key)}
 	a.notify = func(later func(func())) { s.onAnswer(a, later) }
 	if s.Err() != nil { // reset before fx was set
 		s.handOff(a, s.Err())
 		return true
 	}
+	uc, ac := a.uc, a.conn
 	uc.read = 0
 	f, _, err := ac.WriteUnflushed(x.requestBytes())
 	if f != hc.unflushed && hc.unflushed != nil {
@@ -127,6 +110,34 @@ func (s *h2Stream) sendAsync() bool {
 		s.onAnswer(a, now)
 	}
 	return true
+}
+
+// pickAsync plans the request parsed into x for the path without a
+// goroutine: its first target another site's, over HTTP/1.1, and an idle
+// pooled link stream to it. It returns that stream, taken from the pool
+// and counted as the request's (x.cur, Track), or nil with nothing done.
+func (x *fastReq) pickAsync() *asyncState {
+	e, addr := x.e, x.info.address
+	targets, pattern, err := e.up.Targets(addr)
+	if err != nil || len(targets) == 0 || pattern == model.Multicast ||
+		targets[0].Site == "" || targets[0].Protocol != model.HTTP {
+		return nil
+	}
+	t := targets[0]
+	pool, host := e.h1For(addr, t)
+	uc := pool.idleConn(host)
+	if uc == nil {
+		return nil
+	}
+	ac, ok := uc.conn.(asyncConn)
+	if !ok || uc.br.Buffered() > 0 {
+		pool.put(uc)
+		return nil
+	}
+	x.plan = plan{address: addr, origin: originOf(x.info), start: time.Now(), targets: targets, pattern: pattern}
+	x.sent = 0
+	x.cur.Store(uc)
+	return &asyncState{uc: uc, conn: ac, t: t, done: e.up.Track(t.Key)}
 }
 
 // now runs f at once: the later of a caller that is not the link's
@@ -148,24 +159,7 @@ func recycleFast(x *fastReq) {
 func (s *h2Stream) onAnswer(a *asyncState, later func(func())) {
 	x := s.fx
 	for {
-		if len(x.head) == cap(x.head) {
-			if len(x.head) >= maxAsyncBody+maxAsyncHead {
-				s.handOff(a, nil)
-				return
-			}
-			x.head = slices.Grow(x.head, 4<<10)
-		}
-		n, err := a.conn.TryRead(x.head[len(x.head):cap(x.head)])
-		x.head = x.head[:len(x.head)+n]
-		a.uc.read += int64(n)
-		if err != nil {
-			s.handOff(a, nil) // the goroutine reads what came, then the error
-			return
-		}
-		if n > 0 {
-			continue
-		}
-		switch s.wholeAnswer() {
+		switch x.readArrived(a) {
 		case answerWhole:
 			s.passAnswer(a, later)
 			return
@@ -175,6 +169,29 @@ func (s *h2Stream) onAnswer(a *asyncState, later func(func())) {
 		}
 		if !a.conn.Notify(a.notify) {
 			return
+		}
+	}
+}
+
+// readArrived reads what arrived of the answer on a.uc into x.head, and
+// tells what it holds (wholeAnswer); answerOther also when the stream
+// failed: the goroutine that goes on reads what came, then the error.
+func (x *fastReq) readArrived(a *asyncState) int {
+	for {
+		if len(x.head) == cap(x.head) {
+			if len(x.head) >= maxAsyncBody+maxAsyncHead {
+				return answerOther
+			}
+			x.head = slices.Grow(x.head, 4<<10)
+		}
+		n, err := a.conn.TryRead(x.head[len(x.head):cap(x.head)])
+		x.head = x.head[:len(x.head)+n]
+		a.uc.read += int64(n)
+		if err != nil {
+			return answerOther
+		}
+		if n == 0 {
+			return x.wholeAnswer()
 		}
 	}
 }
@@ -189,10 +206,9 @@ const (
 	answerOther        // not one the link's reader passes on
 )
 
-// wholeAnswer looks at what was read of the answer (fx.head): whole, to
+// wholeAnswer looks at what was read of the answer (x.head): whole, to
 // pass on now; more to come; or other, for a goroutine to pass on.
-func (s *h2Stream) wholeAnswer() int {
-	x := s.fx
+func (x *fastReq) wholeAnswer() int {
 	b := x.head
 	if !bytes.Contains(b, crlf2) {
 		if bytes.Contains(b, []byte("\n\n")) || len(b) > maxAsyncHead {

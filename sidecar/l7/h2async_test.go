@@ -107,6 +107,27 @@ func asyncWeb(t *testing.T, ep *rawEndpoint, local ...string) (*accessEngine, st
 	return a, a.listen(t, "web", false, false), far
 }
 
+// waitIdle waits until the pool of web's requests to west holds n idle
+// link streams: an answer the goroutine passed on may reach the client
+// before its stream is back in the pool.
+func waitIdle(t *testing.T, a *accessEngine, n int) {
+	t.Helper()
+	p := a.e.siteH1("web", "west")
+	deadline := time.Now().Add(fastWait)
+	for {
+		p.mu.Lock()
+		k := len(p.idle["west"])
+		p.mu.Unlock()
+		if k == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle link streams, want %d", k, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // shapes answers by target: small and whole answers the link's reader
 // passes on, and the others (a large body, chunked, an interim answer);
 // to HEAD, the head alone.
@@ -196,6 +217,7 @@ func TestH2LinkReaderAnswers(t *testing.T) {
 	if err := checkShape(c, http.MethodGet, "/small"); err != nil { // the pool's first stream
 		t.Fatal(err)
 	}
+	waitIdle(t, a, 1)
 	passed := func() int64 { return a.e.linkAnswers.Load() }
 	before := passed()
 	whole := 0
@@ -265,6 +287,7 @@ func TestH2LinkReaderClientReset(t *testing.T) {
 		}
 	}
 	echoed("/a")
+	waitIdle(t, a, 1) // /slow goes without a goroutine
 	before := a.e.linkAnswers.Load()
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://web/slow", nil)
@@ -289,6 +312,7 @@ func TestH2LinkReaderClientReset(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	echoed("/b")
+	waitIdle(t, a, 1)
 	if n := far.streams.Load(); n != 2 {
 		t.Errorf("%d link streams, want 2: the reset request's is not used again", n)
 	}
