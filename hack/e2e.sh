@@ -36,7 +36,7 @@ esac
 # images into, for the run of this script that follows to use and stop. It
 # holds the tree's identity: after an edit the images are built again.
 PREPARED=$STATE/e2e-prepared
-tree_id() { { git rev-parse HEAD; git status --porcelain; git diff HEAD; } 2>/dev/null | sha256sum | cut -c1-16; }
+tree_id() { bash hack/tree-id.sh; }
 
 was_up= prepared=
 if [ -s "$STATE/admin.kubeconfig" ] && KUBECONFIG=$STATE/admin.kubeconfig kubectl get --raw /readyz >/dev/null 2>&1; then
@@ -53,8 +53,14 @@ if [ -n "$prepare" ]; then
 		log "starting the cluster"
 		bash hack/cluster-up.sh
 	fi
-	log "building and importing skiff's images"
-	bash hack/images.sh --import
+	if [ -z "$was_up" ] && [ "$(cat bin/images/tree-id 2>/dev/null)" = "$(tree_id)" ]; then
+		# hack/images.sh built them from this tree (CI's prebuild), and
+		# hack/cluster-up.sh imported bin/images as it started.
+		log "skiff's images of this tree were imported by cluster-up"
+	else
+		log "building and importing skiff's images"
+		bash hack/images.sh --import
+	fi
 	[ -n "$was_up" ] || tree_id >"$PREPARED"
 	log "prepared"
 	exit 0

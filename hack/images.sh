@@ -46,6 +46,10 @@ done
 
 OUTDIR=bin/images
 mkdir -p "$OUTDIR"
+# The tree the images are built from (hack/tree-id.sh), recorded once all
+# of them built: hack/e2e.sh --prepare then need not build them again.
+tree=$(bash hack/tree-id.sh)
+rm -f "$OUTDIR/tree-id"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 source_url=https://github.com/skiff-io/skiff
@@ -89,4 +93,7 @@ fi
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "images: FAILED: ${failed[*]}" >&2
 	exit 1
+fi
+if [ ${#want[@]} -eq 0 ]; then
+	echo "$tree" >"$OUTDIR/tree-id"
 fi
