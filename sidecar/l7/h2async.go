@@ -62,6 +62,11 @@ type asyncState struct {
 	t      Target
 	done   func() // Track's
 	notify func(later func(func()))
+	// scanned is how much of the answer was looked through for its
+	// head's end; need, once the head was parsed, the answer's length.
+	// An answer that comes a byte at a time is then not read again from
+	// its start for every byte.
+	scanned, need int
 }
 
 // sendAsync sends the stream's request without a goroutine, if it is one
@@ -191,7 +196,7 @@ func (x *fastReq) readArrived(a *asyncState) int {
 			return answerOther
 		}
 		if n == 0 {
-			return x.wholeAnswer()
+			return x.wholeAnswer(a)
 		}
 	}
 }
@@ -208,29 +213,33 @@ const (
 
 // wholeAnswer looks at what was read of the answer (x.head): whole, to
 // pass on now; more to come; or other, for a goroutine to pass on.
-func (x *fastReq) wholeAnswer() int {
+func (x *fastReq) wholeAnswer(a *asyncState) int {
 	b := x.head
-	if !bytes.Contains(b, crlf2) {
-		if bytes.Contains(b, []byte("\n\n")) || len(b) > maxAsyncHead {
-			return answerOther // a head serve reads line by line and refuses
+	if a.need == 0 {
+		end := bytes.Index(b[max(a.scanned-3, 0):], crlf2)
+		if end < 0 {
+			if bytes.Contains(b[max(a.scanned-1, 0):], []byte("\n\n")) || len(b) > maxAsyncHead {
+				return answerOther // a head serve reads line by line and refuses
+			}
+			a.scanned = len(b)
+			return answerMore
 		}
-		return answerMore
-	}
-	h := &x.resp
-	if !parseResponseHead(b, h) || h.status < 200 || h.status == 101 || len(h.undelivered) > 0 {
-		return answerOther
-	}
-	var length int64
-	if !h.bodyless(x.req.method) {
-		if h.chunked || h.length < 0 || h.length > maxAsyncBody {
+		h := &x.resp
+		if !parseResponseHead(b, h) || h.status < 200 || h.status == 101 || len(h.undelivered) > 0 {
 			return answerOther
 		}
-		length = h.length
+		a.need = h.size
+		if !h.bodyless(x.req.method) {
+			if h.chunked || h.length < 0 || h.length > maxAsyncBody {
+				return answerOther
+			}
+			a.need += int(h.length)
+		}
 	}
-	switch need := int64(h.size) + length; {
-	case int64(len(b)) < need:
+	switch {
+	case len(b) < a.need:
 		return answerMore
-	case int64(len(b)) > need:
+	case len(b) > a.need:
 		return answerOther // bytes after the answer: the connection is not kept
 	}
 	return answerWhole

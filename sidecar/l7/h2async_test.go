@@ -392,3 +392,36 @@ func TestH2LinkReaderUndelivered(t *testing.T) {
 		t.Errorf("skiff_http_retries_total{address=web} = %v, want 3", n)
 	}
 }
+
+// An answer that comes a byte at a time is passed on whole by the link's
+// reader, which looks through each byte once (asyncState.scanned, need).
+func TestH2LinkReaderTrickle(t *testing.T) {
+	body := strings.Repeat("t", 100)
+	answer := "HTTP/1.1 200 OK\r\nX-Shape: trickle\r\nContent-Length: 100\r\n\r\n" + body
+	ep := startRawEndpoint(t, func(c net.Conn, r rawRequest) bool {
+		if r.target != "/trickle" {
+			return says(shapes)(c, r)
+		}
+		for i := range len(answer) {
+			if _, err := c.Write([]byte{answer[i]}); err != nil {
+				return false
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		return true
+	})
+	a, url, _ := asyncWeb(t, ep)
+	c, _ := h2Client(t, url)
+	if err := checkShape(c, http.MethodGet, "/small"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, a, 1)
+	before := a.e.linkAnswers.Load()
+	resp, got, err := h2Do(c, http.MethodGet, "/trickle", nil)
+	if err != nil || resp.StatusCode != http.StatusOK || got != body || resp.Header.Get("X-Shape") != "trickle" {
+		t.Fatalf("a trickled answer: %v %v %q", err, resp, got)
+	}
+	if n := a.e.linkAnswers.Load() - before; n != 1 {
+		t.Errorf("the link's reader passed on %d answers, want 1", n)
+	}
+}
