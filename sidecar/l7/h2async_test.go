@@ -425,3 +425,39 @@ func TestH2LinkReaderTrickle(t *testing.T) {
 		t.Errorf("the link's reader passed on %d answers, want 1", n)
 	}
 }
+
+// wholeAnswer fed an answer in pieces of any size says at each piece
+// what it says of the same bytes fed at once: looking through only what
+// is new loses no head's end and finds none that is not there.
+func FuzzWholeAnswer(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), uint8(0), true)
+	f.Add([]byte("HTTP/1.1 204 No Content\r\n\r\n"), uint8(2), false)
+	f.Add([]byte("HTTP/1.1 200 OK\nContent-Length: 0\n\n"), uint8(1), true)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), uint8(5), true)
+	f.Add([]byte("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"), uint8(7), true)
+	f.Fuzz(func(t *testing.T, b []byte, step uint8, head bool) {
+		method := []byte(http.MethodGet)
+		if head {
+			method = []byte(http.MethodHead)
+		}
+		// verdict feeds p in pieces until wholeAnswer is not answerMore,
+		// and says what it said and of how many bytes.
+		verdict := func(p []byte, pieces int) (int, int) {
+			x := &fastReq{req: reqHead{method: method}}
+			a := &asyncState{}
+			for i := 0; i < len(p); {
+				i = min(i+pieces, len(p))
+				x.head = p[:i]
+				if v := x.wholeAnswer(a); v != answerMore {
+					return v, i
+				}
+			}
+			return answerMore, len(p)
+		}
+		n := int(step) + 1
+		got, at := verdict(b, n)
+		if want, _ := verdict(b[:at], at); got != want {
+			t.Fatalf("%q in pieces of %d: %d; at once: %d", b[:at], n, got, want)
+		}
+	})
+}
