@@ -51,18 +51,7 @@ func (st *Stream) TryRead(p []byte) (int, error) {
 		}
 		return 0, nil
 	}
-	n := 0
-	for n < len(p) && len(st.chunks) > 0 {
-		c := st.chunks[0]
-		k := copy(p[n:], c.b[c.off:])
-		c.off += k
-		n += k
-		if c.off == len(c.b) {
-			putBuffer(st.popChunkLocked())
-		}
-	}
-	st.consumedLocked(n)
-	return n, nil
+	return st.copyOutLocked(p), nil
 }
 
 // takeNotifyLocked returns the armed notification if the stream has

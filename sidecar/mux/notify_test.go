@@ -102,7 +102,14 @@ func TestNotifyReadsWithoutWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.wait(t, "the second message")
+	// The later work runs once the reader has read the frames at hand,
+	// after the notification returned.
+	deadline := time.Now().Add(guard)
 	calls, laters, got, errs := n.state()
+	for laters < calls && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		calls, laters, got, errs = n.state()
+	}
 	if got != "first message;second;" || len(errs) != 0 {
 		t.Fatalf("read %q with errors %v", got, errs)
 	}

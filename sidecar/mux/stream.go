@@ -89,17 +89,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(st.chunks) > 0 || len(p) == 0 {
-			n := 0
-			for n < len(p) && len(st.chunks) > 0 {
-				c := st.chunks[0]
-				k := copy(p[n:], c.b[c.off:])
-				c.off += k
-				n += k
-				if c.off == len(c.b) {
-					putBuffer(st.popChunkLocked())
-				}
-			}
-			st.consumedLocked(n)
+			n := st.copyOutLocked(p)
 			st.mu.Unlock()
 			return n, nil
 		}
@@ -114,6 +104,23 @@ func (st *Stream) Read(p []byte) (int, error) {
 		case <-st.sess.done:
 		}
 	}
+}
+
+// copyOutLocked copies what the stream holds into p, as much as fits,
+// frees the buffers emptied and counts the bytes as read.
+func (st *Stream) copyOutLocked(p []byte) int {
+	n := 0
+	for n < len(p) && len(st.chunks) > 0 {
+		c := st.chunks[0]
+		k := copy(p[n:], c.b[c.off:])
+		c.off += k
+		n += k
+		if c.off == len(c.b) {
+			putBuffer(st.popChunkLocked())
+		}
+	}
+	st.consumedLocked(n)
+	return n
 }
 
 // WriteTo writes the stream's data to w until EOF or an error, handing w
