@@ -209,8 +209,20 @@ func TestH2AccessLogClientReset(t *testing.T) {
 	w := &lineWriter{}
 	a, _ := startFastEngine(t, Options{AccessLog: w, Upstreams: fakeUpstreams{map[string][]Target{"web": httpTargets(ep.addr)}}})
 	c, _ := h2Client(t, a.listen(t, "web", true, false))
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://web/slow", nil)
+	cancelAtEndpoint(t, c, got)
+	l := waitLines(t, w, 1)[0]
+	if l.Status != 499 || l.Path != "/slow" || l.Proto != "HTTP/2.0" {
+		t.Errorf("line %+v; want status 499 for /slow", l)
+	}
+}
+
+// cancelAtEndpoint sends GET /slow, cancels it once the endpoint got it
+// (the client resets the stream), and checks that no answer came.
+func cancelAtEndpoint(t *testing.T, c *http.Client, got <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://web/slow", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,13 +235,9 @@ func TestH2AccessLogClientReset(t *testing.T) {
 		errc <- err
 	}()
 	waitFor(t, got, "request at the endpoint")
-	cancel() // the client resets the stream
+	cancel()
 	if err := <-errc; err == nil {
 		t.Fatal("a cancelled request was answered")
-	}
-	l := waitLines(t, w, 1)[0]
-	if l.Status != 499 || l.Path != "/slow" || l.Proto != "HTTP/2.0" {
-		t.Errorf("line %+v; want status 499 for /slow", l)
 	}
 }
 

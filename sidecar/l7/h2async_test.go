@@ -289,21 +289,7 @@ func TestH2LinkReaderClientReset(t *testing.T) {
 	echoed("/a")
 	waitIdle(t, a, 1) // /slow goes without a goroutine
 	before := a.e.linkAnswers.Load()
-	ctx, cancel := context.WithCancel(t.Context())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://web/slow", nil)
-	errc := make(chan error, 1)
-	go func() {
-		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
-	waitFor(t, got, "the request at the endpoint")
-	cancel()
-	if err := <-errc; err == nil {
-		t.Fatal("a cancelled request was answered")
-	}
+	cancelAtEndpoint(t, c, got)
 	deadline := time.Now().Add(fastWait)
 	for far.ended.Load() < 1 {
 		if time.Now().After(deadline) {

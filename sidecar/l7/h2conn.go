@@ -406,9 +406,8 @@ func (hc *h2Conn) queue(wait bool, write func()) error {
 	write()
 	switch {
 	case hc.writing:
-		if !wait && len(hc.wbuf) > h2QueueMax {
-			hc.werr = errors.New("http2: the client does not read")
-			hc.c.Close()
+		if !wait {
+			hc.overflowLocked()
 		}
 		hc.wmu.Unlock()
 	case wait:
@@ -450,10 +449,7 @@ func (hc *h2Conn) queueLater(write func(), later func(func())) error {
 	}
 	write()
 	if hc.writing || hc.flushDue {
-		if len(hc.wbuf) > h2QueueMax {
-			hc.werr = errors.New("http2: the client does not read")
-			hc.c.Close()
-		}
+		hc.overflowLocked()
 		hc.wmu.Unlock()
 		return nil
 	}
@@ -461,6 +457,16 @@ func (hc *h2Conn) queueLater(write func(), later func(func())) error {
 	hc.wmu.Unlock()
 	later(hc.tryFlushFn)
 	return nil
+}
+
+// overflowLocked closes the connection of a client that lets more than
+// h2QueueMax wait in its queue: frames queued by a goroutine that must
+// not wait (wmu held).
+func (hc *h2Conn) overflowLocked() {
+	if len(hc.wbuf) > h2QueueMax {
+		hc.werr = errors.New("http2: the client does not read")
+		hc.c.Close()
+	}
 }
 
 // tryWriter is a connection with a write that never waits (rawio.Conn).
