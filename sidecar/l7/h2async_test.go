@@ -447,3 +447,40 @@ func FuzzWholeAnswer(f *testing.F) {
 		}
 	})
 }
+
+// The engine stopping while an answer is awaited without a goroutine:
+// the link stream is closed, the request ends (its connection's serving
+// returns, which waits for every stream), and the client's connection
+// closes.
+func TestH2LinkReaderEngineStop(t *testing.T) {
+	got, release := make(chan struct{}, 1), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	ep := startRawEndpoint(t, held(got, release))
+	sess, far := startLink(t, ep.addr)
+	a, cancel := startFastEngine(t, Options{Upstreams: linkUpstreams{sess: sess}})
+	r := dialH2(t, a.listen(t, "web", false, false))
+	r.handshake()
+	if ans := r.answer(r.get("/a")); ans.status != "200" {
+		t.Fatalf("first request: %+v", ans)
+	}
+	waitIdle(t, a, 1)
+	r.get("/slow")
+	waitFor(t, got, "the request at the endpoint")
+	cancel()
+	if !r.closed() {
+		t.Error("the client's connection stayed open after the engine stopped")
+	}
+	deadline := time.Now().Add(fastWait)
+	for {
+		a.e.fast.mu.Lock()
+		n := len(a.e.fast.conns)
+		a.e.fast.mu.Unlock()
+		if n == 0 && far.ended.Load() >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client connections still served, %d link streams ended", n, far.ended.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

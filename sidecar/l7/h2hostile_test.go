@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -578,16 +579,36 @@ func TestH2PingFlood(t *testing.T) {
 
 // Shutdown tells an HTTP/2 client GOAWAY (NO_ERROR, its last stream),
 // waits for the stream under way, whose answer arrives, then closes the
-// connection and returns nil.
+// connection and returns nil: with the stream's request at a local
+// endpoint, and sent to another site without a goroutine (h2async.go).
 func TestH2Shutdown(t *testing.T) {
+	for _, link := range []bool{false, true} {
+		t.Run(fmt.Sprintf("link=%v", link), func(t *testing.T) { testH2Shutdown(t, link) })
+	}
+}
+
+func testH2Shutdown(t *testing.T, link bool) {
 	got, release := make(chan struct{}, 1), make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free)
 	ep := startRawEndpoint(t, held(got, release))
-	a, url := fastWeb(t, ep.addr)
+	var a *accessEngine
+	var url string
+	if link {
+		a, url, _ = asyncWeb(t, ep)
+	} else {
+		a, url = fastWeb(t, ep.addr)
+	}
 	r := dialH2(t, url)
 	r.handshake()
+	if link { // a first request leaves a link stream in the pool
+		if ans := r.answer(r.get("/a")); ans.status != "200" {
+			t.Fatalf("first request: %+v", ans)
+		}
+		waitIdle(t, a, 1)
+	}
+	before := a.e.linkAnswers.Load()
 	id := r.get("/slow")
 	waitFor(t, got, "request at the endpoint")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*fastWait)
@@ -605,6 +626,9 @@ func TestH2Shutdown(t *testing.T) {
 	free()
 	if a := r.answer(id); a.status != "200" || a.body != "slow" {
 		t.Errorf("stream %d: %+v, want 200 slow", id, a)
+	}
+	if n := a.e.linkAnswers.Load() - before; link && n != 1 {
+		t.Errorf("the link's reader passed on %d answers, want the last", n)
 	}
 	if !r.closed() {
 		t.Error("the connection stayed open after its last stream")
