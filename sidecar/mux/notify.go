@@ -71,21 +71,3 @@ func (s *Session) later(f func()) { s.laterFns = append(s.laterFns, f) }
 
 // now runs f at once: the later of a notification called elsewhere.
 func now(f func()) { f() }
-
-// notifyAll calls the armed notifications of every stream, at the
-// session's end (on its reader, once it read its last frame).
-func (s *Session) notifyAll() {
-	s.mu.Lock()
-	var fns []func(later func(func()))
-	for _, st := range s.streams {
-		st.mu.Lock()
-		if fn := st.takeNotifyLocked(); fn != nil {
-			fns = append(fns, fn)
-		}
-		st.mu.Unlock()
-	}
-	s.mu.Unlock()
-	for _, fn := range fns {
-		fn(now)
-	}
-}

@@ -21,8 +21,7 @@ func (s *Session) recvLoop() {
 	}
 	s.flushDeferred()
 	s.shutdown(err)
-	s.notifyAll()
-	s.endSinks()
+	s.endWaiters()
 }
 
 // ready writes the frames this reader left in other sessions' buffers

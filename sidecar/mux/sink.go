@@ -39,8 +39,9 @@ func (st *Stream) Sink(w io.Writer, direct Direct, start func(func()), done func
 // unlockKick unlocks st.mu, first marking a flusher to be started if the
 // stream is a Sink's with something for one to do and none running, and
 // starts it after; likewise it calls an armed notification (Notify) that
-// has something to read: with later on the session's reader (later is
-// Session.later), else on a goroutine of its own.
+// has something to read: with later when the session's reader calls
+// (Session.later; now at the session's end), else on a goroutine of its
+// own.
 func (st *Stream) unlockKick(later func(func())) {
 	sk := st.sk
 	kick := sk != nil && !sk.flushing && !sk.ended && st.readableLocked()
@@ -104,21 +105,22 @@ func (st *Stream) endSinkLocked(err error) {
 	sk.done(n, err)
 }
 
-// endSinks starts a flusher for every Sink stream without one once the
-// session is over, to tell its done.
-func (s *Session) endSinks() {
+// endWaiters, once the session is over, starts a flusher for every Sink
+// stream without one, to tell its done, and calls every armed
+// notification (Notify), on the reader: its later runs f at once.
+func (s *Session) endWaiters() {
 	s.mu.Lock()
-	var sinks []*Stream
+	var waiting []*Stream
 	for _, st := range s.streams {
 		st.mu.Lock()
-		if st.sk != nil {
-			sinks = append(sinks, st)
+		if st.sk != nil || st.notify != nil {
+			waiting = append(waiting, st)
 		}
 		st.mu.Unlock()
 	}
 	s.mu.Unlock()
-	for _, st := range sinks {
+	for _, st := range waiting {
 		st.mu.Lock()
-		st.unlockKick(nil)
+		st.unlockKick(now)
 	}
 }
