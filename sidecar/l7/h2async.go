@@ -73,17 +73,11 @@ type asyncState struct {
 // that can go so; false, with nothing done, if not.
 func (s *h2Stream) sendAsync() bool {
 	hc := s.hc
-	e := hc.e
 	if hc.info.fromSite || hc.info.logged {
 		return false // an access log line is a write that may wait
 	}
-	x := fastReqs.Get().(*fastReq)
-	*x = fastReq{e: e, info: hc.info, client: s, series: x.series,
-		req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
-	raw, ok := appendH1Request(takeBuf(), s.f)
-	x.raw = raw
-	if !ok || parseRequestHead(raw, &x.req) != headTake || x.req.size != len(raw) {
-		recycleFast(x)
+	x := s.fastRequest()
+	if x == nil {
 		return false
 	}
 	a := x.pickAsync()
@@ -91,7 +85,6 @@ func (s *h2Stream) sendAsync() bool {
 		recycleFast(x)
 		return false
 	}
-	x.out, x.head = takeBuf(), takeBuf()
 	hc.mu.Lock()
 	s.fx = x // a reset from now on closes uc (endLocked)
 	hc.mu.Unlock()
@@ -148,15 +141,6 @@ func (x *fastReq) pickAsync() *asyncState {
 // now runs f at once: the later of a caller that is not the link's
 // reader.
 func now(f func()) { f() }
-
-// recycleFast gives back a request of sendAsync's and its buffers.
-func recycleFast(x *fastReq) {
-	dropBuf(x.raw)
-	dropBuf(x.out)
-	dropBuf(x.head)
-	*x = fastReq{series: x.series, req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
-	fastReqs.Put(x)
-}
 
 // onAnswer reads what arrived of the answer; when it is whole, it passes
 // it on, else it waits for more, or hands the request to a goroutine. It
@@ -216,8 +200,7 @@ const (
 func (x *fastReq) wholeAnswer(a *asyncState) int {
 	b := x.head
 	if a.need == 0 {
-		end := bytes.Index(b[max(a.scanned-3, 0):], crlf2)
-		if end < 0 {
+		if !bytes.Contains(b[max(a.scanned-3, 0):], crlf2) {
 			if bytes.Contains(b[max(a.scanned-1, 0):], []byte("\n\n")) || len(b) > maxAsyncHead {
 				return answerOther // a head serve reads line by line and refuses
 			}
@@ -254,29 +237,15 @@ func (s *h2Stream) passAnswer(a *asyncState, later func(func())) {
 	hc.e.m.observeIn(&x.series, p, h.status)
 	body := x.head[h.size:]
 	if n := s.tryWindow(len(body)); n < len(body) {
-		// The client's window is short: a goroutine waits for it.
+		// The client's window is short: a goroutine waits for it (the
+		// body stays in x.head until answered).
 		s.giveBack(n)
-		x.head = x.head[:h.size]
-		x.out = append(x.out[:0], body...)
 		x.release(a.uc, true)
-		hc.e.o.Go(func() {
-			err := s.writeHead(s.encodeAnswer, x.out, true)
-			s.answered(a, len(body), err)
-		})
+		hc.e.o.Go(func() { s.answered(a, len(body), s.writeHead(s.encodeAnswer, body, true)) })
 		return
 	}
 	gone := false
-	err := hc.queueLater(func() {
-		if gone = s.gone.Load(); gone {
-			return // not encoded: the HPACK state stays the client's
-		}
-		hc.hbuf = hc.hbuf[:0]
-		s.encodeAnswer(hc.enc)
-		hc.writeBlockLocked(s.id, hc.hbuf, len(body) == 0)
-		if len(body) > 0 {
-			_ = hc.wfr.WriteData(s.id, true, body)
-		}
-	}, later)
+	err := hc.queueLater(func() { gone = !s.headFramesLocked(s.encodeAnswer, body, len(body) == 0, true) }, later)
 	if gone {
 		err = s.ended(len(body))
 	}
@@ -314,14 +283,19 @@ func (s *h2Stream) answered(a *asyncState, sent int, err error) {
 // endAsync forgets the request of a stream sent without a goroutine, as
 // serve's return does.
 func (s *h2Stream) endAsync() {
+	s.forgetFast()
+	s.hc.streamDone(s)
+	s.hc.wg.Done()
+}
+
+// forgetFast gives back the stream's request on the fast path.
+func (s *h2Stream) forgetFast() {
 	hc := s.hc
 	hc.mu.Lock()
 	x := s.fx
 	s.fx = nil
 	hc.mu.Unlock()
 	recycleFast(x)
-	hc.streamDone(s)
-	hc.wg.Done()
 }
 
 // handOff goes on with the request on a goroutine, as serve would have:
@@ -349,11 +323,8 @@ func (s *h2Stream) goOn(a *asyncState, sendErr error) {
 	}
 	// A later target speaks HTTP/2: net/http serves the request, as serve
 	// does when fast declines.
+	s.forgetFast()
 	hc := s.hc
-	hc.mu.Lock()
-	s.fx = nil
-	hc.mu.Unlock()
-	recycleFast(x)
 	defer hc.wg.Done()
 	defer hc.streamDone(s)
 	defer s.recoverHandler()

@@ -422,17 +422,23 @@ func (hc *h2Conn) queue(wait bool, write func()) error {
 		hc.flushLocked()
 		hc.wmu.Unlock()
 	default:
-		hc.writing = true
+		hc.startWriterLocked()
 		hc.wmu.Unlock()
-		hc.wg.Add(1)
-		hc.e.o.Go(func() {
-			defer hc.wg.Done()
-			hc.wmu.Lock()
-			hc.flushLocked()
-			hc.wmu.Unlock()
-		})
 	}
 	return nil
+}
+
+// startWriterLocked has a goroutine write the queue (wmu held: counted
+// in wg before finish sets werr and waits).
+func (hc *h2Conn) startWriterLocked() {
+	hc.writing = true
+	hc.wg.Add(1)
+	hc.e.o.Go(func() {
+		defer hc.wg.Done()
+		hc.wmu.Lock()
+		hc.flushLocked()
+		hc.wmu.Unlock()
+	})
 }
 
 // queueLater runs write, which appends frames to the queue, and has the
@@ -498,15 +504,7 @@ func (hc *h2Conn) tryFlush() {
 			return
 		}
 	}
-	// Added under wmu, before finish sets werr and waits.
-	hc.writing = true
-	hc.wg.Add(1)
-	hc.e.o.Go(func() {
-		defer hc.wg.Done()
-		hc.wmu.Lock()
-		hc.flushLocked()
-		hc.wmu.Unlock()
-	})
+	hc.startWriterLocked()
 }
 
 // flushLocked writes the queue until it is empty (wmu held, writing

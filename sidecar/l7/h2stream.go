@@ -283,22 +283,11 @@ func (s *h2Stream) endLocked(err error) {
 // does not take it (nothing was written then).
 func (s *h2Stream) fast() bool {
 	hc := s.hc
-	x := fastReqs.Get().(*fastReq)
-	// The field lists and the metric series looked up last are kept.
-	*x = fastReq{e: hc.e, info: hc.info, client: s, series: x.series,
-		req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
-	defer func() {
-		*x = fastReq{series: x.series, req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
-		fastReqs.Put(x)
-	}()
-	raw, ok := appendH1Request(takeBuf(), s.f)
-	defer func() { dropBuf(raw) }()
-	if !ok || parseRequestHead(raw, &x.req) != headTake || x.req.size != len(raw) {
+	x := s.fastRequest()
+	if x == nil {
 		return false
 	}
-	x.raw = raw
-	x.out, x.head = takeBuf(), takeBuf()
-	defer func() { x.out, x.head, x.raw = dropBuf(x.out), dropBuf(x.head), nil }()
+	defer recycleFast(x)
 	// A reset closes the endpoint connection in use (endLocked).
 	hc.mu.Lock()
 	s.fx = x
@@ -308,6 +297,33 @@ func (s *h2Stream) fast() bool {
 	s.fx = nil
 	hc.mu.Unlock()
 	return v != fastHandOff
+}
+
+// fastRequest is the fast path's request of the stream's headers, its
+// buffers taken (raw, out, head); nil if the fast path's parser does not
+// take the HTTP/1.1 head they make.
+func (s *h2Stream) fastRequest() *fastReq {
+	hc := s.hc
+	x := fastReqs.Get().(*fastReq)
+	// The field lists and the metric series looked up last are kept.
+	*x = fastReq{e: hc.e, info: hc.info, client: s, series: x.series,
+		req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
+	raw, ok := appendH1Request(takeBuf(), s.f)
+	x.raw, x.out, x.head = raw, takeBuf(), takeBuf()
+	if !ok || parseRequestHead(raw, &x.req) != headTake || x.req.size != len(raw) {
+		recycleFast(x)
+		return nil
+	}
+	return x
+}
+
+// recycleFast gives back a request of fastRequest's and its buffers.
+func recycleFast(x *fastReq) {
+	dropBuf(x.raw)
+	dropBuf(x.out)
+	dropBuf(x.head)
+	*x = fastReq{series: x.series, req: reqHead{fields: x.req.fields[:0]}, resp: respHead{fields: x.resp.fields[:0]}}
+	fastReqs.Put(x)
 }
 
 // fastReqs keep the requests of HTTP/2 streams on the fast path, and the
@@ -557,17 +573,7 @@ func (s *h2Stream) writeHead(encode func(*hpack.Encoder), body []byte, end bool)
 	headEnd := end && len(body) == 0
 	dataEnd := end && n == len(body)
 	gone := false
-	err := hc.queue(true, func() {
-		if gone = s.gone.Load(); gone {
-			return // not encoded: the HPACK state stays the client's
-		}
-		hc.hbuf = hc.hbuf[:0]
-		encode(hc.enc)
-		hc.writeBlockLocked(s.id, hc.hbuf, headEnd)
-		if n > 0 {
-			_ = hc.wfr.WriteData(s.id, dataEnd, body[:n])
-		}
-	})
+	err := hc.queue(true, func() { gone = !s.headFramesLocked(encode, body[:n], headEnd, dataEnd) })
 	switch {
 	case gone:
 		return s.ended(n)
@@ -575,6 +581,25 @@ func (s *h2Stream) writeHead(encode func(*hpack.Encoder), body []byte, end bool)
 		return err
 	}
 	return s.writeData(body[n:], end)
+}
+
+// headFramesLocked appends the stream's HEADERS (encode encodes its
+// fields), ending the stream with headEnd, and data as DATA if any,
+// ending it with dataEnd, to the queue (wmu held); false, with nothing
+// encoded (the HPACK state stays the client's), once nothing more may
+// be written on the stream.
+func (s *h2Stream) headFramesLocked(encode func(*hpack.Encoder), data []byte, headEnd, dataEnd bool) bool {
+	hc := s.hc
+	if s.gone.Load() {
+		return false
+	}
+	hc.hbuf = hc.hbuf[:0]
+	encode(hc.enc)
+	hc.writeBlockLocked(s.id, hc.hbuf, headEnd)
+	if len(data) > 0 {
+		_ = hc.wfr.WriteData(s.id, dataEnd, data)
+	}
+	return true
 }
 
 // ended gives back the window taken for n bytes that were not sent, and
