@@ -219,7 +219,11 @@ func TestNoAllocations(t *testing.T) {
 // reads every byte it took, in order, before the Write's.
 func TestTryWrite(t *testing.T) {
 	client, server := pair(t)
-	client.SetWriteBuffer(4 << 10) // fills at once; the peer's stays large, or a small one stalls the reads after (TCP's persist timer)
+	// The socket fills at once. The peer's buffer is fixed (no
+	// autotuning) and large enough for reads to reopen the window at once
+	// (a small one stalls them: TCP's persist timer).
+	client.SetWriteBuffer(4 << 10)
+	server.SetReadBuffer(1 << 20)
 	c := Wrap(client).(*Conn)
 	chunk := bytes.Repeat([]byte("t"), 4<<10)
 	var want []byte
@@ -236,7 +240,13 @@ func TestTryWrite(t *testing.T) {
 			break
 		}
 	}
-	last := bytes.Repeat([]byte("w"), 64<<10)
+	// The Write below must wait whatever made the socket refuse the last
+	// TryWrite: it may have been full only while loopback's softirq
+	// lagged. So it is larger than both buffers can ever hold (2 MiB each,
+	// the kernel doubles what is set); the send buffer grows first, or 8
+	// KiB at a time makes the peer's reading take seconds.
+	client.SetWriteBuffer(1 << 20)
+	last := bytes.Repeat([]byte("w"), 8<<20)
 	wrote := make(chan error, 1)
 	go func() { _, err := c.Write(last); wrote <- err }()
 	for deadline := time.Now().Add(10 * time.Second); c.wmu.TryLock(); { // until the Write holds the lock
