@@ -111,18 +111,20 @@ func tlsPairOver(t *testing.T, under func(net.Conn) net.Conn) (client net.Conn, 
 // over rawio.Conn). With small true, the socket buffers at both ends are
 // small, so that a peer that does not read fills them with a few writes,
 // and a write that waits for the socket keeps waiting.
-func heldPair(t *testing.T, small bool) (client *corkedTLS, server *tls.Conn) {
+// raw is the client's TCP connection.
+func heldPair(t *testing.T, small bool) (client *corkedTLS, server *tls.Conn, raw *net.TCPConn) {
 	t.Helper()
 	c, server := tlsPairOver(t, func(c net.Conn) net.Conn {
+		raw = c.(*net.TCPConn)
 		if small {
-			c.(*net.TCPConn).SetWriteBuffer(4 << 10)
+			raw.SetWriteBuffer(4 << 10)
 		}
 		return &corkConn{Conn: rawio.Wrap(c)}
 	})
 	if small {
 		server.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
 	}
-	return c.(*corkedTLS), server
+	return c.(*corkedTLS), server, raw
 }
 
 // within runs f and fails the test if it has not returned after a
@@ -144,7 +146,7 @@ func within(t *testing.T, what string, f func()) {
 // waits for the socket. Once the peer reads, every byte arrives in order
 // (the held records first), and FlushHeld and the waiting write return.
 func TestWriteHeldNeverWaits(t *testing.T) {
-	client, server := heldPair(t, true)
+	client, server, raw := heldPair(t, true)
 	msg := func(i int) []byte { return []byte(fmt.Sprintf("%06d%s\n", i, bytes.Repeat([]byte("h"), 1000))) }
 	var sent [][]byte
 	within(t, "WriteHeld", func() {
@@ -174,7 +176,14 @@ func TestWriteHeldNeverWaits(t *testing.T) {
 	})
 	// A Write waits for the socket (behind what is held); meanwhile
 	// WriteHeld takes nothing.
-	last := msg(len(sent))
+	// The Write must wait whatever made the socket refuse the last
+	// frame: it may have been full only while loopback's softirq lagged.
+	// So both buffers grow (2 MiB each, the kernel doubles what is set)
+	// and the Write is larger than both can hold; at 8 KiB a buffer,
+	// reading it would take seconds.
+	raw.SetWriteBuffer(1 << 20)
+	server.NetConn().(*net.TCPConn).SetReadBuffer(1 << 20)
+	last := []byte(fmt.Sprintf("%06d%s\n", len(sent), bytes.Repeat([]byte("w"), 8<<20)))
 	wrote := make(chan error, 1)
 	go func() { _, err := client.Write(last); wrote <- err }()
 	tu.Eventually(t, 10*time.Second, "the Write waits for the socket", func() error {
@@ -297,7 +306,7 @@ func TestCorkConcurrent(t *testing.T) {
 func TestTransitNeverWaitsForTheNextLink(t *testing.T) {
 	cfg := mux.Config{KeepAliveTimeout: time.Minute}
 	mc, ms := tlsPairOver(t, func(c net.Conn) net.Conn { return &corkConn{Conn: rawio.Wrap(c)} })
-	lc, ls := heldPair(t, false)
+	lc, ls, _ := heldPair(t, false)
 	sidecar, east, eastL := mux.Client(mc, cfg), mux.Server(ms, cfg), mux.Client(lc, cfg)
 	t.Cleanup(func() { sidecar.Close(); east.Close(); eastL.Close() })
 
