@@ -1,11 +1,13 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/skiff-io/skiff/sidecar/mux"
 	"github.com/skiff-io/skiff/sidecar/shared/model"
+	"golang.org/x/net/http2"
 )
 
 // HTTP/2 requests to another site sent without a goroutine (h2async.go),
@@ -482,5 +485,74 @@ func TestH2LinkReaderEngineStop(t *testing.T) {
 			t.Fatalf("%d client connections still served, %d link streams ended", n, far.ended.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A client that sends requests to another site and reads none of the
+// answers, its windows at 2^31-1 so that flow control never holds one
+// back: the link's reader queues each small, whole answer without
+// waiting, and once more than h2QueueMax waits for the client the
+// connection is closed (overflowLocked). The queue never holds more
+// than h2QueueMax and one answer, and the engine serves the next client.
+func TestH2LinkReaderClientReadsNothing(t *testing.T) {
+	body := strings.Repeat("n", maxAsyncBody)
+	ep := startRawEndpoint(t, says(func(rawRequest) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}))
+	a, url, _ := asyncWeb(t, ep)
+	r := dialH2(t, url)
+	r.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	r.check(r.fr.WriteWindowUpdate(0, maxWindow-65535))
+	if ans := r.answer(r.get("/warm")); ans.status != "200" || len(ans.body) != len(body) {
+		t.Fatalf("first request: %s, %d bytes", ans.status, len(ans.body))
+	}
+	hc := h2Of(t, a.e)
+	state := func() (queued int, err error) {
+		hc.wmu.Lock()
+		defer hc.wmu.Unlock()
+		return len(hc.wbuf), hc.werr
+	}
+	before, most, sent := a.e.linkAnswers.Load(), 0, 0
+	for ; sent < 4000; sent++ {
+		waitIdle(t, a, 1) // the answer's link stream is back: the next request goes without a goroutine too
+		r.batch = &bytes.Buffer{}
+		r.get(fmt.Sprintf("/n/%d", sent))
+		frames := r.batch.Bytes()
+		r.batch = nil
+		_ = r.c.SetWriteDeadline(time.Now().Add(fastWait))
+		if _, err := r.c.Write(frames); err != nil {
+			break // the server closed the connection
+		}
+		var err error
+		for deadline := time.Now().Add(fastWait); a.e.linkAnswers.Load()-before < int64(sent+1); time.Sleep(100 * time.Microsecond) {
+			var queued int
+			queued, err = state()
+			most = max(most, queued)
+			if err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d: not passed on by the link's reader (%d queued)", sent, queued)
+			}
+		}
+		queued, err2 := state()
+		if most = max(most, queued); err != nil || err2 != nil {
+			break
+		}
+	}
+	_, err := state()
+	if err == nil || !strings.Contains(err.Error(), "does not read") {
+		t.Fatalf("after %d answers of %d bytes nobody read: the connection's error is %v, want the client closed for not reading", sent, len(body), err)
+	}
+	if limit := h2QueueMax + len(body) + 1<<10; most > limit {
+		t.Errorf("up to %d bytes queued, more than h2QueueMax and one answer (%d)", most, limit)
+	}
+	t.Logf("closed after %d answers not read; up to %d bytes queued", sent, most)
+	if !r.closed() {
+		t.Error("the client's connection stayed open")
+	}
+	c, _ := h2Client(t, url)
+	if resp, got, err := h2Do(c, http.MethodGet, "/next", nil); err != nil || resp.StatusCode != http.StatusOK || got != body {
+		t.Fatalf("the next client: %v, %d bytes", err, len(got))
 	}
 }

@@ -522,7 +522,9 @@ func (hc *h2Conn) flushLocked() {
 			hc.wspare = out[:0]
 		}
 		if err != nil {
-			hc.werr = fmt.Errorf("http2: write: %w", err)
+			if hc.werr == nil { // else the write failed because of it (the connection closed)
+				hc.werr = fmt.Errorf("http2: write: %w", err)
+			}
 			hc.c.Close()
 		}
 		hc.wcond.Broadcast()
