@@ -84,6 +84,11 @@ type Conn struct {
 	rn    int
 	rerr  syscall.Errno
 	rfunc func(uintptr) bool
+	// ReadWhenReady's: whether its next attempt is its first, its
+	// caller's quiet, and its attempt.
+	rfirst bool
+	rquiet func() bool
+	qfunc  func(uintptr) bool
 
 	wmu     sync.Mutex
 	wbuf    []byte
@@ -104,7 +109,7 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	rw := &Conn{TCPConn: t, rc: rc}
-	rw.rfunc, rw.wfunc, rw.tryfunc = rw.readReady, rw.writeReady, rw.writeOnce
+	rw.rfunc, rw.wfunc, rw.tryfunc, rw.qfunc = rw.readReady, rw.writeReady, rw.writeOnce, rw.readQuiet
 	return rw
 }
 
@@ -116,8 +121,36 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	return c.readLocked(p, c.rfunc)
+}
+
+// ReadWhenReady reads into p as Read does, except that its first
+// attempt makes no read while quiet reports true: it waits for the
+// poller first. It is for a connection on which nothing is expected
+// until the caller's side writes to it (a kept-alive HTTP connection
+// between requests, whose next request another goroutine may write), so
+// that waiting for the answer costs no read that finds nothing. quiet
+// must turn false before the write that makes the peer send. Readiness
+// from before the call is forgotten as the wait begins (package net's
+// poller resets it then): what came before, bytes or the peer's end, is
+// seen at the next readiness or the read deadline.
+func (c *Conn) ReadWhenReady(p []byte, quiet func() bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rfirst, c.rquiet = true, quiet
+	n, err := c.readLocked(p, c.qfunc)
+	c.rquiet = nil
+	return n, err
+}
+
+// readLocked reads into p through the RawConn with attempt (readReady or
+// readQuiet), holding rmu.
+func (c *Conn) readLocked(p []byte, attempt func(uintptr) bool) (int, error) {
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.rfunc)
+	err := c.rc.Read(attempt)
 	n := c.rn
 	c.rbuf = nil
 	if err := c.opError("read", err, c.rerr); err != nil {
@@ -127,6 +160,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readQuiet is ReadWhenReady's attempt: the first waits for the poller
+// while the caller is quiet, then each reads as readReady does.
+func (c *Conn) readQuiet(fd uintptr) bool {
+	if c.rfirst {
+		c.rfirst = false
+		if c.rquiet() {
+			return false
+		}
+	}
+	return c.readReady(fd)
 }
 
 // readReady is Read's attempt: false (wait for the poller) while the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -207,11 +208,19 @@ func TestNoAllocations(t *testing.T) {
 		if _, err := io.ReadFull(ws, buf[:len(msg)]); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := wc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ws.(*Conn).ReadWhenReady(buf[:len(msg)], notQuiet); err != nil {
+			t.Fatal(err)
+		}
 	})
 	if allocs != 0 {
 		t.Fatalf("a Write and a Read allocate %.1f times, want 0", allocs)
 	}
 }
+
+func notQuiet() bool { return false }
 
 // TryWrite takes what the socket takes at once and never waits: against
 // a peer that does not read it ends up taking nothing, it takes nothing
@@ -271,5 +280,56 @@ func TestTryWrite(t *testing.T) {
 	c.Close()
 	if _, err := c.TryWrite(chunk); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("TryWrite after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// ReadWhenReady waits for the poller first while its caller is quiet,
+// then reads as Read does: what the peer wrote after quiet turned false,
+// the peer's end, the deadline (also one moved into the past while it
+// waits, as another goroutine wakes it); not quiet, it reads at once.
+func TestReadWhenReady(t *testing.T) {
+	c, s := pair(t)
+	ws := Wrap(s).(*Conn)
+	buf := make([]byte, 16)
+	var quiet atomic.Bool
+	var asked atomic.Int32
+	isQuiet := func() bool { asked.Add(1); return quiet.Load() }
+
+	quiet.Store(true)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		quiet.Store(false)
+		c.Write([]byte("abc"))
+	}()
+	n, err := ws.ReadWhenReady(buf, isQuiet)
+	if err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("quiet, then written: %q, %v; want abc", buf[:n], err)
+	}
+	if asked.Load() != 1 {
+		t.Fatalf("quiet asked %d times, want once (the first attempt)", asked.Load())
+	}
+
+	c.Write([]byte("de"))
+	time.Sleep(10 * time.Millisecond)
+	if n, err := ws.ReadWhenReady(buf, isQuiet); err != nil || string(buf[:n]) != "de" {
+		t.Fatalf("not quiet, bytes there: %q, %v; want de", buf[:n], err)
+	}
+
+	quiet.Store(true)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		ws.SetReadDeadline(time.Unix(1, 0))
+	}()
+	if _, err := ws.ReadWhenReady(buf, isQuiet); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("deadline moved into the past while quiet: %v, want a timeout", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		c.Close()
+	}()
+	if n, err := ws.ReadWhenReady(buf, isQuiet); n != 0 || err != io.EOF {
+		t.Fatalf("the peer closed while quiet: %d, %v; want 0, EOF", n, err)
 	}
 }
