@@ -147,6 +147,12 @@ type Engine struct {
 	// linkAnswers counts the answers the link's reader passed on without
 	// a goroutine (h2async.go), for tests.
 	linkAnswers atomic.Int64
+	// heldRequests counts the requests the link's reader sent on an
+	// endpoint connection a link stream held (hold.go), for tests.
+	heldRequests atomic.Int64
+	// idleGen counts CloseIdle's calls: a held endpoint connection taken
+	// before the last is closed, not given back.
+	idleGen atomic.Uint64
 
 	mu      sync.Mutex
 	sites   map[siteKey]*http.Transport // over link streams
@@ -404,6 +410,8 @@ func (e *Engine) closeTransports() {
 // CloseIdle closes the idle connections to endpoints and sites, after a
 // change of the service table or the routes.
 func (e *Engine) CloseIdle() {
+	e.idleGen.Add(1)
+	e.pokeHolds()
 	e.local1.CloseIdleConnections()
 	e.local2.CloseIdleConnections()
 	e.h1.CloseIdleConnections()

@@ -43,6 +43,10 @@ type fastReq struct {
 	// sent counts the answer body bytes written to the client, for the
 	// access log (a chunked body's data, as net/http counts it).
 	sent int64
+	// kept is the pool and address of the endpoint connection the last
+	// request gave back, which a link stream holds until the next (hold.go).
+	kept     *h1Pool
+	keptHost string
 }
 
 // clientSide is how a request's answer reaches its client.
@@ -337,6 +341,7 @@ func (x *fastReq) release(uc *h1Conn, bodyRead bool) {
 	h := &x.resp
 	mine := x.cur.CompareAndSwap(uc, nil)
 	if mine && bodyRead && !h.close && !h.http10 && uc.br.Buffered() == 0 && len(uc.pre) == 0 && !x.e.fastStop.Load() {
+		x.kept, x.keptHost = uc.pool, uc.addr
 		uc.pool.put(uc)
 		return
 	}

@@ -59,6 +59,10 @@ type fastConn struct {
 	// h2 is the connection's HTTP/2 server, once its client sent HTTP/2's
 	// preface.
 	h2 atomic.Pointer[h2Conn]
+	// in is what br reads: c, after the bytes a hold took from it; hold,
+	// a link stream's endpoint connection held between requests (hold.go).
+	in   earlyReader
+	hold *hold
 }
 
 // fastVerdict is what became of a request.
@@ -74,15 +78,25 @@ const (
 // request the fast path does not take: then it returns the connection,
 // that request's bytes first, for net/http's server.
 func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest net.Conn, handOff bool) {
-	fc := &fastConn{fastReq: fastReq{e: e, info: info}, c: c, br: bufio.NewReaderSize(c, fastBuffer)}
+	fc := &fastConn{fastReq: fastReq{e: e, info: info}, c: c, in: earlyReader{c: c}}
+	fc.br = bufio.NewReaderSize(&fc.in, fastBuffer)
+	if ac, ok := c.(asyncConn); ok && info.fromSite {
+		fc.hold = newHold(fc, ac)
+	}
 	fc.client = fc
 	e.addFast(fc)
 	defer e.removeFast(fc)
 	stop := context.AfterFunc(ctx, fc.abort)
 	defer stop()
 	for first := true; ; first = false {
-		v := fc.readRequest()
-		if v == fastKeep {
+		v, held := fastKeep, false
+		if !first {
+			v, held = fc.holdIdle(ctx)
+		}
+		if !held {
+			v = fc.readRequest()
+		}
+		if !held && v == fastKeep {
 			fc.out, fc.head = takeBuf(), takeBuf()
 			fc.raw, _ = fc.br.Peek(fc.req.size + int(fc.req.length))
 			v = fc.serveRequest(ctx)
@@ -101,7 +115,7 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 			}
 			buffered, _ := fc.br.Peek(fc.br.Buffered())
 			_ = c.SetReadDeadline(time.Time{})
-			return &prefixConn{Conn: c, pre: bytes.Clone(buffered)}, true
+			return &prefixConn{Conn: c, pre: append(bytes.Clone(buffered), fc.in.early...)}, true
 		case v == fastClose || e.fastStop.Load():
 			c.Close()
 			return nil, false
@@ -412,6 +426,18 @@ func (e *Engine) closeIdleFast(orNew bool) int {
 		}
 	}
 	return len(e.fast.conns)
+}
+
+// pokeHolds wakes the link streams that hold an endpoint connection:
+// they give it back, or close it after a change.
+func (e *Engine) pokeHolds() {
+	e.fast.mu.Lock()
+	defer e.fast.mu.Unlock()
+	for fc := range e.fast.conns {
+		if fc.hold != nil {
+			fc.hold.poke()
+		}
+	}
 }
 
 func (fc *fastConn) proto() string  { return "HTTP/1.1" }

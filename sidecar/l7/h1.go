@@ -41,6 +41,9 @@ type h1Conn struct {
 	addr      string
 	pool      *h1Pool
 	idleSince time.Time
+	// deadline is the read deadline a hold set (hold.go), zero if none: a
+	// Read that waits clears it first.
+	deadline time.Time
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -48,6 +51,10 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		n := copy(p, c.pre)
 		c.pre = c.pre[n:]
 		return n, nil
+	}
+	if !c.deadline.IsZero() {
+		c.deadline = time.Time{}
+		_ = c.conn.SetReadDeadline(time.Time{})
 	}
 	n, err := c.conn.Read(p)
 	c.read += int64(n)
