@@ -45,7 +45,8 @@ const (
 )
 
 // holdMax bounds how long a stream holds an idle endpoint connection: as
-// long as its pool keeps one (h1Pool's idleTimeout).
+// long as its pool keeps one (h1Pool's idleTimeout), or the engine's
+// IdleTimeout if shorter.
 var holdMax = 90 * time.Second
 
 // aLongTimeAgo is a read deadline that wakes a waiting read at once.
@@ -145,10 +146,10 @@ func (fc *fastConn) arm(h *hold) bool {
 		uc.pool.put(uc)
 		return false
 	}
-	now := time.Now()
-	if uc.deadline.IsZero() || uc.deadline.Sub(now) < holdMax-time.Second {
+	now, most := time.Now(), min(holdMax, e.o.IdleTimeout)
+	if uc.deadline.IsZero() || uc.deadline.Sub(now) < most-time.Second {
 		// Moved at most once a second: setting it is a timer's work.
-		uc.deadline = now.Add(holdMax)
+		uc.deadline = now.Add(most)
 		_ = rc.SetReadDeadline(uc.deadline)
 	}
 	fc.cur.Store(uc) // the engine's stop closes it

@@ -22,7 +22,14 @@ import (
 // link stream of site east's requests for web.
 func siteWeb(t *testing.T, addrs ...string) (*accessEngine, *mux.Session, context.CancelFunc) {
 	t.Helper()
-	a, cancel := startFastEngine(t, Options{Upstreams: fakeUpstreams{map[string][]Target{"web": httpTargets(addrs...)}}})
+	return siteWebWith(t, Options{}, addrs...)
+}
+
+// siteWebWith is siteWeb with the engine's options o.
+func siteWebWith(t *testing.T, o Options, addrs ...string) (*accessEngine, *mux.Session, context.CancelFunc) {
+	t.Helper()
+	o.Upstreams = fakeUpstreams{map[string][]Target{"web": httpTargets(addrs...)}}
+	a, cancel := startFastEngine(t, o)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +247,21 @@ func TestHoldTimeout(t *testing.T) {
 	if c := ep.conns.Load(); c != 3 {
 		t.Errorf("the endpoint accepted %d connections, want 3", c)
 	}
+}
+
+// An engine whose IdleTimeout is shorter than a hold's time holds an
+// idle endpoint connection no longer than that, and closes the link
+// stream as it would have without holding.
+func TestHoldIdleTimeout(t *testing.T) {
+	ep := startRawEndpoint(t, says(echo))
+	_, sess, _ := siteWebWith(t, Options{IdleTimeout: 300 * time.Millisecond}, ep.addr)
+	rc := openSite(t, sess)
+	rc.send(get("/a"))
+	rc.expect(okAnswer("GET /a 0"))
+	if !rc.closed() {
+		t.Error("the link stream stayed open past the engine's IdleTimeout")
+	}
+	ep.waitClosed(t, 1)
 }
 
 // A change of the service table (CloseIdle) closes a held connection
