@@ -61,7 +61,7 @@ type fastConn struct {
 	h2 atomic.Pointer[h2Conn]
 	// in is what br reads: c, after the bytes a hold took from it; hold,
 	// a link stream's endpoint connection held between requests (hold.go).
-	in   earlyReader
+	in   prefixConn
 	hold *hold
 }
 
@@ -78,7 +78,7 @@ const (
 // request the fast path does not take: then it returns the connection,
 // that request's bytes first, for net/http's server.
 func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest net.Conn, handOff bool) {
-	fc := &fastConn{fastReq: fastReq{e: e, info: info}, c: c, in: earlyReader{c: c}}
+	fc := &fastConn{fastReq: fastReq{e: e, info: info}, c: c, in: prefixConn{Conn: c}}
 	fc.br = bufio.NewReaderSize(&fc.in, fastBuffer)
 	if ac, ok := c.(asyncConn); ok && info.fromSite {
 		fc.hold = newHold(fc, ac)
@@ -115,7 +115,7 @@ func (e *Engine) serveFast(ctx context.Context, c net.Conn, info connInfo) (rest
 			}
 			buffered, _ := fc.br.Peek(fc.br.Buffered())
 			_ = c.SetReadDeadline(time.Time{})
-			return &prefixConn{Conn: c, pre: append(bytes.Clone(buffered), fc.in.early...)}, true
+			return &prefixConn{Conn: c, pre: append(bytes.Clone(buffered), fc.in.pre...)}, true
 		case v == fastClose || e.fastStop.Load():
 			c.Close()
 			return nil, false
@@ -375,7 +375,8 @@ func (fc *fastConn) own(code int, reason, msg string) fastVerdict {
 }
 
 // prefixConn reads pre before the connection: the bytes the fast path
-// read of a request it handed to net/http.
+// read of a request it handed to net/http, or those a hold took from a
+// link stream (hold.go).
 type prefixConn struct {
 	net.Conn
 	pre []byte

@@ -50,9 +50,10 @@ func (u linkUpstreams) DialSite(ctx context.Context, _, _ string, h2 bool) (net.
 	return u.sess.Open(ctx)
 }
 
-// startLink runs a mux session pair over loopback TCP; the far end relays
-// its streams to addr.
-func startLink(t *testing.T, addr string) (*mux.Session, *linkFar) {
+// linkPair runs a mux session pair over loopback TCP until the test
+// ends and returns its near end; serve runs on a goroutine for each
+// stream the far end accepts, and the test's end waits for them.
+func linkPair(t *testing.T, serve func(st *mux.Stream)) *mux.Session {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +69,6 @@ func startLink(t *testing.T, addr string) (*mux.Session, *linkFar) {
 		t.Fatal(err)
 	}
 	client, server := mux.Client(near, mux.Config{}), mux.Server(farConn, mux.Config{})
-	far := &linkFar{}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		client.Close()
@@ -81,22 +81,30 @@ func startLink(t *testing.T, addr string) (*mux.Session, *linkFar) {
 			if err != nil {
 				return
 			}
-			far.streams.Add(1)
-			wg.Go(func() {
-				defer far.ended.Add(1)
-				defer st.Close()
-				ep, err := net.Dial("tcp", addr)
-				if err != nil {
-					return
-				}
-				defer ep.Close()
-				go func() {
-					_, _ = io.Copy(ep, st)
-					ep.Close() // the near end closed the stream
-				}()
-				_, _ = io.Copy(st, ep)
-			})
+			wg.Go(func() { serve(st) })
 		}
+	})
+	return client
+}
+
+// startLink runs a link whose far end relays its streams to addr.
+func startLink(t *testing.T, addr string) (*mux.Session, *linkFar) {
+	t.Helper()
+	far := &linkFar{}
+	client := linkPair(t, func(st *mux.Stream) {
+		far.streams.Add(1)
+		defer far.ended.Add(1)
+		defer st.Close()
+		ep, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		defer ep.Close()
+		go func() {
+			_, _ = io.Copy(ep, st)
+			ep.Close() // the near end closed the stream
+		}()
+		_, _ = io.Copy(st, ep)
 	})
 	return client, far
 }

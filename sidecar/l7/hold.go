@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -118,7 +117,7 @@ func (fc *fastConn) holdIdle(ctx context.Context) (v fastVerdict, served bool) {
 	fc.out, fc.head, fc.raw = dropBuf(fc.out), dropBuf(fc.head), nil
 	dropBuf(buf)
 	if v == fastHandOff {
-		fc.in.early = h.early // net/http serves the request, its bytes first
+		fc.in.pre = h.early // net/http serves the request, its bytes first
 	}
 	h.uc, h.rc, h.done, h.req = nil, nil, nil, nil
 	return v, true
@@ -132,10 +131,10 @@ func (fc *fastConn) arm(h *hold) bool {
 	// Only where the address has one endpoint here, as its last request
 	// found: with more, the next request may be drawn for another, and
 	// the wake-up that hands it back would cost what holding saves.
-	if fc.kept == nil || len(fc.plan.targets) != 1 || fc.br.Buffered() > 0 || len(fc.in.early) > 0 || e.fastStop.Load() {
+	if fc.kept == nil || len(fc.plan.targets) != 1 || fc.br.Buffered() > 0 || len(fc.in.pre) > 0 || e.fastStop.Load() {
 		return false
 	}
-	fc.in.early = nil
+	fc.in.pre = nil
 	gen := e.idleGen.Load()
 	uc := fc.kept.idleConn(fc.keptHost)
 	if uc == nil {
@@ -175,7 +174,7 @@ func (fc *fastConn) arm(h *hold) bool {
 // unhold ends a hold that served no request: st is how it ended, n and
 // err what the wait on uc read.
 func (fc *fastConn) unhold(h *hold, st int32, n int, err error) (fastVerdict, bool) {
-	fc.in.early = h.early
+	fc.in.pre = h.early
 	// Kept only if it said nothing: the endpoint's end, bytes nobody
 	// asked for, or the hold's time out close it.
 	fc.giveBack(h, st == holdPoked && n == 0 && errors.Is(err, os.ErrDeadlineExceeded))
@@ -321,20 +320,4 @@ func (h *hold) poke() {
 	if h.state.Load() == holdArmed {
 		h.pokeLocked()
 	}
-}
-
-// earlyReader is what a link stream's connection reads: the bytes the
-// link's reader took from the stream during a hold, then the stream.
-type earlyReader struct {
-	c     net.Conn
-	early []byte
-}
-
-func (r *earlyReader) Read(p []byte) (int, error) {
-	if len(r.early) > 0 {
-		n := copy(p, r.early)
-		r.early = r.early[n:]
-		return n, nil
-	}
-	return r.c.Read(p)
 }

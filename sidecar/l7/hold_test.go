@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,36 +29,7 @@ func siteWebWith(t *testing.T, o Options, addrs ...string) (*accessEngine, *mux.
 	t.Helper()
 	o.Upstreams = fakeUpstreams{map[string][]Target{"web": httpTargets(addrs...)}}
 	a, cancel := startFastEngine(t, o)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	near, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	farConn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, server := mux.Client(near, mux.Config{}), mux.Server(farConn, mux.Config{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		client.Close()
-		server.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			st, err := server.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { a.e.ServeSite(a.ctx, st, "web", "east") })
-		}
-	})
-	return a, client, cancel
+	return a, linkPair(t, func(st *mux.Stream) { a.e.ServeSite(a.ctx, st, "web", "east") }), cancel
 }
 
 // openSite opens a link stream into the far engine.
@@ -91,6 +61,20 @@ func waitArmed(t *testing.T, a *accessEngine) {
 			t.Fatal("the link stream never held its endpoint connection")
 		}
 	}
+}
+
+// armedSite runs siteWeb with one echoing endpoint and a link stream
+// whose first request, GET /a, was answered, and waits until the stream
+// holds its endpoint connection.
+func armedSite(t *testing.T) (*accessEngine, *rawEndpoint, *rawClient, context.CancelFunc) {
+	t.Helper()
+	ep := startRawEndpoint(t, says(echo))
+	a, sess, cancel := siteWeb(t, ep.addr)
+	rc := openSite(t, sess)
+	rc.send(get("/a"))
+	rc.expect(okAnswer("GET /a 0"))
+	waitArmed(t, a)
+	return a, ep, rc, cancel
 }
 
 // Requests one after another on a link stream: after the first, the
@@ -148,13 +132,7 @@ func TestHoldEndpointClosesIdle(t *testing.T) {
 // body (net/http's from then on). A request whole and alone after the
 // first two is sent by the link's reader again.
 func TestHoldWakesForOtherRequests(t *testing.T) {
-	ep := startRawEndpoint(t, says(echo))
-	a, sess, _ := siteWeb(t, ep.addr)
-	rc := openSite(t, sess)
-	rc.send(get("/first"))
-	rc.expect(okAnswer("GET /first 0"))
-
-	waitArmed(t, a)
+	a, _, rc, _ := armedSite(t)
 	rc.send(get("/p1") + get("/p2"))
 	rc.expect(okAnswer("GET /p1 0") + okAnswer("GET /p2 0"))
 
@@ -267,12 +245,7 @@ func TestHoldIdleTimeout(t *testing.T) {
 // A change of the service table (CloseIdle) closes a held connection
 // rather than giving it back; the next request goes on a new one.
 func TestHoldCloseIdle(t *testing.T) {
-	ep := startRawEndpoint(t, says(echo))
-	a, sess, _ := siteWeb(t, ep.addr)
-	rc := openSite(t, sess)
-	rc.send(get("/a"))
-	rc.expect(okAnswer("GET /a 0"))
-	waitArmed(t, a)
+	a, ep, rc, _ := armedSite(t)
 	a.e.CloseIdle()
 	ep.waitClosed(t, 1)
 	rc.send(get("/b"))
@@ -287,12 +260,7 @@ func TestHoldCloseIdle(t *testing.T) {
 func TestHoldStops(t *testing.T) {
 	for _, stop := range []string{"StopKeepAlives", "Shutdown", "engine stop"} {
 		t.Run(stop, func(t *testing.T) {
-			ep := startRawEndpoint(t, says(echo))
-			a, sess, cancel := siteWeb(t, ep.addr)
-			rc := openSite(t, sess)
-			rc.send(get("/a"))
-			rc.expect(okAnswer("GET /a 0"))
-			waitArmed(t, a)
+			a, ep, rc, cancel := armedSite(t)
 			switch stop {
 			case "StopKeepAlives":
 				a.e.StopKeepAlives()
