@@ -29,6 +29,7 @@ type h1Pool struct {
 
 	mu   sync.Mutex
 	idle map[string][]*h1Conn // by address, the most recently used last
+	held map[string]int       // by address, the connections link streams hold (holdConn)
 }
 
 // h1Conn is one connection of a pool.
@@ -62,7 +63,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 }
 
 func newH1Pool(dial func(ctx context.Context, addr string) (net.Conn, error)) *h1Pool {
-	return &h1Pool{dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second, idle: map[string][]*h1Conn{}}
+	return &h1Pool{dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second, idle: map[string][]*h1Conn{}, held: map[string]int{}}
 }
 
 // RoundTrip sends req, which has no body, to req.URL.Host. A kept-alive
@@ -161,9 +162,41 @@ func (p *h1Pool) get(ctx context.Context, addr string) (c *h1Conn, reused bool, 
 
 // idleConn returns an idle connection to addr, nil if it has none.
 func (p *h1Pool) idleConn(addr string) *h1Conn {
-	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.idleConnLocked(addr)
+}
+
+// holdConn returns an idle connection to addr for a link stream to hold
+// between requests (hold.go), nil if it has none or link streams hold
+// maxIdle of addr's already: held connections stay open as idle ones do,
+// and a peer's idle streams are bounded as they are. endHold counts its
+// hold's end.
+func (p *h1Pool) holdConn(addr string) *h1Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held[addr] >= p.maxIdle {
+		return nil
+	}
+	c := p.idleConnLocked(addr)
+	if c != nil {
+		p.held[addr]++
+	}
+	return c
+}
+
+// endHold counts the end of a hold of one of addr's connections.
+func (p *h1Pool) endHold(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held[addr]--; p.held[addr] <= 0 {
+		delete(p.held, addr)
+	}
+}
+
+// idleConnLocked is idleConn's work, with p.mu held.
+func (p *h1Pool) idleConnLocked(addr string) *h1Conn {
+	now := time.Now()
 	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
 		c := list[len(list)-1]
 		p.idle[addr] = list[:len(list)-1]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -105,15 +104,13 @@ func (fc *fastConn) holdIdle(ctx context.Context) (v fastVerdict, served bool) {
 	if sendErr == nil {
 		sendErr = h.readFirst(buf[:n], err)
 	}
-	if fc.out == nil {
-		fc.out = takeBuf()
-	}
-	fc.head = takeBuf()
+	fc.head = takeBuf() // out: sendHeld's
 	v = fc.serveTargets(ctx, func() (fastVerdict, error) {
 		defer h.done()
 		return fc.attempts(ctx, &fc.plan, h.t, uc, sendErr)
 	})
 	uc.pre = nil
+	uc.pool.endHold(uc.addr)
 	fc.out, fc.head, fc.raw = dropBuf(fc.out), dropBuf(fc.head), nil
 	dropBuf(buf)
 	if v == fastHandOff {
@@ -136,13 +133,14 @@ func (fc *fastConn) arm(h *hold) bool {
 	}
 	fc.in.pre = nil
 	gen := e.idleGen.Load()
-	uc := fc.kept.idleConn(fc.keptHost)
+	uc := fc.kept.holdConn(fc.keptHost)
 	if uc == nil {
 		return false
 	}
 	rc, ok := uc.conn.(*rawio.Conn)
 	if !ok || uc.br.Buffered() > 0 || len(uc.pre) > 0 {
 		uc.pool.put(uc)
+		uc.pool.endHold(uc.addr)
 		return false
 	}
 	now, most := time.Now(), min(holdMax, e.o.IdleTimeout)
@@ -190,6 +188,7 @@ func (fc *fastConn) unhold(h *hold, st int32, n int, err error) (fastVerdict, bo
 func (fc *fastConn) giveBack(h *hold, keep bool) {
 	uc := h.uc
 	h.uc, h.rc = nil, nil
+	defer uc.pool.endHold(uc.addr)
 	if !fc.cur.CompareAndSwap(uc, nil) {
 		return // the engine's stop closed it
 	}
@@ -211,10 +210,7 @@ func (h *hold) readFirst(b []byte, err error) error {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		// The link's reader could not write all of the request, or the
 		// hold's time ran out while the answer comes: read it as usual.
-	case err == nil:
-		err = io.EOF
-		fallthrough
-	default:
+	default: // the endpoint's end (io.EOF) or a failed read
 		return fmt.Errorf("read answer: %w: %w", errStale, err)
 	}
 	if h.written < len(h.req) {

@@ -43,22 +43,27 @@ func openSite(t *testing.T, sess *mux.Session) *rawClient {
 	return &rawClient{t: t, c: st, br: bufio.NewReader(st)}
 }
 
-// waitArmed waits until the engine's link stream (its one fast
-// connection) holds an endpoint connection and waits on it.
-func waitArmed(t *testing.T, a *accessEngine) {
+// armed counts the engine's link streams that hold an endpoint
+// connection and wait on it.
+func armed(a *accessEngine) int {
+	a.e.fast.mu.Lock()
+	defer a.e.fast.mu.Unlock()
+	n := 0
+	for fc := range a.e.fast.conns {
+		if fc.hold != nil && fc.hold.state.Load() == holdArmed {
+			n++
+		}
+	}
+	return n
+}
+
+// waitArmed waits until n of the engine's link streams hold an endpoint
+// connection and wait on it.
+func waitArmed(t *testing.T, a *accessEngine, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(fastWait); ; time.Sleep(100 * time.Microsecond) {
-		a.e.fast.mu.Lock()
-		armed := false
-		for fc := range a.e.fast.conns {
-			armed = fc.hold != nil && fc.hold.state.Load() == holdArmed
-		}
-		a.e.fast.mu.Unlock()
-		if armed {
-			return
-		}
+	for deadline := time.Now().Add(fastWait); armed(a) < n; time.Sleep(100 * time.Microsecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the link stream never held its endpoint connection")
+			t.Fatalf("%d link streams hold their endpoint connection, want %d", armed(a), n)
 		}
 	}
 }
@@ -73,7 +78,7 @@ func armedSite(t *testing.T) (*accessEngine, *rawEndpoint, *rawClient, context.C
 	rc := openSite(t, sess)
 	rc.send(get("/a"))
 	rc.expect(okAnswer("GET /a 0"))
-	waitArmed(t, a)
+	waitArmed(t, a, 1)
 	return a, ep, rc, cancel
 }
 
@@ -88,7 +93,7 @@ func TestHoldSendsFromTheLinkReader(t *testing.T) {
 	const n = 100
 	for i := range n {
 		if i > 0 {
-			waitArmed(t, a)
+			waitArmed(t, a, 1)
 		}
 		target := "/r" + strings.Repeat("x", i%7)
 		rc.send(get(target))
@@ -136,7 +141,7 @@ func TestHoldWakesForOtherRequests(t *testing.T) {
 	rc.send(get("/p1") + get("/p2"))
 	rc.expect(okAnswer("GET /p1 0") + okAnswer("GET /p2 0"))
 
-	waitArmed(t, a)
+	waitArmed(t, a, 1)
 	rc.send("GET /split HTTP/1.1\r\nHo")
 	time.Sleep(20 * time.Millisecond)
 	rc.send("st: web\r\n\r\n")
@@ -145,14 +150,14 @@ func TestHoldWakesForOtherRequests(t *testing.T) {
 		t.Fatalf("the link's reader sent %d requests that were not whole and alone", got)
 	}
 
-	waitArmed(t, a)
+	waitArmed(t, a, 1)
 	rc.send(get("/alone"))
 	rc.expect(okAnswer("GET /alone 0"))
 	if got := a.e.heldRequests.Load(); got != 1 {
 		t.Fatalf("the link's reader sent %d requests, want 1 (/alone)", got)
 	}
 
-	waitArmed(t, a)
+	waitArmed(t, a, 1)
 	rc.send("POST /chunks HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked("hello world", 5, 6))
 	resp, body := rc.answer()
 	if resp.StatusCode != 200 || body != "POST /chunks 11" {
@@ -206,7 +211,7 @@ func TestHoldTimeout(t *testing.T) {
 	rc.send(get("/b"))
 	rc.expect(okAnswer("GET /b 0"))
 
-	waitArmed(t, a)
+	waitArmed(t, a, 1)
 	rc.send(get("/slow"))
 	rc.expect(okAnswer("slow"))
 	if got := a.e.heldRequests.Load(); got != 1 {
@@ -278,5 +283,37 @@ func TestHoldStops(t *testing.T) {
 			}
 			ep.waitClosed(t, 1)
 		})
+	}
+}
+
+// A linked site's idle streams hold no more of an address's endpoint
+// connections than the pool keeps idle (maxIdle): four streams, each
+// with one request answered, of which two hold their connection; the
+// next request of each is answered, and the link's reader sends only
+// the two held streams' ones.
+func TestHoldBoundedByMaxIdle(t *testing.T) {
+	ep := startRawEndpoint(t, says(echo))
+	a, sess, _ := siteWeb(t, ep.addr)
+	a.e.h1.maxIdle = 2
+	var rcs []*rawClient
+	for i := range 4 {
+		rc := openSite(t, sess)
+		rc.send(get("/first"))
+		rc.expect(okAnswer("GET /first 0"))
+		rcs = append(rcs, rc)
+		if i < 2 {
+			waitArmed(t, a, i+1)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the last two tried to hold, and could not
+	if n := armed(a); n != 2 {
+		t.Fatalf("%d link streams hold an endpoint connection, want 2 (maxIdle)", n)
+	}
+	for _, rc := range rcs {
+		rc.send(get("/next"))
+		rc.expect(okAnswer("GET /next 0"))
+	}
+	if got := a.e.heldRequests.Load(); got != 2 {
+		t.Errorf("the link's reader sent %d requests, want 2", got)
 	}
 }
