@@ -110,7 +110,7 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.LinkCertValidity, "link-cert-validity", 0, "for tests: how long the link certificates this gateway issues to linked sites last (default a year); they are renewed over the link when two thirds are over")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", router.DefaultDrainTimeout, "on SIGTERM: how long open streams may go on before they are reset; meanwhile /readyz fails and a gateway takes no new connections, while a sidecar goes on serving its pod; keep it below the pod's terminationGracePeriodSeconds. 0 stops at once; a second SIGTERM or SIGINT ends the drain")
 	fs.BoolVar(&o.AccessLog, "access-log", false, "write a JSON line to stdout for every HTTP request (docs/http.md, \"Access log\"): a sidecar's, of its pod; a gateway's, of the listeners its controller gives it (the site file's listeners log with accessLog: true)")
-	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (one per core), which measured best for latency and new connections alike; see docs/benchmarks.md")
+	fs.IntVar(&o.MaxProcs, "max-procs", 0, "cores the router may use at once (GOMAXPROCS); 0 keeps Go's default (the cores, or the container's CPU limit); see docs/design.md, Cores")
 }
 
 // Validate reports missing or malformed options.
