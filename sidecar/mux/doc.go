@@ -34,7 +34,10 @@
 // never waits for a slow stream: data beyond the window is a protocol error,
 // so what a stream buffers is bounded by its window. Buffers come from a
 // sync.Pool and are held only while data is in flight; an idle stream owns
-// none.
+// none. Where the session's reader wrote the data to the stream's
+// destination itself (Sink), it writes the WINDOW_UPDATE too, over a
+// HeldWriter, with what it leaves for the end of its burst, so the
+// session's writer goroutine is not woken for it.
 //
 // # Wire format
 //

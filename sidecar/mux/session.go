@@ -58,7 +58,8 @@ type Session struct {
 	ctlMu       sync.Mutex
 	ctl         []byte // encoded control frames waiting for the writer
 	ctlSig      chan struct{}
-	held        bool // conn holds bytes of a TryWrite for sendLoop to flush
+	held        bool          // conn holds bytes of a TryWrite for sendLoop to flush
+	loopWakes   atomic.Uint64 // times sendLoop was woken, for tests
 
 	sendMaxFrame atomic.Int32 // min(ours, peer's max frame size)
 

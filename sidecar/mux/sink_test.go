@@ -69,6 +69,20 @@ func idleSink(t *testing.T, f *flushers, what string) {
 	})
 }
 
+// finishSink ends a's writing and checks that the Sink's done counted
+// want and that the socket's reader (got) received it whole and in order.
+func finishSink(t *testing.T, a *Stream, w *net.TCPConn, done <-chan sinkResult, got <-chan []byte, want []byte) {
+	t.Helper()
+	a.CloseWrite()
+	if r := waitSink(t, done); r.err != nil || r.n != int64(len(want)) {
+		t.Fatalf("done(%d, %v), want (%d, nil)", r.n, r.err, len(want))
+	}
+	w.CloseWrite()
+	if all := <-got; !bytes.Equal(all, want) {
+		t.Fatalf("socket received %d bytes, want %d identical", len(all), len(want))
+	}
+}
+
 // sendSpaced writes n messages made by msg to a, and to want, with gap
 // after each, so that each reaches an idle stream.
 func sendSpaced(t *testing.T, a *Stream, want *bytes.Buffer, n int, gap time.Duration, msg func(int) []byte) {
@@ -125,14 +139,7 @@ func TestSinkWritesLargeFramesDirect(t *testing.T) {
 		t.Errorf("%d flushers started for 30 large frames each behind another stream's frame; want one for most", started)
 	}
 
-	a.CloseWrite()
-	if r := waitSink(t, done); r.err != nil || r.n != int64(want.Len()) {
-		t.Fatalf("done(%d, %v), want (%d, nil)", r.n, r.err, want.Len())
-	}
-	w.CloseWrite()
-	if all := <-got; !bytes.Equal(all, want.Bytes()) {
-		t.Fatalf("socket received %d bytes, want %d identical", len(all), want.Len())
-	}
+	finishSink(t, a, w, done, got, want.Bytes())
 }
 
 // What a Sink writes arrives complete and in order, small frames and

@@ -223,17 +223,25 @@ func (st *Stream) popChunkLocked() *buffer {
 // consumedLocked accounts for n bytes read and grants the peer more credit
 // once half a window has been read.
 func (st *Stream) consumedLocked(n int) {
+	if inc := st.creditLocked(n); inc > 0 {
+		st.sess.queueCtl(frameWindowUpdate, st.id, inc, nil)
+	}
+}
+
+// creditLocked accounts for n bytes read and returns the credit to grant
+// the peer, 0 until half a window has been read.
+func (st *Stream) creditLocked(n int) uint32 {
 	if st.finRecv || st.closed || st.rstErr != nil {
-		return
+		return 0
 	}
 	st.unacked += uint32(n)
 	if st.unacked < st.sess.cfg.StreamWindow/2 {
-		return
+		return 0
 	}
 	inc := st.unacked
 	st.unacked = 0
 	st.recvAvail += inc
-	st.sess.queueCtl(frameWindowUpdate, st.id, inc, nil)
+	return inc
 }
 
 // Write writes p, in frames of at most the max frame size, waiting for the
@@ -557,7 +565,9 @@ func (st *Stream) directLocked(p []byte, more bool) []byte {
 		return p
 	}
 	st.sinkDirect += int64(n)
-	st.consumedLocked(n)
+	if inc := st.creditLocked(n); inc > 0 {
+		st.sess.queueCtlFromReader(frameWindowUpdate, st.id, inc)
+	}
 	return p[n:]
 }
 

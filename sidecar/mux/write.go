@@ -49,10 +49,26 @@ func (s *Session) queueCtlPoke(typ frameType, id, length uint32, payload []byte,
 	}
 }
 
+// queueCtlFromReader queues a control frame the session's own reader
+// makes (a WINDOW_UPDATE for data it wrote to a stream's destination
+// itself). Over a HeldWriter the frame leaves with the reader's deferred
+// writes, once it has no frame at hand (flushDeferred), in one write that
+// never waits, so sendLoop is not woken for it; otherwise sendLoop writes
+// it.
+func (s *Session) queueCtlFromReader(typ frameType, id, length uint32) {
+	if _, ok := s.conn.(HeldWriter); !ok {
+		s.queueCtl(typ, id, length, nil)
+		return
+	}
+	s.queueCtlPoke(typ, id, length, nil, false)
+	s.deferFlush(s)
+}
+
 func (s *Session) sendLoop() {
 	for {
 		select {
 		case <-s.ctlSig:
+			s.loopWakes.Add(1)
 			s.flush()
 		case <-s.done:
 			return
@@ -169,9 +185,9 @@ func (s *Session) writeHeldLocked() {
 	}
 }
 
-// deferFlush notes that d's buffer holds frames this session's reader
-// wrote, to write once the reader has no frame at hand. Only the reader
-// calls it.
+// deferFlush notes that d's buffer (or, for the session itself, its
+// control queue) holds frames this session's reader wrote, to write once
+// the reader has no frame at hand. Only the reader calls it.
 func (s *Session) deferFlush(d *Session) {
 	if !slices.Contains(s.deferred, d) {
 		s.deferred = append(s.deferred, d)
@@ -194,7 +210,9 @@ func (s *Session) flushDeferred() {
 			poke(d.ctlSig)
 			continue
 		}
-		if d.werr == nil && len(d.wbuf) > 0 {
+		if d == s && d.werr == nil && !d.drainCtlWithinLocked(0) {
+			poke(d.ctlSig) // more control frames than wbuf holds
+		} else if d.werr == nil && len(d.wbuf) > 0 {
 			d.writeHeldLocked() // behind anything held, or to sendLoop
 		}
 		d.wmu.Unlock()
