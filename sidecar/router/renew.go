@@ -76,9 +76,11 @@ func (l *link) renew() {
 		r.log.Info("link certificate not renewed", "peerSite", l.peer, "token", l.tokenID, "error", err.Error())
 		return
 	}
+	// Counted before the peer can have it: whoever sees the peer holding
+	// it sees the count too.
+	r.m.LinkCertsRenewed.WithLabelValues(l.peer).Inc()
 	l.queueCert(certPEM)
 	life := lifeOf(certPEM)
-	r.m.LinkCertsRenewed.WithLabelValues(l.peer).Inc()
 	r.log.Info("link certificate renewed", "peerSite", l.peer, "token", l.tokenID, "expires", life.notAfter.UTC().Format(time.RFC3339))
 	l.scheduleRenewal(life)
 }
