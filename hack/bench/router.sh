@@ -225,25 +225,30 @@ lower() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a == "") print b; else if 
 PACE=${BENCH_PACE:-$(awk -v h="${RES[iperf1,haproxy]:-}" -v s="${RES[iperf1,skiff]:-}" \
 	'BEGIN {m = (h == "" || (s != "" && s + 0 < h + 0)) ? s : h; if (m == "") m = 2; printf "%.1f", m / 2 < 0.1 ? 0.1 : m / 2}')}
 [[ $PACE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_PACE must be a rate in Gbit/s, got $PACE"
-# beside KEY PATH ROUND RATE: the POST while one iperf3 stream runs at RATE
-# (0: full speed); records KEYp50, KEYp99 and the stream's rate as bulkKEY.
-beside() {
-	local key=$1 path=$2 round=$3 rate=$4 url=http://127.0.0.1:${PORT[$2,http]}/ out bulk
-	timeout --foreground -k 5 $((T + 32)) iperf3 -c 127.0.0.1 -p "${PORT[$path,iperf]}" -b "${rate}G" -t $((T + 2)) -J \
-		>"bulk-$key-$path-$round.json" 2>&1 &
-	bulk=$!
-	sleep 1 # the bulk stream is under way
-	out=$key-$path-$round.txt
-	if run "$key" "$path" "$out" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency -s post1k.lua "$url"; then
+# post KEY PATH ROUND [RATE]: the POST over one connection, alone or while
+# one iperf3 stream runs through the same path at RATE Gbit/s (0: full
+# speed); records KEYp50, KEYp99 and, beside a stream, its rate as bulkKEY.
+post() {
+	local key=$1 path=$2 round=$3 rate=${4:-} out=$1-$2-$3.txt bulk=""
+	if [ -n "$rate" ]; then
+		timeout --foreground -k 5 $((T + 32)) iperf3 -c 127.0.0.1 -p "${PORT[$path,iperf]}" -b "${rate}G" -t $((T + 2)) -J \
+			>"bulk-$key-$path-$round.json" 2>&1 &
+		bulk=$!
+		sleep 1 # the bulk stream is under way
+	fi
+	if run "$key" "$path" "$out" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency -s post1k.lua \
+		"http://127.0.0.1:${PORT[$path,http]}/"; then
 		RES[${key}p50,$path]=$(lower "${RES[${key}p50,$path]:-}" "$(wrk_ms "$out" 50)")
 		RES[${key}p99,$path]=$(lower "${RES[${key}p99,$path]:-}" "$(wrk_ms "$out" 99)")
 	fi
-	if wait "$bulk"; then
-		RES[bulk$key,$path]=$(lower "${RES[bulk$key,$path]:-}" "$(iperf_gbps "bulk-$key-$path-$round.json")")
-	else
-		echo "bench: the bulk stream via $path ($key) failed" >&2
-		tail -n 5 "bulk-$key-$path-$round.json" >&2
-		FAILED=1
+	if [ -n "$bulk" ]; then
+		if wait "$bulk"; then
+			RES[bulk$key,$path]=$(lower "${RES[bulk$key,$path]:-}" "$(iperf_gbps "bulk-$key-$path-$round.json")")
+		else
+			echo "bench: the bulk stream via $path ($key) failed" >&2
+			tail -n 5 "bulk-$key-$path-$round.json" >&2
+			FAILED=1
+		fi
 	fi
 	e=$(wrk_errors "$out")
 	[ -z "$e" ] || echo "  $key via $path: $e" >&2
@@ -251,15 +256,9 @@ beside() {
 log "1 KiB POST over 1 connection, ${T}s alone, beside one iperf3 stream at full speed and beside one paced at $PACE Gbit/s, through the same path, twice"
 for round in 1 2; do
 	for path in "${PATHS[@]}"; do
-		out=small-$path-$round.txt
-		if run small "$path" "$out" timeout --foreground -k 5 $((T + 30)) wrk -t1 -c1 -d"${T}s" --latency -s post1k.lua "http://127.0.0.1:${PORT[$path,http]}/"; then
-			RES[smallp50,$path]=$(lower "${RES[smallp50,$path]:-}" "$(wrk_ms "$out" 50)")
-			RES[smallp99,$path]=$(lower "${RES[smallp99,$path]:-}" "$(wrk_ms "$out" 99)")
-		fi
-		e=$(wrk_errors "$out")
-		[ -z "$e" ] || echo "  small via $path: $e" >&2
-		beside beside "$path" "$round" 0
-		beside paced "$path" "$round" "$PACE"
+		post small "$path" "$round"
+		post beside "$path" "$round" 0
+		post paced "$path" "$round" "$PACE"
 	done
 done
 for path in "${PATHS[@]}"; do
