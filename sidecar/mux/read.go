@@ -33,6 +33,33 @@ func (s *Session) ready(n int) {
 	}
 }
 
+// A reader that always finds data at hand never parks, and then Go may
+// leave no thread polling the network: the thread that was polling took
+// a P to run this reader when it was last readied, the other Ps' threads
+// sleep, and other sockets' data waits for sysmon's poll, every 10 ms at
+// best (golang/go#51651 describes the scheduler's side). A gateway that
+// carried one bulk stream alone on a link connection, its reader writing
+// the data on itself (Stream.pushBuffer), held back every other
+// connection's bytes by tens of milliseconds (docs/benchmarks.md, "A
+// reader that never parks"). A sender has no such run: it parks each
+// time it runs out of credit, a window at most. So every nudgeEvery bytes
+// of data the reader wakes an idle P's thread (wakeIdleP), which polls the
+// network before it finds nothing else to do, and stays polling.
+const nudgeEvery = 512 << 10
+
+func (s *Session) nudgeAfter(n int) {
+	if s.sinceNudge += n; s.sinceNudge >= nudgeEvery {
+		s.sinceNudge = 0
+		s.nudges.Add(1)
+		wakeIdleP()
+	}
+}
+
+// wakeIdleP has the scheduler start the thread of an idle P, if there is
+// one and no thread is looking for work already: it does so for every
+// goroutine started. The goroutine has nothing to do.
+func wakeIdleP() { go func() {}() }
+
 // readErr describes a failed read of the connection.
 func readErr(what string, err error) error {
 	if errors.Is(err, io.EOF) {
@@ -168,6 +195,7 @@ func (s *Session) handleData(h header) error {
 		return protoErr("DATA frame of %d bytes on stream %d exceeds max frame size %d", h.length, h.id, s.cfg.MaxFrameSize)
 	}
 	n := int(h.length)
+	s.nudgeAfter(n)
 	s.ready(n)
 	if h.id != s.lastData {
 		s.lastData, s.runLength = h.id, 0

@@ -45,6 +45,8 @@ type Session struct {
 	// the link to itself for loneRun frames (Stream.pushBuffer).
 	lastData   uint32
 	runLength  int
+	sinceNudge int           // data bytes read since the last nudgeAfter
+	nudges     atomic.Uint64 // times nudgeAfter woke an idle P, for tests
 	recvFrames atomic.Uint64 // frames received, for keepalive
 
 	// Write side: one buffered writer, see write.go.

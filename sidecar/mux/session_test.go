@@ -262,3 +262,28 @@ func TestCloseSendsQueuedFrames(t *testing.T) {
 		t.Errorf("read = %q, %v; want %q, nil (EOF)", got, err, "last words")
 	}
 }
+
+// The reader wakes an idle P's thread every nudgeEvery bytes of data, so
+// that a reader which always has data at hand, and never parks, does not
+// leave the process without a thread polling the network (read.go).
+func TestReaderWakesIdleP(t *testing.T) {
+	client, server := sessionPair(t, overTCP, Config{}, Config{})
+	c, s := openPair(t, client, server)
+	const total = 8 * nudgeEvery
+	within(t, "8 nudges' worth of data", func() {
+		go func() {
+			c.Write(make([]byte, total))
+			c.CloseWrite()
+		}()
+		n, err := io.Copy(io.Discard, s)
+		if err != nil || n != total {
+			t.Errorf("read %d bytes, %v; want %d", n, err, total)
+		}
+	})
+	if got := server.nudges.Load(); got != 8 {
+		t.Fatalf("reader read %d bytes and woke an idle P %d times; want 8", total, got)
+	}
+	if got := client.nudges.Load(); got != 0 {
+		t.Fatalf("the sending side's reader read no data and woke an idle P %d times; want 0", got)
+	}
+}
