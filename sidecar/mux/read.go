@@ -195,6 +195,7 @@ func (s *Session) handleData(h header) error {
 		return protoErr("DATA frame of %d bytes on stream %d exceeds max frame size %d", h.length, h.id, s.cfg.MaxFrameSize)
 	}
 	n := int(h.length)
+	s.dataBytes.Add(uint64(n))
 	s.nudgeAfter(n)
 	s.ready(n)
 	if h.id != s.lastData {

@@ -48,6 +48,8 @@ type Session struct {
 	sinceNudge int           // data bytes read since the last nudgeAfter
 	nudges     atomic.Uint64 // times nudgeAfter woke an idle P, for tests
 	recvFrames atomic.Uint64 // frames received, for keepalive
+	// dataBytes counts DATA payload bytes received and sent (DataBytes).
+	dataBytes atomic.Uint64
 
 	// Write side: one buffered writer, see write.go.
 	wmu      sync.Mutex
@@ -255,6 +257,13 @@ func (s *Session) NumStreams() int {
 	}
 	return len(s.streams)
 }
+
+// DataBytes returns how many bytes of stream data the session has carried
+// so far, received and sent together (DATA payloads, counted as they are
+// read and as their credit is taken). A caller that samples it over time
+// sees how busy the connection is: package router opens new streams on
+// the quietest connection of a link's pool.
+func (s *Session) DataBytes() uint64 { return s.dataBytes.Load() }
 
 // RTT returns the round trip time of the last answered PING, 0 before the
 // first.

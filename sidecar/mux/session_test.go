@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -260,6 +261,38 @@ func TestCloseSendsQueuedFrames(t *testing.T) {
 	got, err := io.ReadAll(s)
 	if err != nil || string(got) != "last words" {
 		t.Errorf("read = %q, %v; want %q, nil (EOF)", got, err, "last words")
+	}
+}
+
+// DataBytes counts stream data both ways, and nothing else: no frame
+// headers, no control frames.
+func TestDataBytes(t *testing.T) {
+	client, server := sessionPair(t, overTCP, Config{}, Config{})
+	if a, b := client.DataBytes(), server.DataBytes(); a != 0 || b != 0 {
+		t.Fatalf("before any stream: client %d, server %d bytes; want 0", a, b)
+	}
+	c, s := openPair(t, client, server)
+	up := bytes.Repeat([]byte("u"), 100_000)
+	down := bytes.Repeat([]byte("d"), 3_000)
+	within(t, "exchange", func() {
+		go func() {
+			c.Write(up)
+			c.CloseWrite()
+		}()
+		got, err := io.ReadAll(s)
+		if err != nil || len(got) != len(up) {
+			t.Errorf("server read %d bytes, %v; want %d", len(got), err, len(up))
+		}
+		s.Write(down)
+		s.Close()
+		got, err = io.ReadAll(c)
+		if err != nil || len(got) != len(down) {
+			t.Errorf("client read %d bytes, %v; want %d", len(got), err, len(down))
+		}
+	})
+	want := uint64(len(up) + len(down))
+	if a, b := client.DataBytes(), server.DataBytes(); a != want || b != want {
+		t.Fatalf("client counted %d bytes, server %d; want %d each", a, b, want)
 	}
 }
 

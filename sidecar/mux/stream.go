@@ -359,6 +359,7 @@ func (st *Stream) reserveSend(want int, block bool) (n int, more bool, err error
 			st.sendWindow -= uint32(n)
 			more = st.sendWindow > 0
 			st.mu.Unlock()
+			st.sess.dataBytes.Add(uint64(n))
 			return n, more, nil
 		}
 		st.mu.Unlock()

@@ -152,6 +152,7 @@ func (st *Stream) tryWrite(p []byte, from *Session) bool {
 		poke(s.ctlSig)
 		return false
 	}
+	s.dataBytes.Add(uint64(len(p)))
 	s.wbuf = appendHeader(s.wbuf, frameData, st.id, uint32(len(p)))
 	s.wbuf = append(s.wbuf, p...)
 	s.lastFlusher.Store(st.id)

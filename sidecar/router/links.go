@@ -49,6 +49,7 @@ type link struct {
 
 	mu       sync.Mutex
 	sessions []*mux.Session // by pool index; nil where down
+	loads    []poolLoad     // by pool index: what each carried lately (pick)
 	ctrl     *mux.Stream
 	up       bool
 	upSince  time.Time // when it came up
@@ -77,6 +78,7 @@ func newLink(r *Router, id string, p peer, cost int, dialed bool, pool int) *lin
 	return &link{
 		r: r, id: id, peer: p.site, router: p.router, name: name, role: p.role, identity: p.identity(), tokenID: p.tokenID, key: p.key, certLife: p.certLife, policy: p.policy, cost: cost, dialed: dialed,
 		sessions: make([]*mux.Session, pool),
+		loads:    make([]poolLoad, pool),
 		pending:  map[string]netview.Signed{},
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -105,14 +107,16 @@ func (l *link) isUp() bool {
 	return l.up && !l.closed
 }
 
-// pick returns the live session with the fewest streams, leaving out
-// those whose peer sent GOAWAY (it takes no new streams there).
+// pick returns the live session where a new stream costs least: the
+// fewest streams and the least data carried lately (poolload.go), leaving
+// out those whose peer sent GOAWAY (it takes no new streams there).
 func (l *link) pick() *mux.Session {
+	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var best *mux.Session
-	bestN := math.MaxInt
-	for _, s := range l.sessions {
+	bestCost := math.Inf(1)
+	for i, s := range l.sessions {
 		if s == nil || s.PeerGoingAway() {
 			continue
 		}
@@ -121,8 +125,8 @@ func (l *link) pick() *mux.Session {
 			continue
 		default:
 		}
-		if n := s.NumStreams(); n < bestN {
-			best, bestN = s, n
+		if c := poolCost(s.NumStreams(), l.loads[i].observe(s.DataBytes(), now)); c < bestCost {
+			best, bestCost = s, c
 		}
 	}
 	return best
@@ -139,6 +143,7 @@ func (l *link) setSession(i int, s *mux.Session) bool {
 		old.Close()
 	}
 	l.sessions[i] = s
+	l.loads[i] = poolLoad{}
 	l.mu.Unlock()
 	if l.r.draining.Load() {
 		s.GoAway() // a session that joins a draining router takes no streams either
