@@ -44,8 +44,12 @@ func (s *Session) ready(n int) {
 // reader that never parks"). A sender has no such run: it parks each
 // time it runs out of credit, a window at most. So every nudgeEvery bytes
 // of data the reader wakes an idle P's thread (wakeIdleP), which polls the
-// network before it finds nothing else to do, and stays polling.
-const nudgeEvery = 512 << 10
+// network before it finds nothing else to do, and stays polling until it
+// takes a goroutine to run. A polling thread also wakes for the bulk
+// stream's own socket events: every 512 KiB cost one stream 13 % of its
+// rate on a 2-core host; every 2 MiB bounds the wait at full speed to a
+// few ms and costs about nothing (docs/benchmarks.md).
+const nudgeEvery = 2 << 20
 
 func (s *Session) nudgeAfter(n int) {
 	if s.sinceNudge += n; s.sinceNudge >= nudgeEvery {
