@@ -16,7 +16,8 @@ import (
 // constant loadTau). A bulk stream at 2 Gbit/s costs about 3,800, so
 // small requests opened beside it go on another connection while one has
 // none; among quiet connections the count of streams decides, as before.
-// (docs/benchmarks.md, "A small request beside a bulk stream".)
+// (docs/benchmarks.md, "A reader that never parks, and new streams on the
+// quietest connection".)
 const (
 	loadTau     = time.Second
 	loadQuantum = 64 << 10
