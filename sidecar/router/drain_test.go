@@ -213,6 +213,20 @@ func recordedSpec(t *testing.T, n *drainNode, dir string, tok *token.Token) Link
 // echoes what it reads, half-closing when the client does.
 func echoService(t *testing.T, name string) Connector {
 	t.Helper()
+	port := serveEach(t, func(c net.Conn) {
+		io.WriteString(c, name+"\n")
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	return Connector{Address: "backend", Host: "127.0.0.1", Port: port}
+}
+
+// serveEach listens on a loopback port and runs handle for each
+// connection, on a goroutine of its own, closing the connection after;
+// the listener closes and the handlers are waited for when the test ends.
+// It returns the port.
+func serveEach(t *testing.T, handle func(net.Conn)) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -227,13 +241,11 @@ func echoService(t *testing.T, name string) Connector {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				io.WriteString(c, name+"\n")
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			})
 		}
 	})
-	return Connector{Address: "backend", Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // echoConn is a client connection to an echoService through a router.

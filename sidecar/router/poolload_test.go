@@ -137,34 +137,19 @@ func TestNewStreamsAvoidBulkConnection(t *testing.T) {
 // the bytes.
 func discardService(t *testing.T) (Connector, *atomic.Int64) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n atomic.Int64
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	port := serveEach(t, func(c net.Conn) {
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		buf := make([]byte, 64<<10)
 		for {
-			c, err := ln.Accept()
+			m, err := c.Read(buf)
+			n.Add(int64(m))
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(time.Minute))
-				buf := make([]byte, 64<<10)
-				for {
-					m, err := c.Read(buf)
-					n.Add(int64(m))
-					if err != nil {
-						return
-					}
-				}
-			})
 		}
 	})
-	return Connector{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port}, &n
+	return Connector{Host: "127.0.0.1", Port: port}, &n
 }
 
 func onlyLink(t *testing.T, s *testSite) *link {
