@@ -354,7 +354,6 @@ echo "|---|---|---|"
 issue_target "1 stream >= 1.2x haproxy's chain" iperf1 ">=" 1.2
 issue_target "8 streams >= 1.2x haproxy's chain" iperf8 ">=" 1.2
 issue_target "p50 at 1 connection <= 1.0x haproxy's chain" p50 "<=" 1
-echo "| new connections >= 5k/s | ${RES[newconn,skiff]:-?}/s | $(verdict "${RES[newconn,skiff]:-}" ">=" 5000) |"
 echo "| 1 KiB POST p99 beside a bulk stream paced at $PACE Gbit/s <= 2x alone | ${RES[pgrowth,skiff]:-?}x (haproxy's chain ${RES[pgrowth,haproxy]:-?}x, direct ${RES[pgrowth,direct]:-?}x) | $(verdict "${RES[pgrowth,skiff]:-}" "<=" 2) |"
 
 echo
